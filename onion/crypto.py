@@ -66,6 +66,8 @@ def hash32(data: bytes, purpose: bytes = b"") -> bytes:
 # --- stream cipher ---------------------------------------------------------------------
 
 _ZERO_NONCE12 = bytes(12)
+# Output buffers are overwritten whole by libsodium: skip cffi's zero-fill.
+_alloc = ffi.new_allocator(should_clear_after_alloc=False)
 
 
 def stream_xor(key: bytes, data: bytes | bytearray | memoryview) -> bytes:
@@ -77,7 +79,7 @@ def stream_xor(key: bytes, data: bytes | bytearray | memoryview) -> bytes:
     use only, so the fixed nonce is sound.
     """
     n = len(data)
-    out = ffi.new("unsigned char[]", n + AEAD_TAG_BYTES)
+    out = _alloc("unsigned char[]", n + AEAD_TAG_BYTES)
     lib.crypto_aead_chacha20poly1305_ietf_encrypt(
         out, ffi.NULL, ffi.from_buffer(data), n, ffi.NULL, 0, ffi.NULL, _ZERO_NONCE12, key
     )

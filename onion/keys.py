@@ -130,7 +130,9 @@ def phrase_to_seed(phrase: str) -> bytes:
     """
     words = unicodedata.normalize("NFKD", phrase).lower().split()
     if len(words) != PHRASE_WORDS:
-        raise InvalidPhrase(f"a recovery phrase has {PHRASE_WORDS} words, this one has {len(words)}")
+        raise InvalidPhrase(
+            f"a recovery phrase has {PHRASE_WORDS} words, this one has {len(words)}"
+        )
     unknown = [w for w in words if w not in _WORDS]
     if unknown:
         shown = ", ".join(repr(w) for w in unknown[:3])

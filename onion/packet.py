@@ -1,0 +1,483 @@
+"""Onion packets: fixed-size, KEM-Sphinx style, with layered replies.
+
+Design note
+===========
+
+Session's onion requests shrink at every hop and carry the reply back as one blob, so a
+hop learns its position and a watcher can link the links. A veil packet keeps one size
+from the first hop to the destination, and its reply is re-encrypted on every link.
+
+Wire format (all hops, all links)::
+
+    packet = version (1) | alpha (32) | gamma (16) | beta (MAX_HOPS * BLOCK) | body (class)
+
+* ``alpha`` is an X25519 public key made for this hop only (the KEM variant of Sphinx,
+  as in Katzenpost's KEM Sphinx and Outfox): the hop computes ``s = X25519(onion_sk,
+  alpha)``, its one scalar multiplication, and derives every key below from ``s``,
+  ``alpha`` and its own onion key. The next hop's ``alpha`` travels inside this hop's
+  routing block, so there is no blinding step.
+* ``gamma`` is a 16-byte BLAKE2b MAC over ``beta`` and the body's size class, checked
+  before anything else.
+* ``beta`` holds MAX_HOPS routing blocks of BLOCK bytes, encrypted with a ChaCha20
+  keystream. A hop decrypts ``beta || 0^BLOCK`` with its stream, reads the first block,
+  and passes the rest on; the sender computes the refilled tail in advance (Sphinx's
+  filler), so every hop sees a header of the same size and the next MAC still holds.
+* ``body`` is one of the SIZE_CLASSES. The destination's layer is an AEAD
+  (ChaCha20-Poly1305) of the length-framed, zero-padded payload; each relay removes one
+  ChaCha20 layer. A changed body bit is caught at the latest by the destination.
+
+A routing block is ``cmd (1) | timestamp seconds (8)`` then, for RELAY, ``next node id
+(32) | address family (1) | address (16) | port (2) | next alpha (32) | next gamma
+(16)``; the rest is zero (and invisible under the stream). Each hop sees only its own
+timestamp, rounded to a second by the sender, and enforces its own window; the replay
+tag is derived from ``s``, so a replayed packet gives the same tag.
+
+Replies: the destination seals its reply (or an error) with an AEAD key only it and the
+client share; each relay on the way back XORs its own keystream over it; a relay that
+cannot forward originates an error sealed with its own key. Replies use the same size
+classes. The client knows every hop's secret, peels the layers, and learns which hop
+spoke (:class:`HopError` carries its index).
+
+Known limit: a relay's body layer is a stream cipher, not a wide-block cipher (Sphinx's
+LIONESS), so a first hop that flips body bits and colludes with the destination could
+see that the destination's AEAD failed. Requests here are for storage nodes, which see
+only an account ID; a wide-block body is the fix if that ever matters.
+
+This module does no I/O: :func:`build_packet` and :func:`process_packet` take bytes and
+return bytes or events; the node enforces the window and the replay cache
+(:mod:`onion.replay`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from . import crypto
+from .crypto import Rng, system_rng
+from .errors import (
+    STATUS_CODES,
+    IntegrityError,
+    MalformedPacket,
+    TooLarge,
+    VeilError,
+)
+
+VERSION = 1
+MAX_HOPS = 6  # up to 5 relays and the destination
+BLOCK = 112
+BETA_LEN = MAX_HOPS * BLOCK
+ALPHA_LEN = 32
+GAMMA_LEN = 16
+HEADER_LEN = 1 + ALPHA_LEN + GAMMA_LEN + BETA_LEN
+#: Body sizes. A packet (and a reply) is exactly one of these plus its header.
+SIZE_CLASSES: tuple[int, ...] = (2048, 16384, 131072)
+MAX_PACKET_LEN = HEADER_LEN + SIZE_CLASSES[-1]
+MAX_REPLY_LEN = SIZE_CLASSES[-1]
+
+_TAG = crypto.AEAD_TAG_BYTES
+_FRAME = 4  # payload length prefix inside the AEAD
+#: The largest payload (request or reply) a packet can carry.
+MAX_PAYLOAD = SIZE_CLASSES[-1] - _TAG - _FRAME
+
+CMD_RELAY = 1
+CMD_DELIVER = 2
+_PACKET_LENGTHS = frozenset(HEADER_LEN + c for c in SIZE_CLASSES)
+_REPLY_LENGTHS = frozenset(SIZE_CLASSES)
+
+_KDF_HEADER = b"veil-sphinx-hdr1"  # mac key | header stream key
+_KDF_BODY = b"veil-sphinx-bdy1"  # body key | replay tag
+_KDF_REPLY = b"veil-sphinx-rpl1"  # reply stream key | reply seal key
+
+_BLOCK_HEAD = struct.Struct(">BQ")
+_RELAY_BLOCK = struct.Struct(">BQ32sB16sH32s16s")
+assert _RELAY_BLOCK.size <= BLOCK
+_ZERO_BLOCK = bytes(BLOCK)
+_ZERO_NONCE = bytes(12)
+
+_REPLY_OK = 0
+_REPLY_ERROR = 1
+
+
+# --- public types ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One node of a path, as the client knows it from the directory."""
+
+    node_id: bytes  # Ed25519 identity key, 32 bytes
+    onion_key: bytes  # X25519 public key, 32 bytes
+    host: str  # an IPv4 or IPv6 literal
+    port: int
+
+
+class HopError(VeilError):
+    """A hop on the path answered with an error instead of the destination's reply.
+
+    ``hop`` is its index on the path (0 is the guard; ``len(path) - 1`` the destination),
+    ``status`` its wire status and ``message`` its explanation.
+    """
+
+    def __init__(self, hop: int, status: str, message: str) -> None:
+        super().__init__(f"hop {hop}: {status}: {message}" if message else f"hop {hop}: {status}")
+        self.hop = hop
+        self.status = status if status in STATUS_CODES else "internal"  # type: ignore[misc]
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """A processed packet to be forwarded: send ``packet`` to the next hop."""
+
+    next_node_id: bytes
+    next_host: str
+    next_port: int
+    packet: bytes
+    reply: ReplyContext
+    replay_tag: bytes
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """A processed packet for this node: ``payload`` is the request."""
+
+    payload: bytes
+    reply: ReplyContext
+    replay_tag: bytes
+    timestamp_ms: int
+
+
+# --- small helpers -------------------------------------------------------------------
+
+
+def _keys(secret: bytes, purpose: bytes, context: bytes) -> tuple[bytes, bytes]:
+    k = crypto.kdf(secret, purpose, 64, context)
+    return k[:32], k[32:]
+
+
+def size_class_for(length: int) -> int:
+    """The smallest size class whose frame holds ``length`` payload bytes."""
+    need = length + _TAG + _FRAME
+    for c in SIZE_CLASSES:
+        if need <= c:
+            return c
+    raise TooLarge(f"payload of {length} bytes exceeds the largest packet ({MAX_PAYLOAD})")
+
+
+def _class_tag(size: int) -> bytes:
+    return size.to_bytes(4, "big")
+
+
+def _frame(kind: int | None, payload: bytes, size: int) -> bytes:
+    head = (
+        struct.pack(">I", len(payload)) if kind is None else struct.pack(">BI", kind, len(payload))
+    )
+    return head + payload + bytes(size - _TAG - len(head) - len(payload))
+
+
+def _unframe(plain: bytes, with_kind: bool) -> tuple[int, bytes]:
+    if with_kind:
+        kind, n = struct.unpack_from(">BI", plain)
+        start = 5
+    else:
+        kind, (n,) = 0, struct.unpack_from(">I", plain)
+        start = 4
+    if n > len(plain) - start:
+        raise MalformedPacket("frame length exceeds its container")
+    return kind, plain[start : start + n]
+
+
+def _aead_seal(key: bytes, plain: bytes) -> bytes:
+    # A key used once per packet: the zero nonce is sound (see crypto.stream_xor).
+    return crypto.sodium.crypto_aead_chacha20poly1305_ietf_encrypt(plain, None, _ZERO_NONCE, key)
+
+
+def _aead_open(key: bytes, sealed: bytes) -> bytes:
+    out = crypto.ffi.new("unsigned char[]", len(sealed))
+    outlen = crypto.ffi.new("unsigned long long *")
+    rc = crypto.lib.crypto_aead_chacha20poly1305_ietf_decrypt(
+        out, outlen, crypto.ffi.NULL, sealed, len(sealed), crypto.ffi.NULL, 0, _ZERO_NONCE, key
+    )
+    if rc != 0:
+        raise IntegrityError("authentication failed")
+    return crypto.ffi.buffer(out, outlen[0])[:]
+
+
+def _pack_address(host: str, port: int) -> tuple[int, bytes]:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise ValueError(f"hop address must be an IP literal, got {host!r}") from exc
+    if not 0 < port < 65536:
+        raise ValueError(f"bad port {port}")
+    if ip.version == 4:
+        return 4, ip.packed + bytes(12)
+    return 6, ip.packed
+
+
+_V4_TAIL = bytes(12)
+
+
+def _unpack_address(family: int, raw: bytes) -> str:
+    # socket.inet_ntop is a pure conversion (no I/O) and several times faster than
+    # ipaddress on the hot path.
+    if family == 4 and raw[4:] == _V4_TAIL:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    if family == 6:
+        return socket.inet_ntop(socket.AF_INET6, raw)
+    raise MalformedPacket("bad next-hop address")
+
+
+# --- the hop -------------------------------------------------------------------------
+
+
+class ReplyContext:
+    """What a hop keeps while a packet's reply is outstanding.
+
+    A relay calls :meth:`wrap` on the reply from the next hop, or :meth:`error` if it
+    could not get one; the destination calls :meth:`seal` with its reply payload (or
+    :meth:`error`). Each method may be called once: a second reply under the same keys
+    would let an observer XOR the two.
+    """
+
+    __slots__ = ("_context", "_destination", "_secret", "_used")
+
+    def __init__(self, secret: bytes, context: bytes, destination: bool) -> None:
+        self._secret = secret
+        self._context = context
+        self._destination = destination
+        self._used = False
+
+    @property
+    def is_destination(self) -> bool:
+        return self._destination
+
+    def _take(self) -> tuple[bytes, bytes]:
+        if self._used:
+            raise RuntimeError("a reply context answers once")
+        self._used = True
+        return _keys(self._secret, _KDF_REPLY, self._context)
+
+    def wrap(self, reply: bytes) -> bytes:
+        """Add this relay's layer to the next hop's reply."""
+        if self._destination:
+            raise RuntimeError("the destination seals, it does not wrap")
+        if len(reply) not in _REPLY_LENGTHS:
+            raise MalformedPacket(f"reply of {len(reply)} bytes is not a size class")
+        stream_key, _ = self._take()
+        return crypto.stream_xor(stream_key, reply)
+
+    def seal(self, payload: bytes) -> bytes:
+        """The destination's reply, sealed to the client, padded to a size class."""
+        if not self._destination:
+            raise RuntimeError("only the destination seals a reply")
+        return self._seal(_REPLY_OK, payload)
+
+    def error(self, status: str, message: str = "") -> bytes:
+        """An error reply originated here, readable by the client as a :class:`HopError`."""
+        body = status.encode() + b"\x00" + message.encode("utf-8", "replace")[:512]
+        return self._seal(_REPLY_ERROR, body)
+
+    def _seal(self, kind: int, payload: bytes) -> bytes:
+        _, seal_key = self._take()
+        size = size_class_for(len(payload) + 1)
+        return _aead_seal(seal_key, _frame(kind, payload, size))
+
+
+def process_packet(packet: bytes, onion_secret: bytes, onion_public: bytes) -> Relay | Deliver:
+    """Process ``packet`` at a hop holding the X25519 onion key pair.
+
+    Returns :class:`Relay` (forward ``.packet``, same length) or :class:`Deliver`
+    (``.payload`` is for this node). Raises :class:`MalformedPacket` for a bad length or
+    version and :class:`IntegrityError` for a bad MAC or body, before acting on anything.
+    The caller enforces ``timestamp_ms`` and ``replay_tag`` (see :mod:`onion.replay`).
+    """
+    n = len(packet)
+    if n not in _PACKET_LENGTHS:
+        raise MalformedPacket(f"packet of {n} bytes is not a valid size")
+    if packet[0] != VERSION:
+        raise MalformedPacket(f"unknown packet version {packet[0]}")
+    alpha = packet[1:33]
+    gamma = packet[33:49]
+    beta = packet[49:HEADER_LEN]
+
+    secret = crypto.x25519(onion_secret, alpha)
+    context = alpha + onion_public
+    mac_key, header_key = _keys(secret, _KDF_HEADER, context)
+    # The MAC also binds the body's size class, so a packet moved to another class is
+    # refused by the first hop rather than by the destination.
+    if not crypto.ct_equal(crypto.mac(mac_key, beta + _class_tag(n - HEADER_LEN)), gamma):
+        raise IntegrityError("header MAC does not verify")
+    body_key, tag_material = _keys(secret, _KDF_BODY, context)
+    replay_tag = tag_material[:16]
+
+    routing = crypto.stream_xor(header_key, beta + _ZERO_BLOCK)
+    cmd, ts = _BLOCK_HEAD.unpack_from(routing)
+    body = packet[HEADER_LEN:]
+
+    if cmd == CMD_RELAY:
+        _, _, node_id, family, addr, port, next_alpha, next_gamma = _RELAY_BLOCK.unpack_from(
+            routing
+        )
+        host = _unpack_address(family, addr)
+        out = b"".join(
+            (
+                packet[:1],
+                next_alpha,
+                next_gamma,
+                routing[BLOCK:],
+                crypto.stream_xor(body_key, body),
+            )
+        )
+        return Relay(
+            node_id,
+            host,
+            port,
+            out,
+            ReplyContext(secret, context, False),
+            replay_tag,
+            ts * 1000,
+        )
+    if cmd == CMD_DELIVER:
+        _, payload = _unframe(_aead_open(body_key, body), with_kind=False)
+        return Deliver(payload, ReplyContext(secret, context, True), replay_tag, ts * 1000)
+    raise MalformedPacket(f"unknown routing command {cmd}")
+
+
+# --- the client ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _HopSecrets:
+    body_key: bytes
+    reply_stream: bytes
+    reply_seal: bytes
+
+
+class ReplyOpener:
+    """The client's keys for one packet's reply; :meth:`open` peels every layer."""
+
+    __slots__ = ("_hops",)
+
+    def __init__(self, hops: list[_HopSecrets]) -> None:
+        self._hops = hops
+
+    @property
+    def path_length(self) -> int:
+        return len(self._hops)
+
+    def open(self, reply: bytes) -> bytes:
+        """The destination's reply payload.
+
+        Raises :class:`HopError` if a hop (or the destination) answered with an error,
+        :class:`IntegrityError` if no hop's key opens the reply, and
+        :class:`MalformedPacket` for a reply that is not a size class.
+        """
+        if len(reply) not in _REPLY_LENGTHS:
+            raise MalformedPacket(f"reply of {len(reply)} bytes is not a size class")
+        # Every relay XORed its stream over the reply; XOR commutes, so peel them all
+        # first for the common case (the destination answered), then fall back.
+        layers = [reply]
+        current = reply
+        for h in self._hops[:-1]:
+            current = crypto.stream_xor(h.reply_stream, current)
+            layers.append(current)
+        try:
+            plain = _aead_open(self._hops[-1].reply_seal, layers[-1])
+            origin = len(self._hops) - 1
+        except IntegrityError:
+            for i in range(len(self._hops) - 1):
+                try:
+                    plain = _aead_open(self._hops[i].reply_seal, layers[i])
+                except IntegrityError:
+                    continue
+                origin = i
+                break
+            else:
+                raise IntegrityError("no hop's key opens the reply") from None
+        kind, payload = _unframe(plain, with_kind=True)
+        if kind == _REPLY_OK and origin == len(self._hops) - 1:
+            return payload
+        if kind == _REPLY_ERROR:
+            status, _, message = payload.partition(b"\x00")
+            raise HopError(
+                origin, status.decode("ascii", "replace"), message.decode("utf-8", "replace")
+            )
+        raise MalformedPacket("reply of an unknown kind")
+
+
+def build_packet(
+    path: Sequence[Hop],
+    payload: bytes,
+    *,
+    now_ms: int,
+    rng: Rng = system_rng,
+    size_class: int | None = None,
+) -> tuple[bytes, ReplyOpener]:
+    """Build a packet carrying ``payload`` along ``path`` (relays, then the destination).
+
+    Returns the packet for ``path[0]`` and the :class:`ReplyOpener` for its reply.
+    ``size_class`` forces a larger body class than the payload needs (to hide it).
+    Raises :class:`TooLarge` for a payload over :data:`MAX_PAYLOAD` and
+    :class:`ValueError` for a path of the wrong length or a bad hop.
+    """
+    n = len(path)
+    if not 1 <= n <= MAX_HOPS:
+        raise ValueError(f"a path has 1 to {MAX_HOPS} hops, got {n}")
+    size = size_class_for(len(payload))
+    if size_class is not None:
+        if size_class not in SIZE_CLASSES or size_class < size:
+            raise ValueError(f"size class {size_class} cannot hold {len(payload)} bytes")
+        size = size_class
+    ts = now_ms // 1000
+
+    alphas: list[bytes] = []
+    mac_keys: list[bytes] = []
+    streams: list[bytes] = []
+    secrets: list[_HopSecrets] = []
+    for hop in path:
+        if len(hop.onion_key) != 32 or len(hop.node_id) != 32:
+            raise ValueError("hop keys are 32 bytes")
+        esk, alpha = crypto.x25519_keypair(rng)
+        secret = crypto.x25519(esk, hop.onion_key)
+        context = alpha + hop.onion_key
+        mac_key, header_key = _keys(secret, _KDF_HEADER, context)
+        body_key, _ = _keys(secret, _KDF_BODY, context)
+        reply_stream, reply_seal = _keys(secret, _KDF_REPLY, context)
+        alphas.append(alpha)
+        mac_keys.append(mac_key)
+        streams.append(crypto.keystream(header_key, BETA_LEN + BLOCK))
+        secrets.append(_HopSecrets(body_key, reply_stream, reply_seal))
+
+    # Sphinx filler: the tail that hops 0..n-2 append, as the last hop will see it.
+    filler = b""
+    for i in range(n - 1):
+        grown = filler + _ZERO_BLOCK
+        filler = crypto.xor_bytes(grown, streams[i][BETA_LEN + BLOCK - len(grown) :])
+
+    last_block = _BLOCK_HEAD.pack(CMD_DELIVER, ts).ljust(BLOCK, b"\x00")
+    pad = rng(BETA_LEN - len(filler) - BLOCK)
+    head = last_block + pad
+    beta = crypto.xor_bytes(head, streams[n - 1][: len(head)]) + filler
+    class_tag = _class_tag(size)
+    gamma = crypto.mac(mac_keys[n - 1], beta + class_tag)
+    for i in range(n - 2, -1, -1):
+        nxt = path[i + 1]
+        family, addr = _pack_address(nxt.host, nxt.port)
+        block = _RELAY_BLOCK.pack(
+            CMD_RELAY, ts, nxt.node_id, family, addr, nxt.port, alphas[i + 1], gamma
+        ).ljust(BLOCK, b"\x00")
+        beta = crypto.xor_bytes(block + beta[: BETA_LEN - BLOCK], streams[i][:BETA_LEN])
+        gamma = crypto.mac(mac_keys[i], beta + class_tag)
+
+    body = _aead_seal(secrets[-1].body_key, _frame(None, payload, size))
+    for i in range(n - 2, -1, -1):
+        body = crypto.stream_xor(secrets[i].body_key, body)
+
+    packet = bytes((VERSION,)) + alphas[0] + gamma + beta + body
+    return packet, ReplyOpener(secrets)

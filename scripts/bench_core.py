@@ -1,0 +1,65 @@
+"""./scripts/bench core: the onion packet at a hop, against one X25519 multiplication.
+
+A hop does exactly one X25519 scalar multiplication, so the floor for processing a
+packet is one multiplication measured in the same run; ``hop_ratio`` is how far above
+the floor the rest of the work (MAC, keystreams, parsing) puts it. Each figure is the
+best of several repeats of many iterations (the machines are shared and noisy: the
+minimum is the figure least disturbed by other work).
+"""
+
+from __future__ import annotations
+
+import time
+import timeit
+
+from onion import crypto
+from onion.keys import NodeKeys
+from onion.packet import Hop, build_packet, process_packet
+
+REPEATS = 7
+HOP_ITER = 3000
+BUILD_ITER = 300
+
+
+def _best_us(fn, number: int) -> float:
+    return min(timeit.repeat(fn, number=number, repeat=REPEATS)) / number * 1e6
+
+
+def run() -> dict[str, float]:
+    nodes = [NodeKeys.generate() for _ in range(4)]
+    path = [
+        Hop(k.identity_public, k.onion_public, "127.0.0.1", 9000 + i) for i, k in enumerate(nodes)
+    ]
+    now = int(time.time() * 1000)
+    payload = bytes(512)  # a storage request: the smallest (2 KiB) size class
+    packet, _ = build_packet(path, payload, now_ms=now)
+    guard = nodes[0]
+    secret, public = guard.onion_secret, guard.onion_public
+
+    x25519_us = _best_us(lambda: crypto.x25519(secret, public), HOP_ITER)
+    hop_us = _best_us(lambda: process_packet(packet, secret, public), HOP_ITER)
+    build_us = _best_us(lambda: build_packet(path, payload, now_ms=now), BUILD_ITER)
+    big_packet, _ = build_packet(path, bytes(100_000), now_ms=now)
+    hop_big_us = _best_us(lambda: process_packet(big_packet, secret, public), HOP_ITER // 5)
+    return {
+        "x25519_us": round(x25519_us, 2),
+        "hop_process_us": round(hop_us, 2),
+        "hop_ratio": round(hop_us / x25519_us, 3),
+        "build_path_us": round(build_us, 2),
+        "build_ratio": round(build_us / x25519_us, 3),
+        "hop_process_128k_us": round(hop_big_us, 2),
+    }
+
+
+def describe(r: dict[str, float]) -> str:
+    return "\n".join(
+        [
+            "onion packets (2 KiB body, default path of 4 layers)",
+            f"  x25519 multiplication (floor)   {r['x25519_us']:8.1f} us",
+            f"  packet processing at a hop      {r['hop_process_us']:8.1f} us"
+            f"   ratio {r['hop_ratio']:.2f} x floor   (target < 80 us, < 1.7)",
+            f"  build a 4-layer packet          {r['build_path_us']:8.1f} us"
+            f"   ratio {r['build_ratio']:.2f} x floor   (8 multiplications + 4 bases)",
+            f"  hop, 128 KiB body class         {r['hop_process_128k_us']:8.1f} us",
+        ]
+    )

@@ -1,0 +1,371 @@
+"""Onion packets: round trips, fixed size, tamper and replay refusal, replies, vectors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from onion import packet as P
+from onion.errors import (
+    IntegrityError,
+    MalformedPacket,
+    PacketError,
+    RateLimited,
+    ReplayedPacket,
+    StalePacket,
+    TooLarge,
+)
+from onion.keys import NodeKeys
+from onion.packet import Deliver, Hop, HopError, Relay, build_packet, process_packet
+from onion.replay import ReplayCache
+
+VECTORS = Path(__file__).parent / "vectors" / "packet.json"
+NOW = 1_790_000_000_000
+
+
+def det_rng(label: bytes):
+    """A deterministic byte source (BLAKE2b in counter mode) for known-answer tests."""
+    counter = 0
+
+    def rng(n: int) -> bytes:
+        nonlocal counter
+        out = b""
+        while len(out) < n:
+            out += hashlib.blake2b(
+                counter.to_bytes(8, "little"), key=label, digest_size=64
+            ).digest()
+            counter += 1
+        return out[:n]
+
+    return rng
+
+
+def make_nodes(count: int, label: bytes = b"nodes") -> list[NodeKeys]:
+    rng = det_rng(label)
+    return [NodeKeys.generate(rng) for _ in range(count)]
+
+
+NODES = make_nodes(P.MAX_HOPS)
+
+
+def path_of(nodes: list[NodeKeys]) -> list[Hop]:
+    return [
+        Hop(k.identity_public, k.onion_public, "127.0.0.1" if i % 2 else "::1", 7000 + i)
+        for i, k in enumerate(nodes)
+    ]
+
+
+def run_path(pkt: bytes, nodes: list[NodeKeys]):
+    """Process a packet along every node; return (deliver, reply contexts, packets seen)."""
+    contexts = []
+    seen = [pkt]
+    for i, k in enumerate(nodes):
+        result = process_packet(pkt, k.onion_secret, k.onion_public)
+        contexts.append(result.reply)
+        if i < len(nodes) - 1:
+            assert isinstance(result, Relay)
+            assert result.next_node_id == nodes[i + 1].identity_public
+            assert result.next_port == 7000 + i + 1
+            pkt = result.packet
+            seen.append(pkt)
+        else:
+            assert isinstance(result, Deliver)
+            return result, contexts, seen
+    raise AssertionError("unreachable")
+
+
+def reply_back(contexts, payload: bytes) -> list[bytes]:
+    """The reply as it travels back: bytes on each link, from the destination to the client."""
+    reply = contexts[-1].seal(payload)
+    links = [reply]
+    for ctx in reversed(contexts[:-1]):
+        reply = ctx.wrap(reply)
+        links.append(reply)
+    return links
+
+
+@pytest.mark.parametrize("layers", range(1, P.MAX_HOPS + 1))
+def test_round_trip_every_path_length(layers: int) -> None:
+    nodes = NODES[:layers]
+    pkt, opener = build_packet(path_of(nodes), b"store this", now_ms=NOW)
+    deliver, contexts, seen = run_path(pkt, nodes)
+    assert deliver.payload == b"store this"
+    assert deliver.timestamp_ms == NOW // 1000 * 1000
+    # Same length at every hop, and different bytes on every link.
+    assert {len(p) for p in seen} == {P.HEADER_LEN + P.SIZE_CLASSES[0]}
+    assert len(set(seen)) == len(seen)
+    links = reply_back(contexts, b"stored")
+    assert len(set(links)) == len(links)
+    assert {len(x) for x in links} == {P.SIZE_CLASSES[0]}
+    assert opener.open(links[-1]) == b"stored"
+
+
+def test_relay_gives_next_hop_address() -> None:
+    pkt, _ = build_packet(path_of(NODES[:3]), b"x", now_ms=NOW)
+    first = process_packet(pkt, NODES[0].onion_secret, NODES[0].onion_public)
+    assert isinstance(first, Relay) and first.next_host == "127.0.0.1"
+    second = process_packet(first.packet, NODES[1].onion_secret, NODES[1].onion_public)
+    assert isinstance(second, Relay) and second.next_host == "::1"
+
+
+def test_size_classes_chosen_by_payload() -> None:
+    for size, cls in [(0, 2048), (2028, 2048), (2029, 16384), (100_000, 131072)]:
+        pkt, _ = build_packet(path_of(NODES[:2]), bytes(size), now_ms=NOW)
+        assert len(pkt) == P.HEADER_LEN + cls
+    with pytest.raises(TooLarge):
+        build_packet(path_of(NODES[:2]), bytes(P.MAX_PAYLOAD + 1), now_ms=NOW)
+    pkt, _ = build_packet(path_of(NODES[:1]), b"", now_ms=NOW, size_class=16384)
+    assert len(pkt) == P.HEADER_LEN + 16384
+
+
+def test_big_reply_uses_bigger_class() -> None:
+    pkt, opener = build_packet(path_of(NODES[:4]), b"q", now_ms=NOW)
+    _, contexts, _ = run_path(pkt, NODES[:4])
+    links = reply_back(contexts, bytes(range(256)) * 200)
+    assert len(links[-1]) == 131072
+    assert opener.open(links[-1]) == bytes(range(256)) * 200
+
+
+def test_path_length_limits() -> None:
+    with pytest.raises(ValueError):
+        build_packet([], b"x", now_ms=NOW)
+    with pytest.raises(ValueError):
+        build_packet(path_of(make_nodes(7, b"seven")), b"x", now_ms=NOW)
+
+
+def test_packet_for_another_node_is_refused() -> None:
+    pkt, _ = build_packet(path_of(NODES[:3]), b"x", now_ms=NOW)
+    with pytest.raises(IntegrityError):
+        process_packet(pkt, NODES[1].onion_secret, NODES[1].onion_public)
+
+
+def _flip(data: bytes, bit: int) -> bytes:
+    b = bytearray(data)
+    b[bit // 8] ^= 1 << (bit % 8)
+    return bytes(b)
+
+
+def _header_bits() -> list[int]:
+    # Every bit of the version, alpha and gamma, and a spread of beta's bits.
+    return list(range(49 * 8)) + list(range(49 * 8, P.HEADER_LEN * 8, 7))
+
+
+def test_every_header_bit_flip_is_caught_by_the_first_hop() -> None:
+    nodes = NODES[:4]
+    pkt, _ = build_packet(path_of(nodes), b"payload", now_ms=NOW)
+    for bit in _header_bits():
+        with pytest.raises((IntegrityError, MalformedPacket)):
+            process_packet(_flip(pkt, bit), nodes[0].onion_secret, nodes[0].onion_public)
+
+
+def _deliver(pkt: bytes, nodes: list[NodeKeys]) -> Deliver:
+    result: Relay | Deliver = process_packet(pkt, nodes[0].onion_secret, nodes[0].onion_public)
+    for k in nodes[1:]:
+        assert isinstance(result, Relay)
+        result = process_packet(result.packet, k.onion_secret, k.onion_public)
+    assert isinstance(result, Deliver)
+    return result
+
+
+def test_body_bit_flips_are_caught_by_the_destination_at_the_latest() -> None:
+    nodes = NODES[:4]
+    pkt, _ = build_packet(path_of(nodes), b"payload", now_ms=NOW)
+    body_bits = range(P.HEADER_LEN * 8, len(pkt) * 8, 97)
+    for bit in body_bits:
+        with pytest.raises(IntegrityError):
+            _deliver(_flip(pkt, bit), nodes)
+
+
+def test_truncated_or_extended_packets_are_refused() -> None:
+    pkt, _ = build_packet(path_of(NODES[:3]), b"x", now_ms=NOW)
+    k = NODES[0]
+    for bad in (pkt[:-1], pkt + b"\0", pkt[: P.HEADER_LEN], b""):
+        with pytest.raises(MalformedPacket):
+            process_packet(bad, k.onion_secret, k.onion_public)
+    # Padded out to the next size class: the length is valid, the MAC binds the class.
+    with pytest.raises(IntegrityError):
+        process_packet(pkt + bytes(14336), k.onion_secret, k.onion_public)
+
+
+def test_replay_is_refused_by_the_cache() -> None:
+    pkt, _ = build_packet(path_of(NODES[:2]), b"x", now_ms=NOW)
+    cache = ReplayCache(window_ms=120_000)
+    first = process_packet(pkt, NODES[0].onion_secret, NODES[0].onion_public)
+    cache.check(first.replay_tag, first.timestamp_ms, NOW)
+    again = process_packet(pkt, NODES[0].onion_secret, NODES[0].onion_public)
+    assert again.replay_tag == first.replay_tag
+    with pytest.raises(ReplayedPacket):
+        cache.check(again.replay_tag, again.timestamp_ms, NOW + 1000)
+    # A fresh packet over the same path has a different tag.
+    other, _ = build_packet(path_of(NODES[:2]), b"x", now_ms=NOW)
+    fresh = process_packet(other, NODES[0].onion_secret, NODES[0].onion_public)
+    cache.check(fresh.replay_tag, fresh.timestamp_ms, NOW)
+
+
+def test_replay_cache_window_expiry_and_cap() -> None:
+    cache = ReplayCache(window_ms=60_000, max_entries=2)
+    with pytest.raises(StalePacket):
+        cache.check(b"a" * 16, NOW - 61_000, NOW)
+    with pytest.raises(StalePacket):
+        cache.check(b"a" * 16, NOW + 61_000, NOW)
+    cache.check(b"a" * 16, NOW, NOW)
+    cache.check(b"b" * 16, NOW, NOW)
+    with pytest.raises(RateLimited):
+        cache.check(b"c" * 16, NOW, NOW)
+    # Once the first two can no longer pass the window, their tags are forgotten.
+    cache.check(b"c" * 16, NOW + 61_000, NOW + 61_000)
+    assert len(cache) == 1
+
+
+def test_error_reply_names_the_hop_that_sent_it() -> None:
+    nodes = NODES[:4]
+    pkt, opener = build_packet(path_of(nodes), b"x", now_ms=NOW)
+    r0 = process_packet(pkt, nodes[0].onion_secret, nodes[0].onion_public)
+    r1 = process_packet(r0.packet, nodes[1].onion_secret, nodes[1].onion_public)
+    reply = r0.reply.wrap(r1.reply.error("bad_gateway", "next hop refused the connection"))
+    with pytest.raises(HopError) as info:
+        opener.open(reply)
+    assert info.value.hop == 1
+    assert info.value.status == "bad_gateway"
+    assert "refused" in info.value.message
+    # The guard itself can answer too.
+    pkt, opener = build_packet(path_of(nodes), b"x", now_ms=NOW)
+    r0 = process_packet(pkt, nodes[0].onion_secret, nodes[0].onion_public)
+    with pytest.raises(HopError) as info:
+        opener.open(r0.reply.error("clock_skew", "node time 1"))
+    assert (info.value.hop, info.value.status) == (0, "clock_skew")
+
+
+def test_destination_error_and_unknown_status() -> None:
+    pkt, opener = build_packet(path_of(NODES[:2]), b"x", now_ms=NOW)
+    _, contexts, _ = run_path(pkt, NODES[:2])
+    reply = contexts[0].wrap(contexts[1].error("no-such-status", "?"))
+    with pytest.raises(HopError) as info:
+        opener.open(reply)
+    assert info.value.hop == 1 and info.value.status == "internal"
+
+
+def test_tampered_or_foreign_replies_are_refused() -> None:
+    nodes = NODES[:3]
+    pkt, opener = build_packet(path_of(nodes), b"x", now_ms=NOW)
+    _, contexts, _ = run_path(pkt, nodes)
+    reply = reply_back(contexts, b"answer")[-1]
+    for bit in range(0, len(reply) * 8, 211):
+        with pytest.raises(IntegrityError):
+            opener.open(_flip(reply, bit))
+    with pytest.raises(MalformedPacket):
+        opener.open(reply[:-1])
+    _, other = build_packet(path_of(nodes), b"x", now_ms=NOW)
+    with pytest.raises(IntegrityError):
+        other.open(reply)
+
+
+def test_a_reply_context_answers_once() -> None:
+    pkt, _ = build_packet(path_of(NODES[:2]), b"x", now_ms=NOW)
+    _, contexts, _ = run_path(pkt, NODES[:2])
+    contexts[1].seal(b"one")
+    with pytest.raises(RuntimeError):
+        contexts[1].seal(b"two")
+    with pytest.raises(RuntimeError):
+        contexts[1].wrap(bytes(2048))
+    with pytest.raises(MalformedPacket):
+        contexts[0].wrap(bytes(2047))
+
+
+def test_low_order_alpha_is_refused() -> None:
+    pkt, _ = build_packet(path_of(NODES[:1]), b"x", now_ms=NOW)
+    bad = pkt[:1] + bytes(32) + pkt[33:]
+    with pytest.raises(IntegrityError):
+        process_packet(bad, NODES[0].onion_secret, NODES[0].onion_public)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    payload=st.binary(max_size=5000),
+    layers=st.integers(min_value=1, max_value=P.MAX_HOPS),
+    reply=st.binary(max_size=5000),
+)
+def test_property_round_trip(payload: bytes, layers: int, reply: bytes) -> None:
+    nodes = NODES[:layers]
+    pkt, opener = build_packet(path_of(nodes), payload, now_ms=NOW)
+    deliver, contexts, seen = run_path(pkt, nodes)
+    assert deliver.payload == payload
+    assert len({len(p) for p in seen}) == 1
+    assert opener.open(reply_back(contexts, reply)[-1]) == reply
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(min_size=0, max_size=P.HEADER_LEN + 2100))
+def test_property_random_bytes_only_raise_packet_errors(data: bytes) -> None:
+    with pytest.raises(PacketError):
+        process_packet(data, NODES[0].onion_secret, NODES[0].onion_public)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    position=st.integers(min_value=0, max_value=P.HEADER_LEN + 2047),
+    value=st.integers(min_value=1, max_value=255),
+)
+def test_property_any_byte_change_is_refused(position: int, value: int) -> None:
+    nodes = NODES[:3]
+    pkt, _ = build_packet(path_of(nodes), b"hello", now_ms=NOW, rng=det_rng(b"prop"))
+    bad = bytearray(pkt)
+    bad[position] ^= value
+    with pytest.raises(PacketError):
+        _deliver(bytes(bad), nodes)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(min_size=2048, max_size=2048))
+def test_property_random_replies_are_refused(data: bytes) -> None:
+    _, opener = build_packet(path_of(NODES[:3]), b"x", now_ms=NOW)
+    with pytest.raises(IntegrityError):
+        opener.open(data)
+
+
+# --- known-answer vectors ----------------------------------------------------------------
+
+
+def _vector_cases():
+    for layers in (1, 4, 6):
+        nodes = make_nodes(layers, b"vector-nodes")
+        pkt, opener = build_packet(
+            path_of(nodes), b"veil vector payload", now_ms=NOW, rng=det_rng(b"vector-%d" % layers)
+        )
+        yield layers, nodes, pkt, opener
+
+
+def _compute_vectors() -> dict:
+    out = {}
+    for layers, nodes, pkt, _ in _vector_cases():
+        deliver, contexts, seen = run_path(pkt, nodes)
+        reply = reply_back(contexts, b"veil vector reply")[-1]
+        out[str(layers)] = {
+            "packet_blake2b": hashlib.blake2b(pkt).hexdigest(),
+            "packet_head_hex": pkt[:96].hex(),
+            "hop_blake2b": [hashlib.blake2b(p).hexdigest() for p in seen],
+            "replay_tag_hex": deliver.replay_tag.hex(),
+            "reply_blake2b": hashlib.blake2b(reply).hexdigest(),
+        }
+    return out
+
+
+def test_known_answer_vectors() -> None:
+    """The wire format is pinned: any change to it must change these files on purpose."""
+    expected = json.loads(VECTORS.read_text())
+    assert _compute_vectors() == expected
+    for layers, nodes, pkt, opener in _vector_cases():
+        deliver, contexts, _ = run_path(pkt, nodes)
+        assert deliver.payload == b"veil vector payload"
+        assert opener.open(reply_back(contexts, b"veil vector reply")[-1]) == b"veil vector reply"
+        assert str(layers) in expected
+
+
+if __name__ == "__main__":  # regenerate: python tests/test_packet.py (review the diff!)
+    VECTORS.parent.mkdir(exist_ok=True)
+    VECTORS.write_text(json.dumps(_compute_vectors(), indent=2, sort_keys=True) + "\n")
