@@ -39,7 +39,7 @@ def _montgomery_to_edwards(u: int) -> bytes | None:
     """Edwards y = (u - 1) / (u + 1) mod p, encoded with sign bit 0; None if u = -1."""
     if (u + 1) % _P == 0:
         return None
-    y = (u - 1) * pow(u + 1, _P - 2, _P) % _P
+    y = (u - 1) * pow(u + 1, -1, _P) % _P
     return y.to_bytes(32, "little")
 
 
