@@ -14,6 +14,7 @@ low-order and twist points that an attacker could use do not.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -79,7 +80,9 @@ class AccountId:
 
     @classmethod
     def parse(cls, text: str) -> AccountId:
-        return cls(_parse_prefixed(text, ACCOUNT_PREFIX, "account"))
+        if not isinstance(text, str):
+            raise InvalidId("account ID must be text")
+        return _parse_account_id(text)
 
     def __str__(self) -> str:
         return ACCOUNT_PREFIX + self.x25519_public.hex()
@@ -92,6 +95,14 @@ class AccountId:
         for i in range(0, 32, 8):
             pos ^= int.from_bytes(pk[i : i + 8], "big")
         return pos
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_account_id(text: str) -> AccountId:
+    # The point check costs tens of microseconds and a node parses the same IDs over and
+    # over; AccountId is immutable, so a bounded cache of parsed IDs is safe. Errors are
+    # not cached (lru_cache does not cache raised exceptions).
+    return AccountId(_parse_prefixed(text, ACCOUNT_PREFIX, "account"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +166,7 @@ class Account:
     ed25519_public: bytes = field(init=False)
     x25519_secret: bytes = field(init=False)
     x25519_public: bytes = field(init=False)
+    id: AccountId = field(init=False)
 
     def __post_init__(self) -> None:
         sk, pk = crypto.ed25519_keypair_from_seed(self.seed)
@@ -162,6 +174,7 @@ class Account:
         object.__setattr__(self, "ed25519_public", pk)
         object.__setattr__(self, "x25519_secret", crypto.ed25519_to_x25519_private(sk))
         object.__setattr__(self, "x25519_public", crypto.ed25519_to_x25519_public(pk))
+        object.__setattr__(self, "id", AccountId(self.x25519_public))
 
     @classmethod
     def generate(cls, rng: Rng = system_rng) -> Account:
@@ -175,10 +188,6 @@ class Account:
     def phrase(self) -> str:
         return seed_to_phrase(self.seed)
 
-    @property
-    def id(self) -> AccountId:
-        return AccountId(self.x25519_public)
-
     def sign(self, domain: bytes, message: bytes) -> bytes:
         return crypto.sign(self.ed25519_secret, domain, message)
 
@@ -186,6 +195,7 @@ class Account:
         return f"Account({self.id})"
 
 
+@functools.lru_cache(maxsize=65536)
 def account_id_of_ed25519(ed_pk: bytes) -> AccountId:
     """The account ID that belongs to an Ed25519 public key."""
     return AccountId(crypto.ed25519_to_x25519_public(ed_pk))

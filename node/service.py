@@ -1,0 +1,283 @@
+"""The storage RPC service: request bytes in, reply bytes out, over the message store.
+
+Design note
+-----------
+:meth:`StorageService.handle` is the whole interface: the HTTP server (or the onion
+layer, for a request that arrived through a path) passes it the decrypted request body
+and sends back what it returns. It never raises for bad input: every
+:class:`~onion.errors.VeilError` becomes an error reply with its wire status, anything
+unexpected becomes ``internal`` (logged with its traceback but never its message, which
+could quote request contents), and every reply carries ``t``, the node's clock in ms.
+The one exception that leaves ``handle`` is :class:`trio.Cancelled`: when the caller is
+cancelled (its client went away) there is nobody to answer.
+
+Order of work for a request: decode and check (:func:`onion.rpc.decode_request`, size
+limit before parsing), authenticate (:func:`onion.rpc.verify_request` against the
+injected clock, about a minute of skew), rate-limit, execute, encode the reply.
+
+Rate limit: stores into an inbox (namespace 0) are unsigned, so the node cannot tell
+senders apart (onion routing hides even their address); the limit is per *recipient*
+account, a token bucket (``inbox_rate`` per second, bursts of ``inbox_burst``) on trio's
+clock, so that one inbox cannot be flooded into eating the node's disk. The bucket map
+is bounded (``max_buckets``): the least recently used bucket is dropped first, and an
+idle bucket has refilled anyway, so dropping it loses nothing.
+
+Long-poll: a retrieve with ``wait`` > 0 that finds nothing waits, up to ``wait``
+seconds, on the store's per-(account, namespace) event, which the store's writer sets
+right after committing a new message there, so the poll returns at once with it. The
+watch is taken before the first read, so a store committing in between is not missed.
+At most ``max_waiters`` polls wait at a time; beyond that a poll gets ``rate_limited``
+at once (so a client backs off instead of spinning). Cancelling a waiting poll just
+ends it.
+
+Metrics: :attr:`StorageService.counters` (requests by method and status, rate-limited
+stores, waiting polls) and :meth:`StorageService.stats` (the store's counters).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import trio
+
+from onion import __version__, rpc
+from onion.errors import NotFound, ProtocolError, RateLimited, VeilError
+from onion.keys import AccountId
+
+from .store import MessageStore, StoreStats, open_store
+
+__all__ = [
+    "ServiceConfig",
+    "ServiceCounters",
+    "StorageService",
+    "open_storage_service",
+    "wall_clock_ms",
+]
+
+log = logging.getLogger("veil.node.storage")
+
+#: Label used for requests that do not decode to a known method.
+INVALID_METHOD = "invalid"
+
+
+def wall_clock_ms() -> int:
+    """The node's wall clock in ms since the epoch (the default clock)."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """Tunables of the storage service (the node's config file fills these)."""
+
+    #: Accepted distance between a signed request's timestamp and the node's clock.
+    clock_skew_ms: int = rpc.CLOCK_SKEW_MS
+    #: Inbox stores per second per recipient account, sustained.
+    inbox_rate: float = 10.0
+    #: Inbox stores per recipient account in a burst.
+    inbox_burst: int = 100
+    #: Token buckets kept at most (one per recently written inbox).
+    max_buckets: int = 100_000
+    #: Long-polls waiting at the same time, at most.
+    max_waiters: int = 10_000
+    #: Store options; see :func:`node.store.open_store`.
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    queue_size: int = 1024
+    max_batch: int = 512
+    sweep_interval: float = 30.0
+    sweep_batch: int = 1000
+
+
+@dataclass(slots=True)
+class ServiceCounters:
+    """Counters for the metrics code; read them, do not write them."""
+
+    #: (method, status) -> requests answered; method is "invalid" if it did not decode.
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: Inbox stores refused by the rate limit.
+    rate_limited: int = 0
+    #: Long-polls waiting now (a gauge).
+    waiting_polls: int = 0
+    #: Messages newly stored (not counting duplicates).
+    stored: int = 0
+
+
+class _TokenBuckets:
+    """Per-key token buckets on trio's clock, at most ``max_keys`` of them (LRU)."""
+
+    def __init__(self, rate: float, burst: int, max_keys: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._max = max_keys
+        self._buckets: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: bytes, now: float) -> bool:
+        """Take one token for ``key``; False if its bucket is empty."""
+        tokens, last = self._buckets.pop(key, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._buckets[key] = (tokens, now)  # most recently used goes last
+        while len(self._buckets) > self._max:
+            self._buckets.popitem(last=False)
+        return allowed
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class StorageService:
+    """Answers storage RPC requests; get one with :func:`open_storage_service`."""
+
+    def __init__(
+        self, store: MessageStore, *, clock: Callable[[], int], config: ServiceConfig
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.config = config
+        self.counters = ServiceCounters()
+        self._buckets = _TokenBuckets(config.inbox_rate, config.inbox_burst, config.max_buckets)
+
+    def stats(self) -> StoreStats:
+        """The store's counters (messages, size in bytes, sweeps); cheap."""
+        return self.store.stats()
+
+    async def handle(self, request: bytes) -> bytes:
+        """Answer one request (CBOR bytes) with one reply (CBOR bytes); never raises
+        for bad input or a failing store: the reply carries the error's status.
+
+        A long-poll retrieve may wait up to its ``wait`` seconds. On cancel,
+        :class:`trio.Cancelled` propagates; a store already handed to the writer may
+        still be committed.
+        """
+        method = INVALID_METHOD
+        try:
+            req = rpc.decode_request(request)
+            method = req.method
+            rpc.verify_request(req, self.clock(), self.config.clock_skew_ms)
+            result = await self._execute(req)
+            reply = rpc.ok_reply(self.clock(), result.to_wire())
+            status = "ok"
+        except VeilError as exc:
+            status = exc.status
+            reply = rpc.error_reply(self.clock(), exc)
+        except Exception as exc:
+            # Type and where, never the message: it could quote request contents.
+            log.error(
+                "internal error in %s: %s\n%s",
+                method,
+                type(exc).__name__,
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
+            status = "internal"
+            reply = rpc.encode_reply(rpc.Reply("internal", self.clock(), error="internal error"))
+        self.counters.requests[(method, status)] += 1
+        return reply
+
+    async def _execute(self, req: rpc.Request) -> rpc.Result:
+        match req:
+            case rpc.StoreRequest():
+                return await self._store(req)
+            case rpc.RetrieveRequest():
+                return await self._retrieve(req)
+            case rpc.DeleteRequest():
+                deleted = await self.store.delete(req.account, req.namespace, req.hashes)
+                return rpc.DeleteResult(deleted)
+            case rpc.DeleteAllRequest():
+                count = await self.store.delete_all(req.account, req.namespace)
+                return rpc.DeleteAllResult(count)
+            case rpc.ExpireRequest():
+                return await self._expire(req)
+            case rpc.InfoRequest():
+                return rpc.InfoResult.current(__version__)
+            case rpc.GetSwarmRequest():
+                # Swarms arrive with the network issue; until then no node answers this.
+                raise NotFound("get_swarm is not served by this node yet")
+        raise AssertionError(f"unhandled request type {type(req).__name__}")  # pragma: no cover
+
+    async def _store(self, req: rpc.StoreRequest) -> rpc.StoreResult:
+        if req.namespace == rpc.INBOX and not self._buckets.take(
+            req.account.x25519_public, trio.current_time()
+        ):
+            self.counters.rate_limited += 1
+            raise RateLimited("too many messages to this inbox; try again later")
+        expiry = self.clock() + req.ttl_ms
+        outcome = await self.store.store(req.account, req.namespace, req.hash, req.data, expiry)
+        if outcome.created:
+            self.counters.stored += 1
+        return rpc.StoreResult(outcome.hash, outcome.expiry, outcome.created)
+
+    async def _read(self, account: AccountId, req: rpc.RetrieveRequest) -> rpc.RetrieveResult:
+        found = await self.store.retrieve(
+            account,
+            req.namespace,
+            after_hash=req.last_hash,
+            limit=req.limit,
+            max_bytes=rpc.RETRIEVE_MAX_BYTES,
+            item_overhead=rpc.RETRIEVE_ITEM_OVERHEAD,
+        )
+        messages = [rpc.Message(m.hash, m.data, m.timestamp, m.expiry) for m in found.messages]
+        return rpc.RetrieveResult(messages, found.more)
+
+    async def _retrieve(self, req: rpc.RetrieveRequest) -> rpc.RetrieveResult:
+        with self.store.watch(req.account, req.namespace) as changed:
+            # The watch is taken before this read: a commit after it sets `changed`.
+            result = await self._read(req.account, req)
+            if result.messages or req.wait_s == 0:
+                return result
+            if self.counters.waiting_polls >= self.config.max_waiters:
+                raise RateLimited("too many long-polls waiting on this node; poll later")
+            self.counters.waiting_polls += 1
+            try:
+                with trio.move_on_after(req.wait_s):
+                    await changed.wait()
+            finally:
+                self.counters.waiting_polls -= 1
+            return await self._read(req.account, req)
+
+    async def _expire(self, req: rpc.ExpireRequest) -> rpc.ExpireResult:
+        now = self.clock()
+        latest = now + rpc.max_ttl_ms(req.namespace)
+        if not now <= req.expiry <= latest:
+            raise ProtocolError(
+                f"expiry must be between now ({now}) and {latest}, the longest TTL of "
+                f"namespace {req.namespace}"
+            )
+        updated = await self.store.expire(req.account, req.namespace, req.hashes, req.expiry)
+        return rpc.ExpireResult(updated, req.expiry)
+
+
+@asynccontextmanager
+async def open_storage_service(
+    db_path: str | Path,
+    *,
+    clock: Callable[[], int] = wall_clock_ms,
+    config: ServiceConfig | None = None,
+) -> AsyncIterator[StorageService]:
+    """Open the message store at ``db_path`` and yield the service answering on it.
+
+    ``clock`` is the node's wall clock in ms (injectable for tests); timeouts (long-poll,
+    rate limits, sweeps) use trio's clock. On exit, writes still queued are committed
+    and the store is closed; on cancel or error, queued writes fail and the store is
+    closed (see :func:`node.store.open_store`). Opening raises ``sqlite3.Error`` or
+    ``RuntimeError`` if the store cannot be opened.
+    """
+    config = config or ServiceConfig()
+    async with open_store(
+        db_path,
+        clock=clock,
+        synchronous=config.synchronous,
+        queue_size=config.queue_size,
+        max_batch=config.max_batch,
+        sweep_interval=config.sweep_interval,
+        sweep_batch=config.sweep_batch,
+    ) as store:
+        yield StorageService(store, clock=clock, config=config)
