@@ -186,7 +186,12 @@ async def test_sweep_deletes_in_bounded_batches(tmp_path: Path) -> None:
         assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 5
 
 
-async def test_the_sweeper_runs_on_its_timer(tmp_path: Path, autojump_clock: object) -> None:
+async def test_the_sweeper_runs_on_its_timer(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The writer's thread calls take real time; with the default threshold of 0 the mock
+    # clock would jump ahead while a thread runs and the deadline below could pass.
+    autojump_clock.autojump_threshold = 0.05
     clock = Clock()
     async with open_store(
         tmp_path / "m.db", clock=clock, sweep_batch=7, sweep_interval=30
