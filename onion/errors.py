@@ -54,6 +54,12 @@ class InvalidKey(VeilError):
     status = "bad_request"
 
 
+class NetworkFileError(VeilError):
+    """The network's bootstrap file (``network.json``) is not valid; the message says why."""
+
+    status = "bad_request"
+
+
 # --- bad input from the network ------------------------------------------------------
 
 
@@ -137,6 +143,53 @@ class RateLimited(ProtocolError):
 
 class WrongSwarm(ProtocolError):
     status = "wrong_swarm"
+
+
+# --- directory: node descriptors and consensus documents ----------------------------
+
+
+class DirectoryError(ProtocolError):
+    """A node descriptor or consensus document that cannot be accepted."""
+
+
+class InvalidDescriptor(DirectoryError):
+    """A descriptor with a field that decodes but is not acceptable (address, key, times)."""
+
+
+class ExpiredDescriptor(DirectoryError):
+    """A descriptor past its expiry (an old one replayed, or the node's clock is off)."""
+
+    status = "clock_skew"
+
+
+class FutureDescriptor(DirectoryError):
+    """A descriptor published further in the future than the allowed clock skew."""
+
+    status = "clock_skew"
+
+
+class ConsensusError(DirectoryError):
+    """A consensus document that cannot be used."""
+
+
+class InvalidConsensus(ConsensusError):
+    """A consensus body that decodes but breaks a rule (order, times, swarm sizes)."""
+
+
+class BelowThreshold(ConsensusError):
+    """Fewer valid signatures from pinned authorities than the threshold requires."""
+
+    status = "unauthorized"
+
+
+class StaleConsensus(ConsensusError):
+    """A consensus past its ``valid_until``, or older than one already held."""
+
+
+class ConsensusNotYetValid(ConsensusError):
+    """A consensus whose ``valid_after`` is still ahead (beyond the allowed clock skew)."""
+
+    status = "clock_skew"
 
 
 # --- failures of the network itself ------------------------------------------------
