@@ -21,6 +21,12 @@ Design notes
   ``veil --help`` and a mistyped command answer at once.
 * **Secrets never come from argv** (it leaks into process lists and shell history):
   :meth:`Context.read_secret` reads them from stdin, with a no-echo prompt on a TTY.
+* **Passphrases** (of a seed sealed with ``veil id new --passphrase``) come from the
+  environment, ``VEIL_PASSPHRASE`` (and ``VEIL_NEW_PASSPHRASE`` when changing it), for
+  services that run unattended; else from a no-echo prompt when stdin is a terminal
+  (asked twice when setting one). Never from argv, and never from piped stdin, which
+  carries a command's data (the recovery phrase of ``veil id restore``). A command that
+  needs the seed asks for it through :meth:`Context.account`; ``veil id show`` does not.
 
 Exit codes: 0 success, 1 error, 2 usage, 130 interrupted (Ctrl-C), 141 stdout closed
 early (``veil ... | head``).
@@ -35,7 +41,7 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from onion import __version__
 from onion.errors import VeilError
@@ -50,6 +56,14 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
+
+#: Environment variables that carry passphrases for unattended use (see the module notes).
+PASSPHRASE_ENV = "VEIL_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
+NEW_PASSPHRASE_ENV = "VEIL_NEW_PASSPHRASE"  # noqa: S105
+#: ``--kdf`` choices: the names of client.home.KDF_PRESETS (not imported here: startup).
+KDF_CHOICES = ("interactive", "moderate", "sensitive")
+# How many times a terminal user may mistype the passphrase before the command fails.
+_PASSPHRASE_TRIES = 3
 
 # A secret read from stdin (a recovery phrase is about 200 characters) is refused past
 # this, before it is parsed.
@@ -91,6 +105,7 @@ class Context:
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
+        self.env = env
         self._home_option: str | None = args.home or env.get("VEIL_HOME") or None
         network = args.network or env.get("VEIL_NETWORK") or None
         #: The network's bootstrap file (``--network``/``VEIL_NETWORK``), not yet read.
@@ -113,13 +128,58 @@ class Context:
         return Home(self.home_dir)
 
     def account(self) -> Account:
-        """The stored identity; a :class:`CliError` telling how to make one if none."""
-        from client.home import NoIdentity
+        """The stored identity; a :class:`CliError` telling how to make one if none.
+
+        A seed sealed under a passphrase is opened with :meth:`read_passphrase`
+        (``VEIL_PASSPHRASE`` or a prompt; on a terminal, three tries). A wrong
+        passphrase raises :class:`~client.home.WrongPassphrase`.
+        """
+        from client.home import NoIdentity, PassphraseRequired, WrongPassphrase
 
         try:
             return self.home.load_identity()
         except NoIdentity as e:
             raise CliError(f"{e}; create one with `veil id new` or `veil id restore`") from None
+        except PassphraseRequired:
+            pass
+        for attempt in range(1, _PASSPHRASE_TRIES + 1):
+            passphrase = self.read_passphrase("passphrase of the seed")
+            try:
+                return self.home.load_identity(passphrase)
+            except WrongPassphrase:
+                if self._passphrase_from_env(PASSPHRASE_ENV) or attempt == _PASSPHRASE_TRIES:
+                    raise
+                self.note("wrong passphrase, try again")
+        raise AssertionError("unreachable")
+
+    def _passphrase_from_env(self, env_var: str) -> str | None:
+        return self.env.get(env_var) or None  # set but empty counts as unset
+
+    def read_passphrase(
+        self, what: str, *, env_var: str = PASSPHRASE_ENV, confirm: bool = False
+    ) -> str:
+        """A passphrase: from ``env_var`` if set, else a no-echo prompt on a terminal
+        (asked twice if ``confirm``); never from argv or piped stdin.
+
+        Raises :class:`CliError` if neither is available, or the two entries differ.
+        """
+        from_env = self._passphrase_from_env(env_var)
+        if from_env is not None:
+            return from_env
+        if self.stdin is None or not self.stdin.isatty():
+            raise CliError(
+                f"the {what} is needed: run on a terminal to be asked for it, or set {env_var}"
+            )
+        import getpass
+
+        label = f"{what[:1].upper()}{what[1:]}"
+        try:
+            first = getpass.getpass(f"{label} (not shown): ")
+            if confirm and getpass.getpass(f"{label} again: ") != first:
+                raise CliError("the two passphrases differ; nothing was changed")
+        except EOFError:
+            raise CliError(f"no {what} given") from None
+        return first
 
     def require_network(self) -> Path:
         """The ``--network`` file, or a :class:`CliError` saying how to give one."""
@@ -260,7 +320,9 @@ def _command_groups() -> list[Callable[[Registrar], None]]:
     heavy things only inside handlers), import it here (here, not at the top of this
     module, so that it may import ``client.cli`` itself) and list it.
     """
-    return [register_id]
+    from client.devnet_cli import register as register_devnet
+
+    return [register_id, register_devnet]
 
 
 # --- the single error-handling point -------------------------------------------------------
@@ -312,10 +374,13 @@ def register_id(reg: Registrar) -> None:
         "id",
         help="create, show or restore your identity",
         description="Your identity is one secret seed, kept in the home directory; "
-        "its recovery phrase (24 words) restores it anywhere.",
+        "its recovery phrase (24 words) restores it anywhere. The seed may be sealed "
+        "under a passphrase (--passphrase); commands that need it then ask for it, or "
+        f"read it from {PASSPHRASE_ENV}.",
     )
     new = ids.command("new", _id_new, help="create a new identity")
     new.add_argument("--force", action="store_true", help="replace an existing identity")
+    _passphrase_options(new)
     show = ids.command("show", _id_show, help="print your account ID")
     show.add_argument(
         "--phrase", action="store_true", help="also print the recovery phrase (a secret)"
@@ -328,6 +393,38 @@ def register_id(reg: Registrar) -> None:
         "(a prompt on a terminal; never from the command line, which others can see).",
     )
     restore.add_argument("--force", action="store_true", help="replace an existing identity")
+    _passphrase_options(restore)
+    passphrase = ids.command(
+        "passphrase",
+        _id_passphrase,
+        help="set, change or remove the passphrase that seals your seed",
+        description="Set, change (or with --remove, remove) the passphrase that seals "
+        "the seed. The current one comes from a prompt or "
+        f"{PASSPHRASE_ENV}, the new one from a prompt (twice) or {NEW_PASSPHRASE_ENV}.",
+    )
+    passphrase.add_argument(
+        "--remove", action="store_true", help="store the seed without a passphrase"
+    )
+    _kdf_option(passphrase)
+
+
+def _passphrase_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--passphrase",
+        action="store_true",
+        help="seal the seed under a passphrase: asked twice on a terminal, "
+        f"else read from {PASSPHRASE_ENV} (never from the command line)",
+    )
+    _kdf_option(parser)
+
+
+def _kdf_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kdf",
+        choices=KDF_CHOICES,
+        default="moderate",
+        help="argon2id cost of the passphrase: 64 MiB, 256 MiB (default) or 1 GiB of memory",
+    )
 
 
 _PHRASE_WARNING = (
@@ -336,17 +433,46 @@ _PHRASE_WARNING = (
 )
 
 
-def _store(ctx: Context, account: Account) -> None:
-    from client.home import IdentityExists
+def _new_passphrase(ctx: Context) -> str | None:
+    """The passphrase to seal a new identity under, if ``--passphrase`` asks for one."""
+    if not ctx.args.passphrase:
+        if ctx.env.get(PASSPHRASE_ENV):
+            ctx.note(f"{PASSPHRASE_ENV} is set but --passphrase is not given: no passphrase")
+        return None
+    return ctx.read_passphrase("new passphrase", confirm=True)
+
+
+def _refuse_to_replace(ctx: Context) -> None:
+    """Fail early (before asking for anything) if an identity would be replaced.
+
+    Only a courtesy: :meth:`Home.save_identity` refuses atomically in any case.
+    """
+    if not ctx.args.force and ctx.home.has_identity():
+        from client.home import IdentityExists
+
+        _explain_exists(IdentityExists(f"an identity already exists in {ctx.home.identity_path}"))
+
+
+def _explain_exists(e: Exception) -> NoReturn:
+    raise CliError(
+        f"{e}; pass --force to replace it (the old account is lost unless you kept "
+        "its recovery phrase)"
+    ) from None
+
+
+def _store(ctx: Context, account: Account, passphrase: str | None) -> None:
+    from client.home import KDF_PRESETS, IdentityExists
 
     replacing = ctx.args.force and ctx.home.has_identity()
     try:
-        path = ctx.home.save_identity(account, overwrite=ctx.args.force)
+        path = ctx.home.save_identity(
+            account,
+            overwrite=ctx.args.force,
+            passphrase=passphrase,
+            kdf=KDF_PRESETS[ctx.args.kdf],
+        )
     except IdentityExists as e:
-        raise CliError(
-            f"{e}; pass --force to replace it (the old account is lost unless you kept "
-            "its recovery phrase)"
-        ) from None
+        _explain_exists(e)
     if replacing:
         ctx.note(f"replaced the identity in {path}")
 
@@ -354,8 +480,10 @@ def _store(ctx: Context, account: Account) -> None:
 def _id_new(ctx: Context) -> None:
     from onion.keys import Account
 
+    _refuse_to_replace(ctx)
+    passphrase = _new_passphrase(ctx)
     account = Account.generate()  # the OS CSPRNG
-    _store(ctx, account)
+    _store(ctx, account, passphrase)
     account_id, phrase = str(account.id), account.phrase
     ctx.emit(
         {"account_id": account_id, "phrase": phrase},
@@ -364,16 +492,24 @@ def _id_new(ctx: Context) -> None:
 
 
 def _id_show(ctx: Context) -> None:
+    if not ctx.args.phrase:
+        # The account ID is stored in clear: no passphrase needed.
+        from client.home import NoIdentity
+
+        try:
+            account_id = ctx.home.account_id()
+        except NoIdentity as e:
+            raise CliError(f"{e}; create one with `veil id new` or `veil id restore`") from None
+        ctx.emit({"account_id": str(account_id)})
+        return
     account = ctx.account()
-    data = {"account_id": str(account.id)}
-    if ctx.args.phrase:
-        data["phrase"] = account.phrase
-    ctx.emit(data)
+    ctx.emit({"account_id": str(account.id), "phrase": account.phrase})
 
 
 def _id_restore(ctx: Context) -> None:
     from onion.keys import Account
 
+    _refuse_to_replace(ctx)
     text = ctx.read_secret("recovery phrase")
     if not text.strip():
         raise CliError(
@@ -381,5 +517,22 @@ def _id_restore(ctx: Context) -> None:
             "to be asked for it)"
         )
     account = Account.from_phrase(text)  # InvalidPhrase says what is wrong
-    _store(ctx, account)
+    _store(ctx, account, _new_passphrase(ctx))
     ctx.emit({"account_id": str(account.id)})
+
+
+def _id_passphrase(ctx: Context) -> None:
+    from client.home import KDF_PRESETS
+
+    account = ctx.account()  # asks for the current passphrase if there is one
+    if ctx.args.remove:
+        new = None
+    else:
+        new = ctx.read_passphrase("new passphrase", env_var=NEW_PASSPHRASE_ENV, confirm=True)
+    ctx.home.save_identity(account, overwrite=True, passphrase=new, kdf=KDF_PRESETS[ctx.args.kdf])
+    account_id = str(account.id)
+    ctx.emit(
+        {"account_id": account_id, "passphrase": new is not None},
+        f"{'Sealed' if new is not None else 'Stored without a passphrase'}: "
+        f"the seed of {account_id}",
+    )

@@ -1,14 +1,16 @@
-"""End-to-end tests of ``veil id new|show|restore``, through the real command.
+"""End-to-end tests of ``veil id new|show|restore|passphrase``, through the real command.
 
 Every test runs ``python -m client`` (the same ``main`` as the ``veil`` console script)
 as a subprocess with its own home, given by ``--home`` or by ``VEIL_HOME``, and checks
 what a user sees: stdout, one-line errors on stderr, exit codes, and the files and modes
-left on disk.
+left on disk. The identity file's format (versions 1 and 2, the sealed seed) is also
+tested through :class:`client.home.Home`, with the cheapest argon2id so that it is fast.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import select
@@ -16,14 +18,28 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mnemonic import Mnemonic
 
+from client.cli import KDF_CHOICES
+from client.home import (
+    KDF_MIN,
+    BadIdentityFile,
+    BadPassphrase,
+    Home,
+    HomeError,
+    KdfLimits,
+    PassphraseRequired,
+    WrongPassphrase,
+)
 from onion.errors import InvalidPhrase
-from onion.keys import AccountId, phrase_to_seed, seed_to_phrase
+from onion.keys import Account, AccountId, phrase_to_seed, seed_to_phrase
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = set(Mnemonic("english").wordlist)
@@ -436,10 +452,11 @@ def _read_until(fd: int, needle: bytes, deadline: float) -> bytes:
     return seen
 
 
-def _spawn_on_pty(home: Path) -> tuple[subprocess.Popen[bytes], int]:
+def _spawn_on_pty(home: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Run ``veil --home HOME ARGS`` (default ``id restore``) with a pty as its stdin."""
     master, slave = os.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "client", "--home", str(home), "id", "restore"],
+        [sys.executable, "-m", "client", "--home", str(home), *(args or ("id", "restore"))],
         stdin=slave,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -498,3 +515,394 @@ def test_ctrl_c_exits_130_quietly(tmp_path: Path) -> None:
     assert b"KeyboardInterrupt" not in prompt + err
     assert out == b""
     assert not (tmp_path / "home" / "identity.json").exists()
+
+
+# --- passphrase: the identity file (client.home) ---------------------------------------------
+
+
+def _home_with(tmp_path: Path, record: dict[str, object]) -> Home:
+    home = Home(tmp_path / "home")
+    home.ensure()
+    home.identity_path.write_text(json.dumps(record))
+    home.identity_path.chmod(0o600)
+    return home
+
+
+def test_sealed_seed_round_trip(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    account = Account.generate()
+    home.save_identity(account, passphrase="correct horse", kdf=KDF_MIN)
+    record = json.loads(home.identity_path.read_text())
+    assert record["version"] == 2 and "seed" not in record
+    assert record["account_id"] == str(account.id)
+    assert record["protection"]["kdf"] == "argon2id13"
+    assert account.seed.hex() not in home.identity_path.read_text()
+
+    assert home.is_protected()
+    assert home.account_id() == account.id  # no passphrase needed
+    with pytest.raises(PassphraseRequired):
+        home.load_identity()
+    with pytest.raises(WrongPassphrase, match="wrong passphrase"):
+        home.load_identity("correct horse ")
+    assert home.load_identity("correct horse").seed == account.seed
+
+
+def test_passphrase_is_unicode_normalized(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    account = Account.generate()
+    home.save_identity(account, passphrase="caf\u00e9 \u00c5ngstr\u00f6m", kdf=KDF_MIN)
+    # The same text typed as base letters plus combining accents opens it.
+    assert home.load_identity("cafe\u0301 A\u030angstro\u0308m").seed == account.seed
+
+
+def test_set_change_and_remove_the_passphrase(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    account = Account.generate()
+    home.save_identity(account)
+    assert not home.is_protected()
+
+    home.set_passphrase(None, "one", kdf=KDF_MIN)
+    first = json.loads(home.identity_path.read_text())["protection"]
+    home.set_passphrase("one", "two", kdf=KDF_MIN)
+    second = json.loads(home.identity_path.read_text())["protection"]
+    assert first["salt"] != second["salt"] and first["nonce"] != second["nonce"]
+    with pytest.raises(WrongPassphrase):
+        home.load_identity("one")
+    assert home.load_identity("two").seed == account.seed
+
+    before = home.identity_path.read_bytes()
+    with pytest.raises(WrongPassphrase):
+        home.set_passphrase("one", None)  # a wrong current passphrase changes nothing
+    assert home.identity_path.read_bytes() == before
+
+    home.set_passphrase("two", None)
+    assert not home.is_protected()
+    assert home.load_identity().seed == account.seed
+    assert stat.S_IMODE(home.identity_path.stat().st_mode) == 0o600
+
+
+def test_empty_or_overlong_passphrase_is_refused_and_nothing_written(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    for bad in ("", "x" * 1025):
+        with pytest.raises(BadPassphrase):
+            home.save_identity(Account.generate(), passphrase=bad, kdf=KDF_MIN)
+    assert not home.has_identity()
+
+
+def test_version_1_files_still_load(tmp_path: Path) -> None:
+    account = Account(bytes(range(32)))
+    record = {"format": "veil-identity", "version": 1, "account_id": str(account.id)}
+    home = _home_with(tmp_path, {**record, "seed": account.seed.hex()})
+    assert home.load_identity().seed == account.seed
+    assert home.account_id() == account.id
+    assert not home.is_protected()
+    home.set_passphrase(None, "pw", kdf=KDF_MIN)  # upgrades the file to version 2
+    assert json.loads(home.identity_path.read_text())["version"] == 2
+    assert home.load_identity("pw").seed == account.seed
+
+
+def test_a_sealed_seed_is_bound_to_its_account_and_parameters(tmp_path: Path) -> None:
+    a, b = Account.generate(), Account.generate()
+    home = Home(tmp_path / "home")
+    home.save_identity(a, passphrase="pw", kdf=KDF_MIN)
+    record = json.loads(home.identity_path.read_text())
+
+    # The sealed seed moved under another account ID does not open (associated data).
+    moved = _home_with(tmp_path / "moved", {**record, "account_id": str(b.id)})
+    assert moved.account_id() == b.id
+    with pytest.raises(WrongPassphrase):
+        moved.load_identity("pw")
+    # Changed KDF parameters derive another key: refused, never another seed.
+    for field, value in (("opslimit", 2), ("salt", "00" * 16)):
+        changed = {**record, "protection": {**record["protection"], field: value}}
+        with pytest.raises(WrongPassphrase):
+            _home_with(tmp_path / field, changed).load_identity("pw")
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"memlimit": 1 << 40}, "memlimit"),  # would allocate 1 TiB: refused before
+        ({"opslimit": 10**9}, "opslimit"),
+        ({"opslimit": 0}, "opslimit"),
+        ({"memlimit": "big"}, "limits"),
+        ({"kdf": "scrypt"}, "unknown KDF"),
+        ({"nonce": "00"}, "nonce"),
+        ({"ciphertext": "zz" * 48}, "sealed seed"),
+    ],
+)
+def test_damaged_protection_record_is_a_clear_error(
+    tmp_path: Path, change: dict[str, object], fragment: str
+) -> None:
+    home = Home(tmp_path / "home")
+    home.save_identity(Account.generate(), passphrase="pw", kdf=KDF_MIN)
+    record = json.loads(home.identity_path.read_text())
+    record["protection"].update(change)
+    with pytest.raises(BadIdentityFile, match=fragment):
+        _home_with(tmp_path / "bad", record).load_identity("pw")
+
+
+def test_a_record_with_both_a_clear_and_a_sealed_seed_is_refused(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    account = Account.generate()
+    home.save_identity(account, passphrase="pw", kdf=KDF_MIN)
+    record = json.loads(home.identity_path.read_text())
+    with pytest.raises(BadIdentityFile, match="both"):
+        _home_with(tmp_path / "both", {**record, "seed": account.seed.hex()}).load_identity()
+
+
+def test_kdf_constants_match_libsodium() -> None:
+    import nacl.pwhash.argon2id as argon2id
+
+    from client import home as h
+
+    assert h.MIN_OPSLIMIT == argon2id.OPSLIMIT_MIN
+    assert h.MIN_MEMLIMIT == argon2id.MEMLIMIT_MIN
+    assert h.SALT_BYTES == argon2id.SALTBYTES
+    presets = {
+        "interactive": (argon2id.OPSLIMIT_INTERACTIVE, argon2id.MEMLIMIT_INTERACTIVE),
+        "moderate": (argon2id.OPSLIMIT_MODERATE, argon2id.MEMLIMIT_MODERATE),
+        "sensitive": (argon2id.OPSLIMIT_SENSITIVE, argon2id.MEMLIMIT_SENSITIVE),
+    }
+    for name, (ops, mem) in presets.items():
+        assert h.KDF_PRESETS[name] == KdfLimits(ops, mem), name
+    assert h.DEFAULT_KDF == h.KDF_MODERATE  # real use gets at least MODERATE by default
+    assert set(KDF_CHOICES) == set(h.KDF_PRESETS)  # what --kdf offers
+
+
+# --- passphrase: the command -----------------------------------------------------------------
+
+# INTERACTIVE (64 MiB, about 0.1 s) keeps these subprocess tests fast; the default is
+# MODERATE, checked above.
+FAST = ("--kdf", "interactive")
+
+
+def new_sealed_identity(home: Path, passphrase: str = "hunter2 hunter2") -> tuple[str, str]:
+    env = {"VEIL_PASSPHRASE": passphrase}
+    r = veil("--json", "id", "new", "--passphrase", *FAST, home=home, env=env)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    return out["account_id"], out["phrase"]
+
+
+def test_new_with_passphrase_show_works_and_seed_needs_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    account_id, phrase = new_sealed_identity(home, "hunter2 hunter2")
+    record = json.loads((home / "identity.json").read_text())
+    assert "seed" not in record and record["protection"]["memlimit"] == 64 << 20
+
+    # The account ID needs no passphrase.
+    r = veil("id", "show", home=home)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == account_id
+
+    # The seed does: without it, one clear line that says how to give it.
+    r = veil("id", "show", "--phrase", home=home)
+    assert_one_line_error(r, "passphrase", "VEIL_PASSPHRASE")
+    assert phrase.split()[0] not in r.stdout
+
+    r = veil("id", "show", "--phrase", home=home, env={"VEIL_PASSPHRASE": "hunter3 hunter2"})
+    assert_one_line_error(r, "wrong passphrase")
+    assert r.stdout == ""
+
+    r = veil(
+        "--json", "id", "show", "--phrase", env={"VEIL_PASSPHRASE": "hunter2 hunter2"}, home=home
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"account_id": account_id, "phrase": phrase}
+
+
+def test_new_with_passphrase_and_no_way_to_ask_fails_before_writing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    r = veil("id", "new", "--passphrase", *FAST, home=home)  # stdin is not a terminal
+    assert_one_line_error(r, "VEIL_PASSPHRASE")
+    assert not (home / "identity.json").exists()
+
+
+def test_restore_with_passphrase(tmp_path: Path) -> None:
+    account_id, phrase = new_identity(tmp_path / "a")
+    home = tmp_path / "b"
+    r = veil(
+        "id",
+        "restore",
+        "--passphrase",
+        *FAST,
+        home=home,
+        stdin=phrase,
+        env={"VEIL_PASSPHRASE": "pw one"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == account_id
+    assert "seed" not in json.loads((home / "identity.json").read_text())
+    r = veil("id", "show", "--phrase", home=home, env={"VEIL_PASSPHRASE": "pw one"})
+    assert r.returncode == 0, r.stderr
+    assert phrase in r.stdout
+
+
+def test_change_and_remove_the_passphrase(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    account_id, phrase = new_sealed_identity(home, "old one")
+
+    # Changing needs the current passphrase.
+    r = veil("id", "passphrase", *FAST, home=home, env={"VEIL_NEW_PASSPHRASE": "new one"})
+    assert_one_line_error(r, "VEIL_PASSPHRASE")
+    r = veil(
+        "id",
+        "passphrase",
+        *FAST,
+        home=home,
+        env={"VEIL_PASSPHRASE": "wrong", "VEIL_NEW_PASSPHRASE": "new one"},
+    )
+    assert_one_line_error(r, "wrong passphrase")
+    r = veil(
+        "--json",
+        "id",
+        "passphrase",
+        *FAST,
+        home=home,
+        env={"VEIL_PASSPHRASE": "old one", "VEIL_NEW_PASSPHRASE": "new one"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"account_id": account_id, "passphrase": True}
+
+    r = veil("id", "show", "--phrase", home=home, env={"VEIL_PASSPHRASE": "old one"})
+    assert_one_line_error(r, "wrong passphrase")
+    r = veil("id", "show", "--phrase", home=home, env={"VEIL_PASSPHRASE": "new one"})
+    assert r.returncode == 0 and phrase in r.stdout
+
+    # Removing it stores the seed in clear again; no passphrase is asked afterwards.
+    r = veil("id", "passphrase", "--remove", home=home, env={"VEIL_PASSPHRASE": "new one"})
+    assert r.returncode == 0, r.stderr
+    assert phrase_to_seed(phrase).hex() == seed_hex(home)
+    r = veil("id", "show", "--phrase", home=home)
+    assert r.returncode == 0 and phrase in r.stdout
+
+    # And setting one on a clear seed.
+    r = veil("id", "passphrase", *FAST, home=home, env={"VEIL_NEW_PASSPHRASE": "third"})
+    assert r.returncode == 0, r.stderr
+    r = veil("id", "show", "--phrase", home=home, env={"VEIL_PASSPHRASE": "third"})
+    assert r.returncode == 0 and phrase in r.stdout
+
+
+def test_version_1_identity_file_works_with_the_command(tmp_path: Path) -> None:
+    account = Account(bytes(range(32)))
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    v1 = {
+        "format": "veil-identity",
+        "version": 1,
+        "account_id": str(account.id),
+        "seed": account.seed.hex(),
+    }
+    (home / "identity.json").write_text(json.dumps(v1))
+    (home / "identity.json").chmod(0o600)
+    r = veil("--json", "id", "show", "--phrase", home=home)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"account_id": str(account.id), "phrase": account.phrase}
+
+
+@posix_only
+def test_passphrase_prompts_on_a_terminal(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    deadline = time.monotonic() + 60
+
+    # id new --passphrase: asked twice; two different entries change nothing.
+    proc, master = _spawn_on_pty(home, "--json", "id", "new", "--passphrase", *FAST)
+    try:
+        assert proc.stderr is not None
+        _read_until(proc.stderr.fileno(), b"ew passphrase (not shown)", deadline)
+        os.write(master, b"first try\n")
+        _read_until(proc.stderr.fileno(), b"again", deadline)
+        os.write(master, b"first trx\n")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+    assert proc.returncode == 1 and b"differ" in err and out == b""
+    assert not (home / "identity.json").exists()
+
+    proc, master = _spawn_on_pty(home, "--json", "id", "new", "--passphrase", *FAST)
+    try:
+        assert proc.stderr is not None
+        _read_until(proc.stderr.fileno(), b"ew passphrase (not shown)", deadline)
+        os.write(master, b"s3cret words\n")
+        _read_until(proc.stderr.fileno(), b"again", deadline)
+        os.write(master, b"s3cret words\n")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, err
+    created = json.loads(out)
+
+    # A command that needs the seed asks; a mistyped passphrase may be typed again.
+    proc, master = _spawn_on_pty(home, "--json", "id", "show", "--phrase")
+    try:
+        assert proc.stderr is not None
+        _read_until(proc.stderr.fileno(), b"assphrase of the seed", deadline)
+        os.write(master, b"s3cret wordz\n")
+        _read_until(proc.stderr.fileno(), b"try again", deadline)
+        _read_until(proc.stderr.fileno(), b"assphrase of the seed", deadline)
+        os.write(master, b"s3cret words\n")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, err
+    assert json.loads(out) == created
+
+
+def test_passphrase_in_the_environment_without_the_flag_is_noted(tmp_path: Path) -> None:
+    # A service that sets VEIL_PASSPHRASE but forgets --passphrase is told its seed is
+    # stored in clear, rather than finding out later.
+    home = tmp_path / "home"
+    r = veil("id", "new", home=home, env={"VEIL_PASSPHRASE": "unused"})
+    assert r.returncode == 0, r.stderr
+    assert "--passphrase is not given" in r.stderr
+    assert len(seed_hex(home)) == 64
+
+
+_json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=80)
+_json = st.recursive(
+    _json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=12,
+)
+_protections = st.fixed_dictionaries(
+    {},
+    optional={
+        "kdf": st.just("argon2id13") | _json_scalars,
+        "opslimit": st.integers(-2, 2**40) | _json_scalars,
+        "memlimit": st.integers(-2, 2**50) | _json_scalars,
+        "salt": st.sampled_from(["00" * 16, "zz" * 16, ""]) | _json_scalars,
+        "nonce": st.sampled_from(["00" * 24, "0" * 47]) | _json_scalars,
+        "ciphertext": st.sampled_from(["00" * 48, "00" * 47]) | _json_scalars,
+    },
+)
+_account_ids = st.just(str(Account(bytes(32)).id)) | st.text(max_size=70) | _json_scalars
+# Records close to valid ones, so that every check of the parser is reached.
+_near_records = st.fixed_dictionaries(
+    {"format": st.just("veil-identity"), "version": st.integers(-1, 3)},
+    optional={"account_id": _account_ids, "seed": _json_scalars, "protection": _json},
+) | st.fixed_dictionaries(
+    {
+        "format": st.just("veil-identity"),
+        "version": st.just(2),
+        "account_id": _account_ids,
+        "protection": _protections,
+    }
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    content=st.binary(max_size=300)
+    | _json.map(lambda v: json.dumps(v).encode())
+    | _near_records.map(lambda v: json.dumps(v).encode())
+)
+def test_any_identity_file_gives_an_account_or_a_typed_error(content: bytes) -> None:
+    # Without a passphrase no key is derived, so a hostile record costs nothing here.
+    with tempfile.TemporaryDirectory() as d:
+        home = Home(Path(d))
+        home.identity_path.write_bytes(content)
+        home.identity_path.chmod(0o600)
+        for read in (home.account_id, home.is_protected, home.load_identity):
+            with contextlib.suppress(HomeError):
+                read()
