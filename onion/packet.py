@@ -33,7 +33,9 @@ timestamp, rounded to a second by the sender, and enforces its own window; the r
 tag is derived from ``s``, so a replayed packet gives the same tag.
 
 Replies: the destination seals its reply (or an error) with an AEAD key only it and the
-client share; each relay on the way back XORs its own keystream over it; a relay that
+client share (XChaCha20-Poly1305 with a random nonce in front: see
+:class:`ReplyContext`); each relay on the way back XORs its own keystream over it; a
+relay that
 cannot forward originates an error sealed with its own key. Replies use the same size
 classes. The client knows every hop's secret, peels the layers, and learns which hop
 spoke (:class:`HopError` carries its index).
@@ -80,22 +82,31 @@ MAX_REPLY_LEN = SIZE_CLASSES[-1]
 
 _TAG = crypto.AEAD_TAG_BYTES
 _FRAME = 4  # payload length prefix inside the AEAD
-#: The largest payload (request or reply) a packet can carry.
+#: The largest request payload a packet can carry.
 MAX_PAYLOAD = SIZE_CLASSES[-1] - _TAG - _FRAME
+_NONCE = crypto.XNONCE_BYTES
+_REPLY_OVERHEAD = _NONCE + _TAG + 1 + _FRAME  # nonce, tag, kind byte, length
+#: The largest reply payload (a destination's answer) a reply can carry.
+MAX_REPLY_PAYLOAD = SIZE_CLASSES[-1] - _REPLY_OVERHEAD
 
 CMD_RELAY = 1
 CMD_DELIVER = 2
 _PACKET_LENGTHS = frozenset(HEADER_LEN + c for c in SIZE_CLASSES)
 _REPLY_LENGTHS = frozenset(SIZE_CLASSES)
 
-_KDF_HEADER = b"veil-sphinx-hdr1"  # mac key | header stream key
-_KDF_BODY = b"veil-sphinx-bdy1"  # body key | replay tag
+_KDF_HEADER = b"veil-sphinx-hdr1"  # mac key | hop stream key
+_KDF_BODY = b"veil-sphinx-bdy1"  # the destination's body AEAD key
 _KDF_REPLY = b"veil-sphinx-rpl1"  # reply stream key | reply seal key
 
 _BLOCK_HEAD = struct.Struct(">BQ")
 _RELAY_BLOCK = struct.Struct(">BQ32sB16sH32s16s")
 assert _RELAY_BLOCK.size <= BLOCK
 _ZERO_BLOCK = bytes(BLOCK)
+_REPLAY_TAG_LEN = 16
+# A hop's keystream: routing blocks plus refill | replay tag | the relay's body layer.
+_ROUTE_LEN = BETA_LEN + BLOCK
+_BODY_OFFSET = _ROUTE_LEN + _REPLAY_TAG_LEN
+_ZERO_TAIL = bytes(BLOCK + _REPLAY_TAG_LEN)
 _ZERO_NONCE = bytes(12)
 
 _REPLY_OK = 0
@@ -160,13 +171,15 @@ def _keys(secret: bytes, purpose: bytes, context: bytes) -> tuple[bytes, bytes]:
     return k[:32], k[32:]
 
 
-def size_class_for(length: int) -> int:
-    """The smallest size class whose frame holds ``length`` payload bytes."""
-    need = length + _TAG + _FRAME
+def size_class_for(length: int, overhead: int = _TAG + _FRAME) -> int:
+    """The smallest size class that holds ``length`` payload bytes plus ``overhead``."""
+    need = length + overhead
     for c in SIZE_CLASSES:
         if need <= c:
             return c
-    raise TooLarge(f"payload of {length} bytes exceeds the largest packet ({MAX_PAYLOAD})")
+    raise TooLarge(
+        f"payload of {length} bytes exceeds the largest packet ({SIZE_CLASSES[-1] - overhead})"
+    )
 
 
 def _class_tag(size: int) -> bytes:
@@ -174,10 +187,11 @@ def _class_tag(size: int) -> bytes:
 
 
 def _frame(kind: int | None, payload: bytes, size: int) -> bytes:
+    """Length-framed ``payload`` zero-padded to ``size`` bytes."""
     head = (
         struct.pack(">I", len(payload)) if kind is None else struct.pack(">BI", kind, len(payload))
     )
-    return head + payload + bytes(size - _TAG - len(head) - len(payload))
+    return head + payload + bytes(size - len(head) - len(payload))
 
 
 def _unframe(plain: bytes, with_kind: bool) -> tuple[int, bytes]:
@@ -241,16 +255,22 @@ class ReplyContext:
 
     A relay calls :meth:`wrap` on the reply from the next hop, or :meth:`error` if it
     could not get one; the destination calls :meth:`seal` with its reply payload (or
-    :meth:`error`). Each method may be called once: a second reply under the same keys
-    would let an observer XOR the two.
+    :meth:`error`). Each method may be called once.
+
+    Why sealing takes a random nonce although the keys are per packet: a replayed packet
+    yields the same keys again, and the hop may still answer it (with a "replayed"
+    error); a fixed nonce would then encrypt two replies under one key and nonce, and
+    whoever saw both could XOR them. A relay's XOR layer (:meth:`wrap`) is only ever
+    applied to a packet that passed the replay check, so it needs no nonce.
     """
 
-    __slots__ = ("_context", "_destination", "_secret", "_used")
+    __slots__ = ("_context", "_destination", "_rng", "_secret", "_used")
 
-    def __init__(self, secret: bytes, context: bytes, destination: bool) -> None:
+    def __init__(self, secret: bytes, context: bytes, destination: bool, rng: Rng) -> None:
         self._secret = secret
         self._context = context
         self._destination = destination
+        self._rng = rng
         self._used = False
 
     @property
@@ -273,7 +293,11 @@ class ReplyContext:
         return crypto.stream_xor(stream_key, reply)
 
     def seal(self, payload: bytes) -> bytes:
-        """The destination's reply, sealed to the client, padded to a size class."""
+        """The destination's reply, sealed to the client, padded to a size class.
+
+        Raises :class:`TooLarge` (before using up the context) for a payload over
+        :data:`MAX_REPLY_PAYLOAD`.
+        """
         if not self._destination:
             raise RuntimeError("only the destination seals a reply")
         return self._seal(_REPLY_OK, payload)
@@ -284,12 +308,20 @@ class ReplyContext:
         return self._seal(_REPLY_ERROR, body)
 
     def _seal(self, kind: int, payload: bytes) -> bytes:
+        size = size_class_for(len(payload), _REPLY_OVERHEAD)
         _, seal_key = self._take()
-        size = size_class_for(len(payload) + 1)
-        return _aead_seal(seal_key, _frame(kind, payload, size))
+        nonce = self._rng(_NONCE)
+        frame = _frame(kind, payload, size - _NONCE - _TAG)
+        return nonce + crypto.aead_seal(seal_key, nonce, frame)
 
 
-def process_packet(packet: bytes, onion_secret: bytes, onion_public: bytes) -> Relay | Deliver:
+def _open_reply(key: bytes, sealed: bytes) -> bytes:
+    return crypto.aead_open(key, sealed[:_NONCE], sealed[_NONCE:])
+
+
+def process_packet(
+    packet: bytes, onion_secret: bytes, onion_public: bytes, rng: Rng = system_rng
+) -> Relay | Deliver:
     """Process ``packet`` at a hop holding the X25519 onion key pair.
 
     Returns :class:`Relay` (forward ``.packet``, same length) or :class:`Deliver`
@@ -308,30 +340,29 @@ def process_packet(packet: bytes, onion_secret: bytes, onion_public: bytes) -> R
 
     secret = crypto.x25519(onion_secret, alpha)
     context = alpha + onion_public
-    mac_key, header_key = _keys(secret, _KDF_HEADER, context)
+    mac_key, stream_key = _keys(secret, _KDF_HEADER, context)
     # The MAC also binds the body's size class, so a packet moved to another class is
     # refused by the first hop rather than by the destination.
     if not crypto.ct_equal(crypto.mac(mac_key, beta + _class_tag(n - HEADER_LEN)), gamma):
         raise IntegrityError("header MAC does not verify")
-    body_key, tag_material = _keys(secret, _KDF_BODY, context)
-    replay_tag = tag_material[:16]
 
-    routing = crypto.stream_xor(header_key, beta + _ZERO_BLOCK)
-    cmd, ts = _BLOCK_HEAD.unpack_from(routing)
+    # One keystream decrypts the routing blocks (with the refill), yields the replay
+    # tag, and removes a relay's body layer: one libsodium call for the whole hop.
     body = packet[HEADER_LEN:]
+    out = crypto.stream_xor(stream_key, beta + _ZERO_TAIL + body)
+    cmd, ts = _BLOCK_HEAD.unpack_from(out)
+    replay_tag = out[_ROUTE_LEN:_BODY_OFFSET]
 
     if cmd == CMD_RELAY:
-        _, _, node_id, family, addr, port, next_alpha, next_gamma = _RELAY_BLOCK.unpack_from(
-            routing
-        )
+        _, _, node_id, family, addr, port, next_alpha, next_gamma = _RELAY_BLOCK.unpack_from(out)
         host = _unpack_address(family, addr)
         out = b"".join(
             (
                 packet[:1],
                 next_alpha,
                 next_gamma,
-                routing[BLOCK:],
-                crypto.stream_xor(body_key, body),
+                out[BLOCK:_ROUTE_LEN],
+                out[_BODY_OFFSET:],
             )
         )
         return Relay(
@@ -339,13 +370,16 @@ def process_packet(packet: bytes, onion_secret: bytes, onion_public: bytes) -> R
             host,
             port,
             out,
-            ReplyContext(secret, context, False),
+            ReplyContext(secret, context, False, rng),
             replay_tag,
             ts * 1000,
         )
     if cmd == CMD_DELIVER:
+        # The destination's layer is an AEAD under a key of its own (the stream above
+        # was spent on the body for nothing: a hop learns its role only from the block).
+        body_key = crypto.kdf(secret, _KDF_BODY, 32, context)
         _, payload = _unframe(_aead_open(body_key, body), with_kind=False)
-        return Deliver(payload, ReplyContext(secret, context, True), replay_tag, ts * 1000)
+        return Deliver(payload, ReplyContext(secret, context, True, rng), replay_tag, ts * 1000)
     raise MalformedPacket(f"unknown routing command {cmd}")
 
 
@@ -354,7 +388,6 @@ def process_packet(packet: bytes, onion_secret: bytes, onion_public: bytes) -> R
 
 @dataclass(frozen=True, slots=True)
 class _HopSecrets:
-    body_key: bytes
     reply_stream: bytes
     reply_seal: bytes
 
@@ -388,12 +421,12 @@ class ReplyOpener:
             current = crypto.stream_xor(h.reply_stream, current)
             layers.append(current)
         try:
-            plain = _aead_open(self._hops[-1].reply_seal, layers[-1])
+            plain = _open_reply(self._hops[-1].reply_seal, layers[-1])
             origin = len(self._hops) - 1
         except IntegrityError:
             for i in range(len(self._hops) - 1):
                 try:
-                    plain = _aead_open(self._hops[i].reply_seal, layers[i])
+                    plain = _open_reply(self._hops[i].reply_seal, layers[i])
                 except IntegrityError:
                     continue
                 origin = i
@@ -446,19 +479,19 @@ def build_packet(
         esk, alpha = crypto.x25519_keypair(rng)
         secret = crypto.x25519(esk, hop.onion_key)
         context = alpha + hop.onion_key
-        mac_key, header_key = _keys(secret, _KDF_HEADER, context)
-        body_key, _ = _keys(secret, _KDF_BODY, context)
+        mac_key, stream_key = _keys(secret, _KDF_HEADER, context)
         reply_stream, reply_seal = _keys(secret, _KDF_REPLY, context)
         alphas.append(alpha)
         mac_keys.append(mac_key)
-        streams.append(crypto.keystream(header_key, BETA_LEN + BLOCK))
-        secrets.append(_HopSecrets(body_key, reply_stream, reply_seal))
+        streams.append(crypto.keystream(stream_key, _BODY_OFFSET + size))
+        secrets.append(_HopSecrets(reply_stream, reply_seal))
+    body_key = crypto.kdf(secret, _KDF_BODY, 32, context)  # the destination's (last hop)
 
     # Sphinx filler: the tail that hops 0..n-2 append, as the last hop will see it.
     filler = b""
     for i in range(n - 1):
         grown = filler + _ZERO_BLOCK
-        filler = crypto.xor_bytes(grown, streams[i][BETA_LEN + BLOCK - len(grown) :])
+        filler = crypto.xor_bytes(grown, streams[i][_ROUTE_LEN - len(grown) : _ROUTE_LEN])
 
     last_block = _BLOCK_HEAD.pack(CMD_DELIVER, ts).ljust(BLOCK, b"\x00")
     pad = rng(BETA_LEN - len(filler) - BLOCK)
@@ -475,9 +508,9 @@ def build_packet(
         beta = crypto.xor_bytes(block + beta[: BETA_LEN - BLOCK], streams[i][:BETA_LEN])
         gamma = crypto.mac(mac_keys[i], beta + class_tag)
 
-    body = _aead_seal(secrets[-1].body_key, _frame(None, payload, size))
+    body = _aead_seal(body_key, _frame(None, payload, size - _TAG))
     for i in range(n - 2, -1, -1):
-        body = crypto.stream_xor(secrets[i].body_key, body)
+        body = crypto.xor_bytes(body, streams[i][_BODY_OFFSET:])
 
     packet = bytes((VERSION,)) + alphas[0] + gamma + beta + body
     return packet, ReplyOpener(secrets)

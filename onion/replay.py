@@ -7,6 +7,11 @@ packet rate times the window, and a hard ``max_entries`` cap bounds it absolutel
 the cache is full of unexpired tags, new packets are refused (``rate_limited``) rather
 than evicting tags, because evicting a live tag would let its packet be replayed.
 
+The cache lives in memory, so a restarted node would forget the tags it had seen; it
+therefore also refuses every packet stamped before it started (``not_before_ms``): a
+packet it processed before the restart carries an older stamp. Clients whose packet
+is refused this way in the first seconds after a restart simply build a new one.
+
 Sans-IO: the caller passes the time in; nothing here reads a clock.
 """
 
@@ -24,10 +29,16 @@ class ReplayCache:
     """Replay tags seen within the window, with their expiry times."""
 
     def __init__(
-        self, window_ms: int = DEFAULT_WINDOW_MS, max_entries: int = DEFAULT_MAX_ENTRIES
+        self,
+        window_ms: int = DEFAULT_WINDOW_MS,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        not_before_ms: int = 0,
     ) -> None:
         self.window_ms = window_ms
         self.max_entries = max_entries
+        # Packet stamps are whole seconds: round the start down so that a packet built in
+        # the same second as the start is not refused.
+        self.not_before_ms = not_before_ms // 1000 * 1000
         self._expiry: dict[bytes, int] = {}
         self._heap: list[tuple[int, bytes]] = []
 
@@ -42,6 +53,8 @@ class ReplayCache:
         """
         if abs(now_ms - timestamp_ms) > self.window_ms:
             raise StalePacket(f"packet time is {(timestamp_ms - now_ms) // 1000} s off this node's")
+        if timestamp_ms < self.not_before_ms:
+            raise StalePacket("packet is older than this node's start: build a new one")
         self._expire(now_ms)
         if tag in self._expiry:
             raise ReplayedPacket("packet already seen")

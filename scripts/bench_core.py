@@ -2,9 +2,9 @@
 
 A hop does exactly one X25519 scalar multiplication, so the floor for processing a
 packet is one multiplication measured in the same run; ``hop_ratio`` is how far above
-the floor the rest of the work (MAC, keystreams, parsing) puts it. Each figure is the
-best of several repeats of many iterations (the machines are shared and noisy: the
-minimum is the figure least disturbed by other work).
+the floor the rest of the work (MAC, keystream, parsing) puts it. The machines are
+shared and noisy, so the floor and the figure are measured in alternating short batches
+(both see the same disturbances) and each is the best batch: the one least disturbed.
 """
 
 from __future__ import annotations
@@ -16,13 +16,18 @@ from onion import crypto
 from onion.keys import NodeKeys
 from onion.packet import Hop, build_packet, process_packet
 
-REPEATS = 7
-HOP_ITER = 3000
-BUILD_ITER = 300
+ROUNDS = 30
+BATCH = 200
 
 
-def _best_us(fn, number: int) -> float:
-    return min(timeit.repeat(fn, number=number, repeat=REPEATS)) / number * 1e6
+def _interleaved_us(fns: dict[str, object], batch: int = BATCH) -> dict[str, float]:
+    """Best per-call time of each function, measured in alternating batches."""
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(ROUNDS):
+        for name, fn in fns.items():
+            t = timeit.timeit(fn, number=batch) / batch * 1e6  # type: ignore[arg-type]
+            best[name] = min(best[name], t)
+    return best
 
 
 def run() -> dict[str, float]:
@@ -36,11 +41,22 @@ def run() -> dict[str, float]:
     guard = nodes[0]
     secret, public = guard.onion_secret, guard.onion_public
 
-    x25519_us = _best_us(lambda: crypto.x25519(secret, public), HOP_ITER)
-    hop_us = _best_us(lambda: process_packet(packet, secret, public), HOP_ITER)
-    build_us = _best_us(lambda: build_packet(path, payload, now_ms=now), BUILD_ITER)
     big_packet, _ = build_packet(path, bytes(100_000), now_ms=now)
-    hop_big_us = _best_us(lambda: process_packet(big_packet, secret, public), HOP_ITER // 5)
+    best = _interleaved_us(
+        {
+            "x25519": lambda: crypto.x25519(secret, public),
+            "hop": lambda: process_packet(packet, secret, public),
+        }
+    )
+    slow = _interleaved_us(
+        {
+            "build": lambda: build_packet(path, payload, now_ms=now),
+            "hop_big": lambda: process_packet(big_packet, secret, public),
+        },
+        batch=20,
+    )
+    x25519_us, hop_us = best["x25519"], best["hop"]
+    build_us, hop_big_us = slow["build"], slow["hop_big"]
     return {
         "x25519_us": round(x25519_us, 2),
         "hop_process_us": round(hop_us, 2),

@@ -60,12 +60,15 @@ def path_of(nodes: list[NodeKeys]) -> list[Hop]:
     ]
 
 
-def run_path(pkt: bytes, nodes: list[NodeKeys]):
+def run_path(pkt: bytes, nodes: list[NodeKeys], rng=None):
     """Process a packet along every node; return (deliver, reply contexts, packets seen)."""
     contexts = []
     seen = [pkt]
     for i, k in enumerate(nodes):
-        result = process_packet(pkt, k.onion_secret, k.onion_public)
+        if rng is None:
+            result = process_packet(pkt, k.onion_secret, k.onion_public)
+        else:
+            result = process_packet(pkt, k.onion_secret, k.onion_public, rng)
         contexts.append(result.reply)
         if i < len(nodes) - 1:
             assert isinstance(result, Relay)
@@ -222,6 +225,29 @@ def test_replay_cache_window_expiry_and_cap() -> None:
     assert len(cache) == 1
 
 
+def test_answering_a_replay_never_reuses_a_nonce() -> None:
+    # A replayed packet gives the destination the same reply keys again; the "replayed"
+    # error it may send must not be sealed like the first reply (nonce reuse would let
+    # whoever saw both XOR them).
+    nodes = NODES[:1]
+    pkt, opener = build_packet(path_of(nodes), b"x", now_ms=NOW)
+    first = process_packet(pkt, nodes[0].onion_secret, nodes[0].onion_public)
+    again = process_packet(pkt, nodes[0].onion_secret, nodes[0].onion_public)
+    real = first.reply.seal(b"secret reply" * 10)
+    err = again.reply.error("replayed", "packet already seen")
+    assert real[:24] != err[:24]
+    assert opener.open(real) == b"secret reply" * 10
+    with pytest.raises(HopError):
+        opener.open(err)
+
+
+def test_replay_cache_refuses_packets_from_before_its_start() -> None:
+    cache = ReplayCache(window_ms=120_000, not_before_ms=NOW + 500)
+    with pytest.raises(StalePacket, match="start"):
+        cache.check(b"a" * 16, NOW - 1000, NOW + 1000)
+    cache.check(b"b" * 16, NOW, NOW + 1000)  # stamped in the start's second: accepted
+
+
 def test_error_reply_names_the_hop_that_sent_it() -> None:
     nodes = NODES[:4]
     pkt, opener = build_packet(path_of(nodes), b"x", now_ms=NOW)
@@ -343,7 +369,7 @@ def _vector_cases():
 def _compute_vectors() -> dict:
     out = {}
     for layers, nodes, pkt, _ in _vector_cases():
-        deliver, contexts, seen = run_path(pkt, nodes)
+        deliver, contexts, seen = run_path(pkt, nodes, det_rng(b"vector-reply"))
         reply = reply_back(contexts, b"veil vector reply")[-1]
         out[str(layers)] = {
             "packet_blake2b": hashlib.blake2b(pkt).hexdigest(),
