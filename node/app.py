@@ -1,0 +1,370 @@
+"""A service node assembled: keys, store, peers, onion handler and HTTP routes.
+
+Design note
+-----------
+:func:`open_node` is the node as a library: an async context manager that opens the data
+directory, the storage service and the peer pool, binds the listener and serves until
+its block ends, then shuts down gracefully. The benchmark and tests may run a node in
+their own process with it; ``veil-node run`` is :func:`run_node` (the same thing plus
+the signal handling) under ``trio.run``.
+
+Routes (all answers to bad requests are short ``text/plain`` bodies)::
+
+    POST /onion          body: a packet; 200 + the reply (octets), or 400/413/429
+    GET  /info           JSON: node_id, onion_key (hex), version, time_ms, address
+    GET  /metrics        Prometheus text format, this node's registry only
+    POST /debug/clock    only with [debug] clock_control: JSON {"offset_ms": int}
+                         shifts the node's clock (tests of TTL expiry and clock skew)
+
+The node's clock (:class:`NodeClock`) is wall-clock ms plus an offset that is always 0
+unless ``clock_control`` is on; the store, the RPC's signature window, the replay cache
+and ``/info`` all read it, so a test that moves it moves the whole node consistently.
+
+Start-up order: data directory and its lock, keys, store, peer pool, listener, then
+``DIR/node.json`` (so a file that names a pid means that node answers). Shut-down order
+is the reverse: stop accepting, drain requests (``http.shutdown_grace``), close the peer
+pool, close the store (queued writes are committed first), remove ``node.json``, release
+the lock. A node that is cancelled instead skips the grace (requests are cut) but still
+closes the store.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import ExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from onion import __version__
+from onion.errors import PacketError
+from onion.keys import NodeKeys
+from onion.packet import MAX_PACKET_LEN
+from onion.replay import ReplayCache
+
+from .config import NodeConfig
+from .keystore import (
+    NODE_INFO_FILE,
+    STORE_FILE,
+    load_or_create_keys,
+    lock_data_dir,
+    prepare_data_dir,
+    write_file_atomic,
+)
+from .logging import log_event
+from .metrics import CONTENT_TYPE, NodeMetrics, StorageFigure
+from .onion_handler import OnionHandler
+from .peers import PeerPool
+from .ratelimit import TokenBucketLimiter
+from .server import HttpServer, Request, Response, Route, text_response
+from .service import StorageService, open_storage_service
+
+__all__ = ["Node", "NodeClock", "format_address", "open_node", "parse_listen", "run_node"]
+
+log = logging.getLogger("veil.node")
+
+_JSON = b"application/json"
+_OCTETS = b"application/octet-stream"
+_PATH_LABELS = {"/onion": "/onion", "/info": "/info", "/metrics": "/metrics"}
+_PATH_LABELS["/debug/clock"] = "/debug/clock"
+
+
+class NodeClock:
+    """The node's wall clock in ms since the epoch, plus a test-only offset."""
+
+    __slots__ = ("offset_ms",)
+
+    def __init__(self) -> None:
+        self.offset_ms = 0
+
+    def __call__(self) -> int:
+        return time.time_ns() // 1_000_000 + self.offset_ms
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[V6]:PORT`` for IPv6) to ``(host, port)``; port 0 picks one.
+
+    The host must be an IP address: a node's address goes into onion packets, which
+    carry IP literals only. Raises :class:`ValueError` with a clear message.
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"--listen wants HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"--listen wants an IP address, got {host!r}") from None
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"--listen wants a port from 0 to 65535, got {port_text!r}")
+    return str(ip), int(port_text)
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with brackets around an IPv6 host."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Node:
+    """A running node, as :func:`open_node` yields it."""
+
+    def __init__(
+        self,
+        *,
+        keys: NodeKeys,
+        config: NodeConfig,
+        data_dir: Path,
+        clock: NodeClock,
+        metrics: NodeMetrics,
+        storage: StorageService,
+        peers: PeerPool,
+    ) -> None:
+        self.keys = keys
+        self.config = config
+        self.data_dir = data_dir
+        self.clock = clock
+        self.metrics = metrics
+        self.storage = storage
+        self.peers = peers
+        self.host = ""
+        self.port = 0
+        on = config.onion
+        self.onion = OnionHandler(
+            keys,
+            storage=storage,
+            peers=peers,
+            # Tags live in memory: refuse packets stamped before this start, so a packet
+            # seen before a restart cannot be replayed after it (onion/replay.py).
+            replay=ReplayCache(on.replay_window_ms, on.replay_max_entries, clock()),
+            clock=clock,
+            metrics=metrics,
+            hop_timeout=on.hop_timeout,
+            deliver_timeout=on.deliver_timeout,
+        )
+        rl = config.rate_limit
+        limiter = (
+            TokenBucketLimiter(rl.rate, rl.burst, rl.max_clients, rl.exempt) if rl.rate else None
+        )
+        self.server = HttpServer(self._routes(), config.http, metrics=metrics, limiter=limiter)
+        metrics.set_storage_source(self._storage_figures)
+
+    @property
+    def address(self) -> str:
+        """Where the node listens, ``host:port``."""
+        return format_address(self.host, self.port)
+
+    @property
+    def node_id(self) -> str:
+        return self.keys.node_id
+
+    def info(self) -> dict[str, Any]:
+        """What ``GET /info`` answers (and, with the pid, what node.json holds)."""
+        return {
+            "node_id": self.keys.node_id,
+            "onion_key": self.keys.onion_public.hex(),
+            "version": __version__,
+            "time_ms": self.clock(),
+            "address": self.address,
+            "host": self.host,
+            "port": self.port,
+        }
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown; the :func:`open_node` block's exit waits for it."""
+        self.server.stop()
+
+    # --- routes ---------------------------------------------------------------------
+
+    def _routes(self) -> dict[str, Route]:
+        routes = {
+            "/onion": Route(("POST",), self._onion, MAX_PACKET_LEN, rate_limited=True),
+            "/info": Route(("GET",), self._info),
+            "/metrics": Route(("GET",), self._metrics),
+        }
+        if self.config.debug.clock_control:
+            routes["/debug/clock"] = Route(("POST",), self._debug_clock, 256)
+        return routes
+
+    async def _onion(self, request: Request) -> Response:
+        try:
+            reply = await self.onion.handle(request.body)
+        except PacketError as exc:
+            return text_response(400, f"{exc.status}: {exc}")
+        return Response(200, reply, _OCTETS)
+
+    async def _info(self, request: Request) -> Response:
+        return Response(200, json.dumps(self.info()).encode(), _JSON)
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(200, self.metrics.render(), CONTENT_TYPE.encode())
+
+    async def _debug_clock(self, request: Request) -> Response:
+        try:
+            doc = json.loads(request.body)
+            offset = doc["offset_ms"]
+            if type(offset) is not int or abs(offset) > 10 * 365 * 86_400_000:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            return text_response(400, 'bad_request: expected {"offset_ms": <int>}')
+        self.clock.offset_ms = offset
+        log_event(log, logging.WARNING, "clock_moved", offset_ms=offset)
+        return Response(200, json.dumps({"time_ms": self.clock()}).encode(), _JSON)
+
+    def _storage_figures(self) -> list[StorageFigure]:
+        stats = self.storage.stats()
+        counters = self.storage.counters
+        return [
+            StorageFigure("veil_store_messages", "Messages held", "gauge", {(): stats.messages}),
+            StorageFigure(
+                "veil_store_size_bytes",
+                "Size of the store's database",
+                "gauge",
+                {(): stats.size_bytes},
+            ),
+            StorageFigure(
+                "veil_store_stored", "Messages newly stored", "counter", {(): counters.stored}
+            ),
+            StorageFigure(
+                "veil_store_swept", "Expired messages swept", "counter", {(): stats.swept}
+            ),
+            StorageFigure(
+                "veil_storage_requests",
+                "Storage RPC requests, by method and status",
+                "counter",
+                {k: float(v) for k, v in counters.requests.items()},
+                ("method", "status"),
+            ),
+            StorageFigure(
+                "veil_storage_rate_limited",
+                "Inbox stores refused by the per-account rate limit",
+                "counter",
+                {(): counters.rate_limited},
+            ),
+            StorageFigure(
+                "veil_storage_waiting_polls",
+                "Long-polls waiting now",
+                "gauge",
+                {(): counters.waiting_polls},
+            ),
+        ]
+
+
+@asynccontextmanager
+async def open_node(
+    data_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    config: NodeConfig | None = None,
+) -> AsyncIterator[Node]:
+    """Run a node on ``host:port`` (0: a free port) with its data in ``data_dir``.
+
+    Yields the :class:`Node` once it accepts connections (``node.port`` is the bound
+    port and ``DIR/node.json`` is written). When the block ends, the node shuts down
+    gracefully (see the module docstring); if the block raises or is cancelled, in-flight
+    requests are cut at once, and the store is still closed. Raises
+    :class:`~node.keystore.KeystoreError` (data dir, keys, lock), ``OSError`` (listen),
+    ``sqlite3.Error`` or ``RuntimeError`` (store) while starting.
+    """
+    config = config or NodeConfig()
+    data_dir = Path(data_dir)
+    clock = NodeClock()
+    metrics = NodeMetrics(_PATH_LABELS)
+    with ExitStack() as files:
+        prepare_data_dir(data_dir)
+        files.enter_context(lock_data_dir(data_dir))
+        keys, created = load_or_create_keys(data_dir)
+        if created:
+            log_event(log, logging.INFO, "keys_created", node_id=keys.node_id)
+        if config.debug.clock_control:
+            log_event(log, logging.WARNING, "debug_clock_control_on")
+        info_path = data_dir / NODE_INFO_FILE
+        # Listen first: a taken port fails before the store is opened, and outside any
+        # nursery (so the caller gets the OSError itself, not an exception group).
+        # Connections that arrive before serving begins wait in the kernel's backlog.
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        files.callback(_close_listeners, listeners)
+        async with (
+            open_storage_service(
+                data_dir / STORE_FILE, clock=clock, config=config.storage
+            ) as storage,
+            PeerPool(
+                max_per_peer=config.peers.max_per_peer,
+                max_waiters=config.peers.max_waiters,
+                connect_timeout=config.peers.connect_timeout,
+                idle_timeout=config.peers.idle_timeout,
+            ) as peers,
+        ):
+            try:
+                node = Node(
+                    keys=keys,
+                    config=config,
+                    data_dir=data_dir,
+                    clock=clock,
+                    metrics=metrics,
+                    storage=storage,
+                    peers=peers,
+                )
+                sockname = listeners[0].socket.getsockname()
+                node.host, node.port = str(sockname[0]), int(sockname[1])
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(node.server.serve, listeners)
+                    doc = {**node.info(), "pid": os.getpid()}
+                    del doc["time_ms"]
+                    write_file_atomic(info_path, json.dumps(doc).encode() + b"\n", 0o644)
+                    log_event(
+                        log, logging.INFO, "listening", address=node.address, node_id=keys.node_id
+                    )
+                    try:
+                        yield node
+                    except BaseException:
+                        nursery.cancel_scope.cancel()
+                        raise
+                    node.stop()
+            finally:
+                _remove(info_path)
+        log_event(log, logging.INFO, "store_closed")
+
+
+async def run_node(
+    data_dir: str | Path,
+    host: str,
+    port: int,
+    config: NodeConfig | None = None,
+    *,
+    on_ready: Callable[[Node], None] | None = None,
+) -> None:
+    """Run a node until SIGINT or SIGTERM, then shut it down gracefully and return.
+
+    ``on_ready`` is called once the node is listening (the CLI prints the address).
+    Must run in the main thread (signal handling). Errors as :func:`open_node`.
+    """
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_node(data_dir, host, port, config) as node:
+            if on_ready is not None:
+                on_ready(node)
+            async for signum in signals:
+                log_event(log, logging.INFO, "stopping", signal=signal.Signals(signum).name)
+                break
+
+
+def _close_listeners(listeners: list[trio.SocketListener]) -> None:
+    # Synchronous close (the server closes them too; closing twice is harmless).
+    for listener in listeners:
+        listener.socket.close()
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log_event(log, logging.WARNING, "cannot_remove", path=str(path), error=str(exc))

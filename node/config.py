@@ -1,0 +1,336 @@
+"""The node's configuration: one frozen dataclass per TOML table, with documented defaults.
+
+Design note
+-----------
+``veil-node run`` takes the data directory and the listen address on its command line
+and everything else from an optional TOML file (read with :mod:`tomllib`). Every key has
+a default here, so an empty file (or none) gives a working node. A key this module does
+not know is refused with :class:`ConfigError` naming it and the keys that table accepts:
+a typo must not silently leave a limit at its default. Types are checked too (an integer
+is accepted where a float is expected, never the other way round, and never a boolean
+for a number).
+
+Example, with the defaults::
+
+    [http]
+    max_header_bytes = 8192      # request line + headers (h11 max_incomplete_event_size)
+    max_connections = 1024       # open client connections; beyond it: 503 and close
+    idle_timeout = 30.0          # s a keep-alive connection may sit between requests
+    request_timeout = 10.0       # s to receive one whole request, from its first byte
+    write_timeout = 10.0         # s to hand one response to a client that reads slowly
+    shutdown_grace = 5.0         # s in-flight requests get on SIGTERM before a 503
+
+    [onion]
+    hop_timeout = 40.0           # s a relay waits for the next hop's reply
+    deliver_timeout = 35.0       # s the destination gives the storage RPC
+    replay_window_ms = 120000    # a packet's timestamp may be this far from our clock
+    replay_max_entries = 1000000 # replay tags kept at most (then: rate_limited)
+
+    [peers]                      # node-to-node connections (node/peers.py)
+    max_per_peer = 4             # open connections to one next hop
+    max_waiters = 64             # requests queued for a busy next hop (then: rate_limited)
+    connect_timeout = 5.0        # s for one TCP connect
+    idle_timeout = 20.0          # s before an unused connection is closed (keep it below
+                                 # the peers' http.idle_timeout)
+
+    [rate_limit]                 # token bucket per client IP address, /onion only
+    rate = 500.0                 # requests per second (0 turns the limit off)
+    burst = 1000.0               # bucket size
+    max_clients = 65536          # buckets kept (least recently used dropped first)
+    exempt = []                  # networks never limited, e.g. ["127.0.0.0/8"]
+
+    [log]
+    level = "info"               # debug, info, warning, error
+    format = "kv"                # "kv" (key=value lines) or "json" (one object a line)
+
+    [storage]                    # node.service.ServiceConfig, same names and defaults:
+    clock_skew_ms = 60000        # signed requests' accepted skew
+    inbox_rate = 10.0            # inbox stores per second per recipient
+    inbox_burst = 100
+    max_buckets = 100000
+    max_waiters = 10000          # long-polls waiting at once
+    synchronous = "FULL"         # or "NORMAL" (see node/store.py)
+    queue_size = 1024
+    max_batch = 512
+    sweep_interval = 30.0
+    sweep_batch = 1000
+
+    [debug]
+    clock_control = false        # tests only: POST /debug/clock moves the node's clock
+
+Timeouts along a path (why ``hop_timeout`` is fixed): a relay does not know its position
+on the path (hiding it is the point of the packet format), and packets carry no deadline
+that a hop could read, so every relay uses the same fixed budget. The guard starts first,
+so it is the first to give up: after at most ``hop_timeout`` (plus the time to reach it)
+the client holds a layered ``timeout`` error, however many relays follow (1 to 5). So a
+client's own timeout must exceed ``hop_timeout`` plus a few seconds of network time
+(e.g. 50 s against the default 40 s). ``deliver_timeout`` is shorter than ``hop_timeout``
+so that a destination that gives up still answers before its relays do, and the client
+learns which hop was slow; and it is longer than the longest long-poll a retrieve may ask
+(:data:`onion.rpc.MAX_WAIT_S`, 30 s), so that a long-poll ends with its own empty answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onion.errors import VeilError
+
+from .service import ServiceConfig
+
+__all__ = [
+    "ConfigError",
+    "DebugConfig",
+    "HttpConfig",
+    "LogConfig",
+    "NodeConfig",
+    "OnionConfig",
+    "PeersConfig",
+    "RateLimitConfig",
+    "load_config",
+    "parse_config",
+]
+
+#: Config files are small; a larger one is a mistake (or not a config file).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class ConfigError(VeilError):
+    """A configuration file that cannot be read, or holds an unknown key or a bad value."""
+
+    status = "bad_request"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """Limits of the HTTP face (see the module docstring for each key's meaning)."""
+
+    max_header_bytes: int = 8192
+    max_connections: int = 1024
+    idle_timeout: float = 30.0
+    request_timeout: float = 10.0
+    write_timeout: float = 10.0
+    shutdown_grace: float = 5.0
+
+    def __post_init__(self) -> None:
+        _at_least(self, "max_header_bytes", 1024)
+        _at_least(self, "max_connections", 1)
+        for name in ("idle_timeout", "request_timeout", "write_timeout"):
+            _positive(self, name)
+        _at_least(self, "shutdown_grace", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class OnionConfig:
+    """Onion processing: per-hop timeouts and the replay window."""
+
+    hop_timeout: float = 40.0
+    deliver_timeout: float = 35.0
+    replay_window_ms: int = 120_000
+    replay_max_entries: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        _positive(self, "hop_timeout")
+        _positive(self, "deliver_timeout")
+        if self.deliver_timeout > self.hop_timeout:
+            raise ConfigError("deliver_timeout must not exceed hop_timeout")
+        _at_least(self, "replay_window_ms", 1000)
+        _at_least(self, "replay_max_entries", 1)
+
+
+@dataclass(frozen=True, slots=True)
+class PeersConfig:
+    """Node-to-node connections: the arguments of :class:`node.peers.PeerPool`."""
+
+    max_per_peer: int = 4
+    max_waiters: int = 64
+    connect_timeout: float = 5.0
+    idle_timeout: float = 20.0
+
+    def __post_init__(self) -> None:
+        _at_least(self, "max_per_peer", 1)
+        _at_least(self, "max_waiters", 0)
+        _positive(self, "connect_timeout")
+        _positive(self, "idle_timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """The per-IP token bucket in front of ``POST /onion``.
+
+    The connecting address at a relay is the previous node, which carries many clients'
+    packets, so the default is generous; a flood from one host is what it stops.
+    """
+
+    rate: float = 500.0
+    burst: float = 1000.0
+    max_clients: int = 65536
+    exempt: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _at_least(self, "rate", 0)
+        _at_least(self, "burst", 1)
+        _at_least(self, "max_clients", 1)
+        for net in self.exempt:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ConfigError(f"rate_limit.exempt: {net!r} is not a network") from None
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "kv"
+
+    def __post_init__(self) -> None:
+        if self.level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                f"log.level must be debug, info, warning or error, not {self.level!r}"
+            )
+        if self.format not in ("kv", "json"):
+            raise ConfigError(f"log.format must be 'kv' or 'json', not {self.format!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class DebugConfig:
+    """Switches for tests. Never set them on a real node."""
+
+    clock_control: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything a node reads from its config file."""
+
+    http: HttpConfig = field(default_factory=HttpConfig)
+    onion: OnionConfig = field(default_factory=OnionConfig)
+    peers: PeersConfig = field(default_factory=PeersConfig)
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    storage: ServiceConfig = field(default_factory=ServiceConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+
+
+_TABLES: dict[str, type] = {
+    "http": HttpConfig,
+    "onion": OnionConfig,
+    "peers": PeersConfig,
+    "rate_limit": RateLimitConfig,
+    "log": LogConfig,
+    "storage": ServiceConfig,
+    "debug": DebugConfig,
+}
+
+
+def load_config(path: str | Path | None) -> NodeConfig:
+    """Read the TOML file at ``path`` (``None``: the defaults).
+
+    Raises :class:`ConfigError` for a missing, unreadable, too large or invalid file, an
+    unknown table or key, or a value of the wrong type or out of range.
+    """
+    if path is None:
+        return NodeConfig()
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {p} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+
+
+def parse_config(data: Mapping[str, Any]) -> NodeConfig:
+    """A :class:`NodeConfig` from an already parsed TOML document (a dict of tables)."""
+    tables: dict[str, Any] = {}
+    for name, value in data.items():
+        cls = _TABLES.get(name)
+        if cls is None:
+            known = ", ".join(_TABLES)
+            raise ConfigError(f"unknown table [{name}] (known tables: {known})")
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        tables[name] = _build(name, cls, value)
+    if "storage" in tables:
+        _check_storage(tables["storage"])
+    return NodeConfig(**tables)
+
+
+def _check_storage(config: ServiceConfig) -> None:
+    # ServiceConfig (node/service.py) is a plain record; its numbers must be positive.
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+            raise ConfigError(f"[storage] {f.name} must be positive, not {value!r}")
+
+
+def _build(table: str, cls: type, values: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in names:
+            known = ", ".join(names)
+            raise ConfigError(f"unknown key {table}.{key} (known keys of [{table}]: {known})")
+        kwargs[key] = _coerce(f"{table}.{key}", hints[key], value)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"[{table}] {exc}") from None
+
+
+def _coerce(name: str, annotation: Any, value: Any) -> Any:
+    # The field types used by the tables above; a new one needs a branch here.
+    if typing.get_origin(annotation) is typing.Literal:
+        choices = typing.get_args(annotation)
+        if value in choices:
+            return value
+        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
+    if annotation == tuple[str, ...]:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{name} must be a list of strings, not {value!r}")
+    kind = getattr(annotation, "__name__", "")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be true or false, not {value!r}")
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be an integer, not {value!r}")
+    if kind == "float":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{name} must be a number, not {value!r}")
+    if kind == "str":
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{name} must be a string, not {value!r}")
+    raise AssertionError(f"no coercion for {annotation!r}")  # a field type added above
+
+
+def _positive(obj: Any, name: str) -> None:
+    if not getattr(obj, name) > 0:
+        raise ConfigError(f"{name} must be positive, not {getattr(obj, name)!r}")
+
+
+def _at_least(obj: Any, name: str, low: float) -> None:
+    if not getattr(obj, name) >= low:
+        raise ConfigError(f"{name} must be at least {low}, not {getattr(obj, name)!r}")

@@ -1,0 +1,209 @@
+"""What a node does with one onion packet: relay it, or deliver it to the storage RPC.
+
+Design note
+-----------
+:class:`OnionHandler` turns a packet (the body of ``POST /onion``) into the bytes of
+its reply. The cryptography is :func:`onion.packet.process_packet`'s; this module adds
+the node's policy around it:
+
+1. A packet that fails before a reply context exists (bad length, version or MAC) is
+   refused with the typed :class:`~onion.errors.PacketError`; the HTTP layer answers 400
+   with its status. Nothing else about such a packet is trusted, so nothing else is said.
+2. The timestamp window and the replay cache (:class:`onion.replay.ReplayCache`) with
+   the node's clock. A packet outside the window gets a layered ``clock_skew`` error
+   whose message is ``node time <ms>``, so the client learns this hop's clock and can
+   retry; a replay gets ``replayed``; a full cache ``rate_limited``.
+3. Relay: POST the processed packet to the next hop (:class:`PeerPoster`, persistent
+   per-peer connections) with ``hop_timeout``, and add this hop's layer to its reply.
+   Unreachable, timed out, a non-200 answer, or a reply that is not a size class: the
+   client gets a layered error originated here (``bad_gateway``, ``timeout``,
+   ``rate_limited`` or ``unavailable``), never a hang and never a bare HTTP error.
+4. Deliver: the payload goes to the storage service (:class:`StorageHandler`), whose
+   reply is sealed to the client; a storage call that takes longer than
+   ``deliver_timeout`` gives a layered ``timeout`` error from this hop instead.
+
+Why fixed timeouts (see also :mod:`node.config`): a hop must not learn its position on
+the path, so it cannot shrink its budget by position, and the packet carries no deadline.
+``deliver_timeout < hop_timeout`` lets the destination's own error reach the client
+before the relays give up, and the guard, which starts first, answers within about
+``hop_timeout`` whatever happens further on.
+
+Answering a replayed or stale packet with a layered error is safe: a replayed packet
+yields the same reply keys, but every sealed reply carries a fresh random nonce
+(onion/packet.py), and a relay's XOR layer is applied only to packets that passed the
+replay check.
+
+Cancellation: :meth:`OnionHandler.handle` holds no state that outlives it except the
+replay tag, which is recorded before any await (so a cancelled relay does not make its
+packet replayable). If cancelled while waiting for the next hop or the store, nothing is
+answered (the HTTP layer decides what the client gets).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+from onion.errors import (
+    HopTimeout,
+    NetworkError,
+    PacketError,
+    RateLimited,
+    ReplayedPacket,
+    StalePacket,
+)
+from onion.keys import NodeKeys
+from onion.packet import (
+    MAX_REPLY_PAYLOAD,
+    SIZE_CLASSES,
+    Deliver,
+    Relay,
+    ReplyContext,
+    process_packet,
+)
+from onion.replay import ReplayCache
+
+from .logging import log_event
+from .metrics import NodeMetrics
+
+__all__ = ["OnionHandler", "PeerPoster", "StorageHandler"]
+
+log = logging.getLogger("veil.node.onion")
+
+_REPLY_SIZES = frozenset(SIZE_CLASSES)
+
+
+class StorageHandler(Protocol):
+    """The storage RPC (node/service.py): CBOR request in, CBOR reply out, never raises."""
+
+    async def handle(self, request: bytes) -> bytes: ...
+
+
+class PeerPoster(Protocol):
+    """Node-to-node HTTP (node/peers.py): the whole exchange bounded by ``timeout``.
+
+    Raises HopUnreachable or HopTimeout (NetworkError), or RateLimited when too many
+    requests already wait for that peer.
+    """
+
+    async def post(
+        self, host: str, port: int, path: str, body: bytes, *, timeout: float
+    ) -> tuple[int, bytes]: ...
+
+
+class OnionHandler:
+    """Processes packets for one node; see the module docstring."""
+
+    def __init__(
+        self,
+        keys: NodeKeys,
+        *,
+        storage: StorageHandler,
+        peers: PeerPoster,
+        replay: ReplayCache,
+        clock: Callable[[], int],
+        metrics: NodeMetrics,
+        hop_timeout: float,
+        deliver_timeout: float,
+    ) -> None:
+        self._secret = keys.onion_secret
+        self._public = keys.onion_public
+        self.storage = storage
+        self.peers = peers
+        self.replay = replay
+        self.clock = clock
+        self.metrics = metrics
+        self.hop_timeout = hop_timeout
+        self.deliver_timeout = deliver_timeout
+
+    async def handle(self, packet: bytes) -> bytes:
+        """The reply to ``packet`` (a size class of bytes, for the previous hop).
+
+        Raises :class:`~onion.errors.PacketError` (MalformedPacket, IntegrityError) when
+        the packet fails before a reply is possible. Every later failure is a layered
+        error reply. See the module docstring for cancellation.
+        """
+        try:
+            result = process_packet(packet, self._secret, self._public)
+        except PacketError as exc:
+            self.metrics.count(self.metrics.onion_rejected, type(exc).__name__)
+            raise
+        reply = result.reply
+        now = self.clock()
+        try:
+            self.replay.check(result.replay_tag, result.timestamp_ms, now)
+        except StalePacket:
+            self.metrics.count(self.metrics.replay_rejections, "stale")
+            return reply.error("clock_skew", f"node time {now}")
+        except ReplayedPacket:
+            self.metrics.count(self.metrics.replay_rejections, "replayed")
+            return reply.error("replayed", "packet already seen")
+        except RateLimited:
+            self.metrics.count(self.metrics.replay_rejections, "full")
+            return reply.error("rate_limited", "replay cache full, try again later")
+        if type(result) is Relay:
+            return await self._relay(result)
+        assert type(result) is Deliver
+        return await self._deliver(result.payload, reply)
+
+    async def _relay(self, relay: Relay) -> bytes:
+        reply = relay.reply
+        # The peer pool bounds the whole exchange by ``timeout`` (waiting for a
+        # connection, connecting, sending, reading) and raises HopTimeout: no scope of
+        # our own on this hot path.
+        try:
+            status, body = await self.peers.post(
+                relay.next_host,
+                relay.next_port,
+                "/onion",
+                relay.packet,
+                timeout=self.hop_timeout,
+            )
+        except HopTimeout:
+            return self._relay_failed(reply, "timeout", "next hop did not answer in time")
+        except NetworkError:
+            return self._relay_failed(reply, "bad_gateway", "next hop unreachable")
+        except RateLimited:
+            return self._relay_failed(
+                reply, "rate_limited", "this hop is over capacity towards the next, slow down"
+            )
+        if status == 200 and len(body) in _REPLY_SIZES:
+            self.metrics.relayed.inc()
+            return reply.wrap(body)
+        return self._bad_answer(reply, status)
+
+    def _relay_failed(self, reply: ReplyContext, status: str, message: str) -> bytes:
+        reason = {"bad_gateway": "unreachable", "timeout": "timeout"}.get(status, "busy")
+        self.metrics.count(self.metrics.relay_failures, reason)
+        log_event(log, logging.DEBUG, "relay_failed", reason=reason)
+        return reply.error(status, message)
+
+    def _bad_answer(self, reply: ReplyContext, status: int) -> bytes:
+        if status == 200:
+            self.metrics.count(self.metrics.relay_failures, "bad_reply")
+            return reply.error("bad_gateway", "next hop sent a malformed reply")
+        self.metrics.count(self.metrics.relay_failures, "bad_status")
+        if status == 429:
+            return reply.error("rate_limited", "next hop is rate limiting, slow down")
+        if status == 503:
+            return reply.error("unavailable", "next hop is unavailable")
+        return reply.error("bad_gateway", f"next hop answered HTTP {status}")
+
+    async def _deliver(self, payload: bytes, reply: ReplyContext) -> bytes:
+        with trio.move_on_after(self.deliver_timeout) as deadline:
+            try:
+                response = await self.storage.handle(payload)
+            except Exception:
+                # The service promises never to raise for bad input: this is a bug.
+                log.exception("storage_failed")
+                return reply.error("internal", "the storage service failed")
+        if deadline.cancelled_caught:
+            return reply.error("timeout", "storage did not answer in time")
+        self.metrics.delivered.inc()
+        if len(response) > MAX_REPLY_PAYLOAD:
+            log_event(log, logging.ERROR, "reply_too_large", size=len(response))
+            return reply.error("internal", "the reply is too large for a packet")
+        return reply.seal(response)

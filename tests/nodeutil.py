@@ -1,0 +1,303 @@
+"""Helpers to run real ``veil-node`` processes on loopback and talk to them through onions.
+
+Starting a node (sync; works in sync fixtures and, through a thread, in trio tests)::
+
+    node = start_node(tmp_path / "n1", config={"http": {"request_timeout": 2.0}})
+    ...                                   # node.url, node.hop(), node.info(), node.pid
+    assert node.stop() == 0               # SIGTERM, wait, exit code
+
+    with node_process(tmp_path / "n1") as node:   # stops it, asserting exit code 0
+        ...
+
+    async with running_node(tmp_path / "n1") as node:   # the same from a trio test
+        ...
+
+The node runs as ``sys.executable -m node run --data-dir DIR --listen 127.0.0.1:0``
+(``--config DIR.toml`` when ``config`` is given, written here as TOML). Its stdout and
+stderr go to ``DIR.log`` (next to the data dir, not in it); :meth:`NodeHandle.log_text`
+reads it, and a node that fails to start raises :class:`NodeStartError` with its log.
+Readiness: ``DIR/node.json`` names the new process's pid (the node writes it once it
+listens), then ``GET /info`` answers.
+
+Talking to it: :func:`onion_request` sends a payload along a path of :class:`Hop` (from
+:meth:`NodeHandle.hop`) and returns the destination's opened reply (or raises
+:class:`~onion.packet.HopError`); :func:`onion_rpc` does the same for a storage RPC
+request and decodes the :class:`~onion.rpc.Reply`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from onion import rpc
+from onion.packet import Hop, build_packet
+
+__all__ = [
+    "NodeHandle",
+    "NodeStartError",
+    "OnionRefused",
+    "free_port",
+    "node_process",
+    "now_ms",
+    "onion_request",
+    "onion_rpc",
+    "post_packet",
+    "running_node",
+    "start_node",
+    "write_toml",
+]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class NodeStartError(RuntimeError):
+    """The node process exited or did not answer in time; the message holds its log."""
+
+
+class OnionRefused(Exception):
+    """The first hop answered with an HTTP error instead of a reply (a 4xx for a packet
+    that failed before any reply was possible)."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"HTTP {status}: {text}")
+        self.status = status
+        self.text = text
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- config files ---------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def write_toml(path: Path, tables: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Write ``{"table": {"key": value}}`` as a TOML file (flat tables only)."""
+    lines: list[str] = []
+    for table, values in tables.items():
+        lines.append(f"[{table}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+# --- the process ---------------------------------------------------------------------------
+
+
+@dataclass
+class NodeHandle:
+    """A running node process and what it told us about itself."""
+
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    host: str = ""
+    port: int = 0
+    node_id: str = ""
+    onion_key: bytes = b""
+    info_doc: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def hop(self) -> Hop:
+        """This node as a hop of an onion path."""
+        return Hop(bytes.fromhex(self.node_id), self.onion_key, self.host, self.port)
+
+    def info(self) -> dict[str, Any]:
+        """``GET /info`` (sync)."""
+        r = httpx.get(f"{self.url}/info", timeout=10)
+        r.raise_for_status()
+        return dict(r.json())
+
+    def metrics(self) -> str:
+        """``GET /metrics`` (sync): the Prometheus text."""
+        r = httpx.get(f"{self.url}/metrics", timeout=10)
+        r.raise_for_status()
+        return r.text
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait for the exit, return the exit code (SIGKILL after ``timeout``)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise NodeStartError(
+                    f"node did not exit within {timeout} s of SIGTERM\n{self.log_text()}"
+                ) from None
+        return int(self.process.returncode)
+
+    def kill(self) -> None:
+        """``kill -9`` and reap."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def start_node(
+    data_dir: str | Path,
+    *,
+    config: Mapping[str, Mapping[str, Any]] | None = None,
+    listen: str = "127.0.0.1:0",
+    extra_args: Sequence[str] = (),
+    timeout: float = 30.0,
+) -> NodeHandle:
+    """Start ``python -m node run`` on ``data_dir`` and wait until it answers /info."""
+    data_dir = Path(data_dir)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "node", "run", "--data-dir", str(data_dir), "--listen", listen]
+    if config is not None:
+        args += ["--config", str(write_toml(data_dir.with_name(data_dir.name + ".toml"), config))]
+    args += list(extra_args)
+    log_path = data_dir.with_name(data_dir.name + ".log")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=env
+        )
+    handle = NodeHandle(data_dir, process, log_path)
+    try:
+        _wait_ready(handle, timeout)
+    except BaseException:
+        handle.kill()
+        raise
+    return handle
+
+
+def _wait_ready(handle: NodeHandle, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    info_path = handle.data_dir / "node.json"
+    while True:
+        if handle.process.poll() is not None:
+            raise NodeStartError(
+                f"node exited with {handle.process.returncode} while starting\n{handle.log_text()}"
+            )
+        if time.monotonic() > deadline:
+            raise NodeStartError(f"node not ready after {timeout} s\n{handle.log_text()}")
+        try:
+            doc = json.loads(info_path.read_text())
+        except (FileNotFoundError, ValueError):
+            doc = None
+        if doc is not None and doc.get("pid") == handle.pid:
+            handle.host = doc["host"]
+            handle.port = doc["port"]
+            handle.node_id = doc["node_id"]
+            handle.onion_key = bytes.fromhex(doc["onion_key"])
+            try:
+                handle.info_doc = handle.info()
+                return
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def node_process(data_dir: str | Path, **kwargs: Any) -> Iterator[NodeHandle]:
+    """A node for the ``with`` block; on exit it is stopped and must exit 0."""
+    node = start_node(data_dir, **kwargs)
+    try:
+        yield node
+    finally:
+        code = node.stop()
+    assert code == 0, f"node exited with {code}\n{node.log_text()}"
+
+
+@contextlib.asynccontextmanager
+async def running_node(data_dir: str | Path, **kwargs: Any) -> AsyncIterator[NodeHandle]:
+    """:func:`node_process` for trio tests (start and stop run in a worker thread)."""
+    node = await trio.to_thread.run_sync(lambda: start_node(data_dir, **kwargs))
+    try:
+        yield node
+    finally:
+        code = await trio.to_thread.run_sync(node.stop)
+    assert code == 0, f"node exited with {code}\n{node.log_text()}"
+
+
+# --- onion requests ----------------------------------------------------------------------
+
+
+async def post_packet(
+    client: httpx.AsyncClient, entry: Hop, packet: bytes, *, timeout: float = 60.0
+) -> httpx.Response:
+    """POST ``packet`` to ``entry``'s /onion; the raw HTTP response."""
+    url = f"http://{entry.host}:{entry.port}/onion"
+    return await client.post(url, content=packet, timeout=timeout)
+
+
+async def onion_request(
+    client: httpx.AsyncClient,
+    path: Sequence[Hop],
+    payload: bytes,
+    *,
+    at_ms: int | None = None,
+    timeout: float = 60.0,
+) -> bytes:
+    """Send ``payload`` along ``path`` and return the destination's reply payload.
+
+    ``at_ms`` is the packet's timestamp (default: now). Raises :class:`HopError` for a
+    layered error and :class:`OnionRefused` for an HTTP error from the first hop.
+    """
+    packet, opener = build_packet(path, payload, now_ms=now_ms() if at_ms is None else at_ms)
+    response = await post_packet(client, path[0], packet, timeout=timeout)
+    if response.status_code != 200:
+        raise OnionRefused(response.status_code, response.text)
+    return opener.open(response.content)
+
+
+async def onion_rpc(
+    client: httpx.AsyncClient, path: Sequence[Hop], request: bytes, *, timeout: float = 60.0
+) -> rpc.Reply:
+    """A storage RPC request through ``path``; the decoded reply (any status)."""
+    return rpc.decode_reply(await onion_request(client, path, request, timeout=timeout))
