@@ -11,7 +11,8 @@ the signal handling) under ``trio.run``.
 Routes (all answers to bad requests are short ``text/plain`` bodies)::
 
     POST /onion          body: a packet; 200 + the reply (octets), or 400/413/429
-    GET  /info           JSON: node_id, onion_key (hex), version, time_ms, address
+    GET  /info           JSON: node_id, onion_key (hex), version, time_ms, address,
+                         and epoch and swarm_id once a consensus lists the node
     GET  /metrics        Prometheus text format, this node's registry only
     POST /debug/clock    only with [debug] clock_control: JSON {"offset_ms": int}
                          shifts the node's clock (tests of TTL expiry and clock skew)
@@ -19,6 +20,12 @@ Routes (all answers to bad requests are short ``text/plain`` bodies)::
 The node's clock (:class:`NodeClock`) is wall-clock ms plus an offset that is always 0
 unless ``clock_control`` is on; the store, the RPC's signature window, the replay cache
 and ``/info`` all read it, so a test that moves it moves the whole node consistently.
+
+Network: with ``[network] file`` set, :attr:`Node.network` follows the authorities'
+consensus (:mod:`node.network`; its directory client starts before ``node.json`` is
+written, with the saved consensus loaded), the relay forwards only to listed next hops,
+and the ``/onion`` rate limit exempts the addresses of listed nodes (relays). Without
+it, ``node.network`` is a standalone view that owns every account.
 
 Start-up order: data directory and its lock, keys, store, peer pool, listener, then
 ``DIR/node.json`` (so a file that names a pid means that node answers). Shut-down order
@@ -36,7 +43,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -44,7 +51,7 @@ from typing import Any
 import trio
 
 from onion import __version__
-from onion.errors import PacketError
+from onion.errors import PacketError, VeilError
 from onion.keys import NodeKeys
 from onion.packet import MAX_PACKET_LEN
 from onion.replay import ReplayCache
@@ -60,11 +67,15 @@ from .keystore import (
 )
 from .logging import log_event
 from .metrics import CONTENT_TYPE, NodeMetrics, StorageFigure
+from .network import DirectoryClient, NetworkView, advertised_address, load_network_file
 from .onion_handler import OnionHandler
 from .peers import PeerPool
 from .ratelimit import TokenBucketLimiter
-from .server import HttpServer, Request, Response, Route, text_response
+from .replication import FORWARD_PATH, PULL_PATH, PUSH_PATH, Replicator
+from .replication_wire import MAX_FRAME
+from .server import Handler, HttpServer, Request, Response, Route, text_response
 from .service import StorageService, open_storage_service
+from .swarm_guard import SwarmGuard
 
 __all__ = ["Node", "NodeClock", "format_address", "open_node", "parse_listen", "run_node"]
 
@@ -74,6 +85,9 @@ _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
 _PATH_LABELS = {"/onion": "/onion", "/info": "/info", "/metrics": "/metrics"}
 _PATH_LABELS["/debug/clock"] = "/debug/clock"
+_PATH_LABELS[PUSH_PATH] = PUSH_PATH
+_PATH_LABELS[PULL_PATH] = PULL_PATH
+_PATH_LABELS[FORWARD_PATH] = FORWARD_PATH
 
 
 class NodeClock:
@@ -126,8 +140,12 @@ class Node:
         metrics: NodeMetrics,
         storage: StorageService,
         peers: PeerPool,
+        network: NetworkView | None = None,
     ) -> None:
         self.keys = keys
+        self.network = network or NetworkView(keys.identity_public, standalone=True)
+        #: The directory client, when the node is a member of a network.
+        self.directory: DirectoryClient | None = None
         self.config = config
         self.data_dir = data_dir
         self.clock = clock
@@ -136,6 +154,20 @@ class Node:
         self.peers = peers
         self.host = ""
         self.port = 0
+        #: Swarm replication (node/replication.py), when the node is in a network; the
+        #: storage service then checks every account against this node's swarm.
+        self.replication: Replicator | None = None
+        if not self.network.standalone:
+            self.replication = Replicator(
+                keys=keys,
+                view=self.network,
+                service=storage,
+                peers=peers,
+                clock=clock,
+                config=config.replication,
+            )
+            storage.swarms = SwarmGuard(self.network)
+            storage.replication = self.replication
         on = config.onion
         self.onion = OnionHandler(
             keys,
@@ -148,10 +180,13 @@ class Node:
             metrics=metrics,
             hop_timeout=on.hop_timeout,
             deliver_timeout=on.deliver_timeout,
+            next_hop_allowed=None if self.network.standalone else self.network.next_hop_allowed,
         )
         rl = config.rate_limit
         limiter = (
-            TokenBucketLimiter(rl.rate, rl.burst, rl.max_clients, rl.exempt) if rl.rate else None
+            _RelayExemptLimiter(rl.rate, rl.burst, rl.max_clients, rl.exempt, self.network)
+            if rl.rate
+            else None
         )
         self.server = HttpServer(self._routes(), config.http, metrics=metrics, limiter=limiter)
         metrics.set_storage_source(self._storage_figures)
@@ -167,7 +202,7 @@ class Node:
 
     def info(self) -> dict[str, Any]:
         """What ``GET /info`` answers (and, with the pid, what node.json holds)."""
-        return {
+        doc: dict[str, Any] = {
             "node_id": self.keys.node_id,
             "onion_key": self.keys.onion_public.hex(),
             "version": __version__,
@@ -176,9 +211,20 @@ class Node:
             "host": self.host,
             "port": self.port,
         }
+        if self.network.consensus is not None:
+            doc["epoch"] = self.network.consensus.epoch
+            me = self.network.me()
+            if me is not None:
+                doc["swarm_id"] = me.swarm_id
+        return doc
 
     def stop(self) -> None:
         """Begin a graceful shutdown; the :func:`open_node` block's exit waits for it."""
+        if self.directory is not None:
+            self.directory.stop()
+        if self.replication is not None:
+            # Stores still draining answer without waiting for pushes; peers pull them.
+            self.replication.stop()
         self.server.stop()
 
     # --- routes ---------------------------------------------------------------------
@@ -191,6 +237,15 @@ class Node:
         }
         if self.config.debug.clock_control:
             routes["/debug/clock"] = Route(("POST",), self._debug_clock, 256)
+        if self.replication is not None:
+            # Rate limited like /onion: the limiter exempts listed nodes' addresses.
+            r = self.replication
+            for path, handle in (
+                (PUSH_PATH, r.handle_push),
+                (PULL_PATH, r.handle_pull),
+                (FORWARD_PATH, r.handle_forward),
+            ):
+                routes[path] = Route(("POST",), _frame_route(handle), MAX_FRAME, rate_limited=True)
         return routes
 
     async def _onion(self, request: Request) -> Response:
@@ -221,7 +276,9 @@ class Node:
     def _storage_figures(self) -> list[StorageFigure]:
         stats = self.storage.stats()
         counters = self.storage.counters
+        extra = [] if self.replication is None else self.replication.figures()
         return [
+            *extra,
             StorageFigure("veil_store_messages", "Messages held", "gauge", {(): stats.messages}),
             StorageFigure(
                 "veil_store_size_bytes",
@@ -270,7 +327,9 @@ async def open_node(
     port and ``DIR/node.json`` is written). When the block ends, the node shuts down
     gracefully (see the module docstring); if the block raises or is cancelled, in-flight
     requests are cut at once, and the store is still closed. Raises
-    :class:`~node.keystore.KeystoreError` (data dir, keys, lock), ``OSError`` (listen),
+    :class:`~node.keystore.KeystoreError` (data dir, keys, lock),
+    :class:`~onion.errors.NetworkFileError` (``[network] file``),
+    :class:`~node.config.ConfigError` (no address to advertise), ``OSError`` (listen),
     ``sqlite3.Error`` or ``RuntimeError`` (store) while starting.
     """
     config = config or NodeConfig()
@@ -278,6 +337,8 @@ async def open_node(
     clock = NodeClock()
     metrics = NodeMetrics(_PATH_LABELS)
     with ExitStack() as files:
+        # The network file first: a typo in it must not leave a new key behind.
+        network_file = load_network_file(config.network.file) if config.network.file else None
         prepare_data_dir(data_dir)
         files.enter_context(lock_data_dir(data_dir))
         keys, created = load_or_create_keys(data_dir)
@@ -286,6 +347,7 @@ async def open_node(
         if config.debug.clock_control:
             log_event(log, logging.WARNING, "debug_clock_control_on")
         info_path = data_dir / NODE_INFO_FILE
+        network = NetworkView(keys.identity_public, standalone=network_file is None)
         # Listen first: a taken port fails before the store is opened, and outside any
         # nursery (so the caller gets the OSError itself, not an exception group).
         # Connections that arrive before serving begins wait in the kernel's backlog.
@@ -311,11 +373,27 @@ async def open_node(
                     metrics=metrics,
                     storage=storage,
                     peers=peers,
+                    network=network,
                 )
                 sockname = listeners[0].socket.getsockname()
                 node.host, node.port = str(sockname[0]), int(sockname[1])
+                if network_file is not None:
+                    node.directory = DirectoryClient(
+                        network,
+                        keys=keys,
+                        network=network_file,
+                        config=config.network,
+                        data_dir=data_dir,
+                        address=advertised_address(config.network, node.host, node.port),
+                        version=__version__,
+                        clock=clock,
+                    )
                 async with trio.open_nursery() as nursery:
                     await nursery.start(node.server.serve, listeners)
+                    if node.directory is not None:
+                        await nursery.start(node.directory.run)
+                    if node.replication is not None:
+                        await nursery.start(node.replication.run)
                     doc = {**node.info(), "pid": os.getpid()}
                     del doc["time_ms"]
                     write_file_atomic(info_path, json.dumps(doc).encode() + b"\n", 0o644)
@@ -353,6 +431,35 @@ async def run_node(
             async for signum in signals:
                 log_event(log, logging.INFO, "stopping", signal=signal.Signals(signum).name)
                 break
+
+
+def _frame_route(handle: Callable[[bytes], Awaitable[bytes]]) -> Handler:
+    """A replication route: 200 with the sealed answer, or the typed error's 4xx/5xx."""
+
+    async def route(request: Request) -> Response:
+        try:
+            reply = await handle(request.body)
+        except VeilError as exc:
+            return text_response(exc.http_status, f"{exc.status}: {exc}")
+        return Response(200, reply, _OCTETS)
+
+    return route
+
+
+class _RelayExemptLimiter(TokenBucketLimiter):
+    """The per-address limit, with the addresses of consensus nodes exempt: a relay
+    carries many clients' packets (checked once per connection, see node/server.py)."""
+
+    __slots__ = ("_network",)
+
+    def __init__(
+        self, rate: float, burst: float, max_entries: int, exempt: Any, network: NetworkView
+    ) -> None:
+        super().__init__(rate, burst, max_entries, exempt)
+        self._network = network
+
+    def is_exempt(self, address: str) -> bool:
+        return super().is_exempt(address) or self._network.is_relay_address(address)
 
 
 def _close_listeners(listeners: list[trio.SocketListener]) -> None:

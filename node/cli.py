@@ -2,40 +2,61 @@
 
 Design note
 -----------
-One subcommand for now, as DESIGN.md names it::
+The subcommands, as DESIGN.md names them::
 
     veil-node run --data-dir DIR --listen HOST:PORT [--config FILE]
+    veil-node authority --data-dir DIR --listen HOST:PORT --network FILE [--config FILE]
+    veil-node authority-init --data-dir DIR
 
-``run`` starts a standalone node (a one-node network that holds every account), prints
-one line ``listening on HOST:PORT`` to stdout once it accepts connections (with the real
-port when ``--listen`` asked for port 0; ``DIR/node.json`` says the same, with the node
-ID, onion key and pid), logs to stderr, and runs until SIGINT or SIGTERM, after which it
-shuts down gracefully and exits 0.
+``run`` starts a node: standalone (a one-node network that holds every account) unless
+the config's ``[network] file`` names a ``network.json``, in which case the node
+publishes its descriptor to the authorities and follows their consensus
+(:mod:`node.network`). It prints one line ``listening on HOST:PORT`` to stdout once it
+accepts connections (with the real port when ``--listen`` asked for port 0;
+``DIR/node.json`` says the same, with the node ID, onion key and pid), logs to stderr,
+and runs until SIGINT or SIGTERM, after which it shuts down gracefully and exits 0.
+
+``authority-init`` creates a directory authority's Ed25519 key in ``DIR`` if it is
+missing (``DIR/authority_keys.json``, mode 0600; the directory 0700) and prints one line
+of JSON, ``{"key": "<64 hex>"}``: the key to pin in ``network.json``.
+
+``authority`` runs a directory authority (:mod:`node.authority`). ``--network`` is the
+network's ``network.json``, which must list this authority's key; its address there is
+where peers and nodes reach it, so ``--listen`` takes a fixed port (not 0). It prints
+``listening on HOST:PORT`` when ready, keeps ``DIR/authority.json`` (address, key, pid)
+while it runs, and exits 0 after SIGINT or SIGTERM. Its config file uses the
+``[authority]`` table (and ``[http]``, ``[peers]``, ``[rate_limit]``, ``[log]``).
 
 Exit codes: 0 after a clean shutdown; 2 for a usage or configuration error (bad
-arguments, unknown config key, unusable data dir or key file, another node on the same
-data dir); 1 if the node cannot start (the port is taken, the store cannot be opened)
-or fails while running. Every failure prints one line saying what went wrong.
+arguments, unknown config key, a bad network file, unusable data dir or key file,
+another process on the same data dir); 1 if it cannot start (the port is taken, the
+store cannot be opened) or fails while running. Every failure prints one line saying
+what went wrong.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import sqlite3
 import sys
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 
 import trio
 
 from onion import __version__
+from onion.errors import NetworkFileError
 
 from .app import Node, parse_listen, run_node
+from .authority import DirectoryAuthority, init_authority, run_authority
 from .config import ConfigError, load_config
 from .keystore import KeystoreError
 from .logging import configure_logging
+from .network import load_network_file
 
 __all__ = ["main"]
 
@@ -58,10 +79,29 @@ def _parser() -> argparse.ArgumentParser:
         "--listen", required=True, metavar="HOST:PORT", help="IP address and port (0: any free)"
     )
     run.add_argument("--config", metavar="FILE", help="TOML config (see node/config.py)")
+    auth = sub.add_parser(
+        "authority",
+        help="run a directory authority",
+        description="Run a directory authority until SIGINT or SIGTERM.",
+    )
+    auth.add_argument("--data-dir", required=True, metavar="DIR", help="key, state files")
+    auth.add_argument(
+        "--listen", required=True, metavar="HOST:PORT", help="IP address and fixed port"
+    )
+    auth.add_argument(
+        "--network", required=True, metavar="FILE", help="network.json listing this authority"
+    )
+    auth.add_argument("--config", metavar="FILE", help="TOML config (see node/config.py)")
+    init = sub.add_parser(
+        "authority-init",
+        help="create a directory authority's key and print it",
+        description='Create the authority key in DIR if missing; print {"key": "<hex>"}.',
+    )
+    init.add_argument("--data-dir", required=True, metavar="DIR", help="the authority's dir")
     return parser
 
 
-def _announce(node: Node) -> None:
+def _announce(node: Node | DirectoryAuthority) -> None:
     print(f"listening on {node.address}", flush=True)
 
 
@@ -69,21 +109,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``veil-node`` and ``python -m node``; returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "authority-init":
+        return _authority_init(Path(args.data_dir))
     try:
         host, port = parse_listen(args.listen)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.command == "authority" and port == 0:
+        parser.error("an authority listens on the fixed port that network.json gives it, not 0")
     try:
         config = load_config(args.config)
-    except ConfigError as exc:
+        network = load_network_file(args.network) if args.command == "authority" else None
+    except (ConfigError, NetworkFileError) as exc:
         print(f"veil-node: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log.level, config.log.format)
+    if network is not None:
+        main_task = partial(
+            run_authority, args.data_dir, host, port, network, config, on_ready=_announce
+        )
+    else:
+        main_task = partial(run_node, args.data_dir, host, port, config, on_ready=_announce)
     try:
-        trio.run(partial(run_node, args.data_dir, host, port, config, on_ready=_announce))
+        trio.run(main_task)
     except BaseException as raised:  # unwrapped; anything unexpected is re-raised
         exc = _single(raised)
-        if isinstance(exc, KeystoreError):
+        if isinstance(exc, KeystoreError | ConfigError | NetworkFileError):
             print(f"veil-node: {exc}", file=sys.stderr)
             return 2
         if isinstance(exc, OSError):
@@ -97,6 +148,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, KeyboardInterrupt):
             return 130
         raise
+    return 0
+
+
+def _authority_init(data_dir: Path) -> int:
+    try:
+        keys = init_authority(data_dir)
+    except KeystoreError as exc:
+        print(f"veil-node: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"key": keys.node_id}), flush=True)
     return 0
 
 

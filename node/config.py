@@ -58,6 +58,44 @@ Example, with the defaults::
     [debug]
     clock_control = false        # tests only: POST /debug/clock moves the node's clock
 
+    [network]                    # veil-node run: the directory client (node/network.py)
+    file = ""                    # absolute path of network.json; empty: standalone (one
+                                 # node that holds every account, no directory)
+    advertise = ""               # "HOST:PORT" put in the descriptor; empty: the bound
+                                 # address (which must then not be 0.0.0.0 or ::)
+    descriptor_lifetime_ms = 10800000  # 3 h; the node republishes at half of it
+    fetch_timeout = 10.0         # s for one request to an authority
+    retry_interval = 1.0         # s between fetches while no fresh consensus is held
+
+    [authority]                  # veil-node authority (node/authority.py); every
+                                 # authority of a network must use the same values
+    interval_ms = 60000          # consensus interval: epoch E starts at E * interval_ms
+                                 # (ms since the Unix epoch); a devnet uses about 2000
+    swarm_size = 5               # target nodes per swarm
+    check_timeout = 5.0          # s for one liveness check of a node (GET /info and a
+                                 # one-hop onion `info` request) or one request to a peer
+    check_interval_ms = 0        # how often every node is checked; 0: interval_ms / 2
+                                 # (at least 500 ms, at most 5 min)
+    vote_delay_ms = 0            # after an epoch starts, when to fetch the peers' votes
+                                 # (they may answer until twice that); 0: interval_ms / 5
+                                 # (at most 10 s)
+    max_descriptors = 10000      # registered nodes at most (then: 503)
+
+    [replication]                # swarm replication (node/replication.py)
+    ack_timeout = 2.0            # s a store waits for the swarm peers' acks before it
+                                 # answers the client (see the ack rule there)
+    request_timeout = 10.0       # s for one push or pull request to a peer
+    sync_interval = 10.0         # s between anti-entropy pulls from each swarm peer
+    max_pages = 64               # pages pulled from one peer in one round
+    handover_interval = 300.0    # s between scans for accounts that left this swarm
+                                 # (a consensus change also starts one)
+    queue_messages = 4096        # messages queued for one peer, at most
+    queue_bytes = 16777216       # bytes of message data queued for one peer, at most
+    retry_max = 30.0             # s, longest wait between pushes to a failing peer
+    give_up = 300.0              # s of failures after which a peer's queue is dropped
+                                 # (it catches up by pulling)
+    clock_skew_ms = 60000        # accepted skew of a peer's frame time
+
 Timeouts along a path (why ``hop_timeout`` is fixed): a relay does not know its position
 on the path (hiding it is the point of the packet format), and packets carry no deadline
 that a hop could read, so every relay uses the same fixed budget. The guard starts first,
@@ -81,19 +119,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onion.directory import (
+    DEFAULT_DESCRIPTOR_LIFETIME_MS,
+    DEFAULT_INTERVAL_MS,
+    MAX_DESCRIPTOR_LIFETIME_MS,
+    MAX_NODES,
+    MAX_SWARM_TARGET,
+)
 from onion.errors import VeilError
 
 from .service import ServiceConfig
 
 __all__ = [
+    "AuthorityConfig",
     "ConfigError",
     "DebugConfig",
     "HttpConfig",
     "LogConfig",
+    "NetworkConfig",
     "NodeConfig",
     "OnionConfig",
     "PeersConfig",
     "RateLimitConfig",
+    "ReplicationConfig",
     "load_config",
     "parse_config",
 ]
@@ -207,6 +255,97 @@ class DebugConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    """The node's directory client: where the network file is, what to advertise."""
+
+    file: str = ""
+    advertise: str = ""
+    descriptor_lifetime_ms: int = DEFAULT_DESCRIPTOR_LIFETIME_MS
+    fetch_timeout: float = 10.0
+    retry_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.file and not Path(self.file).is_absolute():
+            raise ConfigError(f"file must be an absolute path, not {self.file!r}")
+        if self.advertise:
+            _check_hostport("advertise", self.advertise)
+        _at_least(self, "descriptor_lifetime_ms", 10_000)
+        if self.descriptor_lifetime_ms > MAX_DESCRIPTOR_LIFETIME_MS:
+            raise ConfigError(
+                f"descriptor_lifetime_ms must be at most {MAX_DESCRIPTOR_LIFETIME_MS}, "
+                f"not {self.descriptor_lifetime_ms}"
+            )
+        _positive(self, "fetch_timeout")
+        _positive(self, "retry_interval")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorityConfig:
+    """A directory authority's schedule and limits (see the module docstring)."""
+
+    interval_ms: int = DEFAULT_INTERVAL_MS
+    swarm_size: int = 5
+    check_timeout: float = 5.0
+    check_interval_ms: int = 0
+    vote_delay_ms: int = 0
+    max_descriptors: int = MAX_NODES
+
+    def __post_init__(self) -> None:
+        _at_least(self, "interval_ms", 500)
+        if self.interval_ms > 24 * 3600 * 1000:
+            raise ConfigError(f"interval_ms must be at most a day, not {self.interval_ms}")
+        _at_least(self, "swarm_size", 1)
+        if self.swarm_size > MAX_SWARM_TARGET:
+            raise ConfigError(f"swarm_size must be at most {MAX_SWARM_TARGET}")
+        _positive(self, "check_timeout")
+        _at_least(self, "check_interval_ms", 0)
+        _at_least(self, "vote_delay_ms", 0)
+        if self.vote_delay_ms * 2 >= self.interval_ms:
+            raise ConfigError("vote_delay_ms must be under half of interval_ms")
+        _at_least(self, "max_descriptors", 1)
+        if self.max_descriptors > MAX_NODES:
+            raise ConfigError(f"max_descriptors must be at most {MAX_NODES}")
+
+    @property
+    def check_period_ms(self) -> int:
+        """``check_interval_ms``, or its default: interval / 2, within 500 ms .. 5 min."""
+        if self.check_interval_ms:
+            return self.check_interval_ms
+        return min(max(self.interval_ms // 2, 500), 300_000)
+
+    @property
+    def vote_delay(self) -> int:
+        """``vote_delay_ms``, or its default: interval / 5, at most 10 s."""
+        return self.vote_delay_ms or min(self.interval_ms // 5, 10_000)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationConfig:
+    """Swarm replication: the ack rule's timeout, anti-entropy and handover schedules."""
+
+    ack_timeout: float = 2.0
+    request_timeout: float = 10.0
+    sync_interval: float = 10.0
+    max_pages: int = 64
+    handover_interval: float = 300.0
+    queue_messages: int = 4096
+    queue_bytes: int = 16 * 1024 * 1024
+    retry_max: float = 30.0
+    give_up: float = 300.0
+    clock_skew_ms: int = 60_000
+
+    def __post_init__(self) -> None:
+        for name in ("ack_timeout", "request_timeout", "sync_interval", "handover_interval"):
+            _positive(self, name)
+        for name in ("retry_max", "give_up"):
+            _positive(self, name)
+        _at_least(self, "max_pages", 1)
+        _at_least(self, "queue_messages", 1)
+        _at_least(self, "queue_bytes", 100_000)
+        _at_least(self, "clock_skew_ms", 1000)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Everything a node reads from its config file."""
 
@@ -217,6 +356,9 @@ class NodeConfig:
     log: LogConfig = field(default_factory=LogConfig)
     storage: ServiceConfig = field(default_factory=ServiceConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    authority: AuthorityConfig = field(default_factory=AuthorityConfig)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
 
 
 _TABLES: dict[str, type] = {
@@ -227,6 +369,9 @@ _TABLES: dict[str, type] = {
     "log": LogConfig,
     "storage": ServiceConfig,
     "debug": DebugConfig,
+    "network": NetworkConfig,
+    "authority": AuthorityConfig,
+    "replication": ReplicationConfig,
 }
 
 
@@ -324,6 +469,21 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
             return value
         raise ConfigError(f"{name} must be a string, not {value!r}")
     raise AssertionError(f"no coercion for {annotation!r}")  # a field type added above
+
+
+def _check_hostport(name: str, text: str) -> None:
+    """``HOST:PORT`` (``[V6]:PORT``) with an IP literal host and a port in 1..65535."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if not sep or ip is None or ip.is_unspecified or not port.isdigit():
+        raise ConfigError(f"{name} must be HOST:PORT with an IP address, not {text!r}")
+    if not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{name}: port must be in 1..65535, not {port}")
 
 
 def _positive(obj: Any, name: str) -> None:

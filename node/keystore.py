@@ -120,13 +120,16 @@ def write_file_atomic(path: Path, data: bytes, mode: int) -> None:
         os.close(dir_fd)
 
 
-def load_or_create_keys(data_dir: Path, *, rng: Rng = system_rng) -> tuple[NodeKeys, bool]:
+def load_or_create_keys(
+    data_dir: Path, *, rng: Rng = system_rng, name: str = KEYS_FILE
+) -> tuple[NodeKeys, bool]:
     """The node's keys from ``data_dir``, created there first if there are none.
 
     Returns ``(keys, created)``. Raises :class:`KeystoreError` for a key file that is
-    readable by others, too large, or not a key file of this version.
+    readable by others, too large, or not a key file of this version. ``name`` is the
+    key file's name (a directory authority keeps its key in ``authority_keys.json``).
     """
-    path = data_dir / KEYS_FILE
+    path = data_dir / name
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:

@@ -13,12 +13,16 @@ the node's policy around it:
    the node's clock. A packet outside the window gets a layered ``clock_skew`` error
    whose message is ``node time <ms>``, so the client learns this hop's clock and can
    retry; a replay gets ``replayed``; a full cache ``rate_limited``.
-3. Relay: POST the processed packet to the next hop (:class:`PeerPoster`, persistent
+3. Next hop policy: once the node holds a consensus (:mod:`node.network`), it relays only
+   to a next hop that the consensus lists, at its listed address; any other gets a
+   layered ``bad_gateway`` "next hop not in consensus" (a relay must not be a proxy to
+   arbitrary addresses). Standalone or before the first consensus, every hop is allowed.
+4. Relay: POST the processed packet to the next hop (:class:`PeerPoster`, persistent
    per-peer connections) with ``hop_timeout``, and add this hop's layer to its reply.
    Unreachable, timed out, a non-200 answer, or a reply that is not a size class: the
    client gets a layered error originated here (``bad_gateway``, ``timeout``,
    ``rate_limited`` or ``unavailable``), never a hang and never a bare HTTP error.
-4. Deliver: the payload goes to the storage service (:class:`StorageHandler`), whose
+5. Deliver: the payload goes to the storage service (:class:`StorageHandler`), whose
    reply is sealed to the client; a storage call that takes longer than
    ``deliver_timeout`` gives a layered ``timeout`` error from this hop instead.
 
@@ -108,7 +112,11 @@ class OnionHandler:
         metrics: NodeMetrics,
         hop_timeout: float,
         deliver_timeout: float,
+        next_hop_allowed: Callable[[bytes, str, int], bool] | None = None,
     ) -> None:
+        """``next_hop_allowed(node_id, host, port)`` says whether a packet may be relayed
+        there (None: anywhere)."""
+        self.next_hop_allowed = next_hop_allowed
         self._secret = keys.onion_secret
         self._public = keys.onion_public
         self.storage = storage
@@ -151,6 +159,12 @@ class OnionHandler:
 
     async def _relay(self, relay: Relay) -> bytes:
         reply = relay.reply
+        allowed = self.next_hop_allowed
+        if allowed is not None and not allowed(
+            relay.next_node_id, relay.next_host, relay.next_port
+        ):
+            self.metrics.count(self.metrics.relay_failures, "not_in_consensus")
+            return reply.error("bad_gateway", "next hop not in consensus")
         # The peer pool bounds the whole exchange by ``timeout`` (waiting for a
         # connection, connecting, sending, reading) and raises HopTimeout: no scope of
         # our own on this hot path.

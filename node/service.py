@@ -30,6 +30,17 @@ At most ``max_waiters`` polls wait at a time; beyond that a poll gets ``rate_lim
 at once (so a client backs off instead of spinning). Cancelling a waiting poll just
 ends it.
 
+Swarms and replication (set by the node, node/app.py; both None for a bare service):
+:attr:`StorageService.swarms` (node/swarm_guard.py) is asked, right after a request is
+decoded and before its signature is checked, whether the account is this node's; it
+raises ``unavailable`` (no consensus yet) or ``wrong_swarm`` with the account's swarm,
+and answers ``get_swarm``. :attr:`StorageService.replication` (node/replication.py) is
+handed every message that a store *created*, after its commit and before the client is
+answered; it returns once the push to the swarm's other members has completed or its
+bounded timeout ran out (the ack rule is in node/replication.py). A delete, delete_all
+or expire that succeeded here is forwarded the same way (the client's own signed bytes,
+which each member verifies); one that arrives forwarded is not forwarded again.
+
 Metrics: :attr:`StorageService.counters` (requests by method and status, rate-limited
 stores, waiting polls) and :meth:`StorageService.stats` (the store's counters).
 """
@@ -44,7 +55,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import trio
 
@@ -52,12 +63,14 @@ from onion import __version__, rpc
 from onion.errors import NotFound, ProtocolError, RateLimited, VeilError
 from onion.keys import AccountId
 
-from .store import MessageStore, StoreStats, open_store
+from .store import MessageStore, ReplicaMessage, StoreStats, open_store
 
 __all__ = [
+    "ReplicationHook",
     "ServiceConfig",
     "ServiceCounters",
     "StorageService",
+    "SwarmCheck",
     "open_storage_service",
     "wall_clock_ms",
 ]
@@ -109,6 +122,32 @@ class ServiceCounters:
     stored: int = 0
 
 
+class SwarmCheck(Protocol):
+    """Which accounts this node serves (node/swarm_guard.py's SwarmGuard)."""
+
+    def check(self, account: AccountId) -> None:
+        """Return if ``account`` is this node's; raise Unavailable or WrongSwarm if not."""
+        ...
+
+    def get_swarm(self, account: AccountId) -> rpc.GetSwarmResult:
+        """``account``'s swarm; raise Unavailable or NotFound if there is none to give."""
+        ...
+
+
+class ReplicationHook(Protocol):
+    """Copies new messages to the swarm's other members (node/replication.py)."""
+
+    async def replicate(self, message: ReplicaMessage) -> None:
+        """Push ``message`` (just committed here); return within a bounded time. Never
+        raises for the network's failures; cancellation just stops the wait."""
+        ...
+
+    async def forward(self, request: bytes) -> None:
+        """Send a client's signed delete, delete_all or expire, executed here, to the
+        swarm's other members; return within a bounded time, as :meth:`replicate`."""
+        ...
+
+
 class _TokenBuckets:
     """Per-key token buckets on trio's clock, at most ``max_keys`` of them (LRU)."""
 
@@ -145,14 +184,22 @@ class StorageService:
         self.config = config
         self.counters = ServiceCounters()
         self._buckets = _TokenBuckets(config.inbox_rate, config.inbox_burst, config.max_buckets)
+        #: The swarm check; None: every account is served (a standalone node).
+        self.swarms: SwarmCheck | None = None
+        #: Where created messages go for replication; None: nowhere.
+        self.replication: ReplicationHook | None = None
 
     def stats(self) -> StoreStats:
         """The store's counters (messages, size in bytes, sweeps); cheap."""
         return self.store.stats()
 
-    async def handle(self, request: bytes) -> bytes:
+    async def handle(self, request: bytes, *, forwarded: bool = False) -> bytes:
         """Answer one request (CBOR bytes) with one reply (CBOR bytes); never raises
         for bad input or a failing store: the reply carries the error's status.
+
+        ``forwarded``: the request is a client's delete, delete_all or expire that a
+        swarm peer executed and forwards (node/replication.py); it is checked as any
+        other (swarm, signature, clock) but not forwarded again.
 
         A long-poll retrieve may wait up to its ``wait`` seconds. On cancel,
         :class:`trio.Cancelled` propagates; a store already handed to the writer may
@@ -162,8 +209,19 @@ class StorageService:
         try:
             req = rpc.decode_request(request)
             method = req.method
+            if self.swarms is not None and not isinstance(
+                req, rpc.InfoRequest | rpc.GetSwarmRequest
+            ):
+                self.swarms.check(req.account)
             rpc.verify_request(req, self.clock(), self.config.clock_skew_ms)
             result = await self._execute(req)
+            if (
+                not forwarded
+                and self.replication is not None
+                and isinstance(req, rpc.DeleteRequest | rpc.DeleteAllRequest | rpc.ExpireRequest)
+            ):
+                # The client signed it: every member checks that signature itself.
+                await self.replication.forward(request)
             reply = rpc.ok_reply(self.clock(), result.to_wire())
             status = "ok"
         except VeilError as exc:
@@ -199,8 +257,9 @@ class StorageService:
             case rpc.InfoRequest():
                 return rpc.InfoResult.current(__version__)
             case rpc.GetSwarmRequest():
-                # Swarms arrive with the network issue; until then no node answers this.
-                raise NotFound("get_swarm is not served by this node yet")
+                if self.swarms is None:
+                    raise NotFound("a standalone node has no swarms: it stores every account")
+                return self.swarms.get_swarm(req.account)
         raise AssertionError(f"unhandled request type {type(req).__name__}")  # pragma: no cover
 
     async def _store(self, req: rpc.StoreRequest) -> rpc.StoreResult:
@@ -213,6 +272,17 @@ class StorageService:
         outcome = await self.store.store(req.account, req.namespace, req.hash, req.data, expiry)
         if outcome.created:
             self.counters.stored += 1
+            if self.replication is not None:
+                await self.replication.replicate(
+                    ReplicaMessage(
+                        req.account.x25519_public,
+                        req.namespace,
+                        outcome.hash,
+                        req.data,
+                        outcome.timestamp,
+                        outcome.expiry,
+                    )
+                )
         return rpc.StoreResult(outcome.hash, outcome.expiry, outcome.created)
 
     async def _read(self, account: AccountId, req: rpc.RetrieveRequest) -> rpc.RetrieveResult:

@@ -40,6 +40,14 @@ sweeper task deletes expired rows every ``sweep_interval`` seconds (trio's clock
 most ``sweep_batch`` rows per transaction, each batch a separate write through the
 writer, so a large sweep never holds other writes back for long.
 
+Replication support (node/replication.py): :meth:`MessageStore.store_replicated` stores
+messages another node holds with their original timestamp and expiry (deduplicated as
+a client's store); :meth:`MessageStore.replica_page` lists rows after a seq for a peer
+that pulls (anti-entropy), with the peer's cursor kept in ``sync_cursors``;
+:meth:`MessageStore.accounts`, :meth:`MessageStore.account_replicas` and
+:meth:`MessageStore.delete_replicas` walk and drop one account's rows for a handover.
+``seq`` is AUTOINCREMENT so that it is never reused (schema version 2).
+
 Long-poll support: :meth:`MessageStore.watch` gives a :class:`trio.Event` that the
 writer sets right after the commit of a batch that stored a new message for that
 (account, namespace). Entering ``watch`` *before* reading closes the race between "read
@@ -63,6 +71,8 @@ from onion.keys import AccountId
 __all__ = [
     "Clock",
     "MessageStore",
+    "ReplicaMessage",
+    "ReplicaPage",
     "RetrieveResult",
     "StoreClosed",
     "StoreOutcome",
@@ -76,11 +86,15 @@ log = logging.getLogger("veil.node.storage")
 #: Wall-clock milliseconds since the Unix epoch (injectable for tests).
 Clock = Callable[[], int]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
+# Version 2: ``seq`` is AUTOINCREMENT, so a seq is never given out twice, even after the
+# newest rows were deleted (plain rowids reuse max(rowid) + 1). Replication cursors
+# ("every row after seq C") rely on it: a reused seq at or below a peer's cursor would
+# never be pulled. Version 1 databases are migrated on open (:func:`_migrate_v1`).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
-    seq       INTEGER PRIMARY KEY,  -- rowid: arrival order
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order, never reused
     account   BLOB    NOT NULL,     -- the account's 32-byte X25519 key
     namespace INTEGER NOT NULL,
     hash      BLOB    NOT NULL,     -- 32-byte message hash (onion.rpc.message_hash)
@@ -93,7 +107,36 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_owner ON messages (account, namespace, seq);
 -- sweeps: WHERE expiry <= ?
 CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expiry);
+-- anti-entropy: how far this node has pulled each peer's rows (node/replication.py)
+CREATE TABLE IF NOT EXISTS sync_cursors (
+    peer  BLOB    NOT NULL,  -- the peer's node ID
+    scope BLOB    NOT NULL,  -- which accounts the pull covered (the replicator's key)
+    seq   INTEGER NOT NULL,  -- the peer's last seq looked at
+    PRIMARY KEY (peer, scope)
+) WITHOUT ROWID;
 """
+
+
+def _migrate_v1(conn: sqlite3.Connection) -> None:
+    """Rebuild a version 1 ``messages`` table with an AUTOINCREMENT seq (in a transaction).
+
+    The seqs are kept; AUTOINCREMENT starts after the largest one.
+    """
+    sql = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'"
+    ).fetchone()
+    if sql is None or "AUTOINCREMENT" in sql[0].upper():
+        return
+    conn.execute("ALTER TABLE messages RENAME TO messages_v1")
+    conn.execute("DROP INDEX IF EXISTS messages_by_owner")
+    conn.execute("DROP INDEX IF EXISTS messages_by_expiry")
+    conn.execute(_SCHEMA.split(";")[0])  # the CREATE TABLE messages statement
+    conn.execute(
+        "INSERT INTO messages (seq, account, namespace, hash, data, timestamp, expiry)"
+        " SELECT seq, account, namespace, hash, data, timestamp, expiry FROM messages_v1"
+    )
+    conn.execute("DROP TABLE messages_v1")
+
 
 T = TypeVar("T")
 
@@ -108,6 +151,33 @@ class StoredMessage:
     data: bytes
     timestamp: int
     expiry: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaMessage:
+    """A message as nodes exchange it (node/replication.py): its account's 32-byte X25519
+    key, and the timestamp and expiry it was first stored with (times travel with it)."""
+
+    account: bytes
+    namespace: int
+    hash: bytes
+    data: bytes
+    timestamp: int
+    expiry: int
+
+    def __repr__(self) -> str:  # never the data
+        return f"ReplicaMessage({self.hash.hex()[:16]}..., ns={self.namespace})"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPage:
+    """A page of :class:`ReplicaMessage` in seq order, for replication."""
+
+    messages: list[ReplicaMessage]
+    #: Where the next page starts: the seq of the last row looked at (ask "after" it).
+    next_seq: int
+    #: True if rows after ``next_seq`` may remain (the page or the scan was cut short).
+    more: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +196,9 @@ class StoreOutcome:
     expiry: int
     #: False if the same message (same hash) was already stored and still alive.
     created: bool
+    #: When it was stored (ms, the store's clock) if ``created``; else 0. For
+    #: replication only, so not part of equality.
+    timestamp: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +309,8 @@ class MessageStore:
                     f"{self.path} has store schema {version}; this node knows {SCHEMA_VERSION}"
                 )
             conn.execute("BEGIN IMMEDIATE")
+            if version == 1:
+                _migrate_v1(conn)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -382,7 +457,8 @@ class MessageStore:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (key, namespace, hash, data, now, expiry),
             )
-            return StoreOutcome(hash, expiry, created=True), delta, [(key, namespace)]
+            outcome = StoreOutcome(hash, expiry, created=True, timestamp=now)
+            return outcome, delta, [(key, namespace)]
 
         return await self._submit(write)
 
@@ -458,6 +534,85 @@ class MessageStore:
             return updated, 0, []
 
         return await self._submit(write)
+
+    async def store_replicated(self, messages: Sequence[ReplicaMessage]) -> list[bool]:
+        """Store messages that another node holds, keeping their timestamp and expiry.
+
+        One write (one transaction) for the whole list; returns, per message, whether it
+        was new here. Deduplicated as :meth:`store`: a live copy keeps the later expiry,
+        an expired copy is replaced; a message whose expiry has passed is skipped (False).
+        The caller has checked every field (node/replication.py). Long-polls on a
+        new message's (account, namespace) wake up. Cancel and errors as :meth:`_submit`.
+        """
+        now = self.clock()
+        items = list(messages)
+
+        def write(conn: sqlite3.Connection) -> tuple[list[bool], int, list[tuple[bytes, int]]]:
+            created: list[bool] = []
+            notify: list[tuple[bytes, int]] = []
+            delta = 0
+            for m in items:
+                if m.expiry <= now:
+                    created.append(False)
+                    continue
+                row = conn.execute(
+                    "SELECT seq, expiry FROM messages"
+                    " WHERE account = ? AND namespace = ? AND hash = ?",
+                    (m.account, m.namespace, m.hash),
+                ).fetchone()
+                if row is not None:
+                    seq, old_expiry = row
+                    if old_expiry > now:
+                        if m.expiry > old_expiry:
+                            conn.execute(
+                                "UPDATE messages SET expiry = ? WHERE seq = ?", (m.expiry, seq)
+                            )
+                        created.append(False)
+                        continue
+                    conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+                    delta -= 1
+                conn.execute(
+                    "INSERT INTO messages (account, namespace, hash, data, timestamp, expiry)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (m.account, m.namespace, m.hash, m.data, m.timestamp, m.expiry),
+                )
+                delta += 1
+                created.append(True)
+                notify.append((m.account, m.namespace))
+            return created, delta, notify
+
+        return await self._submit(write)
+
+    async def delete_replicas(self, account: bytes, items: Sequence[tuple[int, bytes]]) -> int:
+        """Delete these ``(namespace, hash)`` messages of ``account`` (its 32-byte key), as
+        a handover does once another swarm holds them; returns how many were there."""
+        pairs = list(dict.fromkeys(items))
+
+        def write(conn: sqlite3.Connection) -> tuple[int, int, list[tuple[bytes, int]]]:
+            n = 0
+            for namespace, h in pairs:
+                n += conn.execute(
+                    "DELETE FROM messages WHERE account = ? AND namespace = ? AND hash = ?",
+                    (account, namespace, h),
+                ).rowcount
+            return n, -n, []
+
+        return await self._submit(write)
+
+    async def set_sync_cursor(self, peer: bytes, scope: bytes, seq: int) -> None:
+        """Remember that ``peer``'s rows up to ``seq`` were pulled for ``scope``; cursors of
+        this peer for other scopes are dropped (a node keeps one scope at a time)."""
+
+        def write(conn: sqlite3.Connection) -> tuple[None, int, list[tuple[bytes, int]]]:
+            conn.execute("DELETE FROM sync_cursors WHERE peer = ? AND scope != ?", (peer, scope))
+            conn.execute(
+                "INSERT INTO sync_cursors (peer, scope, seq) VALUES (?, ?, ?)"
+                " ON CONFLICT (peer, scope) DO UPDATE SET seq = excluded.seq",
+                (peer, scope, seq),
+            )
+            return None, 0, []
+
+        await self._submit(write)
 
     async def sweep(self) -> int:
         """Delete every expired row now, ``sweep_batch`` rows per transaction.
@@ -564,6 +719,122 @@ class MessageStore:
             .fetchone()
         )
         return None if row is None else StoredMessage(*row)
+
+    async def replica_page(
+        self,
+        after_seq: int,
+        *,
+        accept: Callable[[bytes], bool],
+        limit: int,
+        max_bytes: int,
+        item_overhead: int = 0,
+        scan_limit: int = 1024,
+    ) -> ReplicaPage:
+        """Unexpired messages with a seq after ``after_seq`` whose account key ``accept``
+        takes, in seq order: what a peer pulls (anti-entropy).
+
+        At most ``limit`` messages and ``max_bytes`` (``len(data) + item_overhead`` each,
+        the first message always included), and at most ``scan_limit`` rows looked at,
+        so a page costs little even when ``accept`` refuses most rows. Data is read only
+        for the rows taken. ``next_seq`` is where the next page starts. A read on the trio
+        thread with one checkpoint, before reading.
+        """
+        await trio.lowlevel.checkpoint()
+        conn = self._reader_or_raise()
+        now = self.clock()
+        rows = conn.execute(
+            "SELECT seq, account, namespace, hash, timestamp, expiry, length(data)"
+            " FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, scan_limit),
+        ).fetchall()
+        taken: list[tuple[int, bytes, int, bytes, int, int]] = []
+        used = 0
+        next_seq = after_seq
+        full = False
+        for seq, account, namespace, h, timestamp, expiry, size in rows:
+            if expiry > now and accept(account):
+                cost = size + item_overhead
+                if len(taken) >= limit or (taken and used + cost > max_bytes):
+                    full = True
+                    break
+                used += cost
+                taken.append((seq, account, namespace, h, timestamp, expiry))
+            next_seq = seq
+        messages: list[ReplicaMessage] = []
+        for seq, account, namespace, h, timestamp, expiry in taken:
+            row = conn.execute("SELECT data FROM messages WHERE seq = ?", (seq,)).fetchone()
+            if row is not None:  # deleted between the two reads: skip it
+                messages.append(ReplicaMessage(account, namespace, h, row[0], timestamp, expiry))
+        more = full or len(rows) == scan_limit
+        return ReplicaPage(messages, next_seq, more)
+
+    async def account_replicas(
+        self,
+        account: bytes,
+        after: tuple[int, int] = (-(2**15) - 1, 0),
+        *,
+        limit: int,
+        max_bytes: int,
+        item_overhead: int = 0,
+    ) -> tuple[list[ReplicaMessage], tuple[int, int], bool]:
+        """One account's unexpired messages after the cursor ``after`` = (namespace,
+        seq), in that order (the index's): ``(messages, next cursor, more)``.
+
+        For a handover, which walks one account at a time. Limits as
+        :meth:`replica_page`. A read on the trio thread.
+        """
+        await trio.lowlevel.checkpoint()
+        conn = self._reader_or_raise()
+        cur = conn.execute(
+            "SELECT namespace, seq, hash, data, timestamp, expiry FROM messages"
+            " WHERE account = ? AND (namespace, seq) > (?, ?) AND expiry > ?"
+            " ORDER BY namespace, seq LIMIT ?",
+            (account, after[0], after[1], self.clock(), limit + 1),
+        )
+        messages: list[ReplicaMessage] = []
+        cursor = after
+        used = 0
+        more = False
+        try:
+            for namespace, seq, h, data, timestamp, expiry in cur:
+                cost = len(data) + item_overhead
+                if len(messages) >= limit or (messages and used + cost > max_bytes):
+                    more = True
+                    break
+                used += cost
+                messages.append(ReplicaMessage(account, namespace, h, data, timestamp, expiry))
+                cursor = (namespace, seq)
+        finally:
+            cur.close()
+        return messages, cursor, more
+
+    async def accounts(self, after: bytes | None = None, *, limit: int) -> list[bytes]:
+        """Up to ``limit`` account keys that have rows here (expired ones too), in key
+        order, after ``after``. One index seek per account; a read on the trio thread."""
+        await trio.lowlevel.checkpoint()
+        conn = self._reader_or_raise()
+        found: list[bytes] = []
+        last = b"" if after is None else after
+        for _ in range(limit):
+            row = conn.execute(
+                "SELECT account FROM messages WHERE account > ? ORDER BY account LIMIT 1",
+                (last,),
+            ).fetchone()
+            if row is None:
+                break
+            last = row[0]
+            found.append(last)
+        return found
+
+    async def sync_cursor(self, peer: bytes, scope: bytes) -> int:
+        """The seq up to which ``peer``'s rows were pulled for ``scope`` (0: none yet)."""
+        await trio.lowlevel.checkpoint()
+        row = (
+            self._reader_or_raise()
+            .execute("SELECT seq FROM sync_cursors WHERE peer = ? AND scope = ?", (peer, scope))
+            .fetchone()
+        )
+        return 0 if row is None else int(row[0])
 
     def stats(self) -> StoreStats:
         """Counters for metrics; cheap (no table scan), safe to call from the trio thread."""

@@ -192,6 +192,11 @@ class ConsensusNotYetValid(ConsensusError):
     status = "clock_skew"
 
 
+class VoteMismatch(DirectoryError):
+    """An authority's vote or signature that is not the one asked for: another key,
+    another epoch, or parameters (interval, swarm size) that differ from ours."""
+
+
 # --- failures of the network itself ------------------------------------------------
 
 
@@ -207,6 +212,13 @@ class HopUnreachable(NetworkError):
 
 class HopTimeout(NetworkError):
     status = "timeout"
+
+
+class Unavailable(VeilError):
+    """The node cannot serve this now (e.g. it holds no consensus yet); try later or
+    elsewhere."""
+
+    status = "unavailable"
 
 
 def error_for_status(status: str, message: str = "") -> VeilError:
@@ -227,4 +239,5 @@ _BY_STATUS: dict[str, type[VeilError]] = {
     "rate_limited": RateLimited,
     "bad_gateway": HopUnreachable,
     "timeout": HopTimeout,
+    "unavailable": Unavailable,
 }

@@ -55,6 +55,21 @@ it once (the node keeps the later expiry). Hashes travel as raw 32-byte CBOR byt
 strings: CBOR carries bytes natively, so there is no base64 or hex on the wire (clients
 show them in hex).
 
+Swarms. A node that holds a consensus serves only the accounts of its own swarm. A
+request for another account gets a ``wrong_swarm`` error whose reply carries, beside
+``status``, ``t`` and ``error``, the account's swarm as the node sees it::
+
+    "swarm": {"id": 64-bit swarm ID,
+              "members": [{"id": node ID (32), "onion": onion key (32),
+                           "host": IP literal, "port": int}, ...]}
+
+so that a client can send the request again to one of those members at once
+(:class:`SwarmMoved`, raised by :meth:`Reply.raise_for_status`, carries it as a
+:class:`SwarmInfo`). ``get_swarm`` answers the same map from any node, with the epoch of
+the consensus it comes from: ``{"swarm": {...}, "epoch": int}``. Both are hints from
+one node: a client that holds a verified consensus of its own should trust that first.
+A node that has no consensus yet answers ``unavailable``.
+
 Sizes. A request is at most :data:`MAX_REQUEST_SIZE` (a full message body plus room for
 the rest), checked before parsing. A retrieve answer stops at :data:`RETRIEVE_MAX_BYTES`
 (counting ``len(data) + RETRIEVE_ITEM_OVERHEAD`` per message, the first message always
@@ -65,6 +80,7 @@ client to ask again from the last hash.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
@@ -80,9 +96,11 @@ from .errors import (
     SchemaError,
     Unauthorized,
     VeilError,
+    WrongSwarm,
     error_for_status,
 )
 from .keys import Account, AccountId, account_id_of_ed25519
+from .packet import Hop
 
 __all__ = [
     "CLOCK_SKEW_MS",
@@ -94,6 +112,7 @@ __all__ = [
     "MAX_HASHES",
     "MAX_REPLY_SIZE",
     "MAX_REQUEST_SIZE",
+    "MAX_SWARM_MEMBERS",
     "MAX_TTL_MS",
     "MAX_TTL_PRIVATE_MS",
     "MAX_WAIT_S",
@@ -113,6 +132,7 @@ __all__ = [
     "ExpireRequest",
     "ExpireResult",
     "GetSwarmRequest",
+    "GetSwarmResult",
     "InfoRequest",
     "InfoResult",
     "Message",
@@ -123,6 +143,9 @@ __all__ = [
     "RetrieveResult",
     "StoreRequest",
     "StoreResult",
+    "SwarmInfo",
+    "SwarmMember",
+    "SwarmMoved",
     "decode_reply",
     "decode_request",
     "encode_reply",
@@ -144,6 +167,7 @@ __all__ = [
     "read_needs_auth",
     "signing_message",
     "store_needs_auth",
+    "swarm_of_reply",
     "verify_request",
 ]
 
@@ -172,6 +196,11 @@ RETRIEVE_MAX_BYTES: Final = 100_000
 RETRIEVE_ITEM_OVERHEAD: Final = 100
 MAX_REPLY_SIZE: Final = RETRIEVE_MAX_BYTES + 1024
 MAX_ERROR_CHARS: Final = 500
+#: Members listed in a ``swarm`` map: the largest swarm a consensus may hold
+#: (``2 * onion.directory.MAX_SWARM_TARGET - 1``).
+MAX_SWARM_MEMBERS: Final = 127
+#: Longest IP literal a member's host may be (as onion.directory).
+_MAX_HOST_LEN: Final = 45
 _MAX_TIME_MS: Final = 2**63 - 1
 
 METHODS: Final = frozenset(
@@ -854,7 +883,167 @@ class InfoResult:
         )
 
 
-Result = StoreResult | RetrieveResult | DeleteResult | DeleteAllResult | ExpireResult | InfoResult
+# --- swarms (wrong_swarm replies and get_swarm) ----------------------------------------
+
+_SWARM_MEMBER = Schema(
+    "swarm.member",
+    {
+        "id": Field(bytes, size=32),
+        "onion": Field(bytes, size=32),
+        "host": Field(str, min_len=1, max_len=_MAX_HOST_LEN),
+        "port": Field(int, min=1, max=65535),
+    },
+    # Read from replies: a newer node may describe its members further.
+    allow_unknown=True,
+)
+_SWARM = Schema(
+    "swarm",
+    {
+        "id": Field(int, min=0, max=2**64 - 1),
+        "members": Field(
+            list, min_len=1, max_len=MAX_SWARM_MEMBERS, items=Field(dict, schema=_SWARM_MEMBER)
+        ),
+    },
+    allow_unknown=True,
+)
+
+
+def _check_host(host: str, where: str) -> None:
+    """An IP literal in canonical form (what a consensus holds), or SchemaError."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise SchemaError(f"{where}.host: {host!r} is not an IP address literal") from None
+    if str(ip) != host or ip.is_unspecified or ip.is_multicast:
+        raise SchemaError(f"{where}.host: {host!r} is not a canonical unicast IP literal")
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmMember:
+    """One member of a swarm as a reply names it: enough to build an onion path to it."""
+
+    node_id: bytes
+    onion_key: bytes
+    host: str
+    port: int
+
+    def as_hop(self) -> Hop:
+        """This member as the destination (or a relay) of an onion path."""
+        return Hop(node_id=self.node_id, onion_key=self.onion_key, host=self.host, port=self.port)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.node_id, "onion": self.onion_key, "host": self.host, "port": self.port}
+
+    def __repr__(self) -> str:
+        return f"SwarmMember({self.node_id.hex()[:16]}..., {self.host}:{self.port})"
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmInfo:
+    """A swarm's ID on the ring and its members (sorted by node ID, as in a consensus)."""
+
+    swarm_id: int
+    members: tuple[SwarmMember, ...]
+
+    @classmethod
+    def of(cls, swarm: Any) -> SwarmInfo:
+        """From an :class:`onion.directory.Swarm` (anything with ``swarm_id`` and
+        ``members`` that have ``node_id``, ``onion_key``, ``host`` and ``port``)."""
+        return cls(
+            swarm.swarm_id,
+            tuple(SwarmMember(m.node_id, m.onion_key, m.host, m.port) for m in swarm.members),
+        )
+
+    @property
+    def hops(self) -> tuple[Hop, ...]:
+        return tuple(m.as_hop() for m in self.members)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``swarm`` map; :class:`ValueError` if it would not pass :meth:`from_wire`."""
+        obj = {"id": self.swarm_id, "members": [m.to_wire() for m in self.members]}
+        try:
+            SwarmInfo.from_wire(obj)
+        except SchemaError as exc:
+            raise ValueError(f"not a valid swarm: {exc}") from None
+        return obj
+
+    @classmethod
+    def from_wire(cls, obj: object) -> SwarmInfo:
+        """Check a ``swarm`` map from a reply; :class:`SchemaError` if it is not one.
+
+        Unknown fields are ignored (a newer node may add some); hosts must be canonical
+        IP literals and no node may be listed twice.
+        """
+        raw = _SWARM.check(obj)
+        members = []
+        seen: set[bytes] = set()
+        for index, m in enumerate(raw["members"]):
+            where = f"swarm.members[{index}]"
+            _check_host(m["host"], where)
+            if m["id"] in seen:
+                raise SchemaError(f"{where}.id: node listed twice")
+            seen.add(m["id"])
+            members.append(SwarmMember(m["id"], m["onion"], m["host"], m["port"]))
+        return cls(raw["id"], tuple(members))
+
+    def __repr__(self) -> str:
+        return f"SwarmInfo({self.swarm_id}, {len(self.members)} members)"
+
+
+class SwarmMoved(WrongSwarm):
+    """``wrong_swarm`` with the account's swarm: send the request to one of its members.
+
+    The node raises it to answer (:func:`error_reply` adds the ``swarm`` field); a client
+    gets it from :meth:`Reply.raise_for_status` when the reply names a valid swarm.
+    """
+
+    def __init__(self, message: str, swarm: SwarmInfo) -> None:
+        super().__init__(message)
+        self.swarm = swarm
+
+
+@dataclass(frozen=True, slots=True)
+class GetSwarmResult:
+    """The account's swarm, from the consensus of ``epoch``."""
+
+    swarm: SwarmInfo
+    epoch: int
+
+    SCHEMA: ClassVar[Schema] = Schema(
+        "get_swarm.result",
+        {"swarm": Field(dict), "epoch": Field(int, min=0, max=_MAX_TIME_MS)},
+        allow_unknown=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"swarm": self.swarm.to_wire(), "epoch": self.epoch}
+
+    @classmethod
+    def from_wire(cls, r: dict[str, Any]) -> GetSwarmResult:
+        cls.SCHEMA.check(r)
+        return cls(SwarmInfo.from_wire(r["swarm"]), r["epoch"])
+
+
+def swarm_of_reply(reply: Reply) -> SwarmInfo | None:
+    """The swarm a ``wrong_swarm`` reply names, or None if it names none.
+
+    :class:`SchemaError` if the reply has a ``swarm`` field that is not a valid one
+    (a client should then fall back on its own consensus).
+    """
+    if reply.status != WrongSwarm.status or not reply.extra or "swarm" not in reply.extra:
+        return None
+    return SwarmInfo.from_wire(reply.extra["swarm"])
+
+
+Result = (
+    StoreResult
+    | RetrieveResult
+    | DeleteResult
+    | DeleteAllResult
+    | ExpireResult
+    | InfoResult
+    | GetSwarmResult
+)
 
 _RESULTS: Final[dict[str, Any]] = {
     "store": StoreResult,
@@ -863,14 +1052,12 @@ _RESULTS: Final[dict[str, Any]] = {
     "delete_all": DeleteAllResult,
     "expire": ExpireResult,
     "info": InfoResult,
+    "get_swarm": GetSwarmResult,
 }
 
 
 def parse_result(method: str, result: dict[str, Any]) -> Result:
-    """The typed result of ``method`` from a reply's ``result`` map (:class:`SchemaError`).
-
-    ``get_swarm`` has no result type yet (the network issue defines it).
-    """
+    """The typed result of ``method`` from a reply's ``result`` map (:class:`SchemaError`)."""
     cls = _RESULTS.get(method)
     if cls is None:
         raise ValueError(f"no result type for {method!r}")
@@ -909,10 +1096,22 @@ class Reply:
         return self.status == "ok"
 
     def raise_for_status(self) -> dict[str, Any]:
-        """The result if ok; else raise the typed error of the status (``t`` stays here)."""
+        """The result if ok; else raise the typed error of the status (``t`` stays here).
+
+        A ``wrong_swarm`` reply that names a valid swarm raises :class:`SwarmMoved`
+        (carrying it); one without, or with a malformed one, the plain
+        :class:`~onion.errors.WrongSwarm`.
+        """
         if self.status == "ok":
             assert self.result is not None
             return self.result
+        if self.status == WrongSwarm.status:
+            try:
+                swarm = swarm_of_reply(self)
+            except SchemaError:
+                swarm = None
+            if swarm is not None:
+                raise SwarmMoved(self.error or self.status, swarm)
         raise error_for_status(self.status, self.error or "")
 
 
@@ -944,10 +1143,11 @@ def error_reply(t: int, error: VeilError) -> bytes:
     """The bytes of the error reply for ``error`` (its status and message) at node time ``t``.
 
     The message is cut to :data:`MAX_ERROR_CHARS`; errors raised by veil never quote
-    message contents.
+    message contents. A :class:`SwarmMoved` error adds its ``swarm`` field.
     """
     status = error.status if error.status in STATUS_CODES else "internal"
-    return encode_reply(Reply(status, t, error=str(error) or status))
+    extra = {"swarm": error.swarm.to_wire()} if isinstance(error, SwarmMoved) else None
+    return encode_reply(Reply(status, t, error=str(error) or status, extra=extra))
 
 
 def decode_reply(data: bytes | bytearray | memoryview, *, max_size: int = MAX_REPLY_SIZE) -> Reply:

@@ -1,0 +1,527 @@
+"""The node-to-node replication protocol: sealed, signed frames (bytes in, objects out).
+
+Design note
+-----------
+Swarm members copy messages to each other (node/replication.py) over plain HTTP
+(``POST /replicate``, ``/replicate/pull`` and ``/replicate/forward``). What travels is
+every stored message with its account, so the link must hide it from a watcher and a
+peer must know who it talks to; this module is that layer, with no I/O (it never
+touches trio or SQLite).
+
+A *frame* is what goes over HTTP, request and reply alike::
+
+    frame = {"v": 1, "from": node ID (32), "to": node ID (32), "nonce": 24 bytes,
+             "box": XChaCha20-Poly1305(key, nonce, inner, ad = "veil/replicate" v from to)}
+    key   = BLAKE2b-KDF(X25519(own onion secret, peer's onion key), "veil/replicate",
+                        context = the two node IDs in byte order)
+    inner = {"body": canonical CBOR, "sig": Ed25519(identity key, domain b"replicate", body)}
+    body  = {"kind": str, "from", "to", "t": ms, ...kind's fields}
+
+Why both a box and a signature. The box (the static-static X25519 key of NaCl's
+``crypto_box``, with a random 24-byte nonce) keeps message data and account IDs from
+anyone on the link; the consensus binds each node's onion key to its identity. The
+signature, by the identity key over the exact body bytes, is what the receiver checks
+to accept data as the sender's (the box alone would also open for a holder of the
+*receiver's* onion key). ``from`` and ``to`` are inside the signed body too, so a frame
+cannot be redirected to another node, and ``t`` is checked against the receiver's clock
+(:data:`CLOCK_SKEW_MS`), which bounds how long a captured frame could be replayed
+(a replayed push re-stores messages it already carried: stores are idempotent). A
+request body has a random ``n``; a reply names the BLAKE2b digest of its request body
+(``re``), so a reply cannot be passed off as the answer to another request.
+
+Kinds::
+
+    push      {"messages": [msg, ...]}                       POST /replicate
+    pushed    {"re", "stored": int, "refused": [hash, ...]}  its reply
+    pull      {"after": seq, "scope": 24 bytes}              POST /replicate/pull
+    page      {"re", "messages": [msg, ...], "next": seq, "more": bool}   its reply
+    forward   {"request": a client's signed storage request}  POST /replicate/forward
+    forwarded {"re", "reply": the storage reply}             its reply
+    msg       {"a": account X25519 key (32), "ns": int, "h": hash (32), "d": data,
+               "ts": ms stored first, "exp": expiry ms}
+
+Limits, checked before parsing: a frame is at most :data:`MAX_FRAME` bytes (it fits the
+peer pool's response limit); a push or a page carries at most :data:`MAX_MESSAGES`
+messages and :data:`BATCH_MAX_BYTES` counting ``len(data) + ITEM_OVERHEAD`` each (the
+first message always fits). :func:`check_message` does the checks that need the
+protocol's rules (the hash recomputed, a valid account key, the TTL limit of the
+namespace against the receiver's clock).
+
+Errors: every refusal is a typed :class:`~onion.errors.VeilError`: TooLarge,
+DecodeError, SchemaError (shape), Unauthorized (unknown sender, a box that does not
+open, a bad signature, a frame for another node), ClockSkew (``t``), ProtocolError (a
+message that breaks a rule).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from onion import crypto, rpc
+from onion.cbor import Field, Schema, decode, encode
+from onion.errors import (
+    BadSignature,
+    ClockSkew,
+    IntegrityError,
+    InvalidId,
+    ProtocolError,
+    SchemaError,
+    Unauthorized,
+)
+from onion.keys import AccountId, NodeKeys
+
+from .store import ReplicaMessage, ReplicaPage
+
+__all__ = [
+    "BATCH_MAX_BYTES",
+    "CLOCK_SKEW_MS",
+    "DOMAIN",
+    "ITEM_OVERHEAD",
+    "MAX_FRAME",
+    "MAX_MESSAGES",
+    "SCOPE_BYTES",
+    "Forward",
+    "Peer",
+    "Pull",
+    "Push",
+    "PushAck",
+    "batch_cost",
+    "check_message",
+    "open_forward",
+    "open_forwarded",
+    "open_page",
+    "open_pull",
+    "open_push",
+    "open_pushed",
+    "seal_forward",
+    "seal_forwarded",
+    "seal_page",
+    "seal_pull",
+    "seal_push",
+    "seal_pushed",
+]
+
+DOMAIN: Final = b"replicate"
+_KDF_PURPOSE: Final = b"veil/replicate"
+_AD_PREFIX: Final = b"veil/replicate"
+FORMAT_VERSION: Final = 1
+CLOCK_SKEW_MS: Final = 60_000
+#: Messages in one push or page, at most.
+MAX_MESSAGES: Final = 256
+#: Upper bound of the CBOR bytes around one message's data in a batch.
+ITEM_OVERHEAD: Final = 160
+#: Byte budget of one push or page: ``len(data) + ITEM_OVERHEAD`` per message.
+BATCH_MAX_BYTES: Final = 100_000
+#: Largest frame: a full batch (the first message may take the whole body limit) plus
+#: the frame around it. Below node.peers.DEFAULT_MAX_RESPONSE_BYTES (144 KiB).
+MAX_FRAME: Final = 136 * 1024
+_MAX_TIME_MS: Final = 2**63 - 1
+_NONCE_BYTES: Final = 16
+#: A pull's scope: the asker's swarm ID and its two ring neighbours (8 bytes each).
+SCOPE_BYTES: Final = 24
+
+_KEY = Field(bytes, size=32)
+_FRAME = Schema(
+    "replicate.frame",
+    {
+        "v": Field(int, choices=frozenset({FORMAT_VERSION})),
+        "from": _KEY,
+        "to": _KEY,
+        "nonce": Field(bytes, size=crypto.XNONCE_BYTES),
+        "box": Field(bytes, min_len=crypto.AEAD_TAG_BYTES, max_len=MAX_FRAME),
+    },
+)
+_INNER = Schema(
+    "replicate.inner",
+    {"body": Field(bytes, max_len=MAX_FRAME), "sig": Field(bytes, size=crypto.SIG_BYTES)},
+)
+_MESSAGE = Schema(
+    "message",
+    {
+        "a": _KEY,
+        "ns": Field(int, min=rpc.NAMESPACE_MIN, max=rpc.NAMESPACE_MAX),
+        "h": _KEY,
+        "d": Field(bytes, min_len=1, max_len=rpc.MAX_BODY),
+        "ts": Field(int, min=0, max=_MAX_TIME_MS),
+        "exp": Field(int, min=0, max=_MAX_TIME_MS),
+    },
+)
+_MESSAGES = Field(list, max_len=MAX_MESSAGES, items=Field(dict, schema=_MESSAGE))
+_COMMON: Final = {
+    "kind": Field(str, max_len=16),
+    "from": _KEY,
+    "to": _KEY,
+    "t": Field(int, min=0, max=_MAX_TIME_MS),
+}
+_REQUEST: Final = {**_COMMON, "n": Field(bytes, size=_NONCE_BYTES)}
+_REPLY: Final = {**_COMMON, "re": _KEY}
+_BODIES: Final = {
+    "push": Schema("push", {**_REQUEST, "messages": _MESSAGES}),
+    "pushed": Schema(
+        "pushed",
+        {
+            **_REPLY,
+            "stored": Field(int, min=0, max=MAX_MESSAGES),
+            "refused": Field(list, max_len=MAX_MESSAGES, items=_KEY),
+        },
+    ),
+    "pull": Schema(
+        "pull",
+        {
+            **_REQUEST,
+            "after": Field(int, min=0, max=_MAX_TIME_MS),
+            "scope": Field(bytes, size=SCOPE_BYTES),
+        },
+    ),
+    "forward": Schema(
+        "forward",
+        {**_REQUEST, "request": Field(bytes, min_len=1, max_len=rpc.MAX_REQUEST_SIZE)},
+    ),
+    "forwarded": Schema(
+        "forwarded", {**_REPLY, "reply": Field(bytes, min_len=1, max_len=rpc.MAX_REPLY_SIZE)}
+    ),
+    "page": Schema(
+        "page",
+        {
+            **_REPLY,
+            "messages": _MESSAGES,
+            "next": Field(int, min=0, max=_MAX_TIME_MS),
+            "more": Field(bool),
+        },
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The other end of a frame: its node ID and onion key (a ConsensusNode fits too)."""
+
+    node_id: bytes
+    onion_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """A push, opened: who sent it, its messages (shape-checked only), its digest."""
+
+    sender: bytes
+    messages: list[ReplicaMessage]
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PushAck:
+    """The answer to a push: how many messages were new there, and which (by hash) the
+    receiver refused because their account is not in its swarm."""
+
+    stored: int
+    refused: frozenset[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A forwarded client request, opened: who forwards it, the request, its digest."""
+
+    sender: bytes
+    request: bytes
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pull:
+    """A pull, opened: who asks, for the rows after which seq, for which range of
+    accounts as the asker sees it (``scope``), and its digest."""
+
+    sender: bytes
+    after: int
+    scope: bytes
+    digest: bytes
+
+
+PeerLookup = Callable[[bytes], Any]
+"""Maps a node ID to its consensus entry (with ``onion_key``), or None if not listed."""
+
+
+# --- costs ------------------------------------------------------------------------------
+
+
+def batch_cost(message: ReplicaMessage) -> int:
+    """What one message counts against :data:`BATCH_MAX_BYTES`."""
+    return len(message.data) + ITEM_OVERHEAD
+
+
+# --- sealing and opening frames -------------------------------------------------------------
+
+
+def _box_key(keys: NodeKeys, peer: Any) -> bytes:
+    shared = crypto.x25519(keys.onion_secret, peer.onion_key)
+    a, b = sorted((keys.identity_public, peer.node_id))
+    return crypto.kdf(shared, _KDF_PURPOSE, context=a + b)
+
+
+def _ad(sender: bytes, receiver: bytes) -> bytes:
+    return _AD_PREFIX + bytes([FORMAT_VERSION]) + sender + receiver
+
+
+def _seal(
+    keys: NodeKeys, peer: Any, kind: str, fields: dict[str, Any], now_ms: int
+) -> tuple[bytes, bytes]:
+    """Frame ``fields`` as a body of ``kind`` to ``peer``; return (frame, body digest)."""
+    body_obj = {"kind": kind, "from": keys.identity_public, "to": peer.node_id, "t": now_ms}
+    body_obj.update(fields)
+    _BODIES[kind].check(body_obj)  # never send what a peer would refuse
+    body = encode(body_obj)
+    inner = encode({"body": body, "sig": keys.sign(DOMAIN, body)})
+    nonce = os.urandom(crypto.XNONCE_BYTES)
+    sender, receiver = keys.identity_public, peer.node_id
+    box = crypto.aead_seal(_box_key(keys, peer), nonce, inner, _ad(sender, receiver))
+    frame = encode(
+        {"v": FORMAT_VERSION, "from": sender, "to": receiver, "nonce": nonce, "box": box}
+    )
+    if len(frame) > MAX_FRAME:
+        raise ValueError(f"a {kind} frame of {len(frame)} bytes is over {MAX_FRAME}")
+    return frame, _digest(body)
+
+
+def _digest(body: bytes) -> bytes:
+    return crypto.hash32(body, b"veil/repl-body")
+
+
+def _open(
+    frame: bytes,
+    keys: NodeKeys,
+    lookup: PeerLookup,
+    kind: str,
+    *,
+    now_ms: int,
+    skew_ms: int,
+) -> tuple[Any, dict[str, Any], bytes]:
+    """Open a frame of ``kind`` for us: (sender's entry, body fields, body digest)."""
+    outer = _FRAME.decode(frame, max_size=MAX_FRAME, max_depth=1)
+    sender_id: bytes = outer["from"]
+    if outer["to"] != keys.identity_public:
+        raise Unauthorized("this frame is addressed to another node")
+    sender = lookup(sender_id)
+    if sender is None:
+        raise Unauthorized(f"node {sender_id.hex()[:16]}... is not in this node's consensus")
+    try:
+        inner_bytes = crypto.aead_open(
+            _box_key(keys, sender), outer["nonce"], outer["box"], _ad(sender_id, outer["to"])
+        )
+    except IntegrityError:
+        raise Unauthorized("the frame does not open: altered, or not from that node") from None
+    inner = _INNER.decode(inner_bytes, max_size=MAX_FRAME, max_depth=1)
+    body_bytes: bytes = inner["body"]
+    try:
+        crypto.verify(sender_id, DOMAIN, body_bytes, inner["sig"])
+    except BadSignature:
+        raise Unauthorized("the frame's signature does not verify") from None
+    body = decode(body_bytes, max_size=MAX_FRAME, max_depth=3, canonical=True)
+    if not isinstance(body, dict) or body.get("kind") != kind:
+        got = body.get("kind") if isinstance(body, dict) else None
+        raise SchemaError(f"expected a {kind} frame, got {got!r}")
+    _BODIES[kind].check(body)
+    if body["from"] != sender_id or body["to"] != keys.identity_public:
+        raise Unauthorized("the signed body names other nodes than its frame")
+    if abs(body["t"] - now_ms) > skew_ms:
+        raise ClockSkew(f"frame time {body['t']} is more than {skew_ms} ms from ours ({now_ms})")
+    return sender, body, _digest(body_bytes)
+
+
+def _open_reply(
+    frame: bytes, keys: NodeKeys, peer: Any, kind: str, digest: bytes, now_ms: int, skew_ms: int
+) -> dict[str, Any]:
+    def only(node_id: bytes) -> Any:
+        return peer if node_id == peer.node_id else None
+
+    _, body, _ = _open(frame, keys, only, kind, now_ms=now_ms, skew_ms=skew_ms)
+    if not crypto.ct_equal(body["re"], digest):
+        raise Unauthorized(f"this {kind} answers another request")
+    return body
+
+
+def _message_wire(m: ReplicaMessage) -> dict[str, Any]:
+    return {
+        "a": m.account,
+        "ns": m.namespace,
+        "h": m.hash,
+        "d": m.data,
+        "ts": m.timestamp,
+        "exp": m.expiry,
+    }
+
+
+def _messages(raw: list[dict[str, Any]]) -> list[ReplicaMessage]:
+    out = [ReplicaMessage(m["a"], m["ns"], m["h"], m["d"], m["ts"], m["exp"]) for m in raw]
+    if len(out) > 1 and sum(batch_cost(m) for m in out) > BATCH_MAX_BYTES:
+        raise ProtocolError(f"a batch of {len(out)} messages is over {BATCH_MAX_BYTES} bytes")
+    return out
+
+
+def _check_batch(messages: Sequence[ReplicaMessage]) -> None:
+    if len(messages) > MAX_MESSAGES:
+        raise ValueError(f"{len(messages)} messages is over the batch limit of {MAX_MESSAGES}")
+    if len(messages) > 1 and sum(batch_cost(m) for m in messages) > BATCH_MAX_BYTES:
+        raise ValueError(f"the batch is over {BATCH_MAX_BYTES} bytes")
+
+
+# --- the four kinds ----------------------------------------------------------------------------
+
+
+def seal_push(
+    keys: NodeKeys, peer: Any, messages: Sequence[ReplicaMessage], *, now_ms: int
+) -> tuple[bytes, bytes]:
+    """A push of ``messages`` to ``peer``: (frame, digest to check the reply with).
+
+    :class:`ValueError` if the batch is over the limits (the caller cuts batches with
+    :func:`batch_cost`).
+    """
+    _check_batch(messages)
+    nonce = os.urandom(_NONCE_BYTES)
+    return _seal(
+        keys, peer, "push", {"n": nonce, "messages": [_message_wire(m) for m in messages]}, now_ms
+    )
+
+
+def open_push(
+    frame: bytes, keys: NodeKeys, lookup: PeerLookup, *, now_ms: int, skew_ms: int = CLOCK_SKEW_MS
+) -> Push:
+    """Open a push sent to us by a node that ``lookup`` knows (see the module note)."""
+    sender, body, digest = _open(frame, keys, lookup, "push", now_ms=now_ms, skew_ms=skew_ms)
+    return Push(sender.node_id, _messages(body["messages"]), digest)
+
+
+def seal_pushed(
+    keys: NodeKeys, peer: Any, digest: bytes, stored: int, refused: Sequence[bytes], *, now_ms: int
+) -> bytes:
+    """The answer to a push whose digest is ``digest``."""
+    return _seal(
+        keys, peer, "pushed", {"re": digest, "stored": stored, "refused": list(refused)}, now_ms
+    )[0]
+
+
+def open_pushed(
+    frame: bytes,
+    keys: NodeKeys,
+    peer: Any,
+    digest: bytes,
+    *,
+    now_ms: int,
+    skew_ms: int = CLOCK_SKEW_MS,
+) -> PushAck:
+    """Open ``peer``'s answer to our push ``digest``."""
+    body = _open_reply(frame, keys, peer, "pushed", digest, now_ms, skew_ms)
+    return PushAck(body["stored"], frozenset(body["refused"]))
+
+
+def seal_pull(
+    keys: NodeKeys, peer: Any, after: int, scope: bytes, *, now_ms: int
+) -> tuple[bytes, bytes]:
+    """A pull of ``peer``'s rows after seq ``after`` for the accounts of ``scope`` (see
+    node/replication.py): (frame, digest)."""
+    fields = {"n": os.urandom(_NONCE_BYTES), "after": after, "scope": scope}
+    return _seal(keys, peer, "pull", fields, now_ms)
+
+
+def open_pull(
+    frame: bytes, keys: NodeKeys, lookup: PeerLookup, *, now_ms: int, skew_ms: int = CLOCK_SKEW_MS
+) -> Pull:
+    sender, body, digest = _open(frame, keys, lookup, "pull", now_ms=now_ms, skew_ms=skew_ms)
+    return Pull(sender.node_id, body["after"], body["scope"], digest)
+
+
+def seal_page(keys: NodeKeys, peer: Any, digest: bytes, page: ReplicaPage, *, now_ms: int) -> bytes:
+    """The answer to a pull: one page of rows."""
+    _check_batch(page.messages)
+    fields = {
+        "re": digest,
+        "messages": [_message_wire(m) for m in page.messages],
+        "next": page.next_seq,
+        "more": page.more,
+    }
+    return _seal(keys, peer, "page", fields, now_ms)[0]
+
+
+def open_page(
+    frame: bytes,
+    keys: NodeKeys,
+    peer: Any,
+    digest: bytes,
+    *,
+    now_ms: int,
+    skew_ms: int = CLOCK_SKEW_MS,
+) -> ReplicaPage:
+    """Open ``peer``'s answer to our pull ``digest``."""
+    body = _open_reply(frame, keys, peer, "page", digest, now_ms, skew_ms)
+    return ReplicaPage(_messages(body["messages"]), body["next"], body["more"])
+
+
+def seal_forward(keys: NodeKeys, peer: Any, request: bytes, *, now_ms: int) -> tuple[bytes, bytes]:
+    """Forward a client's signed storage request (a delete, delete_all or expire that
+    this node executed) to ``peer``: (frame, digest)."""
+    fields = {"n": os.urandom(_NONCE_BYTES), "request": request}
+    return _seal(keys, peer, "forward", fields, now_ms)
+
+
+def open_forward(
+    frame: bytes, keys: NodeKeys, lookup: PeerLookup, *, now_ms: int, skew_ms: int = CLOCK_SKEW_MS
+) -> Forward:
+    sender, body, digest = _open(frame, keys, lookup, "forward", now_ms=now_ms, skew_ms=skew_ms)
+    return Forward(sender.node_id, body["request"], digest)
+
+
+def seal_forwarded(keys: NodeKeys, peer: Any, digest: bytes, reply: bytes, *, now_ms: int) -> bytes:
+    """The answer to a forward: the storage reply the request got here."""
+    return _seal(keys, peer, "forwarded", {"re": digest, "reply": reply}, now_ms)[0]
+
+
+def open_forwarded(
+    frame: bytes,
+    keys: NodeKeys,
+    peer: Any,
+    digest: bytes,
+    *,
+    now_ms: int,
+    skew_ms: int = CLOCK_SKEW_MS,
+) -> bytes:
+    """``peer``'s storage reply to our forward ``digest``."""
+    return bytes(_open_reply(frame, keys, peer, "forwarded", digest, now_ms, skew_ms)["reply"])
+
+
+# --- the rules a message must keep --------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=65536)
+def _account(key: bytes) -> AccountId | None:
+    # The point check costs tens of microseconds and a batch often repeats accounts;
+    # the answer is a pure function of the key, so a bounded cache is safe.
+    try:
+        return AccountId(key)
+    except InvalidId:
+        return None
+
+
+def check_message(m: ReplicaMessage, *, now_ms: int, skew_ms: int = CLOCK_SKEW_MS) -> AccountId:
+    """The message's account, if the message keeps the protocol's rules; else
+    :class:`ProtocolError`.
+
+    The account key must be a valid X25519 key, the hash must be
+    :func:`onion.rpc.message_hash` of (account, namespace, data), the first-stored time no
+    later than our clock (plus the skew), and the expiry no further than the longest TTL
+    of the namespace from now (plus the skew), since an ``expire`` may have moved it.
+    An expiry already past is allowed here (the store skips such a message).
+    """
+    account = _account(m.account)
+    if account is None:
+        raise ProtocolError("message account is not a valid X25519 key")
+    if not crypto.ct_equal(rpc.message_hash(account, m.namespace, m.data), m.hash):
+        raise ProtocolError("message hash does not match its account, namespace and data")
+    if m.timestamp > now_ms + skew_ms:
+        raise ProtocolError("message stored in the future")
+    if m.expiry > now_ms + rpc.max_ttl_ms(m.namespace) + skew_ms:
+        raise ProtocolError(f"message expiry beyond the longest TTL of namespace {m.namespace}")
+    return account

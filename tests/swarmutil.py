@@ -1,0 +1,105 @@
+"""Storage RPC on a real devnet through onion packets, as a client that follows swarms.
+
+::
+
+    async with httpx.AsyncClient(trust_env=False) as client:
+        stored = await store(client, node.hop(), alice.id, b"hi")        # StoreResult
+        held = await read_hashes(client, node.hop(), alice)              # set of hashes
+        held, where = await read_following(client, node.hop(), alice)    # follows wrong_swarm
+
+Every request is one onion packet built with :mod:`onion.packet` (``path`` is the
+destination alone unless a relay is given) and the storage RPC builders of
+:mod:`onion.rpc`. :func:`eventually` polls an async predicate until it holds, with a
+generous deadline (never a timed assertion: it only bounds how long a test may hang).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import httpx
+import trio
+
+from onion import rpc
+from onion.errors import Unavailable, WrongSwarm
+from onion.keys import Account, AccountId
+from onion.packet import Hop
+
+from .nodeutil import now_ms, onion_rpc
+
+__all__ = ["DAY_MS", "call", "eventually", "read_following", "read_hashes", "store"]
+
+DAY_MS = 86_400_000
+T = TypeVar("T")
+
+
+async def call(
+    client: httpx.AsyncClient, dest: Hop, request: bytes, *, relay: Hop | None = None
+) -> rpc.Reply:
+    """``request`` to ``dest``'s storage RPC through an onion path; the decoded reply."""
+    path = [dest] if relay is None or relay.node_id == dest.node_id else [relay, dest]
+    return await onion_rpc(client, path, request, timeout=30)
+
+
+async def store(
+    client: httpx.AsyncClient,
+    dest: Hop,
+    to: AccountId,
+    data: bytes,
+    *,
+    ttl_ms: int = DAY_MS,
+    relay: Hop | None = None,
+) -> rpc.StoreResult:
+    """Store ``data`` in ``to``'s inbox at ``dest``; the result (raises the reply's error)."""
+    reply = await call(client, dest, rpc.make_store(to, data, ttl_ms, now_ms=now_ms()), relay=relay)
+    return rpc.StoreResult.from_wire(reply.raise_for_status())
+
+
+async def read_hashes(
+    client: httpx.AsyncClient, dest: Hop, account: Account, *, relay: Hop | None = None
+) -> set[bytes]:
+    """Every message hash in ``account``'s inbox at ``dest`` (all pages); raises the
+    reply's typed error (e.g. SwarmMoved) if ``dest`` does not serve the account."""
+    hashes: set[bytes] = set()
+    last: bytes | None = None
+    while True:
+        request = rpc.make_retrieve(account, now_ms=now_ms(), last_hash=last)
+        reply = await call(client, dest, request, relay=relay)
+        result = rpc.RetrieveResult.from_wire(reply.raise_for_status())
+        hashes.update(m.hash for m in result.messages)
+        if not result.more:
+            return hashes
+        last = result.messages[-1].hash
+
+
+async def read_following(
+    client: httpx.AsyncClient, start: Hop, account: Account, *, attempts: int = 20
+) -> tuple[set[bytes], Hop]:
+    """Read ``account``'s inbox starting at ``start``, following ``wrong_swarm`` answers
+    to the swarm they name, and waiting out ``unavailable``; (hashes, the node read)."""
+    dest = start
+    for _ in range(attempts):
+        try:
+            return await read_hashes(client, dest, account), dest
+        except rpc.SwarmMoved as moved:
+            dest = moved.swarm.members[0].as_hop()
+        except WrongSwarm:
+            raise AssertionError("a wrong_swarm answer without a usable swarm") from None
+        except Unavailable:
+            await trio.sleep(0.2)
+    raise AssertionError(f"no node served {account.id} after {attempts} redirects")
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], *, timeout: float = 60.0, what: str = "condition"
+) -> T:
+    """Poll ``check`` (every 0.2 s) until it returns something other than None/False;
+    return it. Fails the test after ``timeout`` seconds."""
+    with trio.move_on_after(timeout):
+        while True:
+            value = await check()
+            if value is not None and value is not False:
+                return value
+            await trio.sleep(0.2)
+    raise AssertionError(f"{what}: still not true after {timeout} s")

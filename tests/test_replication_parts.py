@@ -1,0 +1,320 @@
+"""The parts of replication that need no network: the sealed frame format
+(node/replication_wire.py), with hypothesis properties for hostile bytes, and the
+store's replication methods (node/store.py) on real SQLite files."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from node import replication_wire as wire
+from node.replication import ring_position
+from node.store import ReplicaMessage, ReplicaPage, open_store
+from onion import rpc
+from onion.errors import (
+    ClockSkew,
+    DecodeError,
+    ProtocolError,
+    SchemaError,
+    TooLarge,
+    Unauthorized,
+    VeilError,
+)
+from onion.keys import Account, NodeKeys
+
+T0 = 1_700_000_000_000
+DAY = 86_400_000
+A = NodeKeys(bytes([1]) * 32, bytes([2]) * 32)
+B = NodeKeys(bytes([3]) * 32, bytes([4]) * 32)
+A_PEER = wire.Peer(A.identity_public, A.onion_public)
+B_PEER = wire.Peer(B.identity_public, B.onion_public)
+ALICE = Account(bytes([7]) * 32)
+BOB = Account(bytes([8]) * 32)
+
+
+def lookup(*peers: wire.Peer) -> Any:
+    known = {p.node_id: p for p in peers}
+    return known.get
+
+
+def msg(
+    data: bytes, who: Account = ALICE, ns: int = 0, ts: int = T0, exp: int = T0 + DAY
+) -> ReplicaMessage:
+    h = rpc.message_hash(who.id, ns, data)
+    return ReplicaMessage(who.id.x25519_public, ns, h, data, ts, exp)
+
+
+class Clock:
+    def __init__(self, now: int = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+# --- frames ------------------------------------------------------------------------------
+
+
+def test_push_and_its_answer_round_trip() -> None:
+    messages = [msg(b"one"), msg(b"two", ns=5), msg(b"three", who=BOB)]
+    frame, digest = wire.seal_push(A, B_PEER, messages, now_ms=T0)
+    push = wire.open_push(frame, B, lookup(A_PEER), now_ms=T0 + 1000)
+    assert (push.sender, push.messages, push.digest) == (A.identity_public, messages, digest)
+    answer = wire.seal_pushed(B, A_PEER, push.digest, 2, [messages[2].hash], now_ms=T0)
+    ack = wire.open_pushed(answer, A, B_PEER, digest, now_ms=T0)
+    assert ack == wire.PushAck(2, frozenset({messages[2].hash}))
+
+
+def test_pull_and_its_page_round_trip() -> None:
+    frame, digest = wire.seal_pull(A, B_PEER, 41, bytes(range(24)), now_ms=T0)
+    pull = wire.open_pull(frame, B, lookup(A_PEER), now_ms=T0)
+    assert (pull.sender, pull.after, pull.scope, pull.digest) == (
+        A.identity_public,
+        41,
+        bytes(range(24)),
+        digest,
+    )
+    page = ReplicaPage([msg(b"x")], 57, True)
+    answer = wire.seal_page(B, A_PEER, digest, page, now_ms=T0)
+    assert wire.open_page(answer, A, B_PEER, digest, now_ms=T0) == page
+
+
+def test_frames_are_refused_for_the_right_reasons() -> None:
+    frame, digest = wire.seal_push(A, B_PEER, [msg(b"x")], now_ms=T0)
+    with pytest.raises(Unauthorized, match="not in this node's consensus"):
+        wire.open_push(frame, B, lookup(), now_ms=T0)
+    with pytest.raises(Unauthorized, match="addressed to another node"):
+        wire.open_push(frame, A, lookup(A_PEER), now_ms=T0)  # A is not the receiver
+    with pytest.raises(ClockSkew):
+        wire.open_push(frame, B, lookup(A_PEER), now_ms=T0 + 61_000)
+    with pytest.raises(SchemaError, match="expected a pull"):
+        wire.open_pull(frame, B, lookup(A_PEER), now_ms=T0)
+    # An impostor that knows A's ID but not its onion secret cannot make a frame open.
+    impostor = NodeKeys(bytes([1]) * 32, bytes([9]) * 32)  # A's identity, another onion key
+    forged, _ = wire.seal_push(impostor, B_PEER, [msg(b"x")], now_ms=T0)
+    with pytest.raises(Unauthorized, match="does not open"):
+        wire.open_push(forged, B, lookup(A_PEER), now_ms=T0)
+    # A reply must answer our request.
+    answer = wire.seal_pushed(B, A_PEER, bytes(32), 1, [], now_ms=T0)
+    with pytest.raises(Unauthorized, match="another request"):
+        wire.open_pushed(answer, A, B_PEER, digest, now_ms=T0)
+    with pytest.raises(TooLarge):
+        wire.open_push(b"\xa0" + bytes(wire.MAX_FRAME), B, lookup(A_PEER), now_ms=T0)
+
+
+def test_batches_over_the_limits() -> None:
+    with pytest.raises(ValueError):
+        wire.seal_push(
+            A, B_PEER, [msg(bytes([i])) for i in range(wire.MAX_MESSAGES + 1)], now_ms=T0
+        )
+    big = [msg(os.urandom(60_000)), msg(os.urandom(60_000))]
+    with pytest.raises(ValueError):
+        wire.seal_push(A, B_PEER, big, now_ms=T0)
+    # A peer that sends one anyway is refused (the frame is sealed by hand, as a
+    # misbehaving node would).
+    fields = {
+        "n": bytes(16),
+        "messages": [
+            {"a": m.account, "ns": 0, "h": m.hash, "d": m.data, "ts": T0, "exp": T0 + DAY}
+            for m in big
+        ],
+    }
+    frame, _ = wire._seal(A, B_PEER, "push", fields, T0)
+    with pytest.raises(ProtocolError, match="over"):
+        wire.open_push(frame, B, lookup(A_PEER), now_ms=T0)
+    # One full-size message always fits.
+    frame, _ = wire.seal_push(A, B_PEER, [msg(os.urandom(rpc.MAX_BODY))], now_ms=T0)
+    assert len(frame) <= wire.MAX_FRAME
+
+
+def test_check_message() -> None:
+    good = msg(b"hello")
+    assert wire.check_message(good, now_ms=T0) == ALICE.id
+    bad = [
+        ReplicaMessage(good.account, 0, bytes(32), good.data, T0, T0 + DAY),  # hash
+        ReplicaMessage(good.account, 1, good.hash, good.data, T0, T0 + DAY),  # namespace
+        ReplicaMessage(bytes(32), 0, good.hash, good.data, T0, T0 + DAY),  # account key
+        msg(b"hello", ts=T0 + 120_000),  # stored in the future
+        msg(b"hello", exp=T0 + 14 * DAY + 61_000),  # past the inbox TTL
+    ]
+    for m in bad:
+        with pytest.raises(ProtocolError):
+            wire.check_message(m, now_ms=T0)
+    assert wire.check_message(msg(b"p", ns=3, exp=T0 + 30 * DAY), now_ms=T0) == ALICE.id
+    assert wire.check_message(msg(b"old", exp=T0 - 1), now_ms=T0)  # expired: the store skips it
+
+
+_FRAME = wire.seal_push(A, B_PEER, [msg(b"x" * 50), msg(b"y", who=BOB)], now_ms=T0)[0]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, len(_FRAME) - 1), st.integers(1, 255))
+def test_any_altered_byte_is_refused_with_a_typed_error(index: int, xor: int) -> None:
+    altered = bytearray(_FRAME)
+    altered[index] ^= xor
+    with pytest.raises(VeilError):
+        wire.open_push(bytes(altered), B, lookup(A_PEER), now_ms=T0)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=600))
+def test_arbitrary_bytes_raise_only_typed_errors(data: bytes) -> None:
+    for opener in (wire.open_push, wire.open_pull):
+        with pytest.raises((DecodeError, SchemaError, TooLarge, Unauthorized)):
+            opener(data, B, lookup(A_PEER), now_ms=T0)
+    with pytest.raises(VeilError):
+        wire.open_page(data, A, B_PEER, bytes(32), now_ms=T0)
+
+
+def test_ring_position_matches_account_ids() -> None:
+    for account in (ALICE, BOB, Account.generate()):
+        assert ring_position(account.id.x25519_public) == account.id.ring_position
+
+
+# --- the store's replication methods -------------------------------------------------------
+
+
+async def test_store_replicated_keeps_times_and_deduplicates(tmp_path: Path) -> None:
+    clock = Clock()
+    async with open_store(tmp_path / "m.db", clock=clock) as store:
+        first = msg(b"a", ts=T0 - 5000, exp=T0 + DAY)
+        with store.watch(ALICE.id, 0) as woken:
+            assert await store.store_replicated([first]) == [True]
+            assert woken.is_set()  # long-polls wake up for replicated messages too
+        got = await store.get(ALICE.id, 0, first.hash)
+        assert got is not None and (got.timestamp, got.expiry) == (T0 - 5000, T0 + DAY)
+        # Again, with a later and then an earlier expiry: kept once, at the later one.
+        later = msg(b"a", exp=T0 + 2 * DAY)
+        earlier = msg(b"a", exp=T0 + 1000)
+        assert await store.store_replicated([later, earlier]) == [False, False]
+        got = await store.get(ALICE.id, 0, first.hash)
+        assert got is not None and got.expiry == T0 + 2 * DAY
+        # Already expired: skipped. An expired copy here is replaced by a live one.
+        assert await store.store_replicated([msg(b"gone", exp=T0)]) == [False]
+        assert await store.get(ALICE.id, 0, msg(b"gone").hash) is None
+        await store.store_replicated([msg(b"b", exp=T0 + 10)])
+        clock.now = T0 + 20
+        assert await store.store_replicated([msg(b"b", exp=T0 + DAY)]) == [True]
+        assert store.stats().messages == 2
+
+
+async def test_replica_pages_filter_paginate_and_never_reuse_a_seq(tmp_path: Path) -> None:
+    clock = Clock()
+    async with open_store(tmp_path / "m.db", clock=clock) as store:
+        mine = [msg(f"a{i}".encode()) for i in range(5)]
+        theirs = [msg(f"b{i}".encode(), who=BOB) for i in range(5)]
+        for a, b in zip(mine, theirs, strict=True):
+            await store.store_replicated([a, b])
+        await store.store_replicated([msg(b"soon", exp=T0 + 1)])
+        clock.now = T0 + 2  # that one has expired: never listed
+        alice_key = ALICE.id.x25519_public
+
+        def only_alice(key: bytes) -> bool:
+            return key == alice_key
+
+        seen: list[ReplicaMessage] = []
+        after = 0
+        while True:
+            page = await store.replica_page(after, accept=only_alice, limit=2, max_bytes=10_000)
+            seen += page.messages
+            assert page.next_seq >= after
+            after = page.next_seq
+            if not page.more:
+                break
+        assert seen == mine
+        # The scan limit bounds the rows looked at: a page may be empty but say "more".
+        page = await store.replica_page(
+            0, accept=lambda k: False, limit=10, max_bytes=1, scan_limit=3
+        )
+        assert page.messages == [] and page.more and page.next_seq > 0
+        # The byte budget: the first message always, then only what fits.
+        page = await store.replica_page(0, accept=only_alice, limit=10, max_bytes=1)
+        assert page.messages == mine[:1] and page.more
+
+        # Deleting the newest row does not make its seq available again.
+        top = (
+            await store.replica_page(0, accept=lambda k: True, limit=100, max_bytes=10**6)
+        ).next_seq
+        assert await store.delete_replicas(BOB.id.x25519_public, [(0, theirs[-1].hash)]) == 1
+        await store.store_replicated([msg(b"new")])
+        page = await store.replica_page(top, accept=lambda k: True, limit=10, max_bytes=10**6)
+        assert [m.data for m in page.messages] == [b"new"]
+
+
+async def test_handover_reads_and_sync_cursors(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    async with open_store(db, clock=Clock()) as store:
+        batch = [msg(f"m{i}".encode(), ns=ns) for i in range(3) for ns in (-1, 0, 4)]
+        await store.store_replicated([*batch, msg(b"bob", who=BOB)])
+        keys = await store.accounts(limit=10)
+        assert keys == sorted([ALICE.id.x25519_public, BOB.id.x25519_public])
+        assert await store.accounts(keys[0], limit=10) == keys[1:]
+        got: list[ReplicaMessage] = []
+        cursor = (-(2**15) - 1, 0)
+        while True:
+            page, cursor, more = await store.account_replicas(
+                ALICE.id.x25519_public, cursor, limit=4, max_bytes=10**6
+            )
+            got += page
+            if not more:
+                break
+        assert sorted(got, key=lambda m: m.hash) == sorted(batch, key=lambda m: m.hash)
+        assert [m.namespace for m in got] == sorted(m.namespace for m in got)
+        n = await store.delete_replicas(
+            ALICE.id.x25519_public, [(m.namespace, m.hash) for m in got]
+        )
+        assert n == len(batch)
+        assert await store.accounts(limit=10) == [BOB.id.x25519_public]
+
+        peer = bytes(32)
+        assert await store.sync_cursor(peer, b"s1") == 0
+        await store.set_sync_cursor(peer, b"s1", 17)
+        await store.set_sync_cursor(peer, b"s1", 21)
+        assert await store.sync_cursor(peer, b"s1") == 21
+        await store.set_sync_cursor(peer, b"s2", 3)  # a new scope replaces the old one
+        assert await store.sync_cursor(peer, b"s1") == 0
+    async with open_store(db, clock=Clock()) as store:
+        assert await store.sync_cursor(peer, b"s2") == 3  # kept across a restart
+
+
+async def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
+    db = tmp_path / "v1.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        """
+        PRAGMA journal_mode=WAL;
+        CREATE TABLE messages (
+            seq INTEGER PRIMARY KEY, account BLOB NOT NULL, namespace INTEGER NOT NULL,
+            hash BLOB NOT NULL, data BLOB NOT NULL, timestamp INTEGER NOT NULL,
+            expiry INTEGER NOT NULL, UNIQUE (account, namespace, hash));
+        CREATE INDEX messages_by_owner ON messages (account, namespace, seq);
+        CREATE INDEX messages_by_expiry ON messages (expiry);
+        PRAGMA user_version=1;
+        """
+    )
+    old = msg(b"old")
+    conn.execute(
+        "INSERT INTO messages VALUES (40, ?, 0, ?, ?, ?, ?)",
+        (old.account, old.hash, old.data, old.timestamp, old.expiry),
+    )
+    conn.commit()
+    conn.close()
+    async with open_store(db, clock=Clock()) as store:
+        page = await store.replica_page(0, accept=lambda k: True, limit=10, max_bytes=10**6)
+        assert page.messages == [old] and page.next_seq == 40
+        await store.store_replicated([msg(b"next")])
+        page = await store.replica_page(40, accept=lambda k: True, limit=10, max_bytes=10**6)
+        assert [m.data for m in page.messages] == [b"next"]
+    conn = sqlite3.connect(db)
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    conn.close()
+    assert "AUTOINCREMENT" in sql and version == 2
+    await trio.lowlevel.checkpoint()
