@@ -310,8 +310,6 @@ class HttpServer:
         except (OSError, IndexError):
             peer = ""
         limiter = self.limiter
-        if limiter is not None and limiter.is_exempt(peer):
-            limiter = None
         bucket = client_key(peer) if limiter is not None else ""
         conn = state.conn = h11.Connection(
             h11.SERVER, max_incomplete_event_size=cfg.max_header_bytes
@@ -344,7 +342,7 @@ class HttpServer:
                     response: Response | None = None
                     try:
                         route, request = await self._read_request(
-                            conn, stream, state, head, limiter, bucket
+                            conn, stream, state, head, limiter, bucket, peer
                         )
                     except _Refusal as refusal:
                         response = refusal.response
@@ -399,6 +397,7 @@ class HttpServer:
         head: list[str],
         limiter: TokenBucketLimiter | None,
         bucket: str,
+        peer: str,
     ) -> tuple[Route, Request]:
         """Read one request; raises _Refusal (answer and close), _ClientGone, or h11's errors.
 
@@ -432,6 +431,9 @@ class HttpServer:
             route.rate_limited
             and limiter is not None
             and not limiter.allow(bucket, trio.current_time())
+            # Exemption is asked only of a client over its limit (cheap on the hot path),
+            # and per request: the set of exempt relays changes with each consensus.
+            and not limiter.is_exempt(peer)
         ):
             self.metrics.rate_limited.inc()
             raise _Refusal(
