@@ -321,8 +321,9 @@ def _command_groups() -> list[Callable[[Registrar], None]]:
     module, so that it may import ``client.cli`` itself) and list it.
     """
     from client.devnet_cli import register as register_devnet
+    from client.messaging_cli import register as register_messaging
 
-    return [register_id, register_devnet]
+    return [register_id, register_messaging, register_devnet]
 
 
 # --- the single error-handling point -------------------------------------------------------

@@ -959,6 +959,9 @@ class Devnet:
             # Every client and every peer of a loopback devnet connects from 127.0.0.1,
             # so a per-address limit would throttle the whole network as one client.
             "rate_limit": {"exempt": ["127.0.0.0/8"]},
+            # A node that was down catches up by anti-entropy pulls; the default (10 s
+            # between pulls) is for real networks, a devnet should catch up at once.
+            "replication": {"sync_interval": 1.0},
         }
         return _merge(base, self.node_config)
 

@@ -1,0 +1,355 @@
+"""The veil client library: :func:`open_client` gives a :class:`VeilClient`.
+
+Design note
+-----------
+One object, like httpx's ``AsyncClient``, that owns everything a client needs and
+closes it in order::
+
+    async with open_client(home, "devnet/network.json") as client:
+        await client.send("05ab...", "hello", ttl=3600)
+        async for message in client.messages():
+            print(message.sender, message.text)
+
+What it owns: the state file (:mod:`client.state`), the HTTP transport to guards and
+authorities (:mod:`client.transport`, pluggable: any :class:`~client.transport.
+Transport`), the consensus (:mod:`client.network`), guards and paths
+(:mod:`client.paths`), the network's clock and onion requests
+(:mod:`client.onion_client`), and messaging (:mod:`client.messaging`). And a nursery,
+for the background work that keeps it usable: the consensus refresh and forgetting
+old failure counts.
+
+Opening (:func:`open_client`): open the state; load the identity (unless an account is
+given); read the network file; install the cached consensus if it still verifies, else
+fetch one. A client whose clock is far off accepts the fetched consensus tentatively,
+asks a node for the time through it, then verifies it again on the corrected clock (see
+:mod:`client.network`); the offset is kept in the state, so the next start needs no
+such step.
+
+Structured concurrency: the background tasks run in a nursery that the ``async with``
+block encloses; leaving the block cancels them, closes the transport, then the state
+file. An exception raised in the block comes out of it as itself (not wrapped in an
+exception group: the background tasks never raise, so it is the only one). If the block
+is cancelled, so are requests in flight; the state file is left consistent.
+
+Errors while opening: :class:`~client.home.HomeError` (no identity, wrong passphrase,
+state file problems), :class:`~onion.errors.NetworkFileError` (missing or invalid
+network file), :class:`~client.network.AuthorityUnreachable` (no consensus could be
+fetched), a :class:`~onion.errors.ConsensusError` (none verified).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from client.home import Home
+from client.messaging import (
+    DEFAULT_TTL_S,
+    DEFAULT_WAIT_S,
+    InboxMessage,
+    Receiver,
+    Sent,
+    send_message,
+)
+from client.network import Directory, DirectoryPolicy
+from client.onion_client import Answer, NetworkClock, OnionClient, RequestPolicy
+from client.paths import PathPolicy, PathSelector
+from client.state import ClientState, open_state
+from client.transport import HttpxTransport, Transport, TransportConfig
+from onion import rpc
+from onion.directory import Consensus, NetworkFile
+from onion.errors import NetworkFileError, VeilError
+from onion.keys import Account, AccountId
+from onion.packet import Hop
+
+__all__ = ["ClientConfig", "VeilClient", "open_client", "read_network_file"]
+
+#: Seconds between two passes of the failure-count janitor.
+_MAINTENANCE_INTERVAL = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Every knob of the client, with the defaults DESIGN.md and node/config.py imply."""
+
+    paths: PathPolicy = field(default_factory=PathPolicy)
+    requests: RequestPolicy = field(default_factory=RequestPolicy)
+    directory: DirectoryPolicy = field(default_factory=DirectoryPolicy)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    #: A long-poll's wait at the node, seconds (1 to onion.rpc.MAX_WAIT_S).
+    wait_s: int = DEFAULT_WAIT_S
+
+
+def read_network_file(path: str | os.PathLike[str]) -> NetworkFile:
+    """Parse the network file at ``path``; :class:`NetworkFileError` (one line, naming
+    the file) if it is missing, unreadable or invalid."""
+    p = Path(path).expanduser()
+    try:
+        with p.open("rb") as f:
+            data = f.read(64 * 1024 + 1)
+    except FileNotFoundError:
+        raise NetworkFileError(
+            f"network file {p} does not exist (`veil devnet up` writes DIR/network.json)"
+        ) from None
+    except OSError as exc:
+        raise NetworkFileError(f"cannot read network file {p}: {exc.strerror}") from None
+    try:
+        return NetworkFile.from_json(data)
+    except NetworkFileError as exc:
+        raise NetworkFileError(f"{p}: {exc}") from None
+
+
+def _wall_clock_ms() -> float:
+    return time.time_ns() / 1_000_000
+
+
+class VeilClient:
+    """A running client; make one with :func:`open_client`. Methods are for the trio
+    thread that opened it."""
+
+    def __init__(
+        self,
+        *,
+        account: Account,
+        home: Home,
+        network: NetworkFile,
+        state: ClientState,
+        transport: Transport,
+        clock: NetworkClock,
+        config: ClientConfig,
+        rng: random.Random,
+    ) -> None:
+        self.account = account
+        self.home = home
+        self.network = network
+        self.state = state
+        self.transport = transport
+        self.clock = clock
+        self.config = config
+        self.paths = PathSelector(state, policy=config.paths, rng=rng, now_ms=clock.local)
+        self.directory = Directory(
+            network, state, transport, clock, policy=config.directory, rng=rng
+        )
+        self.directory.on_change(self.paths.set_consensus)
+        self.onion = OnionClient(
+            transport,
+            self.paths,
+            clock,
+            policy=config.requests,
+            on_clock=self._save_clock,
+            on_wrong_swarm=self.directory.request_refresh,
+        )
+        self.receiver = Receiver(self.onion, account, state, wait_s=config.wait_s)
+
+    @property
+    def account_id(self) -> AccountId:
+        return self.account.id
+
+    @property
+    def consensus(self) -> Consensus:
+        """The consensus in use (refreshed in the background)."""
+        consensus = self.directory.current
+        assert consensus is not None, "an open client always has a consensus"
+        return consensus
+
+    # --- messaging -------------------------------------------------------------------------
+
+    async def send(
+        self, to: AccountId | str, content: bytes | str, *, ttl: float = DEFAULT_TTL_S
+    ) -> Sent:
+        """Send ``content`` (bytes, or text sent as UTF-8) to the account ``to``, kept
+        in its inbox for ``ttl`` seconds (10 s to 14 days).
+
+        Raises :class:`~onion.errors.InvalidId` for a bad account ID,
+        :class:`~client.messaging.MessageTooLarge`, :class:`ValueError` for a TTL out
+        of limits (all before anything is sent), and
+        :class:`~client.onion_client.OnionRequestFailed` if no node took it. Safe to
+        call again after a failure: see :mod:`client.messaging`.
+        """
+        recipient = to if isinstance(to, AccountId) else AccountId.parse(to)
+        return await send_message(self.onion, self.account, recipient, content, ttl_s=ttl)
+
+    def messages(self) -> AsyncIterator[InboxMessage]:
+        """New messages as they arrive, each recorded in the state before it is yielded:
+        a restarted client neither loses nor repeats one (see :mod:`client.messaging`
+        for the exact promise). ``async for`` over it; it does not end by itself."""
+        return self.receiver.messages()
+
+    async def fetch(self) -> list[InboxMessage]:
+        """The messages waiting now (no waiting), recorded, in arrival order."""
+        return await self.receiver.fetch()
+
+    def inbox(self, *, after_seq: int = 0, limit: int = 100) -> list[InboxMessage]:
+        """Messages this client has recorded (whether or not a caller saw them), oldest
+        first, with ``seq`` above ``after_seq``; at most ``limit``. No network."""
+        return self.receiver.recorded(after_seq=after_seq, limit=limit)
+
+    # --- lower level -------------------------------------------------------------------------
+
+    async def call(
+        self,
+        build: Callable[[int], bytes],
+        *,
+        account: AccountId | None = None,
+        destination: Hop | None = None,
+        timeout: float | None = None,
+    ) -> rpc.Reply:
+        """One storage RPC through an onion path (see :meth:`OnionClient.call`):
+        ``build(now_ms)`` makes the request (signed with the network's time)."""
+        answer = await self.onion.call(
+            build, account=account, destination=destination, timeout=timeout
+        )
+        return answer.reply
+
+    async def ping(self, node: bytes | None = None) -> Answer:
+        """An ``info`` request to ``node`` (default: a random node) over a default path:
+        the answer says which path and node, and the round trip."""
+        consensus = self.consensus
+        target = consensus.node(node) if node is not None else None
+        if target is None:
+            target = self.paths.rng.choice(consensus.nodes)
+        return await self.onion.call(lambda _now: rpc.make_info(), destination=target.as_hop())
+
+    async def refresh(self) -> Consensus:
+        """Fetch the consensus now (the background task does it when due)."""
+        return await self.directory.fetch()
+
+    # --- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What ``veil status`` shows: the network, guards, paths and clock (JSON-able)."""
+        consensus = self.consensus
+        now = self.clock.now()
+        swarm = consensus.swarm_of(self.account.id)
+        guards = []
+        for record in self.paths.guards:
+            node = consensus.node(record.node_id)
+            guards.append(
+                {
+                    "node_id": record.node_id.hex(),
+                    "address": f"{node.host}:{node.port}" if node else None,
+                    "listed": node is not None,
+                    "failures": self.paths.failures(record.node_id),
+                    "chosen_at_ms": record.chosen_at,
+                }
+            )
+        return {
+            "account_id": str(self.account.id),
+            "network": {
+                "authorities": [f"{a.host}:{a.port}" for a in self.network.authorities],
+                "threshold": self.network.threshold,
+                "epoch": consensus.epoch,
+                "nodes": len(consensus.nodes),
+                "swarms": len(consensus.swarms),
+                "fresh": consensus.is_fresh(now),
+                "valid_until_ms": consensus.valid_until_ms,
+                "last_error": self.directory.last_error,
+            },
+            "clock_offset_ms": self.clock.offset_ms,
+            "guards": guards,
+            "paths": [
+                {
+                    "relays": p.describe(),
+                    "failures": p.failures,
+                    "successes": p.successes,
+                }
+                for p in self.paths.paths
+            ],
+            "paths_rebuilt": self.paths.rebuilt,
+            "swarm": {
+                "id": f"{swarm.swarm_id:016x}",
+                "members": [f"{n.node_id.hex()[:16]} {n.host}:{n.port}" for n in swarm.members],
+            },
+        }
+
+    # --- internals ---------------------------------------------------------------------------
+
+    async def _save_clock(self, offset_ms: int) -> None:
+        await trio.to_thread.run_sync(self.state.set_clock_offset, offset_ms)
+
+    async def _start(self) -> None:
+        """Failure counts, then a consensus: cached, else fetched (calibrating the clock
+        through it if our clock is too far off to verify it)."""
+        await self.paths.load()
+        if await self.directory.load_cached() is not None:
+            return
+        await self.directory.fetch(tentative_ok=True)
+        if self.directory.tentative:
+            await self.ping()  # any answer (or clock_skew refusal) gives us the time
+            await self.directory.confirm()
+
+    async def _maintain(self) -> None:
+        while True:
+            await trio.sleep(_MAINTENANCE_INTERVAL)
+            with contextlib.suppress(VeilError):  # the state file is busy: next time
+                await self.paths.forget_failures()
+
+
+@asynccontextmanager
+async def open_client(
+    home: Home | str | os.PathLike[str],
+    network: NetworkFile | str | os.PathLike[str],
+    *,
+    account: Account | None = None,
+    passphrase: str | None = None,
+    transport: Transport | None = None,
+    config: ClientConfig | None = None,
+    clock: Callable[[], float] | None = None,
+    rng: random.Random | None = None,
+) -> AsyncIterator[VeilClient]:
+    """Open a client on ``home`` (a :class:`Home` or its directory) and ``network`` (a
+    :class:`NetworkFile` or the path of ``network.json``); see the module note.
+
+    ``account`` overrides the identity stored in the home (``passphrase`` opens a sealed
+    one). ``transport`` replaces the httpx one (it is closed with the client either way).
+    ``clock`` is the local wall clock in ms, for tests (e.g. one five minutes off);
+    ``rng`` drives path choice (default: the OS's CSPRNG).
+    """
+    home = home if isinstance(home, Home) else Home(home)
+    if not isinstance(network, NetworkFile):
+        network = read_network_file(network)
+    config = config or ClientConfig()
+    local = clock or _wall_clock_ms
+    state = await trio.to_thread.run_sync(lambda: open_state(home, clock=lambda: int(local())))
+    own_transport = transport or HttpxTransport(config.transport)
+    try:
+        if account is None:
+            account = await trio.to_thread.run_sync(home.load_identity, passphrase)
+        offset = state.get_clock_offset() or 0
+        client = VeilClient(
+            account=account,
+            home=home,
+            network=network,
+            state=state,
+            transport=own_transport,
+            clock=NetworkClock(local, offset),
+            config=config,
+            rng=rng or random.SystemRandom(),
+        )
+        await client._start()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(client.directory.run)
+                nursery.start_soon(client._maintain)
+                try:
+                    yield client
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The background tasks do not raise: the group holds the block's exception.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+    finally:
+        with trio.CancelScope(shield=True):
+            await own_transport.aclose()
+            await trio.to_thread.run_sync(state.close)

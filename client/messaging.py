@@ -1,0 +1,329 @@
+"""1:1 messages: send to an account's inbox, receive from our own, exactly once.
+
+Design note
+-----------
+**Sending.** The content is sealed once (:func:`onion.envelope.seal`: signed by us,
+sealed to the recipient, padded) and stored in the inbox (namespace 0) of the
+recipient at a node of its swarm. A failed store is retried with the *same* envelope:
+the node names a message by the hash of its bytes and stores a duplicate once, so
+retries never deliver a message twice. The envelope's timestamp is the network's time.
+
+**Receiving** is a loop of retrieves from our inbox at one node of our swarm (kept while
+it answers, so that the position is meaningful to it), from the position saved in the
+state file: ``last_hash``, the last message taken. Each message is opened (decrypted,
+its sender's signature verified), and then, for each message in turn:
+
+1. it is recorded *and* the position moved past it in one transaction
+   (:meth:`client.state.ClientState.save_messages_and_position`), unless the state
+   already holds its hash (a duplicate: a node re-sent it, or another consumer took it);
+2. then it is handed to the caller.
+
+Persist, then yield: a client that stops (or crashes) at any point has either not
+recorded a message, and will fetch it again from the old position, or recorded it and
+moved past it, so a restarted client neither loses nor repeats one. The one window is a
+crash after step 1 and before the caller has acted on the message: the message is then
+in the state file (``veil inbox`` lists it, :meth:`Receiver.recorded` returns it) but
+the iterator does not hand it out again. Persisting message by message costs one
+commit each; a page is persisted at once by :meth:`Receiver.fetch`, which hands the
+whole page over in one return.
+
+A message that does not open (not for us, altered, badly signed) is recorded with no
+sender, so that it is neither fetched again nor shown; a node that has lost our
+position (``last_hash`` unknown to it) answers from the start, and the state's hash
+check drops what we already have.
+
+The long-poll: a retrieve asks the node to wait up to ``wait_s`` seconds for a message
+(the node answers as soon as one is stored); a poll that fails is retried after a
+back-off that grows to :data:`MAX_POLL_BACKOFF` seconds, forever: a receiver survives
+a network outage.
+
+Cancellation: cancelling a send may leave the message stored or not (a retry with the
+same envelope is then safe); cancelling the receive loop leaves the state consistent
+(a save in progress completes in its thread). Errors: see each function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from client.onion_client import OnionClient, OnionRequestFailed
+from client.state import ClientState, InboundMessage, ReceivedMessage
+from onion import rpc
+from onion.envelope import MAX_CONTENT, open_envelope, seal
+from onion.errors import NetworkError, ProtocolError, TooLarge
+from onion.keys import Account, AccountId
+
+__all__ = [
+    "DEFAULT_TTL_S",
+    "MAX_MESSAGE_BYTES",
+    "MAX_POLL_BACKOFF",
+    "InboxMessage",
+    "MessageTooLarge",
+    "Receiver",
+    "Sent",
+    "send_message",
+]
+
+#: The largest message content (bytes, UTF-8 for text).
+MAX_MESSAGE_BYTES = MAX_CONTENT
+#: Default time a message waits in the recipient's inbox: 14 days, the inbox's maximum.
+DEFAULT_TTL_S = rpc.MAX_TTL_MS / 1000
+#: Longest wait (s) between two polls after failures.
+MAX_POLL_BACKOFF = 30.0
+#: A long-poll's wait at the node (s): below rpc.MAX_WAIT_S.
+DEFAULT_WAIT_S = 25
+#: A long-poll try's client-side limit: the node may hold the request for ``wait``
+#: seconds, and a relay gives up on the next hop after its hop timeout (40 s on every
+#: node, node/config.py), so a client waits past both.
+LONG_POLL_MARGIN_S = 20.0
+LONG_POLL_MIN_TIMEOUT_S = 45.0
+#: A send retried after rate_limited answers for up to this long (s).
+SEND_DEADLINE_S = 60.0
+
+
+class MessageTooLarge(TooLarge):
+    """The message is over :data:`MAX_MESSAGE_BYTES`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A message stored in the recipient's inbox."""
+
+    hash: bytes  # the node's name for it (onion.rpc.message_hash)
+    to: AccountId
+    expiry_ms: int  # network time at which the node drops it
+    size: int  # bytes of the sealed envelope
+
+
+@dataclass(frozen=True, slots=True)
+class InboxMessage:
+    """A received message, verified: ``sender`` signed ``content`` for us."""
+
+    hash: bytes
+    sender: AccountId
+    content: bytes
+    sent_ms: int  # the sender's claim (its network time when it sealed the message)
+    received_ms: int  # our local clock when we recorded it
+    seq: int = 0  # arrival order in the state file (0 until read back from it)
+
+    @property
+    def text(self) -> str:
+        """The content as text (UTF-8; undecodable bytes replaced)."""
+        return self.content.decode("utf-8", "replace")
+
+    @classmethod
+    def from_record(cls, record: ReceivedMessage) -> InboxMessage:
+        assert record.sender is not None
+        return cls(
+            record.hash,
+            record.sender,
+            record.content,
+            record.timestamp,
+            record.received_at,
+            record.seq,
+        )
+
+
+def _content(content: bytes | str) -> bytes:
+    data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(
+            f"message too large: {len(data)} bytes, the most is {MAX_MESSAGE_BYTES}"
+        )
+    return data
+
+
+def check_ttl(ttl_s: float) -> int:
+    """``ttl_s`` (seconds) as ms, or :class:`ValueError` outside the inbox's limits."""
+    ttl_ms = round(ttl_s * 1000)
+    if not rpc.MIN_TTL_MS <= ttl_ms <= rpc.MAX_TTL_MS:
+        raise ValueError(
+            f"a TTL is {rpc.MIN_TTL_MS // 1000} s to {rpc.MAX_TTL_MS // 1000} s "
+            f"(14 days), not {ttl_s:g} s"
+        )
+    return ttl_ms
+
+
+async def send_message(
+    onion: OnionClient,
+    sender: Account,
+    to: AccountId,
+    content: bytes | str,
+    *,
+    ttl_s: float = DEFAULT_TTL_S,
+) -> Sent:
+    """Seal ``content`` for ``to`` and store it in ``to``'s inbox; see the module note.
+
+    Raises :class:`MessageTooLarge`, :class:`ValueError` (a TTL out of limits) before
+    anything is sent; :class:`~client.onion_client.OnionRequestFailed` if no node could
+    be reached (status ``rate_limited`` if the recipient's inbox kept refusing for
+    :data:`SEND_DEADLINE_S`); a node's verdict otherwise.
+    """
+    data = _content(content)
+    ttl_ms = check_ttl(ttl_s)
+    envelope = seal(sender, to, data, timestamp_ms=onion.clock.now())
+
+    def build(now_ms: int) -> bytes:
+        return rpc.make_store(to, envelope, ttl_ms, now_ms=now_ms)
+
+    # The recipient's inbox has a rate limit per node; a send keeps trying (with the
+    # same envelope, see the module note) for a while rather than failing at once.
+    give_up = trio.current_time() + SEND_DEADLINE_S
+    delay = 0.25
+    while True:
+        try:
+            answer = await onion.call(build, account=to)
+            break
+        except OnionRequestFailed as exc:
+            if exc.status != "rate_limited" or trio.current_time() + delay > give_up:
+                raise
+        await trio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+    assert answer.reply.result is not None
+    result = rpc.StoreResult.from_wire(answer.reply.result)
+    return Sent(result.hash, to, result.expiry, len(envelope))
+
+
+class Receiver:
+    """Our inbox: long-polls, opens, deduplicates and records messages (module note)."""
+
+    def __init__(
+        self,
+        onion: OnionClient,
+        account: Account,
+        state: ClientState,
+        *,
+        wait_s: int = DEFAULT_WAIT_S,
+    ) -> None:
+        if not 1 <= wait_s <= rpc.MAX_WAIT_S:
+            raise ValueError(f"wait_s must be 1 to {rpc.MAX_WAIT_S}")
+        self.onion = onion
+        self.account = account
+        self.state = state
+        self.wait_s = wait_s
+        #: The node we poll (kept while it answers, so our position means something).
+        self._node: bytes | None = None
+        self.polls = 0
+        self.last_error: str | None = None
+
+    # --- one retrieve ------------------------------------------------------------------------
+
+    async def _retrieve(self, wait_s: int) -> rpc.RetrieveResult:
+        me = self.account
+        last_hash = self.state.get_position(me.id, rpc.INBOX)
+
+        def build(now_ms: int) -> bytes:
+            return rpc.make_retrieve(me, now_ms=now_ms, last_hash=last_hash, wait_s=wait_s)
+
+        timeout = None
+        if wait_s:
+            timeout = max(wait_s + LONG_POLL_MARGIN_S, LONG_POLL_MIN_TIMEOUT_S)
+        self.polls += 1
+        try:
+            answer = await self.onion.call(
+                build, account=me.id, prefer=self._node, timeout=timeout, deadline=timeout
+            )
+            assert answer.reply.result is not None
+            result = rpc.RetrieveResult.from_wire(answer.reply.result)  # SchemaError
+        except BaseException:
+            self._node = None  # try another member next time
+            raise
+        self._node = answer.node.node_id
+        return result
+
+    def _open(self, message: rpc.Message) -> InboundMessage:
+        received = int(self.onion.clock.local())
+        try:
+            opened = open_envelope(self.account, message.data)
+        except ProtocolError:
+            # Not for us, altered, or badly signed: recorded without a sender, so it is
+            # neither fetched again nor shown.
+            return InboundMessage(
+                hash=message.hash, sender=None, timestamp=0, content=b"", received_at=received
+            )
+        return InboundMessage(
+            hash=message.hash,
+            sender=opened.sender,
+            timestamp=opened.timestamp_ms,
+            content=opened.content,
+            received_at=received,
+        )
+
+    async def _save(self, inbound: Sequence[InboundMessage], last_hash: bytes) -> list[bytes]:
+        return await trio.to_thread.run_sync(
+            self.state.save_messages_and_position, self.account.id, rpc.INBOX, inbound, last_hash
+        )
+
+    # --- the public face -------------------------------------------------------------------
+
+    async def fetch(self) -> list[InboxMessage]:
+        """Retrieve every message waiting now (no long-poll), record them, and return
+        the new ones in arrival order. Each page is recorded in one transaction before
+        the next is asked for. Raises what :meth:`OnionClient.call` raises."""
+        out: list[InboxMessage] = []
+        while True:
+            result = await self._retrieve(0)
+            if result.messages:
+                fresh = [m for m in result.messages if not self.state.has_message(m.hash)]
+                inbound = [self._open(m) for m in fresh]
+                new = set(await self._save(inbound, result.messages[-1].hash))
+                out.extend(_shown(inbound, new))
+            if not result.more:
+                return out
+
+    async def messages(self) -> AsyncIterator[InboxMessage]:
+        """New messages as they arrive, forever, each recorded before it is yielded.
+
+        Use it in an ``async for``; break out of it (or cancel it) to stop. The loop
+        survives failures of the network and of nodes (an unreachable swarm, a node that
+        answers nonsense or refuses us: retried elsewhere with a back-off; the last
+        error is in :attr:`last_error`); it raises only what retrying cannot fix: the
+        state file failing (:class:`~client.state.StateError`). Never yields inside a
+        cancel scope.
+        """
+        backoff = 0.5
+        wait_s = 0  # first drain what is waiting, then long-poll
+        while True:
+            try:
+                result = await self._retrieve(wait_s)
+            except (NetworkError, ProtocolError) as exc:
+                self.last_error = str(exc)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_POLL_BACKOFF)
+                continue
+            backoff = 0.5
+            self.last_error = None
+            for message in result.messages:
+                if self.state.has_message(message.hash):
+                    continue
+                inbound = self._open(message)
+                new = await self._save([inbound], message.hash)
+                for shown in _shown([inbound], set(new)):
+                    yield shown
+            if result.messages:
+                # Move the position past duplicates at the page's end (else a page of
+                # duplicates would be asked for again and again).
+                last = result.messages[-1].hash
+                if self.state.get_position(self.account.id, rpc.INBOX) != last:
+                    await self._save([], last)
+            wait_s = 0 if result.more else self.wait_s
+
+    def recorded(self, *, after_seq: int = 0, limit: int = 100) -> list[InboxMessage]:
+        """Messages recorded in the state file (received by this client, whether or not
+        a caller saw them), oldest first, after ``after_seq``; at most ``limit``."""
+        records = self.state.list_messages(
+            self.account.id, namespace=rpc.INBOX, after_seq=after_seq, limit=limit
+        )
+        return [InboxMessage.from_record(r) for r in records if r.sender is not None]
+
+
+def _shown(inbound: Sequence[InboundMessage], new: set[bytes]) -> list[InboxMessage]:
+    """The messages a caller sees: newly recorded, with a verified sender."""
+    return [
+        InboxMessage(m.hash, m.sender, m.content, m.timestamp, m.received_at)
+        for m in inbound
+        if m.hash in new and m.sender is not None
+    ]

@@ -1,0 +1,483 @@
+"""One onion request, end to end: build, send, open, classify, retry.
+
+Design note
+-----------
+:meth:`OnionClient.call` sends one storage RPC request to a node of an account's swarm
+(or to a given node) along a path from :mod:`client.paths`, and returns the node's
+decoded :class:`~onion.rpc.Reply` with status ``ok``, or raises. Everything between is
+policy, in one place:
+
+**The network's clock.** Nodes check packet timestamps (a window of minutes) and signed
+requests' timestamps (about a minute), and every reply carries the node's time ``t``.
+:class:`NetworkClock` is the local clock plus an offset, the median of the last few
+samples ``t - (sent + received) / 2`` (the median, so one node with a wrong clock does
+not move it). Packet timestamps and signed RPC timestamps both use it, so a client whose
+clock is minutes off works as soon as it has one sample. Requests are built by a
+callback ``build(now_ms)`` so that a retry is signed with the corrected time. A hop that
+refuses a packet as stale answers ``clock_skew`` with ``node time N``; a node that
+refuses a signed request answers ``clock_skew`` with its ``t``: either way the samples
+are replaced by that one at once and the request is retried once (not counted as a
+failure).
+
+**Whom to blame.** A failure counts against a node only when the client knows which
+one failed:
+
+=========================================  =============================================
+what happened                              counted against
+=========================================  =============================================
+guard unreachable, refused the packet      the guard (node) and the path
+a relay answers bad_gateway / timeout /    the hop after it (node) and the path; if
+unavailable (it could not reach the next)  that hop is the destination, another member
+                                           of the swarm is tried
+no answer within the client's timeout      the path (which hop stalled is unknown)
+a reply that does not open                 the path
+the destination's timeout/internal/        the destination (node); another member is
+unavailable, or a reply that does not      tried
+decode
+rate_limited (a hop or the destination)    nobody: back off, then retry
+wrong_swarm                                nobody: follow the swarm the node names
+bad_request, unauthorized, too_large,      nobody: raised at once (retrying cannot help)
+not_found (the destination's verdict)
+=========================================  =============================================
+
+**Retries.** Up to ``attempts`` tries per call, each on a path and destination not yet
+tried by this call where possible, within the call's ``deadline``; one extra try for a
+clock correction. A request is safe to retry: stores are deduplicated by message hash,
+deletes and expiries are idempotent, retrieves only read.
+
+**wrong_swarm.** A node asked about an account outside its swarm answers
+``wrong_swarm`` and names the account's swarm (a newer consensus than ours moved it);
+the client remembers that swarm for the account until its consensus is newer, retries
+there, and asks for a consensus refresh.
+
+Cancellation: a cancelled call cancels its HTTP exchange; failure counts already
+recorded stay recorded. Errors: :class:`OnionRequestFailed` (a
+:class:`~onion.errors.NetworkError`: every try failed; it names the last failure),
+:class:`~onion.errors.ClockSkew` (still refused after the correction), and the typed
+error of a destination's final verdict (:func:`onion.errors.error_for_status`).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from client.paths import OnionPath, PathSelector
+from client.transport import PeerRefused, Transport
+from onion import rpc
+from onion.errors import (
+    ClockSkew,
+    HopTimeout,
+    HopUnreachable,
+    NetworkError,
+    ProtocolError,
+    TooLarge,
+    VeilError,
+    error_for_status,
+)
+from onion.keys import AccountId
+from onion.packet import Hop, HopError, build_packet
+
+__all__ = [
+    "Answer",
+    "NetworkClock",
+    "OnionClient",
+    "OnionRequestFailed",
+    "RequestPolicy",
+]
+
+LocalClock = Callable[[], float]
+_NODE_TIME = re.compile(r"node time (\d{1,19})")
+
+
+# --- the network's clock ---------------------------------------------------------------------
+
+
+class NetworkClock:
+    """The network's time: a local clock (ms since the epoch) plus a measured offset.
+
+    ``local`` is the local wall clock (tests inject one that is off); ``offset_ms`` the
+    starting offset (the one persisted by the last run, or 0).
+    """
+
+    def __init__(self, local: LocalClock, offset_ms: int = 0, *, window: int = 9) -> None:
+        self._local = local
+        self._offset = int(offset_ms)
+        self._samples: deque[int] = deque(maxlen=window)
+        #: Samples taken since this clock was made (0: the offset is only remembered).
+        self.measured = 0
+
+    def local(self) -> float:
+        """The local clock, ms."""
+        return float(self._local())
+
+    def now(self) -> int:
+        """The network's time, ms: what timestamps in packets and signatures carry."""
+        return int(self._local()) + self._offset
+
+    @property
+    def offset_ms(self) -> int:
+        return self._offset
+
+    def sample(self, node_ms: int, sent_local: float, received_local: float) -> None:
+        """One reply's time ``node_ms``, for a request sent and answered at these local
+        times: the offset becomes the median of the recent samples."""
+        self._samples.append(round(node_ms - (sent_local + received_local) / 2))
+        self._offset = int(statistics.median_low(self._samples))
+        self.measured += 1
+
+    def reset(self, node_ms: int, sent_local: float, received_local: float) -> None:
+        """A node refused our time: forget earlier samples, trust this one."""
+        self._samples.clear()
+        self.sample(node_ms, sent_local, received_local)
+
+
+# --- results and errors ----------------------------------------------------------------------
+
+
+class OnionRequestFailed(NetworkError):
+    """Every try of an onion request failed; ``errors`` holds each try's failure."""
+
+    def __init__(self, message: str, errors: Sequence[BaseException]) -> None:
+        super().__init__(message)
+        self.errors = list(errors)
+        last = self.errors[-1] if self.errors else None
+        if isinstance(last, VeilError):
+            self.status = last.status  # type: ignore[misc]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A successful call: the node's reply, which node answered, through which path."""
+
+    reply: rpc.Reply
+    node: Hop
+    path: OnionPath
+    rtt_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPolicy:
+    """Timeouts and retries of :meth:`OnionClient.call`."""
+
+    #: Seconds one try of an ordinary request may take (the path's hops answer in ms).
+    timeout: float = 10.0
+    #: Tries per call (a clock correction is one more).
+    attempts: int = 4
+    #: Seconds a whole ordinary call may take, tries and back-offs included.
+    deadline: float = 30.0
+    #: First back-off (seconds) after a rate_limited answer; doubled at each one.
+    backoff: float = 0.25
+    #: Pause (seconds) before a try that follows a failed one; doubled at each failure.
+    #: Short: the next try goes elsewhere; it spares a network whose nodes are still
+    #: catching up (a node that has not yet seen the newest consensus refuses to relay
+    #: to a node that joined in it).
+    retry_pause: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.deadline <= 0 or self.attempts < 1:
+            raise ValueError("timeouts and attempts must be positive")
+        if self.backoff < 0 or self.retry_pause < 0:
+            raise ValueError("back-offs must not be negative")
+
+
+@dataclass(slots=True)
+class _SwarmHint:
+    members: tuple[Hop, ...]
+    epoch: int  # the consensus epoch we held when a node named this swarm
+
+
+@dataclass(slots=True)
+class _Try:
+    """What one call has tried so far."""
+
+    paths: list[OnionPath]
+    destinations: set[bytes]
+    errors: list[BaseException]
+    #: Relays blamed during this call: later tries route around them.
+    avoid: set[bytes] = field(default_factory=set)
+    clock_retries: int = 0
+    backoff: float = 0.0
+
+
+class _Retry(Exception):
+    """Internal: this try failed in a way worth another try."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+class OnionClient:
+    """Sends storage RPC requests through onion paths; see the module note.
+
+    ``on_clock`` is awaited after the offset moved by more than a second (the client
+    persists it); ``on_wrong_swarm`` is called when a node says our consensus is behind.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        paths: PathSelector,
+        clock: NetworkClock,
+        *,
+        policy: RequestPolicy | None = None,
+        on_clock: Callable[[int], Awaitable[None]] | None = None,
+        on_wrong_swarm: Callable[[], None] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.paths = paths
+        self.clock = clock
+        self.policy = policy or RequestPolicy()
+        self._on_clock = on_clock
+        self._on_wrong_swarm = on_wrong_swarm
+        self._hints: dict[AccountId, _SwarmHint] = {}
+        self._saved_offset = clock.offset_ms
+
+    # --- swarms ----------------------------------------------------------------------------
+
+    def swarm_members(self, account: AccountId) -> tuple[Hop, ...]:
+        """The nodes that hold ``account``: from a wrong_swarm answer newer than our
+        consensus if there is one, else from the consensus."""
+        consensus = self.paths.consensus
+        hint = self._hints.get(account)
+        if hint is not None:
+            if hint.epoch >= consensus.epoch:
+                return hint.members
+            del self._hints[account]  # our consensus has moved on since
+        return tuple(n.as_hop() for n in consensus.swarm_of(account).members)
+
+    # --- one call ----------------------------------------------------------------------------
+
+    async def call(
+        self,
+        build: Callable[[int], bytes],
+        *,
+        account: AccountId | None = None,
+        destination: Hop | None = None,
+        prefer: bytes | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        attempts: int | None = None,
+    ) -> Answer:
+        """Send the request ``build(now_ms)`` makes to a node of ``account``'s swarm
+        (``prefer`` that node if possible) or to ``destination``; the ok answer.
+
+        ``timeout`` is one try's limit (a long-poll passes its wait plus the relays'
+        budget), ``deadline`` the whole call's. See the module note for retries,
+        errors and cancellation.
+        """
+        if (account is None) == (destination is None):
+            raise ValueError("give an account or a destination, not both")
+        policy = self.policy
+        per_try = timeout or policy.timeout
+        tries = attempts or policy.attempts
+        state = _Try(paths=[], destinations=set(), errors=[])
+        with trio.move_on_after(deadline or max(policy.deadline, per_try * 2)) as scope:
+            while len(state.errors) < tries:
+                if state.backoff:
+                    await trio.sleep(state.backoff)
+                    state.backoff = 0.0
+                try:
+                    return await self._try(build, account, destination, prefer, per_try, state)
+                except _FreeRetry:
+                    continue
+                except _Retry as retry:
+                    state.errors.append(retry.error)
+                    if not state.backoff:
+                        pause = policy.retry_pause * 2 ** (len(state.errors) - 1)
+                        state.backoff = min(pause, 2.0) * (0.5 + self.paths.rng.random())
+        errors = state.errors
+        if scope.cancelled_caught:
+            errors = [*errors, HopTimeout("the request's deadline passed")]
+        last = errors[-1] if errors else HopTimeout("no try was made")
+        earlier = "; ".join(str(e) for e in errors[:-1])
+        raise OnionRequestFailed(
+            f"no answer after {len(state.errors)} tries: {last}"
+            + (f" (before: {earlier})" if earlier else ""),
+            errors,
+        ) from None
+
+    async def _try(
+        self,
+        build: Callable[[int], bytes],
+        account: AccountId | None,
+        destination: Hop | None,
+        prefer: bytes | None,
+        per_try: float,
+        state: _Try,
+    ) -> Answer:
+        path = await self.paths.choose_path(exclude=state.paths, avoid=state.avoid)
+        if destination is None:
+            assert account is not None
+            members = self.swarm_members(account)
+            target = self.paths.choose_destination(
+                members, path, exclude=state.destinations | state.avoid, prefer=prefer
+            )
+        else:
+            target = destination
+        hops = path.hops(target)
+        sent = self.clock.local()
+        started = trio.current_time()
+        payload = build(self.clock.now())
+        packet, opener = build_packet(hops, payload, now_ms=self.clock.now())
+        try:
+            raw = await self.transport.post_onion(hops[0], packet, timeout=per_try)
+        except HopTimeout as exc:
+            # Which hop stalled is unknown: the path is blamed, not a node.
+            await self._path_failed(path, state)
+            raise _Retry(exc) from None
+        except (HopUnreachable, PeerRefused, TooLarge) as exc:
+            if isinstance(exc, PeerRefused) and exc.status == "rate_limited":
+                self._back_off(state)
+                raise _Retry(exc) from None
+            await self.paths.node_failed(path.guard.node_id)
+            state.avoid.add(path.guard.node_id)
+            await self._path_failed(path, state)
+            raise _Retry(exc) from None
+        received = self.clock.local()
+        rtt_ms = (trio.current_time() - started) * 1000
+        try:
+            body = opener.open(raw)
+        except HopError as exc:
+            await self._hop_error(exc, hops, path, target, sent, received, state)
+            raise AssertionError("unreachable") from None  # _hop_error always raises
+        except ProtocolError as exc:  # IntegrityError, MalformedPacket: who knows
+            await self._path_failed(path, state)
+            raise _Retry(exc) from None
+        try:
+            reply = rpc.decode_reply(body)
+        except ProtocolError as exc:
+            await self._destination_failed(target, state, count=True)
+            raise _Retry(exc) from None
+
+        self.clock.sample(reply.t, sent, received)
+        await self._clock_moved()
+        if reply.ok:
+            await self._succeeded(path, target)
+            return Answer(reply, target, path, rtt_ms)
+        return await self._refused(reply, account, path, target, sent, received, state)
+
+    # --- outcomes ----------------------------------------------------------------------------
+
+    async def _succeeded(self, path: OnionPath, target: Hop) -> None:
+        self.paths.path_succeeded(path)
+        for node_id in {*path.node_ids, target.node_id}:
+            await self.paths.node_succeeded(node_id)
+
+    async def _path_failed(self, path: OnionPath, state: _Try) -> None:
+        state.paths.append(path)
+        await self.paths.path_failed(path)
+
+    async def _destination_failed(self, target: Hop, state: _Try, *, count: bool) -> None:
+        state.destinations.add(target.node_id)
+        if count:
+            # A destination that failed is no relay for this call's later tries either.
+            state.avoid.add(target.node_id)
+            await self.paths.node_failed(target.node_id)
+
+    def _back_off(self, state: _Try) -> None:
+        step = self.policy.backoff * (2 ** sum(1 for _ in state.errors))
+        state.backoff = min(step, 5.0) * (0.5 + self.paths.rng.random())
+
+    async def _hop_error(
+        self,
+        exc: HopError,
+        hops: Sequence[Hop],
+        path: OnionPath,
+        target: Hop,
+        sent: float,
+        received: float,
+        state: _Try,
+    ) -> None:
+        last = len(hops) - 1
+        status = exc.status
+        if status == "clock_skew":
+            match = _NODE_TIME.search(exc.message)
+            if match and state.clock_retries == 0:
+                state.clock_retries += 1
+                self.clock.reset(int(match.group(1)), sent, received)
+                await self._clock_moved()
+                raise _FreeRetry()  # not a failure: the one retry a correction earns
+            raise _Retry(ClockSkew(f"hop {exc.hop} still refuses our time: {exc.message}"))
+        if status in ("rate_limited", "replayed"):
+            self._back_off(state)
+            raise _Retry(exc)
+        if exc.hop < last:
+            # The hop could not get an answer from the next one: blame the next one.
+            blamed = hops[exc.hop + 1]
+            if exc.hop + 1 == last:
+                await self._destination_failed(target, state, count=True)
+            else:
+                await self.paths.node_failed(blamed.node_id)
+                state.avoid.add(blamed.node_id)
+                await self._path_failed(path, state)
+            raise _Retry(exc)
+        # The destination's own error (timeout, internal, unavailable).
+        await self._destination_failed(target, state, count=status != "unavailable")
+        raise _Retry(exc)
+
+    async def _refused(
+        self,
+        reply: rpc.Reply,
+        account: AccountId | None,
+        path: OnionPath,
+        target: Hop,
+        sent: float,
+        received: float,
+        state: _Try,
+    ) -> Answer:
+        status = reply.status
+        error = error_for_status(status, reply.error or status)
+        # The path worked: the relays answered.
+        self.paths.path_succeeded(path)
+        for node_id in path.node_ids:
+            await self.paths.node_succeeded(node_id)
+        if status == "clock_skew":
+            if state.clock_retries == 0:
+                state.clock_retries += 1
+                self.clock.reset(reply.t, sent, received)
+                await self._clock_moved()
+                raise _FreeRetry()
+            raise error
+        if status == "wrong_swarm":
+            try:
+                swarm = rpc.swarm_of_reply(reply)
+            except ProtocolError:
+                swarm = None  # a malformed hint: our own consensus (refreshed) decides
+            if account is not None and swarm is not None:
+                self._hints[account] = _SwarmHint(swarm.hops, self.paths.consensus.epoch)
+            state.destinations.add(target.node_id)
+            if self._on_wrong_swarm is not None:
+                self._on_wrong_swarm()
+            raise _Retry(error)
+        if status == "rate_limited":
+            state.destinations.add(target.node_id)
+            self._back_off(state)
+            raise _Retry(error)
+        if status in ("unavailable", "timeout", "internal", "bad_gateway"):
+            await self._destination_failed(target, state, count=status != "unavailable")
+            raise _Retry(error)
+        await self.paths.node_succeeded(target.node_id)
+        raise error
+
+    async def _clock_moved(self) -> None:
+        offset = self.clock.offset_ms
+        if abs(offset - self._saved_offset) > 1000:
+            self._saved_offset = offset
+            if self._on_clock is not None:
+                await self._on_clock(offset)
+
+
+class _FreeRetry(_Retry):
+    """A retry that does not count as a failed try (a clock correction)."""
+
+    def __init__(self) -> None:
+        super().__init__(ClockSkew("clock corrected"))

@@ -1,0 +1,384 @@
+"""Guards, onion paths and failure counts: which nodes a client's packets go through.
+
+Design note
+-----------
+DESIGN.md ("Onion packets"): a path is 3 relays, a guard and two others, followed by the
+destination node; a client keeps 2 guards, uses at most one node per /24, and rebuilds a
+path after 3 failures. This module is that policy, and nothing else: no I/O but the
+state file (through ``trio.to_thread``), no packets.
+
+* **Guards** are the first hop of every path, so only they see the client's address.
+  Two are kept in the state file, so a restarted client uses the same ones (a client
+  that picked new guards at every start would sooner or later pick a hostile one, the
+  reason Tor has guards). A guard is replaced when it leaves the consensus or after
+  :attr:`PathPolicy.node_failure_limit` consecutive failures, unless every guard is
+  failing (then the client's own network is the likely culprit, and the guards are
+  kept); until then, a request that failed through one guard is retried through the
+  other.
+* **Paths** are built ahead of use and shared by concurrent requests: one per guard.
+  The destination is added per request (a node of the swarm that holds the account),
+  so a path is ``relays + [destination]``. A path's failures are counted; at
+  :attr:`PathPolicy.path_failure_limit` it is dropped and a new one built (same guard,
+  new middle relays).
+* **Failure counts per node** are consecutive failures (a success resets them),
+  mirrored in memory and written to the state file only when they change from zero or
+  grow, so the hot path (a success through healthy nodes) never writes. A node at the
+  limit is left out of new paths and destinations; counts older than
+  :attr:`PathPolicy.forget_after_ms` are forgotten, so a node that came back gets
+  another chance.
+* **One node per /24 where addresses allow.** Hops are picked preferring nodes whose
+  /24 (IPv4) or /48 (IPv6) no chosen hop shares; if no such node is left (a small
+  network, or a loopback devnet where every node is 127.0.0.1), any other node will do,
+  and as a last resort a node may appear twice in a path (a network of fewer nodes than
+  hops). The rule is a preference that degrades, never a reason to fail.
+
+Randomness is an injected :class:`random.Random` (tests can seed it); the default is
+:class:`random.SystemRandom`, as path choice is a privacy decision.
+
+Concurrency: every method is called from the trio thread. The ``async`` ones await
+state writes in a worker thread; :meth:`PathSelector.ensure_guards` is serialized by a
+lock so two requests never pick two different replacements at once. On cancel, a state
+write already started still completes (client.state), and the in-memory view is
+updated before the write, so it stays consistent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import random
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from client.state import MAX_GUARDS, ClientState, GuardRecord
+from onion.directory import Consensus, ConsensusNode
+from onion.packet import Hop
+
+__all__ = ["OnionPath", "PathPolicy", "PathSelector", "subnet_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class PathPolicy:
+    """The numbers of the path policy (DESIGN.md's, by default)."""
+
+    #: Relays before the destination (a guard and two others). 1 to 5.
+    relays: int = 3
+    #: Guards kept.
+    guards: int = MAX_GUARDS
+    #: A path is rebuilt after this many failures.
+    path_failure_limit: int = 3
+    #: A node with this many consecutive failures is avoided (a guard is replaced).
+    node_failure_limit: int = 3
+    #: Failure counts older than this are forgotten (ms).
+    forget_after_ms: int = 10 * 60 * 1000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.relays <= 5:
+            raise ValueError("a path has 1 to 5 relays")
+        if not 1 <= self.guards <= MAX_GUARDS:
+            raise ValueError(f"1 to {MAX_GUARDS} guards")
+        if self.path_failure_limit < 1 or self.node_failure_limit < 1:
+            raise ValueError("failure limits are at least 1")
+
+
+_path_ids = itertools.count(1)
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(eq=False, slots=True)
+class OnionPath:
+    """Relays of a path, guard first; the destination is added per request."""
+
+    relays: tuple[ConsensusNode, ...]
+    id: int = field(default_factory=lambda: next(_path_ids))
+    failures: int = 0
+    successes: int = 0
+
+    @property
+    def guard(self) -> ConsensusNode:
+        return self.relays[0]
+
+    @property
+    def node_ids(self) -> tuple[bytes, ...]:
+        return tuple(n.node_id for n in self.relays)
+
+    def hops(self, destination: Hop) -> list[Hop]:
+        """The whole path for a packet: the relays, then ``destination``."""
+        return [*(n.as_hop() for n in self.relays), destination]
+
+    def describe(self) -> list[str]:
+        return [f"{n.node_id.hex()[:16]} {n.host}:{n.port}" for n in self.relays]
+
+
+def subnet_of(host: str) -> str:
+    """The network a host counts in for the one-node-per-subnet rule: its /24 (IPv4)
+    or /48 (IPv6). A host that is not an IP literal counts alone."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def pick_spread(
+    candidates: Sequence[ConsensusNode],
+    chosen: Iterable[ConsensusNode | Hop],
+    rng: random.Random,
+) -> ConsensusNode | None:
+    """A random candidate not already chosen, preferring one whose subnet no chosen hop
+    shares ("at most one node per /24 where addresses allow"); None if none is left."""
+    chosen = list(chosen)
+    taken_ids = {c.node_id for c in chosen}
+    taken_nets = {subnet_of(c.host) for c in chosen}
+    fresh = [c for c in candidates if c.node_id not in taken_ids]
+    spread = [c for c in fresh if subnet_of(c.host) not in taken_nets]
+    pool = spread or fresh
+    return rng.choice(pool) if pool else None
+
+
+class PathSelector:
+    """Guards, paths and failure counts for one client (see the module note)."""
+
+    def __init__(
+        self,
+        state: ClientState,
+        *,
+        policy: PathPolicy | None = None,
+        rng: random.Random | None = None,
+        now_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.state = state
+        self.policy = policy or PathPolicy()
+        self.rng = rng or random.SystemRandom()
+        #: The local wall clock in ms (stamps of guards; forgetting failures).
+        self._now_ms = now_ms or _wall_clock_ms
+        self._consensus: Consensus | None = None
+        self._guards: list[GuardRecord] = []
+        self._paths: dict[bytes, OnionPath] = {}  # guard node ID -> its path
+        # Consecutive failures by node, mirrored from the state file.
+        self._failures: dict[bytes, int] = {}
+        # When each counted node last failed (ms); see forget_failures.
+        self._failed_at: dict[bytes, int] = {}
+        self._guard_lock = trio.Lock()
+        self.rebuilt = 0  # paths dropped after too many failures (for status and tests)
+        self.guards_replaced = 0
+
+    # --- loading and consensus -------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read guards and failure counts from the state file; forget old failures."""
+        now = self._now()
+        cutoff = max(0, now - self.policy.forget_after_ms)
+        await trio.to_thread.run_sync(self.state.forget_failures, cutoff)
+        self._guards = self.state.get_guards()
+        self._failures = self.state.node_failures()
+        self._failed_at = dict.fromkeys(self._failures, now)
+
+    async def forget_failures(self) -> None:
+        """Forget the counts of nodes whose last failure is older than
+        :attr:`PathPolicy.forget_after_ms` (called now and then by the client)."""
+        cutoff = max(0, self._now() - self.policy.forget_after_ms)
+        stale = [n for n, at in self._failed_at.items() if at < cutoff]
+        if not stale:
+            return
+        for node_id in stale:
+            self._failures.pop(node_id, None)
+            self._failed_at.pop(node_id, None)
+        await trio.to_thread.run_sync(self.state.forget_failures, cutoff)
+
+    def set_consensus(self, consensus: Consensus) -> None:
+        """Use ``consensus`` from now on: paths through nodes it no longer lists, or
+        lists with another address or key, are dropped (guards that left it are
+        replaced by the next :meth:`ensure_guards`)."""
+        self._consensus = consensus
+        for guard_id, path in list(self._paths.items()):
+            # Gone, or listed with another address or onion key (restarted elsewhere).
+            if any(consensus.node(n.node_id) != n for n in path.relays):
+                del self._paths[guard_id]
+
+    @property
+    def consensus(self) -> Consensus:
+        if self._consensus is None:
+            raise RuntimeError("no consensus yet")
+        return self._consensus
+
+    def _now(self) -> int:
+        return int(self._now_ms())
+
+    # --- failure counts --------------------------------------------------------------------
+
+    def failures(self, node_id: bytes) -> int:
+        return self._failures.get(node_id, 0)
+
+    def usable(self, node_id: bytes) -> bool:
+        """False for a node at the failure limit (avoided until its count is forgotten)."""
+        return self._failures.get(node_id, 0) < self.policy.node_failure_limit
+
+    async def node_failed(self, node_id: bytes) -> int:
+        """Count a failure of ``node_id`` (memory first, then the state file); its count."""
+        count = self._failures.get(node_id, 0) + 1
+        self._failures[node_id] = count
+        self._failed_at[node_id] = self._now()
+        await trio.to_thread.run_sync(self.state.record_failure, node_id)
+        return count
+
+    async def node_succeeded(self, node_id: bytes) -> None:
+        """``node_id`` answered: its count goes back to 0 (written only if it was not 0)."""
+        self._failed_at.pop(node_id, None)
+        if self._failures.pop(node_id, 0):
+            await trio.to_thread.run_sync(self.state.record_success, node_id)
+
+    async def path_failed(self, path: OnionPath) -> None:
+        """Count a failure of ``path``; at the limit the path is dropped (rebuilt later)."""
+        path.failures += 1
+        if path.failures >= self.policy.path_failure_limit:
+            self._drop(path)
+
+    def path_succeeded(self, path: OnionPath) -> None:
+        # Failures of a path count while it is in use; a success does not clear them, so
+        # a path that fails one request in three is still rebuilt eventually. That is
+        # Session's rule (a path is dropped after 3 failures, however spread out).
+        path.successes += 1
+
+    def _drop(self, path: OnionPath) -> None:
+        if self._paths.get(path.guard.node_id) is path:
+            del self._paths[path.guard.node_id]
+            self.rebuilt += 1
+
+    # --- guards ----------------------------------------------------------------------------
+
+    @property
+    def guards(self) -> list[GuardRecord]:
+        return list(self._guards)
+
+    async def ensure_guards(self) -> list[ConsensusNode]:
+        """The guards (as consensus nodes), after replacing any that left the consensus
+        or reached the failure limit, and filling up to :attr:`PathPolicy.guards`.
+        Persists a change before returning. Serialized (see the module note)."""
+        async with self._guard_lock:
+            consensus = self.consensus
+            listed = [g for g in self._guards if consensus.node(g.node_id) is not None]
+            kept = [g for g in listed if self.usable(g.node_id)]
+            if listed and not kept:
+                # Every guard is failing: more likely our own network is down than all
+                # of them at once. Replacing them now would churn guards through an
+                # outage (what guards exist to prevent); keep them, they are retried.
+                kept = listed
+            wanted = min(self.policy.guards, len(consensus.nodes))
+            if len(kept) != len(self._guards) or len(kept) < wanted:
+                chosen = [consensus.node(g.node_id) for g in kept]
+                nodes = [n for n in chosen if n is not None]
+                candidates = [n for n in consensus.nodes if self.usable(n.node_id)]
+                if len(candidates) < wanted:
+                    # Every node is failing: do not shrink to nothing; retry them all.
+                    candidates = list(consensus.nodes)
+                replaced = len(self._guards) - len(kept)
+                while len(nodes) < wanted:
+                    pick = pick_spread(candidates, nodes, self.rng)
+                    if pick is None:
+                        break
+                    nodes.append(pick)
+                    kept.append(GuardRecord(pick.node_id, self._now()))
+                self.guards_replaced += max(0, replaced)
+                old = {g.node_id for g in self._guards}
+                self._guards = kept
+                for guard_id in old - {g.node_id for g in kept}:
+                    self._paths.pop(guard_id, None)
+                await trio.to_thread.run_sync(self.state.set_guards, kept)
+            result = []
+            for g in self._guards:
+                node = consensus.node(g.node_id)
+                if node is not None:
+                    result.append(node)
+            return result
+
+    # --- paths -----------------------------------------------------------------------------
+
+    @property
+    def paths(self) -> list[OnionPath]:
+        return list(self._paths.values())
+
+    async def choose_path(
+        self, exclude: Iterable[OnionPath] = (), avoid: Collection[bytes] = ()
+    ) -> OnionPath:
+        """A path for one request: through a usable guard, avoiding the paths in
+        ``exclude`` (tried already by this request) when another is possible.
+
+        A stored path through a node now at the failure limit is rebuilt. ``avoid``
+        (nodes this request has seen fail) gives a one-off path around them when the
+        stored one goes through one: the stored path keeps counting its own failures
+        and is rebuilt by the usual rule, but this request does not walk into the same
+        dead relay twice.
+        """
+        guards = await self.ensure_guards()
+        if not guards:
+            raise RuntimeError("the consensus lists no nodes")
+        avoid = set(avoid)
+        excluded = {p.guard.node_id for p in exclude}
+        usable = [g for g in guards if self.usable(g.node_id) and g.node_id not in avoid]
+        usable = usable or guards
+        fresh = [g for g in usable if g.node_id not in excluded]
+        guard = self.rng.choice(fresh or usable)
+        path = self._paths.get(guard.node_id)
+        if path is not None and not all(self.usable(n) for n in path.node_ids[1:]):
+            self._drop(path)
+            path = None
+        if path is None:
+            path = self._paths[guard.node_id] = self._build(guard)
+        if avoid and not avoid.isdisjoint(path.node_ids[1:]):
+            return self._build(guard, avoid)
+        return path
+
+    def _build(self, guard: ConsensusNode, avoid: Collection[bytes] = ()) -> OnionPath:
+        consensus = self.consensus
+        guard_ids = {g.node_id for g in self._guards}
+        # Middle relays: not a guard of ours (a guard seeing our packets again further
+        # on would learn more than a guard should), usable if possible.
+        middle = [
+            n
+            for n in consensus.nodes
+            if n.node_id not in guard_ids and n.node_id not in avoid and self.usable(n.node_id)
+        ]
+        if len(middle) < self.policy.relays - 1:
+            middle = [n for n in consensus.nodes if n.node_id != guard.node_id]
+        relays = [guard]
+        while len(relays) < self.policy.relays:
+            pick = pick_spread(middle, relays, self.rng)
+            if pick is None:
+                break  # a network smaller than a path: a shorter path, not a failure
+            relays.append(pick)
+        return OnionPath(tuple(relays))
+
+    def choose_destination(
+        self,
+        members: Sequence[Hop],
+        path: OnionPath,
+        *,
+        exclude: Iterable[bytes] = (),
+        prefer: bytes | None = None,
+    ) -> Hop:
+        """A node of the destination swarm for ``path``: ``prefer`` if it is a member,
+        usable and not excluded; else a random usable member, preferring one not on the
+        path and in no subnet of the path's relays. Never fails for a non-empty swarm.
+        """
+        if not members:
+            raise ValueError("an empty swarm")
+        excluded = set(exclude)
+        candidates = [m for m in members if m.node_id not in excluded] or list(members)
+        healthy = [m for m in candidates if self.usable(m.node_id)] or candidates
+        if prefer is not None:
+            for m in healthy:
+                if m.node_id == prefer:
+                    return m
+        on_path = set(path.node_ids)
+        nets = {subnet_of(n.host) for n in path.relays}
+        off_path = [m for m in healthy if m.node_id not in on_path]
+        spread = [m for m in off_path if subnet_of(m.host) not in nets]
+        return self.rng.choice(spread or off_path or healthy)

@@ -1,0 +1,271 @@
+"""The client's HTTP transport: onion packets to guards, documents from authorities.
+
+Design note
+-----------
+The client speaks plain HTTP/1.1 to two kinds of peers: its guard nodes (``POST /onion``
+with a packet, the answer is the layered reply) and the directory authorities (``GET
+/consensus``). :class:`Transport` is the interface the rest of the client uses, so a
+program (or a test) can plug in another one; :class:`HttpxTransport` is the default,
+built on httpx as DESIGN.md says.
+
+**One small pool per peer, and a gate in front of it.** httpcore's connection pool
+scans every queued request against every connection each time a request starts or ends
+(encode/httpx#3215): with hundreds of requests queued on one pool, throughput collapses.
+So there is one :class:`httpx.AsyncClient` per ``(host, port)`` (a client talks to two
+guards and a few authorities, so these are few), each limited to ``pool_size``
+connections, and a :class:`trio.Semaphore` of the same size in front of it: requests
+beyond the pool wait on the semaphore (FIFO, O(1) per wake-up), never in httpcore's
+queue, which therefore never holds more than ``pool_size`` requests.
+
+**Bounded everything.** Every call has a timeout covering the whole exchange (waiting
+for the gate, connecting, sending, reading); bodies are read as a stream and refused
+past ``max_bytes`` before they are buffered whole, so a hostile peer cannot make the
+client allocate more than a reply's size.
+
+**Errors** (all from :mod:`onion.errors`, so the caller classifies them by type):
+:class:`~onion.errors.HopUnreachable` (connect refused, reset, protocol error),
+:class:`~onion.errors.HopTimeout` (the timeout expired), :class:`PeerRefused` (an HTTP
+status other than 200; its ``code`` and the peer's short explanation), and
+:class:`~onion.errors.TooLarge` (a body over ``max_bytes``).
+
+Cancellation: a cancelled call closes its in-flight HTTP exchange (httpx does) and
+releases its slot of the gate; the pool stays usable. :meth:`HttpxTransport.aclose`
+closes every pool.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+import trio
+
+from onion.errors import STATUS_CODES, HopTimeout, HopUnreachable, NetworkError, TooLarge
+from onion.packet import MAX_REPLY_LEN, Hop
+
+__all__ = [
+    "DEFAULT_POOL_SIZE",
+    "HttpxTransport",
+    "PeerRefused",
+    "Transport",
+    "TransportConfig",
+]
+
+#: Connections (and requests in flight) per peer. Small on purpose; see the module note.
+DEFAULT_POOL_SIZE = 8
+#: A refusal's explanation is a short text/plain line; more is cut.
+_MAX_ERROR_TEXT = 512
+
+# HTTP codes a node answers to a refused packet, as wire statuses.
+_CODE_STATUS = {code: status for status, code in STATUS_CODES.items()}
+
+
+class PeerRefused(NetworkError):
+    """The peer answered with an HTTP status other than 200.
+
+    ``code`` is the HTTP status, ``status`` the wire status it stands for (400 a packet
+    the guard could not process, 429 rate limited, 503 unavailable, ...), ``text`` the
+    peer's explanation (cut to 512 characters).
+    """
+
+    def __init__(self, code: int, text: str) -> None:
+        text = " ".join(text.split())[:_MAX_ERROR_TEXT]
+        super().__init__(f"HTTP {code}: {text}" if text else f"HTTP {code}")
+        self.code = code
+        self.status = _CODE_STATUS.get(code, "bad_gateway")  # type: ignore[misc]
+        self.text = text
+
+
+class Transport(Protocol):
+    """How the client reaches guards and authorities. Implementations raise only the
+    errors named in the module note (and :class:`trio.Cancelled`)."""
+
+    async def post_onion(self, guard: Hop, packet: bytes, *, timeout: float) -> bytes:
+        """POST ``packet`` to ``guard``'s ``/onion``; the reply body (at most a reply's
+        largest size class)."""
+        ...
+
+    async def get(
+        self, host: str, port: int, path: str, *, timeout: float, max_bytes: int
+    ) -> bytes:
+        """GET ``path`` from ``host:port``; the body, at most ``max_bytes``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every connection. The transport is not used afterwards."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TransportConfig:
+    """Limits of :class:`HttpxTransport`."""
+
+    #: Connections and in-flight requests per peer (the gate's size).
+    pool_size: int = DEFAULT_POOL_SIZE
+    #: Seconds a connect may take (within the call's own timeout).
+    connect_timeout: float = 5.0
+    #: Seconds an idle keep-alive connection is kept (below the nodes' idle timeout, 30 s).
+    keepalive_expiry: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        if self.connect_timeout <= 0 or self.keepalive_expiry <= 0:
+            raise ValueError("timeouts must be positive")
+
+
+class _Peer:
+    __slots__ = ("client", "gate")
+
+    def __init__(self, client: httpx.AsyncClient, size: int) -> None:
+        self.client = client
+        self.gate = trio.Semaphore(size)
+
+
+class HttpxTransport:
+    """:class:`Transport` over httpx: one small pool per peer (see the module note)."""
+
+    def __init__(self, config: TransportConfig | None = None) -> None:
+        self.config = config or TransportConfig()
+        self._peers: dict[tuple[str, int], _Peer] = {}
+        self._closed = False
+
+    def _peer(self, host: str, port: int) -> _Peer:
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        key = (host, port)
+        peer = self._peers.get(key)
+        if peer is None:
+            size = self.config.pool_size
+            netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            client = httpx.AsyncClient(
+                base_url=f"http://{netloc}",
+                limits=httpx.Limits(
+                    max_connections=size,
+                    max_keepalive_connections=size,
+                    keepalive_expiry=self.config.keepalive_expiry,
+                ),
+                # Peers are IP literals from the consensus or the network file: no proxy
+                # from the environment may sit between the client and its guard.
+                trust_env=False,
+                follow_redirects=False,
+            )
+            peer = self._peers[key] = _Peer(client, size)
+        return peer
+
+    async def post_onion(self, guard: Hop, packet: bytes, *, timeout: float) -> bytes:
+        return await self._exchange(
+            "POST",
+            guard.host,
+            guard.port,
+            "/onion",
+            packet,
+            timeout=timeout,
+            max_bytes=MAX_REPLY_LEN,
+            content_type="application/octet-stream",
+        )
+
+    async def get(
+        self, host: str, port: int, path: str, *, timeout: float, max_bytes: int
+    ) -> bytes:
+        return await self._exchange(
+            "GET", host, port, path, None, timeout=timeout, max_bytes=max_bytes
+        )
+
+    async def _exchange(
+        self,
+        method: str,
+        host: str,
+        port: int,
+        path: str,
+        body: bytes | None,
+        *,
+        timeout: float,
+        max_bytes: int,
+        content_type: str | None = None,
+    ) -> bytes:
+        peer = self._peer(host, port)
+        where = f"{host}:{port}"
+        # One deadline for the whole exchange, gate included; httpx's own timeouts are
+        # only a backstop (its connect timeout keeps a black-holed SYN from using it all).
+        with trio.move_on_after(timeout) as scope:
+            async with peer.gate:
+                try:
+                    return await self._send(peer, method, path, body, max_bytes, content_type)
+                except httpx.TimeoutException:
+                    raise HopTimeout(f"{where} did not answer in time") from None
+                except httpx.HTTPError as exc:
+                    raise HopUnreachable(f"{where} unreachable: {_reason(exc)}") from None
+        assert scope.cancelled_caught
+        raise HopTimeout(f"{where} did not answer within {timeout:g} s")
+
+    async def _send(
+        self,
+        peer: _Peer,
+        method: str,
+        path: str,
+        body: bytes | None,
+        max_bytes: int,
+        content_type: str | None,
+    ) -> bytes:
+        headers = {"content-type": content_type} if content_type else None
+        timeouts = httpx.Timeout(None, connect=self.config.connect_timeout)
+        request = peer.client.build_request(
+            method, path, content=body, headers=headers, timeout=timeouts
+        )
+        response = await peer.client.send(request, stream=True)
+        try:
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise TooLarge(f"answer of {declared} bytes is over the limit of {max_bytes}")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_raw():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise TooLarge(f"answer is over the limit of {max_bytes} bytes")
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        data = b"".join(chunks)
+        if response.status_code != 200:
+            raise PeerRefused(
+                response.status_code, data[:_MAX_ERROR_TEXT].decode("utf-8", "replace")
+            )
+        return data
+
+    async def aclose(self) -> None:
+        """Close every pool (idempotent). Shielded: closing finishes even if cancelled."""
+        self._closed = True
+        peers, self._peers = list(self._peers.values()), {}
+        with trio.CancelScope(shield=True):
+            for peer in peers:
+                await peer.client.aclose()
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    """Why a connection failed, in a few words ("connection refused").
+
+    httpx's own message is vague ("all attempts to connect ... failed"); the OSError
+    that says why sits further down the chain of causes, inside trio's exception group
+    of connection attempts.
+    """
+    stack: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and (current.errno or current.strerror):
+            text = os.strerror(current.errno) if current.errno else str(current.strerror)
+            return text.lower()
+        if isinstance(current, BaseExceptionGroup):
+            stack.extend(current.exceptions)
+        for link in (current.__cause__, current.__context__):
+            if link is not None:
+                stack.append(link)
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())[:200]

@@ -1,0 +1,231 @@
+"""./scripts/bench client: the client library's onion round trip and delivery latency.
+
+What is measured (all on 127.0.0.1, in one run)
+===============================================
+
+A devnet (:class:`client.devnet.Devnet`: one authority and ``NODES`` ``veil-node``
+processes, swarm target size ``SWARM_SIZE``) is started in a temporary directory, and
+two clients are opened on it with :func:`client.client.open_client`, each with its own
+home: a sender and a follower.
+
+* ``onion_rtt_ms_p50`` / ``_p99``: ``PINGS`` calls of :meth:`VeilClient.ping`, one at a
+  time: an ``info`` request to a random node over the client's default path (a guard
+  and two relays, then the node: four onion layers), built, sent, every layer opened
+  and the reply decoded. Timed around the whole call.
+* Floors, in the same run, interleaved with the pings: ``http_floor_ms_p50``, a plain
+  HTTP ``GET /info`` to one node with an httpx client (no onion, one hop), and
+  ``onion_rtt_ratio_p50`` = ``onion_rtt_ms_p50 / http_floor_ms_p50``: what the four
+  hops and their cryptography cost, in plain round trips; and ``bare_onion_ms_p50``,
+  the same 4-layer packet over the same path built and posted without the client
+  library, so ``client_overhead_ms_p50`` (the difference) is what the library itself
+  adds (path choice, retries' bookkeeping, clock, transport gate).
+* ``delivery_ms_p50`` / ``_p99``: ``MESSAGES`` messages, one at a time, from the sender
+  to the follower, whose ``async for message in client.messages()`` long-polls its
+  inbox. From :meth:`VeilClient.send` returning to the follower's iterator yielding the
+  message (decrypted, verified, recorded in its state file). It can be below the
+  send's own round trip (the store's reply travels back to the sender while the
+  follower's poll answers); ``send_ms_p50`` is that round trip, and
+  ``delivery_from_send_start_ms_p50`` the latency counted from the send's start.
+
+Targets on loopback: ``onion_rtt_ms_p50 <= 5``, ``delivery_ms_p50 <= 50``. Bounded: the
+devnet starts in seconds, the pings take well under a minute, and each message waits at
+most ``DELIVERY_TIMEOUT_S`` (the run stops with an error on the first that does not
+arrive).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+NODES = 10
+SWARM_SIZE = 5
+INTERVAL_MS = 2000  # consensus interval of the devnet
+WARMUP = 30
+PINGS = 400
+MESSAGES = 100
+TTL_S = 600
+DELIVERY_TIMEOUT_S = 10.0
+#: Lets the follower's next long-poll reach its node before the next message is sent
+#: (a chat, not a flood: the figure is latency, not throughput).
+SETTLE_S = 0.03
+
+
+class DeliveryMissing(Exception):
+    """A message sent was not delivered in time: no delivery figure can be given."""
+
+
+def run() -> dict[str, float]:
+    from client.devnet import Devnet, DevnetError
+
+    with tempfile.TemporaryDirectory(prefix="veil-bench-client-") as tmp:
+        net = Devnet(Path(tmp) / "devnet")
+        try:
+            with net:
+                net.up(nodes=NODES, swarm_size=SWARM_SIZE, interval_ms=INTERVAL_MS)
+                node_url = net.nodes[0].url
+                import trio
+
+                figures = trio.run(_measure, Path(tmp), net.network_file, node_url)
+        except DevnetError as exc:
+            raise SystemExit(f"bench client: the devnet did not start:\n{exc}") from None
+        except (DeliveryMissing, BaseExceptionGroup) as exc:
+            leaf = _leaf(exc)
+            if isinstance(leaf, DeliveryMissing):
+                raise SystemExit(f"bench client: {leaf}") from None
+            raise
+    return figures
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _leaf(inner)
+            if isinstance(found, DeliveryMissing):
+                return found
+    return exc
+
+
+def _percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))
+    return ordered[int(rank) - 1]
+
+
+async def _measure(tmp: Path, network_file: Path, node_url: str) -> dict[str, float]:
+    import httpx
+    import trio
+
+    from client.client import open_client
+    from onion.keys import Account
+
+    sender_account, follower_account = Account.generate(), Account.generate()
+    async with (
+        open_client(tmp / "sender", network_file, account=sender_account) as sender,
+        open_client(tmp / "follower", network_file, account=follower_account) as follower,
+    ):
+        # --- onion round trips, and two floors beside them, interleaved so that a
+        # busy machine slows all three alike
+        for _ in range(WARMUP):
+            await sender.ping()
+        rtts: list[float] = []
+        bare: list[float] = []
+        floor: list[float] = []
+        nodes = sender.consensus.nodes
+        async with httpx.AsyncClient(trust_env=False) as http:
+            for _ in range(WARMUP):
+                await http.get(f"{node_url}/info")
+                await _bare_onion(http, sender, nodes[0])
+            for i in range(PINGS):
+                t0 = time.perf_counter()
+                await sender.ping()
+                rtts.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                await _bare_onion(http, sender, nodes[i % len(nodes)])
+                bare.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                (await http.get(f"{node_url}/info")).raise_for_status()
+                floor.append((time.perf_counter() - t0) * 1000)
+
+        # --- delivery: send, then wait for the follower's iterator to yield it
+        arrived: dict[bytes, float] = {}
+        wanted: dict[bytes, trio.Event] = {}
+
+        async def follow() -> None:
+            async for message in follower.messages():
+                arrived[message.hash] = time.perf_counter()
+                wanted.setdefault(message.hash, trio.Event()).set()
+
+        delivery, from_start, send_rtt = [], [], []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            await sender.send(follower_account.id, "warm-up", ttl=TTL_S)
+            await trio.sleep(0.5)
+            for i in range(MESSAGES):
+                await trio.sleep(SETTLE_S)
+                t0 = time.perf_counter()
+                sent = await sender.send(follower_account.id, f"message {i}", ttl=TTL_S)
+                t1 = time.perf_counter()
+                event = wanted.setdefault(sent.hash, trio.Event())
+                with trio.move_on_after(DELIVERY_TIMEOUT_S):
+                    await event.wait()
+                if not event.is_set():
+                    raise DeliveryMissing(
+                        f"message {i + 1} of {MESSAGES} was stored (send returned) but the "
+                        f"follower had not received it after {DELIVERY_TIMEOUT_S:.0f} s "
+                        f"(last poll error: {follower.receiver.last_error})"
+                    )
+                send_rtt.append((t1 - t0) * 1000)
+                delivery.append((arrived[sent.hash] - t1) * 1000)
+                from_start.append((arrived[sent.hash] - t0) * 1000)
+            nursery.cancel_scope.cancel()
+        hops = len(sender.paths.paths[0].relays) + 1 if sender.paths.paths else 0
+
+    rtt_p50, floor_p50 = _percentile(rtts, 50), _percentile(floor, 50)
+    return {
+        "nodes": float(NODES),
+        "path_hops": float(hops),
+        "pings": float(PINGS),
+        "messages": float(MESSAGES),
+        "onion_rtt_ms_p50": rtt_p50,
+        "onion_rtt_ms_p99": _percentile(rtts, 99),
+        "http_floor_ms_p50": floor_p50,
+        "http_floor_ms_p99": _percentile(floor, 99),
+        "onion_rtt_ratio_p50": rtt_p50 / floor_p50,
+        "bare_onion_ms_p50": _percentile(bare, 50),
+        "client_overhead_ms_p50": rtt_p50 - _percentile(bare, 50),
+        "delivery_ms_p50": _percentile(delivery, 50),
+        "delivery_ms_p99": _percentile(delivery, 99),
+        "delivery_from_send_start_ms_p50": _percentile(from_start, 50),
+        "send_ms_p50": _percentile(send_rtt, 50),
+        "send_ms_p99": _percentile(send_rtt, 99),
+    }
+
+
+async def _bare_onion(http: Any, client: Any, node: Any) -> None:
+    """The same 4-layer ``info`` request without the client library: build the packet
+    over the client's first path, POST it with plain httpx, open the reply."""
+    from onion import rpc
+    from onion.packet import build_packet
+
+    path = client.paths.paths[0]
+    hops = path.hops(node.as_hop())
+    packet, opener = build_packet(hops, rpc.make_info(), now_ms=time.time_ns() // 1_000_000)
+    response = await http.post(f"http://{hops[0].host}:{hops[0].port}/onion", content=packet)
+    response.raise_for_status()
+    assert rpc.decode_reply(opener.open(response.content)).ok
+
+
+def describe(r: dict[str, float]) -> str:
+    return "\n".join(
+        [
+            f"client: {r['nodes']:.0f}-node devnet, default path of {r['path_hops']:.0f} hops "
+            f"(guard, two relays, destination); {r['pings']:.0f} pings, "
+            f"{r['messages']:.0f} messages one at a time",
+            f"  onion round trip (info to a random node):  p50 {r['onion_rtt_ms_p50']:7.2f} ms"
+            f"   p99 {r['onion_rtt_ms_p99']:7.2f} ms   (target p50 <= 5)",
+            f"  floor: plain HTTP GET /info to one node:   p50 {r['http_floor_ms_p50']:7.2f} ms"
+            f"   p99 {r['http_floor_ms_p99']:7.2f} ms",
+            f"  onion round trip / floor (p50): {r['onion_rtt_ratio_p50']:.2f}x",
+            f"  floor 2: the same 4-layer packet, no client library (plain httpx): p50 "
+            f"{r['bare_onion_ms_p50']:.2f} ms; the library adds "
+            f"{r['client_overhead_ms_p50']:+.2f} ms",
+            f"  delivery, send returned -> iterator yield: p50 {r['delivery_ms_p50']:7.2f} ms"
+            f"   p99 {r['delivery_ms_p99']:7.2f} ms   (target p50 <= 50)",
+            f"  send round trip (store through the onion): p50 {r['send_ms_p50']:7.2f} ms"
+            f"   p99 {r['send_ms_p99']:7.2f} ms",
+            f"  delivery counted from the send's start:    p50 "
+            f"{r['delivery_from_send_start_ms_p50']:7.2f} ms",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    results: Any = run()
+    print(describe(results))
+    sys.exit(0)
