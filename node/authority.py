@@ -36,11 +36,26 @@ descriptor's, then a one-hop onion packet carrying a storage ``info`` request, w
 only a node holding the onion secret can answer. A node is *live* while its last check
 succeeded and that check is recent (three check periods plus the timeout).
 
+No vote before measuring. An authority votes only once its first round of checks (every
+node it held when it started, checked once) has finished; until then it has *measured*
+nothing (``GET /info`` says ``"measured": false``). A vote frozen earlier would list only
+the nodes checked so far: right after a restart, none, and with a single authority the
+consensus would then list no node and every node would refuse every account for an
+interval. Tor's authorities follow the same rule (one that has not run long enough to
+decide reachability does not vote on it). Without enough votes the epoch is skipped
+(step 3 below) and every authority keeps serving its latest consensus, valid for three
+intervals from its start: a restart whose first round ends within that time costs the
+network nothing. The round lasts as long as its slowest check: a node that refuses
+connections fails at once, one that does not answer at all after ``check_timeout``.
+
 Epochs. Epoch ``E`` covers ``[E * interval, (E + 1) * interval)`` of the authorities'
 clocks (assumed NTP-synchronized to about a second). For each epoch:
 
 1. At its start the authority freezes its vote for ``E``: the live, unexpired
-   descriptors (``GET /vote?epoch=E`` serves it from then on).
+   descriptors (``GET /vote?epoch=E`` serves it from then on). If it has not measured
+   yet (above), it waits for its first round of checks until ``vote_delay`` (when the
+   peers fetch votes) and freezes the vote then; still not measured, it casts no vote
+   for ``E`` (nor signs a consensus of ``E``).
 2. After ``vote_delay`` it fetches the consensus of ``E - 1`` from its peers and merges
    their signatures (or adopts theirs, if the threshold signed theirs and not ours): so
    all authorities agree on the previous consensus, whose swarm assignment the next
@@ -59,9 +74,11 @@ clocks (assumed NTP-synchronized to about a second). For each epoch:
    right), and fetches the peers' signatures of the same digest until all have signed
    or the epoch is nearly over, serving the document again each time one is added.
 
-A restarted authority loads its key, its saved descriptors and consensus, and at once
-asks its peers for their latest consensus and vote: from the vote it learns (and checks)
-the nodes it lacks, so it votes for them at the next epoch.
+A restarted authority loads its key, its saved descriptors and consensus (serving that
+consensus at once, while it is valid), checks every saved node, and at once asks its
+peers for their latest consensus and vote: from the vote it learns (and checks) the
+nodes it lacks, so it votes for them once they answer. It votes from the first epoch
+that begins (or reaches ``vote_delay``) after its first round of checks.
 
 Network use: only the authorities of ``network.json`` and the addresses of registered
 descriptors are contacted (:class:`node.peers.PeerPool`, bounded responses).
@@ -265,6 +282,8 @@ class DirectoryAuthority:
         )
         self._background = trio.CancelScope()
         self._pool: PeerPool | None = None
+        # Set when the first round of liveness checks has finished: no vote before.
+        self._measured = trio.Event()
 
     # --- small accessors ------------------------------------------------------------------
 
@@ -295,6 +314,12 @@ class DirectoryAuthority:
                 return doc
         return None
 
+    @property
+    def measured(self) -> bool:
+        """True once the first round of liveness checks since start has finished (every
+        node held then checked once): only then does this authority vote."""
+        return self._measured.is_set()
+
     def live_descriptors(self, at_ms: int) -> list[_Registration]:
         """Registrations that are live and unexpired at ``at_ms``."""
         window = 3 * self.config.check_period_ms + int(self.config.check_timeout * 1000)
@@ -322,6 +347,7 @@ class DirectoryAuthority:
             "interval_ms": self.interval,
             "nodes": len(self.registry),
             "live": len(self.live_descriptors(now)),
+            "measured": self.measured,
         }
 
     def stop(self) -> None:
@@ -468,6 +494,9 @@ class DirectoryAuthority:
                 async with trio.open_nursery() as round_:
                     for node_id in list(self.registry):
                         round_.start_soon(self._check, node_id, limiter)
+                if not self._measured.is_set():
+                    log_event(log, logging.INFO, "measured", nodes=len(self.registry))
+                    self._measured.set()
                 await trio.sleep(self.config.check_period_ms / 1000)
 
     async def _check_queued(self, limiter: trio.CapacityLimiter) -> None:
@@ -539,10 +568,24 @@ class DirectoryAuthority:
         while True:
             start = epoch * interval
             await self._sleep_until(start)
-            try:
-                self.freeze_vote(epoch)
-            except ValueError as exc:  # over the vote's size limit: a bug or an attack
-                log_event(log, logging.ERROR, "vote_failed", epoch=epoch, error=str(exc))
+            if not self._measured.is_set():
+                # Just started: the first round of checks may end before the peers
+                # (and our own _run_epoch) want the vote, at vote_delay.
+                with trio.move_on_at(self._deadline(start + self.config.vote_delay)):
+                    await self._measured.wait()
+            if self._measured.is_set():
+                try:
+                    self.freeze_vote(epoch)
+                except ValueError as exc:  # over the vote's size limit: a bug or an attack
+                    log_event(log, logging.ERROR, "vote_failed", epoch=epoch, error=str(exc))
+            else:
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "vote_withheld",
+                    epoch=epoch,
+                    reason="the first round of liveness checks has not finished",
+                )
             await self._save_registry()
             await self._sleep_until(start + self.config.vote_delay)
             with trio.move_on_at(self._deadline(start + interval - margin)):
@@ -553,7 +596,10 @@ class DirectoryAuthority:
             epoch = max(epoch + 1, self.clock() // interval + 1)
 
     def freeze_vote(self, epoch: int) -> bytes:
-        """Make (and serve) this authority's vote for ``epoch``: its live descriptors."""
+        """Make (and serve) this authority's vote for ``epoch``: its live descriptors.
+
+        The epoch loop calls it only once :attr:`measured` (see the module docstring).
+        """
         at = epoch * self.interval
         live = self.live_descriptors(at)
         vote = make_vote(

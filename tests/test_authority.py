@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from onion.directory import (
     MAX_DESCRIPTOR_SIZE,
     Consensus,
     make_descriptor,
+    parse_consensus_body,
     split_consensus,
     verify_consensus,
 )
@@ -392,6 +394,56 @@ def test_a_restarted_authority_remembers_its_nodes_and_consensus(tmp_path: Path)
             assert saved.epoch >= c.epoch and n1.node_id in ids(saved)
             later = wait_for_consensus(net, lambda x: x.epoch > saved.epoch + 1)
             assert n1.node_id in ids(later)
+    finally:
+        code = handle.stop()
+    assert code == 0, handle.log_text()
+
+
+@pytest.mark.slow
+def test_a_restarted_authority_does_not_vote_before_it_has_checked_its_nodes(
+    tmp_path: Path,
+) -> None:
+    """The node is paused (SIGSTOP) across the restart, so the authority's first check of
+    it cannot finish: meanwhile the authority casts no vote, whatever epochs begin, and
+    serves its saved consensus, which lists the node. Once the check answers, it votes
+    and the consensus goes on with the node."""
+    net = make_network(tmp_path / "net", count=1)
+    # A check that outlasts the pause: the node answers it late, but it answers.
+    config = {"authority": {"check_timeout": 60.0}}
+    handle = start_authority(net, 0, config=config)
+    try:
+        with node_process(tmp_path / "n1", config=node_config(net)) as n1:
+            wait_for_consensus(net, lambda c: n1.node_id in ids(c))
+            assert handle.stop() == 0, handle.log_text()
+            n1.process.send_signal(signal.SIGSTOP)
+            try:
+                handle = start_authority(net, 0, config=config)
+                info = handle.info()
+                assert info["nodes"] == 1  # the saved registry
+                # Two epochs begin (by the authority's clock), each past its vote_delay.
+                interval = info["interval_ms"]
+                later = (info["time_ms"] // interval + 2) * interval + interval // 2
+                wait_for("two epochs", lambda: handle.info()["time_ms"] >= later)
+                r = httpx.get(f"{handle.url}/vote", timeout=10)
+                assert r.status_code == 404, "it voted before its first check finished"
+                data = fetch_consensus(handle.url)
+                assert data is not None
+                body, _ = split_consensus(data)
+                saved = verify_consensus(
+                    data,
+                    pinned=net.file.pinned_keys,
+                    threshold=1,
+                    now_ms=parse_consensus_body(body).valid_after_ms,
+                )
+                assert n1.node_id in ids(saved)
+                assert handle.info()["measured"] is False
+            finally:
+                n1.process.send_signal(signal.SIGCONT)
+            wait_for("the first round of checks", lambda: handle.info()["measured"])
+            after = wait_for_consensus(net, lambda c: c.epoch > saved.epoch)
+            assert n1.node_id in ids(after)
+            r = httpx.get(f"{handle.url}/vote", timeout=10)
+            assert r.status_code == 200
     finally:
         code = handle.stop()
     assert code == 0, handle.log_text()

@@ -10,6 +10,7 @@ listed next hops.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import httpx
 import pytest
 import trio
 
+from client.devnet import Devnet
 from node.config import HttpConfig
 from node.metrics import NodeMetrics
 from node.network import NetworkView
@@ -28,6 +30,7 @@ from onion.directory import (
     assemble,
     make_consensus_body,
     make_descriptor,
+    parse_consensus_body,
     parse_descriptor,
     sign_consensus,
     split_consensus,
@@ -45,12 +48,14 @@ from .authorityutil import (
     wait_for,
     wait_for_consensus,
 )
+from .devnetutil import running_devnet
 from .nodeutil import (
     REPO,
     NodeHandle,
     node_process,
     now_ms,
     onion_request,
+    onion_rpc,
     running_node,
     start_node,
     write_toml,
@@ -217,6 +222,126 @@ def test_two_of_three_authorities_agree_and_carry_on_after_a_restart(tmp_path: P
     finally:
         codes = [a.stop() for a in (a0, a1)]
     assert codes == [0, 0], a0.log_text() + a1.log_text()
+
+
+# --- a restarted authority -------------------------------------------------------------
+
+# vote_delay_ms under half the interval (the maximum): a restarted authority whose first
+# round of checks ends early in an epoch still votes in it (node/authority.py). A long
+# check_timeout: the paused node's first check must wait for it, not fail.
+RESTART_CONFIG = {"authority": {"vote_delay_ms": 400, "check_timeout": 30.0}}
+
+
+@pytest.mark.slow
+async def test_a_restarted_authority_keeps_every_node_listed_and_the_network_serving(
+    tmp_path: Path,
+) -> None:
+    """One authority (threshold 1), three nodes in one swarm. After a restart the
+    authority must not vote before it has checked its nodes again: every consensus it
+    serves keeps listing all three, and onion requests through all three work.
+
+    The second restart pauses one node (SIGSTOP) until the authority's clock is past the
+    first epoch boundary after it came back, so that its first check of that node is
+    certainly unfinished when that epoch's vote is due; an authority that voted then
+    would list two nodes (or none, for checks slower still)."""
+    async with (
+        running_devnet(tmp_path, nodes=3, swarm_size=3, authority_config=RESTART_CONFIG) as net,
+        httpx.AsyncClient(trust_env=False) as client,
+    ):
+        everyone = {bytes.fromhex(m.id) for m in net.nodes}
+        assert {n.node_id for n in (await trio.to_thread.run_sync(net.consensus)).nodes} == (
+            everyone
+        )
+        account = Account.generate()
+        hops = [m.hop() for m in net.nodes]
+        stored: set[bytes] = set()
+
+        # 1. A plain restart: requests work at once, and the network carries on.
+        await trio.to_thread.run_sync(net.restart_authority, 0)
+        stored.add(await _store_via_three_hops(client, hops, account, b"right after"))
+        assert await _read_via_three_hops(client, hops[::-1], account) == stored
+        await trio.to_thread.run_sync(_watch_served_consensus, net, everyone, 3)
+
+        # 2. A restart while one node answers its first check late.
+        paused = net.node(2)
+        assert paused.process is not None
+        paused.process.send_signal(signal.SIGSTOP)
+        try:
+            await trio.to_thread.run_sync(net.restart_authority, 0)
+            await trio.to_thread.run_sync(_wait_past_first_boundary, net)
+        finally:
+            paused.process.send_signal(signal.SIGCONT)
+        served = await trio.to_thread.run_sync(_watch_served_consensus, net, everyone, 3)
+        # The nodes follow the authority's new consensus, and route and store by it.
+        await trio.to_thread.run_sync(net.wait_for_sync, served)
+        stored.add(await _store_via_three_hops(client, hops, account, b"after the pause"))
+        assert await _read_via_three_hops(client, hops[1:] + hops[:1], account) == stored
+        info = await trio.to_thread.run_sync(lambda: net.http.get(f"{net.authority(0).url}/info"))
+        assert info.json()["measured"] is True
+
+
+async def _store_via_three_hops(
+    client: httpx.AsyncClient, path: list[Hop], account: Account, data: bytes
+) -> bytes:
+    """Store ``data`` for ``account`` at ``path[-1]`` through ``path``; its hash."""
+    request = rpc.make_store(account.id, data, 3_600_000, now_ms=now_ms())
+    reply = await onion_rpc(client, path, request, timeout=30)
+    result = rpc.StoreResult.from_wire(reply.raise_for_status())
+    assert result.created
+    return result.hash
+
+
+async def _read_via_three_hops(
+    client: httpx.AsyncClient, path: list[Hop], account: Account
+) -> set[bytes]:
+    request = rpc.make_retrieve(account, now_ms=now_ms())
+    reply = await onion_rpc(client, path, request, timeout=30)
+    result = rpc.RetrieveResult.from_wire(reply.raise_for_status())
+    assert not result.more
+    return {m.hash for m in result.messages}
+
+
+def _authority_time(net: Devnet) -> tuple[int, int]:
+    """The authority's clock and interval (ms), from its GET /info."""
+    info = net.http.get(f"{net.authority(0).url}/info").json()
+    return int(info["time_ms"]), int(info["interval_ms"])
+
+
+def _wait_past_first_boundary(net: Devnet) -> None:
+    """Return once the authority's clock is a little past the first epoch boundary after
+    now (polls its /info: its clock, not ours, decides when it votes)."""
+    now, interval = _authority_time(net)
+    boundary = (now // interval + 1) * interval
+    wait_for("the authority's next epoch", lambda: _authority_time(net)[0] >= boundary + 50)
+
+
+def _watch_served_consensus(net: Devnet, nodes: set[bytes], epochs: int) -> Consensus:
+    """Poll the authority's ``GET /consensus`` until it serves a consensus ``epochs``
+    epochs past the authority's current one; every document served meanwhile must carry
+    the pinned authority's valid signature and list exactly ``nodes``. The last one."""
+    now, interval = _authority_time(net)
+    until = now // interval + epochs
+    pinned = net.network.pinned_keys
+    seen: dict[bytes, Consensus] = {}
+
+    def check() -> Consensus | None:
+        r = net.http.get(f"{net.authority(0).url}/consensus")
+        assert r.status_code == 200, r.text
+        if r.content not in seen:
+            body, _ = split_consensus(r.content)
+            # Checked at its own valid_after: what is asserted is whom it lists.
+            at = parse_consensus_body(body).valid_after_ms
+            c = verify_consensus(r.content, pinned=pinned, threshold=1, now_ms=at)
+            listed = {n.node_id for n in c.nodes}
+            assert listed == nodes, (
+                f"epoch {c.epoch} lists {len(listed)} of {len(nodes)} nodes\n"
+                + net.authority(0).log_tail(40)
+            )
+            seen[r.content] = c
+        latest = seen[r.content]
+        return latest if latest.epoch >= until else None
+
+    return wait_for("later epochs", check, timeout=60)  # type: ignore[no-any-return]
 
 
 def _signed_by(data: bytes | None, keys: set[bytes]) -> bytes | None:
