@@ -27,6 +27,12 @@ the iterator does not hand it out again. Persisting message by message costs one
 commit each; a page is persisted at once by :meth:`Receiver.fetch`, which hands the
 whole page over in one return.
 
+Positions and swarm members: members of a swarm may hold an inbox in different orders
+(each adds replicated messages as they arrive), so a last hash saved while reading one
+member can skip messages at another. A receiver therefore reads a member's inbox from
+the start the first time it polls it in a process (and whenever another member answers),
+dropping by hash what it already holds, and only then follows its saved position.
+
 A message that does not open (not for us, altered, badly signed) is recorded with no
 sender, so that it is neither fetched again nor shown; a node that has lost our
 position (``last_hash`` unknown to it) answers from the start, and the state's hash
@@ -206,6 +212,10 @@ class Receiver:
         self.wait_s = wait_s
         #: The node we poll (kept while it answers, so our position means something).
         self._node: bytes | None = None
+        #: The node whose order our saved position follows: one we have read from the
+        #: start in this process. Swarm members may hold messages in different orders
+        #: (replication), so a last hash from one member can skip messages at another.
+        self._synced: bytes | None = None
         self.polls = 0
         self.last_error: str | None = None
 
@@ -213,7 +223,9 @@ class Receiver:
 
     async def _retrieve(self, wait_s: int) -> rpc.RetrieveResult:
         me = self.account
-        last_hash = self.state.get_position(me.id, rpc.INBOX)
+        # Until we have read a node's inbox from its start, ask from the start (what we
+        # already hold is dropped by hash): see _synced.
+        last_hash = self.state.get_position(me.id, rpc.INBOX) if self._synced else None
 
         def build(now_ms: int) -> bytes:
             return rpc.make_retrieve(me, now_ms=now_ms, last_hash=last_hash, wait_s=wait_s)
@@ -224,14 +236,23 @@ class Receiver:
         self.polls += 1
         try:
             answer = await self.onion.call(
-                build, account=me.id, prefer=self._node, timeout=timeout, deadline=timeout
+                build,
+                account=me.id,
+                prefer=self._synced or self._node,
+                timeout=timeout,
+                deadline=timeout,
             )
             assert answer.reply.result is not None
             result = rpc.RetrieveResult.from_wire(answer.reply.result)  # SchemaError
         except BaseException:
             self._node = None  # try another member next time
             raise
-        self._node = answer.node.node_id
+        node = answer.node.node_id
+        self._node = node
+        if last_hash is None:
+            self._synced = node  # read from its start: our position now follows its order
+        elif node != self._synced:
+            self._synced = None  # another member answered after our hash: re-read it whole
         return result
 
     def _open(self, message: rpc.Message) -> InboundMessage:
