@@ -17,7 +17,6 @@ answers. Nodes that follow the network are started with
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -32,7 +31,15 @@ import httpx
 from onion.directory import Authority, Consensus, NetworkFile, verify_consensus
 from onion.errors import VeilError
 
-from .nodeutil import REPO, NodeStartError, free_port, now_ms, write_toml
+from .nodeutil import (
+    REPO,
+    NodeStartError,
+    free_port,
+    now_ms,
+    spawn_logged,
+    wait_for_state_file,
+    write_toml,
+)
 
 __all__ = [
     "AuthorityHandle",
@@ -188,43 +195,18 @@ def start_authority(
         "--config",
         str(config_path),
     ]
-    log_path = data_dir.with_name(data_dir.name + ".log")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=env
-        )
+    process, log_path = spawn_logged(args, data_dir)
     handle = AuthorityHandle(data_dir, process, log_path)
     try:
-        _wait_ready(handle, timeout)
+        wait_for_state_file(handle, "authority.json", "authority", timeout, _adopt_authority_doc)
     except BaseException:
         handle.kill()
         raise
     return handle
 
 
-def _wait_ready(handle: AuthorityHandle, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    info_path = handle.data_dir / "authority.json"
-    while True:
-        if handle.process.poll() is not None:
-            raise NodeStartError(
-                f"authority exited with {handle.process.returncode}\n{handle.log_text()}"
-            )
-        if time.monotonic() > deadline:
-            raise NodeStartError(f"authority not ready after {timeout} s\n{handle.log_text()}")
-        try:
-            doc = json.loads(info_path.read_text())
-        except (FileNotFoundError, ValueError):
-            doc = None
-        if doc is not None and doc.get("pid") == handle.pid:
-            handle.host, handle.port, handle.key = doc["host"], doc["port"], doc["key"]
-            try:
-                handle.info_doc = handle.info()
-                return
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.02)
+def _adopt_authority_doc(handle: Any, doc: dict[str, Any]) -> None:
+    handle.host, handle.port, handle.key = doc["host"], doc["port"], doc["key"]
 
 
 def fetch_consensus(url: str) -> bytes | None:

@@ -35,7 +35,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,43 +201,67 @@ def start_node(
     if config is not None:
         args += ["--config", str(write_toml(data_dir.with_name(data_dir.name + ".toml"), config))]
     args += list(extra_args)
+    process, log_path = spawn_logged(args, data_dir)
+    handle = NodeHandle(data_dir, process, log_path)
+    try:
+        doc = wait_for_state_file(handle, "node.json", "node", timeout, _adopt_node_doc)
+    except BaseException:
+        handle.kill()
+        raise
+    assert doc is not None
+    return handle
+
+
+def _adopt_node_doc(handle: Any, doc: dict[str, Any]) -> None:
+    handle.host = doc["host"]
+    handle.port = doc["port"]
+    handle.node_id = doc["node_id"]
+    handle.onion_key = bytes.fromhex(doc["onion_key"])
+
+
+def spawn_logged(args: list[str], data_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start ``args`` from the repository with stdout and stderr in ``DATA_DIR.log``."""
     log_path = data_dir.with_name(data_dir.name + ".log")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=env
         )
-    handle = NodeHandle(data_dir, process, log_path)
-    try:
-        _wait_ready(handle, timeout)
-    except BaseException:
-        handle.kill()
-        raise
-    return handle
+    return process, log_path
 
 
-def _wait_ready(handle: NodeHandle, timeout: float) -> None:
+def wait_for_state_file(
+    handle: Any,
+    name: str,
+    what: str,
+    timeout: float,
+    adopt: Callable[[Any, dict[str, Any]], None],
+) -> dict[str, Any]:
+    """Wait until ``handle``'s process wrote ``DATA_DIR/name`` naming its pid and answers
+    ``GET /info``; ``adopt`` copies the file's fields onto the handle first.
+
+    Raises :class:`NodeStartError` (with the log) if the process exits or the timeout
+    passes first.
+    """
     deadline = time.monotonic() + timeout
-    info_path = handle.data_dir / "node.json"
+    info_path = handle.data_dir / name
     while True:
         if handle.process.poll() is not None:
             raise NodeStartError(
-                f"node exited with {handle.process.returncode} while starting\n{handle.log_text()}"
+                f"{what} exited with {handle.process.returncode} while starting\n"
+                f"{handle.log_text()}"
             )
         if time.monotonic() > deadline:
-            raise NodeStartError(f"node not ready after {timeout} s\n{handle.log_text()}")
+            raise NodeStartError(f"{what} not ready after {timeout} s\n{handle.log_text()}")
         try:
             doc = json.loads(info_path.read_text())
         except (FileNotFoundError, ValueError):
             doc = None
         if doc is not None and doc.get("pid") == handle.pid:
-            handle.host = doc["host"]
-            handle.port = doc["port"]
-            handle.node_id = doc["node_id"]
-            handle.onion_key = bytes.fromhex(doc["onion_key"])
+            adopt(handle, doc)
             try:
                 handle.info_doc = handle.info()
-                return
+                return doc
             except httpx.HTTPError:
                 pass
         time.sleep(0.02)
