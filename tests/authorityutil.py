@@ -17,14 +17,13 @@ answers. Nodes that follow the network are started with
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -34,6 +33,7 @@ from onion.errors import VeilError
 from .nodeutil import (
     REPO,
     NodeStartError,
+    ProcessHandle,
     free_port,
     now_ms,
     spawn_logged,
@@ -114,54 +114,12 @@ def node_config(net: Network, **network: Any) -> dict[str, dict[str, Any]]:
 
 
 @dataclass
-class AuthorityHandle:
+class AuthorityHandle(ProcessHandle):
     """A running authority process."""
 
-    data_dir: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    host: str = ""
-    port: int = 0
+    what: ClassVar[str] = "authority"
+
     key: str = ""
-    info_doc: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def info(self) -> dict[str, Any]:
-        r = httpx.get(f"{self.url}/info", timeout=10)
-        r.raise_for_status()
-        return dict(r.json())
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM, wait, exit code (SIGKILL and an error after ``timeout``)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise NodeStartError(
-                    f"authority did not exit within {timeout} s\n{self.log_text()}"
-                ) from None
-        return int(self.process.returncode)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
 
 
 def start_authority(

@@ -38,7 +38,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import trio
@@ -119,16 +119,16 @@ def write_toml(path: Path, tables: Mapping[str, Mapping[str, Any]]) -> Path:
 
 
 @dataclass
-class NodeHandle:
-    """A running node process and what it told us about itself."""
+class ProcessHandle:
+    """A running veil-node process (node or authority) and what it told us about itself."""
+
+    what: ClassVar[str] = "process"
 
     data_dir: Path
     process: subprocess.Popen[bytes]
     log_path: Path
     host: str = ""
     port: int = 0
-    node_id: str = ""
-    onion_key: bytes = b""
     info_doc: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -142,10 +142,6 @@ class NodeHandle:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-    def hop(self) -> Hop:
-        """This node as a hop of an onion path."""
-        return Hop(bytes.fromhex(self.node_id), self.onion_key, self.host, self.port)
 
     def info(self) -> dict[str, Any]:
         """``GET /info`` (sync)."""
@@ -175,7 +171,7 @@ class NodeHandle:
                 self.process.kill()
                 self.process.wait()
                 raise NodeStartError(
-                    f"node did not exit within {timeout} s of SIGTERM\n{self.log_text()}"
+                    f"{self.what} did not exit within {timeout} s of SIGTERM\n{self.log_text()}"
                 ) from None
         return int(self.process.returncode)
 
@@ -184,6 +180,20 @@ class NodeHandle:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+
+
+@dataclass
+class NodeHandle(ProcessHandle):
+    """A running node process."""
+
+    what: ClassVar[str] = "node"
+
+    node_id: str = ""
+    onion_key: bytes = b""
+
+    def hop(self) -> Hop:
+        """This node as a hop of an onion path."""
+        return Hop(bytes.fromhex(self.node_id), self.onion_key, self.host, self.port)
 
 
 def start_node(
