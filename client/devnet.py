@@ -124,6 +124,10 @@ Role = Literal["authority", "node"]
 ManagerKind = Literal["foreground", "library", "detached"]
 _MEMBER_DIR = re.compile(r"^(auth|node)-(\d+)$")
 
+#: The shortest consensus interval an authority accepts ([authority] interval_ms):
+#: checked here so that a bad value is a usage error, not a child that dies at start.
+MIN_INTERVAL_MS = 500
+
 
 class DevnetError(VeilError):
     """A devnet that cannot be started, found or stopped; the message says why."""
@@ -821,8 +825,8 @@ class Devnet:
             threshold = authorities // 2 + 1
         if not 1 <= threshold <= authorities:
             raise ValueError(f"threshold must be between 1 and {authorities}, not {threshold}")
-        if interval_ms < 100:
-            raise ValueError("interval_ms must be at least 100")
+        if interval_ms < MIN_INTERVAL_MS:
+            raise ValueError(f"interval_ms must be at least {MIN_INTERVAL_MS}")
         if self.members:
             raise DevnetRunning("this Devnet object has already started a devnet")
         self.swarm_size, self.threshold, self.interval_ms = swarm_size, threshold, interval_ms
