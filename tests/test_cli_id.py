@@ -438,10 +438,12 @@ def test_startup_does_not_import_heavy_modules(tmp_path: Path) -> None:
 # --- a real terminal -----------------------------------------------------------------------
 
 
-def _read_until(fd: int, needle: bytes, deadline: float) -> bytes:
-    """Read from ``fd`` until ``needle`` shows up (or fail at ``deadline``)."""
+def _read_until(fd: int, needle: bytes, deadline: float, *more: bytes) -> bytes:
+    """Read from ``fd`` until ``needle`` (then each of ``more``, in that order) shows up,
+    or fail at ``deadline``. Ask for every text that may arrive in one write together:
+    what one call reads past its needle is not seen by the next."""
     seen = b""
-    while needle not in seen:
+    while not _in_order(seen, (needle, *more)):
         remaining = deadline - time.monotonic()
         assert remaining > 0, f"never saw {needle!r}; got {seen!r}"
         ready, _, _ = select.select([fd], [], [], remaining)
@@ -450,6 +452,16 @@ def _read_until(fd: int, needle: bytes, deadline: float) -> bytes:
             assert chunk, f"stream closed before {needle!r}; got {seen!r}"
             seen += chunk
     return seen
+
+
+def _in_order(data: bytes, needles: tuple[bytes, ...]) -> bool:
+    at = 0
+    for needle in needles:
+        found = data.find(needle, at)
+        if found < 0:
+            return False
+        at = found + len(needle)
+    return True
 
 
 def _spawn_on_pty(home: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -839,8 +851,8 @@ def test_passphrase_prompts_on_a_terminal(tmp_path: Path) -> None:
         assert proc.stderr is not None
         _read_until(proc.stderr.fileno(), b"assphrase of the seed", deadline)
         os.write(master, b"s3cret wordz\n")
-        _read_until(proc.stderr.fileno(), b"try again", deadline)
-        _read_until(proc.stderr.fileno(), b"assphrase of the seed", deadline)
+        # The refusal and the next prompt are written back to back.
+        _read_until(proc.stderr.fileno(), b"try again", deadline, b"assphrase of the seed")
         os.write(master, b"s3cret words\n")
         out, err = proc.communicate(timeout=30)
     finally:
