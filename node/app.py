@@ -53,6 +53,7 @@ import trio
 from onion import __version__
 from onion.errors import PacketError, VeilError
 from onion.keys import NodeKeys
+from onion.link import UPGRADE_PATH, UPGRADE_TOKEN
 from onion.packet import MAX_PACKET_LEN
 from onion.replay import ReplayCache
 
@@ -65,12 +66,13 @@ from .keystore import (
     prepare_data_dir,
     write_file_atomic,
 )
+from .link import HttpForwarder, LinkPool, open_link_pool, serve_link
 from .logging import log_event
 from .metrics import CONTENT_TYPE, NodeMetrics, StorageFigure
 from .network import DirectoryClient, NetworkView, advertised_address, load_network_file
 from .onion_handler import OnionHandler
 from .peers import PeerPool
-from .ratelimit import TokenBucketLimiter
+from .ratelimit import TokenBucketLimiter, client_key
 from .replication import FORWARD_PATH, PULL_PATH, PUSH_PATH, Replicator
 from .replication_wire import MAX_FRAME
 from .server import Handler, HttpServer, Request, Response, Route, text_response
@@ -85,6 +87,7 @@ _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
 _PATH_LABELS = {"/onion": "/onion", "/info": "/info", "/metrics": "/metrics"}
 _PATH_LABELS["/debug/clock"] = "/debug/clock"
+_PATH_LABELS[UPGRADE_PATH] = UPGRADE_PATH
 _PATH_LABELS[PUSH_PATH] = PUSH_PATH
 _PATH_LABELS[PULL_PATH] = PULL_PATH
 _PATH_LABELS[FORWARD_PATH] = FORWARD_PATH
@@ -140,8 +143,10 @@ class Node:
         metrics: NodeMetrics,
         storage: StorageService,
         peers: PeerPool,
+        links: LinkPool | None = None,
         network: NetworkView | None = None,
     ) -> None:
+        """``links`` carries relayed packets to next hops (None: ``POST /onion``)."""
         self.keys = keys
         self.network = network or NetworkView(keys.identity_public, standalone=True)
         #: The directory client, when the node is a member of a network.
@@ -172,7 +177,7 @@ class Node:
         self.onion = OnionHandler(
             keys,
             storage=storage,
-            peers=peers,
+            forwarder=links if links is not None else HttpForwarder(peers),
             # Tags live in memory: refuse packets stamped before this start, so a packet
             # seen before a restart cannot be replayed after it (onion/replay.py).
             replay=ReplayCache(on.replay_window_ms, on.replay_max_entries, clock()),
@@ -188,6 +193,7 @@ class Node:
             if rl.rate
             else None
         )
+        self.limiter = limiter
         self.server = HttpServer(self._routes(), config.http, metrics=metrics, limiter=limiter)
         metrics.set_storage_source(self._storage_figures)
 
@@ -234,6 +240,14 @@ class Node:
             "/onion": Route(("POST",), self._onion, MAX_PACKET_LEN, rate_limited=True),
             "/info": Route(("GET",), self._info),
             "/metrics": Route(("GET",), self._metrics),
+            # Node-to-node links (node/link.py): rate limited per frame, like /onion.
+            UPGRADE_PATH: Route(
+                ("GET",),
+                self._onion,  # never called: the route only upgrades
+                rate_limited=True,
+                upgrade=self._serve_link,
+                upgrade_token=UPGRADE_TOKEN,
+            ),
         }
         if self.config.debug.clock_control:
             routes["/debug/clock"] = Route(("POST",), self._debug_clock, 256)
@@ -254,6 +268,45 @@ class Node:
         except PacketError as exc:
             return text_response(400, f"{exc.status}: {exc}")
         return Response(200, reply, _OCTETS)
+
+    async def _serve_link(
+        self, stream: trio.SocketStream, initial: bytes, peer: str, stopping: trio.Event
+    ) -> None:
+        limiter = self.limiter
+        if limiter is None:
+            admit = _admit_all
+        else:
+            bucket = client_key(peer)
+
+            def admit() -> bool:
+                return limiter.allow(bucket, trio.current_time()) or limiter.is_exempt(peer)
+
+        metrics = self.metrics
+        label = metrics.path_label("/onion")
+
+        def counted(status: int) -> None:
+            metrics.count_request("LINK", label, status)
+            if status == 429:
+                metrics.rate_limited.inc()
+
+        link = self.config.link
+        await serve_link(
+            stream,
+            initial,
+            self._link_request,
+            max_streams=link.max_streams,
+            idle_timeout=link.accept_idle_timeout,
+            write_timeout=self.config.http.write_timeout,
+            admit=admit,
+            stopping=stopping,
+            on_request=counted,
+        )
+
+    async def _link_request(self, packet: bytes) -> tuple[int, bytes]:
+        try:
+            return 200, await self.onion.handle(packet)
+        except PacketError as exc:
+            return 400, f"{exc.status}: {exc}".encode()[:1000]
 
     async def _info(self, request: Request) -> Response:
         return Response(200, json.dumps(self.info()).encode(), _JSON)
@@ -363,6 +416,14 @@ async def open_node(
                 connect_timeout=config.peers.connect_timeout,
                 idle_timeout=config.peers.idle_timeout,
             ) as peers,
+            open_link_pool(
+                peers,
+                max_streams=config.link.max_streams,
+                connect_timeout=config.peers.connect_timeout,
+                idle_timeout=config.link.idle_timeout,
+                write_timeout=config.http.write_timeout,
+                fallback_ttl=config.link.fallback_ttl,
+            ) as links,
         ):
             try:
                 node = Node(
@@ -373,6 +434,7 @@ async def open_node(
                     metrics=metrics,
                     storage=storage,
                     peers=peers,
+                    links=links if config.link.enabled else None,
                     network=network,
                 )
                 sockname = listeners[0].socket.getsockname()
@@ -460,6 +522,10 @@ class _RelayExemptLimiter(TokenBucketLimiter):
 
     def is_exempt(self, address: str) -> bool:
         return super().is_exempt(address) or self._network.is_relay_address(address)
+
+
+def _admit_all() -> bool:
+    return True
 
 
 def _close_listeners(listeners: list[trio.SocketListener]) -> None:

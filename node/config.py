@@ -33,6 +33,15 @@ Example, with the defaults::
     idle_timeout = 20.0          # s before an unused connection is closed (keep it below
                                  # the peers' http.idle_timeout)
 
+    [link]                       # node-to-node links for onion packets (node/link.py)
+    enabled = true               # send packets to next hops over multiplexed links
+                                 # (false: one POST /onion per packet, as above)
+    max_streams = 256            # packets in flight on one link, either direction
+    idle_timeout = 60.0          # s before a link we opened and do not use is closed
+    accept_idle_timeout = 300.0  # s before a link a peer opened and does not use is
+                                 # closed (keep it above the peers' link.idle_timeout)
+    fallback_ttl = 600.0         # s a peer that refused the upgrade gets POST /onion
+
     [rate_limit]                 # token bucket per client IP address, /onion only
     rate = 500.0                 # requests per second (0 turns the limit off)
     burst = 1000.0               # bucket size
@@ -135,6 +144,7 @@ __all__ = [
     "ConfigError",
     "DebugConfig",
     "HttpConfig",
+    "LinkConfig",
     "LogConfig",
     "NetworkConfig",
     "NodeConfig",
@@ -207,6 +217,22 @@ class PeersConfig:
         _at_least(self, "max_waiters", 0)
         _positive(self, "connect_timeout")
         _positive(self, "idle_timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    """Node-to-node links (:mod:`node.link`): one multiplexed connection per peer."""
+
+    enabled: bool = True
+    max_streams: int = 256
+    idle_timeout: float = 60.0
+    accept_idle_timeout: float = 300.0
+    fallback_ttl: float = 600.0
+
+    def __post_init__(self) -> None:
+        _at_least(self, "max_streams", 1)
+        for name in ("idle_timeout", "accept_idle_timeout", "fallback_ttl"):
+            _positive(self, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +378,7 @@ class NodeConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     onion: OnionConfig = field(default_factory=OnionConfig)
     peers: PeersConfig = field(default_factory=PeersConfig)
+    link: LinkConfig = field(default_factory=LinkConfig)
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     log: LogConfig = field(default_factory=LogConfig)
     storage: ServiceConfig = field(default_factory=ServiceConfig)
@@ -365,6 +392,7 @@ _TABLES: dict[str, type] = {
     "http": HttpConfig,
     "onion": OnionConfig,
     "peers": PeersConfig,
+    "link": LinkConfig,
     "rate_limit": RateLimitConfig,
     "log": LogConfig,
     "storage": ServiceConfig,

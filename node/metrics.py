@@ -31,7 +31,8 @@ __all__ = ["CONTENT_TYPE", "NodeMetrics", "StorageFigure"]
 #: The Content-Type of the text exposition format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
+#: "LINK" counts onion packets that arrived on a node-to-node link (node/link.py).
+_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "LINK"})
 
 
 @dataclass(frozen=True, slots=True)

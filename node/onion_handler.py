@@ -17,8 +17,9 @@ the node's policy around it:
    to a next hop that the consensus lists, at its listed address; any other gets a
    layered ``bad_gateway`` "next hop not in consensus" (a relay must not be a proxy to
    arbitrary addresses). Standalone or before the first consensus, every hop is allowed.
-4. Relay: POST the processed packet to the next hop (:class:`PeerPoster`, persistent
-   per-peer connections) with ``hop_timeout``, and add this hop's layer to its reply.
+4. Relay: send the processed packet to the next hop (:class:`PacketForwarder`: a
+   multiplexed link per peer, node/link.py, or ``POST /onion`` to a node that has no
+   link) with ``hop_timeout``, and add this hop's layer to its reply.
    Unreachable, timed out, a non-200 answer, or a reply that is not a size class: the
    client gets a layered error originated here (``bad_gateway``, ``timeout``,
    ``rate_limited`` or ``unavailable``), never a hang and never a bare HTTP error.
@@ -73,7 +74,7 @@ from onion.replay import ReplayCache
 from .logging import log_event
 from .metrics import NodeMetrics
 
-__all__ = ["OnionHandler", "PeerPoster", "StorageHandler"]
+__all__ = ["OnionHandler", "PacketForwarder", "StorageHandler"]
 
 log = logging.getLogger("veil.node.onion")
 
@@ -86,15 +87,16 @@ class StorageHandler(Protocol):
     async def handle(self, request: bytes) -> bytes: ...
 
 
-class PeerPoster(Protocol):
-    """Node-to-node HTTP (node/peers.py): the whole exchange bounded by ``timeout``.
+class PacketForwarder(Protocol):
+    """Sends a packet to the next node (node/link.py): the exchange bounded by ``timeout``.
 
-    Raises HopUnreachable or HopTimeout (NetworkError), or RateLimited when too many
-    requests already wait for that peer.
+    Returns the next hop's ``(status, body)`` (200: its reply). Raises HopUnreachable or
+    HopTimeout (NetworkError), or RateLimited when too many packets already wait for
+    that peer.
     """
 
-    async def post(
-        self, host: str, port: int, path: str, body: bytes, *, timeout: float
+    async def forward(
+        self, host: str, port: int, packet: bytes, *, timeout: float
     ) -> tuple[int, bytes]: ...
 
 
@@ -106,7 +108,7 @@ class OnionHandler:
         keys: NodeKeys,
         *,
         storage: StorageHandler,
-        peers: PeerPoster,
+        forwarder: PacketForwarder,
         replay: ReplayCache,
         clock: Callable[[], int],
         metrics: NodeMetrics,
@@ -120,7 +122,7 @@ class OnionHandler:
         self._secret = keys.onion_secret
         self._public = keys.onion_public
         self.storage = storage
-        self.peers = peers
+        self.forwarder = forwarder
         self.replay = replay
         self.clock = clock
         self.metrics = metrics
@@ -165,16 +167,11 @@ class OnionHandler:
         ):
             self.metrics.count(self.metrics.relay_failures, "not_in_consensus")
             return reply.error("bad_gateway", "next hop not in consensus")
-        # The peer pool bounds the whole exchange by ``timeout`` (waiting for a
-        # connection, connecting, sending, reading) and raises HopTimeout: no scope of
-        # our own on this hot path.
+        # The forwarder bounds the whole exchange by ``timeout`` (opening a link,
+        # sending, reading) and raises HopTimeout: no scope of our own on this hot path.
         try:
-            status, body = await self.peers.post(
-                relay.next_host,
-                relay.next_port,
-                "/onion",
-                relay.packet,
-                timeout=self.hop_timeout,
+            status, body = await self.forwarder.forward(
+                relay.next_host, relay.next_port, relay.packet, timeout=self.hop_timeout
             )
         except HopTimeout:
             return self._relay_failed(reply, "timeout", "next hop did not answer in time")

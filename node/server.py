@@ -18,7 +18,8 @@ across keep-alive requests (``start_next_cycle``). Limits, each answered with a 
   by ``max_body`` plus h11's buffer.
 * **Request deadline**: the whole request (head and body) must arrive within
   ``request_timeout`` of its first byte, so a client that sends a byte a second is cut
-  off (408) however it paces itself.
+  off (408) however it paces itself. (Every deadline here is enforced by a watchdog
+  that looks four times a second, so it may fire up to a quarter second late.)
 * **Keep-alive idle**: ``idle_timeout`` between requests, then the connection is closed.
 * **Slow readers**: handing a response to the kernel may take ``write_timeout``.
 * **Connections**: at most ``max_connections`` open; beyond, the connection is accepted,
@@ -63,7 +64,7 @@ from .logging import log_event
 from .metrics import NodeMetrics
 from .ratelimit import TokenBucketLimiter, client_key
 
-__all__ = ["Handler", "HttpServer", "Request", "Response", "Route"]
+__all__ = ["Handler", "HttpServer", "Request", "Response", "Route", "UpgradeHandler"]
 
 log = logging.getLogger("veil.node.http")
 
@@ -74,6 +75,10 @@ _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
 #: 503 answers to connections over the limit that may be in progress at once.
 _MAX_REFUSALS = 32
+#: Response heads kept (see _send_response).
+_HEAD_CACHE = 256
+#: How often the watchdog looks for connections past their deadline (seconds).
+_TICK = 0.25
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
@@ -101,15 +106,27 @@ class Response:
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+#: What takes over a connection after a 101: the stream, the bytes already read past the
+#: request, the client's address (rate limits only) and the server's stop event. It
+#: returns when it is done with the connection, which the server then closes.
+UpgradeHandler = Callable[[trio.SocketStream, bytes, str, trio.Event], Awaitable[None]]
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """A path's handler: ``methods`` it answers, the largest body it reads, its limits."""
+    """A path's handler: ``methods`` it answers, the largest body it reads, its limits.
+
+    With ``upgrade`` set, the route only switches protocols: a request whose
+    ``Upgrade`` header names ``upgrade_token`` is answered 101 and the connection is
+    handed to ``upgrade``; any other request gets 426 (``handler`` is not called).
+    """
 
     methods: tuple[str, ...]
     handler: Handler
     max_body: int = 0
     rate_limited: bool = False
+    upgrade: UpgradeHandler | None = None
+    upgrade_token: bytes = b""
 
 
 def text_response(status: int, message: str, *, close: bool = False) -> Response:
@@ -122,6 +139,7 @@ _REASONS = {
     404: b"Not Found",
     405: b"Method Not Allowed",
     408: b"Request Timeout",
+    426: b"Upgrade Required",
     413: b"Content Too Large",
     429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
@@ -137,13 +155,15 @@ _IDLE, _READING, _WORKING, _WRITING = range(4)
 class _ConnState:
     """A connection's timer scope and what it is doing (for shutdown and timeouts)."""
 
-    __slots__ = ("conn", "phase", "read_deadline", "timer")
+    __slots__ = ("conn", "deadline", "phase", "read_deadline", "timer")
 
     def __init__(self, timer: trio.CancelScope) -> None:
         self.timer = timer
         self.conn: h11.Connection | None = None
         self.phase = _IDLE
-        #: The current request's deadline, until it is set on the timer (then 0).
+        #: When the watchdog cancels ``timer`` (trio clock; inf: never).
+        self.deadline = math.inf
+        #: The current request's deadline, until it becomes ``deadline`` (then 0).
         self.read_deadline = 0.0
 
 
@@ -181,6 +201,8 @@ class HttpServer:
         # Open connections' timers: on shutdown, idle ones are cancelled at once and
         # working ones after the grace period.
         self._states: set[_ConnState] = set()
+        #: Validated response heads by (status, content type, length, close).
+        self._heads: dict[tuple[int, bytes, int, bool], h11.Response] = {}
 
     @property
     def open_connections(self) -> int:
@@ -201,29 +223,55 @@ class HttpServer:
         Reports started once every listener is accepting. The listeners are closed on
         return. If cancelled, open connections are closed at once (no grace).
         """
-        cfg = self.config
         try:
-            async with trio.open_nursery() as connections:
-                async with trio.open_nursery() as acceptors:
-                    for listener in listeners:
-                        acceptors.start_soon(self._accept_loop, listener, connections)
-                    task_status.started()
-                    await self._stop.wait()
-                    acceptors.cancel_scope.cancel()
-                for listener in listeners:
-                    await trio.aclose_forcefully(listener)
-                self._draining = True
-                self._cancel(_IDLE)
-                if self._open:
-                    log_event(log, logging.INFO, "draining", connections=self._open)
-                    with trio.move_on_after(cfg.shutdown_grace):
-                        await self._all_closed.wait()
-                    self._cancel(_WORKING)
-                    # Backstop: answering the 503s and closing may take one more second.
-                    connections.cancel_scope.deadline = trio.current_time() + 1.0
+            async with trio.open_nursery() as watch:
+                watch.start_soon(self._watchdog)
+                try:
+                    await self._serve(listeners, task_status)
+                finally:
+                    watch.cancel_scope.cancel()
         finally:
             for listener in listeners:
                 await trio.aclose_forcefully(listener)
+
+    async def _serve(
+        self, listeners: Sequence[trio.SocketListener], task_status: trio.TaskStatus[None]
+    ) -> None:
+        cfg = self.config
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as acceptors:
+                for listener in listeners:
+                    acceptors.start_soon(self._accept_loop, listener, connections)
+                task_status.started()
+                await self._stop.wait()
+                acceptors.cancel_scope.cancel()
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+            self._draining = True
+            self._cancel(_IDLE)
+            if self._open:
+                log_event(log, logging.INFO, "draining", connections=self._open)
+                with trio.move_on_after(cfg.shutdown_grace):
+                    await self._all_closed.wait()
+                self._cancel(_WORKING)
+                # Backstop: answering the 503s and closing may take one more second.
+                connections.cancel_scope.deadline = trio.current_time() + 1.0
+
+    async def _watchdog(self) -> None:
+        """Cancel each connection whose phase deadline has passed, every _TICK seconds.
+
+        Coarse timers on purpose: moving a cancel scope's deadline at every phase of
+        every request (idle, reading, working, writing) cost about 5 % of a small
+        request's CPU; a plain attribute and a scan a few times a second cost nothing
+        per request, and the limits are seconds long, so a quarter second late is fine.
+        """
+        while True:
+            await trio.sleep(_TICK)
+            now = trio.current_time()
+            for state in list(self._states):
+                if state.deadline <= now:
+                    state.deadline = math.inf
+                    state.timer.cancel()
 
     def _cancel(self, phase: int) -> None:
         for state in list(self._states):
@@ -315,8 +363,9 @@ class HttpServer:
             h11.SERVER, max_incomplete_event_size=cfg.max_header_bytes
         )
         head = ["-", "-"]  # method and path of the current request, once known
-        # One cancel scope for the connection's whole life, its deadline moved at each
-        # phase (a scope per phase costs more than the rest of a small request).
+        # One cancel scope for the connection's whole life, cancelled by the watchdog when
+        # the phase's ``state.deadline`` passes (a scope per phase, or moving a scope's
+        # deadline at each phase, costs more than the rest of a small request).
         timer = state.timer
         self._states.add(state)
         try:
@@ -327,7 +376,7 @@ class HttpServer:
                         if self._draining:
                             return
                         state.phase = _IDLE
-                        timer.deadline = trio.current_time() + cfg.idle_timeout
+                        state.deadline = trio.current_time() + cfg.idle_timeout
                         data = await stream.receive_some(_RECV_BYTES)
                         if not data:
                             return
@@ -348,16 +397,19 @@ class HttpServer:
                         response = refusal.response
                     except h11.RemoteProtocolError as exc:
                         response = _protocol_error(exc)
+                    if response is None and route.upgrade is not None:
+                        await self._switch(conn, stream, state, head, route, peer)
+                        return
                     if response is None:
                         # No deadline while the handler works: a long-poll may wait long;
                         # the handlers bound their own time (hop and deliver timeouts).
                         state.phase = _WORKING
-                        timer.deadline = math.inf
+                        state.deadline = math.inf
                         request.peer = peer
                         response = await self._run_handler(route, request)
 
                     state.phase = _WRITING
-                    timer.deadline = trio.current_time() + cfg.write_timeout
+                    state.deadline = trio.current_time() + cfg.write_timeout
                     if not await self._respond(conn, stream, head, response):
                         return
                     if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -380,6 +432,34 @@ class HttpServer:
         with trio.move_on_after(cfg.write_timeout):
             if await self._respond(conn, stream, head, late):
                 await _linger(stream, _LINGER_SECONDS)
+
+    async def _switch(
+        self,
+        conn: h11.Connection,
+        stream: trio.SocketStream,
+        state: _ConnState,
+        head: list[str],
+        route: Route,
+        peer: str,
+    ) -> None:
+        """Answer 101 and hand the connection to ``route.upgrade`` until it returns.
+
+        The upgraded connection counts as working: on shutdown its handler sees the
+        stop event at once, and is cancelled after ``shutdown_grace`` like a request.
+        """
+        assert route.upgrade is not None
+        state.phase = _WRITING
+        state.deadline = trio.current_time() + self.config.write_timeout
+        switch = h11.InformationalResponse(
+            status_code=101,
+            headers=[(b"upgrade", route.upgrade_token), (b"connection", b"Upgrade")],
+        )
+        self.metrics.count_request(head[0], self.metrics.path_label(head[1]), 101)
+        await stream.send_all(conn.send(switch) or b"")
+        initial = bytes(conn.trailing_data[0])
+        state.phase = _WORKING
+        state.deadline = math.inf
+        await route.upgrade(stream, initial, peer, self._stop)
 
     async def _respond(
         self, conn: h11.Connection, stream: trio.SocketStream, head: list[str], response: Response
@@ -445,6 +525,11 @@ class HttpServer:
                 if int(value) > route.max_body:
                     raise _Refusal(_too_large(route.max_body))
                 break
+        if route.upgrade is not None and not _asks_upgrade(event.headers, route.upgrade_token):
+            token = route.upgrade_token.decode("ascii", "replace")
+            raise _Refusal(
+                text_response(426, f"upgrade_required: {path} takes Upgrade: {token}", close=True)
+            )
         if conn.they_are_waiting_for_100_continue:
             go_on = h11.InformationalResponse(status_code=100, headers=[])
             await stream.send_all(conn.send(go_on) or b"")
@@ -465,21 +550,28 @@ class HttpServer:
 
         The caller's deadline bounds the write (a client that does not read).
         """
-        headers = [
-            (b"content-type", response.content_type),
-            (b"content-length", b"%d" % len(response.body)),
-        ]
-        if response.close:
-            headers.append((b"connection", b"close"))
         status = response.status
+        key = (status, response.content_type, len(response.body), response.close)
+        head = self._heads.get(key)
+        if head is None:
+            # h11 validates a Response's headers when it is built, which costs about as
+            # much as sending it; most answers are one of a few (status, type, length).
+            headers = [
+                (b"content-type", response.content_type),
+                (b"content-length", b"%d" % len(response.body)),
+            ]
+            if response.close:
+                headers.append((b"connection", b"close"))
+            head = h11.Response(
+                status_code=status, headers=headers, reason=_REASONS.get(status, b"")
+            )
+            if len(self._heads) >= _HEAD_CACHE:
+                self._heads.clear()
+            self._heads[key] = head
         try:
             data = b"".join(
                 (
-                    conn.send(
-                        h11.Response(
-                            status_code=status, headers=headers, reason=_REASONS.get(status, b"")
-                        )
-                    ),
+                    conn.send(head),
                     conn.send(h11.Data(data=response.body)) or b"",
                     conn.send(h11.EndOfMessage()) or b"",
                 )
@@ -497,7 +589,7 @@ async def _next_event(conn: h11.Connection, stream: trio.SocketStream, state: _C
         if event is not h11.NEED_DATA:
             return event
         if state.read_deadline:
-            state.timer.deadline = state.read_deadline
+            state.deadline = state.read_deadline
             state.read_deadline = 0.0
         try:
             data = await stream.receive_some(_RECV_BYTES)
@@ -525,6 +617,17 @@ async def _read_body(
             return b"".join(chunks)
         else:  # ConnectionClosed mid-body
             raise _ClientGone
+
+
+def _asks_upgrade(headers: Sequence[tuple[bytes, bytes]], token: bytes) -> bool:
+    """True if the request asks to switch to ``token`` (Connection: upgrade + Upgrade)."""
+    connection = upgrade = False
+    for name, value in headers:
+        if name == b"connection":
+            connection = connection or b"upgrade" in [v.strip() for v in value.lower().split(b",")]
+        elif name == b"upgrade":
+            upgrade = upgrade or token in [v.strip() for v in value.lower().split(b",")]
+    return connection and upgrade
 
 
 def _too_large(limit: int) -> Response:

@@ -35,6 +35,7 @@ import selectors
 import signal
 import socket
 import sys
+from typing import Any
 
 import h11
 import trio
@@ -58,13 +59,15 @@ def _announce(listeners: list[trio.SocketListener]) -> None:
 class _SinkConnection:
     """One client connection of the sink: an h11 server state and unsent bytes."""
 
-    __slots__ = ("body_size", "h11", "out", "sock")
+    __slots__ = ("body_size", "frames", "h11", "out", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.h11 = h11.Connection(h11.SERVER)
         self.out = b""
         self.body_size = 0
+        #: Set once the connection switched to the node-to-node link (onion/link.py).
+        self.frames: Any = None
 
 
 def run_sink(host: str, port: int, reply_bytes: int) -> None:
@@ -75,9 +78,13 @@ def run_sink(host: str, port: int, reply_bytes: int) -> None:
     stays from being the bottleneck (trio's per-request overhead is about as large as
     h11's). SIGTERM or SIGINT ends it.
     """
+    from onion.link import REQUEST, UPGRADE_TOKEN, FrameReader, encode_response
     from onion.packet import MAX_PACKET_LEN
 
     reply = os.urandom(reply_bytes)
+    switch = h11.InformationalResponse(
+        status_code=101, headers=[(b"upgrade", UPGRADE_TOKEN), (b"connection", b"Upgrade")]
+    )
     head = [(b"content-type", b"application/octet-stream"), (b"content-length", b"%d" % len(reply))]
     response = h11.Response(status_code=200, headers=head)
     sel = selectors.DefaultSelector()
@@ -102,8 +109,20 @@ def run_sink(host: str, port: int, reply_bytes: int) -> None:
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if c.out else 0)
         sel.modify(c.sock, events, c)
 
+    def link_frames(c: _SinkConnection, data: bytes) -> None:
+        if not data:
+            raise h11.LocalProtocolError("closed")
+        c.frames.receive_data(data)
+        while (frame := c.frames.next_frame()) is not None:
+            c.out += encode_response(frame.stream, 200, reply)
+
     def readable(c: _SinkConnection) -> None:
         data = c.sock.recv(_RECV)
+        if c.frames is not None:
+            link_frames(c, data)
+            if c.out:
+                flush(c)
+            return
         c.h11.receive_data(data)
         while True:
             event = c.h11.next_event()
@@ -114,6 +133,13 @@ def run_sink(host: str, port: int, reply_bytes: int) -> None:
                 c.body_size += len(event.data)
                 if c.body_size > MAX_PACKET_LEN:
                     raise h11.LocalProtocolError("body too large")
+            elif kind is h11.EndOfMessage and c.h11.their_state is h11.MIGHT_SWITCH_PROTOCOL:
+                # GET /link with Upgrade: become the next node's end of a link.
+                c.out += c.h11.send(switch)
+                c.frames = FrameReader(REQUEST, MAX_PACKET_LEN)
+                if c.h11.trailing_data[0]:
+                    link_frames(c, bytes(c.h11.trailing_data[0]))
+                break
             elif kind is h11.EndOfMessage:
                 c.out += b"".join(
                     (
@@ -161,6 +187,7 @@ def run_sink(host: str, port: int, reply_bytes: int) -> None:
 async def run_forwarder(host: str, port: int, next_host: str, next_port: int) -> None:
     # Imported here so that the sink does not pay for the node's imports.
     from node.config import NodeConfig
+    from node.link import open_link_pool
     from node.metrics import NodeMetrics
     from node.peers import PeerPool
     from node.server import HttpServer, Request, Response, Route, text_response
@@ -170,17 +197,28 @@ async def run_forwarder(host: str, port: int, next_host: str, next_port: int) ->
     # The node's defaults for its HTTP face and its peer pool, as node/app.py uses them.
     config = NodeConfig()
     peers = config.peers
-    async with PeerPool(
-        max_per_peer=peers.max_per_peer,
-        max_waiters=peers.max_waiters,
-        connect_timeout=peers.connect_timeout,
-        idle_timeout=peers.idle_timeout,
-    ) as pool:
+    link = config.link
+    async with (
+        PeerPool(
+            max_per_peer=peers.max_per_peer,
+            max_waiters=peers.max_waiters,
+            connect_timeout=peers.connect_timeout,
+            idle_timeout=peers.idle_timeout,
+        ) as http,
+        open_link_pool(
+            http,
+            max_streams=link.max_streams,
+            connect_timeout=peers.connect_timeout,
+            idle_timeout=link.idle_timeout,
+            write_timeout=config.http.write_timeout,
+            fallback_ttl=link.fallback_ttl,
+        ) as pool,
+    ):
 
         async def forward(request: Request) -> Response:
             try:
-                status, body = await pool.post(
-                    next_host, next_port, "/onion", request.body, timeout=config.onion.hop_timeout
+                status, body = await pool.forward(
+                    next_host, next_port, request.body, timeout=config.onion.hop_timeout
                 )
             except VeilError as exc:
                 return text_response(502, f"{exc.status}: {exc}")

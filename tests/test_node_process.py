@@ -425,3 +425,49 @@ async def test_running_node_helper_starts_and_stops(tmp_path: Path) -> None:
     async with running_node(tmp_path / "helper") as n, httpx.AsyncClient() as c:
         assert (await c.get(f"{n.url}/info")).json()["node_id"] == n.node_id
     assert n.process.returncode == 0
+
+
+# --- node-to-node links ---------------------------------------------------------------------
+
+
+async def test_relays_carry_packets_to_the_next_hop_over_links(chain, client) -> None:
+    a, b, c = chain
+    path = [a.hop(), b.hop(), c.hop()]
+    reply = await onion_rpc(client, path, rpc.make_info())
+    assert reply.ok
+    # a got the packet over HTTP from the client; b and c got theirs over links (their
+    # requests are counted with method LINK), each opened by the hop before with an
+    # upgrade of GET /link.
+    for relay_or_dest in (b, c):
+        text = relay_or_dest.metrics()
+        linked = metric(
+            text, "veil_http_requests_total", method="LINK", path="/onion", status="200"
+        )
+        assert linked is not None and linked >= 1
+        upgrades = metric(text, "veil_http_requests_total", method="GET", status="101")
+        assert upgrades is not None and upgrades >= 1
+    assert metric(a.metrics(), "veil_http_requests_total", method="LINK") is None
+
+
+async def test_a_chain_with_links_disabled_relays_over_http(tmp_path: Path, client) -> None:
+    off = {"link": {"enabled": False}}
+    async with (
+        running_node(tmp_path / "a", config=off) as a,
+        running_node(tmp_path / "b", config=off) as b,
+        running_node(tmp_path / "c") as c,
+    ):
+        path = [a.hop(), b.hop(), c.hop()]
+        carol = Account.generate()
+        await store(client, path, carol, b"over plain http")
+        got = await retrieve(client, path, carol)
+        assert [m.data for m in got.messages] == [b"over plain http"]
+        for hop in (b, c):
+            text = hop.metrics()
+            posts = metric(
+                text, "veil_http_requests_total", method="POST", path="/onion", status="200"
+            )
+            assert posts is not None and posts >= 2
+            assert metric(text, "veil_http_requests_total", method="LINK") is None
+            assert metric(text, "veil_http_requests_total", status="101") is None
+        assert (metric(a.metrics(), "veil_onion_relayed_total") or 0) >= 2
+        assert (metric(b.metrics(), "veil_onion_relayed_total") or 0) >= 2

@@ -1,0 +1,631 @@
+"""Node-to-node links on trio: one multiplexed connection per peer for onion packets.
+
+Design note
+===========
+
+The frames and the handshake are in :mod:`onion.link` (sans-IO); this module moves them.
+
+:class:`LinkPool` is the sending side: a relay calls :meth:`LinkPool.forward` for each
+packet. Per peer ``(host, port)`` there is at most one link, opened on first use (a
+TCP connect and the ``GET /link`` upgrade, within ``connect_timeout``). Many packets
+are in flight on it at once, each a stream; a reader task per link matches responses to
+their waiting requests by stream number. Sending needs no task of its own: the request
+that finds the link idle writes, and keeps writing what other requests queue meanwhile,
+so a busy link sends a batch of frames per system call. A write is shielded from its
+request's cancellation (a frame cut in half would break the framing for everyone) and
+bounded by ``write_timeout`` per 256 KiB instead; a link whose write times out is closed.
+
+A peer that answers the upgrade with 400, 404, 405, 426 or 501 (a node of an older
+version, or one that will not link with us) is reached over HTTP (``POST /onion``
+through :class:`node.peers.PeerPool`) for ``fallback_ttl`` seconds, after which the
+upgrade is tried again. Any other failure of the upgrade (a 503 from a node that is
+shutting down, a reset) is the peer's trouble, not its version: HopUnreachable.
+
+Bounds: at most ``max_streams`` requests in flight per link (one more is refused at
+once with :class:`~onion.errors.RateLimited`: this hop is over capacity towards that
+peer); a response payload is bounded by the framing (:data:`onion.packet.MAX_REPLY_LEN`).
+
+Errors: a failed connect or handshake, a reset, an EOF or a framing error while a
+request waits give :class:`~onion.errors.HopUnreachable`; running out of the request's
+``timeout`` gives :class:`~onion.errors.HopTimeout`. That deadline is not a cancel
+scope per packet (which cost about 5 % of a relayed packet's CPU): it rides with the
+request, and a watchdog task fails late requests four times a second, so a timeout may
+come up to a quarter second late. When a link that had already
+carried a response breaks before answering a request, the request is sent once more on
+a new link (a peer may close a link it thinks idle just as we use it); that is safe for
+onion packets because the next hop's replay cache refuses a second copy of a packet, so
+a packet takes effect at most once. Cancellation of a request (or its timeout) only
+forgets its stream: a late response is dropped, and the link stays usable.
+
+:func:`serve_link` is the receiving side, run by the HTTP server on a connection that
+asked for the upgrade: it reads request frames, runs each in its own task (at most
+``max_streams`` at once; beyond that it stops reading, so TCP pushes back on the peer),
+and writes each response as its handler finishes, in any order. ``admit`` is asked for
+each request (the per-address rate limit) and a refused request is answered 429 at once.
+A link idle (no request in flight and none arriving) for ``idle_timeout`` is closed.
+When ``stopping`` is set, it reads no more requests, finishes those in flight and
+returns; the caller closes the connection.
+
+Structure: :func:`open_link_pool` runs the pool's reader tasks and its watchdog in its
+own nursery and closes every link on exit; requests still waiting then fail with
+HopUnreachable.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import h11
+import trio
+
+from onion.errors import HopTimeout, HopUnreachable, RateLimited
+from onion.link import (
+    REQUEST,
+    RESPONSE,
+    UPGRADE_PATH,
+    UPGRADE_TOKEN,
+    FrameReader,
+    LinkProtocolError,
+    encode_request,
+    encode_response,
+)
+from onion.packet import MAX_PACKET_LEN, MAX_REPLY_LEN
+
+from .logging import log_event
+from .peers import PeerPool
+
+__all__ = ["HttpForwarder", "LinkHandler", "LinkPool", "open_link_pool", "serve_link"]
+
+log = logging.getLogger("veil.node.link")
+
+_RECV_BYTES = 256 * 1024
+#: A write timeout covers at most this many bytes (see _FrameWriter.send).
+_WRITE_CHUNK = 256 * 1024
+#: Answers to the upgrade that mean "no link here" (use POST /onion); any other
+#: failure (503 while it restarts, a reset) is the peer's trouble, not its version.
+_NO_LINK_STATUSES = frozenset({400, 404, 405, 426, 501})
+#: How often the pool's watchdog looks for requests past their deadline (seconds).
+_TICK = 0.25
+#: The largest HTTP head accepted in answer to the upgrade request.
+_MAX_HANDSHAKE_HEAD = 8192
+
+#: What :func:`serve_link` runs for each request: the onion packet in, (status, payload)
+#: out. A status other than 200 carries a short explanation (at most MAX_ERROR_LEN).
+LinkHandler = Callable[[bytes], Awaitable[tuple[int, bytes]]]
+
+
+class _LinkDown(Exception):
+    """The link broke (internal: the pool decides between retry and HopUnreachable)."""
+
+
+# --- writing (both sides) ------------------------------------------------------------
+
+
+class _FrameWriter:
+    """Queues frames and sends them in batches, from whichever task finds it idle."""
+
+    __slots__ = ("_busy", "_queue", "_stream", "_timeout", "broken")
+
+    def __init__(self, stream: trio.abc.SendStream, write_timeout: float) -> None:
+        self._stream = stream
+        self._timeout = write_timeout
+        self._queue: list[bytes] = []
+        self._busy = False
+        self.broken = False
+
+    async def send(self, frame: bytes) -> None:
+        """Queue ``frame``; if nobody is writing, write the queue until it is empty.
+
+        Raises _LinkDown if the link is (or becomes) broken while this task writes.
+        Shielded from the caller's cancellation; bounded by the write timeout.
+        """
+        if self.broken:
+            raise _LinkDown("link is closed")
+        self._queue.append(frame)
+        if self._busy:
+            return  # the task writing now sends it with its next batch
+        self._busy = True
+        try:
+            while self._queue:
+                data = self._queue[0] if len(self._queue) == 1 else b"".join(self._queue)
+                self._queue.clear()
+                # The timeout bounds each chunk, not the batch: a slow but moving link
+                # with a large batch queued is not a dead one.
+                view = memoryview(data)
+                for start in range(0, len(data), _WRITE_CHUNK):
+                    with trio.CancelScope(shield=True) as scope:
+                        scope.deadline = trio.current_time() + self._timeout
+                        await self._stream.send_all(view[start : start + _WRITE_CHUNK])
+                    if scope.cancelled_caught:
+                        raise _LinkDown("write timed out")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, _LinkDown) as exc:
+            self.broken = True
+            self._queue.clear()
+            raise _LinkDown(f"send failed: {exc}") from None
+        finally:
+            self._busy = False
+
+
+# --- the sending side -----------------------------------------------------------------
+
+
+class _Link:
+    """One outgoing link: its stream, writer, and the requests waiting for responses."""
+
+    __slots__ = ("_next", "answered", "closed", "last_used", "stream", "waiting", "writer")
+
+    def __init__(self, stream: trio.SocketStream, write_timeout: float) -> None:
+        self.stream = stream
+        self.writer = _FrameWriter(stream, write_timeout)
+        #: stream number -> [task, result, parked, deadline]: result is (status,
+        #: payload), _LinkDown or HopTimeout; the task is rescheduled only once parked
+        #: (it may still be sending); deadline is on trio's clock.
+        self.waiting: dict[int, list[Any]] = {}
+        self._next = 0
+        self.answered = 0
+        self.closed = False
+        self.last_used = trio.current_time()
+
+    def next_stream(self) -> int:
+        n = self._next
+        self._next = (n + 1) & 0xFFFF_FFFF
+        return n
+
+    def fail_all(self, reason: str) -> None:
+        """Wake every waiting request with _LinkDown (the link is gone)."""
+        self.closed = True
+        self.writer.broken = True
+        waiting, self.waiting = self.waiting, {}
+        for slot in waiting.values():
+            slot[1] = _LinkDown(reason)
+            if slot[2]:
+                trio.lowlevel.reschedule(slot[0])
+
+
+class LinkPool:
+    """Outgoing links to peers; see the module docstring. Made by :func:`open_link_pool`."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        http: PeerPool,
+        *,
+        max_streams: int = 256,
+        connect_timeout: float = 5.0,
+        idle_timeout: float = 60.0,
+        write_timeout: float = 10.0,
+        fallback_ttl: float = 600.0,
+    ) -> None:
+        self._nursery = nursery
+        self.http = http
+        self.max_streams = max_streams
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.write_timeout = write_timeout
+        self.fallback_ttl = fallback_ttl
+        self._links: dict[tuple[str, int], _Link] = {}
+        self._opening: dict[tuple[str, int], trio.Event] = {}
+        #: Peers that refused the upgrade -> when to try it again.
+        self._http_until: dict[tuple[str, int], float] = {}
+        self._next_sweep = trio.current_time() + idle_timeout / 2
+        self._closed = False
+
+    @property
+    def open_links(self) -> int:
+        return len(self._links)
+
+    async def forward(
+        self, host: str, port: int, packet: bytes, *, timeout: float
+    ) -> tuple[int, bytes]:
+        """Send onion ``packet`` to the node at ``host:port``; its ``(status, body)``.
+
+        Status 200 carries the next hop's reply; other statuses carry its explanation
+        (as ``POST /onion`` answers would). ``timeout`` bounds everything: waiting for a
+        link to open, sending, and the response. Raises HopTimeout, HopUnreachable, or
+        RateLimited (too many requests in flight to that peer). If the calling task is
+        cancelled, its stream is forgotten and Cancelled propagates; the link stays up.
+        """
+        if self._closed:
+            raise RuntimeError("LinkPool is closed")
+        key = (host, port)
+        now = trio.current_time()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        until = self._http_until.get(key)
+        if until is not None:
+            if now < until:
+                return await self.http.post(host, port, "/onion", packet, timeout=timeout)
+            del self._http_until[key]
+        # No cancel scope per packet (it costs about 5 % of a relayed packet): the
+        # deadline rides with the request and the pool's watchdog enforces it. Opening a
+        # link has its own connect_timeout.
+        return await self._forward(key, packet, now + timeout)
+
+    async def _forward(
+        self, key: tuple[str, int], packet: bytes, deadline: float
+    ) -> tuple[int, bytes]:
+        link = self._links.get(key)
+        opened = link is None
+        if link is None:
+            link = await self._get_link(key)
+            if link is None:  # the peer does not speak the link: HTTP it is
+                return await self._post(key, packet, deadline)
+        try:
+            return await self._exchange(link, packet, deadline)
+        except _LinkDown as exc:
+            if opened or not link.answered:
+                raise HopUnreachable(f"{key[0]}:{key[1]}: {exc}") from None
+        # A link that worked broke under us: perhaps closed as idle. Once more, anew.
+        link = await self._get_link(key)
+        if link is None:
+            return await self._post(key, packet, deadline)
+        try:
+            return await self._exchange(link, packet, deadline)
+        except _LinkDown as exc:
+            raise HopUnreachable(f"{key[0]}:{key[1]}: {exc}") from None
+
+    async def _post(
+        self, key: tuple[str, int], packet: bytes, deadline: float
+    ) -> tuple[int, bytes]:
+        left = deadline - trio.current_time()
+        if left <= 0:
+            raise HopTimeout(f"{key[0]}:{key[1]} did not answer in time")
+        return await self.http.post(key[0], key[1], "/onion", packet, timeout=left)
+
+    async def _exchange(self, link: _Link, packet: bytes, deadline: float) -> tuple[int, bytes]:
+        if len(link.waiting) >= self.max_streams:
+            raise RateLimited("too many packets in flight to the next hop")
+        stream_id = link.next_stream()
+        slot: list[Any] = [trio.lowlevel.current_task(), None, False, deadline]
+        link.waiting[stream_id] = slot
+        link.last_used = trio.current_time()
+        try:
+            await link.writer.send(encode_request(stream_id, packet))
+        except _LinkDown:
+            link.waiting.pop(stream_id, None)
+            self._close_link(link, "send failed")
+            raise
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            link.waiting.pop(stream_id, None)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        if slot[1] is None:
+            slot[2] = True
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        else:
+            await trio.lowlevel.checkpoint()
+        result = slot[1]
+        if isinstance(result, Exception):  # _LinkDown, HopTimeout
+            raise result
+        return result  # type: ignore[no-any-return]
+
+    async def _watchdog(self) -> None:
+        """Every _TICK seconds, fail the requests past their deadline with HopTimeout."""
+        while True:
+            await trio.sleep(_TICK)
+            now = trio.current_time()
+            for (host, port), link in list(self._links.items()):
+                late = [n for n, slot in link.waiting.items() if slot[3] <= now]
+                for n in late:
+                    slot = link.waiting.pop(n)
+                    slot[1] = HopTimeout(f"{host}:{port} did not answer in time")
+                    if slot[2]:
+                        trio.lowlevel.reschedule(slot[0])
+
+    async def _get_link(self, key: tuple[str, int]) -> _Link | None:
+        """The peer's open link, opening it if need be; None if it refuses the upgrade."""
+        while True:
+            if self._closed:
+                raise HopUnreachable("LinkPool is closed")
+            link = self._links.get(key)
+            if link is not None:
+                if not link.closed:
+                    return link
+                # Closed (a failed write) but its reader has not run yet to forget it:
+                # forget it now, so that a retry opens a new link instead of this one.
+                del self._links[key]
+            if key in self._http_until:
+                return None
+            pending = self._opening.get(key)
+            if pending is None:
+                break
+            await pending.wait()  # someone else is opening it: use theirs
+        done = self._opening[key] = trio.Event()
+        try:
+            stream = await self._open(key)
+            if stream is None:
+                self._http_until[key] = trio.current_time() + self.fallback_ttl
+                log_event(log, logging.INFO, "link_refused", fallback="http")
+                return None
+            if self._closed:
+                await trio.aclose_forcefully(stream[0])
+                raise HopUnreachable("LinkPool closed while connecting")
+            link = _Link(stream[0], self.write_timeout)
+            self._links[key] = link
+            self._nursery.start_soon(self._read, key, link, stream[1])
+            return link
+        finally:
+            del self._opening[key]
+            done.set()
+
+    async def _open(self, key: tuple[str, int]) -> tuple[trio.SocketStream, bytes] | None:
+        """Connect and upgrade: the stream and bytes already read after the 101."""
+        host, port = key
+        with trio.move_on_after(self.connect_timeout) as scope:
+            try:
+                stream = await trio.open_tcp_stream(host, port)
+            except OSError as exc:
+                raise HopUnreachable(f"cannot connect to {host}:{port}: {exc}") from None
+            try:
+                extra = await _handshake(stream, host, port)
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+            if extra is None:
+                await trio.aclose_forcefully(stream)
+                return None
+            return stream, extra
+        assert scope.cancelled_caught
+        raise HopTimeout(f"opening a link to {host}:{port} timed out")
+
+    async def _read(self, key: tuple[str, int], link: _Link, initial: bytes) -> None:
+        """The link's reader task: responses to their requests, until the link ends."""
+        reader = FrameReader(RESPONSE, MAX_REPLY_LEN)
+        reason = "closed by the peer"
+        try:
+            if initial:
+                reader.receive_data(initial)
+            while True:
+                frame = reader.next_frame()
+                if frame is None:
+                    data = await link.stream.receive_some(_RECV_BYTES)
+                    if not data:
+                        break
+                    reader.receive_data(data)
+                    continue
+                slot = link.waiting.pop(frame.stream, None)
+                if slot is None:
+                    continue  # its request was cancelled or timed out
+                link.answered += 1
+                slot[1] = (frame.status, frame.payload)
+                if slot[2]:
+                    trio.lowlevel.reschedule(slot[0])
+        except LinkProtocolError as exc:
+            reason = f"bad frame: {exc}"
+            log_event(log, logging.WARNING, "link_protocol_error", error=str(exc)[:80])
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            reason = f"connection lost: {exc}"
+        finally:
+            self._close_link(link, reason)
+            if self._links.get(key) is link:
+                del self._links[key]
+            await trio.aclose_forcefully(link.stream)
+
+    def _close_link(self, link: _Link, reason: str) -> None:
+        if not link.closed:
+            link.fail_all(reason)
+            # Wakes the reader (ClosedResourceError), which forgets the link.
+            link.stream.socket.close()
+
+    def _sweep(self, now: float) -> None:
+        """Close links with nothing in flight and unused for ``idle_timeout``."""
+        self._next_sweep = now + self.idle_timeout / 2
+        oldest_ok = now - self.idle_timeout
+        for link in list(self._links.values()):
+            if not link.waiting and link.last_used < oldest_ok:
+                self._close_link(link, "idle")
+        for key, until in list(self._http_until.items()):
+            if until <= now:
+                del self._http_until[key]
+
+    def close(self) -> None:
+        self._closed = True
+        for link in list(self._links.values()):
+            self._close_link(link, "the pool is closing")
+
+
+async def _handshake(stream: trio.SocketStream, host: str, port: int) -> bytes | None:
+    """Ask for the upgrade; the bytes after the 101, or None if the peer refused it."""
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HANDSHAKE_HEAD)
+    hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    request = h11.Request(
+        method="GET",
+        target=UPGRADE_PATH,
+        headers=[("host", hostport), ("connection", "Upgrade"), ("upgrade", UPGRADE_TOKEN)],
+    )
+    try:
+        await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(_RECV_BYTES)
+                if len(data) > _MAX_HANDSHAKE_HEAD:
+                    return None  # not an answer to an upgrade
+                conn.receive_data(data)
+                continue
+            if type(event) is h11.InformationalResponse and event.status_code == 101:
+                if conn.our_state is not h11.SWITCHED_PROTOCOL:
+                    return None
+                return bytes(conn.trailing_data[0])
+            if type(event) is h11.InformationalResponse:
+                continue  # e.g. 100 Continue
+            if type(event) is h11.Response:
+                if event.status_code in _NO_LINK_STATUSES:
+                    return None  # a node without links (or that refuses ours)
+                if event.status_code == 429:
+                    raise RateLimited(f"{hostport} is rate limiting, slow down")
+                raise HopUnreachable(f"{hostport} answered the link upgrade {event.status_code}")
+            raise HopUnreachable(f"{hostport} closed the connection during the link upgrade")
+    except h11.ProtocolError as exc:
+        raise HopUnreachable(f"{hostport} answered the link upgrade with bad HTTP: {exc}") from None
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        raise HopUnreachable(f"link handshake with {hostport} failed: {exc}") from None
+
+
+@asynccontextmanager
+async def open_link_pool(
+    http: PeerPool,
+    *,
+    max_streams: int = 256,
+    connect_timeout: float = 5.0,
+    idle_timeout: float = 60.0,
+    write_timeout: float = 10.0,
+    fallback_ttl: float = 600.0,
+) -> AsyncIterator[LinkPool]:
+    """A :class:`LinkPool` whose reader tasks live in a nursery of its own.
+
+    On exit (normal, error or cancellation) every link is closed and requests still
+    waiting on one fail with HopUnreachable. ``http`` is the pool for peers that do not
+    speak the link; it stays open (its owner closes it).
+    """
+    async with trio.open_nursery() as nursery:
+        pool = LinkPool(
+            nursery,
+            http,
+            max_streams=max_streams,
+            connect_timeout=connect_timeout,
+            idle_timeout=idle_timeout,
+            write_timeout=write_timeout,
+            fallback_ttl=fallback_ttl,
+        )
+        try:
+            nursery.start_soon(pool._watchdog)
+            yield pool
+        finally:
+            pool.close()
+            nursery.cancel_scope.cancel()
+
+
+# --- the receiving side ---------------------------------------------------------------
+
+
+async def serve_link(
+    stream: trio.SocketStream,
+    initial: bytes,
+    handle: LinkHandler,
+    *,
+    max_streams: int,
+    idle_timeout: float,
+    write_timeout: float,
+    admit: Callable[[], bool] = lambda: True,
+    stopping: trio.Event | None = None,
+    on_request: Callable[[int], None] | None = None,
+) -> None:
+    """Serve request frames on an upgraded connection until it ends; see the module note.
+
+    Returns when the peer closes the link, breaks the framing (logged), stays idle for
+    ``idle_timeout``, or when ``stopping`` is set and the requests in flight are
+    answered. ``on_request(status)`` is called once per answered request (metrics).
+    A handler's exception is logged and answered 500. If cancelled, the requests in
+    flight are cancelled too; the caller closes the stream either way.
+    """
+    reader = FrameReader(REQUEST, MAX_PACKET_LEN)
+    writer = _FrameWriter(stream, write_timeout)
+    state = _ServerState(max_streams)
+
+    async def run_one(stream_id: int, packet: bytes) -> None:
+        try:
+            try:
+                status, payload = await handle(packet)
+            except Exception:
+                log.exception("link_handler_failed")
+                status, payload = 500, b"internal: the node failed to handle this"
+            if on_request is not None:
+                on_request(status)
+            try:
+                await writer.send(encode_response(stream_id, status, payload))
+            except _LinkDown:
+                read_scope.cancel()  # nobody to answer: stop reading too
+        finally:
+            state.finished()
+            if not state.in_flight:
+                # The reader waits with no deadline while requests are in flight: the
+                # last one to finish starts the idle clock.
+                read_scope.deadline = trio.current_time() + idle_timeout
+
+    async with trio.open_nursery() as nursery:
+        with trio.CancelScope() as read_scope:
+            if stopping is not None:
+                nursery.start_soon(_cancel_on, stopping, read_scope)
+            try:
+                reader.receive_data(initial)
+                while True:
+                    frame = reader.next_frame()
+                    if frame is None:
+                        # Idle (nothing in flight): closed after idle_timeout.
+                        read_scope.deadline = (
+                            trio.current_time() + idle_timeout if not state.in_flight else math.inf
+                        )
+                        data = await stream.receive_some(_RECV_BYTES)
+                        if not data:
+                            break
+                        reader.receive_data(data)
+                        continue
+                    if not admit():
+                        if on_request is not None:
+                            on_request(429)
+                        body = b"rate_limited: too many requests, slow down"
+                        await writer.send(encode_response(frame.stream, 429, body))
+                        continue
+                    if state.in_flight >= max_streams:
+                        read_scope.deadline = math.inf
+                        await state.wait_for_room()  # TCP pushes back meanwhile
+                    state.in_flight += 1
+                    nursery.start_soon(run_one, frame.stream, frame.payload)
+            except LinkProtocolError as exc:
+                log_event(log, logging.WARNING, "link_protocol_error", error=str(exc)[:80])
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, _LinkDown):
+                pass
+        if read_scope.cancelled_caught and not writer.broken:
+            # Stopping, or idle: answer what is in flight (the nursery waits for it),
+            # then the task watching ``stopping`` is no longer needed.
+            await state.wait_idle()
+        # Otherwise the peer is gone (EOF, reset, bad framing): nobody to answer.
+        nursery.cancel_scope.cancel()
+
+
+async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+class _ServerState:
+    """How many requests a served link has in flight, and who waits for that to drop."""
+
+    __slots__ = ("_lot", "in_flight", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def finished(self) -> None:
+        self.in_flight -= 1
+        if self._lot:
+            self._lot.unpark_all()
+
+    async def wait_for_room(self) -> None:
+        while self.in_flight >= self.limit:
+            await self._lot.park()
+
+    async def wait_idle(self) -> None:
+        while self.in_flight:
+            await self._lot.park()
+
+
+class HttpForwarder:
+    """Packets to the next hop as one ``POST /onion`` each (``[link] enabled = false``)."""
+
+    def __init__(self, http: PeerPool) -> None:
+        self.http = http
+
+    async def forward(
+        self, host: str, port: int, packet: bytes, *, timeout: float
+    ) -> tuple[int, bytes]:
+        """As :meth:`LinkPool.forward`, over :meth:`node.peers.PeerPool.post`."""
+        return await self.http.post(host, port, "/onion", packet, timeout=timeout)

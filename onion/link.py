@@ -1,0 +1,205 @@
+"""The node-to-node link: many onion exchanges multiplexed on one connection, sans-IO.
+
+Design note
+===========
+
+A relay forwards every packet to the next node. As one HTTP/1.1 exchange per packet, that
+costs a request head to build and parse, a response head to build and parse, and a
+send and a receive (with a wake-up each) per packet on every link, and only one packet
+is in flight per connection. Profiles of a relay put that at about 40 % of its CPU. A
+*link* is one long-lived connection between two nodes that carries many exchanges at
+once, each a *stream* named by a number, in small binary frames; a busy link carries a
+batch of frames in each send and each receive.
+
+A link begins as HTTP/1.1 on the node's ordinary port (so nodes keep one port and one
+listener), with an upgrade, as WebSocket does::
+
+    GET /link HTTP/1.1            ->   HTTP/1.1 101 Switching Protocols
+    Connection: Upgrade                Connection: Upgrade
+    Upgrade: veil-link/1               Upgrade: veil-link/1
+
+A node that does not speak the link answers anything else (an older node: 404) and the
+caller falls back to ``POST /onion``. After the 101 both sides send frames, and only
+frames. The side that asked (the *client*) sends requests; the other (the *server*)
+answers each request exactly once.
+
+A frame is a 12-byte head and a payload::
+
+    kind    u8    1 = request (payload: an onion packet), 2 = response
+    flags   u8    0 (reserved: a frame with any other value is refused)
+    status  u16   a response's HTTP-style status: 200 = the payload is the onion reply;
+                  anything else = the payload is a short UTF-8 explanation. 0 in requests.
+    stream  u32   the request's number, chosen by the client; its response carries it
+    length  u32   the payload's length
+
+All integers are big-endian. Limits are checked on the head, before the payload is
+read: a request's payload is at most ``max_request`` bytes (an onion packet of the
+largest size class), a response's at most ``max_response``. Anything else (an unknown
+kind, a set reserved field, a response where a request is due or the other way round,
+a payload over its limit) is a :class:`LinkProtocolError`, after which the connection
+is closed: framing cannot resynchronise. Whether a stream number is in use, and how
+many may be open at once, is the business of the I/O layer (:mod:`node.link`), not of
+this module.
+
+This module is bytes in, frames out (:class:`FrameReader`) and frames in, bytes out
+(:func:`encode_request`, :func:`encode_response`); it does no I/O, as h11 does none.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from .errors import ProtocolError
+from .packet import MAX_PACKET_LEN, MAX_REPLY_LEN
+
+__all__ = [
+    "HEAD_LEN",
+    "MAX_ERROR_LEN",
+    "MAX_STREAM_ID",
+    "REQUEST",
+    "RESPONSE",
+    "UPGRADE_PATH",
+    "UPGRADE_TOKEN",
+    "Frame",
+    "FrameReader",
+    "LinkProtocolError",
+    "encode_request",
+    "encode_response",
+]
+
+#: The path and the ``Upgrade`` token of the HTTP/1.1 handshake that opens a link.
+UPGRADE_PATH: Final = "/link"
+UPGRADE_TOKEN: Final = b"veil-link/1"
+
+REQUEST: Final = 1
+RESPONSE: Final = 2
+
+_HEAD = struct.Struct(">BBHII")
+HEAD_LEN: Final = _HEAD.size  # 12
+MAX_STREAM_ID: Final = 0xFFFF_FFFF
+#: The longest explanation a non-200 response may carry.
+MAX_ERROR_LEN: Final = 1024
+
+
+class LinkProtocolError(ProtocolError):
+    """The peer broke the link's framing; the connection must be closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One frame: ``kind`` (:data:`REQUEST` or :data:`RESPONSE`), its stream, its payload."""
+
+    kind: int
+    stream: int
+    status: int
+    payload: bytes
+
+
+def encode_request(stream: int, packet: bytes) -> bytes:
+    """The frame that asks the peer to handle onion ``packet`` as ``stream``.
+
+    Raises ValueError for a stream number out of range or a packet over
+    :data:`onion.packet.MAX_PACKET_LEN` (a caller's bug: the peer would refuse it).
+    """
+    if not 0 <= stream <= MAX_STREAM_ID:
+        raise ValueError(f"stream {stream} out of range")
+    if len(packet) > MAX_PACKET_LEN:
+        raise ValueError(f"packet of {len(packet)} bytes is over {MAX_PACKET_LEN}")
+    return _HEAD.pack(REQUEST, 0, 0, stream, len(packet)) + packet
+
+
+def encode_response(stream: int, status: int, payload: bytes) -> bytes:
+    """The frame that answers ``stream``: status 200 with the onion reply, or an error.
+
+    Raises ValueError for a status outside 100-599, or a payload over the limit its
+    status allows (a reply size class for 200, :data:`MAX_ERROR_LEN` otherwise).
+    """
+    if not 0 <= stream <= MAX_STREAM_ID:
+        raise ValueError(f"stream {stream} out of range")
+    if not 100 <= status <= 599:
+        raise ValueError(f"status {status} is not an HTTP status")
+    limit = MAX_REPLY_LEN if status == 200 else MAX_ERROR_LEN
+    if len(payload) > limit:
+        raise ValueError(f"payload of {len(payload)} bytes is over {limit}")
+    return _HEAD.pack(RESPONSE, 0, status, stream, len(payload)) + payload
+
+
+class FrameReader:
+    """Turns the bytes of one direction of a link into frames.
+
+    ``expect`` is the kind of frame this side receives: a server reads
+    :data:`REQUEST` frames, a client :data:`RESPONSE` frames. ``max_payload`` bounds
+    each payload (checked on the head, before the payload arrives), so the buffer holds
+    at most one frame's head and payload beyond what :meth:`receive_data` was given.
+
+    Usage: ``receive_data(chunk)`` then ``next_frame()`` until it returns None (more
+    bytes needed). ``next_frame`` raises :class:`LinkProtocolError` for bytes that are
+    not a valid frame; the reader is then unusable and the connection must close.
+    """
+
+    __slots__ = ("_broken", "_buf", "_expect", "_max", "_pos")
+
+    def __init__(self, expect: int, max_payload: int) -> None:
+        if expect not in (REQUEST, RESPONSE):
+            raise ValueError(f"unknown frame kind {expect}")
+        if max_payload < 0:
+            raise ValueError("max_payload must be >= 0")
+        self._expect = expect
+        self._max = max_payload
+        self._buf = bytearray()
+        self._pos = 0
+        self._broken = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as frames."""
+        return len(self._buf) - self._pos
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes received from the peer (in any split)."""
+        if self._pos:
+            # Drop what earlier frames used, at most once per chunk received.
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def next_frame(self) -> Frame | None:
+        """The next complete frame, or None if more bytes are needed."""
+        if self._broken:
+            raise LinkProtocolError("the link's framing already failed")
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < HEAD_LEN:
+            return None
+        kind, flags, status, stream, length = _HEAD.unpack_from(buf, pos)
+        if kind != self._expect or flags:
+            self._broken = True
+            if kind not in (REQUEST, RESPONSE):
+                raise LinkProtocolError(f"unknown frame kind {kind}")
+            if flags:
+                raise LinkProtocolError(f"reserved flags {flags:#x} set")
+            raise LinkProtocolError(f"unexpected frame kind {kind}")
+        if kind == REQUEST:
+            if status != 0:
+                self._broken = True
+                raise LinkProtocolError(f"request carries a status ({status})")
+            limit = self._max
+        else:
+            if not 100 <= status <= 599:
+                self._broken = True
+                raise LinkProtocolError(f"response status {status} is not an HTTP status")
+            limit = self._max if status == 200 else min(self._max, MAX_ERROR_LEN)
+        if length > limit:
+            self._broken = True
+            raise LinkProtocolError(f"frame of {length} bytes is over the limit of {limit}")
+        end = pos + HEAD_LEN + length
+        if len(buf) < end:
+            return None
+        payload = bytes(buf[pos + HEAD_LEN : end])
+        if end == len(buf):
+            buf.clear()
+            self._pos = 0
+        else:
+            self._pos = end
+        return Frame(kind, stream, status, payload)
