@@ -13,12 +13,15 @@ home: a sender and a follower.
   and two relays, then the node: four onion layers), built, sent, every layer opened
   and the reply decoded. Timed around the whole call.
 * Floors, in the same run, interleaved with the pings: ``http_floor_ms_p50``, a plain
-  HTTP ``GET /info`` to one node with an httpx client (no onion, one hop), and
+  HTTP ``GET /info`` to one node over httpx's transport (the HTTP stack the client
+  library uses: :class:`httpx.AsyncHTTPTransport`, no onion, one hop), and
   ``onion_rtt_ratio_p50`` = ``onion_rtt_ms_p50 / http_floor_ms_p50``: what the four
-  hops and their cryptography cost, in plain round trips; and ``bare_onion_ms_p50``,
-  the same 4-layer packet over the same path built and posted without the client
-  library, so ``client_overhead_ms_p50`` (the difference) is what the library itself
-  adds (path choice, retries' bookkeeping, clock, transport gate).
+  hops and their cryptography cost, in plain round trips; ``h11_floor_ms_p50``, the same
+  GET with bare h11 on a trio socket (no httpx): the difference is httpx's own CPU; and
+  ``bare_onion_ms_p50``, the same 4-layer packet over the same path built and posted
+  over the same httpx transport without the client library, so
+  ``client_overhead_ms_p50`` (the difference) is what the library itself adds (path
+  choice, retries' bookkeeping, clock, transport gate).
 * ``delivery_ms_p50`` / ``_p99``: ``MESSAGES`` messages, one at a time, from the sender
   to the follower, whose ``async for message in client.messages()`` long-polls its
   inbox. From :meth:`VeilClient.send` returning to the follower's iterator yielding the
@@ -99,6 +102,7 @@ def _percentile(values: list[float], p: float) -> float:
 async def _measure(tmp: Path, network_file: Path, node_url: str) -> dict[str, float]:
     import httpx
     import trio
+    from httpx import URL
 
     from client.client import open_client
     from onion.keys import Account
@@ -115,10 +119,16 @@ async def _measure(tmp: Path, network_file: Path, node_url: str) -> dict[str, fl
         rtts: list[float] = []
         bare: list[float] = []
         floor: list[float] = []
+        h11_floor: list[float] = []
         nodes = sender.consensus.nodes
-        async with httpx.AsyncClient(trust_env=False) as http:
+        info_url = URL(f"{node_url}/info")
+        h11_get = await _H11Get.open(info_url.host, info_url.port or 80)
+        # The client library's HTTP stack (client/transport.py): httpx's transport, used
+        # directly, so that the floors and the library are measured on the same code.
+        async with h11_get, httpx.AsyncHTTPTransport() as http:
             for _ in range(WARMUP):
-                await http.get(f"{node_url}/info")
+                await _get(http, info_url)
+                await h11_get.get("/info")
                 await _bare_onion(http, sender, nodes[0])
             for i in range(PINGS):
                 t0 = time.perf_counter()
@@ -128,8 +138,11 @@ async def _measure(tmp: Path, network_file: Path, node_url: str) -> dict[str, fl
                 await _bare_onion(http, sender, nodes[i % len(nodes)])
                 bare.append((time.perf_counter() - t0) * 1000)
                 t0 = time.perf_counter()
-                (await http.get(f"{node_url}/info")).raise_for_status()
+                await _get(http, info_url)
                 floor.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                await h11_get.get("/info")
+                h11_floor.append((time.perf_counter() - t0) * 1000)
 
         # --- delivery: send, then wait for the follower's iterator to yield it
         arrived: dict[bytes, float] = {}
@@ -176,6 +189,7 @@ async def _measure(tmp: Path, network_file: Path, node_url: str) -> dict[str, fl
         "http_floor_ms_p50": floor_p50,
         "http_floor_ms_p99": _percentile(floor, 99),
         "onion_rtt_ratio_p50": rtt_p50 / floor_p50,
+        "h11_floor_ms_p50": _percentile(h11_floor, 50),
         "bare_onion_ms_p50": _percentile(bare, 50),
         "client_overhead_ms_p50": rtt_p50 - _percentile(bare, 50),
         "delivery_ms_p50": _percentile(delivery, 50),
@@ -186,18 +200,87 @@ async def _measure(tmp: Path, network_file: Path, node_url: str) -> dict[str, fl
     }
 
 
+async def _get(http: Any, url: Any) -> bytes:
+    """GET ``url`` over an :class:`httpx.AsyncHTTPTransport`; the body (200 only)."""
+    import httpx
+
+    response = await http.handle_async_request(httpx.Request("GET", url))
+    body = await response.aread()
+    await response.aclose()
+    if response.status_code != 200:
+        raise RuntimeError(f"GET {url}: HTTP {response.status_code}")
+    return body
+
+
 async def _bare_onion(http: Any, client: Any, node: Any) -> None:
     """The same 4-layer ``info`` request without the client library: build the packet
-    over the client's first path, POST it with plain httpx, open the reply."""
+    over the client's first path, POST it over httpx's transport, open the reply."""
+    import httpx
+
     from onion import rpc
     from onion.packet import build_packet
 
     path = client.paths.paths[0]
     hops = path.hops(node.as_hop())
     packet, opener = build_packet(hops, rpc.make_info(), now_ms=time.time_ns() // 1_000_000)
-    response = await http.post(f"http://{hops[0].host}:{hops[0].port}/onion", content=packet)
-    response.raise_for_status()
-    assert rpc.decode_reply(opener.open(response.content)).ok
+    url = f"http://{hops[0].host}:{hops[0].port}/onion"
+    response = await http.handle_async_request(httpx.Request("POST", url, content=packet))
+    body = await response.aread()
+    await response.aclose()
+    if response.status_code != 200:
+        raise RuntimeError(f"POST {url}: HTTP {response.status_code}")
+    assert rpc.decode_reply(opener.open(body)).ok
+
+
+class _H11Get:
+    """Keep-alive ``GET`` with bare h11 on one trio socket: an HTTP round trip without
+    httpx (the floor under ``http_floor``)."""
+
+    def __init__(self, stream: Any, host: str) -> None:
+        import h11
+
+        self.stream = stream
+        self.host = host
+        self.conn = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> _H11Get:
+        import trio
+
+        return cls(await trio.open_tcp_stream(host, port), f"{host}:{port}")
+
+    async def get(self, path: str) -> bytes:
+        import h11
+
+        conn = self.conn
+        await self.stream.send_all(
+            conn.send(h11.Request(method="GET", target=path, headers=[("host", self.host)]))
+            + conn.send(h11.EndOfMessage())
+        )
+        status, chunks = 0, []
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    raise RuntimeError("the node closed the connection")
+                conn.receive_data(data)
+            elif type(event) is h11.Response:
+                status = event.status_code
+            elif type(event) is h11.Data:
+                chunks.append(bytes(event.data))
+            elif type(event) is h11.EndOfMessage:
+                break
+        conn.start_next_cycle()
+        if status != 200:
+            raise RuntimeError(f"GET {path}: HTTP {status}")
+        return b"".join(chunks)
+
+    async def __aenter__(self) -> _H11Get:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stream.aclose()
 
 
 def describe(r: dict[str, float]) -> str:
@@ -209,9 +292,10 @@ def describe(r: dict[str, float]) -> str:
             f"  onion round trip (info to a random node):  p50 {r['onion_rtt_ms_p50']:7.2f} ms"
             f"   p99 {r['onion_rtt_ms_p99']:7.2f} ms   (target p50 <= 5)",
             f"  floor: plain HTTP GET /info to one node:   p50 {r['http_floor_ms_p50']:7.2f} ms"
-            f"   p99 {r['http_floor_ms_p99']:7.2f} ms",
+            f"   p99 {r['http_floor_ms_p99']:7.2f} ms   (httpx's transport)",
+            f"  the same GET with bare h11 (no httpx):     p50 {r['h11_floor_ms_p50']:7.2f} ms",
             f"  onion round trip / floor (p50): {r['onion_rtt_ratio_p50']:.2f}x",
-            f"  floor 2: the same 4-layer packet, no client library (plain httpx): p50 "
+            f"  floor 2: the same 4-layer packet, no client library (httpx transport): p50 "
             f"{r['bare_onion_ms_p50']:.2f} ms; the library adds "
             f"{r['client_overhead_ms_p50']:+.2f} ms",
             f"  delivery, send returned -> iterator yield: p50 {r['delivery_ms_p50']:7.2f} ms"
