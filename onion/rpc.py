@@ -70,6 +70,13 @@ the consensus it comes from: ``{"swarm": {...}, "epoch": int}``. Both are hints 
 one node: a client that holds a verified consensus of its own should trust that first.
 A node that has no consensus yet answers ``unavailable``.
 
+Hot paths. A node answers mostly unsigned stores, so :func:`decode_request` first
+tries to read the one byte layout in which every veil client encodes them (canonical
+CBOR) with plain slicing; anything else, or any value out of range, goes to the general
+decode and :func:`parse_request`, which decide and raise. :func:`store_reply` assembles
+a store's ok reply from constant parts. Both give exactly the general code's bytes,
+requests and errors (tests/test_rpc_fast.py compares them).
+
 Sizes. A request is at most :data:`MAX_REQUEST_SIZE` (a full message body plus room for
 the rest), checked before parsing. A retrieve answer stops at :data:`RETRIEVE_MAX_BYTES`
 (counting ``len(data) + RETRIEVE_ITEM_OVERHEAD`` per message, the first message always
@@ -167,6 +174,7 @@ __all__ = [
     "read_needs_auth",
     "signing_message",
     "store_needs_auth",
+    "store_reply",
     "swarm_of_reply",
     "verify_request",
 ]
@@ -196,6 +204,8 @@ RETRIEVE_MAX_BYTES: Final = 100_000
 RETRIEVE_ITEM_OVERHEAD: Final = 100
 MAX_REPLY_SIZE: Final = RETRIEVE_MAX_BYTES + 1024
 MAX_ERROR_CHARS: Final = 500
+#: Characters of an account ID as text ("05" + 64 hex digits).
+ID_TEXT_LENGTH: Final = 66
 #: Members listed in a ``swarm`` map: the largest swarm a consensus may hold
 #: (``2 * onion.directory.MAX_SWARM_TARGET - 1``).
 MAX_SWARM_MEMBERS: Final = 127
@@ -230,9 +240,26 @@ def max_ttl_ms(namespace: int) -> int:
 
 def message_hash(account: AccountId, namespace: int, data: bytes) -> bytes:
     """The 32-byte hash that names (and deduplicates) a stored message."""
+    # The bytes of _fields(key, _ns_bytes(namespace), data), joined in one go: this runs
+    # for every store a node answers. tests/test_rpc.py checks the two agree.
+    key = account.x25519_public
     return crypto.hash32(
-        _fields(account.x25519_public, _ns_bytes(namespace), data), b"veil/msg-hash"
+        b"".join(
+            (
+                len(key).to_bytes(4, "big"),
+                key,
+                _NS_FIELD_LEN,
+                namespace.to_bytes(2, "big", signed=True),
+                len(data).to_bytes(4, "big"),
+                data,
+            )
+        ),
+        _MSG_HASH_PURPOSE,
     )
+
+
+_MSG_HASH_PURPOSE: Final = b"veil/msg-hash"
+_NS_FIELD_LEN: Final = (2).to_bytes(4, "big")  # the length prefix of a namespace field
 
 
 # --- signatures ----------------------------------------------------------------------------
@@ -392,7 +419,7 @@ _Signable = StoreRequest | RetrieveRequest | DeleteRequest | DeleteAllRequest | 
 
 # --- schemas ---------------------------------------------------------------------------------
 
-_PUBKEY = Field(str, size=66)
+_PUBKEY = Field(str, size=ID_TEXT_LENGTH)
 _NAMESPACE = Field(int, min=NAMESPACE_MIN, max=NAMESPACE_MAX)
 _HASH = Field(bytes, size=32)
 _HASHES = Field(list, min_len=1, max_len=MAX_HASHES, items=_HASH)
@@ -463,9 +490,9 @@ def _account(params: Mapping[str, Any], path: str) -> AccountId:
 
 
 def _auth(params: Mapping[str, Any], path: str) -> Auth | None:
+    if "signature" not in params and "timestamp" not in params and "pubkey_ed25519" not in params:
+        return None  # the usual unsigned request (an inbox store), decided quickly
     present = [k for k in _AUTH_FIELDS if k in params]
-    if not present:
-        return None
     if len(present) != len(_AUTH_FIELDS):
         missing = next(k for k in _AUTH_FIELDS if k not in params)
         raise SchemaError(
@@ -483,7 +510,16 @@ def parse_request(obj: object) -> Request:
     need the node's state or clock (the TTL limit of the namespace). Signatures are
     checked by :func:`verify_request`.
     """
-    envelope = _ENVELOPE.check(obj)
+    if (
+        type(obj) is dict
+        and len(obj) == 2
+        and type(obj.get("method")) is str
+        and obj["method"] in METHODS
+        and type(obj.get("params")) is dict
+    ):
+        envelope = obj  # exactly what _ENVELOPE accepts, and nothing else: no need to ask
+    else:
+        envelope = _ENVELOPE.check(obj)
     method: str = envelope["method"]
     path = f"{method}.params"
     p = _PARAMS[method].check(envelope["params"])  # errors name "<method>.params.<field>"
@@ -523,7 +559,91 @@ def decode_request(data: bytes | bytearray | memoryview) -> Request:
     Raises only :class:`~onion.errors.TooLarge` (over :data:`MAX_REQUEST_SIZE`, before
     parsing), :class:`~onion.errors.DecodeError` and :class:`~onion.errors.SchemaError`.
     """
+    if type(data) is bytes and len(data) <= MAX_REQUEST_SIZE:
+        fast = _fast_unsigned_store(data)
+        if fast is not None:
+            return fast
     return parse_request(decode(data, max_size=MAX_REQUEST_SIZE))
+
+
+# --- the hot path of decode_request ------------------------------------------------------
+#
+# Most requests a node answers are unsigned inbox stores, and every veil client encodes
+# them with onion.cbor.encode, so they arrive as exactly one byte layout (map keys in the
+# bytewise order of their encodings):
+#
+#   {"method": "store", "params": {"ttl": uint, "data": bytes, "pubkey": text(66),
+#                                  "namespace": int}}
+#
+# _fast_unsigned_store reads that layout with plain slicing. It only ever *accepts*: for
+# any input that is not exactly this layout with every value in range, it returns None
+# and decode_request takes the general path (decode + parse_request), which decides
+# and raises its usual errors. So the checks and errors are those of the general path,
+# and an accepted input gives the very request the general path would give
+# (tests/test_rpc.py compares the two on valid, out-of-range and mutated inputs).
+
+_FAST_STORE_HEAD: Final = b"\xa2\x66method\x65store\x66params\xa4\x63ttl"
+_FAST_DATA_KEY: Final = b"\x64data"
+#: The "pubkey" key, then the head of a 66-character text (an account ID's length).
+_FAST_PUBKEY_KEY: Final = b"\x66pubkey\x78\x42"
+_FAST_NAMESPACE_KEY: Final = b"\x69namespace"
+#: Bytes of argument after a head's first byte, by its additional information.
+_FAST_WIDTHS: Final = {24: 1, 25: 2, 26: 4}
+
+
+def _fast_head(data: bytes, pos: int) -> tuple[int, int, int]:
+    """``(major type, argument, offset after the head)`` of the CBOR head at ``pos``, for
+    the heads of at most 4 bytes of argument; ``(-1, 0, pos)`` for any other (or none)."""
+    if pos >= len(data):
+        return -1, 0, pos
+    initial = data[pos]
+    ai = initial & 0x1F
+    if ai < 24:
+        return initial >> 5, ai, pos + 1
+    width = _FAST_WIDTHS.get(ai)
+    if width is None or pos + 1 + width > len(data):
+        return -1, 0, pos
+    return initial >> 5, int.from_bytes(data[pos + 1 : pos + 1 + width], "big"), pos + 1 + width
+
+
+def _fast_unsigned_store(data: bytes) -> StoreRequest | None:
+    """The request, if ``data`` is exactly the layout above with valid values; else None."""
+    if not data.startswith(_FAST_STORE_HEAD):
+        return None
+    major, ttl, pos = _fast_head(data, len(_FAST_STORE_HEAD))
+    if major != 0 or not data.startswith(_FAST_DATA_KEY, pos):
+        return None
+    major, size, pos = _fast_head(data, pos + len(_FAST_DATA_KEY))
+    if major != 2 or not 1 <= size <= MAX_BODY:
+        return None
+    body = data[pos : pos + size]
+    pos += size
+    if len(body) != size or not data.startswith(_FAST_PUBKEY_KEY, pos):
+        return None
+    pos += len(_FAST_PUBKEY_KEY)
+    raw_id = data[pos : pos + ID_TEXT_LENGTH]
+    pos += ID_TEXT_LENGTH
+    if len(raw_id) != ID_TEXT_LENGTH or not data.startswith(_FAST_NAMESPACE_KEY, pos):
+        return None
+    major, arg, pos = _fast_head(data, pos + len(_FAST_NAMESPACE_KEY))
+    if major == 0:
+        namespace = arg
+    elif major == 1:
+        namespace = -1 - arg
+    else:
+        return None
+    if (
+        pos != len(data)
+        or not NAMESPACE_MIN <= namespace <= NAMESPACE_MAX
+        or not MIN_TTL_MS <= ttl <= max_ttl_ms(namespace)
+        or not raw_id.isascii()  # then it is valid UTF-8, and decodes as ASCII
+    ):
+        return None
+    try:
+        account = AccountId.parse(raw_id.decode("ascii"))
+    except InvalidId:
+        return None
+    return StoreRequest(account, namespace, body, ttl)
 
 
 def encode_request(method: str, params: Mapping[str, Any]) -> bytes:
@@ -1153,6 +1273,53 @@ def ok_reply(t: int, result: Mapping[str, Any]) -> bytes:
             (_OK_REPLY_HEAD, encode(t), _OK_REPLY_RESULT, encode(result), _OK_REPLY_TAIL)
         )
     return encode_reply(Reply("ok", t, dict(result)))
+
+
+# The canonical encoding of a store's result map: keys "hash", "expiry", "created" (in the
+# bytewise order of their encodings), the hash a 32-byte string.
+_STORE_RESULT_HEAD: Final = b"\xa3\x64hash\x58\x20"
+_STORE_RESULT_EXPIRY: Final = b"\x66expiry"
+_STORE_RESULT_CREATED: Final = (b"\x67created\xf4", b"\x67created\xf5")
+
+
+def store_reply(t: int, result: StoreResult) -> bytes:
+    """The bytes of the successful reply to a store: ``ok_reply(t, result.to_wire())``.
+
+    Same bytes and errors as that; the usual case (a 32-byte hash, an int expiry and a
+    bool, as the node's store gives) is assembled from constant parts, since a node
+    sends one of these for every message it takes.
+    """
+    h, expiry, created = result.hash, result.expiry, result.created
+    if (
+        type(t) is int
+        and 0 <= t <= _MAX_TIME_MS
+        and type(h) is bytes
+        and len(h) == 32
+        and type(expiry) is int
+        and 0 <= expiry < 2**64
+        and type(created) is bool
+    ):
+        return b"".join(
+            (
+                _OK_REPLY_HEAD,
+                _encode_uint(t),
+                _OK_REPLY_RESULT,
+                _STORE_RESULT_HEAD,
+                h,
+                _STORE_RESULT_EXPIRY,
+                _encode_uint(expiry),
+                _STORE_RESULT_CREATED[created],
+                _OK_REPLY_TAIL,
+            )
+        )
+    return ok_reply(t, result.to_wire())
+
+
+def _encode_uint(value: int) -> bytes:
+    """``encode(value)`` for 0 <= value < 2**64; times in ms (above 2**32) inline."""
+    if value >= 0x100000000:
+        return b"\x1b" + value.to_bytes(8, "big")  # the shortest head for them
+    return encode(value)
 
 
 def error_reply(t: int, error: VeilError) -> bytes:

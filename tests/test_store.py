@@ -256,6 +256,112 @@ async def test_a_failing_write_fails_alone_in_its_batch(tmp_path: Path) -> None:
         assert store.stats().messages == 9
 
 
+async def test_one_batch_with_failing_writes_commits_and_acks_exactly_the_good_ones(
+    tmp_path: Path,
+) -> None:
+    # One batch (asserted below) that mixes new messages, a duplicate, an expired
+    # duplicate replaced afresh, and two writes SQLite refuses, first and last in line.
+    # The batch's first pass fails, so it runs again with a savepoint per write: the
+    # good writes must get the outcomes a lone run gives, and the bad ones fail alone.
+    clock = Clock()
+    db = tmp_path / "m.db"
+    unbindable: object = ["not bytes"]
+    async with open_store(db, clock=clock) as store:
+        await put(store, b"stale", expiry=T0 + 1000)
+        await put(store, b"kept", expiry=T0 + HOUR)
+        clock.now += 2000  # "stale" has expired, "kept" has not
+        batches = store.stats().write_batches
+        plan: list[tuple[str, object, int]] = [
+            ("bad-first", unbindable, T0 + HOUR),
+            ("new-1", b"new-1", T0 + HOUR),
+            ("kept", b"kept", T0 + 2 * HOUR),  # alive duplicate: expiry extended
+            ("stale", b"stale", T0 + HOUR),  # expired duplicate: stored afresh
+            ("new-2", b"new-2", T0 + HOUR),
+            ("new-2-again", b"new-2", T0 + 3 * HOUR),  # duplicate of a write in this batch
+            ("bad-last", unbindable, T0 + HOUR),
+        ]
+        outcomes: dict[str, object] = {}
+        with store.watch(BOB, 0) as bob_inbox, store.watch(ALICE, 0) as alice_inbox:
+
+            async def one(name: str, data: object, expiry: int) -> None:
+                key = h(data) if isinstance(data, bytes) else h(name.encode())
+                try:
+                    outcomes[name] = await store.store(ALICE, 0, key, data, expiry)  # type: ignore[arg-type]
+                except sqlite3.Error as exc:
+                    outcomes[name] = exc
+
+            async with trio.open_nursery() as nursery:
+                for name, data, expiry in plan:
+                    nursery.start_soon(one, name, data, expiry)
+            assert store.stats().write_batches == batches + 1  # all in one batch
+            assert alice_inbox.is_set() and not bob_inbox.is_set()
+        assert isinstance(outcomes["bad-first"], sqlite3.Error)
+        assert isinstance(outcomes["bad-last"], sqlite3.Error)
+        now = clock.now
+        assert outcomes["new-1"] == StoreOutcome(h(b"new-1"), T0 + HOUR, created=True)
+        assert outcomes["kept"] == StoreOutcome(h(b"kept"), T0 + 2 * HOUR, created=False)
+        assert outcomes["stale"] == StoreOutcome(h(b"stale"), T0 + HOUR, created=True)
+        # Two stores of one message in one batch: the first to run creates it with its
+        # expiry, the second finds it and leaves the later of the two expiries.
+        first, second = sorted(
+            [("new-2", T0 + HOUR), ("new-2-again", T0 + 3 * HOUR)],
+            key=lambda item: not outcomes[item[0]].created,  # type: ignore[attr-defined]
+        )
+        assert outcomes[first[0]] == StoreOutcome(h(b"new-2"), first[1], created=True)
+        assert outcomes[second[0]] == StoreOutcome(h(b"new-2"), T0 + 3 * HOUR, created=False)
+        assert store.stats().messages == 4
+    # Acknowledged means committed: all there after reopening the file, nothing else.
+    with sqlite3.connect(db) as conn:
+        rows = dict(conn.execute("SELECT data, expiry FROM messages").fetchall())
+        stale_seq, kept_seq = (
+            conn.execute("SELECT seq FROM messages WHERE data = ?", (d,)).fetchone()[0]
+            for d in (b"stale", b"kept")
+        )
+    assert rows == {
+        b"kept": T0 + 2 * HOUR,
+        b"stale": T0 + HOUR,
+        b"new-1": T0 + HOUR,
+        b"new-2": T0 + 3 * HOUR,
+    }
+    assert stale_seq > kept_seq  # the expired one was stored afresh, after the others
+    async with open_store(db, clock=clock) as store:
+        assert store.stats().messages == 4
+        assert (await store.get(ALICE, 0, h(b"stale"))) is not None
+        assert now == clock.now
+
+
+async def test_a_caller_cancelled_while_its_write_is_in_flight_leaves_the_write_committed(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "m.db"
+    async with open_store(db, clock=Clock()) as store:
+        await put(store, b"first")
+        # Another connection holds the write lock: the writer's next batch blocks in its
+        # thread (SQLite's busy timeout) with the write below in it.
+        blocker = sqlite3.connect(db, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+
+                    async def caller() -> None:
+                        await put(store, b"given up")
+                        raise AssertionError("the store answered a cancelled caller")
+
+                    nursery.start_soon(caller)
+                    await trio.testing.wait_all_tasks_blocked()
+                    scope.cancel()
+            assert scope.cancelled_caught
+            blocker.execute("ROLLBACK")
+        finally:
+            blocker.close()
+        # The writer goes on: the abandoned write is committed, and later callers are
+        # answered as usual.
+        assert (await put(store, b"after")).created
+        assert await store.get(ALICE, 0, h(b"given up")) is not None
+        assert store.stats().messages == 3
+
+
 async def test_watch_is_set_by_a_commit_for_its_account_and_namespace(tmp_path: Path) -> None:
     async with open_store(tmp_path / "m.db", clock=Clock()) as store:
         with store.watch(ALICE, 0) as alice0, store.watch(ALICE, 1) as alice1:
