@@ -340,6 +340,7 @@ async def open_client(
             async with trio.open_nursery() as nursery:
                 await nursery.start(client.directory.run)
                 nursery.start_soon(client._maintain)
+                nursery.start_soon(client.onion.prepared.run)
                 try:
                     yield client
                 finally:

@@ -444,6 +444,47 @@ class ReplyOpener:
         raise MalformedPacket("reply of an unknown kind")
 
 
+class HopKeys:
+    """One hop's key exchange for one future packet, done ahead of time.
+
+    Building a packet costs two X25519 multiplications per hop (the ephemeral key and
+    the shared secret), most of a 4-hop build; they depend only on the hop's onion key,
+    not on the payload, the time or the rest of the path. A client can therefore do
+    them while it waits for the network (:func:`prepare_hop`) and hand them to
+    :func:`build_packet`. Each is single use, as the ephemeral key of a packet must be:
+    a second :meth:`take` raises, so two packets can never share an ``alpha``.
+    """
+
+    __slots__ = ("_alpha", "_secret", "_used", "onion_key")
+
+    def __init__(self, onion_key: bytes, alpha: bytes, secret: bytes) -> None:
+        self.onion_key = onion_key
+        self._alpha = alpha
+        self._secret = secret
+        self._used = False
+
+    def take(self) -> tuple[bytes, bytes]:
+        """``(alpha, shared secret)``, once; RuntimeError the second time."""
+        if self._used:
+            raise RuntimeError("prepared hop keys are single use")
+        self._used = True
+        alpha, secret = self._alpha, self._secret
+        self._alpha = self._secret = b""
+        return alpha, secret
+
+
+def prepare_hop(onion_key: bytes, rng: Rng = system_rng) -> HopKeys:
+    """The X25519 work of one hop of a future packet to the node with ``onion_key``.
+
+    Raises ValueError for a key that is not 32 bytes and :class:`IntegrityError` for a
+    low-order one (as :func:`build_packet` would).
+    """
+    if len(onion_key) != 32:
+        raise ValueError("hop keys are 32 bytes")
+    esk, alpha = crypto.x25519_keypair(rng)
+    return HopKeys(onion_key, alpha, crypto.x25519(esk, onion_key))
+
+
 def build_packet(
     path: Sequence[Hop],
     payload: bytes,
@@ -451,13 +492,17 @@ def build_packet(
     now_ms: int,
     rng: Rng = system_rng,
     size_class: int | None = None,
+    prepared: Sequence[HopKeys | None] | None = None,
 ) -> tuple[bytes, ReplyOpener]:
     """Build a packet carrying ``payload`` along ``path`` (relays, then the destination).
 
     Returns the packet for ``path[0]`` and the :class:`ReplyOpener` for its reply.
     ``size_class`` forces a larger body class than the payload needs (to hide it).
+    ``prepared[i]``, if given and not None, is hop ``i``'s key exchange done ahead of
+    time (:func:`prepare_hop` for that hop's onion key); it is used up.
     Raises :class:`TooLarge` for a payload over :data:`MAX_PAYLOAD` and
-    :class:`ValueError` for a path of the wrong length or a bad hop.
+    :class:`ValueError` for a path of the wrong length, a bad hop, or prepared keys that
+    do not match the path (or were used already: RuntimeError).
     """
     n = len(path)
     if not 1 <= n <= MAX_HOPS:
@@ -473,11 +518,19 @@ def build_packet(
     mac_keys: list[bytes] = []
     streams: list[bytes] = []
     secrets: list[_HopSecrets] = []
-    for hop in path:
+    if prepared is not None and len(prepared) != n:
+        raise ValueError(f"prepared keys for {len(prepared)} hops, the path has {n}")
+    for i, hop in enumerate(path):
         if len(hop.onion_key) != 32 or len(hop.node_id) != 32:
             raise ValueError("hop keys are 32 bytes")
-        esk, alpha = crypto.x25519_keypair(rng)
-        secret = crypto.x25519(esk, hop.onion_key)
+        ready = prepared[i] if prepared is not None else None
+        if ready is None:
+            esk, alpha = crypto.x25519_keypair(rng)
+            secret = crypto.x25519(esk, hop.onion_key)
+        elif ready.onion_key != hop.onion_key:
+            raise ValueError(f"prepared keys for hop {i} are for another onion key")
+        else:
+            alpha, secret = ready.take()
         context = alpha + hop.onion_key
         mac_key, stream_key = _keys(secret, _KDF_HEADER, context)
         reply_stream, reply_seal = _keys(secret, _KDF_REPLY, context)

@@ -395,3 +395,50 @@ def test_known_answer_vectors() -> None:
 if __name__ == "__main__":  # regenerate: python tests/test_packet.py (review the diff!)
     VECTORS.parent.mkdir(exist_ok=True)
     VECTORS.write_text(json.dumps(_compute_vectors(), indent=2, sort_keys=True) + "\n")
+
+
+# --- key exchanges prepared ahead of time ------------------------------------------------
+
+
+@pytest.mark.parametrize("which", [(0, 1, 2, 3), (1, 3), ()])
+def test_a_packet_built_with_prepared_hops_round_trips(which: tuple[int, ...]) -> None:
+    nodes = NODES[:4]
+    path = path_of(nodes)
+    prepared = [P.prepare_hop(h.onion_key) if i in which else None for i, h in enumerate(path)]
+    pkt, opener = build_packet(path, b"prepared", now_ms=NOW, prepared=prepared)
+    deliver, contexts, _ = run_path(pkt, nodes)
+    assert deliver.payload == b"prepared"
+    assert opener.open(reply_back(contexts, b"ok")[-1]) == b"ok"
+
+
+def test_prepared_hops_are_single_use() -> None:
+    path = path_of(NODES[:2])
+    prepared = [P.prepare_hop(h.onion_key) for h in path]
+    first, _ = build_packet(path, b"one", now_ms=NOW, prepared=prepared)
+    with pytest.raises(RuntimeError):
+        build_packet(path, b"two", now_ms=NOW, prepared=prepared)
+    keys = P.prepare_hop(path[0].onion_key)
+    keys.take()
+    with pytest.raises(RuntimeError):
+        keys.take()
+    # Fresh preparations give fresh ephemeral keys: packets never share an alpha.
+    alphas = {first[1:33]}
+    for _ in range(5):
+        pkt, _ = build_packet(
+            path, b"x", now_ms=NOW, prepared=[P.prepare_hop(h.onion_key) for h in path]
+        )
+        alphas.add(pkt[1:33])
+    assert len(alphas) == 6
+
+
+def test_prepared_hops_must_match_the_path() -> None:
+    path = path_of(NODES[:3])
+    other = P.prepare_hop(NODES[4].onion_public)
+    with pytest.raises(ValueError, match="another onion key"):
+        build_packet(path, b"x", now_ms=NOW, prepared=[other, None, None])
+    with pytest.raises(ValueError, match="prepared keys for 2 hops"):
+        build_packet(path, b"x", now_ms=NOW, prepared=[None, None])
+    with pytest.raises(ValueError):
+        P.prepare_hop(bytes(31))
+    with pytest.raises(IntegrityError):
+        P.prepare_hop(bytes(32))  # a low-order point: no shared secret
