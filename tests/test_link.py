@@ -761,3 +761,30 @@ async def test_leaving_the_pool_fails_waiting_requests_with_hop_unreachable(
         await pool.forward(HOST, server.port, b"x", timeout=10)
     await until(lambda: server.links_ended == 1)  # the server saw the link close
     assert server.upgrades == 1
+
+
+@pytest.mark.parametrize("status", [503, 429])
+async def test_an_upgrade_refused_for_trouble_is_not_taken_for_an_old_node(
+    nursery: trio.Nursery, http: PeerPool, status: int
+) -> None:
+    # A node that is shutting down (503) or rate limiting (429) speaks links all the
+    # same: the packet fails now, and the next one tries the upgrade again, not HTTP.
+    async def busy(request: Request) -> Response:
+        return Response(status, b"busy\n")
+
+    routes = {UPGRADE_PATH: Route(("GET",), busy), "/onion": Route(("GET",), busy)}
+    metrics = NodeMetrics({UPGRADE_PATH: UPGRADE_PATH})
+    server = HttpServer(routes, HttpConfig(), metrics=metrics)
+    listeners = await trio.open_tcp_listeners(0, host=HOST)
+    port = listeners[0].socket.getsockname()[1]
+    nursery.start_soon(server.serve, listeners)
+    async with open_link_pool(http) as pool:
+        for _ in range(2):
+            expected = RateLimited if status == 429 else HopUnreachable
+            with pytest.raises(expected):
+                await pool.forward(HOST, port, b"p", timeout=10)
+    sample = metrics.registry.get_sample_value(
+        "veil_http_requests_total", {"method": "GET", "path": UPGRADE_PATH, "status": str(status)}
+    )
+    assert sample == 2  # asked twice: no fallback to POST /onion was recorded
+    server.stop()
