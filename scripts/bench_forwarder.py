@@ -253,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.role == "sink":
             run_sink(host, port, args.reply_bytes)
         else:
+            from node.cli import tune_gc
+
+            tune_gc()  # the node's process settings, so that only the onion work differs
             trio.run(run_forwarder, host, port, *_split(args.next))
     except KeyboardInterrupt:
         return 130

@@ -20,7 +20,8 @@ What is measured (all on 127.0.0.1, in one run of about half a minute)
   (``make_store``, 200-byte bodies, 2,000 inboxes so that none passes its rate limit)
   handed to :meth:`node.service.StorageService.handle` (decode, checks, rate limit, the
   batching SQLite writer with the node's default ``synchronous=FULL``, the reply) by
-  ``SERVICE_TASKS`` concurrent tasks, on a fresh database. Target >= 10,000. Its floor,
+  ``SERVICE_TASKS`` concurrent tasks, on a fresh database, best of ``ROUNDS`` rounds
+  alternated with its floor. Target >= 10,000. Its floor,
   ``store_db_mps``, is the same messages straight into :meth:`node.store.MessageStore.store`
   (no RPC), so ``store_service_db_ratio`` says how much the RPC layer costs.
 * ``store_onion_mps``: the same kind of stores through the node's real ``POST /onion``,
@@ -390,7 +391,8 @@ def _in_process_store_mps(tmp: Path) -> tuple[float, float, float]:
     """Stores/s into StorageService.handle, into MessageStore.store beneath it, and the
     CPU (in cores) that other users took meanwhile.
 
-    Both on fresh databases with the node's defaults (``synchronous=FULL``), from
+    Both on fresh databases with the node's defaults (``synchronous=FULL``), best of
+    ``ROUNDS`` alternated rounds (a fresh database each), from
     ``SERVICE_TASKS`` concurrent tasks (as many requests in flight as a busy node has),
     so that the store's writer can batch. The second figure is the floor of the first:
     the same messages without the RPC (CBOR, checks, rate limit, reply).
@@ -439,7 +441,8 @@ def _in_process_store_mps(tmp: Path) -> tuple[float, float, float]:
         async def call(req: bytes) -> None:
             replies.append(await service.handle(req))
 
-        async with open_storage_service(tmp / "service.sqlite") as service:
+        db = tmp / f"service-{len(others)}.sqlite"  # a fresh database every round
+        async with open_storage_service(db) as service:
             for a in accounts[:64]:  # warm up (first pages, code paths)
                 await service.handle(rpc.make_store(a, b"warm", ttl, now_ms=now))
             rate = await drive(call, requests)
@@ -453,12 +456,18 @@ def _in_process_store_mps(tmp: Path) -> tuple[float, float, float]:
         async def call(row: tuple[Any, bytes, bytes]) -> None:
             await store.store(row[0], rpc.INBOX, row[1], row[2], now + ttl)
 
-        async with open_store(tmp / "db.sqlite", clock=lambda: now) as store:
+        async with open_store(tmp / f"db-{len(others)}.sqlite", clock=lambda: now) as store:
             for a in accounts[:64]:
                 await store.store(ids[a], rpc.INBOX, bytes(32), b"warm", now + ttl)
             return await drive(call, rows)
 
-    return trio.run(service_main), trio.run(db_main), max(others)
+    # Alternated, best of ROUNDS each, as the relay figures: a disturbance from other
+    # users falls on both, and the best round is the least disturbed.
+    service, floor = [], []
+    for _ in range(ROUNDS):
+        service.append(trio.run(service_main))
+        floor.append(trio.run(db_main))
+    return max(service), max(floor), max(others)
 
 
 def _accounts(n: int) -> list[str]:
