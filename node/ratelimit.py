@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 
 __all__ = ["TokenBucketLimiter", "client_key"]
 
@@ -62,7 +62,7 @@ class TokenBucketLimiter:
         self.max_entries = max_entries
         self._exempt = tuple(ipaddress.ip_network(n, strict=False) for n in exempt)
         # key -> [tokens, time of last update]
-        self._buckets: OrderedDict[str, list[float]] = OrderedDict()
+        self._buckets: OrderedDict[Hashable, list[float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -79,11 +79,12 @@ class TokenBucketLimiter:
             return False
         return any(ip in net for net in self._exempt)
 
-    def allow(self, key: str, now: float) -> bool:
+    def allow(self, key: Hashable, now: float) -> bool:
         """Take a token from ``key``'s bucket; False if it is empty (refuse the request).
 
-        ``key`` is usually :func:`client_key` of the peer address; callers check
-        :meth:`is_exempt` once per connection rather than per request.
+        ``key`` is usually :func:`client_key` of the peer address (the storage service
+        uses an account's key bytes); a new key, or one evicted and back, starts with a
+        full bucket. Callers ask :meth:`is_exempt` only of a key over its limit.
         """
         buckets = self._buckets
         bucket = buckets.get(key)

@@ -53,7 +53,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -66,6 +66,7 @@ from onion import __version__, rpc
 from onion.errors import NotFound, ProtocolError, RateLimited, VeilError
 from onion.keys import AccountId
 
+from .ratelimit import TokenBucketLimiter
 from .store import MessageStore, ReplicaMessage, StoreStats, open_store
 
 __all__ = [
@@ -151,40 +152,6 @@ class ReplicationHook(Protocol):
         ...
 
 
-class _TokenBuckets:
-    """Per-key token buckets on trio's clock, at most ``max_keys`` of them (LRU)."""
-
-    def __init__(self, rate: float, burst: int, max_keys: int) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._max = max_keys
-        # key -> [tokens, time of last update], least recently used first
-        self._buckets: OrderedDict[bytes, list[float]] = OrderedDict()
-
-    def take(self, key: bytes, now: float) -> bool:
-        """Take one token for ``key``; False if its bucket is empty."""
-        buckets = self._buckets
-        bucket = buckets.get(key)
-        if bucket is None:
-            # A new (or evicted, hence refilled) key starts with a full bucket.
-            while buckets and len(buckets) >= self._max:
-                buckets.popitem(last=False)
-            tokens = self._burst
-            buckets[key] = bucket = [tokens, now]
-        else:
-            buckets.move_to_end(key)  # most recently used goes last
-            tokens = min(self._burst, bucket[0] + (now - bucket[1]) * self._rate)
-        bucket[1] = now
-        if tokens < 1.0:
-            bucket[0] = tokens
-            return False
-        bucket[0] = tokens - 1.0
-        return True
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-
 class StorageService:
     """Answers storage RPC requests; get one with :func:`open_storage_service`."""
 
@@ -195,7 +162,9 @@ class StorageService:
         self.clock = clock
         self.config = config
         self.counters = ServiceCounters()
-        self._buckets = _TokenBuckets(config.inbox_rate, config.inbox_burst, config.max_buckets)
+        self._buckets = TokenBucketLimiter(
+            config.inbox_rate, config.inbox_burst, config.max_buckets
+        )
         #: The swarm check; None: every account is served (a standalone node).
         self.swarms: SwarmCheck | None = None
         #: Where created messages go for replication; None: nowhere.
@@ -284,7 +253,7 @@ class StorageService:
 
     async def _store(self, req: rpc.StoreRequest, now: int) -> rpc.StoreResult:
         """Store ``req``'s message until ``now`` (the node's clock, ms) plus its TTL."""
-        if req.namespace == rpc.INBOX and not self._buckets.take(
+        if req.namespace == rpc.INBOX and not self._buckets.allow(
             req.account.x25519_public, trio.current_time()
         ):
             self.counters.rate_limited += 1
