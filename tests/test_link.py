@@ -46,6 +46,16 @@ async def echo(packet: bytes) -> tuple[int, bytes]:
     return 200, b"re:" + packet
 
 
+def held_until(release: trio.Event) -> Callable[[bytes], Awaitable[tuple[int, bytes]]]:
+    """A link handler that answers like echo, but only once ``release`` is set."""
+
+    async def held(packet: bytes) -> tuple[int, bytes]:
+        await release.wait()
+        return 200, b"re:" + packet
+
+    return held
+
+
 @dataclass
 class LinkServer:
     """An HttpServer with ``/link`` (upgrade to serve_link) and ``POST /onion``."""
@@ -387,10 +397,7 @@ async def _cancel_when(condition: Callable[[], bool], scope: trio.CancelScope) -
 
 async def test_too_many_streams_is_rate_limited(nursery: trio.Nursery, http: PeerPool) -> None:
     release = trio.Event()
-
-    async def held(packet: bytes) -> tuple[int, bytes]:
-        await release.wait()
-        return 200, b"re:" + packet
+    held = held_until(release)
 
     server = await LinkServer(held).start(nursery)
     results: list[tuple[int, bytes]] = []
@@ -417,10 +424,7 @@ async def test_the_server_runs_at_most_max_streams_at_once_and_queues_the_rest(
     nursery: trio.Nursery, http: PeerPool
 ) -> None:
     release = trio.Event()
-
-    async def held(packet: bytes) -> tuple[int, bytes]:
-        await release.wait()
-        return 200, b"re:" + packet
+    held = held_until(release)
 
     server = await LinkServer(held, max_streams=3).start(nursery)
     results: list[tuple[int, bytes]] = []
@@ -686,10 +690,7 @@ async def test_server_stop_answers_requests_in_flight_then_closes_the_link(
     nursery: trio.Nursery, http: PeerPool
 ) -> None:
     release = trio.Event()
-
-    async def held(packet: bytes) -> tuple[int, bytes]:
-        await release.wait()
-        return 200, b"re:" + packet
+    held = held_until(release)
 
     server = await LinkServer(held, shutdown_grace=30.0).start(nursery)
     assert server.http is not None
