@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from onion import cbor, rpc
 from onion.errors import STATUS_CODES
-from onion.packet import MAX_PACKET_LEN, HopError, build_packet
+from onion.link import RESPONSE, Frame, FrameReader, encode_request
+from onion.packet import MAX_PACKET_LEN, MAX_REPLY_LEN, HopError, build_packet
 
 from .nodeutil import NodeHandle, node_process, now_ms
 
@@ -342,3 +343,65 @@ def test_an_address_over_its_rate_gets_429_at_once(tmp_path: Path) -> None:
         assert httpx.get(f"{node.url}/info").status_code == 200
         text = httpx.get(f"{node.url}/metrics").text
         assert "veil_rate_limited_total 3.0" in text
+
+
+# --- the node-to-node link ---------------------------------------------------------------
+
+UPGRADE = b"GET /link HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: veil-link/1\r\n\r\n"
+
+
+def upgraded(node: NodeHandle) -> tuple[socket.socket, bytes]:
+    """A connection switched to the link, and the bytes already read after the 101."""
+    s = socket.create_connection((node.host, node.port), timeout=20)
+    s.sendall(UPGRADE)
+    got = b""
+    while b"\r\n\r\n" not in got:
+        data = s.recv(65536)
+        assert data, "closed during the upgrade"
+        got += data
+    head, _, rest = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s, rest
+
+
+def next_frame(s: socket.socket, reader: FrameReader) -> Frame:
+    while (frame := reader.next_frame()) is None:
+        data = s.recv(65536)
+        assert data, "the node closed the link"
+        reader.receive_data(data)
+    return frame
+
+
+def test_a_link_answers_each_packet_on_its_stream(node: NodeHandle) -> None:
+    s, rest = upgraded(node)
+    with s:
+        reader = FrameReader(RESPONSE, MAX_REPLY_LEN)
+        reader.receive_data(rest)
+        good, opener = build_packet([node.hop()], rpc.make_info(), now_ms=now_ms())
+        damaged = bytes([good[0]]) + bytes([good[1] ^ 1]) + good[2:]
+        s.sendall(encode_request(7, damaged) + encode_request(8, good))
+        frames = {f.stream: f for f in (next_frame(s, reader), next_frame(s, reader))}
+        assert frames[7].status == 400  # refused before a reply was possible
+        assert frames[8].status == 200
+        assert rpc.decode_reply(opener.open(frames[8].payload)).ok
+
+
+@EXAMPLES
+@given(junk=st.binary(min_size=1, max_size=4096))
+def test_random_bytes_on_a_link_get_whole_frames_or_a_close(node: NodeHandle, junk: bytes) -> None:
+    s, rest = upgraded(node)
+    with s:
+        s.sendall(junk)
+        s.shutdown(socket.SHUT_WR)
+        rest += read_all(s)
+    # Whatever came back is whole, valid response frames (often none: bad framing, or a
+    # peer that left, is answered by closing).
+    reader = FrameReader(RESPONSE, MAX_REPLY_LEN)
+    reader.receive_data(rest)
+    while reader.next_frame() is not None:
+        pass
+    assert reader.buffered == 0
+
+
+def test_node_still_serves_after_bad_links(node: NodeHandle, http: httpx.Client) -> None:
+    assert_still_serving(http, node)
