@@ -95,6 +95,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import trio
 
@@ -122,6 +123,9 @@ __all__ = [
     "ring_position",
     "sync_scope",
 ]
+
+#: What a ``replication_wire.open_*`` function returns (see Replicator._open).
+_Opened = TypeVar("_Opened")
 
 log = logging.getLogger("veil.node.replication")
 
@@ -547,6 +551,13 @@ class Replicator:
     def _refused(self, exc: VeilError) -> None:
         self.counters.refused[exc.status] = self.counters.refused.get(exc.status, 0) + 1
 
+    def _open(self, opener: Callable[..., _Opened], frame: bytes) -> _Opened:
+        """Open a peer's frame with ``opener`` (a ``replication_wire.open_*``): checked
+        against our keys, the consensus and our clock; raises its errors."""
+        return opener(
+            frame, self.keys, self._lookup, now_ms=self.clock(), skew_ms=self.config.clock_skew_ms
+        )
+
     async def handle_push(self, frame: bytes) -> bytes:
         """Answer a push (the body of ``POST /replicate``) with the sealed ack.
 
@@ -558,13 +569,7 @@ class Replicator:
         """
         try:
             consensus, me = self._membership()
-            push = wire.open_push(
-                frame,
-                self.keys,
-                self._lookup,
-                now_ms=self.clock(),
-                skew_ms=self.config.clock_skew_ms,
-            )
+            push = self._open(wire.open_push, frame)
             now = self.clock()
             accepted: list[ReplicaMessage] = []
             refused: list[bytes] = []
@@ -593,13 +598,7 @@ class Replicator:
         the rows of accounts in the asker's swarm. Errors as :meth:`handle_push`."""
         try:
             consensus, _ = self._membership()
-            pull = wire.open_pull(
-                frame,
-                self.keys,
-                self._lookup,
-                now_ms=self.clock(),
-                skew_ms=self.config.clock_skew_ms,
-            )
+            pull = self._open(wire.open_pull, frame)
         except VeilError as exc:
             self._refused(exc)
             raise
@@ -635,13 +634,7 @@ class Replicator:
         sender outside this node's swarm, ProtocolError for another method."""
         try:
             consensus, me = self._membership()
-            fwd = wire.open_forward(
-                frame,
-                self.keys,
-                self._lookup,
-                now_ms=self.clock(),
-                skew_ms=self.config.clock_skew_ms,
-            )
+            fwd = self._open(wire.open_forward, frame)
             sender = consensus.node(fwd.sender)
             assert sender is not None  # open_forward found it in this consensus
             if sender.swarm_id != me.swarm_id:
