@@ -54,7 +54,7 @@ HopUnreachable.
 from __future__ import annotations
 
 import logging
-import math
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -77,6 +77,7 @@ from onion.packet import MAX_PACKET_LEN, MAX_REPLY_LEN
 
 from .logging import log_event
 from .peers import PeerPool
+from .sockio import SocketIO
 
 __all__ = ["HttpForwarder", "LinkHandler", "LinkPool", "open_link_pool", "serve_link"]
 
@@ -108,10 +109,10 @@ class _LinkDown(Exception):
 class _FrameWriter:
     """Queues frames and sends them in batches, from whichever task finds it idle."""
 
-    __slots__ = ("_busy", "_queue", "_stream", "_timeout", "broken")
+    __slots__ = ("_busy", "_io", "_queue", "_timeout", "broken")
 
-    def __init__(self, stream: trio.abc.SendStream, write_timeout: float) -> None:
-        self._stream = stream
+    def __init__(self, io: SocketIO, write_timeout: float) -> None:
+        self._io = io
         self._timeout = write_timeout
         self._queue: list[bytes] = []
         self._busy = False
@@ -121,33 +122,43 @@ class _FrameWriter:
         """Queue ``frame``; if nobody is writing, write the queue until it is empty.
 
         Raises _LinkDown if the link is (or becomes) broken while this task writes.
-        Shielded from the caller's cancellation; bounded by the write timeout.
+        Not a checkpoint when the kernel takes the frame at once (the usual case: see
+        node/sockio.py); otherwise shielded from the caller's cancellation and bounded
+        by the write timeout.
         """
         if self.broken:
             raise _LinkDown("link is closed")
-        self._queue.append(frame)
         if self._busy:
+            self._queue.append(frame)
             return  # the task writing now sends it with its next batch
         self._busy = True
         try:
-            while self._queue:
+            data: bytes = frame
+            while True:
+                sent = self._io.try_send(data)
+                if sent < len(data):
+                    await self._send_rest(memoryview(data)[sent:])
+                if not self._queue:
+                    return
                 data = self._queue[0] if len(self._queue) == 1 else b"".join(self._queue)
                 self._queue.clear()
-                # The timeout bounds each chunk, not the batch: a slow but moving link
-                # with a large batch queued is not a dead one.
-                view = memoryview(data)
-                for start in range(0, len(data), _WRITE_CHUNK):
-                    with trio.CancelScope(shield=True) as scope:
-                        scope.deadline = trio.current_time() + self._timeout
-                        await self._stream.send_all(view[start : start + _WRITE_CHUNK])
-                    if scope.cancelled_caught:
-                        raise _LinkDown("write timed out")
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, _LinkDown) as exc:
+        except (trio.BrokenResourceError, trio.ClosedResourceError, _LinkDown) as exc:
             self.broken = True
             self._queue.clear()
             raise _LinkDown(f"send failed: {exc}") from None
         finally:
             self._busy = False
+
+    async def _send_rest(self, view: memoryview) -> None:
+        """Write what the kernel did not take at once, shielded (a frame cut in half
+        would break the framing for everyone). The timeout bounds each chunk, not the
+        batch: a slow but moving link with a large batch queued is not a dead one."""
+        for start in range(0, len(view), _WRITE_CHUNK):
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + self._timeout
+                await self._io.send_all(view[start : start + _WRITE_CHUNK])
+            if scope.cancelled_caught:
+                raise _LinkDown("write timed out")
 
 
 # --- the sending side -----------------------------------------------------------------
@@ -156,11 +167,12 @@ class _FrameWriter:
 class _Link:
     """One outgoing link: its stream, writer, and the requests waiting for responses."""
 
-    __slots__ = ("_next", "answered", "closed", "last_used", "stream", "waiting", "writer")
+    __slots__ = ("_next", "answered", "closed", "io", "last_used", "stream", "waiting", "writer")
 
     def __init__(self, stream: trio.SocketStream, write_timeout: float) -> None:
         self.stream = stream
-        self.writer = _FrameWriter(stream, write_timeout)
+        self.io = SocketIO(stream)
+        self.writer = _FrameWriter(self.io, write_timeout)
         #: stream number -> [task, result, parked, deadline]: result is (status,
         #: payload), _LinkDown or HopTimeout; the task is rescheduled only once parked
         #: (it may still be sending); deadline is on trio's clock.
@@ -383,7 +395,7 @@ class LinkPool:
             while True:
                 frame = reader.next_frame()
                 if frame is None:
-                    data = await link.stream.receive_some(_RECV_BYTES)
+                    data = await link.io.receive_some(_RECV_BYTES)
                     if not data:
                         break
                     reader.receive_data(data)
@@ -525,7 +537,8 @@ async def serve_link(
     flight are cancelled too; the caller closes the stream either way.
     """
     reader = FrameReader(REQUEST, MAX_PACKET_LEN)
-    writer = _FrameWriter(stream, write_timeout)
+    io = SocketIO(stream)
+    writer = _FrameWriter(io, write_timeout)
     state = _ServerState(max_streams)
 
     async def run_one(stream_id: int, packet: bytes) -> None:
@@ -543,13 +556,12 @@ async def serve_link(
                 read_scope.cancel()  # nobody to answer: stop reading too
         finally:
             state.finished()
-            if not state.in_flight:
-                # The reader waits with no deadline while requests are in flight: the
-                # last one to finish starts the idle clock.
-                read_scope.deadline = trio.current_time() + idle_timeout
 
     async with trio.open_nursery() as nursery:
+        workers = _Workers(nursery, run_one)
         with trio.CancelScope() as read_scope:
+            # The idle clock is a task of its own, not a deadline moved at every packet.
+            nursery.start_soon(_close_when_idle, state, read_scope, idle_timeout)
             if stopping is not None:
                 nursery.start_soon(_cancel_on, stopping, read_scope)
             try:
@@ -557,13 +569,11 @@ async def serve_link(
                 while True:
                     frame = reader.next_frame()
                     if frame is None:
-                        # Idle (nothing in flight): closed after idle_timeout.
-                        read_scope.deadline = (
-                            trio.current_time() + idle_timeout if not state.in_flight else math.inf
-                        )
-                        data = await stream.receive_some(_RECV_BYTES)
+                        data = await io.receive_some(_RECV_BYTES)
                         if not data:
                             break
+                        if not state.in_flight:
+                            state.last_active = trio.current_time()
                         reader.receive_data(data)
                         continue
                     if not admit():
@@ -573,13 +583,12 @@ async def serve_link(
                         await writer.send(encode_response(frame.stream, 429, body))
                         continue
                     if state.in_flight >= max_streams:
-                        read_scope.deadline = math.inf
                         await state.wait_for_room()  # TCP pushes back meanwhile
                     state.in_flight += 1
-                    nursery.start_soon(run_one, frame.stream, frame.payload)
+                    workers.submit(frame.stream, frame.payload)
             except LinkProtocolError as exc:
                 log_event(log, logging.WARNING, "link_protocol_error", error=str(exc)[:80])
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, _LinkDown):
+            except (trio.BrokenResourceError, trio.ClosedResourceError, _LinkDown):
                 pass
         if read_scope.cancelled_caught and not writer.broken:
             # Stopping, or idle: answer what is in flight (the nursery waits for it),
@@ -594,18 +603,89 @@ async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
-class _ServerState:
-    """How many requests a served link has in flight, and who waits for that to drop."""
+async def _close_when_idle(state: _ServerState, scope: trio.CancelScope, idle: float) -> None:
+    """Cancel ``scope`` (the reading) once the link has had nothing in flight and
+    nothing arriving for ``idle`` seconds. While requests are in flight it looks again
+    every quarter of ``idle``, so a link is closed at most 1.25 x ``idle`` after its
+    last answer."""
+    while True:
+        deadline = state.last_active + idle
+        if trio.current_time() < deadline:
+            await trio.sleep_until(deadline)
+        elif state.in_flight:
+            await trio.sleep(idle / 4)
+        else:
+            scope.cancel()
+            return
 
-    __slots__ = ("_lot", "in_flight", "limit")
+
+class _Workers:
+    """The tasks that run a served link's requests, kept and reused.
+
+    Spawning a trio task per packet was about a tenth of a relay's CPU at rest; waking
+    a parked one costs a reschedule. :meth:`submit` queues a request and wakes an idle
+    worker, or starts one if none is idle; a worker runs queued requests until there
+    are none, then parks, or ends if ``keep`` workers are parked already (so a burst's
+    workers do not outlive it). The reader bounds the requests in flight
+    (``max_streams``), so it bounds the workers too. All of them live in the link's
+    nursery: cancelling it ends parked and running workers alike.
+    """
+
+    __slots__ = ("_idle", "_jobs", "_keep", "_nursery", "_run")
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        run: Callable[[int, bytes], Awaitable[None]],
+        keep: int = 8,
+    ) -> None:
+        self._nursery = nursery
+        self._run = run
+        self._keep = keep
+        self._jobs: deque[tuple[int, bytes]] = deque()
+        self._idle: list[trio.lowlevel.Task] = []
+
+    def submit(self, stream_id: int, packet: bytes) -> None:
+        self._jobs.append((stream_id, packet))
+        if self._idle:
+            trio.lowlevel.reschedule(self._idle.pop())
+        else:
+            self._nursery.start_soon(self._work)
+
+    async def _work(self) -> None:
+        jobs, idle = self._jobs, self._idle
+        task = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            idle.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        while True:
+            while jobs:
+                await self._run(*jobs.popleft())
+            if len(idle) >= self._keep:
+                return
+            idle.append(task)
+            await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+class _ServerState:
+    """How many requests a served link has in flight, when it was last active, and who
+    waits for the count to drop."""
+
+    __slots__ = ("_lot", "in_flight", "last_active", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_flight = 0
+        #: When the link last had nothing in flight, or received bytes while it had none.
+        self.last_active = trio.current_time()
         self._lot = trio.lowlevel.ParkingLot()
 
     def finished(self) -> None:
         self.in_flight -= 1
+        if not self.in_flight:
+            self.last_active = trio.current_time()
         if self._lot:
             self._lot.unpark_all()
 

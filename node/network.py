@@ -236,7 +236,11 @@ class NetworkView:
         if self.consensus is None:
             return True
         node = self.consensus.node(node_id)
-        return node is not None and node.port == port and _normal_ip(node.host) == _normal_ip(host)
+        if node is None or node.port != port:
+            return False
+        # Clients copy the listed host into their packets: the same string is the same
+        # address, without parsing two addresses for every relayed packet.
+        return node.host == host or _normal_ip(node.host) == _normal_ip(host)
 
     def is_relay_address(self, address: str) -> bool:
         """True if ``address`` (a connecting IP) is the host of a listed node: relays

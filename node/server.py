@@ -63,6 +63,7 @@ from .config import HttpConfig
 from .logging import log_event
 from .metrics import NodeMetrics
 from .ratelimit import TokenBucketLimiter, client_key
+from .sockio import SocketIO
 
 __all__ = ["Handler", "HttpServer", "Request", "Response", "Route", "UpgradeHandler"]
 
@@ -349,7 +350,7 @@ class HttpServer:
             trio.move_on_after(1.0),
             contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
         ):
-            await self._send_response(conn, stream, response)
+            await self._send_response(conn, SocketIO(stream), response)
 
     async def _serve_connection(self, stream: trio.SocketStream, state: _ConnState) -> None:
         cfg = self.config
@@ -367,6 +368,9 @@ class HttpServer:
         # the phase's ``state.deadline`` passes (a scope per phase, or moving a scope's
         # deadline at each phase, costs more than the rest of a small request).
         timer = state.timer
+        # Reads and writes go straight to the socket (node/sockio.py): at rest, trio's
+        # stream layers cost about as much as the rest of a small request.
+        io = SocketIO(stream)
         self._states.add(state)
         try:
             with timer:
@@ -377,7 +381,7 @@ class HttpServer:
                             return
                         state.phase = _IDLE
                         state.deadline = trio.current_time() + cfg.idle_timeout
-                        data = await stream.receive_some(_RECV_BYTES)
+                        data = await io.receive_some(_RECV_BYTES)
                         if not data:
                             return
                         conn.receive_data(data)
@@ -391,7 +395,7 @@ class HttpServer:
                     response: Response | None = None
                     try:
                         route, request = await self._read_request(
-                            conn, stream, state, head, limiter, bucket, peer
+                            conn, io, state, head, limiter, bucket, peer
                         )
                     except _Refusal as refusal:
                         response = refusal.response
@@ -410,7 +414,7 @@ class HttpServer:
 
                     state.phase = _WRITING
                     state.deadline = trio.current_time() + cfg.write_timeout
-                    if not await self._respond(conn, stream, head, response):
+                    if not await self._respond(conn, io, head, response):
                         return
                     if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                         # A refusal (Connection: close) or the client asked to close.
@@ -430,7 +434,7 @@ class HttpServer:
             return
         late.close = True
         with trio.move_on_after(cfg.write_timeout):
-            if await self._respond(conn, stream, head, late):
+            if await self._respond(conn, io, head, late):
                 await _linger(stream, _LINGER_SECONDS)
 
     async def _switch(
@@ -462,17 +466,17 @@ class HttpServer:
         await route.upgrade(stream, initial, peer, self._stop)
 
     async def _respond(
-        self, conn: h11.Connection, stream: trio.SocketStream, head: list[str], response: Response
+        self, conn: h11.Connection, io: SocketIO, head: list[str], response: Response
     ) -> bool:
         if self._draining:
             response.close = True
         self.metrics.count_request(head[0], self.metrics.path_label(head[1]), response.status)
-        return await self._send_response(conn, stream, response)
+        return await self._send_response(conn, io, response)
 
     async def _read_request(
         self,
         conn: h11.Connection,
-        stream: trio.SocketStream,
+        io: SocketIO,
         state: _ConnState,
         head: list[str],
         limiter: TokenBucketLimiter | None,
@@ -483,7 +487,7 @@ class HttpServer:
 
         Fills ``head`` with the method and path as soon as they are known.
         """
-        event = await _next_event(conn, stream, state)
+        event = await _next_event(conn, io, state)
         if type(event) is not h11.Request:
             # ConnectionClosed between requests: nothing to answer.
             raise _ClientGone
@@ -532,8 +536,8 @@ class HttpServer:
             )
         if conn.they_are_waiting_for_100_continue:
             go_on = h11.InformationalResponse(status_code=100, headers=[])
-            await stream.send_all(conn.send(go_on) or b"")
-        body = await _read_body(conn, stream, state, route.max_body)
+            await io.send_all(conn.send(go_on) or b"")
+        body = await _read_body(conn, io, state, route.max_body)
         return route, Request(method, path, query, body, "")
 
     async def _run_handler(self, route: Route, request: Request) -> Response:
@@ -543,9 +547,7 @@ class HttpServer:
             log.exception("handler_failed", extra={"veil_fields": {"path": request.path}})
             return text_response(500, "internal: the node failed to handle this")
 
-    async def _send_response(
-        self, conn: h11.Connection, stream: trio.SocketStream, response: Response
-    ) -> bool:
+    async def _send_response(self, conn: h11.Connection, io: SocketIO, response: Response) -> bool:
         """Send ``response``; False if h11 cannot send one in this state.
 
         The caller's deadline bounds the write (a client that does not read).
@@ -579,11 +581,11 @@ class HttpServer:
         except h11.LocalProtocolError:
             # E.g. the client's error left no response possible; just close.
             return False
-        await stream.send_all(data)
+        await io.send_all(data)
         return True
 
 
-async def _next_event(conn: h11.Connection, stream: trio.SocketStream, state: _ConnState) -> object:
+async def _next_event(conn: h11.Connection, io: SocketIO, state: _ConnState) -> object:
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
@@ -592,19 +594,17 @@ async def _next_event(conn: h11.Connection, stream: trio.SocketStream, state: _C
             state.deadline = state.read_deadline
             state.read_deadline = 0.0
         try:
-            data = await stream.receive_some(_RECV_BYTES)
+            data = await io.receive_some(_RECV_BYTES)
         except trio.BrokenResourceError:
             raise _ClientGone from None
         conn.receive_data(data)
 
 
-async def _read_body(
-    conn: h11.Connection, stream: trio.SocketStream, state: _ConnState, limit: int
-) -> bytes:
+async def _read_body(conn: h11.Connection, io: SocketIO, state: _ConnState, limit: int) -> bytes:
     chunks: list[bytes | bytearray] = []
     total = 0
     while True:
-        event = await _next_event(conn, stream, state)
+        event = await _next_event(conn, io, state)
         kind = type(event)
         if kind is h11.Data:
             data = event.data  # type: ignore[attr-defined]
