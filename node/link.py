@@ -38,11 +38,16 @@ a packet takes effect at most once. Cancellation of a request (or its timeout) o
 forgets its stream: a late response is dropped, and the link stays usable.
 
 :func:`serve_link` is the receiving side, run by the HTTP server on a connection that
-asked for the upgrade: it reads request frames, runs each in its own task (at most
-``max_streams`` at once; beyond that it stops reading, so TCP pushes back on the peer),
-and writes each response as its handler finishes, in any order. ``admit`` is asked for
+asked for the upgrade: it reads request frames, runs each on a worker task of its own
+(at most ``max_streams`` at once; beyond that it stops reading, so TCP pushes back on the
+peer), and writes each response as its handler finishes, in any order. Workers are
+parked and reused, not spawned per packet (:class:`_Workers`). ``admit`` is asked for
 each request (the per-address rate limit) and a refused request is answered 429 at once.
-A link idle (no request in flight and none arriving) for ``idle_timeout`` is closed.
+A link idle (no request in flight and none arriving) for ``idle_timeout`` is closed (a
+task of its own keeps that clock; a deadline moved at every packet cost CPU at rest).
+
+Both sides read and write with :class:`node.sockio.SocketIO`, straight to the socket:
+at rest, trio's stream layers cost about as much as the packet's cryptography.
 When ``stopping`` is set, it reads no more requests, finishes those in flight and
 returns; the caller closes the connection.
 

@@ -493,6 +493,58 @@ async def test_a_link_closed_as_idle_is_reopened_for_the_next_forward(
     assert server.upgrades == 3
 
 
+async def test_a_link_with_a_request_in_flight_is_not_idle(
+    nursery: trio.Nursery, http: PeerPool
+) -> None:
+    # The idle clock runs only while nothing is in flight: a request that takes longer
+    # than idle_timeout is answered on its link, which closes once idle after it.
+    async def slow(packet: bytes) -> tuple[int, bytes]:
+        await trio.sleep(0.4)
+        return 200, b"re:" + packet
+
+    server = await LinkServer(slow, idle_timeout=0.05).start(nursery)
+    async with open_link_pool(http) as pool:
+        assert await pool.forward(HOST, server.port, b"slow", timeout=10) == (200, b"re:slow")
+        assert server.upgrades == 1
+        await until(lambda: server.links_ended == 1)  # then idle, and closed
+
+
+class _Spawns(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.count += 1
+
+
+async def test_packets_on_a_link_spawn_no_task_each(nursery: trio.Nursery, http: PeerPool) -> None:
+    # Spawning a task per packet was a tenth of a relay's CPU at rest: the served link
+    # reuses its workers, and the sending side has none of its own per packet.
+    server = await LinkServer().start(nursery)
+    async with open_link_pool(http) as pool:
+        assert await pool.forward(HOST, server.port, b"warm", timeout=10) == (200, b"re:warm")
+        spawns = _Spawns()
+        trio.lowlevel.add_instrument(spawns)
+        try:
+            for i in range(100):
+                answer = await pool.forward(HOST, server.port, b"%d" % i, timeout=10)
+                assert answer == (200, b"re:%d" % i)
+        finally:
+            trio.lowlevel.remove_instrument(spawns)
+        assert spawns.count == 0
+
+        # A burst still runs concurrently: a worker per request in flight.
+        async def one(i: int) -> None:
+            assert await pool.forward(HOST, server.port, b"b%d" % i, timeout=10) == (
+                200,
+                b"re:b%d" % i,
+            )
+
+        async with trio.open_nursery() as inner:
+            for i in range(20):
+                inner.start_soon(one, i)
+
+
 class OneShotLinks:
     """A raw link server: each link answers ``answers`` requests, then closes on the next."""
 
