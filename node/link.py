@@ -96,6 +96,11 @@ _WRITE_CHUNK = 256 * 1024
 _NO_LINK_STATUSES = frozenset({400, 404, 405, 426, 501})
 #: How often the pool's watchdog looks for requests past their deadline (seconds).
 _TICK = 0.25
+#: Frames handled from one read before yielding to other tasks. A read is a checkpoint,
+#: and so is a write that has to wait, but a write the kernel takes at once is not
+#: (node/sockio.py): one read of small frames (up to 21,000 of them in 256 KiB, each
+#: answered 429, or bogus responses) must not hold the node until all are handled.
+_FRAMES_PER_CHECKPOINT = 64
 #: The largest HTTP head accepted in answer to the upgrade request.
 _MAX_HANDSHAKE_HEAD = 8192
 
@@ -397,6 +402,7 @@ class LinkPool:
         try:
             if initial:
                 reader.receive_data(initial)
+            unread = 0
             while True:
                 frame = reader.next_frame()
                 if frame is None:
@@ -404,7 +410,11 @@ class LinkPool:
                     if not data:
                         break
                     reader.receive_data(data)
+                    unread = 0
                     continue
+                unread += 1
+                if unread % _FRAMES_PER_CHECKPOINT == 0:
+                    await trio.lowlevel.checkpoint()  # see _FRAMES_PER_CHECKPOINT
                 slot = link.waiting.pop(frame.stream, None)
                 if slot is None:
                     continue  # its request was cancelled or timed out
@@ -571,9 +581,11 @@ async def serve_link(
                 nursery.start_soon(_cancel_on, stopping, read_scope)
             try:
                 reader.receive_data(initial)
+                unread = 0
                 while True:
                     frame = reader.next_frame()
                     if frame is None:
+                        unread = 0
                         data = await io.receive_some(_RECV_BYTES)
                         if not data:
                             break
@@ -581,6 +593,9 @@ async def serve_link(
                             state.last_active = trio.current_time()
                         reader.receive_data(data)
                         continue
+                    unread += 1
+                    if unread % _FRAMES_PER_CHECKPOINT == 0:
+                        await trio.lowlevel.checkpoint()  # see _FRAMES_PER_CHECKPOINT
                     if not admit():
                         if on_request is not None:
                             on_request(429)

@@ -385,6 +385,12 @@ class HttpServer:
                         if not data:
                             return
                         conn.receive_data(data)
+                    else:
+                        # Pipelined: the next request is here already. A read is the
+                        # loop's only sure checkpoint (a write that completes at once is
+                        # none): without this one, a client pipelining thousands of small
+                        # requests in one segment would hold the whole node until done.
+                        await trio.lowlevel.checkpoint()
 
                     # The whole request within request_timeout of its first byte.
                     # Armed lazily (by _next_event) when reading has to wait: most
