@@ -216,6 +216,10 @@ class _Retry(Exception):
 # --- the client --------------------------------------------------------------------------------
 
 
+#: Seconds between a take() that asks for a refill and the refill's start (PreparedKeys.run).
+_REFILL_DELAY = 0.001
+
+
 class PreparedKeys:
     """Hop key exchanges done ahead of time, by onion key (:func:`onion.packet.prepare_hop`).
 
@@ -257,6 +261,11 @@ class PreparedKeys:
         """Prepare what :meth:`take` asked for, until cancelled."""
         while True:
             await self._wake.wait()
+            # Not at once: take() is called while a packet is built, and the next
+            # checkpoint comes before that packet is sent. Handing the work to the
+            # thread costs the event loop about 0.1 ms; a millisecond later the packet
+            # is on its way and the loop is only waiting for the reply.
+            await trio.sleep(_REFILL_DELAY)
             self._wake = trio.Event()
             wanted, self._wanted = list(self._wanted), {}
             need = {k: self.per_key - len(self._ready.get(k, ())) for k in wanted}

@@ -261,18 +261,20 @@ class PathSelector:
     async def ensure_guards(self) -> list[ConsensusNode]:
         """The guards (as consensus nodes), after replacing any that left the consensus
         or reached the failure limit, and filling up to :attr:`PathPolicy.guards`.
-        Persists a change before returning. Serialized (see the module note)."""
+        Persists a change before returning. Serialized (see the module note).
+
+        When nothing is to change and no change is being persisted (every request but a
+        few), it returns without taking the lock or yielding: a yield before the packet
+        is sent lets every other ready task run first, on the request's critical path.
+        A new guard is never used before it is persisted.
+        """
+        if not self._guard_lock.locked() and self._kept_guards() is None:
+            return self._guard_nodes()
         async with self._guard_lock:
             consensus = self.consensus
-            listed = [g for g in self._guards if consensus.node(g.node_id) is not None]
-            kept = [g for g in listed if self.usable(g.node_id)]
-            if listed and not kept:
-                # Every guard is failing: more likely our own network is down than all
-                # of them at once. Replacing them now would churn guards through an
-                # outage (what guards exist to prevent); keep them, they are retried.
-                kept = listed
-            wanted = min(self.policy.guards, len(consensus.nodes))
-            if len(kept) != len(self._guards) or len(kept) < wanted:
+            kept = self._kept_guards()
+            if kept is not None:
+                wanted = min(self.policy.guards, len(consensus.nodes))
                 chosen = [consensus.node(g.node_id) for g in kept]
                 nodes = [n for n in chosen if n is not None]
                 candidates = [n for n in consensus.nodes if self.usable(n.node_id)]
@@ -292,12 +294,32 @@ class PathSelector:
                 for guard_id in old - {g.node_id for g in kept}:
                     self._paths.pop(guard_id, None)
                 await trio.to_thread.run_sync(self.state.set_guards, kept)
-            result = []
-            for g in self._guards:
-                node = consensus.node(g.node_id)
-                if node is not None:
-                    result.append(node)
-            return result
+        return self._guard_nodes()
+
+    def _kept_guards(self) -> list[GuardRecord] | None:
+        """The guards to keep if the set must change (some left the consensus or are at
+        the failure limit, or there are too few); None if it stays as it is."""
+        consensus = self.consensus
+        listed = [g for g in self._guards if consensus.node(g.node_id) is not None]
+        kept = [g for g in listed if self.usable(g.node_id)]
+        if listed and not kept:
+            # Every guard is failing: more likely our own network is down than all
+            # of them at once. Replacing them now would churn guards through an
+            # outage (what guards exist to prevent); keep them, they are retried.
+            kept = listed
+        wanted = min(self.policy.guards, len(consensus.nodes))
+        if len(kept) != len(self._guards) or len(kept) < wanted:
+            return kept
+        return None
+
+    def _guard_nodes(self) -> list[ConsensusNode]:
+        consensus = self.consensus
+        result = []
+        for g in self._guards:
+            node = consensus.node(g.node_id)
+            if node is not None:
+                result.append(node)
+        return result
 
     # --- paths -----------------------------------------------------------------------------
 

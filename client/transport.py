@@ -222,13 +222,21 @@ class HttpxTransport:
         # One deadline for the whole exchange, gate included; httpx's own timeouts are
         # only a backstop (its connect timeout keeps a black-holed SYN from using it all).
         with trio.move_on_after(timeout) as scope:
-            async with peer.gate:
-                try:
-                    return await self._send(peer, method, path, body, max_bytes, content_type)
-                except httpx.TimeoutException:
-                    raise HopTimeout(f"{where} did not answer in time") from None
-                except httpx.HTTPError as exc:
-                    raise HopUnreachable(f"{where} unreachable: {_reason(exc)}") from None
+            gate = peer.gate
+            try:
+                # A free slot is taken without yielding (``async with`` would yield once
+                # even then, and let every other ready task run before the request).
+                gate.acquire_nowait()
+            except trio.WouldBlock:
+                await gate.acquire()
+            try:
+                return await self._send(peer, method, path, body, max_bytes, content_type)
+            except httpx.TimeoutException:
+                raise HopTimeout(f"{where} did not answer in time") from None
+            except httpx.HTTPError as exc:
+                raise HopUnreachable(f"{where} unreachable: {_reason(exc)}") from None
+            finally:
+                gate.release()
         assert scope.cancelled_caught
         raise HopTimeout(f"{where} did not answer within {timeout:g} s")
 

@@ -166,6 +166,35 @@ async def test_guards_are_kept_and_replaced_after_three_failures(tmp_path: Path)
         assert state.failures(bad) == 3
 
 
+async def test_unchanged_guards_come_without_a_yield_and_a_change_is_waited_for(
+    state: ClientState,
+) -> None:
+    import trio.testing
+
+    paths = await selector(state, consensus_of([f"10.0.{i}.1" for i in range(8)]))
+    first = [g.node_id for g in await paths.ensure_guards()]
+    # Nothing to change: no lock, no checkpoint (a yield before the packet is sent).
+    with trio.testing.assert_no_checkpoints():
+        assert [g.node_id for g in await paths.ensure_guards()] == first
+    # While one caller persists a change, another waits for it instead of using a
+    # guard that is not yet on disk.
+    for _ in range(3):
+        await paths.node_failed(first[0])
+    seen: list[list[bytes]] = []
+    on_disk: list[set[bytes]] = []
+
+    async def caller() -> None:
+        seen.append([g.node_id for g in await paths.ensure_guards()])
+        on_disk.append({g.node_id for g in state.get_guards()})  # as each caller returns
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller)
+        await trio.testing.wait_all_tasks_blocked()  # the first holds the lock, persisting
+        nursery.start_soon(caller)
+    assert len(seen) == 2 and seen[0] == seen[1] and first[0] not in seen[0]
+    assert on_disk == [set(seen[0]), set(seen[0])]
+
+
 async def test_guards_are_kept_when_all_of_them_fail(state: ClientState) -> None:
     """Every guard failing looks like our own network being down: no guard churn."""
     paths = await selector(state, consensus_of([f"10.0.{i}.1" for i in range(8)]))

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import h11
 import pytest
 import trio
+import trio.testing
 
 from client.transport import HttpxTransport, PeerRefused, TransportConfig
 from onion.errors import HopTimeout, HopUnreachable, TooLarge
@@ -197,3 +198,35 @@ async def test_closed_transport_refuses_work() -> None:
     await transport.aclose()
     with pytest.raises(RuntimeError):
         await transport.get("127.0.0.1", 1, "/", timeout=1, max_bytes=1)
+
+
+async def test_a_request_that_times_out_waiting_for_the_pool_frees_nothing_it_lacked() -> None:
+    # pool_size 1: one request holds the only slot; a second times out while waiting
+    # for it; once the first is answered, the slot serves a third (nothing leaked,
+    # nothing released twice).
+    release = trio.Event()
+
+    async def held(method: str, target: str, body: bytes) -> Answer:
+        if body == b"first":
+            await release.wait()
+        return 200, [(b"content-length", str(len(body)).encode())], [body]
+
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, held)
+        transport = HttpxTransport(TransportConfig(pool_size=1))
+        got: list[bytes] = []
+
+        async def first() -> None:
+            got.append(await transport.post_onion(hop(server.port), b"first", timeout=10))
+
+        nursery.start_soon(first)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(HopTimeout):
+            await transport.post_onion(hop(server.port), b"second", timeout=0.2)
+        release.set()
+        assert await transport.post_onion(hop(server.port), b"third", timeout=10) == b"third"
+        assert await transport.post_onion(hop(server.port), b"fourth", timeout=10) == b"fourth"
+        assert got == [b"first"]
+        assert server.most_connections == 1
+        await transport.aclose()
+        nursery.cancel_scope.cancel()
