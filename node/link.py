@@ -82,7 +82,7 @@ from onion.packet import MAX_PACKET_LEN, MAX_REPLY_LEN
 
 from .logging import log_event
 from .peers import PeerPool
-from .sockio import SocketIO
+from .sockio import AnySocketIO, SocketIO
 
 __all__ = ["HttpForwarder", "LinkHandler", "LinkPool", "open_link_pool", "serve_link"]
 
@@ -121,7 +121,7 @@ class _FrameWriter:
 
     __slots__ = ("_busy", "_io", "_queue", "_timeout", "broken")
 
-    def __init__(self, io: SocketIO, write_timeout: float) -> None:
+    def __init__(self, io: AnySocketIO, write_timeout: float) -> None:
         self._io = io
         self._timeout = write_timeout
         self._queue: list[bytes] = []

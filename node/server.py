@@ -63,7 +63,7 @@ from .config import HttpConfig
 from .logging import log_event
 from .metrics import NodeMetrics
 from .ratelimit import TokenBucketLimiter, client_key
-from .sockio import SocketIO
+from .sockio import AnySocketIO, SocketIO
 
 __all__ = ["Handler", "HttpServer", "Request", "Response", "Route", "UpgradeHandler"]
 
@@ -472,7 +472,7 @@ class HttpServer:
         await route.upgrade(stream, initial, peer, self._stop)
 
     async def _respond(
-        self, conn: h11.Connection, io: SocketIO, head: list[str], response: Response
+        self, conn: h11.Connection, io: AnySocketIO, head: list[str], response: Response
     ) -> bool:
         if self._draining:
             response.close = True
@@ -482,7 +482,7 @@ class HttpServer:
     async def _read_request(
         self,
         conn: h11.Connection,
-        io: SocketIO,
+        io: AnySocketIO,
         state: _ConnState,
         head: list[str],
         limiter: TokenBucketLimiter | None,
@@ -553,7 +553,9 @@ class HttpServer:
             log.exception("handler_failed", extra={"veil_fields": {"path": request.path}})
             return text_response(500, "internal: the node failed to handle this")
 
-    async def _send_response(self, conn: h11.Connection, io: SocketIO, response: Response) -> bool:
+    async def _send_response(
+        self, conn: h11.Connection, io: AnySocketIO, response: Response
+    ) -> bool:
         """Send ``response``; False if h11 cannot send one in this state.
 
         The caller's deadline bounds the write (a client that does not read).
@@ -591,7 +593,7 @@ class HttpServer:
         return True
 
 
-async def _next_event(conn: h11.Connection, io: SocketIO, state: _ConnState) -> object:
+async def _next_event(conn: h11.Connection, io: AnySocketIO, state: _ConnState) -> object:
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
@@ -606,7 +608,7 @@ async def _next_event(conn: h11.Connection, io: SocketIO, state: _ConnState) -> 
         conn.receive_data(data)
 
 
-async def _read_body(conn: h11.Connection, io: SocketIO, state: _ConnState, limit: int) -> bytes:
+async def _read_body(conn: h11.Connection, io: AnySocketIO, state: _ConnState, limit: int) -> bytes:
     chunks: list[bytes | bytearray] = []
     total = 0
     while True:

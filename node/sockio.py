@@ -31,6 +31,10 @@ may give to a new file, is never read or written). Cancellation: only the waits 
 cancellable; a cancelled :meth:`~SocketIO.receive_some` read nothing, and a cancelled
 :meth:`~SocketIO.send_all` may have written part of its data (as trio's own).
 
+This needs POSIX, where a socket is a file descriptor that ``os.read`` and ``os.write``
+take. Elsewhere :class:`SocketIO` is :class:`StreamIO`, the same three methods over
+trio's stream (slower at rest, the same behaviour otherwise).
+
 Several tasks must not read (or write) at once: the callers serialise their writes
 (node/link.py's frame writer, one response at a time in node/server.py) and each
 socket has one reader. A second waiter raises :class:`trio.BusyResourceError`.
@@ -43,7 +47,7 @@ import os
 
 import trio
 
-__all__ = ["SocketIO"]
+__all__ = ["AnySocketIO", "FdIO", "SocketIO", "StreamIO"]
 
 #: errno values that mean "this socket was closed here", as trio's streams treat them.
 _CLOSED = frozenset({errno.EBADF, errno.ENOTSOCK})
@@ -55,7 +59,7 @@ def _translate(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceEr
     return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
 
-class SocketIO:
+class FdIO:
     """Direct reads and writes on ``stream``'s socket; see the module docstring.
 
     The stream stays the owner of the socket (closing it, ``send_eof``, its address):
@@ -124,3 +128,31 @@ class SocketIO:
         while sent < len(view):
             await trio.lowlevel.wait_writable(self._sock)
             sent += self.try_send(view[sent:])
+
+
+class StreamIO:
+    """:class:`FdIO`'s methods over trio's own stream: for systems where a socket is
+    not a file descriptor. Every read and write is a checkpoint here."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        return await self._stream.receive_some(max_bytes)
+
+    def try_send(self, data: bytes | memoryview) -> int:
+        """Writes nothing (trio's stream has no write that cannot wait): 0."""
+        if self._stream.socket.fileno() < 0:
+            raise trio.ClosedResourceError("the socket was closed")
+        return 0
+
+    async def send_all(self, data: bytes | memoryview) -> None:
+        await self._stream.send_all(data)
+
+
+#: Either implementation (for annotations).
+AnySocketIO = FdIO | StreamIO
+#: The implementation for this system (see the module docstring).
+SocketIO: type[FdIO] | type[StreamIO] = FdIO if os.name == "posix" else StreamIO

@@ -16,9 +16,20 @@ import pytest
 import trio
 import trio.testing
 
-from node.sockio import SocketIO
+from node.sockio import FdIO, SocketIO, StreamIO
 
 HOST = "127.0.0.1"
+
+
+@pytest.fixture(params=[FdIO, StreamIO], ids=["fd", "stream"])
+def impl(request: pytest.FixtureRequest) -> type[FdIO] | type[StreamIO]:
+    """Both implementations pass the same tests (StreamIO is the fallback where a
+    socket is no file descriptor), except where FdIO's point is not yielding."""
+    return request.param  # type: ignore[no-any-return]
+
+
+def test_this_system_uses_the_file_descriptors() -> None:
+    assert SocketIO is FdIO  # POSIX: the tests run on Linux
 
 
 @pytest.fixture
@@ -49,9 +60,10 @@ async def read_exactly(stream: trio.SocketStream, n: int) -> bytes:
 
 async def test_bytes_go_both_ways_unchanged(
     pair: tuple[trio.SocketStream, trio.SocketStream],
+    impl: type[FdIO] | type[StreamIO],
 ) -> None:
     ours, theirs = pair
-    io = SocketIO(ours)
+    io = impl(ours)
     for size in (1, 100, 65536, 3 * 1024 * 1024):  # the last far over the socket buffers
         payload = os.urandom(size)
         async with trio.open_nursery() as nursery:
@@ -72,9 +84,10 @@ async def test_bytes_go_both_ways_unchanged(
 
 async def test_a_read_returns_what_is_there_up_to_max_bytes(
     pair: tuple[trio.SocketStream, trio.SocketStream],
+    impl: type[FdIO] | type[StreamIO],
 ) -> None:
     ours, theirs = pair
-    io = SocketIO(ours)
+    io = impl(ours)
     await theirs.send_all(b"abcdef")
     await trio.testing.wait_all_tasks_blocked()
     await trio.sleep(0.01)  # the bytes are in our socket's buffer
@@ -84,9 +97,10 @@ async def test_a_read_returns_what_is_there_up_to_max_bytes(
 
 async def test_end_of_stream_reads_empty(
     pair: tuple[trio.SocketStream, trio.SocketStream],
+    impl: type[FdIO] | type[StreamIO],
 ) -> None:
     ours, theirs = pair
-    io = SocketIO(ours)
+    io = impl(ours)
     await theirs.send_all(b"last")
     await theirs.aclose()
     got = b""
@@ -101,11 +115,12 @@ async def test_end_of_stream_reads_empty(
 
 async def test_every_read_is_a_checkpoint_even_when_data_waits(
     pair: tuple[trio.SocketStream, trio.SocketStream],
+    impl: type[FdIO] | type[StreamIO],
 ) -> None:
     # A peer that keeps the socket full must not starve the other tasks: a read with
     # data already there still yields (and so can be cancelled).
     ours, theirs = pair
-    io = SocketIO(ours)
+    io = impl(ours)
     await theirs.send_all(b"x" * 10_000)
     await trio.sleep(0.01)
     await io.receive_some(10)  # not drained: the next read does not wait for readiness
@@ -119,9 +134,10 @@ async def test_every_read_is_a_checkpoint_even_when_data_waits(
 
 async def test_a_cancelled_read_reads_nothing(
     pair: tuple[trio.SocketStream, trio.SocketStream],
+    impl: type[FdIO] | type[StreamIO],
 ) -> None:
     ours, theirs = pair
-    io = SocketIO(ours)
+    io = impl(ours)
     with trio.move_on_after(0.05) as scope:
         await io.receive_some(100)  # nothing comes
     assert scope.cancelled_caught
@@ -131,9 +147,10 @@ async def test_a_cancelled_read_reads_nothing(
 
 async def test_closing_the_socket_wakes_a_waiting_reader_with_closed_resource(
     pair: tuple[trio.SocketStream, trio.SocketStream],
+    impl: type[FdIO] | type[StreamIO],
 ) -> None:
     ours, _ = pair
-    io = SocketIO(ours)
+    io = impl(ours)
     failure: list[BaseException] = []
 
     async def reader() -> None:
@@ -159,9 +176,10 @@ async def test_closing_the_socket_wakes_a_waiting_reader_with_closed_resource(
 
 async def test_writing_to_a_reset_connection_is_a_broken_resource(
     pair: tuple[trio.SocketStream, trio.SocketStream],
+    impl: type[FdIO] | type[StreamIO],
 ) -> None:
     ours, theirs = pair
-    io = SocketIO(ours)
+    io = impl(ours)
     # The peer resets the connection (SO_LINGER 0 then close): writes and reads fail as
     # trio's own streams would.
     theirs.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -177,7 +195,7 @@ async def test_try_send_takes_what_fits_and_never_blocks(
     pair: tuple[trio.SocketStream, trio.SocketStream],
 ) -> None:
     ours, theirs = pair
-    io = SocketIO(ours)
+    io = FdIO(ours)  # the fallback's writes always yield
     total = 0
     with trio.testing.assert_no_checkpoints():
         while True:
@@ -198,7 +216,7 @@ async def test_a_complete_write_is_not_a_checkpoint_but_a_waiting_one_is(
     pair: tuple[trio.SocketStream, trio.SocketStream],
 ) -> None:
     ours, theirs = pair
-    io = SocketIO(ours)
+    io = FdIO(ours)  # the fallback's writes always yield
     with trio.testing.assert_no_checkpoints():
         await io.send_all(b"small")
     assert await read_exactly(theirs, 5) == b"small"
