@@ -1,4 +1,4 @@
-"""The node's HTTP/1.1 face: trio streams, h11 parsing, strict limits, graceful drain.
+"""The node's HTTP/1.1 face: trio sockets, h11 parsing, strict limits, graceful drain.
 
 Design note
 -----------
@@ -7,7 +7,10 @@ route. On this project's machines trio + h11 served about 5,100 small POSTs a se
 one core against about 1,200 for hypercorn's trio worker, and the node's hot path
 (``POST /onion``) is one small POST.
 
-One task per connection, all in one nursery. A connection keeps its ``h11.Connection``
+One task per connection, all in one nursery. Requests are read and answered with
+:mod:`node.sockio` (straight to the socket; one checkpoint per read, and one before a
+request that was pipelined behind another), not through trio's stream layers, which at
+rest cost about as much as the rest of a small request. A connection keeps its ``h11.Connection``
 across keep-alive requests (``start_next_cycle``). Limits, each answered with a short
 ``text/plain`` body that says which limit was hit:
 
