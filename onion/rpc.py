@@ -87,6 +87,7 @@ client to ask again from the last hash.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -816,7 +817,9 @@ def make_expire(
     return encode_request("expire", params)
 
 
+@functools.cache
 def make_info() -> bytes:
+    # The same bytes every time (no parameters, unsigned): encoded and checked once.
     return encode_request("info", {})
 
 
