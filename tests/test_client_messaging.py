@@ -127,7 +127,7 @@ def test_send_and_inbox_follow_through_the_cli(net: Devnet, tmp_path: Path) -> N
     finally:
         follower.send_signal(signal.SIGINT)
         try:
-            code = follower.wait(20)
+            code = follower.wait(90)  # a hang guard (a loaded CI machine once needed > 20 s)
         except subprocess.TimeoutExpired:
             follower.kill()
             follower.wait()
