@@ -152,12 +152,13 @@ class PathSelector:
         *,
         policy: PathPolicy | None = None,
         rng: random.Random | None = None,
-        now_ms: Callable[[], int] | None = None,
+        now_ms: Callable[[], float] | None = None,
     ) -> None:
         self.state = state
         self.policy = policy or PathPolicy()
         self.rng = rng or random.SystemRandom()
-        #: The local wall clock in ms (stamps of guards; forgetting failures).
+        #: The local wall clock in ms (stamps of guards; forgetting failures); _now
+        #: truncates it to whole ms, so a float clock (NetworkClock.local) is fine.
         self._now_ms = now_ms or _wall_clock_ms
         self._consensus: Consensus | None = None
         self._guards: list[GuardRecord] = []

@@ -745,7 +745,10 @@ def _account_key(account: object) -> bytes:
     return account.x25519_public
 
 
-def _message_row(m: InboundMessage, key: bytes, namespace: int) -> tuple[object, ...]:
+def _message_row(
+    m: InboundMessage, key: bytes, namespace: int
+) -> tuple[bytes, bytes, int, bytes | None, int, bytes, int]:
+    # (hash, account, namespace, sender, timestamp, content, received_at)
     content = _bytes(m.content, "content")
     if len(content) > MAX_CONTENT_BYTES:
         raise ValueError(f"message content over {MAX_CONTENT_BYTES} bytes")

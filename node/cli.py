@@ -135,19 +135,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trio.run(main_task)
     except BaseException as raised:  # unwrapped; anything unexpected is re-raised
-        exc = _single(raised)
-        if isinstance(exc, KeystoreError | ConfigError | NetworkFileError):
-            print(f"veil-node: {exc}", file=sys.stderr)
+        error = _single(raised)
+        if isinstance(error, KeystoreError | ConfigError | NetworkFileError):
+            print(f"veil-node: {error}", file=sys.stderr)
             return 2
-        if isinstance(exc, OSError):
+        if isinstance(error, OSError):
             print(
-                f"veil-node: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr
+                f"veil-node: cannot listen on {args.listen}: {error.strerror or error}",
+                file=sys.stderr,
             )
             return 1
-        if isinstance(exc, sqlite3.Error | RuntimeError):
-            print(f"veil-node: cannot open the store: {exc}", file=sys.stderr)
+        if isinstance(error, sqlite3.Error | RuntimeError):
+            print(f"veil-node: cannot open the store: {error}", file=sys.stderr)
             return 1
-        if isinstance(exc, KeyboardInterrupt):
+        if isinstance(error, KeyboardInterrupt):
             return 130
         raise
     return 0

@@ -324,7 +324,7 @@ class LinkPool:
         result = slot[1]
         if isinstance(result, Exception):  # _LinkDown, HopTimeout
             raise result
-        return result  # type: ignore[no-any-return]
+        return result
 
     async def _watchdog(self) -> None:
         """Every _TICK seconds, fail the requests past their deadline with HopTimeout."""
@@ -463,7 +463,11 @@ async def _handshake(stream: trio.SocketStream, host: str, port: int) -> bytes |
     request = h11.Request(
         method="GET",
         target=UPGRADE_PATH,
-        headers=[("host", hostport), ("connection", "Upgrade"), ("upgrade", UPGRADE_TOKEN)],
+        headers=[
+            ("host", hostport),
+            ("connection", "Upgrade"),
+            ("upgrade", UPGRADE_TOKEN.decode("ascii")),
+        ],
     )
     try:
         await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))

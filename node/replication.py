@@ -609,9 +609,9 @@ class Replicator:
             # We see the asker's range of accounts differently (one of us has not
             # adopted the latest consensus yet). Answering from our view would let the
             # asker's cursor skip rows it does own: refuse, it asks again next round.
-            exc = Unavailable("this node's consensus gives the asker another range; retry")
-            self._refused(exc)
-            raise exc
+            error = Unavailable("this node's consensus gives the asker another range; retry")
+            self._refused(error)
+            raise error
         swarm_of = consensus.swarm_of
 
         def accept(account: bytes) -> bool:

@@ -419,7 +419,7 @@ class MessageStore:
         await write.wait()
         if write.error is not None:
             raise write.error
-        return write.value  # type: ignore[no-any-return]
+        return write.value
 
     async def _writer(self) -> None:
         """Run batches until the send side is closed and drained.
@@ -594,6 +594,7 @@ class MessageStore:
         cancelled or failing part-way, the batches already committed stay deleted.
         """
         key = account.x25519_public
+        args: tuple[bytes | int, ...]
         if namespace is None:
             where, args = "account = ?", (key,)
         else:

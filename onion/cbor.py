@@ -224,7 +224,7 @@ def _decode_item(data: bytes, pos: int, depth: int, canonical: bool) -> tuple[An
                 f"truncated input: array at offset {start} declares {arg} items "
                 f"but {end - pos} bytes remain"
             )
-        items = []
+        items: list[Any] = []
         append = items.append
         depth -= 1
         for _ in range(arg):
@@ -419,7 +419,7 @@ def _encode_into(obj: object, out: bytearray, depth: int) -> None:
     if kind is bytes:
         n = len(obj)  # type: ignore[arg-type]
         out += _SMALL_HEADS[2][n] if n < 24 else _head(2, n)
-        out += obj  # type: ignore[operator]
+        out += obj  # type: ignore[arg-type]
         return
     if kind is str:
         raw = obj.encode("utf-8")  # type: ignore[attr-defined]
@@ -429,7 +429,7 @@ def _encode_into(obj: object, out: bytearray, depth: int) -> None:
         return
     if kind is int:
         if 0 <= obj < 24:  # type: ignore[operator]
-            out += _SMALL_HEADS[0][obj]  # type: ignore[index]
+            out += _SMALL_HEADS[0][obj]  # type: ignore[call-overload]
         else:
             out += _encode_int(obj)  # type: ignore[arg-type]
         return
@@ -712,7 +712,7 @@ class Schema:
 
 def _plain_bounds(
     spec: Field,
-) -> tuple[type, float, float, AbstractSet[Any] | None] | None:
+) -> tuple[type[Any], float, float, AbstractSet[Any] | None] | None:
     """``(type, low, high, choices)`` if ``spec`` accepts exactly the values of that type
     whose value (int) or length (bytes, str, dict) is within ``[low, high]`` and, if
     ``choices`` is not None, that are among them; None if it has more rules (items, a

@@ -1184,7 +1184,7 @@ def parse_result(method: str, result: dict[str, Any]) -> Result:
     cls = _RESULTS.get(method)
     if cls is None:
         raise ValueError(f"no result type for {method!r}")
-    return cls.from_wire(result)  # type: ignore[no-any-return]
+    return cls.from_wire(result)
 
 
 # --- replies ---------------------------------------------------------------------------------
