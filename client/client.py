@@ -341,6 +341,8 @@ async def open_client(
                 await nursery.start(client.directory.run)
                 nursery.start_soon(client._maintain)
                 nursery.start_soon(client.onion.prepared.run)
+                if isinstance(own_transport, HttpxTransport):
+                    nursery.start_soon(own_transport.run)
                 try:
                     yield client
                 finally:

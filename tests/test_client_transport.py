@@ -230,3 +230,61 @@ async def test_a_request_that_times_out_waiting_for_the_pool_frees_nothing_it_la
         assert server.most_connections == 1
         await transport.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_with_run_the_answer_comes_first_and_the_connection_is_released_after() -> None:
+    async def echo(method: str, target: str, body: bytes) -> Answer:
+        return 200, [(b"content-length", str(len(body)).encode())], [body]
+
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, echo)
+        # pool_size 1: a request can start only once the one before it has released its
+        # connection, which run() does after the answer was returned.
+        transport = HttpxTransport(TransportConfig(pool_size=1))
+        closer = trio.CancelScope()
+
+        async def run_closer() -> None:
+            with closer:
+                await transport.run()
+
+        nursery.start_soon(run_closer)
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(10):  # a hang guard: a slot never released would hang here
+            for i in range(20):
+                answer = await transport.post_onion(hop(server.port), b"%d" % i, timeout=5)
+                assert answer == b"%d" % i
+        assert server.requests == 20
+        assert server.most_connections == 1  # released and reused, never a second one
+        # Stopping run() closes what still waits, and frees its slot: the next request
+        # (closed at once now) gets the connection.
+        closer.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(10):
+            assert await transport.post_onion(hop(server.port), b"after", timeout=5) == b"after"
+        assert server.most_connections == 1
+        await transport.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_with_run_many_concurrent_requests_still_use_a_small_pool() -> None:
+    async def slowish(method: str, target: str, body: bytes) -> Answer:
+        await trio.sleep(0.001)
+        return 200, [(b"content-length", str(len(body)).encode())], [body]
+
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, slowish)
+        transport = HttpxTransport(TransportConfig(pool_size=4))
+        nursery.start_soon(transport.run)
+        results: list[bytes] = []
+
+        async def one(i: int) -> None:
+            results.append(await transport.post_onion(hop(server.port), b"%d" % i, timeout=30))
+
+        async with trio.open_nursery() as clients:
+            for i in range(200):
+                clients.start_soon(one, i)
+        assert sorted(results) == sorted(b"%d" % i for i in range(200))
+        # A connection still being released counts against the pool: never more than 4.
+        assert server.most_connections <= 4
+        await transport.aclose()
+        nursery.cancel_scope.cancel()
