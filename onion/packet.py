@@ -459,22 +459,40 @@ class HopKeys:
     a second :meth:`take` raises, so two packets can never share an ``alpha``.
     """
 
-    __slots__ = ("_alpha", "_secret", "_used", "onion_key")
+    __slots__ = ("_alpha", "_derived", "_secret", "_used", "onion_key")
 
     def __init__(self, onion_key: bytes, alpha: bytes, secret: bytes) -> None:
         self.onion_key = onion_key
         self._alpha = alpha
         self._secret = secret
         self._used = False
+        # What build_packet derives from the secret for this hop, done ahead too: the
+        # header and reply keys, and the keystream for the smallest size class.
+        context = alpha + onion_key
+        mac_key, stream_key = _keys(secret, _KDF_HEADER, context)
+        reply_stream, reply_seal = _keys(secret, _KDF_REPLY, context)
+        keystream = crypto.keystream(stream_key, _BODY_OFFSET + SIZE_CLASSES[0])
+        self._derived: tuple[bytes, bytes, bytes, bytes, bytes] | None = (
+            mac_key,
+            stream_key,
+            reply_stream,
+            reply_seal,
+            keystream,
+        )
 
     def take(self) -> tuple[bytes, bytes]:
         """``(alpha, shared secret)``, once; RuntimeError the second time."""
-        if self._used:
+        alpha, secret, _ = self._take_all()
+        return alpha, secret
+
+    def _take_all(self) -> tuple[bytes, bytes, tuple[bytes, bytes, bytes, bytes, bytes]]:
+        if self._used or self._derived is None:
             raise RuntimeError("prepared hop keys are single use")
         self._used = True
-        alpha, secret = self._alpha, self._secret
+        taken = self._alpha, self._secret, self._derived
         self._alpha = self._secret = b""
-        return alpha, secret
+        self._derived = None
+        return taken
 
 
 def prepare_hop(onion_key: bytes, rng: Rng = system_rng) -> HopKeys:
@@ -531,16 +549,21 @@ def build_packet(
         if ready is None:
             esk, alpha = crypto.x25519_keypair(rng)
             secret = crypto.x25519(esk, hop.onion_key)
+            context = alpha + hop.onion_key
+            mac_key, stream_key = _keys(secret, _KDF_HEADER, context)
+            reply_stream, reply_seal = _keys(secret, _KDF_REPLY, context)
+            stream = crypto.keystream(stream_key, _BODY_OFFSET + size)
         elif ready.onion_key != hop.onion_key:
             raise ValueError(f"prepared keys for hop {i} are for another onion key")
         else:
-            alpha, secret = ready.take()
-        context = alpha + hop.onion_key
-        mac_key, stream_key = _keys(secret, _KDF_HEADER, context)
-        reply_stream, reply_seal = _keys(secret, _KDF_REPLY, context)
+            alpha, secret, derived = ready._take_all()
+            context = alpha + hop.onion_key
+            mac_key, stream_key, reply_stream, reply_seal, stream = derived
+            if len(stream) != _BODY_OFFSET + size:  # prepared for the smallest class
+                stream = crypto.keystream(stream_key, _BODY_OFFSET + size)
         alphas.append(alpha)
         mac_keys.append(mac_key)
-        streams.append(crypto.keystream(stream_key, _BODY_OFFSET + size))
+        streams.append(stream)
         secrets.append(_HopSecrets(reply_stream, reply_seal))
     body_key = crypto.kdf(secret, _KDF_BODY, 32, context)  # the destination's (last hop)
 

@@ -401,13 +401,19 @@ if __name__ == "__main__":  # regenerate: python tests/test_packet.py (review th
 
 
 @pytest.mark.parametrize("which", [(0, 1, 2, 3), (1, 3), ()])
-def test_a_packet_built_with_prepared_hops_round_trips(which: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("payload_size", [8, 5000])  # the smallest class, and a larger
+def test_a_packet_built_with_prepared_hops_round_trips(
+    which: tuple[int, ...], payload_size: int
+) -> None:
+    # Prepared hops carry their keystream for the smallest size class; a larger packet
+    # derives its own from the same keys.
     nodes = NODES[:4]
     path = path_of(nodes)
+    payload = bytes(range(256)) * (payload_size // 256) + b"p" * (payload_size % 256)
     prepared = [P.prepare_hop(h.onion_key) if i in which else None for i, h in enumerate(path)]
-    pkt, opener = build_packet(path, b"prepared", now_ms=NOW, prepared=prepared)
+    pkt, opener = build_packet(path, payload, now_ms=NOW, prepared=prepared)
     deliver, contexts, _ = run_path(pkt, nodes)
-    assert deliver.payload == b"prepared"
+    assert deliver.payload == payload
     assert opener.open(reply_back(contexts, b"ok")[-1]) == b"ok"
 
 
