@@ -320,7 +320,12 @@ async def open_client(
     config = config or ClientConfig()
     local = clock or _wall_clock_ms
     state = await trio.to_thread.run_sync(lambda: open_state(home, clock=lambda: int(local())))
-    own_transport = transport or HttpxTransport(config.transport)
+    ours: HttpxTransport | None = None
+    own_transport: Transport
+    if transport is None:
+        own_transport = ours = HttpxTransport(config.transport)
+    else:
+        own_transport = transport
     try:
         if account is None:
             account = await trio.to_thread.run_sync(home.load_identity, passphrase)
@@ -341,8 +346,10 @@ async def open_client(
                 await nursery.start(client.directory.run)
                 nursery.start_soon(client._maintain)
                 nursery.start_soon(client.onion.prepared.run)
-                if isinstance(own_transport, HttpxTransport):
-                    nursery.start_soon(own_transport.run)
+                if ours is not None:
+                    # Ours: it may hand read responses to run() (client/transport.py). A
+                    # transport given by the caller is the caller's to run, or not.
+                    nursery.start_soon(ours.run)
                 try:
                     yield client
                 finally:
