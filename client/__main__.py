@@ -1,5 +1,5 @@
-"""``python -m client``: the ``veil`` command, for wherever the console script is not on PATH."""
+"""``python -m veil.client``: the ``veil`` command, where the console script is not on PATH."""
 
-from client.cli import main
+from veil.client.cli import main
 
 raise SystemExit(main())

@@ -43,12 +43,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from onion import __version__
-from onion.errors import VeilError
+from veil.onion import __version__
+from veil.onion.errors import VeilError
 
 if TYPE_CHECKING:
-    from client.home import Home
-    from onion.keys import Account
+    from veil.client.home import Home
+    from veil.onion.keys import Account
 
 PROG = "veil"
 EXIT_OK = 0
@@ -123,7 +123,7 @@ class Context:
     @cached_property
     def home(self) -> Home:
         """The client's home (not created on disk until something is saved)."""
-        from client.home import Home
+        from veil.client.home import Home
 
         return Home(self.home_dir)
 
@@ -134,7 +134,7 @@ class Context:
         (``VEIL_PASSPHRASE`` or a prompt; on a terminal, three tries). A wrong
         passphrase raises :class:`~client.home.WrongPassphrase`.
         """
-        from client.home import NoIdentity, PassphraseRequired, WrongPassphrase
+        from veil.client.home import NoIdentity, PassphraseRequired, WrongPassphrase
 
         try:
             return self.home.load_identity()
@@ -320,8 +320,8 @@ def _command_groups() -> list[Callable[[Registrar], None]]:
     heavy things only inside handlers), import it here (here, not at the top of this
     module, so that it may import ``client.cli`` itself) and list it.
     """
-    from client.devnet_cli import register as register_devnet
-    from client.messaging_cli import register as register_messaging
+    from veil.client.devnet_cli import register as register_devnet
+    from veil.client.messaging_cli import register as register_messaging
 
     return [register_id, register_messaging, register_devnet]
 
@@ -449,7 +449,7 @@ def _refuse_to_replace(ctx: Context) -> None:
     Only a courtesy: :meth:`Home.save_identity` refuses atomically in any case.
     """
     if not ctx.args.force and ctx.home.has_identity():
-        from client.home import IdentityExists
+        from veil.client.home import IdentityExists
 
         _explain_exists(IdentityExists(f"an identity already exists in {ctx.home.identity_path}"))
 
@@ -462,7 +462,7 @@ def _explain_exists(e: Exception) -> NoReturn:
 
 
 def _store(ctx: Context, account: Account, passphrase: str | None) -> None:
-    from client.home import KDF_PRESETS, IdentityExists
+    from veil.client.home import KDF_PRESETS, IdentityExists
 
     replacing = ctx.args.force and ctx.home.has_identity()
     try:
@@ -479,7 +479,7 @@ def _store(ctx: Context, account: Account, passphrase: str | None) -> None:
 
 
 def _id_new(ctx: Context) -> None:
-    from onion.keys import Account
+    from veil.onion.keys import Account
 
     _refuse_to_replace(ctx)
     passphrase = _new_passphrase(ctx)
@@ -495,7 +495,7 @@ def _id_new(ctx: Context) -> None:
 def _id_show(ctx: Context) -> None:
     if not ctx.args.phrase:
         # The account ID is stored in clear: no passphrase needed.
-        from client.home import NoIdentity
+        from veil.client.home import NoIdentity
 
         try:
             account_id = ctx.home.account_id()
@@ -508,7 +508,7 @@ def _id_show(ctx: Context) -> None:
 
 
 def _id_restore(ctx: Context) -> None:
-    from onion.keys import Account
+    from veil.onion.keys import Account
 
     _refuse_to_replace(ctx)
     text = ctx.read_secret("recovery phrase")
@@ -523,7 +523,7 @@ def _id_restore(ctx: Context) -> None:
 
 
 def _id_passphrase(ctx: Context) -> None:
-    from client.home import KDF_PRESETS
+    from veil.client.home import KDF_PRESETS
 
     account = ctx.account()  # asks for the current passphrase if there is one
     if ctx.args.remove:

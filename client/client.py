@@ -51,8 +51,8 @@ from typing import Any
 
 import trio
 
-from client.home import Home
-from client.messaging import (
+from veil.client.home import Home
+from veil.client.messaging import (
     DEFAULT_TTL_S,
     DEFAULT_WAIT_S,
     InboxMessage,
@@ -60,16 +60,16 @@ from client.messaging import (
     Sent,
     send_message,
 )
-from client.network import Directory, DirectoryPolicy
-from client.onion_client import Answer, NetworkClock, OnionClient, RequestPolicy
-from client.paths import PathPolicy, PathSelector
-from client.state import ClientState, open_state
-from client.transport import HttpxTransport, Transport, TransportConfig
-from onion import rpc
-from onion.directory import Consensus, NetworkFile
-from onion.errors import NetworkFileError, VeilError
-from onion.keys import Account, AccountId
-from onion.packet import Hop
+from veil.client.network import Directory, DirectoryPolicy
+from veil.client.onion_client import Answer, NetworkClock, OnionClient, RequestPolicy
+from veil.client.paths import PathPolicy, PathSelector
+from veil.client.state import ClientState, open_state
+from veil.client.transport import HttpxTransport, Transport, TransportConfig
+from veil.onion import rpc
+from veil.onion.directory import Consensus, NetworkFile
+from veil.onion.errors import NetworkFileError, VeilError
+from veil.onion.keys import Account, AccountId
+from veil.onion.packet import Hop
 
 __all__ = ["ClientConfig", "VeilClient", "open_client", "read_network_file"]
 

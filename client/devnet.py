@@ -4,7 +4,7 @@ Design note
 -----------
 :class:`Devnet` is the process manager behind ``veil devnet`` and the library that tests
 and benchmarks use to get a real network on 127.0.0.1. It never imports ``node/``
-(DESIGN.md): every authority and node is a ``python -m node`` subprocess, driven only
+(DESIGN.md): every authority and node is a ``python -m veil.node`` subprocess, driven only
 through its command line, its files and its HTTP face, exactly as an operator would.
 
 Layout of a devnet directory ``DIR``::
@@ -74,9 +74,9 @@ from typing import Any, Literal
 
 import httpx
 
-from onion.directory import Authority, Consensus, NetworkFile, verify_consensus
-from onion.errors import VeilError
-from onion.packet import Hop
+from veil.onion.directory import Authority, Consensus, NetworkFile, verify_consensus
+from veil.onion.errors import VeilError
+from veil.onion.packet import Hop
 
 __all__ = [
     "DEFAULT_AUTHORITIES",
@@ -308,7 +308,7 @@ def pid_is_ours(pid: int, data_dir: Path) -> bool:
 
 
 def _manager_is_alive(pid: int) -> bool:
-    """The foreground manager is a ``veil devnet up`` (``python -m client devnet up``)."""
+    """The foreground manager is a ``veil devnet up`` (``python -m veil.client devnet up``)."""
     args = process_args(pid)
     return args is not None and "devnet" in args and "up" in args
 
@@ -461,7 +461,7 @@ class Devnet:
             consensus = net.consensus()
             net.stop_node("node-1")
 
-    ``node_command`` is the ``veil-node`` command line (default ``python -m node`` with
+    ``node_command`` is the ``veil-node`` command line (default ``python -m veil.node`` with
     this interpreter). ``node_config`` and ``authority_config`` are TOML tables merged
     over the devnet's own (``{"storage": {"inbox_rate": 100.0}}``). ``env`` replaces the
     children's environment (default: this process's). ``log`` receives progress remarks.
@@ -479,7 +479,7 @@ class Devnet:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.dir = Path(directory).expanduser().resolve()
-        self.node_command = list(node_command or (sys.executable, "-m", "node"))
+        self.node_command = list(node_command or (sys.executable, "-m", "veil.node"))
         self.node_config = node_config
         self.authority_config = authority_config
         self.env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}

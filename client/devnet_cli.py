@@ -41,10 +41,18 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from client.cli import EXIT_ERROR, EXIT_INTERRUPTED, PROG, CliError, Context, Registrar, UsageError
+from veil.client.cli import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    PROG,
+    CliError,
+    Context,
+    Registrar,
+    UsageError,
+)
 
 if TYPE_CHECKING:
-    from client.devnet import Devnet, DevnetStatus, MemberStatus
+    from veil.client.devnet import Devnet, DevnetStatus, MemberStatus
 
 __all__ = ["format_status", "register"]
 
@@ -201,7 +209,7 @@ def _stop_signals() -> Iterator[None]:
 
 
 def _up(ctx: Context) -> int | None:
-    from client.devnet import Devnet, DevnetError
+    from veil.client.devnet import Devnet, DevnetError
 
     args = ctx.args
     if args.threshold is not None and args.threshold > args.authorities:
@@ -269,7 +277,7 @@ def _watch(ctx: Context, net: Devnet) -> int:
 
 
 def _status(ctx: Context) -> int | None:
-    from client.devnet import NoDevnet, devnet_status
+    from veil.client.devnet import NoDevnet, devnet_status
 
     try:
         status = devnet_status(_directory(ctx))
@@ -280,7 +288,7 @@ def _status(ctx: Context) -> int | None:
 
 
 def _down(ctx: Context) -> int | None:
-    from client.devnet import NoDevnet, stop_devnet
+    from veil.client.devnet import NoDevnet, stop_devnet
 
     directory = _directory(ctx)
     try:

@@ -68,9 +68,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from onion import crypto
-from onion.errors import IntegrityError, InvalidId, VeilError
-from onion.keys import Account, AccountId
+from veil.onion import crypto
+from veil.onion.errors import IntegrityError, InvalidId, VeilError
+from veil.onion.keys import Account, AccountId
 
 IDENTITY_FILE = "identity.json"
 STATE_FILE = "state.sqlite3"

@@ -55,12 +55,12 @@ from dataclasses import dataclass
 
 import trio
 
-from client.onion_client import OnionClient, OnionRequestFailed
-from client.state import ClientState, InboundMessage, ReceivedMessage
-from onion import rpc
-from onion.envelope import MAX_CONTENT, open_envelope, seal
-from onion.errors import NetworkError, ProtocolError, TooLarge
-from onion.keys import Account, AccountId
+from veil.client.onion_client import OnionClient, OnionRequestFailed
+from veil.client.state import ClientState, InboundMessage, ReceivedMessage
+from veil.onion import rpc
+from veil.onion.envelope import MAX_CONTENT, open_envelope, seal
+from veil.onion.errors import NetworkError, ProtocolError, TooLarge
+from veil.onion.keys import Account, AccountId
 
 __all__ = [
     "DEFAULT_TTL_S",

@@ -24,11 +24,11 @@ import base64
 import datetime
 from typing import TYPE_CHECKING, Any
 
-from client.cli import CliError, Context, Registrar
+from veil.client.cli import CliError, Context, Registrar
 
 if TYPE_CHECKING:
-    from client.client import VeilClient
-    from client.messaging import InboxMessage
+    from veil.client.client import VeilClient
+    from veil.client.messaging import InboxMessage
 
 __all__ = ["register"]
 
@@ -85,7 +85,7 @@ def _run(ctx: Context, job: Any) -> Any:
     """Open a client on the home and network, run ``job(client)`` under trio."""
     import trio
 
-    from client.client import open_client, read_network_file
+    from veil.client.client import open_client, read_network_file
 
     network = read_network_file(ctx.require_network())
     account = ctx.account()
@@ -98,8 +98,8 @@ def _run(ctx: Context, job: Any) -> Any:
 
 
 def _recipient(text: str) -> Any:
-    from onion.errors import InvalidId
-    from onion.keys import AccountId
+    from veil.onion.errors import InvalidId
+    from veil.onion.keys import AccountId
 
     try:
         return AccountId.parse(text)
@@ -111,7 +111,7 @@ def _recipient(text: str) -> Any:
 
 
 def _message_bytes(ctx: Context, text: str) -> bytes:
-    from client.messaging import MAX_MESSAGE_BYTES
+    from veil.client.messaging import MAX_MESSAGE_BYTES
 
     if text != "-":
         data = text.encode("utf-8", "surrogateescape")
@@ -164,7 +164,7 @@ def _show(ctx: Context, m: InboxMessage) -> None:
 
 
 def _send(ctx: Context) -> None:
-    from client.messaging import DEFAULT_TTL_S, check_ttl
+    from veil.client.messaging import DEFAULT_TTL_S, check_ttl
 
     to = _recipient(ctx.args.recipient)
     ttl = DEFAULT_TTL_S if ctx.args.ttl is None else ctx.args.ttl
@@ -218,7 +218,7 @@ def _inbox(ctx: Context) -> None:
 
 
 def _status(ctx: Context) -> None:
-    from onion.errors import VeilError
+    from veil.onion.errors import VeilError
 
     async def job(client: VeilClient) -> dict[str, Any]:
         try:

@@ -46,10 +46,10 @@ from dataclasses import dataclass
 
 import trio
 
-from client.onion_client import NetworkClock
-from client.state import ClientState
-from client.transport import PeerRefused, Transport
-from onion.directory import (
+from veil.client.onion_client import NetworkClock
+from veil.client.state import ClientState
+from veil.client.transport import PeerRefused, Transport
+from veil.onion.directory import (
     MAX_CONSENSUS_SIZE,
     Authority,
     Consensus,
@@ -58,7 +58,7 @@ from onion.directory import (
     split_consensus,
     verify_consensus,
 )
-from onion.errors import (
+from veil.onion.errors import (
     ConsensusError,
     ConsensusNotYetValid,
     NetworkError,

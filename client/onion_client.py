@@ -67,10 +67,10 @@ from dataclasses import dataclass, field
 
 import trio
 
-from client.paths import OnionPath, PathSelector
-from client.transport import PeerRefused, Transport
-from onion import rpc
-from onion.errors import (
+from veil.client.paths import OnionPath, PathSelector
+from veil.client.transport import PeerRefused, Transport
+from veil.onion import rpc
+from veil.onion.errors import (
     ClockSkew,
     HopTimeout,
     HopUnreachable,
@@ -80,8 +80,8 @@ from onion.errors import (
     VeilError,
     error_for_status,
 )
-from onion.keys import AccountId
-from onion.packet import Hop, HopError, HopKeys, build_packet, prepare_hop
+from veil.onion.keys import AccountId
+from veil.onion.packet import Hop, HopError, HopKeys, build_packet, prepare_hop
 
 __all__ = [
     "Answer",

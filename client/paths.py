@@ -53,9 +53,9 @@ from dataclasses import dataclass, field
 
 import trio
 
-from client.state import MAX_GUARDS, ClientState, GuardRecord
-from onion.directory import Consensus, ConsensusNode
-from onion.packet import Hop
+from veil.client.state import MAX_GUARDS, ClientState, GuardRecord
+from veil.onion.directory import Consensus, ConsensusNode
+from veil.onion.packet import Hop
 
 __all__ = ["OnionPath", "PathPolicy", "PathSelector", "subnet_of"]
 

@@ -73,9 +73,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Self
 
-from client.home import Home, HomeError, check_private
-from onion.errors import InvalidId
-from onion.keys import AccountId
+from veil.client.home import Home, HomeError, check_private
+from veil.onion.errors import InvalidId
+from veil.onion.keys import AccountId
 
 __all__ = [
     "HASH_BYTES",

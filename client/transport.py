@@ -62,8 +62,8 @@ from typing import Protocol
 import httpx
 import trio
 
-from onion.errors import STATUS_CODES, HopTimeout, HopUnreachable, NetworkError, TooLarge
-from onion.packet import MAX_REPLY_LEN, Hop
+from veil.onion.errors import STATUS_CODES, HopTimeout, HopUnreachable, NetworkError, TooLarge
+from veil.onion.packet import MAX_REPLY_LEN, Hop
 
 __all__ = [
     "DEFAULT_POOL_SIZE",

@@ -1,5 +1,5 @@
-"""``python -m node``: the same as the ``veil-node`` command."""
+"""``python -m veil.node``: the same as the ``veil-node`` command."""
 
-from node.cli import main
+from veil.node.cli import main
 
 raise SystemExit(main())

@@ -50,12 +50,12 @@ from typing import Any
 
 import trio
 
-from onion import __version__
-from onion.errors import PacketError, VeilError
-from onion.keys import NodeKeys
-from onion.link import UPGRADE_PATH, UPGRADE_TOKEN
-from onion.packet import MAX_PACKET_LEN
-from onion.replay import ReplayCache
+from veil.onion import __version__
+from veil.onion.errors import PacketError, VeilError
+from veil.onion.keys import NodeKeys
+from veil.onion.link import UPGRADE_PATH, UPGRADE_TOKEN
+from veil.onion.packet import MAX_PACKET_LEN
+from veil.onion.replay import ReplayCache
 
 from .config import NodeConfig
 from .keystore import (

@@ -105,10 +105,10 @@ from urllib.parse import parse_qsl
 
 import trio
 
-from onion import __version__, crypto
-from onion.cbor import Field, encode
-from onion.cbor import decode as cbor_decode
-from onion.directory import (
+from veil.onion import __version__, crypto
+from veil.onion.cbor import Field, encode
+from veil.onion.cbor import decode as cbor_decode
+from veil.onion.directory import (
     CONSENSUS_DOMAIN,
     MAX_CONSENSUS_SIZE,
     MAX_DESCRIPTOR_SIZE,
@@ -125,7 +125,7 @@ from onion.directory import (
     sign_consensus,
     split_consensus,
 )
-from onion.errors import (
+from veil.onion.errors import (
     BadSignature,
     NetworkError,
     NetworkFileError,
@@ -133,8 +133,8 @@ from onion.errors import (
     RateLimited,
     VeilError,
 )
-from onion.keys import NodeKeys
-from onion.vote import (
+from veil.onion.keys import NodeKeys
+from veil.onion.vote import (
     MAX_VOTE_SIZE,
     Vote,
     combine_votes,

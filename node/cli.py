@@ -49,8 +49,8 @@ from pathlib import Path
 
 import trio
 
-from onion import __version__
-from onion.errors import NetworkFileError
+from veil.onion import __version__
+from veil.onion.errors import NetworkFileError
 
 from .app import Node, parse_listen, run_node
 from .authority import DirectoryAuthority, init_authority, run_authority
@@ -107,7 +107,7 @@ def _announce(node: Node | DirectoryAuthority) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``veil-node`` and ``python -m node``; returns the exit code."""
+    """Entry point of ``veil-node`` and ``python -m veil.node``; returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "authority-init":

@@ -128,14 +128,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onion.directory import (
+from veil.onion.directory import (
     DEFAULT_DESCRIPTOR_LIFETIME_MS,
     DEFAULT_INTERVAL_MS,
     MAX_DESCRIPTOR_LIFETIME_MS,
     MAX_NODES,
     MAX_SWARM_TARGET,
 )
-from onion.errors import VeilError
+from veil.onion.errors import VeilError
 
 from .service import ServiceConfig
 

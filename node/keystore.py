@@ -32,9 +32,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from onion.crypto import Rng, system_rng
-from onion.errors import VeilError
-from onion.keys import NodeKeys
+from veil.onion.crypto import Rng, system_rng
+from veil.onion.errors import VeilError
+from veil.onion.keys import NodeKeys
 
 __all__ = [
     "KEYS_FILE",

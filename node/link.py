@@ -67,8 +67,8 @@ from typing import Any
 import h11
 import trio
 
-from onion.errors import HopTimeout, HopUnreachable, RateLimited
-from onion.link import (
+from veil.onion.errors import HopTimeout, HopUnreachable, RateLimited
+from veil.onion.link import (
     REQUEST,
     RESPONSE,
     UPGRADE_PATH,
@@ -78,7 +78,7 @@ from onion.link import (
     encode_request,
     encode_response,
 )
-from onion.packet import MAX_PACKET_LEN, MAX_REPLY_LEN
+from veil.onion.packet import MAX_PACKET_LEN, MAX_REPLY_LEN
 
 from .logging import log_event
 from .peers import PeerPool

@@ -24,10 +24,10 @@ from collections.abc import Callable
 
 import trio
 
-from onion import rpc
-from onion.directory import NodeDescriptor
-from onion.errors import NetworkError, RateLimited, VeilError
-from onion.packet import Hop, build_packet
+from veil.onion import rpc
+from veil.onion.directory import NodeDescriptor
+from veil.onion.errors import NetworkError, RateLimited, VeilError
+from veil.onion.packet import Hop, build_packet
 
 from .peers import PeerPool
 

@@ -53,7 +53,7 @@ from pathlib import Path
 
 import trio
 
-from onion.directory import (
+from veil.onion.directory import (
     MAX_CONSENSUS_SIZE,
     Authority,
     Consensus,
@@ -63,8 +63,8 @@ from onion.directory import (
     make_descriptor,
     verify_consensus,
 )
-from onion.errors import NetworkError, NetworkFileError, NotFound, RateLimited, VeilError
-from onion.keys import AccountId, NodeKeys
+from veil.onion.errors import NetworkError, NetworkFileError, NotFound, RateLimited, VeilError
+from veil.onion.keys import AccountId, NodeKeys
 
 from .config import ConfigError, NetworkConfig
 from .keystore import write_file_atomic

@@ -52,7 +52,7 @@ from typing import Protocol
 
 import trio
 
-from onion.errors import (
+from veil.onion.errors import (
     HopTimeout,
     NetworkError,
     PacketError,
@@ -60,8 +60,8 @@ from onion.errors import (
     ReplayedPacket,
     StalePacket,
 )
-from onion.keys import NodeKeys
-from onion.packet import (
+from veil.onion.keys import NodeKeys
+from veil.onion.packet import (
     MAX_REPLY_PAYLOAD,
     SIZE_CLASSES,
     Deliver,
@@ -69,7 +69,7 @@ from onion.packet import (
     ReplyContext,
     process_packet,
 )
-from onion.replay import ReplayCache
+from veil.onion.replay import ReplayCache
 
 from .logging import log_event
 from .metrics import NodeMetrics

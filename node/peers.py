@@ -80,8 +80,8 @@ from types import TracebackType
 import h11
 import trio
 
-from onion.errors import HopTimeout, HopUnreachable, RateLimited
-from onion.packet import MAX_REPLY_LEN
+from veil.onion.errors import HopTimeout, HopUnreachable, RateLimited
+from veil.onion.packet import MAX_REPLY_LEN
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "Header", "PeerPool"]
 

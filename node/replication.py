@@ -99,10 +99,10 @@ from typing import TypeVar
 
 import trio
 
-from onion import crypto, rpc
-from onion.directory import Consensus, ConsensusNode, Swarm
-from onion.errors import ProtocolError, Unauthorized, Unavailable, VeilError, WrongSwarm
-from onion.keys import NodeKeys
+from veil.onion import crypto, rpc
+from veil.onion.directory import Consensus, ConsensusNode, Swarm
+from veil.onion.errors import ProtocolError, Unauthorized, Unavailable, VeilError, WrongSwarm
+from veil.onion.keys import NodeKeys
 
 from . import replication_wire as wire
 from .config import ReplicationConfig

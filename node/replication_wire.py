@@ -61,9 +61,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from onion import crypto, rpc
-from onion.cbor import Field, Schema, decode, encode
-from onion.errors import (
+from veil.onion import crypto, rpc
+from veil.onion.cbor import Field, Schema, decode, encode
+from veil.onion.errors import (
     BadSignature,
     ClockSkew,
     IntegrityError,
@@ -72,7 +72,7 @@ from onion.errors import (
     SchemaError,
     Unauthorized,
 )
-from onion.keys import AccountId, NodeKeys
+from veil.onion.keys import AccountId, NodeKeys
 
 from .store import ReplicaMessage, ReplicaPage
 

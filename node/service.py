@@ -62,9 +62,9 @@ from typing import Literal, Protocol
 
 import trio
 
-from onion import __version__, rpc
-from onion.errors import NotFound, ProtocolError, RateLimited, VeilError
-from onion.keys import AccountId
+from veil.onion import __version__, rpc
+from veil.onion.errors import NotFound, ProtocolError, RateLimited, VeilError
+from veil.onion.keys import AccountId
 
 from .ratelimit import TokenBucketLimiter
 from .store import MessageStore, ReplicaMessage, StoreStats, open_store

@@ -74,7 +74,7 @@ from typing import Any, Literal, TypeVar
 
 import trio
 
-from onion.keys import AccountId
+from veil.onion.keys import AccountId
 
 __all__ = [
     "Clock",

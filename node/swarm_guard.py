@@ -25,9 +25,9 @@ request went to the wrong swarm learns where to go even if its clock is off.
 
 from __future__ import annotations
 
-from onion import rpc
-from onion.errors import NotFound, Unavailable
-from onion.keys import AccountId
+from veil.onion import rpc
+from veil.onion.errors import NotFound, Unavailable
+from veil.onion.keys import AccountId
 
 from .network import NetworkView
 

@@ -63,7 +63,7 @@ class DeliveryMissing(Exception):
 
 
 def run() -> dict[str, float]:
-    from client.devnet import Devnet, DevnetError
+    from veil.client.devnet import Devnet, DevnetError
 
     with tempfile.TemporaryDirectory(prefix="veil-bench-client-") as tmp:
         # A network at rest, as a real one runs: the node's own anti-entropy interval
@@ -109,8 +109,8 @@ async def _measure(tmp: Path, network_file: Path, node_url: str) -> dict[str, fl
     import trio
     from httpx import URL
 
-    from client.client import open_client
-    from onion.keys import Account
+    from veil.client.client import open_client
+    from veil.onion.keys import Account
 
     sender_account, follower_account = Account.generate(), Account.generate()
     async with (
@@ -222,8 +222,8 @@ async def _bare_onion(http: Any, client: Any, node: Any) -> None:
     over the client's first path, POST it over httpx's transport, open the reply."""
     import httpx
 
-    from onion import rpc
-    from onion.packet import build_packet
+    from veil.onion import rpc
+    from veil.onion.packet import build_packet
 
     path = client.paths.paths[0]
     hops = path.hops(node.as_hop())

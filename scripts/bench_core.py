@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 import timeit
 
-from onion import crypto
-from onion.keys import NodeKeys
-from onion.packet import Hop, build_packet, process_packet
+from veil.onion import crypto
+from veil.onion.keys import NodeKeys
+from veil.onion.packet import Hop, build_packet, process_packet
 
 ROUNDS = 30
 BATCH = 200

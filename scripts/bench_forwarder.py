@@ -78,8 +78,8 @@ def run_sink(host: str, port: int, reply_bytes: int) -> None:
     stays from being the bottleneck (trio's per-request overhead is about as large as
     h11's). SIGTERM or SIGINT ends it.
     """
-    from onion.link import REQUEST, UPGRADE_TOKEN, FrameReader, encode_response
-    from onion.packet import MAX_PACKET_LEN
+    from veil.onion.link import REQUEST, UPGRADE_TOKEN, FrameReader, encode_response
+    from veil.onion.packet import MAX_PACKET_LEN
 
     reply = os.urandom(reply_bytes)
     switch = h11.InformationalResponse(
@@ -186,13 +186,13 @@ def run_sink(host: str, port: int, reply_bytes: int) -> None:
 
 async def run_forwarder(host: str, port: int, next_host: str, next_port: int) -> None:
     # Imported here so that the sink does not pay for the node's imports.
-    from node.config import NodeConfig
-    from node.link import open_link_pool
-    from node.metrics import NodeMetrics
-    from node.peers import PeerPool
-    from node.server import HttpServer, Request, Response, Route, text_response
-    from onion.errors import VeilError
-    from onion.packet import MAX_PACKET_LEN
+    from veil.node.config import NodeConfig
+    from veil.node.link import open_link_pool
+    from veil.node.metrics import NodeMetrics
+    from veil.node.peers import PeerPool
+    from veil.node.server import HttpServer, Request, Response, Route, text_response
+    from veil.onion.errors import VeilError
+    from veil.onion.packet import MAX_PACKET_LEN
 
     # The node's defaults for its HTTP face and its peer pool, as node/app.py uses them.
     config = NodeConfig()
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.role == "sink":
             run_sink(host, port, args.reply_bytes)
         else:
-            from node.cli import tune_gc
+            from veil.node.cli import tune_gc
 
             tune_gc()  # the node's process settings, so that only the onion work differs
             trio.run(run_forwarder, host, port, *_split(args.next))

@@ -63,7 +63,7 @@ class ReplicationMissing(Exception):
 
 
 def run() -> dict[str, float]:
-    from client.devnet import Devnet, DevnetError
+    from veil.client.devnet import Devnet, DevnetError
 
     with tempfile.TemporaryDirectory(prefix="veil-bench-network-") as tmp:
         net = Devnet(Path(tmp) / "devnet")
@@ -121,8 +121,8 @@ async def _measure(consensus: Any, names: dict[bytes, str]) -> tuple[list[float]
     import httpx
     import trio
 
-    from onion import rpc
-    from onion.keys import Account
+    from veil.onion import rpc
+    from veil.onion.keys import Account
 
     rtts: list[float] = []
     lags: list[float] = []
@@ -184,8 +184,8 @@ async def _watch(
     when (``arrived``) and set ``all_arrived`` once ``expected`` watchers have it.
 
     Loops: a poll can return without the message (its wait ran out)."""
-    from onion import rpc
-    from onion.errors import VeilError
+    from veil.onion import rpc
+    from veil.onion.errors import VeilError
 
     while True:
         request = rpc.make_retrieve(account, now_ms=_now_ms(), wait_s=POLL_WAIT_S)
@@ -206,8 +206,8 @@ async def _watch(
 
 async def _onion_rpc(http: Any, member: Any, request: bytes) -> Any:
     """``request`` in a 1-hop onion packet to ``member``; the decoded RPC reply."""
-    from onion import rpc
-    from onion.packet import build_packet
+    from veil.onion import rpc
+    from veil.onion.packet import build_packet
 
     hop = member.as_hop()
     packet, opener = build_packet([hop], request, now_ms=_now_ms())

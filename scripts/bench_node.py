@@ -227,7 +227,7 @@ class LoadGen:
 
 def _node_argv(data_dir: Path, config: Path) -> list[str]:
     exe = Path(sys.executable).with_name("veil-node")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "node"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "veil.node"]
     return [
         *cmd,
         "run",
@@ -399,10 +399,10 @@ def _in_process_store_mps(tmp: Path) -> tuple[float, float, float]:
     """
     import trio
 
-    from node.service import open_storage_service
-    from node.store import open_store
-    from onion import rpc
-    from onion.keys import AccountId
+    from veil.node.service import open_storage_service
+    from veil.node.store import open_store
+    from veil.onion import rpc
+    from veil.onion.keys import AccountId
 
     now = int(time.time() * 1000)
     ttl = 86_400_000
@@ -472,7 +472,7 @@ def _in_process_store_mps(tmp: Path) -> tuple[float, float, float]:
 
 def _accounts(n: int) -> list[str]:
     """``n`` valid account IDs (random X25519 public keys)."""
-    from onion import crypto
+    from veil.onion import crypto
 
     return ["05" + crypto.x25519_public(secrets.token_bytes(32)).hex() for _ in range(n)]
 
@@ -547,9 +547,9 @@ def _load_main() -> int:
 
 
 def _build(state: dict[str, Any], cmd: dict[str, Any]) -> dict[str, Any]:
-    from onion import rpc
-    from onion.keys import NodeKeys, parse_node_id
-    from onion.packet import Hop, build_packet
+    from veil.onion import rpc
+    from veil.onion.keys import NodeKeys, parse_node_id
+    from veil.onion.packet import Hop, build_packet
 
     node = cmd["node"]
     node_hop = Hop(
@@ -615,9 +615,9 @@ def _run(state: dict[str, Any], cmd: dict[str, Any]) -> dict[str, Any]:
 
 def _check(kind: str, packets: list[Any], replies: list[Any]) -> Counter[str]:
     """Why replies are not what the measured path should give (after the timing)."""
-    from onion import rpc
-    from onion.errors import IntegrityError, VeilError
-    from onion.packet import HopError
+    from veil.onion import rpc
+    from veil.onion.errors import IntegrityError, VeilError
+    from veil.onion.packet import HopError
 
     errors: Counter[str] = Counter()
     for (_, opener), reply in zip(packets, replies, strict=True):

@@ -7,7 +7,7 @@ A network of authorities (sync; call through ``trio.to_thread.run_sync`` from tr
     consensus = wait_for_consensus(net, lambda c: len(c.nodes) == 1)
     assert a.stop() == 0
 
-Each authority runs as ``sys.executable -m node authority --data-dir DIR --listen
+Each authority runs as ``sys.executable -m veil.node authority --data-dir DIR --listen
 127.0.0.1:PORT --network NET --config DIR.toml``; its output goes to ``DIR.log``.
 Readiness: ``DIR/authority.json`` names the new process's pid, then ``GET /info``
 answers. Nodes that follow the network are started with
@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 
 import httpx
 
-from onion.directory import Authority, Consensus, NetworkFile, verify_consensus
-from onion.errors import VeilError
+from veil.onion.directory import Authority, Consensus, NetworkFile, verify_consensus
+from veil.onion.errors import VeilError
 
 from .nodeutil import (
     REPO,
@@ -60,7 +60,7 @@ INTERVAL_MS = 1000
 def authority_init(data_dir: Path) -> tuple[str, subprocess.CompletedProcess[str]]:
     """Run ``authority-init``; the key it printed and the finished process."""
     done = subprocess.run(
-        [sys.executable, "-m", "node", "authority-init", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "veil.node", "authority-init", "--data-dir", str(data_dir)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -142,7 +142,7 @@ def start_authority(
     args = [
         sys.executable,
         "-m",
-        "node",
+        "veil.node",
         "authority",
         "--data-dir",
         str(data_dir),

@@ -36,7 +36,7 @@ from typing import Any
 
 import trio
 
-from client.devnet import Devnet
+from veil.client.devnet import Devnet
 
 __all__ = ["FAST_INTERVAL_MS", "devnet", "running_devnet"]
 

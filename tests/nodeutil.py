@@ -12,7 +12,7 @@ Starting a node (sync; works in sync fixtures and, through a thread, in trio tes
     async with running_node(tmp_path / "n1") as node:   # the same from a trio test
         ...
 
-The node runs as ``sys.executable -m node run --data-dir DIR --listen 127.0.0.1:0``
+The node runs as ``sys.executable -m veil.node run --data-dir DIR --listen 127.0.0.1:0``
 (``--config DIR.toml`` when ``config`` is given, written here as TOML). Its stdout and
 stderr go to ``DIR.log`` (next to the data dir, not in it); :meth:`NodeHandle.log_text`
 reads it, and a node that fails to start raises :class:`NodeStartError` with its log.
@@ -43,8 +43,8 @@ from typing import Any, ClassVar
 import httpx
 import trio
 
-from onion import rpc
-from onion.packet import Hop, build_packet
+from veil.onion import rpc
+from veil.onion.packet import Hop, build_packet
 
 __all__ = [
     "NodeHandle",
@@ -204,10 +204,11 @@ def start_node(
     extra_args: Sequence[str] = (),
     timeout: float = 30.0,
 ) -> NodeHandle:
-    """Start ``python -m node run`` on ``data_dir`` and wait until it answers /info."""
+    """Start ``python -m veil.node run`` on ``data_dir`` and wait until it answers /info."""
     data_dir = Path(data_dir)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "node", "run", "--data-dir", str(data_dir), "--listen", listen]
+    args = [sys.executable, "-m", "veil.node", "run"]
+    args += ["--data-dir", str(data_dir), "--listen", listen]
     if config is not None:
         args += ["--config", str(write_toml(data_dir.with_name(data_dir.name + ".toml"), config))]
     args += list(extra_args)

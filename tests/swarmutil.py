@@ -21,10 +21,10 @@ from typing import TypeVar
 import httpx
 import trio
 
-from onion import rpc
-from onion.errors import Unavailable, WrongSwarm
-from onion.keys import Account, AccountId
-from onion.packet import Hop
+from veil.onion import rpc
+from veil.onion.errors import Unavailable, WrongSwarm
+from veil.onion.keys import Account, AccountId
+from veil.onion.packet import Hop
 
 from .nodeutil import now_ms, onion_rpc
 

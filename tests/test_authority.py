@@ -22,10 +22,10 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.config import HttpConfig
-from node.metrics import NodeMetrics
-from node.server import HttpServer, Request, Response, Route
-from onion.directory import (
+from veil.node.config import HttpConfig
+from veil.node.metrics import NodeMetrics
+from veil.node.server import HttpServer, Request, Response, Route
+from veil.onion.directory import (
     MAX_DESCRIPTOR_SIZE,
     Consensus,
     make_descriptor,
@@ -33,7 +33,7 @@ from onion.directory import (
     split_consensus,
     verify_consensus,
 )
-from onion.keys import NodeKeys, parse_node_id
+from veil.onion.keys import NodeKeys, parse_node_id
 
 from .authorityutil import (
     AuthorityHandle,
@@ -64,7 +64,7 @@ def ids(consensus: Consensus) -> set[str]:
 def run_authority_command(*args: str) -> subprocess.CompletedProcess[str]:
     """``veil-node authority ARGS`` expected to fail at once (usage or config error)."""
     return subprocess.run(
-        [sys.executable, "-m", "node", "authority", *args],
+        [sys.executable, "-m", "veil.node", "authority", *args],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onion import cbor
-from onion.cbor import Field, Schema
-from onion.errors import DecodeError, ProtocolError, SchemaError, TooLarge
+from veil.onion import cbor
+from veil.onion.cbor import Field, Schema
+from veil.onion.errors import DecodeError, ProtocolError, SchemaError, TooLarge
 
 BIG = 1 << 20  # a max_size that does not get in the way
 

@@ -16,8 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onion import cbor, rpc
-from onion.cbor import (
+from tests.test_cbor import mutated_encodings, values
+from veil.onion import cbor, rpc
+from veil.onion.cbor import (
     _MAJOR_NAMES,
     _MIN_FOR_AI,
     _NINT64_MIN,
@@ -28,8 +29,7 @@ from onion.cbor import (
     Field,
     Schema,
 )
-from onion.errors import DecodeError, SchemaError, TooLarge
-from tests.test_cbor import mutated_encodings, values
+from veil.onion.errors import DecodeError, SchemaError, TooLarge
 
 # --- the reference: onion/cbor.py before its fast paths ------------------------------------
 

@@ -1,6 +1,6 @@
 """End-to-end tests of ``veil id new|show|restore|passphrase``, through the real command.
 
-Every test runs ``python -m client`` (the same ``main`` as the ``veil`` console script)
+Every test runs ``python -m veil.client`` (the same ``main`` as the ``veil`` console script)
 as a subprocess with its own home, given by ``--home`` or by ``VEIL_HOME``, and checks
 what a user sees: stdout, one-line errors on stderr, exit codes, and the files and modes
 left on disk. The identity file's format (versions 1 and 2, the sealed seed) is also
@@ -27,8 +27,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mnemonic import Mnemonic
 
-from client.cli import KDF_CHOICES
-from client.home import (
+from veil.client.cli import KDF_CHOICES
+from veil.client.home import (
     KDF_MIN,
     BadIdentityFile,
     BadPassphrase,
@@ -38,8 +38,8 @@ from client.home import (
     PassphraseRequired,
     WrongPassphrase,
 )
-from onion.errors import InvalidPhrase
-from onion.keys import Account, AccountId, phrase_to_seed, seed_to_phrase
+from veil.onion.errors import InvalidPhrase
+from veil.onion.keys import Account, AccountId, phrase_to_seed, seed_to_phrase
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = set(Mnemonic("english").wordlist)
@@ -53,7 +53,7 @@ def veil(
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``veil ARGS`` (with ``--home HOME`` first if given) and capture its output."""
-    argv = [sys.executable, "-m", "client"]
+    argv = [sys.executable, "-m", "veil.client"]
     if home is not None:
         argv += ["--home", str(home)]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("VEIL_")}
@@ -197,7 +197,7 @@ def test_modes_do_not_depend_on_the_umask(tmp_path: Path, umask: int) -> None:
     # umask 000 would leave naive creations world-readable; umask 277 would leave the
     # home unwritable (0500) and the seed file 0400 unless veil sets the modes exactly.
     home = tmp_path / "home"
-    argv = [sys.executable, "-m", "client", "--home", str(home), "id", "new"]
+    argv = [sys.executable, "-m", "veil.client", "--home", str(home), "id", "new"]
     script = "import os, subprocess, sys; os.umask(int(sys.argv[1])); "
     script += "sys.exit(subprocess.call(sys.argv[2:]))"
     r = subprocess.run([sys.executable, "-c", script, str(umask), *argv], capture_output=True)
@@ -468,7 +468,7 @@ def _spawn_on_pty(home: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]
     """Run ``veil --home HOME ARGS`` (default ``id restore``) with a pty as its stdin."""
     master, slave = os.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "client", "--home", str(home), *(args or ("id", "restore"))],
+        [sys.executable, "-m", "veil.client", "--home", str(home), *(args or ("id", "restore"))],
         stdin=slave,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -667,7 +667,7 @@ def test_a_record_with_both_a_clear_and_a_sealed_seed_is_refused(tmp_path: Path)
 def test_kdf_constants_match_libsodium() -> None:
     import nacl.pwhash.argon2id as argon2id
 
-    from client import home as h
+    from veil.client import home as h
 
     assert h.MIN_OPSLIMIT == argon2id.OPSLIMIT_MIN
     assert h.MIN_MEMLIMIT == argon2id.MEMLIMIT_MIN

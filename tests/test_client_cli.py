@@ -1,6 +1,6 @@
 """``veil send``, ``veil inbox`` and ``veil status``: errors a user can act on, in one line.
 
-Real subprocesses (``python -m client``), real files; no devnet is needed for these: each
+Real subprocesses (``python -m veil.client``), real files; no devnet is needed for these: each
 error is found before, or at, the first contact with the network. (Sending and receiving
 through a devnet are in tests/test_client_messaging.py.)
 """
@@ -14,17 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from client.home import Home
-from client.messaging import MAX_MESSAGE_BYTES
-from onion.directory import Authority, NetworkFile
-from onion.keys import Account, NodeKeys
+from veil.client.home import Home
+from veil.client.messaging import MAX_MESSAGE_BYTES
+from veil.onion.directory import Authority, NetworkFile
+from veil.onion.keys import Account, NodeKeys
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def veil(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "client", "--home", str(home), *args],
+        [sys.executable, "-m", "veil.client", "--home", str(home), *args],
         input=stdin,
         capture_output=True,
         text=True,

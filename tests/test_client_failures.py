@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from client.client import ClientConfig, VeilClient, open_client
-from client.devnet import Devnet
-from client.home import Home
-from client.network import DirectoryPolicy
-from client.state import ClientState
-from onion import rpc
-from onion.envelope import seal
-from onion.keys import Account
 from tests.devnetutil import devnet
+from veil.client.client import ClientConfig, VeilClient, open_client
+from veil.client.devnet import Devnet
+from veil.client.home import Home
+from veil.client.network import DirectoryPolicy
+from veil.client.state import ClientState
+from veil.onion import rpc
+from veil.onion.envelope import seal
+from veil.onion.keys import Account
 
 pytestmark = pytest.mark.slow
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from client.client import open_client
-from client.devnet import Devnet
-from client.home import Home
-from onion import rpc
-from onion.keys import Account
 from tests.devnetutil import devnet
+from veil.client.client import open_client
+from veil.client.devnet import Devnet
+from veil.client.home import Home
+from veil.onion import rpc
+from veil.onion.keys import Account
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,8 @@ async def collect(client, count: int, timeout: float = 60) -> list:  # type: ign
 
 
 def _veil(home: Path, network: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "client", "--home", str(home), "--network", str(network), *args]
+    veil = [sys.executable, "-m", "veil.client"]
+    return [*veil, "--home", str(home), "--network", str(network), *args]
 
 
 def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
@@ -316,7 +317,7 @@ async def test_guards_and_consensus_persist_across_restarts(net: Devnet, tmp_pat
 
 
 async def test_sealed_seed_needs_its_passphrase(net: Devnet, tmp_path: Path) -> None:
-    from client.home import KDF_MIN, PassphraseRequired, WrongPassphrase
+    from veil.client.home import KDF_MIN, PassphraseRequired, WrongPassphrase
 
     home = Home(tmp_path / "sealed")
     account = Account.generate()
@@ -343,7 +344,7 @@ async def test_store_rpc_errors_are_typed(net: Devnet, tmp_path: Path) -> None:
             params = rpc.make_retrieve(account, now_ms=now_ms)
             return params.replace(str(account.id).encode(), str(other.id).encode())
 
-        from onion.errors import Unauthorized
+        from veil.onion.errors import Unauthorized
 
         with pytest.raises(Unauthorized):
             await client.call(bad, account=other.id)

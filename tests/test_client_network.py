@@ -18,11 +18,12 @@ import pytest
 import trio
 from hypothesis import given, settings
 
-from client.network import AuthorityUnreachable, Directory
-from client.onion_client import NetworkClock
-from client.state import ClientState
-from client.transport import HttpxTransport
-from onion.directory import (
+from tests.test_client_transport import Answer, start
+from veil.client.network import AuthorityUnreachable, Directory
+from veil.client.onion_client import NetworkClock
+from veil.client.state import ClientState
+from veil.client.transport import HttpxTransport
+from veil.onion.directory import (
     Authority,
     NetworkFile,
     NodeDescriptor,
@@ -30,9 +31,8 @@ from onion.directory import (
     make_consensus_body,
     sign_consensus,
 )
-from onion.errors import BelowThreshold, ProtocolError, VeilError
-from onion.keys import NodeKeys
-from tests.test_client_transport import Answer, start
+from veil.onion.errors import BelowThreshold, ProtocolError, VeilError
+from veil.onion.keys import NodeKeys
 
 AUTHORITY = NodeKeys.generate()
 NODE_KEYS = [NodeKeys.generate() for _ in range(4)]

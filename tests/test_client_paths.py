@@ -16,11 +16,16 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 
-from client.onion_client import NetworkClock
-from client.paths import PathPolicy, PathSelector, subnet_of
-from client.state import ClientState
-from onion.directory import Consensus, NodeDescriptor, make_consensus_body, parse_consensus_body
-from onion.keys import NodeKeys
+from veil.client.onion_client import NetworkClock
+from veil.client.paths import PathPolicy, PathSelector, subnet_of
+from veil.client.state import ClientState
+from veil.onion.directory import (
+    Consensus,
+    NodeDescriptor,
+    make_consensus_body,
+    parse_consensus_body,
+)
+from veil.onion.keys import NodeKeys
 
 KEYS = [NodeKeys.generate() for _ in range(16)]
 NOW = 1_800_000_000_000

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import trio
 
-from client.onion_client import PreparedKeys
-from onion.keys import NodeKeys
-from onion.packet import Deliver, Hop, Relay, build_packet, process_packet
+from veil.client.onion_client import PreparedKeys
+from veil.onion.keys import NodeKeys
+from veil.onion.packet import Deliver, Hop, Relay, build_packet, process_packet
 
 NOW = 1_700_000_000_000
 

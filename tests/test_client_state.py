@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from client.home import Home, InsecureFile
-from client.state import (
+from veil.client.home import Home, InsecureFile
+from veil.client.state import (
     MAX_CONSENSUS_BYTES,
     MAX_GUARDS,
     SCHEMA_VERSION,
@@ -35,7 +35,7 @@ from client.state import (
     StateError,
     open_state,
 )
-from onion.keys import Account, AccountId
+from veil.onion.keys import Account, AccountId
 
 ROOT = Path(__file__).resolve().parent.parent
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX modes and signals")
@@ -122,8 +122,8 @@ def test_modes_do_not_depend_on_the_umask(tmp_path: Path, umask: int) -> None:
     code = """
         import json, os, stat, sys
         os.umask(int(sys.argv[2]))
-        from client.home import Home
-        from client.state import open_state
+        from veil.client.home import Home
+        from veil.client.state import open_state
         home = Home(sys.argv[1])
         with open_state(home) as state:
             state.set_clock_offset(1)
@@ -473,8 +473,8 @@ PER_BATCH = 40
 # Large contents make each transaction long, so a kill often lands inside one.
 _POLLER = """
     import hashlib, sys
-    from client.state import ClientState, InboundMessage
-    from onion.keys import Account
+    from veil.client.state import ClientState, InboundMessage
+    from veil.onion.keys import Account
     path, first, per_batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     me = Account(bytes([1]) * 32).id
     def h(b, j):
@@ -543,8 +543,8 @@ def test_sigkill_mid_loop_neither_loses_nor_repeats(db: Path) -> None:
 
 _WRITER = """
     import hashlib, sys
-    from client.state import ClientState, InboundMessage
-    from onion.keys import Account
+    from veil.client.state import ClientState, InboundMessage
+    from veil.onion.keys import Account
     path, who, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     sys.stdin.readline()  # wait for "go", so both start together
     shared = hashlib.blake2b(b"shared node", digest_size=32).digest()

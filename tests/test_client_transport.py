@@ -14,9 +14,9 @@ import pytest
 import trio
 import trio.testing
 
-from client.transport import HttpxTransport, PeerRefused, TransportConfig
-from onion.errors import HopTimeout, HopUnreachable, TooLarge
-from onion.packet import MAX_REPLY_LEN, Hop
+from veil.client.transport import HttpxTransport, PeerRefused, TransportConfig
+from veil.onion.errors import HopTimeout, HopUnreachable, TooLarge
+from veil.onion.packet import MAX_REPLY_LEN, Hop
 
 # A request handler: method, target, body -> status, headers, body chunks.
 Answer = tuple[int, list[tuple[bytes, bytes]], list[bytes]]

@@ -1,6 +1,6 @@
 """``veil devnet`` and :mod:`client.devnet`: real authorities and nodes on 127.0.0.1.
 
-The command-line tests run ``python -m client devnet ...`` as a subprocess, as a user
+The command-line tests run ``python -m veil.client devnet ...`` as a subprocess, as a user
 would, and check the processes it starts through ``/proc`` (not through the module under
 test). The library test drives :class:`client.devnet.Devnet` through tests/devnetutil.py,
 which later network tests use too.
@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from onion.directory import NetworkFile, verify_consensus
 from tests.devnetutil import FAST_INTERVAL_MS, devnet
+from veil.onion.directory import NetworkFile, verify_consensus
 
 REPO = Path(__file__).resolve().parent.parent
 HAS_PROC = Path("/proc/self/cmdline").exists()
@@ -30,7 +30,7 @@ FAST = ["--interval-ms", str(FAST_INTERVAL_MS)]
 
 def veil(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "client", *args],
+        [sys.executable, "-m", "veil.client", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -228,7 +228,7 @@ def test_foreground_devnet_stops_every_child_on_sigint(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "client",
+            "veil.client",
             "devnet",
             "up",
             "--nodes",
@@ -342,10 +342,10 @@ async def test_running_devnet_carries_a_three_hop_store_and_retrieve(tmp_path: P
     import httpx
     import trio
 
-    from onion import rpc
-    from onion.keys import Account
     from tests.devnetutil import running_devnet
     from tests.nodeutil import now_ms, onion_rpc
+    from veil.onion import rpc
+    from veil.onion.keys import Account
 
     async with running_devnet(tmp_path, nodes=4, swarm_size=2) as net:
         consensus = await trio.to_thread.run_sync(net.consensus)

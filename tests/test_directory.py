@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onion import crypto
-from onion.cbor import encode
-from onion.directory import (
+from veil.onion import crypto
+from veil.onion.cbor import encode
+from veil.onion.directory import (
     CLOCK_SKEW_MS,
     CONSENSUS_DOMAIN,
     DESCRIPTOR_DOMAIN,
@@ -34,7 +34,7 @@ from onion.directory import (
     split_consensus,
     verify_consensus,
 )
-from onion.errors import (
+from veil.onion.errors import (
     BadSignature,
     BelowThreshold,
     ConsensusNotYetValid,
@@ -51,9 +51,9 @@ from onion.errors import (
     StaleConsensus,
     TooLarge,
 )
-from onion.keys import Account, NodeKeys
-from onion.packet import Hop
-from onion.swarm import assign_swarms, swarm_for
+from veil.onion.keys import Account, NodeKeys
+from veil.onion.packet import Hop
+from veil.onion.swarm import assign_swarms, swarm_for
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000

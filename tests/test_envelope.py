@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onion import cbor, crypto, padding
-from onion.crypto import Rng
-from onion.envelope import MAX_CONTENT, MAX_ENVELOPE_SIZE, Opened, open_envelope, seal
-from onion.errors import (
+from veil.onion import cbor, crypto, padding
+from veil.onion.crypto import Rng
+from veil.onion.envelope import MAX_CONTENT, MAX_ENVELOPE_SIZE, Opened, open_envelope, seal
+from veil.onion.errors import (
     BadSignature,
     DecodeError,
     EnvelopeError,
@@ -24,7 +24,7 @@ from onion.errors import (
     SchemaError,
     TooLarge,
 )
-from onion.keys import Account, AccountId
+from veil.onion.keys import Account, AccountId
 
 VECTORS = Path(__file__).parent / "vectors" / "envelope_v1.json"
 

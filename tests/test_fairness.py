@@ -14,12 +14,12 @@ from collections.abc import Callable
 import trio
 import trio.testing
 
-from node.config import HttpConfig
-from node.link import serve_link
-from node.metrics import NodeMetrics
-from node.server import HttpServer, Request, Response, Route
-from onion.link import RESPONSE, UPGRADE_PATH, UPGRADE_TOKEN, FrameReader, encode_request
-from onion.packet import MAX_REPLY_LEN
+from veil.node.config import HttpConfig
+from veil.node.link import serve_link
+from veil.node.metrics import NodeMetrics
+from veil.node.server import HttpServer, Request, Response, Route
+from veil.onion.link import RESPONSE, UPGRADE_PATH, UPGRADE_TOKEN, FrameReader, encode_request
+from veil.onion.packet import MAX_REPLY_LEN
 
 HOST = "127.0.0.1"
 

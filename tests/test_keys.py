@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onion import crypto
-from onion.errors import BadSignature, InvalidId, InvalidKey, InvalidPhrase
-from onion.keys import (
+from veil.onion import crypto
+from veil.onion.errors import BadSignature, InvalidId, InvalidKey, InvalidPhrase
+from veil.onion.keys import (
     Account,
     AccountId,
     GroupId,

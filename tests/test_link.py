@@ -20,13 +20,13 @@ import pytest
 import trio
 import trio.testing
 
-from node.config import HttpConfig
-from node.link import LinkPool, open_link_pool, serve_link
-from node.metrics import NodeMetrics
-from node.peers import PeerPool
-from node.server import HttpServer, Request, Response, Route
-from onion.errors import HopTimeout, HopUnreachable, RateLimited
-from onion.link import (
+from veil.node.config import HttpConfig
+from veil.node.link import LinkPool, open_link_pool, serve_link
+from veil.node.metrics import NodeMetrics
+from veil.node.peers import PeerPool
+from veil.node.server import HttpServer, Request, Response, Route
+from veil.onion.errors import HopTimeout, HopUnreachable, RateLimited
+from veil.onion.link import (
     REQUEST,
     RESPONSE,
     UPGRADE_PATH,
@@ -35,7 +35,7 @@ from onion.link import (
     encode_request,
     encode_response,
 )
-from onion.packet import MAX_PACKET_LEN, MAX_REPLY_LEN
+from veil.onion.packet import MAX_PACKET_LEN, MAX_REPLY_LEN
 
 HOST = "127.0.0.1"
 

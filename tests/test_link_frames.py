@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onion.errors import ProtocolError
-from onion.link import (
+from veil.onion.errors import ProtocolError
+from veil.onion.link import (
     HEAD_LEN,
     MAX_ERROR_LEN,
     MAX_STREAM_ID,
@@ -27,7 +27,7 @@ from onion.link import (
     encode_request,
     encode_response,
 )
-from onion.packet import MAX_PACKET_LEN, MAX_REPLY_LEN
+from veil.onion.packet import MAX_PACKET_LEN, MAX_REPLY_LEN
 
 _HEAD = struct.Struct(">BBHII")
 

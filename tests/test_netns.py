@@ -2,7 +2,7 @@
 
 Every authority and node runs in its own Linux network namespace (a "host" with one
 address of 10.231.0.0/24 on a private switch: tests/netnsutil.py), started with ``ip
-netns exec HOST python -m node ...``; the test talks to them from a thread inside a
+netns exec HOST python -m veil.node ...``; the test talks to them from a thread inside a
 client host's namespace. Nothing is added to the namespace the test runs in, and no
 packet goes anywhere but between the lab's hosts.
 
@@ -29,11 +29,11 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from onion import rpc
-from onion.directory import Authority, Consensus, NetworkFile, verify_consensus
-from onion.errors import VeilError
-from onion.keys import Account
-from onion.packet import Hop, build_packet
+from veil.onion import rpc
+from veil.onion.directory import Authority, Consensus, NetworkFile, verify_consensus
+from veil.onion.errors import VeilError
+from veil.onion.keys import Account
+from veil.onion.packet import Hop, build_packet
 
 from .authorityutil import authority_init
 from .netnsutil import Host, Lab, NetnsThread, unavailable
@@ -113,10 +113,10 @@ class Scenario:
         self.network: NetworkFile | None = None
 
     def start(self, member: Member, args: list[str], info_file: str) -> None:
-        """Run ``python -m node ARGS`` in the member's host; wait for its info file."""
+        """Run ``python -m veil.node ARGS`` in the member's host; wait for its info file."""
         self.members.append(member)
         process = self.lab.spawn(
-            member.host, [sys.executable, "-m", "node", *args], member.log_path, cwd=REPO
+            member.host, [sys.executable, "-m", "veil.node", *args], member.log_path, cwd=REPO
         )
         member.pid = process.pid
 

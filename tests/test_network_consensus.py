@@ -19,13 +19,13 @@ import httpx
 import pytest
 import trio
 
-from client.devnet import Devnet
-from node.config import HttpConfig
-from node.metrics import NodeMetrics
-from node.network import NetworkView
-from node.server import HttpServer, Request, Response, Route
-from onion import rpc
-from onion.directory import (
+from veil.client.devnet import Devnet
+from veil.node.config import HttpConfig
+from veil.node.metrics import NodeMetrics
+from veil.node.network import NetworkView
+from veil.node.server import HttpServer, Request, Response, Route
+from veil.onion import rpc
+from veil.onion.directory import (
     Consensus,
     assemble,
     make_consensus_body,
@@ -36,9 +36,9 @@ from onion.directory import (
     split_consensus,
     verify_consensus,
 )
-from onion.errors import BelowThreshold, InvalidId
-from onion.keys import Account, NodeKeys
-from onion.packet import Hop, HopError
+from veil.onion.errors import BelowThreshold, InvalidId
+from veil.onion.keys import Account, NodeKeys
+from veil.onion.packet import Hop, HopError
 
 from .authorityutil import (
     fetch_consensus,
@@ -504,7 +504,7 @@ def run_node_briefly(data_dir: Path, config: Path) -> subprocess.CompletedProces
     """``veil-node run`` expected to exit at once with a configuration error."""
     args = ["run", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", "--config", str(config)]
     return subprocess.run(
-        [sys.executable, "-m", "node", *args],
+        [sys.executable, "-m", "veil.node", *args],
         capture_output=True,
         text=True,
         cwd=REPO,

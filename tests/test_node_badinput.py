@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onion import cbor, rpc
-from onion.errors import STATUS_CODES
-from onion.link import RESPONSE, Frame, FrameReader, encode_request
-from onion.packet import MAX_PACKET_LEN, MAX_REPLY_LEN, HopError, build_packet
+from veil.onion import cbor, rpc
+from veil.onion.errors import STATUS_CODES
+from veil.onion.link import RESPONSE, Frame, FrameReader, encode_request
+from veil.onion.packet import MAX_PACKET_LEN, MAX_REPLY_LEN, HopError, build_packet
 
 from .nodeutil import NodeHandle, node_process, now_ms
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import trio
 
-from onion import rpc
-from onion.keys import Account
+from veil.onion import rpc
+from veil.onion.keys import Account
 
 from .nodeutil import NodeHandle, now_ms, onion_rpc, running_node, start_node
 

@@ -24,10 +24,10 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from node import config as node_config
-from onion import cbor, rpc
-from onion.keys import Account, NodeKeys
-from onion.packet import Hop, HopError, build_packet
+from veil.node import config as node_config
+from veil.onion import cbor, rpc
+from veil.onion.keys import Account, NodeKeys
+from veil.onion.packet import Hop, HopError, build_packet
 
 from .nodeutil import (
     NodeHandle,
@@ -335,7 +335,7 @@ def test_a_second_node_on_the_same_data_dir_is_refused(node: NodeHandle) -> None
         [
             sys.executable,
             "-m",
-            "node",
+            "veil.node",
             "run",
             "--data-dir",
             str(node.data_dir),
@@ -364,7 +364,7 @@ def test_an_unknown_config_key_is_refused_clearly(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "node",
+            "veil.node",
             "run",
             "--data-dir",
             str(tmp_path / "d"),

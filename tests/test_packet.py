@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onion import packet as P
-from onion.errors import (
+from veil.onion import packet as P
+from veil.onion.errors import (
     IntegrityError,
     MalformedPacket,
     PacketError,
@@ -20,9 +20,9 @@ from onion.errors import (
     StalePacket,
     TooLarge,
 )
-from onion.keys import NodeKeys
-from onion.packet import Deliver, Hop, HopError, Relay, build_packet, process_packet
-from onion.replay import ReplayCache
+from veil.onion.keys import NodeKeys
+from veil.onion.packet import Deliver, Hop, HopError, Relay, build_packet, process_packet
+from veil.onion.replay import ReplayCache
 
 VECTORS = Path(__file__).parent / "vectors" / "packet.json"
 NOW = 1_790_000_000_000

@@ -20,8 +20,8 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.peers import PeerPool
-from onion.errors import HopTimeout, HopUnreachable, RateLimited
+from veil.node.peers import PeerPool
+from veil.onion.errors import HopTimeout, HopUnreachable, RateLimited
 
 HOST = "127.0.0.1"
 

@@ -27,13 +27,13 @@ import httpx
 import pytest
 import trio
 
-from client.devnet import Devnet
-from onion import rpc
-from onion.directory import Consensus
-from onion.keys import Account
-from onion.packet import Hop
 from tests.devnetutil import running_devnet
 from tests.swarmutil import eventually, read_following, read_hashes, store
+from veil.client.devnet import Devnet
+from veil.onion import rpc
+from veil.onion.directory import Consensus
+from veil.onion.keys import Account
+from veil.onion.packet import Hop
 
 pytestmark = pytest.mark.slow
 

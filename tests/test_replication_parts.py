@@ -14,11 +14,11 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node import replication_wire as wire
-from node.replication import ring_position
-from node.store import ReplicaMessage, ReplicaPage, open_store
-from onion import rpc
-from onion.errors import (
+from veil.node import replication_wire as wire
+from veil.node.replication import ring_position
+from veil.node.store import ReplicaMessage, ReplicaPage, open_store
+from veil.onion import rpc
+from veil.onion.errors import (
     ClockSkew,
     DecodeError,
     ProtocolError,
@@ -27,7 +27,7 @@ from onion.errors import (
     Unauthorized,
     VeilError,
 )
-from onion.keys import Account, NodeKeys
+from veil.onion.keys import Account, NodeKeys
 
 T0 = 1_700_000_000_000
 DAY = 86_400_000

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onion import crypto, rpc
-from onion.cbor import decode, encode
-from onion.errors import (
+from veil.onion import crypto, rpc
+from veil.onion.cbor import decode, encode
+from veil.onion.errors import (
     ClockSkew,
     DecodeError,
     ProtocolError,
@@ -21,7 +21,7 @@ from onion.errors import (
     Unauthorized,
     VeilError,
 )
-from onion.keys import Account
+from veil.onion.keys import Account
 
 NOW = 1_700_000_000_000
 DAY = rpc.DAY_MS

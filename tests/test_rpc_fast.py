@@ -16,9 +16,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onion import cbor, crypto, rpc
-from onion.errors import ProtocolError
-from onion.keys import Account
+from veil.onion import cbor, crypto, rpc
+from veil.onion.errors import ProtocolError
+from veil.onion.keys import Account
 
 NOW = 1_700_000_000_000
 ACCOUNTS = [Account(bytes([n]) * 32).id for n in (1, 2, 3)]

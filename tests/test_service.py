@@ -16,11 +16,11 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.service import ServiceConfig, StorageService, open_storage_service
-from onion import rpc
-from onion.cbor import decode, encode
-from onion.errors import STATUS_CODES
-from onion.keys import Account
+from veil.node.service import ServiceConfig, StorageService, open_storage_service
+from veil.onion import rpc
+from veil.onion.cbor import decode, encode
+from veil.onion.errors import STATUS_CODES
+from veil.onion.keys import Account
 
 NOW = 1_700_000_000_000
 ALICE = Account(bytes([1]) * 32)

@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from node.sockio import FdIO, SocketIO, StreamIO
+from veil.node.sockio import FdIO, SocketIO, StreamIO
 
 HOST = "127.0.0.1"
 

@@ -16,9 +16,9 @@ import pytest
 import trio
 import trio.testing
 
-from node.store import MessageStore, StoreClosed, StoreOutcome, open_store
-from onion.crypto import hash32
-from onion.keys import Account, AccountId
+from veil.node.store import MessageStore, StoreClosed, StoreOutcome, open_store
+from veil.onion.crypto import hash32
+from veil.onion.keys import Account, AccountId
 
 T0 = 1_700_000_000_000
 HOUR = 3_600_000
@@ -433,9 +433,9 @@ async def test_cancel_fails_queued_writes_cleanly_and_keeps_acked_ones(tmp_path:
 _CHILD = textwrap.dedent(
     """
     import sys, trio
-    from node.store import open_store
-    from onion.crypto import hash32
-    from onion.keys import Account
+    from veil.node.store import open_store
+    from veil.onion.crypto import hash32
+    from veil.onion.keys import Account
 
     path, sync = sys.argv[1], sys.argv[2]
     alice = Account(bytes([1]) * 32).id

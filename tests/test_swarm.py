@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onion.keys import AccountId
-from onion.swarm import (
+from veil.onion.keys import AccountId
+from veil.onion.swarm import (
     DEFAULT_TARGET_SIZE,
     RING_SIZE,
     SwarmRing,

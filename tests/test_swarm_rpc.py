@@ -31,21 +31,21 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.devnet import Devnet
-from node import replication_wire as wire
-from node.keystore import load_or_create_keys
-from node.replication import ring_position, sync_scope
-from node.store import ReplicaMessage
-from onion import crypto, rpc
-from onion.cbor import encode
-from onion.directory import Consensus, ConsensusNode
-from onion.errors import SchemaError, Unavailable, VeilError, WrongSwarm
-from onion.keys import Account, NodeKeys
-from onion.packet import Hop
 from tests.authorityutil import make_network, node_config
 from tests.devnetutil import devnet
 from tests.nodeutil import now_ms, running_node
 from tests.swarmutil import DAY_MS, call, eventually, read_hashes, store
+from veil.client.devnet import Devnet
+from veil.node import replication_wire as wire
+from veil.node.keystore import load_or_create_keys
+from veil.node.replication import ring_position, sync_scope
+from veil.node.store import ReplicaMessage
+from veil.onion import crypto, rpc
+from veil.onion.cbor import encode
+from veil.onion.directory import Consensus, ConsensusNode
+from veil.onion.errors import SchemaError, Unavailable, VeilError, WrongSwarm
+from veil.onion.keys import Account, NodeKeys
+from veil.onion.packet import Hop
 
 
 @pytest.fixture(scope="module")

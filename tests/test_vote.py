@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onion.cbor import encode
-from onion.directory import (
+from veil.onion.cbor import encode
+from veil.onion.directory import (
     MAX_DESCRIPTOR_SIZE,
     NodeDescriptor,
     make_consensus_body,
@@ -16,7 +16,7 @@ from onion.directory import (
     parse_descriptor,
     sign_consensus,
 )
-from onion.errors import (
+from veil.onion.errors import (
     BadSignature,
     DecodeError,
     ProtocolError,
@@ -24,8 +24,8 @@ from onion.errors import (
     TooLarge,
     VoteMismatch,
 )
-from onion.keys import NodeKeys
-from onion.vote import (
+from veil.onion.keys import NodeKeys
+from veil.onion.vote import (
     MAX_SIGNATURE_DOC_SIZE,
     MAX_VOTE_SIZE,
     VOTE_DOMAIN,
@@ -87,7 +87,7 @@ def test_a_vote_is_refused_for_the_wrong_key_epoch_or_parameters() -> None:
 
 
 def test_a_tampered_or_resigned_vote_is_refused() -> None:
-    from onion.cbor import decode
+    from veil.onion.cbor import decode
 
     outer = decode(vote(AUTH[0], [raw_descriptor(0)]), max_size=MAX_VOTE_SIZE)
     body = decode(outer["body"], max_size=MAX_VOTE_SIZE)

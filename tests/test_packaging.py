@@ -1,0 +1,100 @@
+"""What ``pip install .`` puts into a user's environment: one top-level name, ``veil``.
+
+A service that embeds veil very likely has a ``client`` or ``node`` module of its own, so
+the three top-level folders of the repository must install as ``veil.onion``,
+``veil.node`` and ``veil.client``, and nothing else may land beside ``veil`` in
+site-packages. The test builds the real wheel from this checkout and installs it (without
+its dependencies, which are not what is checked) into a new virtual environment.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(out), str(REPO)],
+        check=True,
+        cwd=out,
+        timeout=300,
+    )
+    (built,) = out.glob("veil-*.whl")
+    return built
+
+
+def _python_files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*.py")}
+
+
+def test_the_wheel_holds_only_the_veil_package(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {name.split("/")[0] for name in names}
+    (dist_info,) = (name for name in top if name.endswith(".dist-info"))
+    assert top - {dist_info} == {"veil"}
+    entry_points = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt").decode()
+    assert "veil = veil.client.cli:main" in entry_points
+    assert "veil-node = veil.node.cli:main" in entry_points
+
+
+def test_every_module_of_the_three_folders_is_in_the_wheel(wheel: Path) -> None:
+    """A sub-package missing from the wheel would import in the checkout and nowhere else."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for folder in ("onion", "node", "client"):
+        for module in _python_files(REPO / folder):
+            assert f"veil/{folder}/{module}" in names, f"{folder}/{module} is not packaged"
+
+
+def test_installing_leaves_no_client_node_or_onion_at_the_top(
+    wheel: Path, tmp_path: Path
+) -> None:
+    env = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    python = env / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
+         "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        timeout=300,
+    )
+    site = Path(purelib)
+    installed = {p.name for p in site.iterdir()} - {"__pycache__"}
+    assert "veil" in installed
+    assert not installed & {"client", "node", "onion", "client.py", "node.py", "onion.py"}
+    assert (site / "veil" / "onion" / "keys.py").is_file()
+    for script in ("veil", "veil-node"):
+        assert (env / "bin" / script).exists()
+    # The installed copy is plain files, not links back into this checkout.
+    assert not (site / "veil" / "onion").is_symlink()
+
+
+_BARE_IMPORT = re.compile(r"^\s*(?:from|import)\s+(?:onion|node|client)\b", re.MULTILINE)
+
+
+def test_no_source_imports_the_folders_by_their_bare_names() -> None:
+    """From the checkout's root ``import client`` works too, and would load a second copy
+    of a module (two ``VeilError`` classes that do not catch each other); installed, it
+    fails. Every import goes through ``veil.``."""
+    offenders = [
+        f"{path.relative_to(REPO)}:{source[: m.start()].count(chr(10)) + 1}"
+        for top in ("onion", "node", "client", "tests", "scripts")
+        for path in sorted((REPO / top).rglob("*.py"))
+        for source in [path.read_text()]
+        for m in _BARE_IMPORT.finditer(source)
+    ]
+    assert offenders == []
