@@ -2,7 +2,7 @@
 
 Design notes
 ------------
-* Each command opens a :class:`client.client.VeilClient` for its run (``trio.run``),
+* Each command opens a :class:`client.veil_client.VeilClient` for its run (``trio.run``),
   does one thing and closes it; the client's state (guards, consensus, position,
   received messages, clock offset) lives in the home, so consecutive commands pick up
   where the last one stopped.
@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 from veil.client.cli import CliError, Context, Registrar
 
 if TYPE_CHECKING:
-    from veil.client.client import VeilClient
     from veil.client.messaging import InboxMessage
+    from veil.client.veil_client import VeilClient
 
 __all__ = ["register"]
 
@@ -85,7 +85,7 @@ def _run(ctx: Context, job: Any) -> Any:
     """Open a client on the home and network, run ``job(client)`` under trio."""
     import trio
 
-    from veil.client.client import open_client, read_network_file
+    from veil.client.veil_client import open_client, read_network_file
 
     network = read_network_file(ctx.require_network())
     account = ctx.account()

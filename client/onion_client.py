@@ -60,14 +60,14 @@ error of a destination's final verdict (:func:`onion.errors.error_for_status`).
 from __future__ import annotations
 
 import re
-import statistics
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
 
+from veil.client.network_clock import NetworkClock
 from veil.client.paths import OnionPath, PathSelector
+from veil.client.prepared_keys import PreparedKeys
 from veil.client.transport import PeerRefused, Transport
 from veil.onion import rpc
 from veil.onion.errors import (
@@ -81,61 +81,16 @@ from veil.onion.errors import (
     error_for_status,
 )
 from veil.onion.keys import AccountId
-from veil.onion.packet import Hop, HopError, HopKeys, build_packet, prepare_hop
+from veil.onion.packet import Hop, HopError, build_packet
 
 __all__ = [
     "Answer",
-    "NetworkClock",
     "OnionClient",
     "OnionRequestFailed",
-    "PreparedKeys",
     "RequestPolicy",
 ]
 
-LocalClock = Callable[[], float]
 _NODE_TIME = re.compile(r"node time (\d{1,19})")
-
-
-# --- the network's clock ---------------------------------------------------------------------
-
-
-class NetworkClock:
-    """The network's time: a local clock (ms since the epoch) plus a measured offset.
-
-    ``local`` is the local wall clock (tests inject one that is off); ``offset_ms`` the
-    starting offset (the one persisted by the last run, or 0).
-    """
-
-    def __init__(self, local: LocalClock, offset_ms: int = 0, *, window: int = 9) -> None:
-        self._local = local
-        self._offset = int(offset_ms)
-        self._samples: deque[int] = deque(maxlen=window)
-        #: Samples taken since this clock was made (0: the offset is only remembered).
-        self.measured = 0
-
-    def local(self) -> float:
-        """The local clock, ms."""
-        return float(self._local())
-
-    def now(self) -> int:
-        """The network's time, ms: what timestamps in packets and signatures carry."""
-        return int(self._local()) + self._offset
-
-    @property
-    def offset_ms(self) -> int:
-        return self._offset
-
-    def sample(self, node_ms: int, sent_local: float, received_local: float) -> None:
-        """One reply's time ``node_ms``, for a request sent and answered at these local
-        times: the offset becomes the median of the recent samples."""
-        self._samples.append(round(node_ms - (sent_local + received_local) / 2))
-        self._offset = int(statistics.median_low(self._samples))
-        self.measured += 1
-
-    def reset(self, node_ms: int, sent_local: float, received_local: float) -> None:
-        """A node refused our time: forget earlier samples, trust this one."""
-        self._samples.clear()
-        self.sample(node_ms, sent_local, received_local)
 
 
 # --- results and errors ----------------------------------------------------------------------
@@ -214,78 +169,6 @@ class _Retry(Exception):
 
 
 # --- the client --------------------------------------------------------------------------------
-
-
-#: Seconds between a take() that asks for a refill and the refill's start (PreparedKeys.run).
-_REFILL_DELAY = 0.001
-
-
-class PreparedKeys:
-    """Hop key exchanges done ahead of time, by onion key (:func:`onion.packet.prepare_hop`).
-
-    Building a 4-hop packet takes about 0.6 ms here, most of it eight X25519
-    multiplications that depend only on the hops' onion keys. :meth:`take` hands out
-    what is ready and notes the hops whose stock fell below ``per_key / 2``; :meth:`run`
-    (a background task) then tops each up to ``per_key`` in a worker thread (libsodium
-    releases the GIL, so on a machine with two cores this overlaps the network wait), and
-    packets through the same nodes are built without that work on their critical path.
-    Each prepared exchange is used once (:class:`onion.packet.HopKeys`); at most
-    ``max_keys`` onion keys are kept (the least recently used one is dropped). Without
-    :meth:`run`, :meth:`take` just finds nothing and packets are built as before.
-    """
-
-    def __init__(self, *, per_key: int = 8, max_keys: int = 64) -> None:
-        self.per_key = per_key
-        #: A node's stock is refilled when it falls below this: a handoff to the worker
-        #: thread (a futex wake and a result back through trio's wakeup socket) costs
-        #: about a tenth of what it saves, so it is done for several packets at once.
-        self.low = max(1, per_key // 2)
-        self.max_keys = max_keys
-        self._ready: dict[bytes, list[HopKeys]] = {}
-        self._wanted: dict[bytes, None] = {}
-        self._wake = trio.Event()
-
-    def take(self, hops: Sequence[Hop]) -> list[HopKeys | None]:
-        """One prepared exchange per hop where there is one (None where not)."""
-        out: list[HopKeys | None] = []
-        for hop in hops:
-            ready = self._ready.get(hop.onion_key)
-            out.append(ready.pop() if ready else None)
-            if ready is None or len(ready) < self.low:
-                self._wanted[hop.onion_key] = None
-        if self._wanted:
-            self._wake.set()
-        return out
-
-    async def run(self) -> None:
-        """Prepare what :meth:`take` asked for, until cancelled."""
-        while True:
-            await self._wake.wait()
-            # Not at once: take() is called while a packet is built, and the next
-            # checkpoint comes before that packet is sent. Handing the work to the
-            # thread costs the event loop about 0.1 ms; a millisecond later the packet
-            # is on its way and the loop is only waiting for the reply.
-            await trio.sleep(_REFILL_DELAY)
-            self._wake = trio.Event()
-            wanted, self._wanted = list(self._wanted), {}
-            need = {k: self.per_key - len(self._ready.get(k, ())) for k in wanted}
-            made = await trio.to_thread.run_sync(_prepare_many, need)
-            for key, keys in made.items():
-                ready = self._ready.pop(key, [])  # re-inserted: most recently used last
-                ready.extend(keys)
-                self._ready[key] = ready
-            while len(self._ready) > self.max_keys:
-                del self._ready[next(iter(self._ready))]
-
-
-def _prepare_many(need: dict[bytes, int]) -> dict[bytes, list[HopKeys]]:
-    made: dict[bytes, list[HopKeys]] = {}
-    for key, count in need.items():
-        try:
-            made[key] = [prepare_hop(key) for _ in range(count)]
-        except (ValueError, ProtocolError):  # a bad key: build_packet will say so
-            continue
-    return made
 
 
 class OnionClient:

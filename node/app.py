@@ -22,10 +22,10 @@ unless ``clock_control`` is on; the store, the RPC's signature window, the repla
 and ``/info`` all read it, so a test that moves it moves the whole node consistently.
 
 Network: with ``[network] file`` set, :attr:`Node.network` follows the authorities'
-consensus (:mod:`node.network`; its directory client starts before ``node.json`` is
+consensus (:mod:`node.network_view`; its directory client starts before ``node.json`` is
 written, with the saved consensus loaded), the relay forwards only to listed next hops,
 and the ``/onion`` rate limit exempts the addresses of listed nodes (relays). Without
-it, ``node.network`` is a standalone view that owns every account.
+it, ``node.network_view`` is a standalone view that owns every account.
 
 Start-up order: data directory and its lock, keys, store, peer pool, listener, then
 ``DIR/node.json`` (so a file that names a pid means that node answers). Shut-down order
@@ -69,7 +69,7 @@ from .keystore import (
 from .link import HttpForwarder, LinkPool, open_link_pool, serve_link
 from .logging import log_event
 from .metrics import CONTENT_TYPE, NodeMetrics, StorageFigure
-from .network import DirectoryClient, NetworkView, advertised_address, load_network_file
+from .network_view import DirectoryClient, NetworkView, advertised_address, load_network_file
 from .onion_handler import OnionHandler
 from .peers import PeerPool
 from .ratelimit import TokenBucketLimiter, client_key

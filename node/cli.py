@@ -11,7 +11,7 @@ The subcommands, as DESIGN.md names them::
 ``run`` starts a node: standalone (a one-node network that holds every account) unless
 the config's ``[network] file`` names a ``network.json``, in which case the node
 publishes its descriptor to the authorities and follows their consensus
-(:mod:`node.network`). It prints one line ``listening on HOST:PORT`` to stdout once it
+(:mod:`node.network_view`). It prints one line ``listening on HOST:PORT`` to stdout once it
 accepts connections (with the real port when ``--listen`` asked for port 0;
 ``DIR/node.json`` says the same, with the node ID, onion key and pid), logs to stderr,
 and runs until SIGINT or SIGTERM, after which it shuts down gracefully and exits 0.
@@ -57,7 +57,7 @@ from .authority import DirectoryAuthority, init_authority, run_authority
 from .config import ConfigError, load_config
 from .keystore import KeystoreError
 from .logging import configure_logging
-from .network import load_network_file
+from .network_view import load_network_file
 
 __all__ = ["main", "tune_gc"]
 

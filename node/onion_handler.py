@@ -13,7 +13,7 @@ the node's policy around it:
    the node's clock. A packet outside the window gets a layered ``clock_skew`` error
    whose message is ``node time <ms>``, so the client learns this hop's clock and can
    retry; a replay gets ``replayed``; a full cache ``rate_limited``.
-3. Next hop policy: once the node holds a consensus (:mod:`node.network`), it relays only
+3. Next hop policy: once the node holds a consensus (:mod:`node.network_view`), it relays only
    to a next hop that the consensus lists, at its listed address; any other gets a
    layered ``bad_gateway`` "next hop not in consensus" (a relay must not be a proxy to
    arbitrary addresses). Standalone or before the first consensus, every hop is allowed.

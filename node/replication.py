@@ -108,7 +108,7 @@ from . import replication_wire as wire
 from .config import ReplicationConfig
 from .logging import log_event
 from .metrics import StorageFigure
-from .network import NetworkView
+from .network_view import NetworkView
 from .peers import PeerPool
 from .service import StorageService
 from .store import MessageStore, ReplicaMessage, ReplicaPage

@@ -5,7 +5,7 @@ Design note
 A node in a network stores only the accounts of its own swarm (DESIGN.md, "Network"):
 the account maps to the swarm whose ID is nearest its ring position in the current
 consensus. :class:`SwarmGuard` answers the two questions the storage service asks
-(node/service.py), from the :class:`~node.network.NetworkView`:
+(node/service.py), from the :class:`~node.network_view.NetworkView`:
 
 * :meth:`SwarmGuard.check`, before a store, retrieve, delete, delete_all or expire is
   authenticated or executed: nothing when the account is this node's (or the node is
@@ -29,7 +29,7 @@ from veil.onion import rpc
 from veil.onion.errors import NotFound, Unavailable
 from veil.onion.keys import AccountId
 
-from .network import NetworkView
+from .network_view import NetworkView
 
 __all__ = ["SwarmGuard"]
 

@@ -13,11 +13,11 @@ import pytest
 import trio
 
 from tests.devnetutil import devnet
-from veil.client.client import ClientConfig, VeilClient, open_client
+from veil.client.consensus import DirectoryPolicy
 from veil.client.devnet import Devnet
 from veil.client.home import Home
-from veil.client.network import DirectoryPolicy
 from veil.client.state import ClientState
+from veil.client.veil_client import ClientConfig, VeilClient, open_client
 from veil.onion import rpc
 from veil.onion.envelope import seal
 from veil.onion.keys import Account

@@ -22,9 +22,9 @@ import pytest
 import trio
 
 from tests.devnetutil import devnet
-from veil.client.client import open_client
 from veil.client.devnet import Devnet
 from veil.client.home import Home
+from veil.client.veil_client import open_client
 from veil.onion import rpc
 from veil.onion.keys import Account
 

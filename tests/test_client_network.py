@@ -19,8 +19,8 @@ import trio
 from hypothesis import given, settings
 
 from tests.test_client_transport import Answer, start
-from veil.client.network import AuthorityUnreachable, Directory
-from veil.client.onion_client import NetworkClock
+from veil.client.consensus import AuthorityUnreachable, Directory
+from veil.client.network_clock import NetworkClock
 from veil.client.state import ClientState
 from veil.client.transport import HttpxTransport
 from veil.onion.directory import (

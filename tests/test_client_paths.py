@@ -1,5 +1,5 @@
 """Guards, path selection, failure counts and the network clock (client/paths.py,
-client/onion_client.NetworkClock), on real state files and real consensus documents.
+client/network_clock.py), on real state files and real consensus documents.
 
 No network here: consensus documents are built by onion.directory from descriptors of
 real node keys, with whatever addresses a case needs (distinct /24s, or every node on
@@ -16,7 +16,7 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 
-from veil.client.onion_client import NetworkClock
+from veil.client.network_clock import NetworkClock
 from veil.client.paths import PathPolicy, PathSelector, subnet_of
 from veil.client.state import ClientState
 from veil.onion.directory import (

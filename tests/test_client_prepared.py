@@ -1,10 +1,10 @@
-"""client.onion_client.PreparedKeys: hop key exchanges prepared in a worker thread."""
+"""client.prepared_keys.PreparedKeys: hop key exchanges prepared in a worker thread."""
 
 from __future__ import annotations
 
 import trio
 
-from veil.client.onion_client import PreparedKeys
+from veil.client.prepared_keys import PreparedKeys
 from veil.onion.keys import NodeKeys
 from veil.onion.packet import Deliver, Hop, Relay, build_packet, process_packet
 

@@ -12,7 +12,7 @@ closes it in order::
 
 What it owns: the state file (:mod:`client.state`), the HTTP transport to guards and
 authorities (:mod:`client.transport`, pluggable: any :class:`~client.transport.
-Transport`), the consensus (:mod:`client.network`), guards and paths
+Transport`), the consensus (:mod:`client.consensus`), guards and paths
 (:mod:`client.paths`), the network's clock and onion requests
 (:mod:`client.onion_client`), and messaging (:mod:`client.messaging`). And a nursery,
 for the background work that keeps it usable: the consensus refresh and forgetting
@@ -22,7 +22,7 @@ Opening (:func:`open_client`): open the state; load the identity (unless an acco
 given); read the network file; install the cached consensus if it still verifies, else
 fetch one. A client whose clock is far off accepts the fetched consensus tentatively,
 asks a node for the time through it, then verifies it again on the corrected clock (see
-:mod:`client.network`); the offset is kept in the state, so the next start needs no
+:mod:`client.consensus`); the offset is kept in the state, so the next start needs no
 such step.
 
 Structured concurrency: the background tasks run in a nursery that the ``async with``
@@ -33,7 +33,7 @@ is cancelled, so are requests in flight; the state file is left consistent.
 
 Errors while opening: :class:`~client.home.HomeError` (no identity, wrong passphrase,
 state file problems), :class:`~onion.errors.NetworkFileError` (missing or invalid
-network file), :class:`~client.network.AuthorityUnreachable` (no consensus could be
+network file), :class:`~client.consensus.AuthorityUnreachable` (no consensus could be
 fetched), a :class:`~onion.errors.ConsensusError` (none verified).
 """
 
@@ -51,6 +51,7 @@ from typing import Any
 
 import trio
 
+from veil.client.consensus import Directory, DirectoryPolicy
 from veil.client.home import Home
 from veil.client.messaging import (
     DEFAULT_TTL_S,
@@ -60,8 +61,8 @@ from veil.client.messaging import (
     Sent,
     send_message,
 )
-from veil.client.network import Directory, DirectoryPolicy
-from veil.client.onion_client import Answer, NetworkClock, OnionClient, RequestPolicy
+from veil.client.network_clock import NetworkClock
+from veil.client.onion_client import Answer, OnionClient, RequestPolicy
 from veil.client.paths import PathPolicy, PathSelector
 from veil.client.state import ClientState, open_state
 from veil.client.transport import HttpxTransport, Transport, TransportConfig

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import trio
 
-from veil.client.onion_client import NetworkClock
+from veil.client.network_clock import NetworkClock
 from veil.client.state import ClientState
 from veil.client.transport import PeerRefused, Transport
 from veil.onion.directory import (

@@ -79,7 +79,7 @@ __all__ = [
     "load_network_file",
 ]
 
-log = logging.getLogger("veil.node.network")
+log = logging.getLogger("veil.node.network_view")
 
 CONSENSUS_FILE = "consensus.cbor"
 #: Buffered consensuses per subscriber; one that falls further behind skips some.
