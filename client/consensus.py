@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import trio
 
+from veil.client.errors import AuthorityUnreachable
 from veil.client.network_clock import NetworkClock
 from veil.client.state import ClientState
 from veil.client.transport import PeerRefused, Transport
@@ -71,12 +72,6 @@ __all__ = ["AuthorityUnreachable", "Directory", "DirectoryPolicy"]
 
 #: A consensus document plus its signature list (the largest onion.directory accepts).
 _MAX_DOCUMENT = MAX_CONSENSUS_SIZE + 64 * 1024
-
-
-class AuthorityUnreachable(NetworkError):
-    """No directory authority gave a consensus: unreachable, or none has one yet."""
-
-    status = "unavailable"
 
 
 @dataclass(frozen=True, slots=True)

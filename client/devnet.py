@@ -74,6 +74,7 @@ from typing import Any, Literal
 
 import httpx
 
+from veil.client.errors import DevnetError, DevnetRunning, DevnetStartError, NoDevnet
 from veil.onion.directory import Authority, Consensus, NetworkFile, verify_consensus
 from veil.onion.errors import VeilError
 from veil.onion.packet import Hop
@@ -127,27 +128,6 @@ _MEMBER_DIR = re.compile(r"^(auth|node)-(\d+)$")
 #: The shortest consensus interval an authority accepts ([authority] interval_ms):
 #: checked here so that a bad value is a usage error, not a child that dies at start.
 MIN_INTERVAL_MS = 500
-
-
-class DevnetError(VeilError):
-    """A devnet that cannot be started, found or stopped; the message says why."""
-
-    status = "unavailable"
-
-
-class DevnetRunning(DevnetError):
-    """A devnet already runs in that directory (or another manager is starting one)."""
-
-
-class NoDevnet(DevnetError):
-    """No devnet runs in that directory."""
-
-    status = "not_found"
-
-
-class DevnetStartError(DevnetError):
-    """A process of the devnet died or did not get ready; the message names it and holds
-    the tail of its log (several lines: print it whole)."""
 
 
 # --- one process -----------------------------------------------------------------------------

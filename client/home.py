@@ -68,8 +68,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from veil.client.errors import (
+    BadIdentityFile,
+    BadPassphrase,
+    HomeError,
+    IdentityExists,
+    InsecureFile,
+    NoIdentity,
+    PassphraseRequired,
+    WrongPassphrase,
+)
 from veil.onion import crypto
-from veil.onion.errors import IntegrityError, InvalidId, VeilError
+from veil.onion.errors import IntegrityError, InvalidId
 from veil.onion.keys import Account, AccountId
 
 IDENTITY_FILE = "identity.json"
@@ -129,44 +139,6 @@ KDF_PRESETS: dict[str, KdfLimits] = {
     "moderate": KDF_MODERATE,
     "sensitive": KDF_SENSITIVE,
 }
-
-
-class HomeError(VeilError):
-    """A problem with the client's home directory or a file in it (local state)."""
-
-    status = "bad_request"
-
-
-class NoIdentity(HomeError):
-    """The home holds no identity yet."""
-
-
-class IdentityExists(HomeError):
-    """Refused to replace an identity that is already stored."""
-
-
-class InsecureFile(HomeError):
-    """A secret file that others can read, or that belongs to someone else."""
-
-
-class BadIdentityFile(HomeError):
-    """An identity file that is damaged, of an unknown version, or not one at all."""
-
-
-class PassphraseRequired(HomeError):
-    """The seed is sealed under a passphrase and none was given."""
-
-    status = "unauthorized"
-
-
-class WrongPassphrase(HomeError):
-    """The passphrase does not open the sealed seed (or the sealed record is damaged)."""
-
-    status = "unauthorized"
-
-
-class BadPassphrase(HomeError):
-    """A passphrase that cannot be used: empty, too long, or not text."""
 
 
 @dataclass(frozen=True, slots=True)

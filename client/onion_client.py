@@ -65,19 +65,18 @@ from dataclasses import dataclass, field
 
 import trio
 
+from veil.client.errors import OnionRequestFailed, PeerRefused
 from veil.client.network_clock import NetworkClock
 from veil.client.paths import OnionPath, PathSelector
 from veil.client.prepared_keys import PreparedKeys
-from veil.client.transport import PeerRefused, Transport
+from veil.client.transport import Transport
 from veil.onion import rpc
 from veil.onion.errors import (
     ClockSkew,
     HopTimeout,
     HopUnreachable,
-    NetworkError,
     ProtocolError,
     TooLarge,
-    VeilError,
     error_for_status,
 )
 from veil.onion.keys import AccountId
@@ -94,17 +93,6 @@ _NODE_TIME = re.compile(r"node time (\d{1,19})")
 
 
 # --- results and errors ----------------------------------------------------------------------
-
-
-class OnionRequestFailed(NetworkError):
-    """Every try of an onion request failed; ``errors`` holds each try's failure."""
-
-    def __init__(self, message: str, errors: Sequence[BaseException]) -> None:
-        super().__init__(message)
-        self.errors = list(errors)
-        last = self.errors[-1] if self.errors else None
-        if isinstance(last, VeilError):
-            self.status = last.status  # type: ignore[misc]
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Self
 
-from veil.client.home import Home, HomeError, check_private
+from veil.client.errors import StateError
+from veil.client.home import Home, check_private
 from veil.onion.errors import InvalidId
 from veil.onion.keys import AccountId
 
@@ -111,11 +112,6 @@ MAX_CONTENT_BYTES = 256 * 1024
 MAX_LIST_LIMIT = 10_000
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds
 _MAX_INT64 = 2**63 - 1
-
-
-class StateError(HomeError):
-    """The state file cannot be used: not a database, damaged, from a newer veil, or
-    locked by another process for longer than the busy timeout."""
 
 
 # --- records -------------------------------------------------------------------------------

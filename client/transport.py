@@ -62,7 +62,8 @@ from typing import Protocol
 import httpx
 import trio
 
-from veil.onion.errors import STATUS_CODES, HopTimeout, HopUnreachable, NetworkError, TooLarge
+from veil.client.errors import MAX_ERROR_TEXT, PeerRefused
+from veil.onion.errors import HopTimeout, HopUnreachable, TooLarge
 from veil.onion.packet import MAX_REPLY_LEN, Hop
 
 __all__ = [
@@ -75,31 +76,10 @@ __all__ = [
 
 #: Connections (and requests in flight) per peer. Small on purpose; see the module note.
 DEFAULT_POOL_SIZE = 8
-#: A refusal's explanation is a short text/plain line; more is cut.
-_MAX_ERROR_TEXT = 512
 #: Parsed URLs kept per peer (the paths a client uses are a handful).
 _MAX_URLS = 64
 #: Seconds between handing a read response to HttpxTransport.run and closing it.
 _CLOSE_DELAY = 0.001
-
-# HTTP codes a node answers to a refused packet, as wire statuses.
-_CODE_STATUS = {code: status for status, code in STATUS_CODES.items()}
-
-
-class PeerRefused(NetworkError):
-    """The peer answered with an HTTP status other than 200.
-
-    ``code`` is the HTTP status, ``status`` the wire status it stands for (400 a packet
-    the guard could not process, 429 rate limited, 503 unavailable, ...), ``text`` the
-    peer's explanation (cut to 512 characters).
-    """
-
-    def __init__(self, code: int, text: str) -> None:
-        text = " ".join(text.split())[:_MAX_ERROR_TEXT]
-        super().__init__(f"HTTP {code}: {text}" if text else f"HTTP {code}")
-        self.code = code
-        self.status = _CODE_STATUS.get(code, "bad_gateway")  # type: ignore[misc]
-        self.text = text
 
 
 class Transport(Protocol):
@@ -267,7 +247,7 @@ class HttpxTransport:
                 if not handed_over:
                     gate.release()
             if status != 200:
-                raise PeerRefused(status, data[:_MAX_ERROR_TEXT].decode("utf-8", "replace"))
+                raise PeerRefused(status, data[:MAX_ERROR_TEXT].decode("utf-8", "replace"))
             return data
         assert scope.cancelled_caught
         raise HopTimeout(f"{where} did not answer within {timeout:g} s")

@@ -51,7 +51,12 @@ from typing import Any
 import trio
 
 from veil.onion import __version__
-from veil.onion.errors import PacketError, VeilError
+from veil.onion.errors import (
+    STATUS_CODES,
+    PacketError,
+    VeilError,
+    wire_status,
+)
 from veil.onion.keys import NodeKeys
 from veil.onion.link import UPGRADE_PATH, UPGRADE_TOKEN
 from veil.onion.packet import MAX_PACKET_LEN
@@ -502,7 +507,8 @@ def _frame_route(handle: Callable[[bytes], Awaitable[bytes]]) -> Handler:
         try:
             reply = await handle(request.body)
         except VeilError as exc:
-            return text_response(exc.http_status, f"{exc.status}: {exc}")
+            status = wire_status(exc)
+            return text_response(STATUS_CODES[status], f"{status}: {exc}")
         return Response(200, reply, _OCTETS)
 
     return route

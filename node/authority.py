@@ -126,12 +126,14 @@ from veil.onion.directory import (
     split_consensus,
 )
 from veil.onion.errors import (
+    STATUS_CODES,
     BadSignature,
     NetworkError,
     NetworkFileError,
     ProtocolError,
     RateLimited,
     VeilError,
+    wire_status,
 )
 from veil.onion.keys import NodeKeys
 from veil.onion.vote import (
@@ -373,8 +375,9 @@ class DirectoryAuthority:
         try:
             descriptor = parse_descriptor(request.body, now_ms=self.clock())
         except VeilError as exc:
-            code = exc.http_status if 400 <= exc.http_status < 500 else 400
-            return text_response(code, f"{exc.status}: {exc}")
+            status = wire_status(exc)
+            code = STATUS_CODES[status] if 400 <= STATUS_CODES[status] < 500 else 400
+            return text_response(code, f"{status}: {exc}")
         return self.register(descriptor, request.body)
 
     def register(self, descriptor: NodeDescriptor, raw: bytes) -> Response:

@@ -135,8 +135,8 @@ from veil.onion.directory import (
     MAX_NODES,
     MAX_SWARM_TARGET,
 )
-from veil.onion.errors import VeilError
 
+from .errors import ConfigError
 from .service import ServiceConfig
 
 __all__ = [
@@ -158,12 +158,6 @@ __all__ = [
 
 #: Config files are small; a larger one is a mistake (or not a config file).
 MAX_CONFIG_BYTES = 1 << 20
-
-
-class ConfigError(VeilError):
-    """A configuration file that cannot be read, or holds an unknown key or a bad value."""
-
-    status = "bad_request"
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from veil.onion.crypto import Rng, system_rng
-from veil.onion.errors import VeilError
 from veil.onion.keys import NodeKeys
+
+from .errors import KeystoreError
 
 __all__ = [
     "KEYS_FILE",
@@ -55,10 +56,6 @@ STORE_FILE = "store.sqlite"
 
 _KEYS_VERSION = 1
 _MAX_KEYS_FILE = 4096
-
-
-class KeystoreError(VeilError):
-    """The data directory or the key file cannot be used (the message says why)."""
 
 
 def prepare_data_dir(data_dir: Path) -> None:

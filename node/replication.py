@@ -101,11 +101,19 @@ import trio
 
 from veil.onion import crypto, rpc
 from veil.onion.directory import Consensus, ConsensusNode, Swarm
-from veil.onion.errors import ProtocolError, Unauthorized, Unavailable, VeilError, WrongSwarm
+from veil.onion.errors import (
+    ProtocolError,
+    Unauthorized,
+    Unavailable,
+    VeilError,
+    WrongSwarm,
+    wire_status,
+)
 from veil.onion.keys import NodeKeys
 
 from . import replication_wire as wire
 from .config import ReplicationConfig
+from .errors import ReplicationRefused
 from .logging import log_event
 from .metrics import StorageFigure
 from .network_view import NetworkView
@@ -117,8 +125,8 @@ __all__ = [
     "FORWARD_PATH",
     "PULL_PATH",
     "PUSH_PATH",
-    "PeerRefused",
     "ReplicationCounters",
+    "ReplicationRefused",
     "Replicator",
     "ring_position",
     "sync_scope",
@@ -141,16 +149,6 @@ _FIRST_BACKOFF_S = 0.25
 #: 401 is not among them: a peer that does not list us yet will once it has the
 #: consensus that does.
 _PERMANENT = frozenset({400, 406, 413, 421})
-
-
-class PeerRefused(VeilError):
-    """A peer answered a replication request with an HTTP error."""
-
-    status = "bad_gateway"
-
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(f"peer answered HTTP {status}: {text}")
-        self.http_code = status
 
 
 def sync_scope(consensus: Consensus, swarm_id: int) -> bytes:
@@ -425,7 +423,7 @@ class Replicator:
         ``give_up``), False to retry it after a backoff (already slept)."""
         try:
             ack = await self.push(peer, [item.message for item in batch])
-        except PeerRefused as exc:
+        except ReplicationRefused as exc:
             if exc.http_code not in _PERMANENT:
                 return await self._push_failed(outbox, peer, batch, exc)
             # The peer will not take this batch however often it is sent (e.g. its
@@ -477,14 +475,14 @@ class Replicator:
     async def push(self, peer: ConsensusNode, messages: Sequence[ReplicaMessage]) -> wire.PushAck:
         """Push ``messages`` (one batch within the wire limits) to ``peer`` and return its
         ack. Raises a :class:`~onion.errors.VeilError`: NetworkError or RateLimited (the
-        peer pool), :class:`PeerRefused` (an HTTP error), or the frame errors of
+        peer pool), :class:`ReplicationRefused` (an HTTP error), or the frame errors of
         :func:`~node.replication_wire.open_pushed` (a bad answer)."""
         frame, digest = wire.seal_push(self.keys, peer, messages, now_ms=self.clock())
         status, body = await self.peers.post(
             peer.host, peer.port, PUSH_PATH, frame, timeout=self.config.request_timeout
         )
         if status != 200:
-            raise PeerRefused(status, body[:200].decode("utf-8", "replace").strip())
+            raise ReplicationRefused(status, body[:200].decode("utf-8", "replace").strip())
         return wire.open_pushed(
             body,
             self.keys,
@@ -514,7 +512,7 @@ class Replicator:
                 peer.host, peer.port, FORWARD_PATH, frame, timeout=self.config.request_timeout
             )
             if status != 200:
-                raise PeerRefused(status, body[:200].decode("utf-8", "replace").strip())
+                raise ReplicationRefused(status, body[:200].decode("utf-8", "replace").strip())
             reply = wire.open_forwarded(
                 body,
                 self.keys,
@@ -549,7 +547,8 @@ class Replicator:
         return self.view.node(node_id)
 
     def _refused(self, exc: VeilError) -> None:
-        self.counters.refused[exc.status] = self.counters.refused.get(exc.status, 0) + 1
+        status = wire_status(exc)
+        self.counters.refused[status] = self.counters.refused.get(status, 0) + 1
 
     def _open(self, opener: Callable[..., _Opened], frame: bytes) -> _Opened:
         """Open a peer's frame with ``opener`` (a ``replication_wire.open_*``): checked
@@ -725,7 +724,7 @@ class Replicator:
             peer.host, peer.port, PULL_PATH, frame, timeout=self.config.request_timeout
         )
         if status != 200:
-            raise PeerRefused(status, body[:200].decode("utf-8", "replace").strip())
+            raise ReplicationRefused(status, body[:200].decode("utf-8", "replace").strip())
         return wire.open_page(
             body, self.keys, peer, digest, now_ms=self.clock(), skew_ms=self.config.clock_skew_ms
         )

@@ -63,7 +63,13 @@ from typing import Literal, Protocol
 import trio
 
 from veil.onion import __version__, rpc
-from veil.onion.errors import NotFound, ProtocolError, RateLimited, VeilError
+from veil.onion.errors import (
+    NotFound,
+    ProtocolError,
+    RateLimited,
+    VeilError,
+    wire_status,
+)
 from veil.onion.keys import AccountId
 
 from .ratelimit import TokenBucketLimiter
@@ -214,7 +220,7 @@ class StorageService:
                 reply = rpc.ok_reply(self.clock(), result.to_wire())
             status = "ok"
         except VeilError as exc:
-            status = exc.status
+            status = wire_status(exc)
             reply = rpc.error_reply(self.clock(), exc)
         except Exception as exc:
             # Type and where, never the message: it could quote request contents.

@@ -76,6 +76,8 @@ import trio
 
 from veil.onion.keys import AccountId
 
+from .errors import StoreClosed
+
 __all__ = [
     "Clock",
     "MessageStore",
@@ -156,10 +158,6 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
 
 
 T = TypeVar("T")
-
-
-class StoreClosed(Exception):
-    """A write was submitted to, or was pending in, a store that is closing or closed."""
 
 
 @dataclass(frozen=True, slots=True)

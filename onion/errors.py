@@ -1,15 +1,25 @@
-"""One exception hierarchy for the whole protocol.
+"""The root of veil's exceptions, and the errors of the protocol.
 
-Every error that input from the network can cause is a subclass of
-:class:`ProtocolError`; each class names the one wire status it maps to (``status``)
-and the HTTP code a node answers with (``http_status``), so that the node never has to
-guess and a client can act on the status alone. Catching :class:`VeilError` catches
-everything this package raises on purpose; anything else escaping is a bug.
+Every exception veil raises on purpose, in all three packages, is a :class:`VeilError`;
+catching it catches everything raised on purpose, and anything else escaping is a bug.
+Each package keeps its own errors in one module (``veil.onion.errors``,
+``veil.node.errors``, ``veil.client.errors``), all rooted here.
+
+Two kinds:
+
+* Errors that travel (:class:`WireError`): bytes from outside that do not follow the
+  protocol (:class:`ProtocolError`), a hop that failed (:class:`NetworkError`), a node
+  that cannot serve now (:class:`Unavailable`). Each names the one wire status it maps to
+  (``status``) and so the HTTP code a node answers with (``http_status``), so that the
+  node never has to guess and a client can act on the status alone. ``status`` is an
+  instance attribute whose default is the class's: an error rebuilt from a peer's answer
+  keeps the status the peer sent.
+* Local errors, which never cross the network and so carry no status: misuse of the API
+  with a bad key or phrase (these are also :class:`ValueError`, as pynacl's are), a bad
+  network file, and the node's and client's own (a bad config, a missing identity).
 """
 
 from __future__ import annotations
-
-from typing import ClassVar
 
 # Wire status name -> HTTP status code. One table, so that node and client agree.
 STATUS_CODES: dict[str, int] = {
@@ -32,38 +42,53 @@ STATUS_CODES: dict[str, int] = {
 class VeilError(Exception):
     """Base of every error raised on purpose by veil."""
 
-    status: ClassVar[str] = "internal"
+
+class WireError(VeilError):
+    """An error that crosses the network: it maps to one wire status and HTTP code.
+
+    ``status`` defaults to the class's; pass ``status=`` for an error whose status is
+    known only at run time (a hop's answer). A status outside :data:`STATUS_CODES`
+    becomes ``internal``.
+    """
+
+    status: str = "internal"
+
+    def __init__(self, *args: object, status: str | None = None) -> None:
+        super().__init__(*args)
+        if status is not None:
+            self.status = status if status in STATUS_CODES else "internal"
 
     @property
     def http_status(self) -> int:
         return STATUS_CODES[self.status]
 
 
+def wire_status(error: VeilError) -> str:
+    """The status a node answers for ``error``: its own for a :class:`WireError`,
+    ``bad_request`` for a local error met while handling a request (a key in it that is
+    not a valid point, say: the request was at fault, not the node)."""
+    return error.status if isinstance(error, WireError) else "bad_request"
+
+
 # --- local misuse and local state -------------------------------------------------
 
 
-class InvalidPhrase(VeilError):
+class InvalidPhrase(VeilError, ValueError):
     """A recovery phrase has the wrong number of words, an unknown word, or a bad checksum."""
 
-    status = "bad_request"
 
-
-class InvalidKey(VeilError):
+class InvalidKey(VeilError, ValueError):
     """A key has the wrong length or is not a valid point (local misuse)."""
-
-    status = "bad_request"
 
 
 class NetworkFileError(VeilError):
     """The network's bootstrap file (``network.json``) is not valid; the message says why."""
 
-    status = "bad_request"
-
 
 # --- bad input from the network ------------------------------------------------------
 
 
-class ProtocolError(VeilError):
+class ProtocolError(WireError):
     """Bytes from outside that do not follow the protocol."""
 
     status = "bad_request"
@@ -200,7 +225,7 @@ class VoteMismatch(DirectoryError):
 # --- failures of the network itself ------------------------------------------------
 
 
-class NetworkError(VeilError):
+class NetworkError(WireError):
     """A hop or destination could not be reached or did not answer in time."""
 
     status = "bad_gateway"
@@ -214,21 +239,20 @@ class HopTimeout(NetworkError):
     status = "timeout"
 
 
-class Unavailable(VeilError):
+class Unavailable(WireError):
     """The node cannot serve this now (e.g. it holds no consensus yet); try later or
     elsewhere."""
 
     status = "unavailable"
 
 
-def error_for_status(status: str, message: str = "") -> VeilError:
+def error_for_status(status: str, message: str = "") -> WireError:
     """Rebuild the typed error for a wire status (the client side of the mapping)."""
-    cls = _BY_STATUS.get(status, VeilError)
-    err = cls(message or status)
-    return err
+    cls = _BY_STATUS.get(status, WireError)
+    return cls(message or status, status=status)
 
 
-_BY_STATUS: dict[str, type[VeilError]] = {
+_BY_STATUS: dict[str, type[WireError]] = {
     "bad_request": ProtocolError,
     "unauthorized": Unauthorized,
     "not_found": NotFound,

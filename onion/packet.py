@@ -62,11 +62,10 @@ from dataclasses import dataclass
 from . import crypto
 from .crypto import Rng, system_rng
 from .errors import (
-    STATUS_CODES,
     IntegrityError,
     MalformedPacket,
     TooLarge,
-    VeilError,
+    WireError,
 )
 
 VERSION = 1
@@ -127,7 +126,7 @@ class Hop:
     port: int
 
 
-class HopError(VeilError):
+class HopError(WireError):
     """A hop on the path answered with an error instead of the destination's reply.
 
     ``hop`` is its index on the path (0 is the guard; ``len(path) - 1`` the destination),
@@ -135,9 +134,9 @@ class HopError(VeilError):
     """
 
     def __init__(self, hop: int, status: str, message: str) -> None:
-        super().__init__(f"hop {hop}: {status}: {message}" if message else f"hop {hop}: {status}")
+        text = f"hop {hop}: {status}: {message}" if message else f"hop {hop}: {status}"
+        super().__init__(text, status=status)
         self.hop = hop
-        self.status = status if status in STATUS_CODES else "internal"  # type: ignore[misc]
         self.message = message
 
 

@@ -106,6 +106,7 @@ from .errors import (
     VeilError,
     WrongSwarm,
     error_for_status,
+    wire_status,
 )
 from .keys import Account, AccountId, account_id_of_ed25519
 from .packet import Hop
@@ -1331,7 +1332,7 @@ def error_reply(t: int, error: VeilError) -> bytes:
     The message is cut to :data:`MAX_ERROR_CHARS`; errors raised by veil never quote
     message contents. A :class:`SwarmMoved` error adds its ``swarm`` field.
     """
-    status = error.status if error.status in STATUS_CODES else "internal"
+    status = wire_status(error)
     extra = {"swarm": error.swarm.to_wire()} if isinstance(error, SwarmMoved) else None
     return encode_reply(Reply(status, t, error=str(error) or status, extra=extra))
 

@@ -1,0 +1,143 @@
+"""The client's errors: one tree, rooted in :class:`veil.onion.errors.VeilError`.
+
+:class:`ClientError` is the root of what the client library and the ``veil`` command
+raise on purpose about themselves. Two kinds below it:
+
+* local ones, which carry no wire status: the home directory and its files
+  (:class:`HomeError`), the state file (:class:`StateError`), a devnet
+  (:class:`DevnetError`), the command line (:class:`CliError`);
+* failures to reach the network (:class:`PeerRefused`, :class:`OnionRequestFailed`,
+  :class:`AuthorityUnreachable`), which are also
+  :class:`~veil.onion.errors.NetworkError`: they keep the wire status of the failure
+  they stand for, so a caller can tell ``rate_limited`` from ``unavailable``.
+
+A destination's verdict on a request (``unauthorized``, ``not_found``, ...) comes out as
+the protocol's own typed error (:func:`veil.onion.errors.error_for_status`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from veil.onion.errors import STATUS_CODES, NetworkError, VeilError, WireError
+
+__all__ = [
+    "AuthorityUnreachable",
+    "BadIdentityFile",
+    "BadPassphrase",
+    "ClientError",
+    "DevnetError",
+    "DevnetRunning",
+    "DevnetStartError",
+    "HomeError",
+    "IdentityExists",
+    "InsecureFile",
+    "NoDevnet",
+    "NoIdentity",
+    "OnionRequestFailed",
+    "PassphraseRequired",
+    "PeerRefused",
+    "StateError",
+    "WrongPassphrase",
+]
+
+
+class ClientError(VeilError):
+    """Base of the client's own errors."""
+
+
+# --- local: the home directory, the state file, a devnet ------------------------------
+
+
+class HomeError(ClientError):
+    """A problem with the client's home directory or a file in it (local state)."""
+
+
+class NoIdentity(HomeError):
+    """The home holds no identity yet."""
+
+
+class IdentityExists(HomeError):
+    """Refused to replace an identity that is already stored."""
+
+
+class InsecureFile(HomeError):
+    """A secret file that others can read, or that belongs to someone else."""
+
+
+class BadIdentityFile(HomeError):
+    """An identity file that is damaged, of an unknown version, or not one at all."""
+
+
+class PassphraseRequired(HomeError):
+    """The seed is sealed under a passphrase and none was given."""
+
+
+class WrongPassphrase(HomeError):
+    """The passphrase does not open the sealed seed (or the sealed record is damaged)."""
+
+
+class BadPassphrase(HomeError):
+    """A passphrase that cannot be used: empty, too long, or not text."""
+
+
+class StateError(HomeError):
+    """The state file cannot be used: not a database, damaged, from a newer veil, or
+    locked by another process for longer than the busy timeout."""
+
+
+class DevnetError(ClientError):
+    """A devnet that cannot be started, found or stopped; the message says why."""
+
+
+class DevnetRunning(DevnetError):
+    """A devnet already runs in that directory (or another manager is starting one)."""
+
+
+class NoDevnet(DevnetError):
+    """No devnet runs in that directory."""
+
+
+class DevnetStartError(DevnetError):
+    """A process of the devnet died or did not get ready; the message names it and holds
+    the tail of its log (several lines: print it whole)."""
+
+
+# --- reaching the network ------------------------------------------------------------
+
+#: A refusal's explanation is a short text/plain line; more is cut.
+MAX_ERROR_TEXT = 512
+
+# HTTP codes a node answers to a refused packet, as wire statuses.
+_CODE_STATUS = {code: status for status, code in STATUS_CODES.items()}
+
+
+class PeerRefused(ClientError, NetworkError):
+    """The peer answered with an HTTP status other than 200.
+
+    ``code`` is the HTTP status, ``status`` the wire status it stands for (400 a packet
+    the guard could not process, 429 rate limited, 503 unavailable, ...), ``text`` the
+    peer's explanation (cut to 512 characters).
+    """
+
+    def __init__(self, code: int, text: str) -> None:
+        text = " ".join(text.split())[:MAX_ERROR_TEXT]
+        message = f"HTTP {code}: {text}" if text else f"HTTP {code}"
+        super().__init__(message, status=_CODE_STATUS.get(code, "bad_gateway"))
+        self.code = code
+        self.text = text
+
+
+class OnionRequestFailed(ClientError, NetworkError):
+    """Every try of an onion request failed; ``errors`` holds each try's failure."""
+
+    def __init__(self, message: str, errors: Sequence[BaseException]) -> None:
+        last = errors[-1] if errors else None
+        super().__init__(message, status=last.status if isinstance(last, WireError) else None)
+        self.errors = list(errors)
+
+
+class AuthorityUnreachable(ClientError, NetworkError):
+    """No directory authority gave a consensus: unreachable, or none has one yet."""
+
+    status = "unavailable"
