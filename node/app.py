@@ -61,6 +61,7 @@ from veil.onion.keys import NodeKeys
 from veil.onion.link import UPGRADE_PATH, UPGRADE_TOKEN
 from veil.onion.packet import MAX_PACKET_LEN
 from veil.onion.replay import ReplayCache
+from veil.onion.replication_frames import MAX_FRAME
 
 from .config import NodeConfig
 from .keystore import (
@@ -79,7 +80,6 @@ from .onion_handler import OnionHandler
 from .peers import PeerPool
 from .ratelimit import TokenBucketLimiter, client_key
 from .replication import FORWARD_PATH, PULL_PATH, PUSH_PATH, Replicator
-from .replication_wire import MAX_FRAME
 from .server import Handler, HttpServer, Request, Response, Route, text_response
 from .service import StorageService, open_storage_service
 from .swarm_guard import SwarmGuard

@@ -4,15 +4,15 @@ Design note
 -----------
 Every member of a swarm holds every message of the swarm's accounts (DESIGN.md,
 "Network"). Three mechanisms keep it so; all node-to-node traffic is sealed and signed
-frames (node/replication_wire.py) over the node's :class:`~node.peers.PeerPool`
+frames (onion/replication_frames.py) over the node's :class:`~node.peers.PeerPool`
 (persistent per-peer h11 connections):
 
 **Push** (``POST /replicate``). When a client's store creates a message, the storage
 service hands it to :meth:`Replicator.replicate` after the local commit. The message is
 queued for each other member of this node's swarm. Each peer has one *outbox* task that
 takes everything queued for that peer (up to a batch of
-:data:`~node.replication_wire.MAX_MESSAGES` messages or
-:data:`~node.replication_wire.BATCH_MAX_BYTES`) and pushes it in one request, so
+:data:`~veil.onion.replication_frames.MAX_MESSAGES` messages or
+:data:`~veil.onion.replication_frames.BATCH_MAX_BYTES`) and pushes it in one request, so
 concurrent stores share requests and the pushes to different peers run concurrently.
 A failed push is retried by the outbox with exponential backoff (up to ``retry_max``
 seconds apart); after ``give_up`` seconds of failures its queue is dropped, because a
@@ -67,7 +67,7 @@ swarm still holds the data.
 
 **Receiving.** A push is accepted from any node listed in the consensus (a handover
 comes from outside the swarm); each message must keep the protocol's rules
-(:func:`~node.replication_wire.check_message`: the hash recomputed, the TTL limit), and
+(:func:`~veil.onion.replication_frames.check_message`: the hash recomputed, the TTL limit), and
 only messages whose account maps to this node's swarm are stored; the others are named
 in the answer as refused, and a push with none of this swarm's accounts is refused
 whole (``wrong_swarm``). Every refusal is a typed error that the route answers with its
@@ -100,6 +100,7 @@ from typing import TypeVar
 import trio
 
 from veil.onion import crypto, rpc
+from veil.onion import replication_frames as wire
 from veil.onion.directory import Consensus, ConsensusNode, Swarm
 from veil.onion.errors import (
     ProtocolError,
@@ -111,7 +112,6 @@ from veil.onion.errors import (
 )
 from veil.onion.keys import NodeKeys
 
-from . import replication_wire as wire
 from .config import ReplicationConfig
 from .errors import ReplicationRefused
 from .logging import log_event
@@ -132,7 +132,7 @@ __all__ = [
     "sync_scope",
 ]
 
-#: What a ``replication_wire.open_*`` function returns (see Replicator._open).
+#: What a ``replication_frames.open_*`` function returns (see Replicator._open).
 _Opened = TypeVar("_Opened")
 
 log = logging.getLogger("veil.node.replication")
@@ -476,7 +476,7 @@ class Replicator:
         """Push ``messages`` (one batch within the wire limits) to ``peer`` and return its
         ack. Raises a :class:`~onion.errors.VeilError`: NetworkError or RateLimited (the
         peer pool), :class:`ReplicationRefused` (an HTTP error), or the frame errors of
-        :func:`~node.replication_wire.open_pushed` (a bad answer)."""
+        :func:`~veil.onion.replication_frames.open_pushed` (a bad answer)."""
         frame, digest = wire.seal_push(self.keys, peer, messages, now_ms=self.clock())
         status, body = await self.peers.post(
             peer.host, peer.port, PUSH_PATH, frame, timeout=self.config.request_timeout
@@ -551,7 +551,7 @@ class Replicator:
         self.counters.refused[status] = self.counters.refused.get(status, 0) + 1
 
     def _open(self, opener: Callable[..., _Opened], frame: bytes) -> _Opened:
-        """Open a peer's frame with ``opener`` (a ``replication_wire.open_*``): checked
+        """Open a peer's frame with ``opener`` (a ``replication_frames.open_*``): checked
         against our keys, the consensus and our clock; raises its errors."""
         return opener(
             frame, self.keys, self._lookup, now_ms=self.clock(), skew_ms=self.config.clock_skew_ms

@@ -75,6 +75,7 @@ from typing import Any, Literal, TypeVar
 import trio
 
 from veil.onion.keys import AccountId
+from veil.onion.replica import ReplicaMessage, ReplicaPage
 
 from .errors import StoreClosed
 
@@ -166,33 +167,6 @@ class StoredMessage:
     data: bytes
     timestamp: int
     expiry: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaMessage:
-    """A message as nodes exchange it (node/replication.py): its account's 32-byte X25519
-    key, and the timestamp and expiry it was first stored with (times travel with it)."""
-
-    account: bytes
-    namespace: int
-    hash: bytes
-    data: bytes
-    timestamp: int
-    expiry: int
-
-    def __repr__(self) -> str:  # never the data
-        return f"ReplicaMessage({self.hash.hex()[:16]}..., ns={self.namespace})"
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaPage:
-    """A page of :class:`ReplicaMessage` in seq order, for replication."""
-
-    messages: list[ReplicaMessage]
-    #: Where the next page starts: the seq of the last row looked at (ask "after" it).
-    next_seq: int
-    #: True if rows after ``next_seq`` may remain (the page or the scan was cut short).
-    more: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 """The parts of replication that need no network: the sealed frame format
-(node/replication_wire.py), with hypothesis properties for hostile bytes, and the
+(onion/replication_frames.py), with hypothesis properties for hostile bytes, and the
 store's replication methods (node/store.py) on real SQLite files."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from veil.node import replication_wire as wire
 from veil.node.replication import ring_position
 from veil.node.store import ReplicaMessage, ReplicaPage, open_store
+from veil.onion import replication_frames as wire
 from veil.onion import rpc
 from veil.onion.errors import (
     ClockSkew,

@@ -11,7 +11,7 @@ the module; one node alone for "no consensus yet"):
   another swarm with a 4xx and a typed status, and accept a correct push from a listed
   node; a pull answers only the asker's swarm's accounts.
 
-Frames are forged here from the wire format's specification (node/replication_wire.py's
+Frames are forged here from the wire format's specification (onion/replication_frames.py's
 module note), not with its private helpers, so the tests also pin the format down.
 
 Also unit tests of the ``swarm`` schema of onion/rpc.py, with hypothesis properties.
@@ -36,11 +36,11 @@ from tests.devnetutil import devnet
 from tests.nodeutil import now_ms, running_node
 from tests.swarmutil import DAY_MS, call, eventually, read_hashes, store
 from veil.client.devnet import Devnet
-from veil.node import replication_wire as wire
 from veil.node.keystore import load_or_create_keys
 from veil.node.replication import ring_position, sync_scope
 from veil.node.store import ReplicaMessage
 from veil.onion import crypto, rpc
+from veil.onion import replication_frames as wire
 from veil.onion.cbor import encode
 from veil.onion.directory import Consensus, ConsensusNode
 from veil.onion.errors import SchemaError, Unavailable, VeilError, WrongSwarm

@@ -2,11 +2,12 @@
 
 Design note
 -----------
-Swarm members copy messages to each other (node/replication.py) over plain HTTP
+Swarm members copy messages to each other (node/replication/) over plain HTTP
 (``POST /replicate``, ``/replicate/pull`` and ``/replicate/forward``). What travels is
 every stored message with its account, so the link must hide it from a watcher and a
 peer must know who it talks to; this module is that layer, with no I/O (it never
-touches trio or SQLite).
+touches trio or SQLite): like onion/link.py, it lives in onion/ so that it can be tested
+with bytes in and bytes out.
 
 A *frame* is what goes over HTTP, request and reply alike::
 
@@ -73,8 +74,7 @@ from veil.onion.errors import (
     Unauthorized,
 )
 from veil.onion.keys import AccountId, NodeKeys
-
-from .store import ReplicaMessage, ReplicaPage
+from veil.onion.replica import ReplicaMessage, ReplicaPage
 
 __all__ = [
     "BATCH_MAX_BYTES",
@@ -422,7 +422,7 @@ def seal_pull(
     keys: NodeKeys, peer: Any, after: int, scope: bytes, *, now_ms: int
 ) -> tuple[bytes, bytes]:
     """A pull of ``peer``'s rows after seq ``after`` for the accounts of ``scope`` (see
-    node/replication.py): (frame, digest)."""
+    node/replication/): (frame, digest)."""
     fields = {"n": os.urandom(_NONCE_BYTES), "after": after, "scope": scope}
     return _seal(keys, peer, "pull", fields, now_ms)
 

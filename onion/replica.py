@@ -1,0 +1,44 @@
+"""A message as swarm members exchange it: the data classes of the replication frames.
+
+Design note
+-----------
+Plain frozen data, no behaviour: :class:`ReplicaMessage` is one stored message with its
+account and the times it was first stored with (times travel with a message, so every
+copy expires together), and :class:`ReplicaPage` is a page of them in the sender's
+``seq`` order, as a pull answers. They live in onion/ because the frames
+(:mod:`veil.onion.replication_frames`) carry them; the node's store
+(:mod:`veil.node.store`) reads and writes them and re-exports both names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ReplicaMessage", "ReplicaPage"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaMessage:
+    """A message as nodes exchange it (node/replication/): its account's 32-byte X25519
+    key, and the timestamp and expiry it was first stored with (times travel with it)."""
+
+    account: bytes
+    namespace: int
+    hash: bytes
+    data: bytes
+    timestamp: int
+    expiry: int
+
+    def __repr__(self) -> str:  # never the data
+        return f"ReplicaMessage({self.hash.hex()[:16]}..., ns={self.namespace})"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPage:
+    """A page of :class:`ReplicaMessage` in seq order, for replication."""
+
+    messages: list[ReplicaMessage]
+    #: Where the next page starts: the seq of the last row looked at (ask "after" it).
+    next_seq: int
+    #: True if rows after ``next_seq`` may remain (the page or the scan was cut short).
+    more: bool
