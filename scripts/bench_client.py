@@ -45,6 +45,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from veil.onion.wallclock import wall_clock_ms
+
 NODES = 10
 SWARM_SIZE = 5
 INTERVAL_MS = 2000  # consensus interval of the devnet
@@ -227,7 +229,7 @@ async def _bare_onion(http: Any, client: Any, node: Any) -> None:
 
     path = client.paths.paths[0]
     hops = path.hops(node.as_hop())
-    packet, opener = build_packet(hops, rpc.make_info(), now_ms=time.time_ns() // 1_000_000)
+    packet, opener = build_packet(hops, rpc.make_info(), now_ms=wall_clock_ms())
     url = f"http://{hops[0].host}:{hops[0].port}/onion"
     response = await http.handle_async_request(httpx.Request("POST", url, content=packet))
     body = await response.aread()

@@ -9,12 +9,12 @@ shared and noisy, so the floor and the figure are measured in alternating short 
 
 from __future__ import annotations
 
-import time
 import timeit
 
 from veil.onion import crypto
 from veil.onion.keys import NodeKeys
 from veil.onion.packet import Hop, build_packet, process_packet
+from veil.onion.wallclock import wall_clock_ms
 
 ROUNDS = 30
 BATCH = 200
@@ -35,7 +35,7 @@ def run() -> dict[str, float]:
     path = [
         Hop(k.identity_public, k.onion_public, "127.0.0.1", 9000 + i) for i, k in enumerate(nodes)
     ]
-    now = int(time.time() * 1000)
+    now = wall_clock_ms()
     payload = bytes(512)  # a storage request: the smallest (2 KiB) size class
     packet, _ = build_packet(path, payload, now_ms=now)
     guard = nodes[0]

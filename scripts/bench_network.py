@@ -46,6 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from veil.onion.wallclock import wall_clock_ms
+
 NODES = 10
 SWARM_SIZE = 5
 MESSAGES = 200
@@ -150,7 +152,7 @@ async def _measure(consensus: Any, names: dict[bytes, str]) -> tuple[list[float]
                     )
                 await trio.sleep(SETTLE_S)
                 t0 = time.perf_counter()
-                store = rpc.make_store(account.id, data, TTL_MS, now_ms=_now_ms())
+                store = rpc.make_store(account.id, data, TTL_MS, now_ms=wall_clock_ms())
                 reply = await _onion_rpc(http, storer, store)
                 rtts.append((time.perf_counter() - t0) * 1000)
                 reply.raise_for_status()
@@ -188,7 +190,7 @@ async def _watch(
     from veil.onion.errors import VeilError
 
     while True:
-        request = rpc.make_retrieve(account, now_ms=_now_ms(), wait_s=POLL_WAIT_S)
+        request = rpc.make_retrieve(account, now_ms=wall_clock_ms(), wait_s=POLL_WAIT_S)
         reply = await _onion_rpc(http, member, request)
         try:
             result = rpc.parse_result("retrieve", reply.raise_for_status())
@@ -210,7 +212,7 @@ async def _onion_rpc(http: Any, member: Any, request: bytes) -> Any:
     from veil.onion.packet import build_packet
 
     hop = member.as_hop()
-    packet, opener = build_packet([hop], request, now_ms=_now_ms())
+    packet, opener = build_packet([hop], request, now_ms=wall_clock_ms())
     response = await http.post(f"http://{hop.host}:{hop.port}/onion", content=packet)
     if response.status_code != 200:
         raise ReplicationMissing(
@@ -220,8 +222,6 @@ async def _onion_rpc(http: Any, member: Any, request: bytes) -> Any:
     return rpc.decode_reply(opener.open(response.content))
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def describe(r: dict[str, float]) -> str:
