@@ -19,23 +19,24 @@ authorities have nothing newer or cannot be reached, and keeps using the old doc
 meanwhile; :meth:`Directory.request_refresh` (a node said our view is stale) asks
 for an early fetch.
 
-Time. Validity is judged on the network's clock (:class:`client.onion_client.
-NetworkClock`), not the local one. A client whose clock is far off cannot verify any
-consensus at first (a devnet's lives for seconds); :meth:`Directory.fetch` then accepts
-the document *tentatively*, judged at its own ``valid_after`` (the signatures are still
-checked in full), so that the client can ask the network for its time through that
-consensus's nodes and then verify again (:meth:`Directory.confirm`). What this trusts:
-that a document with the authorities' signatures names nodes that tell the time; an
-attacker who replays an old one gets, at worst, a client that asks old nodes for the
-time and, if those answer, a consensus that fails the second check. Tor has the same
-bootstrap problem and also leans on the network's answers (its ``Date`` headers).
+Time. Validity is judged on the network's clock
+(:class:`veil.client.network_clock.NetworkClock`), not the local one. A client whose
+clock is far off cannot verify any consensus at first (a devnet's lives for seconds);
+:meth:`Directory.fetch` then accepts the document *tentatively*, judged at its own
+``valid_after`` (the signatures are still checked in full), so that the client can ask
+the network for its time through that consensus's nodes and then verify again
+(:meth:`Directory.confirm`). What this trusts: that a document with the authorities'
+signatures names nodes that tell the time; an attacker who replays an old one gets, at
+worst, a client that asks old nodes for the time and, if those answer, a consensus that
+fails the second check. Tor has the same bootstrap problem and also leans on the
+network's answers (its ``Date`` headers).
 
-Errors: :class:`AuthorityUnreachable` (no authority could be reached, or none has a
-consensus yet: ``unavailable``), and the directory's own
-:class:`~onion.errors.ConsensusError` subclasses for a document that fails to verify.
+Errors: :class:`~veil.client.errors.AuthorityUnreachable` (no authority could be
+reached, or none has a consensus yet: ``unavailable``), and the directory's own
+:class:`~veil.onion.errors.ConsensusError` subclasses for a document that fails to verify.
 
 Cancellation: :meth:`Directory.run` stops when cancelled; a save to the state file that
-has started completes in its thread (client.state).
+has started completes in its thread (:mod:`veil.client.state`).
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ from dataclasses import dataclass
 
 import trio
 
-from veil.client.errors import AuthorityUnreachable
+from veil.client.errors import AuthorityUnreachable, PeerRefused
 from veil.client.network_clock import NetworkClock
 from veil.client.state import ClientState
-from veil.client.transport import PeerRefused, Transport
+from veil.client.transport import Transport
 from veil.onion.directory import (
     MAX_CONSENSUS_SIZE,
     Authority,
@@ -79,12 +80,12 @@ class DirectoryPolicy:
     """Timeouts and back-offs of consensus fetches (seconds)."""
 
     #: One fetch from one authority.
-    timeout: float = 10.0
-    #: First wait after a failed refresh; doubled up to ``max_backoff``.
-    backoff: float = 0.5
-    max_backoff: float = 60.0
+    timeout_s: float = 10.0
+    #: First wait after a failed refresh; doubled up to ``max_backoff_s``.
+    backoff_s: float = 0.5
+    max_backoff_s: float = 60.0
     #: Shortest wait between two refreshes (a devnet's interval is a second).
-    min_wait: float = 0.25
+    min_wait_s: float = 0.25
 
 
 class Directory:
@@ -255,7 +256,7 @@ class Directory:
             authority.host,
             authority.port,
             "/consensus",
-            timeout=self.policy.timeout,
+            timeout_s=self.policy.timeout_s,
             max_bytes=_MAX_DOCUMENT,
         )
 
@@ -273,14 +274,14 @@ class Directory:
             return 0.0
         interval = max(consensus.fresh_until_ms - consensus.valid_after_ms, 1)
         due = consensus.fresh_until_ms + self.rng.uniform(0, interval / 4)
-        return max((due - self.clock.now()) / 1000, self.policy.min_wait)
+        return max((due - self.clock.now()) / 1000, self.policy.min_wait_s)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep the consensus fresh until cancelled (see the module note). Never raises
         for a failed fetch: the old consensus stays in use and the error is kept in
         :attr:`last_error`."""
         task_status.started()
-        backoff = self.policy.backoff
+        backoff = self.policy.backoff_s
         while True:
             with trio.move_on_after(self._next_wait()):
                 await self._wake.wait()
@@ -291,19 +292,19 @@ class Directory:
             except VeilError as exc:
                 self.last_error = str(exc)
                 await trio.sleep(backoff * (0.5 + self.rng.random()))
-                backoff = min(backoff * 2, self.policy.max_backoff)
+                backoff = min(backoff * 2, self.policy.max_backoff_s)
                 continue
             if self.min_epoch == before:
                 # Not published yet (or a refresh asked early): ask again soon.
                 await trio.sleep(backoff * (0.5 + self.rng.random()))
                 backoff = min(backoff * 2, self._until_stale())
             else:
-                backoff = self.policy.backoff
+                backoff = self.policy.backoff_s
 
     def _until_stale(self) -> float:
         """The longest back-off that still refreshes before the consensus expires."""
         consensus = self.current
         if consensus is None:
-            return self.policy.max_backoff
+            return self.policy.max_backoff_s
         left = (consensus.valid_until_ms - self.clock.now()) / 1000 / 4
-        return max(self.policy.backoff, min(self.policy.max_backoff, left))
+        return max(self.policy.backoff_s, min(self.policy.max_backoff_s, left))

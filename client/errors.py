@@ -25,6 +25,7 @@ __all__ = [
     "AuthorityUnreachable",
     "BadIdentityFile",
     "BadPassphrase",
+    "CliError",
     "ClientError",
     "DevnetError",
     "DevnetRunning",
@@ -32,18 +33,46 @@ __all__ = [
     "HomeError",
     "IdentityExists",
     "InsecureFile",
+    "InvalidArgument",
+    "InvalidTtl",
+    "NoConsensus",
     "NoDevnet",
     "NoIdentity",
     "OnionRequestFailed",
     "PassphraseRequired",
     "PeerRefused",
     "StateError",
+    "TransportClosed",
+    "UsageError",
     "WrongPassphrase",
 ]
 
 
 class ClientError(VeilError):
     """Base of the client's own errors."""
+
+
+# --- the library used wrongly: a bad argument, a call out of order ----------------------
+
+
+class InvalidArgument(ClientError, ValueError):
+    """An argument the library cannot take (a policy's negative timeout, a node ID of
+    the wrong size, ...): refused before anything is done. Also a :class:`ValueError`,
+    as pynacl's errors are, so code written against the built-in still catches it."""
+
+
+class InvalidTtl(InvalidArgument):
+    """A message's time to live outside the inbox's limits (10 s to 14 days)."""
+
+
+class NoConsensus(ClientError, RuntimeError):
+    """Paths were asked for before a consensus was installed, or the consensus lists no
+    nodes to build them from. Also a :class:`RuntimeError`, what it was before."""
+
+
+class TransportClosed(ClientError, RuntimeError):
+    """The HTTP transport was used after it was closed, or run twice at once. Also a
+    :class:`RuntimeError`, what it was before."""
 
 
 # --- local: the home directory, the state file, a devnet ------------------------------
@@ -141,3 +170,18 @@ class AuthorityUnreachable(ClientError, NetworkError):
     """No directory authority gave a consensus: unreachable, or none has one yet."""
 
     status = "unavailable"
+
+
+# --- the command line ----------------------------------------------------------------
+
+
+class CliError(ClientError):
+    """A user error of the ``veil`` command: printed as one line on stderr, exit 1."""
+
+    exit_code: int = 1  # veil.client.cli.framework.EXIT_ERROR (not imported: it imports us)
+
+
+class UsageError(CliError):
+    """The command line is wrong in a way argparse could not check: exit 2."""
+
+    exit_code = 2  # EXIT_USAGE

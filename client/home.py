@@ -45,11 +45,9 @@ allocate gigabytes or spin for minutes.
 
 Files
 -----
-Writes are atomic and durable: a temporary file created with mode 0600 (never wider,
-even for an instant), fsync, then a rename over the target (``overwrite``) or a hard
-link to it (no overwrite: the link fails if the target exists, so two racing
-``veil id new`` cannot both win), then an fsync of the directory so the new name
-survives a crash.
+Writes are atomic and durable, mode 0600 from the first instant, and a new identity
+never replaces one written at the same moment by another ``veil id new``
+(:func:`veil.client.files.write_atomically`).
 
 Reads refuse a secret file that others could read, as ssh refuses such a private key:
 the check is made on the opened file (``fstat``), so it is about the bytes actually
@@ -58,7 +56,6 @@ read. A file's size is checked before it is parsed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -78,6 +75,7 @@ from veil.client.errors import (
     PassphraseRequired,
     WrongPassphrase,
 )
+from veil.client.files import write_atomically
 from veil.onion import crypto
 from veil.onion.errors import IntegrityError, InvalidId
 from veil.onion.keys import Account, AccountId
@@ -224,7 +222,10 @@ class Home:
             record["protection"] = _seal(account, passphrase, kdf)
         self.ensure()
         data = (json.dumps(record, indent=1) + "\n").encode()
-        _write_secret_atomically(self.identity_path, data, overwrite=overwrite)
+        try:
+            write_atomically(self.identity_path, data, mode=0o600, overwrite=overwrite)
+        except FileExistsError:
+            raise IdentityExists(f"an identity already exists in {self.identity_path}") from None
         return self.identity_path
 
     def load_identity(self, passphrase: str | None = None) -> Account:
@@ -442,61 +443,3 @@ def _hex_field(path: Path, value: object, size: int, what: str) -> bytes:
         return bytes.fromhex(value)
     except ValueError:
         raise BadIdentityFile(problem) from None
-
-
-# --- writing -------------------------------------------------------------------------------
-
-
-def _write_secret_atomically(path: Path, data: bytes, *, overwrite: bool) -> None:
-    """Put ``data`` at ``path`` with mode 0600, all or nothing, durably.
-
-    Raises :class:`IdentityExists` (and leaves ``path`` alone) if ``path`` exists and
-    not ``overwrite``. On any error the temporary file is removed.
-    """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    flags |= getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(tmp, flags, 0o600)
-    try:
-        try:
-            if _POSIX:
-                os.fchmod(fd, 0o600)  # exactly 0600, whatever the umask did
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _link_no_clobber(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    _fsync_dir(path.parent)
-
-
-def _link_no_clobber(tmp: Path, path: Path) -> None:
-    """Give ``tmp`` the name ``path`` only if ``path`` does not exist, atomically."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise IdentityExists(f"an identity already exists in {path}") from None
-    except OSError:
-        # A file system without hard links: fall back to check-then-rename, which is
-        # only racy against another veil writing the same home at the same instant.
-        if path.exists():
-            raise IdentityExists(f"an identity already exists in {path}") from None
-        os.replace(tmp, path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX; a no-op where directories can't open)."""
-    if not _POSIX:
-        return
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

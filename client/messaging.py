@@ -14,7 +14,7 @@ state file: ``last_hash``, the last message taken. Each message is opened (decry
 its sender's signature verified), and then, for each message in turn:
 
 1. it is recorded *and* the position moved past it in one transaction
-   (:meth:`client.state.ClientState.save_messages_and_position`), unless the state
+   (:meth:`veil.client.state.ClientState.save_messages_and_position`), unless the state
    already holds its hash (a duplicate: a node re-sent it, or another consumer took it);
 2. then it is handed to the caller.
 
@@ -40,7 +40,7 @@ check drops what we already have.
 
 The long-poll: a retrieve asks the node to wait up to ``wait_s`` seconds for a message
 (the node answers as soon as one is stored); a poll that fails is retried after a
-back-off that grows to :data:`MAX_POLL_BACKOFF` seconds, forever: a receiver survives
+back-off that grows to :data:`MAX_POLL_BACKOFF_S` seconds, forever: a receiver survives
 a network outage.
 
 Cancellation: cancelling a send may leave the message stored or not (a retry with the
@@ -55,9 +55,11 @@ from dataclasses import dataclass
 
 import trio
 
-from veil.client.onion_client import OnionClient, OnionRequestFailed
+from veil.client.errors import InvalidArgument, InvalidTtl, OnionRequestFailed
+from veil.client.onion_client import OnionClient
 from veil.client.state import ClientState, InboundMessage, ReceivedMessage
 from veil.onion import rpc
+from veil.onion.backoff import Backoff
 from veil.onion.envelope import MAX_CONTENT, open_envelope, seal
 from veil.onion.errors import NetworkError, ProtocolError, TooLarge
 from veil.onion.keys import Account, AccountId
@@ -65,7 +67,7 @@ from veil.onion.keys import Account, AccountId
 __all__ = [
     "DEFAULT_TTL_S",
     "MAX_MESSAGE_BYTES",
-    "MAX_POLL_BACKOFF",
+    "MAX_POLL_BACKOFF_S",
     "InboxMessage",
     "MessageTooLarge",
     "Receiver",
@@ -78,7 +80,9 @@ MAX_MESSAGE_BYTES = MAX_CONTENT
 #: Default time a message waits in the recipient's inbox: 14 days, the inbox's maximum.
 DEFAULT_TTL_S = rpc.MAX_TTL_MS / 1000
 #: Longest wait (s) between two polls after failures.
-MAX_POLL_BACKOFF = 30.0
+MAX_POLL_BACKOFF_S = 30.0
+#: Waits between polls after failures: 0.5 s, doubled, up to MAX_POLL_BACKOFF_S.
+POLL_BACKOFF = Backoff(first_s=0.5, max_s=MAX_POLL_BACKOFF_S)
 #: A long-poll's wait at the node (s): below rpc.MAX_WAIT_S.
 DEFAULT_WAIT_S = 25
 #: A long-poll try's client-side limit: the node may hold the request for ``wait``
@@ -88,6 +92,8 @@ LONG_POLL_MARGIN_S = 20.0
 LONG_POLL_MIN_TIMEOUT_S = 45.0
 #: A send retried after rate_limited answers for up to this long (s).
 SEND_DEADLINE_S = 60.0
+#: Waits between those retries: 0.25 s, doubled, up to 5 s.
+SEND_BACKOFF = Backoff(first_s=0.25, max_s=5.0)
 
 
 class MessageTooLarge(TooLarge):
@@ -127,8 +133,8 @@ class InboxMessage:
             record.hash,
             record.sender,
             record.content,
-            record.timestamp,
-            record.received_at,
+            record.timestamp_ms,
+            record.received_at_ms,
             record.seq,
         )
 
@@ -143,10 +149,11 @@ def _content(content: bytes | str) -> bytes:
 
 
 def check_ttl(ttl_s: float) -> int:
-    """``ttl_s`` (seconds) as ms, or :class:`ValueError` outside the inbox's limits."""
+    """``ttl_s`` (seconds) as ms, or :class:`~veil.client.errors.InvalidTtl` (a
+    :class:`ValueError`) outside the inbox's limits."""
     ttl_ms = round(ttl_s * 1000)
     if not rpc.MIN_TTL_MS <= ttl_ms <= rpc.MAX_TTL_MS:
-        raise ValueError(
+        raise InvalidTtl(
             f"a TTL is {rpc.MIN_TTL_MS // 1000} s to {rpc.MAX_TTL_MS // 1000} s "
             f"(14 days), not {ttl_s:g} s"
         )
@@ -163,8 +170,9 @@ async def send_message(
 ) -> Sent:
     """Seal ``content`` for ``to`` and store it in ``to``'s inbox; see the module note.
 
-    Raises :class:`MessageTooLarge`, :class:`ValueError` (a TTL out of limits) before
-    anything is sent; :class:`~client.onion_client.OnionRequestFailed` if no node could
+    Raises :class:`MessageTooLarge`, :class:`~veil.client.errors.InvalidTtl` (a TTL out
+    of limits) before anything is sent; :class:`~veil.client.errors.OnionRequestFailed`
+    if no node could
     be reached (status ``rate_limited`` if the recipient's inbox kept refusing for
     :data:`SEND_DEADLINE_S`); a node's verdict otherwise.
     """
@@ -178,16 +186,17 @@ async def send_message(
     # The recipient's inbox has a rate limit per node; a send keeps trying (with the
     # same envelope, see the module note) for a while rather than failing at once.
     give_up = trio.current_time() + SEND_DEADLINE_S
-    delay = 0.25
+    refusals = 0
     while True:
         try:
             answer = await onion.call(build, account=to)
             break
         except OnionRequestFailed as exc:
+            refusals += 1
+            delay = SEND_BACKOFF.delay_s(refusals)
             if exc.status != "rate_limited" or trio.current_time() + delay > give_up:
                 raise
         await trio.sleep(delay)
-        delay = min(delay * 2, 5.0)
     assert answer.reply.result is not None
     result = rpc.StoreResult.from_wire(answer.reply.result)
     return Sent(result.hash, to, result.expiry, len(envelope))
@@ -205,7 +214,7 @@ class Receiver:
         wait_s: int = DEFAULT_WAIT_S,
     ) -> None:
         if not 1 <= wait_s <= rpc.MAX_WAIT_S:
-            raise ValueError(f"wait_s must be 1 to {rpc.MAX_WAIT_S}")
+            raise InvalidArgument(f"wait_s must be 1 to {rpc.MAX_WAIT_S}")
         self.onion = onion
         self.account = account
         self.state = state
@@ -230,17 +239,17 @@ class Receiver:
         def build(now_ms: int) -> bytes:
             return rpc.make_retrieve(me, now_ms=now_ms, last_hash=last_hash, wait_s=wait_s)
 
-        timeout = None
+        timeout_s = None
         if wait_s:
-            timeout = max(wait_s + LONG_POLL_MARGIN_S, LONG_POLL_MIN_TIMEOUT_S)
+            timeout_s = max(wait_s + LONG_POLL_MARGIN_S, LONG_POLL_MIN_TIMEOUT_S)
         self.polls += 1
         try:
             answer = await self.onion.call(
                 build,
                 account=me.id,
                 prefer=self._synced or self._node,
-                timeout=timeout,
-                deadline=timeout,
+                timeout_s=timeout_s,
+                deadline_s=timeout_s,
             )
             assert answer.reply.result is not None
             result = rpc.RetrieveResult.from_wire(answer.reply.result)  # SchemaError
@@ -263,14 +272,18 @@ class Receiver:
             # Not for us, altered, or badly signed: recorded without a sender, so it is
             # neither fetched again nor shown.
             return InboundMessage(
-                hash=message.hash, sender=None, timestamp=0, content=b"", received_at=received
+                hash=message.hash,
+                sender=None,
+                timestamp_ms=0,
+                content=b"",
+                received_at_ms=received,
             )
         return InboundMessage(
             hash=message.hash,
             sender=opened.sender,
-            timestamp=opened.timestamp_ms,
+            timestamp_ms=opened.timestamp_ms,
             content=opened.content,
-            received_at=received,
+            received_at_ms=received,
         )
 
     async def _save(self, inbound: Sequence[InboundMessage], last_hash: bytes) -> list[bytes]:
@@ -302,20 +315,20 @@ class Receiver:
         survives failures of the network and of nodes (an unreachable swarm, a node that
         answers nonsense or refuses us: retried elsewhere with a back-off; the last
         error is in :attr:`last_error`); it raises only what retrying cannot fix: the
-        state file failing (:class:`~client.state.StateError`). Never yields inside a
+        state file failing (:class:`~veil.client.errors.StateError`). Never yields inside a
         cancel scope.
         """
-        backoff = 0.5
+        failures = 0  # polls failed in a row
         wait_s = 0  # first drain what is waiting, then long-poll
         while True:
             try:
                 result = await self._retrieve(wait_s)
             except (NetworkError, ProtocolError) as exc:
                 self.last_error = str(exc)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_POLL_BACKOFF)
+                failures += 1
+                await trio.sleep(POLL_BACKOFF.delay_s(failures))
                 continue
-            backoff = 0.5
+            failures = 0
             self.last_error = None
             for message in result.messages:
                 if self.state.has_message(message.hash):
@@ -344,7 +357,7 @@ class Receiver:
 def _shown(inbound: Sequence[InboundMessage], new: set[bytes]) -> list[InboxMessage]:
     """The messages a caller sees: newly recorded, with a verified sender."""
     return [
-        InboxMessage(m.hash, m.sender, m.content, m.timestamp, m.received_at)
+        InboxMessage(m.hash, m.sender, m.content, m.timestamp_ms, m.received_at_ms)
         for m in inbound
         if m.hash in new and m.sender is not None
     ]

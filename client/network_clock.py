@@ -13,13 +13,22 @@ thread.
 from __future__ import annotations
 
 import statistics
+import time
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["LocalClock", "NetworkClock"]
+__all__ = ["LocalClock", "NetworkClock", "local_clock_ms"]
 
 #: The local wall clock, ms since the epoch (tests inject one that is off).
 LocalClock = Callable[[], float]
+
+
+def local_clock_ms() -> float:
+    """The local wall clock in ms since the epoch, with its fraction: the client's default
+    :data:`LocalClock`. Not :func:`veil.onion.wallclock.wall_clock_ms`, which rounds down
+    to whole ms: a sample averages a request's send and receive times, which on loopback
+    are under a millisecond apart, so the fraction is kept (as it always was)."""
+    return time.time_ns() / 1_000_000
 
 
 class NetworkClock:

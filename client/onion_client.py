@@ -3,21 +3,15 @@
 Design note
 -----------
 :meth:`OnionClient.call` sends one storage RPC request to a node of an account's swarm
-(or to a given node) along a path from :mod:`client.paths`, and returns the node's
-decoded :class:`~onion.rpc.Reply` with status ``ok``, or raises. Everything between is
+(or to a given node) along a path from :mod:`veil.client.paths`, and returns the node's
+decoded :class:`~veil.onion.rpc.Reply` with status ``ok``, or raises. Everything between is
 policy, in one place:
 
-**The network's clock.** Nodes check packet timestamps (a window of minutes) and signed
-requests' timestamps (about a minute), and every reply carries the node's time ``t``.
-:class:`NetworkClock` is the local clock plus an offset, the median of the last few
-samples ``t - (sent + received) / 2`` (the median, so one node with a wrong clock does
-not move it). Packet timestamps and signed RPC timestamps both use it, so a client whose
-clock is minutes off works as soon as it has one sample. Requests are built by a
-callback ``build(now_ms)`` so that a retry is signed with the corrected time. A hop that
-refuses a packet as stale answers ``clock_skew`` with ``node time N``; a node that
-refuses a signed request answers ``clock_skew`` with its ``t``: either way the samples
-are replaced by that one at once and the request is retried once (not counted as a
-failure).
+**The network's clock** (:mod:`veil.client.network_clock`) stamps packets and signed
+requests; every reply samples it. Requests are built by a callback ``build(now_ms)`` so
+that a retry is signed with the corrected time. A hop or a node that refuses our time
+answers ``clock_skew`` with its own: the clock is reset to it and the request retried
+once (not counted as a failure).
 
 **Whom to blame.** A failure counts against a node only when the client knows which
 one failed:
@@ -41,9 +35,11 @@ not_found (the destination's verdict)
 =========================================  =============================================
 
 **Retries.** Up to ``attempts`` tries per call, each on a path and destination not yet
-tried by this call where possible, within the call's ``deadline``; one extra try for a
-clock correction. A request is safe to retry: stores are deduplicated by message hash,
-deletes and expiries are idempotent, retrieves only read.
+tried by this call where possible, within the call's ``deadline_s``; one extra try for a
+clock correction. Between tries a jittered exponential back-off
+(:class:`veil.onion.backoff.Backoff`): short after a failure (the next try goes
+elsewhere), longer after ``rate_limited``. A request is safe to retry: stores are
+deduplicated by message hash, deletes and expiries are idempotent, retrieves only read.
 
 **wrong_swarm.** A node asked about an account outside its swarm answers
 ``wrong_swarm`` and names the account's swarm (a newer consensus than ours moved it);
@@ -51,10 +47,10 @@ the client remembers that swarm for the account until its consensus is newer, re
 there, and asks for a consensus refresh.
 
 Cancellation: a cancelled call cancels its HTTP exchange; failure counts already
-recorded stay recorded. Errors: :class:`OnionRequestFailed` (a
-:class:`~onion.errors.NetworkError`: every try failed; it names the last failure),
-:class:`~onion.errors.ClockSkew` (still refused after the correction), and the typed
-error of a destination's final verdict (:func:`onion.errors.error_for_status`).
+recorded stay recorded. Errors: :class:`~veil.client.errors.OnionRequestFailed` (a
+:class:`~veil.onion.errors.NetworkError`: every try failed; it names the last failure),
+:class:`~veil.onion.errors.ClockSkew` (still refused after the correction), and the
+typed error of a destination's final verdict (:func:`veil.onion.errors.error_for_status`).
 """
 
 from __future__ import annotations
@@ -65,12 +61,13 @@ from dataclasses import dataclass, field
 
 import trio
 
-from veil.client.errors import OnionRequestFailed, PeerRefused
+from veil.client.errors import InvalidArgument, OnionRequestFailed, PeerRefused
 from veil.client.network_clock import NetworkClock
 from veil.client.paths import OnionPath, PathSelector
 from veil.client.prepared_keys import PreparedKeys
 from veil.client.transport import Transport
 from veil.onion import rpc
+from veil.onion.backoff import Backoff
 from veil.onion.errors import (
     ClockSkew,
     HopTimeout,
@@ -82,17 +79,12 @@ from veil.onion.errors import (
 from veil.onion.keys import AccountId
 from veil.onion.packet import Hop, HopError, build_packet
 
-__all__ = [
-    "Answer",
-    "OnionClient",
-    "OnionRequestFailed",
-    "RequestPolicy",
-]
+__all__ = ["Answer", "OnionClient", "RequestPolicy"]
 
 _NODE_TIME = re.compile(r"node time (\d{1,19})")
 
 
-# --- results and errors ----------------------------------------------------------------------
+# --- results and policy ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,24 +102,35 @@ class RequestPolicy:
     """Timeouts and retries of :meth:`OnionClient.call`."""
 
     #: Seconds one try of an ordinary request may take (the path's hops answer in ms).
-    timeout: float = 10.0
+    timeout_s: float = 10.0
     #: Tries per call (a clock correction is one more).
     attempts: int = 4
     #: Seconds a whole ordinary call may take, tries and back-offs included.
-    deadline: float = 30.0
-    #: First back-off (seconds) after a rate_limited answer; doubled at each one.
-    backoff: float = 0.25
-    #: Pause (seconds) before a try that follows a failed one; doubled at each failure.
-    #: Short: the next try goes elsewhere; it spares a network whose nodes are still
-    #: catching up (a node that has not yet seen the newest consensus refuses to relay
-    #: to a node that joined in it).
-    retry_pause: float = 0.05
+    deadline_s: float = 30.0
+    #: First back-off (seconds) after a rate_limited answer; doubled at each one, up to
+    #: 5 s, each wait drawn from 0.5x to 1.5x.
+    backoff_s: float = 0.25
+    #: Pause (seconds) before a try that follows a failed one; doubled at each failure,
+    #: up to 2 s, each drawn from 0.5x to 1.5x. Short: the next try goes elsewhere; it
+    #: spares a network whose nodes are still catching up (a node that has not yet seen
+    #: the newest consensus refuses to relay to a node that joined in it).
+    retry_pause_s: float = 0.05
 
     def __post_init__(self) -> None:
-        if self.timeout <= 0 or self.deadline <= 0 or self.attempts < 1:
-            raise ValueError("timeouts and attempts must be positive")
-        if self.backoff < 0 or self.retry_pause < 0:
-            raise ValueError("back-offs must not be negative")
+        if self.timeout_s <= 0 or self.deadline_s <= 0 or self.attempts < 1:
+            raise InvalidArgument("timeouts and attempts must be positive")
+        if self.backoff_s < 0 or self.retry_pause_s < 0:
+            raise InvalidArgument("back-offs must not be negative")
+
+    @property
+    def rate_limited_backoff(self) -> Backoff:
+        """The waits after ``rate_limited`` answers (n: failures so far, plus one)."""
+        return Backoff(min(self.backoff_s, 5.0), 5.0, jitter=0.5)
+
+    @property
+    def retry_backoff(self) -> Backoff:
+        """The pauses before a try that follows ``n`` failed ones."""
+        return Backoff(min(self.retry_pause_s, 2.0), 2.0, jitter=0.5)
 
 
 @dataclass(slots=True)
@@ -146,7 +149,8 @@ class _Try:
     #: Relays blamed during this call: later tries route around them.
     avoid: set[bytes] = field(default_factory=set)
     clock_retries: int = 0
-    backoff: float = 0.0
+    #: Seconds to wait before the next try (0: none).
+    backoff_s: float = 0.0
 
 
 class _Retry(Exception):
@@ -180,6 +184,9 @@ class OnionClient:
         self.paths = paths
         self.clock = clock
         self.policy = policy or RequestPolicy()
+        # The policy is frozen: its back-offs are made once, not on every failure.
+        self._retry_backoff = self.policy.retry_backoff
+        self._rate_limited_backoff = self.policy.rate_limited_backoff
         self._on_clock = on_clock
         self._on_wrong_swarm = on_wrong_swarm
         self._hints: dict[AccountId, _SwarmHint] = {}
@@ -209,37 +216,37 @@ class OnionClient:
         account: AccountId | None = None,
         destination: Hop | None = None,
         prefer: bytes | None = None,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        timeout_s: float | None = None,
+        deadline_s: float | None = None,
         attempts: int | None = None,
     ) -> Answer:
         """Send the request ``build(now_ms)`` makes to a node of ``account``'s swarm
         (``prefer`` that node if possible) or to ``destination``; the ok answer.
 
-        ``timeout`` is one try's limit (a long-poll passes its wait plus the relays'
-        budget), ``deadline`` the whole call's. See the module note for retries,
+        ``timeout_s`` is one try's limit (a long-poll passes its wait plus the relays'
+        budget), ``deadline_s`` the whole call's (seconds). See the module note for retries,
         errors and cancellation.
         """
         if (account is None) == (destination is None):
-            raise ValueError("give an account or a destination, not both")
+            raise InvalidArgument("give an account or a destination, not both")
         policy = self.policy
-        per_try = timeout or policy.timeout
+        per_try = timeout_s or policy.timeout_s
         tries = attempts or policy.attempts
         state = _Try(paths=[], destinations=set(), errors=[])
-        with trio.move_on_after(deadline or max(policy.deadline, per_try * 2)) as scope:
+        with trio.move_on_after(deadline_s or max(policy.deadline_s, per_try * 2)) as scope:
             while len(state.errors) < tries:
-                if state.backoff:
-                    await trio.sleep(state.backoff)
-                    state.backoff = 0.0
+                if state.backoff_s:
+                    await trio.sleep(state.backoff_s)
+                    state.backoff_s = 0.0
                 try:
                     return await self._try(build, account, destination, prefer, per_try, state)
                 except _FreeRetry:
                     continue
                 except _Retry as retry:
                     state.errors.append(retry.error)
-                    if not state.backoff:
-                        pause = policy.retry_pause * 2 ** (len(state.errors) - 1)
-                        state.backoff = min(pause, 2.0) * (0.5 + self.paths.rng.random())
+                    if not state.backoff_s:
+                        pauses = self._retry_backoff
+                        state.backoff_s = pauses.delay_s(len(state.errors), self.paths.rng)
         errors = state.errors
         if scope.cancelled_caught:
             errors = [*errors, HopTimeout("the request's deadline passed")]
@@ -277,7 +284,7 @@ class OnionClient:
             hops, payload, now_ms=self.clock.now(), prepared=self.prepared.take(hops)
         )
         try:
-            raw = await self.transport.post_onion(hops[0], packet, timeout=per_try)
+            raw = await self.transport.post_onion(hops[0], packet, timeout_s=per_try)
         except HopTimeout as exc:
             # Which hop stalled is unknown: the path is blamed, not a node.
             await self._path_failed(path, state)
@@ -332,8 +339,10 @@ class OnionClient:
             await self.paths.node_failed(target.node_id)
 
     def _back_off(self, state: _Try) -> None:
-        step = self.policy.backoff * (2 ** sum(1 for _ in state.errors))
-        state.backoff = min(step, 5.0) * (0.5 + self.paths.rng.random())
+        # The first rate_limited answer of a call waits about backoff_s, whatever failed
+        # before it: hence failures so far plus one.
+        backoff = self._rate_limited_backoff
+        state.backoff_s = backoff.delay_s(len(state.errors) + 1, self.paths.rng)
 
     async def _hop_error(
         self,

@@ -38,7 +38,7 @@ Randomness is an injected :class:`random.Random` (tests can seed it); the defaul
 Concurrency: every method is called from the trio thread. The ``async`` ones await
 state writes in a worker thread; :meth:`PathSelector.ensure_guards` is serialized by a
 lock so two requests never pick two different replacements at once. On cancel, a state
-write already started still completes (client.state), and the in-memory view is
+write already started still completes (:mod:`veil.client.state`), and the in-memory view is
 updated before the write, so it stays consistent.
 """
 
@@ -47,15 +47,16 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import random
-import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import trio
 
+from veil.client.errors import InvalidArgument, NoConsensus
 from veil.client.state import MAX_GUARDS, ClientState, GuardRecord
 from veil.onion.directory import Consensus, ConsensusNode
 from veil.onion.packet import Hop
+from veil.onion.wallclock import wall_clock_ms
 
 __all__ = ["OnionPath", "PathPolicy", "PathSelector", "subnet_of"]
 
@@ -77,18 +78,14 @@ class PathPolicy:
 
     def __post_init__(self) -> None:
         if not 1 <= self.relays <= 5:
-            raise ValueError("a path has 1 to 5 relays")
+            raise InvalidArgument("a path has 1 to 5 relays")
         if not 1 <= self.guards <= MAX_GUARDS:
-            raise ValueError(f"1 to {MAX_GUARDS} guards")
+            raise InvalidArgument(f"1 to {MAX_GUARDS} guards")
         if self.path_failure_limit < 1 or self.node_failure_limit < 1:
-            raise ValueError("failure limits are at least 1")
+            raise InvalidArgument("failure limits are at least 1")
 
 
 _path_ids = itertools.count(1)
-
-
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(eq=False, slots=True)
@@ -159,7 +156,7 @@ class PathSelector:
         self.rng = rng or random.SystemRandom()
         #: The local wall clock in ms (stamps of guards; forgetting failures); _now
         #: truncates it to whole ms, so a float clock (NetworkClock.local) is fine.
-        self._now_ms = now_ms or _wall_clock_ms
+        self._now_ms = now_ms or wall_clock_ms
         self._consensus: Consensus | None = None
         self._guards: list[GuardRecord] = []
         self._paths: dict[bytes, OnionPath] = {}  # guard node ID -> its path
@@ -207,7 +204,7 @@ class PathSelector:
     @property
     def consensus(self) -> Consensus:
         if self._consensus is None:
-            raise RuntimeError("no consensus yet")
+            raise NoConsensus("no consensus yet")
         return self._consensus
 
     def _now(self) -> int:
@@ -342,7 +339,7 @@ class PathSelector:
         """
         guards = await self.ensure_guards()
         if not guards:
-            raise RuntimeError("the consensus lists no nodes")
+            raise NoConsensus("the consensus lists no nodes")
         avoid = set(avoid)
         excluded = {p.guard.node_id for p in exclude}
         usable = [g for g in guards if self.usable(g.node_id) and g.node_id not in avoid]
@@ -392,7 +389,7 @@ class PathSelector:
         path and in no subnet of the path's relays. Never fails for a non-empty swarm.
         """
         if not members:
-            raise ValueError("an empty swarm")
+            raise InvalidArgument("an empty swarm")
         excluded = set(exclude)
         candidates = [m for m in members if m.node_id not in excluded] or list(members)
         healthy = [m for m in candidates if self.usable(m.node_id)] or candidates

@@ -42,11 +42,13 @@ for the gate, connecting, sending, reading); bodies are read as a stream and ref
 past ``max_bytes`` before they are buffered whole, so a hostile peer cannot make the
 client allocate more than a reply's size.
 
-**Errors** (all from :mod:`onion.errors`, so the caller classifies them by type):
-:class:`~onion.errors.HopUnreachable` (connect refused, reset, protocol error),
-:class:`~onion.errors.HopTimeout` (the timeout expired), :class:`PeerRefused` (an HTTP
-status other than 200; its ``code`` and the peer's short explanation), and
-:class:`~onion.errors.TooLarge` (a body over ``max_bytes``).
+**Errors** (typed, so the caller classifies them by type):
+:class:`~veil.onion.errors.HopUnreachable` (connect refused, reset, protocol error),
+:class:`~veil.onion.errors.HopTimeout` (the timeout expired),
+:class:`~veil.client.errors.PeerRefused` (an HTTP status other than 200; its ``code``
+and the peer's short explanation), and :class:`~veil.onion.errors.TooLarge` (a body
+over ``max_bytes``); :class:`~veil.client.errors.TransportClosed` for a call after
+:meth:`~HttpxTransport.aclose`.
 
 Cancellation: a cancelled call closes its in-flight HTTP exchange (httpx does) and
 releases its slot of the gate; the pool stays usable. :meth:`HttpxTransport.aclose`
@@ -62,8 +64,9 @@ from typing import Protocol
 import httpx
 import trio
 
-from veil.client.errors import MAX_ERROR_TEXT, PeerRefused
+from veil.client.errors import MAX_ERROR_TEXT, InvalidArgument, PeerRefused, TransportClosed
 from veil.onion.errors import HopTimeout, HopUnreachable, TooLarge
+from veil.onion.hostport import format_hostport
 from veil.onion.packet import MAX_REPLY_LEN, Hop
 
 __all__ = [
@@ -79,20 +82,20 @@ DEFAULT_POOL_SIZE = 8
 #: Parsed URLs kept per peer (the paths a client uses are a handful).
 _MAX_URLS = 64
 #: Seconds between handing a read response to HttpxTransport.run and closing it.
-_CLOSE_DELAY = 0.001
+_CLOSE_DELAY_S = 0.001
 
 
 class Transport(Protocol):
     """How the client reaches guards and authorities. Implementations raise only the
     errors named in the module note (and :class:`trio.Cancelled`)."""
 
-    async def post_onion(self, guard: Hop, packet: bytes, *, timeout: float) -> bytes:
+    async def post_onion(self, guard: Hop, packet: bytes, *, timeout_s: float) -> bytes:
         """POST ``packet`` to ``guard``'s ``/onion``; the reply body (at most a reply's
         largest size class)."""
         ...
 
     async def get(
-        self, host: str, port: int, path: str, *, timeout: float, max_bytes: int
+        self, host: str, port: int, path: str, *, timeout_s: float, max_bytes: int
     ) -> bytes:
         """GET ``path`` from ``host:port``; the body, at most ``max_bytes``."""
         ...
@@ -109,15 +112,15 @@ class TransportConfig:
     #: Connections and in-flight requests per peer (the gate's size).
     pool_size: int = DEFAULT_POOL_SIZE
     #: Seconds a connect may take (within the call's own timeout).
-    connect_timeout: float = 5.0
+    connect_timeout_s: float = 5.0
     #: Seconds an idle keep-alive connection is kept (below the nodes' idle timeout, 30 s).
-    keepalive_expiry: float = 20.0
+    keepalive_expiry_s: float = 20.0
 
     def __post_init__(self) -> None:
         if self.pool_size < 1:
-            raise ValueError("pool_size must be at least 1")
-        if self.connect_timeout <= 0 or self.keepalive_expiry <= 0:
-            raise ValueError("timeouts must be positive")
+            raise InvalidArgument("pool_size must be at least 1")
+        if self.connect_timeout_s <= 0 or self.keepalive_expiry_s <= 0:
+            raise InvalidArgument("timeouts must be positive")
 
 
 class _Peer:
@@ -152,7 +155,7 @@ class HttpxTransport:
         self._close_soon = trio.Event()
         # httpx's per-request timeouts: only connect is bounded by httpx (see _exchange).
         self._timeouts: dict[str, float | None] = {
-            "connect": self.config.connect_timeout,
+            "connect": self.config.connect_timeout_s,
             "read": None,
             "write": None,
             "pool": None,
@@ -160,17 +163,16 @@ class HttpxTransport:
 
     def _peer(self, host: str, port: int) -> _Peer:
         if self._closed:
-            raise RuntimeError("the transport is closed")
+            raise TransportClosed("the transport is closed")
         key = (host, port)
         peer = self._peers.get(key)
         if peer is None:
             size = self.config.pool_size
-            netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             pool = httpx.AsyncHTTPTransport(
                 limits=httpx.Limits(
                     max_connections=size,
                     max_keepalive_connections=size,
-                    keepalive_expiry=self.config.keepalive_expiry,
+                    keepalive_expiry=self.config.keepalive_expiry_s,
                 ),
                 # Peers are IP literals from the consensus or the network file: nothing
                 # from the environment applies (a bare transport takes no proxy anyway).
@@ -180,26 +182,26 @@ class HttpxTransport:
                 # build, which with the system's CA bundle costs about 40 ms per peer.
                 verify=False,
             )
-            peer = self._peers[key] = _Peer(pool, f"http://{netloc}", size)
+            peer = self._peers[key] = _Peer(pool, f"http://{format_hostport(host, port)}", size)
         return peer
 
-    async def post_onion(self, guard: Hop, packet: bytes, *, timeout: float) -> bytes:
+    async def post_onion(self, guard: Hop, packet: bytes, *, timeout_s: float) -> bytes:
         return await self._exchange(
             "POST",
             guard.host,
             guard.port,
             "/onion",
             packet,
-            timeout=timeout,
+            timeout_s=timeout_s,
             max_bytes=MAX_REPLY_LEN,
             content_type="application/octet-stream",
         )
 
     async def get(
-        self, host: str, port: int, path: str, *, timeout: float, max_bytes: int
+        self, host: str, port: int, path: str, *, timeout_s: float, max_bytes: int
     ) -> bytes:
         return await self._exchange(
-            "GET", host, port, path, None, timeout=timeout, max_bytes=max_bytes
+            "GET", host, port, path, None, timeout_s=timeout_s, max_bytes=max_bytes
         )
 
     async def _exchange(
@@ -210,7 +212,7 @@ class HttpxTransport:
         path: str,
         body: bytes | None,
         *,
-        timeout: float,
+        timeout_s: float,
         max_bytes: int,
         content_type: str | None = None,
     ) -> bytes:
@@ -218,7 +220,7 @@ class HttpxTransport:
         where = f"{host}:{port}"
         # One deadline for the whole exchange, gate included; httpx's own timeouts are
         # only a backstop (its connect timeout keeps a black-holed SYN from using it all).
-        with trio.move_on_after(timeout) as scope:
+        with trio.move_on_after(timeout_s) as scope:
             gate = peer.gate
             try:
                 # A free slot is taken without yielding (``async with`` would yield once
@@ -250,7 +252,7 @@ class HttpxTransport:
                 raise PeerRefused(status, data[:MAX_ERROR_TEXT].decode("utf-8", "replace"))
             return data
         assert scope.cancelled_caught
-        raise HopTimeout(f"{where} did not answer within {timeout:g} s")
+        raise HopTimeout(f"{where} did not answer within {timeout_s:g} s")
 
     async def _send(
         self,
@@ -302,12 +304,12 @@ class HttpxTransport:
         raises: a response that fails to close is dropped with its connection.
         """
         if self._to_close is not None:
-            raise RuntimeError("HttpxTransport.run is already running")
+            raise TransportClosed("HttpxTransport.run is already running")
         self._to_close = []
         try:
             while True:
                 await self._close_soon.wait()
-                await trio.sleep(_CLOSE_DELAY)
+                await trio.sleep(_CLOSE_DELAY_S)
                 self._close_soon = trio.Event()
                 await self._close_waiting()
         finally:

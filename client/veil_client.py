@@ -10,11 +10,12 @@ closes it in order::
         async for message in client.messages():
             print(message.sender, message.text)
 
-What it owns: the state file (:mod:`client.state`), the HTTP transport to guards and
-authorities (:mod:`client.transport`, pluggable: any :class:`~client.transport.
-Transport`), the consensus (:mod:`client.consensus`), guards and paths
-(:mod:`client.paths`), the network's clock and onion requests
-(:mod:`client.onion_client`), and messaging (:mod:`client.messaging`). And a nursery,
+What it owns: the state file (:mod:`veil.client.state`), the HTTP transport to guards
+and authorities (:mod:`veil.client.transport`, pluggable: any
+:class:`~veil.client.transport.Transport`), the consensus (:mod:`veil.client.consensus`),
+guards and paths (:mod:`veil.client.paths`), the network's clock
+(:mod:`veil.client.network_clock`), onion requests (:mod:`veil.client.onion_client`), and
+messaging (:mod:`veil.client.messaging`). And a nursery,
 for the background work that keeps it usable: the consensus refresh and forgetting
 old failure counts.
 
@@ -22,7 +23,7 @@ Opening (:func:`open_client`): open the state; load the identity (unless an acco
 given); read the network file; install the cached consensus if it still verifies, else
 fetch one. A client whose clock is far off accepts the fetched consensus tentatively,
 asks a node for the time through it, then verifies it again on the corrected clock (see
-:mod:`client.consensus`); the offset is kept in the state, so the next start needs no
+:mod:`veil.client.consensus`); the offset is kept in the state, so the next start needs no
 such step.
 
 Structured concurrency: the background tasks run in a nursery that the ``async with``
@@ -31,10 +32,10 @@ file. An exception raised in the block comes out of it as itself (not wrapped in
 exception group: the background tasks never raise, so it is the only one). If the block
 is cancelled, so are requests in flight; the state file is left consistent.
 
-Errors while opening: :class:`~client.home.HomeError` (no identity, wrong passphrase,
-state file problems), :class:`~onion.errors.NetworkFileError` (missing or invalid
-network file), :class:`~client.consensus.AuthorityUnreachable` (no consensus could be
-fetched), a :class:`~onion.errors.ConsensusError` (none verified).
+Errors while opening: :class:`~veil.client.errors.HomeError` (no identity, wrong
+passphrase, state file problems), :class:`~veil.onion.errors.NetworkFileError` (missing
+or invalid network file), :class:`~veil.client.errors.AuthorityUnreachable` (no consensus
+could be fetched), a :class:`~veil.onion.errors.ConsensusError` (none verified).
 """
 
 from __future__ import annotations
@@ -42,16 +43,15 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import trio
 
 from veil.client.consensus import Directory, DirectoryPolicy
+from veil.client.files import read_network_file
 from veil.client.home import Home
 from veil.client.messaging import (
     DEFAULT_TTL_S,
@@ -61,21 +61,21 @@ from veil.client.messaging import (
     Sent,
     send_message,
 )
-from veil.client.network_clock import NetworkClock
+from veil.client.network_clock import LocalClock, NetworkClock, local_clock_ms
 from veil.client.onion_client import Answer, OnionClient, RequestPolicy
 from veil.client.paths import PathPolicy, PathSelector
 from veil.client.state import ClientState, open_state
 from veil.client.transport import HttpxTransport, Transport, TransportConfig
 from veil.onion import rpc
 from veil.onion.directory import Consensus, NetworkFile
-from veil.onion.errors import NetworkFileError, VeilError
+from veil.onion.errors import VeilError
 from veil.onion.keys import Account, AccountId
 from veil.onion.packet import Hop
 
 __all__ = ["ClientConfig", "VeilClient", "open_client", "read_network_file"]
 
 #: Seconds between two passes of the failure-count janitor.
-_MAINTENANCE_INTERVAL = 60.0
+_MAINTENANCE_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,29 +88,6 @@ class ClientConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     #: A long-poll's wait at the node, seconds (1 to onion.rpc.MAX_WAIT_S).
     wait_s: int = DEFAULT_WAIT_S
-
-
-def read_network_file(path: str | os.PathLike[str]) -> NetworkFile:
-    """Parse the network file at ``path``; :class:`NetworkFileError` (one line, naming
-    the file) if it is missing, unreadable or invalid."""
-    p = Path(path).expanduser()
-    try:
-        with p.open("rb") as f:
-            data = f.read(64 * 1024 + 1)
-    except FileNotFoundError:
-        raise NetworkFileError(
-            f"network file {p} does not exist (`veil devnet up` writes DIR/network.json)"
-        ) from None
-    except OSError as exc:
-        raise NetworkFileError(f"cannot read network file {p}: {exc.strerror}") from None
-    try:
-        return NetworkFile.from_json(data)
-    except NetworkFileError as exc:
-        raise NetworkFileError(f"{p}: {exc}") from None
-
-
-def _wall_clock_ms() -> float:
-    return time.time_ns() / 1_000_000
 
 
 class VeilClient:
@@ -170,18 +147,18 @@ class VeilClient:
         """Send ``content`` (bytes, or text sent as UTF-8) to the account ``to``, kept
         in its inbox for ``ttl`` seconds (10 s to 14 days).
 
-        Raises :class:`~onion.errors.InvalidId` for a bad account ID,
-        :class:`~client.messaging.MessageTooLarge`, :class:`ValueError` for a TTL out
-        of limits (all before anything is sent), and
-        :class:`~client.onion_client.OnionRequestFailed` if no node took it. Safe to
-        call again after a failure: see :mod:`client.messaging`.
+        Raises :class:`~veil.onion.errors.InvalidId` for a bad account ID,
+        :class:`~veil.client.messaging.MessageTooLarge`,
+        :class:`~veil.client.errors.InvalidTtl` for a TTL out of limits (all before
+        anything is sent), and :class:`~veil.client.errors.OnionRequestFailed` if no node
+        took it. Safe to call again after a failure: see :mod:`veil.client.messaging`.
         """
         recipient = to if isinstance(to, AccountId) else AccountId.parse(to)
         return await send_message(self.onion, self.account, recipient, content, ttl_s=ttl)
 
     def messages(self) -> AsyncIterator[InboxMessage]:
         """New messages as they arrive, each recorded in the state before it is yielded:
-        a restarted client neither loses nor repeats one (see :mod:`client.messaging`
+        a restarted client neither loses nor repeats one (see :mod:`veil.client.messaging`
         for the exact promise). ``async for`` over it; it does not end by itself."""
         return self.receiver.messages()
 
@@ -202,12 +179,13 @@ class VeilClient:
         *,
         account: AccountId | None = None,
         destination: Hop | None = None,
-        timeout: float | None = None,
+        timeout_s: float | None = None,
     ) -> rpc.Reply:
         """One storage RPC through an onion path (see :meth:`OnionClient.call`):
-        ``build(now_ms)`` makes the request (signed with the network's time)."""
+        ``build(now_ms)`` makes the request (signed with the network's time);
+        ``timeout_s`` limits each try (default: the request policy's)."""
         answer = await self.onion.call(
-            build, account=account, destination=destination, timeout=timeout
+            build, account=account, destination=destination, timeout_s=timeout_s
         )
         return answer.reply
 
@@ -240,7 +218,7 @@ class VeilClient:
                     "address": f"{node.host}:{node.port}" if node else None,
                     "listed": node is not None,
                     "failures": self.paths.failures(record.node_id),
-                    "chosen_at_ms": record.chosen_at,
+                    "chosen_at_ms": record.chosen_at_ms,
                 }
             )
         return {
@@ -290,7 +268,7 @@ class VeilClient:
 
     async def _maintain(self) -> None:
         while True:
-            await trio.sleep(_MAINTENANCE_INTERVAL)
+            await trio.sleep(_MAINTENANCE_INTERVAL_S)
             with contextlib.suppress(VeilError):  # the state file is busy: next time
                 await self.paths.forget_failures()
 
@@ -304,7 +282,7 @@ async def open_client(
     passphrase: str | None = None,
     transport: Transport | None = None,
     config: ClientConfig | None = None,
-    clock: Callable[[], float] | None = None,
+    clock: LocalClock | None = None,
     rng: random.Random | None = None,
 ) -> AsyncIterator[VeilClient]:
     """Open a client on ``home`` (a :class:`Home` or its directory) and ``network`` (a
@@ -319,7 +297,7 @@ async def open_client(
     if not isinstance(network, NetworkFile):
         network = read_network_file(network)
     config = config or ClientConfig()
-    local = clock or _wall_clock_ms
+    local = clock or local_clock_ms
     state = await trio.to_thread.run_sync(lambda: open_state(home, clock=lambda: int(local())))
     ours: HttpxTransport | None = None
     own_transport: Transport

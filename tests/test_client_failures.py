@@ -130,7 +130,7 @@ async def test_wrong_swarm_answer_is_followed(tmp_path: Path) -> None:
     home_r, recipient = new_home(tmp_path, "r")
     # Three nodes, one swarm; the sender's client never refreshes on its own (a long
     # minimum wait), so it keeps that view after the network grows to two swarms.
-    stale = ClientConfig(directory=DirectoryPolicy(min_wait=3600))
+    stale = ClientConfig(directory=DirectoryPolicy(min_wait_s=3600))
     with devnet(tmp_path, nodes=3, swarm_size=3, name="grow") as grow:
         async with open_client(home_s, grow.network_file, config=stale) as sender:
             old_ids = {n.node_id for n in sender.consensus.nodes}

@@ -19,7 +19,8 @@ import trio
 from hypothesis import given, settings
 
 from tests.test_client_transport import Answer, start
-from veil.client.consensus import AuthorityUnreachable, Directory
+from veil.client.consensus import Directory
+from veil.client.errors import AuthorityUnreachable
 from veil.client.network_clock import NetworkClock
 from veil.client.state import ClientState
 from veil.client.transport import HttpxTransport

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from veil.client.home import Home, InsecureFile
+from veil.client.errors import InsecureFile, StateError
+from veil.client.home import Home
 from veil.client.state import (
     MAX_CONSENSUS_BYTES,
     MAX_GUARDS,
@@ -32,7 +33,6 @@ from veil.client.state import (
     ClientState,
     GuardRecord,
     InboundMessage,
-    StateError,
     open_state,
 )
 from veil.onion.keys import Account, AccountId
@@ -59,9 +59,9 @@ def msg(label: str, *, sender: AccountId | None = None, received_at: int = 1_000
     return InboundMessage(
         hash=h(label),
         sender=sender,
-        timestamp=received_at // 2,  # the sender's claim
+        timestamp_ms=received_at // 2,  # the sender's claim
         content=f"content of {label}".encode(),
-        received_at=received_at,
+        received_at_ms=received_at,
     )
 
 
@@ -256,15 +256,15 @@ def test_a_file_from_a_newer_veil_is_refused_untouched(db: Path) -> None:
 
 def test_guards_round_trip_and_replace(db: Path) -> None:
     clock = FakeClock()
-    g1 = GuardRecord(node(1), chosen_at=100, failures=0, last_used=None)
-    g2 = GuardRecord(node(2), chosen_at=200, failures=1, last_used=150)
+    g1 = GuardRecord(node(1), chosen_at_ms=100, failures=0, last_used_ms=None)
+    g2 = GuardRecord(node(2), chosen_at_ms=200, failures=1, last_used_ms=150)
     with ClientState.open(db, clock=clock) as state:
         assert state.get_guards() == []
         state.set_guards([g2, g1])
         assert state.get_guards() == [g1, g2]  # oldest chosen first
     with ClientState.open(db, clock=clock) as state:
         assert state.get_guards() == [g1, g2]
-        g3 = GuardRecord(node(3), chosen_at=300)
+        g3 = GuardRecord(node(3), chosen_at_ms=300)
         state.set_guards([g1, g3])
         assert state.get_guards() == [g1, g3]
         state.set_guards([])
@@ -272,18 +272,18 @@ def test_guards_round_trip_and_replace(db: Path) -> None:
 
 
 def test_set_guards_refuses_bad_input_and_changes_nothing(db: Path) -> None:
-    g1 = GuardRecord(node(1), chosen_at=100)
+    g1 = GuardRecord(node(1), chosen_at_ms=100)
     with ClientState.open(db) as state:
         state.set_guards([g1])
-        too_many = [GuardRecord(node(i), chosen_at=i) for i in range(MAX_GUARDS + 1)]
+        too_many = [GuardRecord(node(i), chosen_at_ms=i) for i in range(MAX_GUARDS + 1)]
         with pytest.raises(ValueError, match="at most"):
             state.set_guards(too_many)
         with pytest.raises(ValueError, match="twice"):
             state.set_guards([g1, g1])
         with pytest.raises(ValueError, match="32 bytes"):
-            state.set_guards([GuardRecord(b"short", chosen_at=1)])
+            state.set_guards([GuardRecord(b"short", chosen_at_ms=1)])
         with pytest.raises(ValueError, match="failures"):
-            state.set_guards([GuardRecord(node(4), chosen_at=1, failures=-1)])
+            state.set_guards([GuardRecord(node(4), chosen_at_ms=1, failures=-1)])
         assert state.get_guards() == [g1]
 
 
@@ -291,7 +291,7 @@ def test_failures_count_up_reset_on_success_and_track_guards(db: Path) -> None:
     clock = FakeClock(5_000)
     guard, other = node(1), node(2)
     with ClientState.open(db, clock=clock) as state:
-        state.set_guards([GuardRecord(guard, chosen_at=1)])
+        state.set_guards([GuardRecord(guard, chosen_at_ms=1)])
         assert state.failures(guard) == 0
         assert [state.record_failure(guard) for _ in range(3)] == [1, 2, 3]
         assert state.record_failure(other) == 1
@@ -302,7 +302,9 @@ def test_failures_count_up_reset_on_success_and_track_guards(db: Path) -> None:
         clock.now = 6_000
         state.record_success(guard)
         assert state.failures(guard) == 0
-        assert state.get_guards() == [GuardRecord(guard, chosen_at=1, failures=0, last_used=6_000)]
+        assert state.get_guards() == [
+            GuardRecord(guard, chosen_at_ms=1, failures=0, last_used_ms=6_000)
+        ]
         assert state.node_failures() == {other: 1}
     with ClientState.open(db) as state:
         assert state.failures(other) == 1
@@ -379,12 +381,12 @@ def test_messages_and_position_round_trip(db: Path) -> None:
 
     with ClientState.open(db) as state:
         got = state.list_messages(me)
-        assert [(m.hash, m.sender, m.content, m.received_at) for m in got] == [
+        assert [(m.hash, m.sender, m.content, m.received_at_ms) for m in got] == [
             (h("a"), alice, b"content of a", 10),
             (h("b"), None, b"content of b", 20),
         ]
         assert all(m.account == me and m.namespace == 0 for m in got)
-        assert got[0].timestamp == 5 and got[0].seq < got[1].seq
+        assert got[0].timestamp_ms == 5 and got[0].seq < got[1].seq
         assert state.get_position(me, 0) == h("b")
 
 
@@ -422,7 +424,12 @@ def test_list_messages_filters_and_pages(db: Path) -> None:
         assert [m.hash for m in state.list_messages(me, namespace=-3)] == [
             h(f"m{i}") for i in (1, 3, 5, 7, 9)
         ]
-        assert [m.received_at for m in state.list_messages(me, since=600)] == [600, 700, 800, 900]
+        assert [m.received_at_ms for m in state.list_messages(me, since_ms=600)] == [
+            600,
+            700,
+            800,
+            900,
+        ]
         assert [m.hash for m in state.list_messages(other)] == [h("theirs")]
 
         pages, after = [], 0
@@ -549,7 +556,7 @@ _WRITER = """
     sys.stdin.readline()  # wait for "go", so both start together
     shared = hashlib.blake2b(b"shared node", digest_size=32).digest()
     me = Account(bytes([who]) * 32).id
-    with ClientState.open(path, busy_timeout=60) as state:
+    with ClientState.open(path, busy_timeout_s=60) as state:
         for i in range(rounds):
             state.record_failure(shared)
             digest = hashlib.blake2b(f"{who}:{i}".encode(), digest_size=32).digest()
@@ -635,7 +642,7 @@ def test_a_senders_huge_timestamp_is_clamped_not_refused(db: Path) -> None:
     with ClientState.open(db) as state:
         assert state.save_messages_and_position(me, 0, [m], m.hash) == [m.hash]
         (got,) = state.list_messages(me)
-        assert got.timestamp == 2**63 - 1
+        assert got.timestamp_ms == 2**63 - 1
         with pytest.raises(ValueError):
             state.save_messages_and_position(
                 me, 0, [InboundMessage(h("x"), None, 2**64, b"", 1)], None

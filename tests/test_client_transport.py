@@ -14,7 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-from veil.client.transport import HttpxTransport, PeerRefused, TransportConfig
+from veil.client.errors import PeerRefused
+from veil.client.transport import HttpxTransport, TransportConfig
 from veil.onion.errors import HopTimeout, HopUnreachable, TooLarge
 from veil.onion.packet import MAX_REPLY_LEN, Hop
 
@@ -98,7 +99,7 @@ async def test_onion_post_returns_the_body() -> None:
     async with trio.open_nursery() as nursery:
         server = await start(nursery, echo)
         transport = HttpxTransport()
-        assert await transport.post_onion(hop(server.port), b"abc", timeout=5) == b"cba"
+        assert await transport.post_onion(hop(server.port), b"abc", timeout_s=5) == b"cba"
         await transport.aclose()
         nursery.cancel_scope.cancel()
 
@@ -116,10 +117,10 @@ async def test_an_answer_over_the_limit_is_refused(declared: bool) -> None:
         server = await start(nursery, huge)
         transport = HttpxTransport()
         with pytest.raises(TooLarge):
-            await transport.post_onion(hop(server.port), b"p", timeout=5)
+            await transport.post_onion(hop(server.port), b"p", timeout_s=5)
         # The transport stays usable afterwards.
         with pytest.raises(TooLarge):
-            await transport.get("127.0.0.1", server.port, "/x", timeout=5, max_bytes=10)
+            await transport.get("127.0.0.1", server.port, "/x", timeout_s=5, max_bytes=10)
         await transport.aclose()
         nursery.cancel_scope.cancel()
 
@@ -139,7 +140,7 @@ async def test_refusals_carry_status_and_text() -> None:
             ("/c", "unavailable"),
         ):
             with pytest.raises(PeerRefused) as info:
-                await transport.get("127.0.0.1", server.port, target, timeout=5, max_bytes=100)
+                await transport.get("127.0.0.1", server.port, target, timeout_s=5, max_bytes=100)
             assert info.value.status == status
             assert "header MAC" in info.value.text
         await transport.aclose()
@@ -155,7 +156,7 @@ async def test_a_silent_peer_times_out() -> None:
         server = await start(nursery, never)
         transport = HttpxTransport()
         with pytest.raises(HopTimeout), trio.fail_after(5):
-            await transport.post_onion(hop(server.port), b"p", timeout=0.3)
+            await transport.post_onion(hop(server.port), b"p", timeout_s=0.3)
         await transport.aclose()
         nursery.cancel_scope.cancel()
 
@@ -166,7 +167,7 @@ async def test_a_closed_port_is_unreachable() -> None:
         port = s.getsockname()[1]  # bound, not listening: connections are refused
         transport = HttpxTransport()
         with pytest.raises(HopUnreachable, match="refused"):
-            await transport.post_onion(hop(port), b"p", timeout=5)
+            await transport.post_onion(hop(port), b"p", timeout_s=5)
         await transport.aclose()
 
 
@@ -185,7 +186,7 @@ async def test_many_concurrent_requests_use_a_small_pool(with_run: bool) -> None
         results: list[bytes] = []
 
         async def one(i: int) -> None:
-            results.append(await transport.post_onion(hop(server.port), b"%d" % i, timeout=30))
+            results.append(await transport.post_onion(hop(server.port), b"%d" % i, timeout_s=30))
 
         async with trio.open_nursery() as clients:
             for i in range(400):
@@ -201,7 +202,7 @@ async def test_closed_transport_refuses_work() -> None:
     transport = HttpxTransport()
     await transport.aclose()
     with pytest.raises(RuntimeError):
-        await transport.get("127.0.0.1", 1, "/", timeout=1, max_bytes=1)
+        await transport.get("127.0.0.1", 1, "/", timeout_s=1, max_bytes=1)
 
 
 async def test_a_request_that_times_out_waiting_for_the_pool_frees_nothing_it_lacked() -> None:
@@ -221,15 +222,15 @@ async def test_a_request_that_times_out_waiting_for_the_pool_frees_nothing_it_la
         got: list[bytes] = []
 
         async def first() -> None:
-            got.append(await transport.post_onion(hop(server.port), b"first", timeout=10))
+            got.append(await transport.post_onion(hop(server.port), b"first", timeout_s=10))
 
         nursery.start_soon(first)
         await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(HopTimeout):
-            await transport.post_onion(hop(server.port), b"second", timeout=0.2)
+            await transport.post_onion(hop(server.port), b"second", timeout_s=0.2)
         release.set()
-        assert await transport.post_onion(hop(server.port), b"third", timeout=10) == b"third"
-        assert await transport.post_onion(hop(server.port), b"fourth", timeout=10) == b"fourth"
+        assert await transport.post_onion(hop(server.port), b"third", timeout_s=10) == b"third"
+        assert await transport.post_onion(hop(server.port), b"fourth", timeout_s=10) == b"fourth"
         assert got == [b"first"]
         assert server.most_connections == 1
         await transport.aclose()
@@ -255,7 +256,7 @@ async def test_with_run_the_answer_comes_first_and_the_connection_is_released_af
         await trio.testing.wait_all_tasks_blocked()
         with trio.fail_after(10):  # a hang guard: a slot never released would hang here
             for i in range(20):
-                answer = await transport.post_onion(hop(server.port), b"%d" % i, timeout=5)
+                answer = await transport.post_onion(hop(server.port), b"%d" % i, timeout_s=5)
                 assert answer == b"%d" % i
         assert server.requests == 20
         assert server.most_connections == 1  # released and reused, never a second one
@@ -264,7 +265,7 @@ async def test_with_run_the_answer_comes_first_and_the_connection_is_released_af
         closer.cancel()
         await trio.testing.wait_all_tasks_blocked()
         with trio.fail_after(10):
-            assert await transport.post_onion(hop(server.port), b"after", timeout=5) == b"after"
+            assert await transport.post_onion(hop(server.port), b"after", timeout_s=5) == b"after"
         assert server.most_connections == 1
         await transport.aclose()
         nursery.cancel_scope.cancel()
