@@ -1,0 +1,124 @@
+"""veil's client library: what a service that embeds veil imports.
+
+::
+
+    from veil.client import open_client
+
+    async with open_client(home, "devnet/network.json") as client:
+        await client.send(account_id, "your code is 123456", ttl_s=600)
+
+The names below are imported lazily (PEP 562): ``import veil.client.errors`` (or the
+``veil`` command's ``--help``) does not pay for trio, httpx and SQLite, and the
+sub-modules keep no import order among themselves. ``__all__`` is the public API; the
+modules it comes from are :mod:`veil.client.veil_client` (the client),
+:mod:`veil.client.messaging`, :mod:`veil.client.home`, :mod:`veil.client.files` and the
+policies' modules, and :mod:`veil.client.errors`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from veil.client.consensus import DirectoryPolicy
+    from veil.client.errors import (
+        AuthorityUnreachable,
+        ClientError,
+        HomeError,
+        InvalidArgument,
+        InvalidTtl,
+        NoIdentity,
+        OnionRequestFailed,
+        PassphraseRequired,
+        PeerRefused,
+        StateError,
+        WrongPassphrase,
+    )
+    from veil.client.files import read_network_file
+    from veil.client.home import Home
+    from veil.client.messaging import (
+        DEFAULT_TTL_S,
+        MAX_MESSAGE_BYTES,
+        InboxMessage,
+        MessageTooLarge,
+        Sent,
+    )
+    from veil.client.onion_client import RequestPolicy
+    from veil.client.paths import PathPolicy
+    from veil.client.transport import HttpxTransport, Transport, TransportConfig
+    from veil.client.veil_client import ClientConfig, VeilClient, open_client
+
+__all__ = [
+    "DEFAULT_TTL_S",
+    "MAX_MESSAGE_BYTES",
+    "AuthorityUnreachable",
+    "ClientConfig",
+    "ClientError",
+    "DirectoryPolicy",
+    "Home",
+    "HomeError",
+    "HttpxTransport",
+    "InboxMessage",
+    "InvalidArgument",
+    "InvalidTtl",
+    "MessageTooLarge",
+    "NoIdentity",
+    "OnionRequestFailed",
+    "PassphraseRequired",
+    "PathPolicy",
+    "PeerRefused",
+    "RequestPolicy",
+    "Sent",
+    "StateError",
+    "Transport",
+    "TransportConfig",
+    "VeilClient",
+    "WrongPassphrase",
+    "open_client",
+    "read_network_file",
+]
+
+# Each public name and the module that defines it.
+_ORIGIN = {
+    "DEFAULT_TTL_S": "veil.client.messaging",
+    "MAX_MESSAGE_BYTES": "veil.client.messaging",
+    "AuthorityUnreachable": "veil.client.errors",
+    "ClientConfig": "veil.client.veil_client",
+    "ClientError": "veil.client.errors",
+    "DirectoryPolicy": "veil.client.consensus",
+    "Home": "veil.client.home",
+    "HomeError": "veil.client.errors",
+    "HttpxTransport": "veil.client.transport",
+    "InboxMessage": "veil.client.messaging",
+    "InvalidArgument": "veil.client.errors",
+    "InvalidTtl": "veil.client.errors",
+    "MessageTooLarge": "veil.client.messaging",
+    "NoIdentity": "veil.client.errors",
+    "OnionRequestFailed": "veil.client.errors",
+    "PassphraseRequired": "veil.client.errors",
+    "PathPolicy": "veil.client.paths",
+    "PeerRefused": "veil.client.errors",
+    "RequestPolicy": "veil.client.onion_client",
+    "Sent": "veil.client.messaging",
+    "StateError": "veil.client.errors",
+    "Transport": "veil.client.transport",
+    "TransportConfig": "veil.client.transport",
+    "VeilClient": "veil.client.veil_client",
+    "WrongPassphrase": "veil.client.errors",
+    "open_client": "veil.client.veil_client",
+    "read_network_file": "veil.client.files",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ORIGIN.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup does not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
