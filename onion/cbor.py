@@ -71,7 +71,7 @@ from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from .errors import DecodeError, SchemaError, TooLarge
 
@@ -492,6 +492,8 @@ def _encode_other(obj: object, out: bytearray, depth: int) -> None:
 
 _FIELD_TYPES: Final = (int, bytes, str, bool, list, dict)
 _SIZED_TYPES: Final = (bytes, str, list)
+#: A Field's ``error`` (named here: inside Field, ``type`` is the field's own attribute).
+_ErrorClass: TypeAlias = type[SchemaError]
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,6 +512,10 @@ class Field:
     * ``schema``: the :class:`Schema` that a ``dict`` must follow (without it, any
       strictly decoded map is accepted).
     * ``items``: the :class:`Field` every element of a ``list`` must follow.
+    * ``error``: the :class:`SchemaError` subclass raised when this field is missing or
+      does not fit (a TTL out of range is a ``BadTtl``), so that a caller can tell
+      one field's refusal from the rest without reading the message; the innermost
+      field that names one wins. None: :class:`SchemaError`.
 
     A declaration that makes no sense (``size`` on an int, ``schema`` on a list, ...)
     raises :class:`TypeError` or :class:`ValueError` when it is written, not when a
@@ -527,6 +533,7 @@ class Field:
     choices: AbstractSet[Any] | None = None
     schema: Schema | None = None
     items: Field | None = None
+    error: _ErrorClass | None = None
 
     def __post_init__(self) -> None:
         if self.type not in _FIELD_TYPES:
@@ -566,6 +573,8 @@ class Field:
         try:
             self._check(value)
         except _Mismatch as exc:
+            if exc.error is None:
+                exc.error = self.error
             raise exc.to_error(name) from None
 
     def _check(self, value: object) -> None:
@@ -601,6 +610,8 @@ class Field:
                         check_item(item)
                     except _Mismatch as exc:
                         exc.path.append(f"[{index}]")
+                        if exc.error is None:
+                            exc.error = self.items.error
                         raise
         elif self.schema is not None:
             self.schema._check(value)
@@ -615,13 +626,22 @@ class _Mismatch(Exception):
     string formatting.
     """
 
-    def __init__(self, message: str, path: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        path: list[str] | None = None,
+        error: type[SchemaError] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.path: list[str] = path if path is not None else []  # innermost part first
+        #: The error class of the innermost field that declares one (None: SchemaError).
+        self.error = error
 
     def to_error(self, root: str) -> SchemaError:
-        return SchemaError(root + "".join(reversed(self.path)) + ": " + self.message)
+        return (self.error or SchemaError)(
+            root + "".join(reversed(self.path)) + ": " + self.message
+        )
 
 
 class Schema:
@@ -688,10 +708,12 @@ class Schema:
                 spec._check(value)
             except _Mismatch as exc:
                 exc.path.append("." + key)
+                if exc.error is None:
+                    exc.error = spec.error
                 raise
         for key in self._required:
             if key not in obj:
-                raise _Mismatch("required field is missing", ["." + key])
+                raise _Mismatch("required field is missing", ["." + key], fields[key].error)
         return obj
 
     def decode(

@@ -85,6 +85,16 @@ class NetworkFileError(VeilError):
     """The network's bootstrap file (``network.json``) is not valid; the message says why."""
 
 
+class InvalidTtl(VeilError, ValueError):
+    """A TTL given to a request builder that the namespace would refuse (local misuse;
+    the same TTL read from the wire is a :class:`BadTtl`)."""
+
+
+class PacketMisuse(VeilError, RuntimeError):
+    """An onion packet object used against its rules: a reply context answered twice,
+    prepared hop keys used twice, a relay asked to seal a reply (a bug in the caller)."""
+
+
 # --- bad input from the network ------------------------------------------------------
 
 
@@ -106,6 +116,10 @@ class DecodeError(ProtocolError):
 
 class SchemaError(ProtocolError):
     """Well-formed CBOR of the wrong shape: a missing, unknown or mistyped field."""
+
+
+class BadTtl(SchemaError):
+    """A request's TTL that is missing, not an integer, or outside its namespace's limits."""
 
 
 class InvalidId(ProtocolError):

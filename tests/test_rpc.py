@@ -1,4 +1,4 @@
-"""The storage RPC wire format (onion/rpc.py): schemas, signatures, replies, limits."""
+"""The storage RPC wire format (veil.onion.rpc): schemas, signatures, replies, limits."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from veil.onion import crypto, rpc
 from veil.onion.cbor import decode, encode
 from veil.onion.errors import (
+    BadTtl,
     ClockSkew,
     DecodeError,
+    InvalidTtl,
     ProtocolError,
     RateLimited,
     SchemaError,
@@ -162,9 +164,46 @@ def test_inbox_ttl_is_capped_at_14_days_and_private_at_30() -> None:
     inbox["ttl"] = rpc.MAX_TTL_MS + 1
     with pytest.raises(SchemaError, match=r"^store\.params\.ttl"):
         rpc.decode_request(raw("store", inbox))
-    with pytest.raises(SchemaError, match=r"^store\.params\.ttl"):
+    with pytest.raises(InvalidTtl, match=r"^ttl_ms"):
         rpc.make_store(BOB.id, b"x", rpc.MAX_TTL_MS + 1, now_ms=NOW)
     rpc.make_store(ALICE, b"x", rpc.MAX_TTL_MS + 1, namespace=1, now_ms=NOW)
+
+
+@pytest.mark.parametrize(
+    ("namespace", "ttl"),
+    [
+        (0, rpc.MIN_TTL_MS - 1),
+        (0, rpc.MAX_TTL_MS + 1),  # within the schema's range, over the inbox's limit
+        (3, rpc.MAX_TTL_PRIVATE_MS + 1),
+        (3, "60000"),
+        (3, _DROP),
+    ],
+)
+def test_a_bad_ttl_from_the_wire_is_a_typed_protocol_error(namespace: int, ttl: object) -> None:
+    params = dict(_GOOD_STORE, namespace=namespace)
+    if ttl is _DROP:
+        del params["ttl"]
+    else:
+        params["ttl"] = ttl
+    with pytest.raises(BadTtl, match=r"^store\.params\.ttl") as info:
+        rpc.decode_request(raw("store", params))
+    assert isinstance(info.value, SchemaError) and info.value.status == "bad_request"
+
+
+@pytest.mark.parametrize(
+    ("namespace", "ttl_ms"),
+    [(0, rpc.MIN_TTL_MS - 1), (0, rpc.MAX_TTL_MS + 1), (3, rpc.MAX_TTL_PRIVATE_MS + 1), (3, 1.5)],
+)
+def test_a_bad_ttl_from_a_caller_is_a_local_value_error(namespace: int, ttl_ms: Any) -> None:
+    to = ALICE if namespace else BOB.id
+    with pytest.raises(InvalidTtl, match=r"^ttl_ms") as info:
+        rpc.make_store(to, b"x", ttl_ms, namespace=namespace, now_ms=NOW)
+    # Local misuse: a ValueError too (as pynacl's errors are), and no wire status.
+    assert isinstance(info.value, ValueError) and not isinstance(info.value, ProtocolError)
+    assert not hasattr(info.value, "status")
+    with pytest.raises(InvalidTtl):
+        rpc.check_ttl_ms(ttl_ms, namespace)
+    assert rpc.check_ttl_ms(rpc.max_ttl_ms(namespace), namespace) == rpc.max_ttl_ms(namespace)
 
 
 def test_bad_envelopes_are_refused() -> None:
@@ -193,7 +232,7 @@ def test_size_is_checked_before_parsing() -> None:
 def test_builders_refuse_bad_values_before_signing() -> None:
     with pytest.raises(SchemaError, match=r"^expire\.params\.expiry"):
         rpc.make_expire(ALICE, [bytes(32)], -5, now_ms=NOW)
-    with pytest.raises(SchemaError, match=r"^store\.params\.ttl"):
+    with pytest.raises(InvalidTtl, match=r"^ttl_ms"):
         rpc.make_store(ALICE, b"x", -1, namespace=3, now_ms=NOW)
     with pytest.raises(SchemaError, match=r"^delete\.params\.hashes\[0\]"):
         rpc.make_delete(ALICE, [b"short"], now_ms=NOW)
@@ -307,6 +346,16 @@ def test_clock_skew_beyond_a_minute_is_refused(offset: int) -> None:
 
 
 # --- message hashes ----------------------------------------------------------------------------
+
+
+def test_message_hash_is_the_hash_of_its_length_prefixed_fields() -> None:
+    # message_hash joins the fields inline for speed; it must be the documented bytes.
+    from veil.onion.rpc.canonical import MSG_HASH_PURPOSE, length_prefixed, namespace_bytes
+
+    for namespace, data in [(0, b""), (-5, b"post"), (32767, bytes(range(256)))]:
+        fields = length_prefixed(ALICE.id.x25519_public, namespace_bytes(namespace), data)
+        expected = crypto.hash32(fields, MSG_HASH_PURPOSE)
+        assert rpc.message_hash(ALICE.id, namespace, data) == expected
 
 
 def test_message_hash_names_the_content_not_the_time() -> None:

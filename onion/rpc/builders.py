@@ -1,0 +1,137 @@
+"""Builders: the bytes of each request, for a client, checked and signed as a node will.
+
+Design note
+-----------
+A client never hand-rolls a request or a signature: each ``make_*`` builds the params,
+signs them with :func:`~veil.onion.rpc.signing.sign_params` when the account is given,
+and encodes them with :func:`~veil.onion.rpc.request_codec.encode_request`, which parses
+them as the node will, so what a client sends is what a node accepts. A TTL out of
+limits is refused before anything is built (:class:`~veil.onion.errors.InvalidTtl`,
+also a :class:`ValueError`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from ..keys import Account, AccountId
+from .limits import INBOX
+from .namespaces import check_ttl_ms, read_needs_auth, store_needs_auth
+from .request_codec import encode_request
+from .signing import sign_params
+
+
+def _as_id(who: Account | AccountId | str) -> AccountId:
+    if isinstance(who, Account):
+        return who.id
+    if isinstance(who, AccountId):
+        return who
+    return AccountId.parse(who)
+
+
+def make_store(
+    to: Account | AccountId | str,
+    data: bytes,
+    ttl_ms: int,
+    *,
+    now_ms: int,
+    namespace: int = INBOX,
+) -> bytes:
+    """A store request. ``to`` is the recipient's ID for an (unsigned) inbox store, or the
+    owner's :class:`Account` for a signed store into one of its own namespaces.
+
+    Raises :class:`~veil.onion.errors.InvalidTtl` (a :class:`ValueError`) for a TTL
+    outside the namespace's limits, :class:`ValueError` if a namespace other than the
+    inbox is given without the owner's Account, :class:`SchemaError` for a body or
+    namespace out of limits.
+    """
+    account = _as_id(to)
+    check_ttl_ms(ttl_ms, namespace)
+    params: dict[str, Any] = {
+        "pubkey": str(account),
+        "namespace": namespace,
+        "data": data,
+        "ttl": ttl_ms,
+    }
+    if isinstance(to, Account):
+        sign_params(params, to, "store", now_ms)
+    elif store_needs_auth(namespace):
+        raise ValueError(f"storing into namespace {namespace} needs the owner's Account")
+    return encode_request("store", params)
+
+
+def make_retrieve(
+    account: Account | AccountId | str,
+    *,
+    now_ms: int,
+    namespace: int = INBOX,
+    last_hash: bytes | None = None,
+    limit: int | None = None,
+    wait_s: int = 0,
+) -> bytes:
+    """A retrieve request: signed if ``account`` is an :class:`Account`; an ID alone is
+    enough only for a public-read namespace (:class:`ValueError` otherwise)."""
+    aid = _as_id(account)
+    params: dict[str, Any] = {"pubkey": str(aid), "namespace": namespace}
+    if last_hash is not None:
+        params["last_hash"] = last_hash
+    if limit is not None:
+        params["limit"] = limit
+    if wait_s:
+        params["wait"] = wait_s
+    if isinstance(account, Account):
+        sign_params(params, account, "retrieve", now_ms)
+    elif read_needs_auth(namespace):
+        raise ValueError(f"reading namespace {namespace} needs the owner's Account")
+    return encode_request("retrieve", params)
+
+
+def make_delete(
+    account: Account, hashes: Sequence[bytes], *, now_ms: int, namespace: int = INBOX
+) -> bytes:
+    """A signed delete of up to :data:`MAX_HASHES` messages."""
+    params: dict[str, Any] = {
+        "pubkey": str(account.id),
+        "namespace": namespace,
+        "hashes": list(hashes),
+    }
+    sign_params(params, account, "delete", now_ms)
+    return encode_request("delete", params)
+
+
+def make_delete_all(account: Account, *, namespace: int | None, now_ms: int) -> bytes:
+    """A signed delete of every message in ``namespace`` (None: in every namespace)."""
+    params: dict[str, Any] = {"pubkey": str(account.id), "namespace": namespace}
+    sign_params(params, account, "delete_all", now_ms)
+    return encode_request("delete_all", params)
+
+
+def make_expire(
+    account: Account,
+    hashes: Sequence[bytes],
+    expiry_ms: int,
+    *,
+    now_ms: int,
+    namespace: int = INBOX,
+) -> bytes:
+    """A signed change of these messages' expiry to ``expiry_ms`` (ms since the epoch)."""
+    params: dict[str, Any] = {
+        "pubkey": str(account.id),
+        "namespace": namespace,
+        "hashes": list(hashes),
+        "expiry": expiry_ms,
+    }
+    sign_params(params, account, "expire", now_ms)
+    return encode_request("expire", params)
+
+
+@functools.cache
+def make_info() -> bytes:
+    # The same bytes every time (no parameters, unsigned): encoded and checked once.
+    return encode_request("info", {})
+
+
+def make_get_swarm(account: AccountId | str) -> bytes:
+    return encode_request("get_swarm", {"pubkey": str(_as_id(account))})
