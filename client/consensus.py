@@ -3,10 +3,10 @@
 Design note
 -----------
 A client trusts nothing about the network but the authorities' keys pinned in its
-network file (:class:`onion.directory.NetworkFile`). :class:`Directory` gets the
+network file (:class:`veil.onion.directory.NetworkFile`). :class:`Directory` gets the
 consensus from the authorities (``GET /consensus``, in random order, the first that
 verifies wins: every authority serves the same document with all the signatures),
-verifies it with :func:`onion.directory.verify_consensus` against the pinned keys and
+verifies it with :func:`veil.onion.directory.verify_consensus` against the pinned keys and
 threshold, and keeps it in the state file so that a restarted client starts at once.
 The cached bytes are verified again when loaded (a local file is not trusted more than
 the network), and never replace a newer epoch (no rollback, across restarts too).
@@ -133,7 +133,7 @@ class Directory:
         valid by our clock) is accepted at its own ``valid_after`` instead, and the
         result's second item is True (see the module note). The epoch is not compared
         with the current one here (:meth:`install` refuses an older one). Raises what
-        :func:`~onion.directory.verify_consensus` raises.
+        :func:`~veil.onion.directory.verify_consensus` raises.
         """
         pinned, threshold = self.network.pinned_keys, self.network.threshold
         try:

@@ -3,7 +3,7 @@
 A home is one directory (``veil --home DIR``, ``VEIL_HOME``, or the platform's user data
 directory) that only its owner may enter: it is created with mode 0700. It holds the
 account's seed (``identity.json``) and the client's state (``state.sqlite3``, see
-:mod:`client.state`).
+:mod:`veil.client.state`).
 
 The identity file, ``identity.json``, is small versioned JSON, mode 0600. Version 2 holds
 either the seed in clear::
@@ -71,6 +71,7 @@ from veil.client.errors import (
     HomeError,
     IdentityExists,
     InsecureFile,
+    InvalidArgument,
     NoIdentity,
     PassphraseRequired,
     WrongPassphrase,
@@ -117,9 +118,9 @@ class KdfLimits:
 
     def __post_init__(self) -> None:
         if not MIN_OPSLIMIT <= self.opslimit <= MAX_OPSLIMIT:
-            raise ValueError(f"opslimit must be in [{MIN_OPSLIMIT}, {MAX_OPSLIMIT}]")
+            raise InvalidArgument(f"opslimit must be in [{MIN_OPSLIMIT}, {MAX_OPSLIMIT}]")
         if not MIN_MEMLIMIT <= self.memlimit <= MAX_MEMLIMIT:
-            raise ValueError(f"memlimit must be in [{MIN_MEMLIMIT}, {MAX_MEMLIMIT}]")
+            raise InvalidArgument(f"memlimit must be in [{MIN_MEMLIMIT}, {MAX_MEMLIMIT}]")
 
 
 #: For tests only: the cheapest argon2id that libsodium accepts.
@@ -173,7 +174,7 @@ class Home:
 
     @property
     def state_path(self) -> Path:
-        """The client's SQLite state (:class:`client.state.ClientState`)."""
+        """The client's SQLite state (:class:`veil.client.state.ClientState`)."""
         return self.path / STATE_FILE
 
     def ensure(self) -> None:

@@ -2,7 +2,7 @@
 
 Design note
 -----------
-**Sending.** The content is sealed once (:func:`onion.envelope.seal`: signed by us,
+**Sending.** The content is sealed once (:func:`veil.onion.envelope.seal`: signed by us,
 sealed to the recipient, padded) and stored in the inbox (namespace 0) of the
 recipient at a node of its swarm. A failed store is retried with the *same* envelope:
 the node names a message by the hash of its bytes and stores a duplicate once, so

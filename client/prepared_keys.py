@@ -22,7 +22,7 @@ _REFILL_DELAY = 0.001
 
 
 class PreparedKeys:
-    """Hop key exchanges done ahead of time, by onion key (:func:`onion.packet.prepare_hop`).
+    """Hop key exchanges done ahead of time, by onion key (:func:`veil.onion.packet.prepare_hop`).
 
     Building a 4-hop packet takes about 0.6 ms here, most of it eight X25519
     multiplications that depend only on the hops' onion keys. :meth:`take` hands out
@@ -30,7 +30,7 @@ class PreparedKeys:
     (a background task) then tops each up to ``per_key`` in a worker thread (libsodium
     releases the GIL, so on a machine with two cores this overlaps the network wait), and
     packets through the same nodes are built without that work on their critical path.
-    Each prepared exchange is used once (:class:`onion.packet.HopKeys`); at most
+    Each prepared exchange is used once (:class:`veil.onion.packet.HopKeys`); at most
     ``max_keys`` onion keys are kept (the least recently used one is dropped). Without
     :meth:`run`, :meth:`take` just finds nothing and packets are built as before.
     """

@@ -31,11 +31,11 @@ Design notes
   call waits for the one in progress). What each method costs:
 
   - *cheap* (one indexed row or a handful, no commit: fine on the trio thread):
-    :meth:`~ClientState.get_guards`, :meth:`~ClientState.failures`,
-    :meth:`~ClientState.node_failures`, :meth:`~ClientState.get_position`,
+    :meth:`~ClientState.get_guards`, :meth:`~ClientState.node_failures`,
+    :meth:`~ClientState.get_position`,
     :meth:`~ClientState.has_message`, :meth:`~ClientState.list_messages` with a small
     ``limit``, :meth:`~ClientState.get_clock_offset`;
-  - *blocking* (a commit, so an fsync, and possibly a wait of up to ``busy_timeout``
+  - *blocking* (a commit, so an fsync, and possibly a wait of up to ``busy_timeout_s``
     for another process's write; or megabytes of data): every other method; call these
     through ``trio.to_thread.run_sync``. :meth:`~ClientState.open` and
     :meth:`~ClientState.load_consensus` (up to a few MB) are blocking too.
@@ -161,7 +161,7 @@ class ClientState:
         ``busy_timeout_s`` (seconds) is how long a write waits for another process's
         write. ``clock`` gives the ms stamped on rows (``updated_at``, ``last_failure``,
         ...); default the wall clock. Raises :class:`StateError` and
-        :class:`~client.home.InsecureFile`; the directory must exist.
+        :class:`~veil.client.home.InsecureFile`; the directory must exist.
         """
         path = Path(path)
         create_private(path)
@@ -298,15 +298,6 @@ class ClientState:
             conn.execute(
                 "UPDATE guards SET failures = 0, last_used = ? WHERE node_id = ?", (now, node_id)
             )
-
-    def failures(self, node_id: bytes) -> int:
-        """``node_id``'s consecutive failures (0 if none recorded). Cheap."""
-        node_id = check_node_id(node_id)
-        with self._reading() as conn:
-            row = conn.execute(
-                "SELECT failures FROM node_failures WHERE node_id = ?", (node_id,)
-            ).fetchone()
-        return 0 if row is None else int(row[0])
 
     def node_failures(self) -> dict[bytes, int]:
         """Every node with a failure count, and the count. Cheap (one row per failing

@@ -168,7 +168,7 @@ async def test_guards_are_kept_and_replaced_after_three_failures(tmp_path: Path)
         assert paths.guards_replaced == 1
     with ClientState.open(tmp_path / "s.sqlite3") as state:
         assert {g.node_id for g in state.get_guards()} == set(now)
-        assert state.failures(bad) == 3
+        assert state.node_failures().get(bad, 0) == 3
 
 
 async def test_unchanged_guards_come_without_a_yield_and_a_change_is_waited_for(
@@ -258,7 +258,7 @@ async def test_failing_relay_is_avoided(state: ClientState) -> None:
         assert dead not in (await paths.choose_path()).node_ids
     # A success makes it usable again (and clears the count in the state file).
     await paths.node_succeeded(dead)
-    assert paths.usable(dead) and state.failures(dead) == 0
+    assert paths.usable(dead) and state.node_failures().get(dead, 0) == 0
 
 
 async def test_destination_choice(state: ClientState) -> None:

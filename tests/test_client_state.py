@@ -292,22 +292,22 @@ def test_failures_count_up_reset_on_success_and_track_guards(db: Path) -> None:
     guard, other = node(1), node(2)
     with ClientState.open(db, clock=clock) as state:
         state.set_guards([GuardRecord(guard, chosen_at_ms=1)])
-        assert state.failures(guard) == 0
+        assert state.node_failures().get(guard, 0) == 0
         assert [state.record_failure(guard) for _ in range(3)] == [1, 2, 3]
         assert state.record_failure(other) == 1
-        assert state.failures(guard) == 3
+        assert state.node_failures().get(guard, 0) == 3
         assert state.node_failures() == {guard: 3, other: 1}
         assert state.get_guards()[0].failures == 3
 
         clock.now = 6_000
         state.record_success(guard)
-        assert state.failures(guard) == 0
+        assert state.node_failures().get(guard, 0) == 0
         assert state.get_guards() == [
             GuardRecord(guard, chosen_at_ms=1, failures=0, last_used_ms=6_000)
         ]
         assert state.node_failures() == {other: 1}
     with ClientState.open(db) as state:
-        assert state.failures(other) == 1
+        assert state.node_failures().get(other, 0) == 1
 
 
 def test_forget_failures_drops_only_old_ones(db: Path) -> None:
@@ -592,7 +592,7 @@ def test_two_processes_writing_one_new_file(db: Path) -> None:
 
     with ClientState.open(db) as state:
         shared = hashlib.blake2b(b"shared node", digest_size=32).digest()
-        assert state.failures(shared) == 2 * rounds  # no increment lost
+        assert state.node_failures().get(shared, 0) == 2 * rounds  # no increment lost
         for who in (1, 2):
             me = Account(bytes([who]) * 32).id
             hashes = [m.hash for m in state.list_messages(me, limit=1000)]
@@ -630,7 +630,7 @@ def test_one_state_shared_by_threads(db: Path) -> None:
         for t in threads:
             t.join()
         assert errors == []
-        assert state.failures(node(0)) == 100
+        assert state.node_failures().get(node(0), 0) == 100
         assert len(state.list_messages(me, limit=1000)) == 100
 
 
