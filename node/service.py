@@ -110,7 +110,7 @@ class ServiceConfig:
     max_buckets: int = 100_000
     #: Long-polls waiting at the same time, at most.
     max_waiters: int = 10_000
-    #: Store options; see :func:`node.store.open_store`.
+    #: Store options; see :func:`veil.node.store.open_store`.
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     queue_size: int = 1024
     max_batch: int = 512
@@ -333,8 +333,8 @@ async def open_storage_service(
     ``clock`` is the node's wall clock in ms (injectable for tests); timeouts (long-poll,
     rate limits, sweeps) use trio's clock. On exit, writes still queued are committed
     and the store is closed; on cancel or error, queued writes fail and the store is
-    closed (see :func:`node.store.open_store`). Opening raises ``sqlite3.Error`` or
-    ``RuntimeError`` if the store cannot be opened.
+    closed (see :func:`veil.node.store.open_store`). Opening raises
+    :class:`~veil.node.errors.StoreError` if the store cannot be opened.
     """
     config = config or ServiceConfig()
     async with open_store(

@@ -1,6 +1,6 @@
 """The parts of replication that need no network: the sealed frame format
 (onion/replication_frames.py), with hypothesis properties for hostile bytes, and the
-store's replication methods (node/store.py) on real SQLite files."""
+store's replication methods (node/store/) on real SQLite files."""
 
 from __future__ import annotations
 

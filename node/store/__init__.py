@@ -1,0 +1,43 @@
+"""The node's message store: SQLite in WAL mode, one writer task, expired rows swept.
+
+Design note
+-----------
+SQLite calls block, and trio must not block: writes go through one writer task that
+commits them in batches in a worker thread (group commit, persist-then-wake), and
+reads are small bounded queries on a second, read-only connection on the trio thread
+(in WAL mode readers never wait for the writer). Where each part lives:
+
+* ``message_store.py``: :class:`MessageStore` (the public methods, long-poll watches,
+  the sweeper) and :func:`open_store`, which owns the nursery of the writer and sweeper;
+* ``writer.py``: the batching writer (the queue, one transaction per batch, savepoints
+  only after a failure, direct wakes);
+* ``writes.py``: what each write does in SQL (store, delete, expire, replicas, cursors);
+* ``reads.py``: retrieve, get, and the walks that replication and handover make;
+* ``schema.py``: connections, the schema and its ordered migrations (user_version);
+* ``records.py``: the records the store returns.
+
+The modules import their siblings, never this package, so there is no import circle.
+This package re-exports the public names, as before the split.
+"""
+
+from __future__ import annotations
+
+from veil.onion.replica import ReplicaMessage, ReplicaPage
+
+from ..errors import StoreClosed, StoreError
+from .message_store import MessageStore, open_store
+from .records import Clock, StoredMessage, StoredPage, StoreOutcome, StoreStats
+
+__all__ = [
+    "Clock",
+    "MessageStore",
+    "ReplicaMessage",
+    "ReplicaPage",
+    "StoreClosed",
+    "StoreError",
+    "StoreOutcome",
+    "StoreStats",
+    "StoredMessage",
+    "StoredPage",
+    "open_store",
+]

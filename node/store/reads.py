@@ -1,0 +1,188 @@
+"""The store's reads: small indexed queries on the read-only connection, trio thread.
+
+Design note
+-----------
+In WAL mode readers never wait for the writer, and each statement sees the last
+committed state, so every read here runs on the trio thread without a thread hop: each
+is bounded (at most ``limit`` rows, a byte budget, a scan limit), which is what keeps
+it short enough not to block. Reads never return a row whose ``expiry`` (ms, the
+store's clock, passed in as ``now``) has passed; the sweeper deletes such rows later.
+
+The functions take the connection and ``now`` and do no checkpoint; the store's methods
+(node/store/message_store.py) give each read its one checkpoint, before reading.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from veil.onion.replica import ReplicaMessage, ReplicaPage
+
+from .records import StoredMessage, StoredPage
+
+__all__ = [
+    "account_replicas",
+    "accounts",
+    "get",
+    "replica_page",
+    "retrieve",
+    "size_bytes",
+    "sync_cursor",
+]
+
+
+def retrieve(
+    conn: sqlite3.Connection,
+    key: bytes,
+    namespace: int,
+    now: int,
+    after_hash: bytes | None,
+    limit: int,
+    max_bytes: int,
+    item_overhead: int,
+) -> StoredPage:
+    """See :meth:`MessageStore.retrieve`."""
+    after = 0
+    if after_hash is not None:
+        row = conn.execute(
+            "SELECT seq FROM messages WHERE account = ? AND namespace = ? AND hash = ?",
+            (key, namespace, after_hash),
+        ).fetchone()
+        if row is not None:
+            after = row[0]
+    cur = conn.execute(
+        "SELECT hash, data, timestamp, expiry FROM messages"
+        " WHERE account = ? AND namespace = ? AND seq > ? AND expiry > ?"
+        " ORDER BY seq LIMIT ?",
+        (key, namespace, after, now, limit + 1),
+    )
+    messages: list[StoredMessage] = []
+    used = 0
+    more = False
+    try:
+        for h, data, timestamp, expiry in cur:  # rows are fetched one at a time
+            cost = len(data) + item_overhead
+            if len(messages) >= limit or (messages and used + cost > max_bytes):
+                more = True
+                break
+            used += cost
+            messages.append(StoredMessage(h, data, timestamp, expiry))
+    finally:
+        cur.close()
+    return StoredPage(messages, more)
+
+
+def get(
+    conn: sqlite3.Connection, key: bytes, namespace: int, hash: bytes, now: int
+) -> StoredMessage | None:
+    """One unexpired message by hash, or None."""
+    row = conn.execute(
+        "SELECT hash, data, timestamp, expiry FROM messages"
+        " WHERE account = ? AND namespace = ? AND hash = ? AND expiry > ?",
+        (key, namespace, hash, now),
+    ).fetchone()
+    return None if row is None else StoredMessage(*row)
+
+
+def replica_page(
+    conn: sqlite3.Connection,
+    after_seq: int,
+    now: int,
+    accept: Callable[[bytes], bool],
+    limit: int,
+    max_bytes: int,
+    item_overhead: int,
+    scan_limit: int,
+) -> ReplicaPage:
+    """See :meth:`MessageStore.replica_page`."""
+    rows = conn.execute(
+        "SELECT seq, account, namespace, hash, timestamp, expiry, length(data)"
+        " FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
+        (after_seq, scan_limit),
+    ).fetchall()
+    taken: list[tuple[int, bytes, int, bytes, int, int]] = []
+    used = 0
+    next_seq = after_seq
+    full = False
+    for seq, account, namespace, h, timestamp, expiry, size in rows:
+        if expiry > now and accept(account):
+            cost = size + item_overhead
+            if len(taken) >= limit or (taken and used + cost > max_bytes):
+                full = True
+                break
+            used += cost
+            taken.append((seq, account, namespace, h, timestamp, expiry))
+        next_seq = seq
+    messages: list[ReplicaMessage] = []
+    for seq, account, namespace, h, timestamp, expiry in taken:
+        row = conn.execute("SELECT data FROM messages WHERE seq = ?", (seq,)).fetchone()
+        if row is not None:  # deleted between the two reads: skip it
+            messages.append(ReplicaMessage(account, namespace, h, row[0], timestamp, expiry))
+    more = full or len(rows) == scan_limit
+    return ReplicaPage(messages, next_seq, more)
+
+
+def account_replicas(
+    conn: sqlite3.Connection,
+    account: bytes,
+    after: tuple[int, int],
+    now: int,
+    limit: int,
+    max_bytes: int,
+    item_overhead: int,
+) -> tuple[list[ReplicaMessage], tuple[int, int], bool]:
+    """See :meth:`MessageStore.account_replicas`."""
+    cur = conn.execute(
+        "SELECT namespace, seq, hash, data, timestamp, expiry FROM messages"
+        " WHERE account = ? AND (namespace, seq) > (?, ?) AND expiry > ?"
+        " ORDER BY namespace, seq LIMIT ?",
+        (account, after[0], after[1], now, limit + 1),
+    )
+    messages: list[ReplicaMessage] = []
+    cursor = after
+    used = 0
+    more = False
+    try:
+        for namespace, seq, h, data, timestamp, expiry in cur:
+            cost = len(data) + item_overhead
+            if len(messages) >= limit or (messages and used + cost > max_bytes):
+                more = True
+                break
+            used += cost
+            messages.append(ReplicaMessage(account, namespace, h, data, timestamp, expiry))
+            cursor = (namespace, seq)
+    finally:
+        cur.close()
+    return messages, cursor, more
+
+
+def accounts(conn: sqlite3.Connection, after: bytes | None, limit: int) -> list[bytes]:
+    """See :meth:`MessageStore.accounts`."""
+    found: list[bytes] = []
+    last = b"" if after is None else after
+    for _ in range(limit):
+        row = conn.execute(
+            "SELECT account FROM messages WHERE account > ? ORDER BY account LIMIT 1",
+            (last,),
+        ).fetchone()
+        if row is None:
+            break
+        last = row[0]
+        found.append(last)
+    return found
+
+
+def sync_cursor(conn: sqlite3.Connection, peer: bytes, scope: bytes) -> int:
+    """See :meth:`MessageStore.sync_cursor`."""
+    row = conn.execute(
+        "SELECT seq FROM sync_cursors WHERE peer = ? AND scope = ?", (peer, scope)
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def size_bytes(conn: sqlite3.Connection) -> int:
+    """The database file's size (page_count * page_size); no table scan."""
+    page_count = conn.execute("PRAGMA page_count").fetchone()[0]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int(page_count * page_size)

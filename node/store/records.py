@@ -1,0 +1,67 @@
+"""What the message store gives back: plain frozen records, no behaviour.
+
+Design note
+-----------
+The store's answers (:class:`StoredMessage`, :class:`StoredPage`, :class:`StoreOutcome`,
+:class:`StoreStats`) and its clock type, in a module of their own so that the reads, the
+writes and the store itself import them without importing each other. Times are ms of
+the store's clock (:data:`Clock`). The records that travel between nodes
+(:class:`~veil.onion.replica.ReplicaMessage`, :class:`~veil.onion.replica.ReplicaPage`)
+are the protocol's, in onion/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["Clock", "StoreOutcome", "StoreStats", "StoredMessage", "StoredPage"]
+
+#: Wall-clock milliseconds since the Unix epoch (injectable for tests).
+Clock = Callable[[], int]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    hash: bytes
+    data: bytes
+    timestamp: int
+    expiry: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPage:
+    """A page of one (account, namespace)'s messages, as :meth:`MessageStore.retrieve`
+    reads it (the RPC's answer, :class:`veil.onion.rpc.RetrieveResult`, is built from it)."""
+
+    messages: list[StoredMessage]
+    #: True if more messages follow the last one returned (ask again with its hash).
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    """The result of :meth:`MessageStore.store`."""
+
+    hash: bytes
+    #: The message's expiry after this store (the later one if it was already there).
+    expiry: int
+    #: False if the same message (same hash) was already stored and still alive.
+    created: bool
+    #: When it was stored (ms, the store's clock) if ``created``; else 0. For
+    #: replication only, so not part of equality.
+    timestamp: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    #: Rows in the table, including expired rows that the sweeper has not deleted yet.
+    messages: int
+    #: Size of the database file in bytes (page_count * page_size).
+    size_bytes: int
+    #: Expired rows deleted by sweeps since the store was opened.
+    swept: int
+    #: Sweep transactions (batches of at most ``sweep_batch`` rows) since opened.
+    sweep_batches: int
+    #: Write transactions committed since opened.
+    write_batches: int

@@ -1,0 +1,145 @@
+"""The store's SQLite file: connections, the schema, and its migrations.
+
+Design note
+-----------
+``PRAGMA user_version`` is the schema version, in the client's style
+(client/state.py): ``_MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``,
+and :func:`migrate` applies the missing ones in ONE transaction (``BEGIN IMMEDIATE``), so
+a crash mid-migration leaves the old version. A file of a newer version is refused with
+:class:`~veil.node.errors.StoreError` rather than misread. Migrations only go forward;
+each is a few SQL statements, never edited once released (add the next one instead).
+A new file runs them all: it is created as version 1, then rebuilt as version 2, which
+costs a few milliseconds once and gives exactly the tables and indexes an upgraded file
+has.
+
+Version 2: ``seq`` is AUTOINCREMENT, so a seq is never given out twice, even after the
+newest rows were deleted (plain rowids reuse max(rowid) + 1). Replication cursors
+("every row after seq C") rely on it: a reused seq at or below a peer's cursor would
+never be pulled. The seqs of a version 1 file are kept; AUTOINCREMENT starts after the
+largest one. Version 2 also adds ``sync_cursors`` (node/replication/).
+
+Connections: WAL mode or nothing (readers must never wait for the writer, see
+node/store/message_store.py); a file system without WAL is refused with a
+:class:`~veil.node.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+from ..errors import StoreError
+
+__all__ = ["SCHEMA_VERSION", "connect", "migrate"]
+
+_MESSAGES_V2 = """CREATE TABLE IF NOT EXISTS messages (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order, never reused
+    account   BLOB    NOT NULL,     -- the account's 32-byte X25519 key
+    namespace INTEGER NOT NULL,
+    hash      BLOB    NOT NULL,     -- 32-byte message hash (onion.rpc.message_hash)
+    data      BLOB    NOT NULL,
+    timestamp INTEGER NOT NULL,     -- ms, when stored
+    expiry    INTEGER NOT NULL,     -- ms
+    UNIQUE (account, namespace, hash)
+)"""
+
+# retrieve: WHERE account = ? AND namespace = ? AND seq > ? ORDER BY seq
+_BY_OWNER = "CREATE INDEX IF NOT EXISTS messages_by_owner ON messages (account, namespace, seq)"
+# sweeps: WHERE expiry <= ?
+_BY_EXPIRY = "CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expiry)"
+
+# _MIGRATIONS[i] takes the schema from version i to i + 1. Never edit a released one: add
+# the next. Statements run one by one inside migrate()'s transaction (not through
+# executescript, which would COMMIT first).
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 0 -> 1: the messages table, with plain rowids.
+    (
+        """CREATE TABLE IF NOT EXISTS messages (
+    seq       INTEGER PRIMARY KEY,  -- rowid: arrival order
+    account   BLOB    NOT NULL,     -- the account's 32-byte X25519 key
+    namespace INTEGER NOT NULL,
+    hash      BLOB    NOT NULL,     -- 32-byte message hash (onion.rpc.message_hash)
+    data      BLOB    NOT NULL,
+    timestamp INTEGER NOT NULL,     -- ms, when stored
+    expiry    INTEGER NOT NULL,     -- ms
+    UNIQUE (account, namespace, hash)
+)""",
+        _BY_OWNER,
+        _BY_EXPIRY,
+    ),
+    # 1 -> 2: seq AUTOINCREMENT (the table rebuilt, its seqs kept), and the pull cursors.
+    (
+        "ALTER TABLE messages RENAME TO messages_v1",
+        "DROP INDEX IF EXISTS messages_by_owner",
+        "DROP INDEX IF EXISTS messages_by_expiry",
+        _MESSAGES_V2,
+        "INSERT INTO messages (seq, account, namespace, hash, data, timestamp, expiry)"
+        " SELECT seq, account, namespace, hash, data, timestamp, expiry FROM messages_v1",
+        "DROP TABLE messages_v1",
+        # Copying no rows still leaves a ("messages", 0) counter; drop it, so that a new
+        # file is the same as one created directly at version 2 (seqs start at 1 either way).
+        "DELETE FROM sqlite_sequence WHERE name = 'messages' AND seq = 0",
+        _BY_OWNER,
+        _BY_EXPIRY,
+        # anti-entropy: how far this node has pulled each peer's rows (node/replication/)
+        """CREATE TABLE IF NOT EXISTS sync_cursors (
+    peer  BLOB    NOT NULL,  -- the peer's node ID
+    scope BLOB    NOT NULL,  -- which accounts the pull covered (the replicator's key)
+    seq   INTEGER NOT NULL,  -- the peer's last seq looked at
+    PRIMARY KEY (peer, scope)
+) WITHOUT ROWID""",
+    ),
+)
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def connect(path: Path, synchronous: str, *, read_only: bool) -> sqlite3.Connection:
+    """A connection in WAL mode (else :class:`StoreError`); ``sqlite3.Error`` if the file
+    cannot be opened."""
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread=False:
+    # the write connection is used from trio's worker threads, one call at a time (only
+    # the writer task uses it), never concurrently.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"could not put {path} in WAL mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        if read_only:
+            conn.execute("PRAGMA query_only=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the file to :data:`SCHEMA_VERSION` in one transaction (worker thread).
+
+    Raises :class:`StoreError` for a newer (or damaged) version, ``sqlite3.Error`` if
+    the file cannot be read or written.
+    """
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version == SCHEMA_VERSION:
+        return  # the common case: no write lock taken
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Read again under the write lock (one node per data directory holds its lock,
+        # but a copy of the file may be opened by hand).
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{path} has store schema {version}; this node knows {SCHEMA_VERSION}")
+        if version < 0:
+            raise StoreError(f"{path} is damaged: store schema {version}")
+        for step in _MIGRATIONS[version:]:
+            for statement in step:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise

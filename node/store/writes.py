@@ -1,0 +1,187 @@
+"""The store's writes: each builds the function that the writer runs in its batch.
+
+Design note
+-----------
+Every function here returns a :data:`~veil.node.store.writer.WriteFn`: a closure over
+its arguments that acts only on the cursor it is given (the writer may run it twice,
+see node/store/writer.py) and returns ``(result, row_delta, notify)``. No I/O happens
+here; :class:`~veil.node.store.message_store.MessageStore` submits them.
+
+Messages are keyed by (account, namespace, hash): storing the same message again does
+not create a second row (a new message takes one ``INSERT ... ON CONFLICT DO NOTHING``;
+only a duplicate is then read back); it extends the expiry to the later of the two
+(unless the old row has already expired, in which case it is replaced by a fresh one,
+so that a client polling "since my last hash" sees it again). ``seq`` is AUTOINCREMENT,
+never reused; seqs may have gaps (a duplicate's insert that did nothing may use one
+up), which no reader relies on.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from veil.onion.replica import ReplicaMessage
+
+from .records import StoreOutcome
+from .writer import WriteFn
+
+__all__ = [
+    "delete_messages",
+    "delete_replicas",
+    "delete_rows",
+    "expire_messages",
+    "set_sync_cursor",
+    "store_message",
+    "store_replicas",
+]
+
+_INSERT = (
+    "INSERT INTO messages (account, namespace, hash, data, timestamp, expiry)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+#: As _INSERT, but a row already there under the same (account, namespace, hash) makes it
+#: do nothing (``rowcount`` 0) instead of failing.
+_INSERT_NEW = _INSERT + " ON CONFLICT (account, namespace, hash) DO NOTHING"
+
+
+def store_message(
+    key: bytes, namespace: int, hash: bytes, data: bytes, now: int, expiry: int
+) -> WriteFn[StoreOutcome]:
+    """Store a message of the account ``key`` (its 32-byte X25519 key) until ``expiry``."""
+    notify = (key, namespace)
+
+    def write(db: sqlite3.Cursor) -> tuple[StoreOutcome, int, list[tuple[bytes, int]]]:
+        # A new message (the usual case) takes this one statement. A duplicate inserts
+        # nothing (it may use up a seq, which is never reused anyway) and goes on below.
+        if db.execute(_INSERT_NEW, (key, namespace, hash, data, now, expiry)).rowcount:
+            return StoreOutcome(hash, expiry, created=True, timestamp=now), 1, [notify]
+        seq, old_expiry = db.execute(
+            "SELECT seq, expiry FROM messages WHERE account = ? AND namespace = ? AND hash = ?",
+            (key, namespace, hash),
+        ).fetchone()
+        if old_expiry > now:
+            new_expiry = max(old_expiry, expiry)
+            if new_expiry != old_expiry:
+                db.execute("UPDATE messages SET expiry = ? WHERE seq = ?", (new_expiry, seq))
+            return StoreOutcome(hash, new_expiry, created=False), 0, []
+        # Expired: replaced by a fresh row (a new seq, so "since my last hash" sees it).
+        db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+        db.execute(_INSERT, (key, namespace, hash, data, now, expiry))
+        return StoreOutcome(hash, expiry, created=True, timestamp=now), 0, [notify]
+
+    return write
+
+
+def delete_messages(key: bytes, namespace: int, hashes: Sequence[bytes]) -> WriteFn[list[bytes]]:
+    """Delete these messages; the result is the hashes that were there (expired too)."""
+
+    def write(db: sqlite3.Cursor) -> tuple[list[bytes], int, list[tuple[bytes, int]]]:
+        deleted: list[bytes] = []
+        for h in dict.fromkeys(hashes):  # unique, in order
+            cur = db.execute(
+                "DELETE FROM messages WHERE account = ? AND namespace = ? AND hash = ?",
+                (key, namespace, h),
+            )
+            if cur.rowcount:
+                deleted.append(h)
+        return deleted, -len(deleted), []
+
+    return write
+
+
+def delete_rows(sql: str, args: tuple[Any, ...]) -> WriteFn[int]:
+    """Run one ``DELETE`` statement (a batch of a sweep or a delete_all); the result is
+    how many rows it deleted."""
+
+    def write(db: sqlite3.Cursor) -> tuple[int, int, list[tuple[bytes, int]]]:
+        n = db.execute(sql, args).rowcount
+        return n, -n, []
+
+    return write
+
+
+def expire_messages(
+    key: bytes, namespace: int, hashes: Sequence[bytes], expiry: int, now: int
+) -> WriteFn[list[bytes]]:
+    """Set the expiry of these (unexpired) messages; the result is the hashes updated."""
+
+    def write(db: sqlite3.Cursor) -> tuple[list[bytes], int, list[tuple[bytes, int]]]:
+        updated: list[bytes] = []
+        for h in dict.fromkeys(hashes):
+            cur = db.execute(
+                "UPDATE messages SET expiry = ?"
+                " WHERE account = ? AND namespace = ? AND hash = ? AND expiry > ?",
+                (expiry, key, namespace, h, now),
+            )
+            if cur.rowcount:
+                updated.append(h)
+        return updated, 0, []
+
+    return write
+
+
+def store_replicas(items: Sequence[ReplicaMessage], now: int) -> WriteFn[list[bool]]:
+    """Store messages another node holds, keeping their timestamp and expiry; the result
+    says, per message, whether it was new here (see :meth:`MessageStore.store_replicated`)."""
+
+    def write(db: sqlite3.Cursor) -> tuple[list[bool], int, list[tuple[bytes, int]]]:
+        created: list[bool] = []
+        notify: list[tuple[bytes, int]] = []
+        delta = 0
+        for m in items:
+            if m.expiry <= now:
+                created.append(False)
+                continue
+            row = db.execute(
+                "SELECT seq, expiry FROM messages WHERE account = ? AND namespace = ? AND hash = ?",
+                (m.account, m.namespace, m.hash),
+            ).fetchone()
+            if row is not None:
+                seq, old_expiry = row
+                if old_expiry > now:
+                    if m.expiry > old_expiry:
+                        db.execute("UPDATE messages SET expiry = ? WHERE seq = ?", (m.expiry, seq))
+                    created.append(False)
+                    continue
+                db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+                delta -= 1
+            db.execute(_INSERT, (m.account, m.namespace, m.hash, m.data, m.timestamp, m.expiry))
+            delta += 1
+            created.append(True)
+            notify.append((m.account, m.namespace))
+        return created, delta, notify
+
+    return write
+
+
+def delete_replicas(account: bytes, pairs: Sequence[tuple[int, bytes]]) -> WriteFn[int]:
+    """Delete these ``(namespace, hash)`` messages of ``account``; the result is how many
+    were there."""
+
+    def write(db: sqlite3.Cursor) -> tuple[int, int, list[tuple[bytes, int]]]:
+        n = 0
+        for namespace, h in pairs:
+            n += db.execute(
+                "DELETE FROM messages WHERE account = ? AND namespace = ? AND hash = ?",
+                (account, namespace, h),
+            ).rowcount
+        return n, -n, []
+
+    return write
+
+
+def set_sync_cursor(peer: bytes, scope: bytes, seq: int) -> WriteFn[None]:
+    """Remember ``peer``'s cursor for ``scope``, dropping its cursors for other scopes."""
+
+    def write(db: sqlite3.Cursor) -> tuple[None, int, list[tuple[bytes, int]]]:
+        db.execute("DELETE FROM sync_cursors WHERE peer = ? AND scope != ?", (peer, scope))
+        db.execute(
+            "INSERT INTO sync_cursors (peer, scope, seq) VALUES (?, ?, ?)"
+            " ON CONFLICT (peer, scope) DO UPDATE SET seq = excluded.seq",
+            (peer, scope, seq),
+        )
+        return None, 0, []
+
+    return write
