@@ -22,10 +22,11 @@ unless ``clock_control`` is on; the store, the RPC's signature window, the repla
 and ``/info`` all read it, so a test that moves it moves the whole node consistently.
 
 Network: with ``[network] file`` set, :attr:`Node.network` follows the authorities'
-consensus (:mod:`node.network_view`; its directory client starts before ``node.json`` is
-written, with the saved consensus loaded), the relay forwards only to listed next hops,
-and the ``/onion`` rate limit exempts the addresses of listed nodes (relays). Without
-it, ``node.network_view`` is a standalone view that owns every account.
+consensus (:mod:`node.network_view`; its directory client, :mod:`node.directory_client`,
+starts before ``node.json`` is written, with the saved consensus loaded), the relay
+forwards only to listed next hops, and the ``/onion`` rate limit exempts the addresses of
+listed nodes (relays). Without it, :attr:`Node.network` is a standalone view that owns
+every account.
 
 Start-up order: data directory and its lock, keys, store, peer pool, listener, then
 ``DIR/node.json`` (so a file that names a pid means that node answers). Shut-down order
@@ -33,16 +34,20 @@ is the reverse: stop accepting, drain requests (``http.shutdown_grace``), close 
 pool, close the store (queued writes are committed first), remove ``node.json``, release
 the lock. A node that is cancelled instead skips the grace (requests are cut) but still
 closes the store.
+
+Why one module of over 500 lines: it is where the node's parts meet, and little else.
+The routes, the start-up and shut-down order above and the storage figures that
+``/metrics`` reads are each a few lines wiring other modules to the :class:`Node`'s
+fields; split, each part would reach back into those fields and the order would be
+read across files.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
 import signal
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
@@ -57,13 +62,16 @@ from veil.onion.errors import (
     VeilError,
     wire_status,
 )
+from veil.onion.hostport import format_hostport
 from veil.onion.keys import NodeKeys
 from veil.onion.link import UPGRADE_PATH, UPGRADE_TOKEN
 from veil.onion.packet import MAX_PACKET_LEN
 from veil.onion.replay import ReplayCache
 from veil.onion.replication_frames import MAX_FRAME
+from veil.onion.wallclock import wall_clock_ms
 
 from .config import NodeConfig
+from .directory_client import DirectoryClient, advertised_address, load_network_file
 from .keystore import (
     NODE_INFO_FILE,
     STORE_FILE,
@@ -75,7 +83,7 @@ from .keystore import (
 from .link import HttpForwarder, LinkPool, open_link_pool, serve_link
 from .logging import log_event
 from .metrics import CONTENT_TYPE, NodeMetrics, StorageFigure
-from .network_view import DirectoryClient, NetworkView, advertised_address, load_network_file
+from .network_view import NetworkView
 from .onion_handler import OnionHandler
 from .peers import PeerPool
 from .ratelimit import TokenBucketLimiter, client_key
@@ -84,7 +92,7 @@ from .server import Handler, HttpServer, Request, Response, Route, text_response
 from .service import StorageService, open_storage_service
 from .swarm_guard import SwarmGuard
 
-__all__ = ["Node", "NodeClock", "format_address", "open_node", "parse_listen", "run_node"]
+__all__ = ["Node", "NodeClock", "open_node", "run_node"]
 
 log = logging.getLogger("veil.node")
 
@@ -107,32 +115,7 @@ class NodeClock:
         self.offset_ms = 0
 
     def __call__(self) -> int:
-        return time.time_ns() // 1_000_000 + self.offset_ms
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[V6]:PORT`` for IPv6) to ``(host, port)``; port 0 picks one.
-
-    The host must be an IP address: a node's address goes into onion packets, which
-    carry IP literals only. Raises :class:`ValueError` with a clear message.
-    """
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"--listen wants HOST:PORT, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"--listen wants an IP address, got {host!r}") from None
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"--listen wants a port from 0 to 65535, got {port_text!r}")
-    return str(ip), int(port_text)
-
-
-def format_address(host: str, port: int) -> str:
-    """``host:port``, with brackets around an IPv6 host."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return wall_clock_ms() + self.offset_ms
 
 
 class Node:
@@ -205,7 +188,7 @@ class Node:
     @property
     def address(self) -> str:
         """Where the node listens, ``host:port``."""
-        return format_address(self.host, self.port)
+        return format_hostport(self.host, self.port)
 
     @property
     def node_id(self) -> str:
@@ -388,7 +371,7 @@ async def open_node(
     :class:`~node.keystore.KeystoreError` (data dir, keys, lock),
     :class:`~onion.errors.NetworkFileError` (``[network] file``),
     :class:`~node.config.ConfigError` (no address to advertise), ``OSError`` (listen),
-    ``sqlite3.Error`` or ``RuntimeError`` (store) while starting.
+    ``sqlite3.Error`` or :class:`~node.errors.StoreError` (store) while starting.
     """
     config = config or NodeConfig()
     data_dir = Path(data_dir)

@@ -11,8 +11,8 @@ The subcommands, as DESIGN.md names them::
 ``run`` starts a node: standalone (a one-node network that holds every account) unless
 the config's ``[network] file`` names a ``network.json``, in which case the node
 publishes its descriptor to the authorities and follows their consensus
-(:mod:`node.network_view`). It prints one line ``listening on HOST:PORT`` to stdout once it
-accepts connections (with the real port when ``--listen`` asked for port 0;
+(:mod:`node.directory_client`). It prints one line ``listening on HOST:PORT`` to stdout
+once it accepts connections (with the real port when ``--listen`` asked for port 0;
 ``DIR/node.json`` says the same, with the node ID, onion key and pid), logs to stderr,
 and runs until SIGINT or SIGTERM, after which it shuts down gracefully and exits 0.
 
@@ -51,13 +51,14 @@ import trio
 
 from veil.onion import __version__
 from veil.onion.errors import NetworkFileError
+from veil.onion.hostport import BadHostPort, parse_hostport
 
-from .app import Node, parse_listen, run_node
+from .app import Node, run_node
 from .authority import DirectoryAuthority, init_authority, run_authority
-from .config import ConfigError, load_config
-from .keystore import KeystoreError
+from .config import load_config
+from .directory_client import load_network_file
+from .errors import ConfigError, NodeError, StoreError
 from .logging import configure_logging
-from .network_view import load_network_file
 
 __all__ = ["main", "tune_gc"]
 
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _authority_init(Path(args.data_dir))
     try:
         host, port = parse_listen(args.listen)
-    except ValueError as exc:
+    except BadHostPort as exc:
         parser.error(str(exc))
     if args.command == "authority" and port == 0:
         parser.error("an authority listens on the fixed port that network.json gives it, not 0")
@@ -136,7 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         trio.run(main_task)
     except BaseException as raised:  # unwrapped; anything unexpected is re-raised
         error = _single(raised)
-        if isinstance(error, KeystoreError | ConfigError | NetworkFileError):
+        # The store's errors first: a StoreError is a NodeError, but a store that cannot
+        # be opened is a failure to start (1), not a usage or configuration error (2).
+        if isinstance(error, sqlite3.Error | StoreError | RuntimeError):
+            print(f"veil-node: cannot open the store: {error}", file=sys.stderr)
+            return 1
+        if isinstance(error, NodeError | NetworkFileError):
             print(f"veil-node: {error}", file=sys.stderr)
             return 2
         if isinstance(error, OSError):
@@ -145,13 +151,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-        if isinstance(error, sqlite3.Error | RuntimeError):
-            print(f"veil-node: cannot open the store: {error}", file=sys.stderr)
-            return 1
         if isinstance(error, KeyboardInterrupt):
             return 130
         raise
     return 0
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``--listen HOST:PORT`` (``[V6]:PORT`` for IPv6) to ``(host, port)``; port 0 picks
+    one. The host must be an IP address: a node's address goes into onion packets, which
+    carry IP literals only. :class:`BadHostPort` with a message naming ``--listen``."""
+    try:
+        return parse_hostport(text, min_port=0)
+    except BadHostPort as exc:
+        raise BadHostPort(f"--listen {exc}") from None
 
 
 def tune_gc() -> None:
@@ -172,7 +185,7 @@ def tune_gc() -> None:
 def _authority_init(data_dir: Path) -> int:
     try:
         keys = init_authority(data_dir)
-    except KeystoreError as exc:
+    except NodeError as exc:
         print(f"veil-node: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"key": keys.node_id}), flush=True)

@@ -42,7 +42,6 @@ __all__ = [
     "LOCK_FILE",
     "NODE_INFO_FILE",
     "STORE_FILE",
-    "KeystoreError",
     "load_or_create_keys",
     "lock_data_dir",
     "prepare_data_dir",

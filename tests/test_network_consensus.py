@@ -227,7 +227,7 @@ def test_two_of_three_authorities_agree_and_carry_on_after_a_restart(tmp_path: P
 # --- a restarted authority -------------------------------------------------------------
 
 # vote_delay_ms under half the interval (the maximum): a restarted authority whose first
-# round of checks ends early in an epoch still votes in it (node/authority.py). A long
+# round of checks ends early in an epoch still votes in it (node/authority/liveness.py). A long
 # check_timeout: the paused node's first check must wait for it, not fail.
 RESTART_CONFIG = {"authority": {"vote_delay_ms": 400, "check_timeout": 30.0}}
 

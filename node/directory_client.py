@@ -1,0 +1,369 @@
+"""The directory client: the task that publishes this node's descriptor and keeps its
+:class:`~node.network_view.NetworkView` current.
+
+Design note
+-----------
+A node started with ``[network] file`` set runs one :class:`DirectoryClient` (the file is
+read by :func:`load_network_file`, before anything else at start, so that a typo in it
+leaves no new key behind):
+
+* **Publishing.** It signs this node's descriptor (identity key, onion key, advertised
+  address, version) and POSTs it to every authority; it makes a new one when half of
+  ``descriptor_lifetime_ms`` has passed, and posts again to an authority that has not
+  accepted the current one (backing off to a minute between attempts to an authority
+  that does not answer). When a new consensus does not list this node, it posts again
+  to every authority: the authority then checks the node at once instead of at its next
+  round (it may have restarted and lost it, or missed a check).
+* **Fetching.** While it holds no consensus, or the one it holds is no longer fresh, it
+  asks the authorities for ``GET /consensus`` every ``retry_interval`` (in turn, starting
+  with a different one each time, stopping at the first that gives a newer one); while
+  the consensus is fresh it sleeps until its ``fresh_until`` (no newer one can exist
+  before). Every document is checked with
+  :func:`onion.directory.verify_consensus` against the pinned keys and the threshold,
+  with the epoch held as ``min_epoch`` (no rollback). A refused document is logged with
+  its error (at most once a minute per authority and kind of error) and ignored: the
+  view keeps its last good consensus.
+* **Persisting.** Each accepted document is written to ``DIR/consensus.cbor``; at start
+  the saved one is verified again (signatures, threshold, times) and used if it still
+  is valid, so a restarted node relays and answers at once; a stale one is discarded.
+
+Errors and cancellation: :meth:`DirectoryClient.run` never returns and raises nothing
+for what the network does (unreachable authorities, bad documents); only a local failure
+(the data dir) escapes. Cancel it to stop it; a cancelled run leaves the view as it was.
+
+Its log lines keep the logger name ``veil.node.network_view`` that they had when this
+task lived in that module: operators' log filters select on it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+from veil.onion.backoff import Backoff
+from veil.onion.directory import (
+    MAX_CONSENSUS_SIZE,
+    Authority,
+    Consensus,
+    NetworkFile,
+    make_descriptor,
+    verify_consensus,
+)
+from veil.onion.errors import NetworkError, NetworkFileError, RateLimited, VeilError
+from veil.onion.hostport import parse_hostport
+from veil.onion.keys import NodeKeys
+
+from .config import NetworkConfig
+from .errors import ConfigError
+from .keystore import write_file_atomic
+from .logging import log_event
+from .network_view import NetworkView
+from .peers import PeerPool
+
+__all__ = [
+    "CONSENSUS_FILE",
+    "DirectoryClient",
+    "advertised_address",
+    "load_network_file",
+]
+
+log = logging.getLogger("veil.node.network_view")
+
+CONSENSUS_FILE = "consensus.cbor"
+#: Longest wait between attempts to post to an authority that does not answer.
+_MAX_BACKOFF_S = 60.0
+#: The back-off stops doubling after this many doublings (below _MAX_BACKOFF_S only
+#: when ``retry_interval`` is under 60 ms).
+_MAX_DOUBLINGS = 10
+#: The same refusal from the same authority is logged at most this often.
+_LOG_EVERY_S = 60.0
+
+
+def load_network_file(path: str | Path) -> NetworkFile:
+    """Read and parse ``network.json``; :class:`NetworkFileError` saying what is wrong."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            raw = f.read(64 * 1024 + 1)
+    except OSError as exc:
+        raise NetworkFileError(f"cannot read network file {p}: {exc.strerror or exc}") from None
+    try:
+        return NetworkFile.from_json(raw)
+    except NetworkFileError as exc:
+        raise NetworkFileError(f"{p}: {exc}") from None
+
+
+def advertised_address(config: NetworkConfig, bound_host: str, bound_port: int) -> tuple[str, int]:
+    """The address this node puts in its descriptor: ``[network] advertise``, or the
+    bound one. :class:`ConfigError` if that is not an address others can reach (a node
+    listening on ``0.0.0.0`` must say where it is reached)."""
+    if config.advertise:
+        return parse_hostport(config.advertise)  # checked when the config was read
+    ip = ipaddress.ip_address(bound_host)
+    if ip.is_unspecified:
+        raise ConfigError(
+            f"the node listens on {bound_host}, which is not an address others can reach: "
+            'set [network] advertise = "HOST:PORT"'
+        )
+    return str(ip), bound_port
+
+
+class DirectoryClient:
+    """Publishes this node's descriptor and keeps ``view`` current (module docstring)."""
+
+    def __init__(
+        self,
+        view: NetworkView,
+        *,
+        keys: NodeKeys,
+        network: NetworkFile,
+        config: NetworkConfig,
+        data_dir: Path,
+        address: tuple[str, int],
+        version: str,
+        clock: Callable[[], int],
+    ) -> None:
+        self.view = view
+        self.keys = keys
+        self.network = network
+        self.config = config
+        self.data_dir = data_dir
+        self.host, self.port = address
+        self.version = version
+        self.clock = clock
+        self._descriptor = b""
+        self._published_ms = 0
+        # authority key -> the published_ms of our descriptor it accepted
+        self._accepted: dict[bytes, int] = {}
+        self._next_try: dict[bytes, float] = {}
+        self._failures: dict[bytes, int] = {}
+        # retry_interval, doubling per failure at most _MAX_DOUBLINGS times, capped at
+        # _MAX_BACKOFF_S (and never below it for a retry_interval above it).
+        max_s = min(_MAX_BACKOFF_S, config.retry_interval * 2**_MAX_DOUBLINGS)
+        self._backoff_policy = Backoff(first_s=min(config.retry_interval, max_s), max_s=max_s)
+        self._turn = 0
+        self._logged: dict[tuple[bytes, str], float] = {}
+        self._reposted_epoch = -1
+        self._scope = trio.CancelScope()
+
+    @property
+    def consensus_path(self) -> Path:
+        return self.data_dir / CONSENSUS_FILE
+
+    def stop(self) -> None:
+        """Make :meth:`run` return (at once, from wherever it waits)."""
+        self._scope.cancel()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load the saved consensus, report started, then publish and fetch until
+        :meth:`stop` (or cancellation). See the module docstring for errors.
+        """
+        self.load_saved()
+        cfg = self.config
+        with self._scope:
+            async with PeerPool(
+                max_per_peer=2,
+                max_waiters=4,
+                connect_timeout=min(5.0, cfg.fetch_timeout),
+                idle_timeout=15.0,
+                max_response_bytes=MAX_CONSENSUS_SIZE + 4096,
+            ) as pool:
+                task_status.started()
+                while True:
+                    await self._publish(pool)
+                    await self._fetch(pool)
+                    await trio.sleep(self._delay())
+
+    # --- the saved consensus --------------------------------------------------------------
+
+    def load_saved(self) -> Consensus | None:
+        """Adopt ``DIR/consensus.cbor`` if it still verifies and is valid now."""
+        path = self.consensus_path
+        try:
+            with path.open("rb") as f:
+                data = f.read(MAX_CONSENSUS_SIZE + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log_event(log, logging.WARNING, "saved_consensus_unreadable", error=str(exc))
+            return None
+        try:
+            consensus = self._verify(data)
+        except VeilError as exc:
+            log_event(log, logging.INFO, "saved_consensus_discarded", error=str(exc))
+            return None
+        self.view.update(consensus)
+        log_event(log, logging.INFO, "saved_consensus_loaded", epoch=consensus.epoch)
+        return consensus
+
+    def _verify(self, data: bytes) -> Consensus:
+        held = self.view.consensus
+        return verify_consensus(
+            data,
+            pinned=self.network.pinned_keys,
+            threshold=self.network.threshold,
+            now_ms=self.clock(),
+            min_epoch=0 if held is None else held.epoch,
+        )
+
+    # --- publishing ------------------------------------------------------------------
+
+    def _current_descriptor(self) -> bytes:
+        now = self.clock()
+        lifetime = self.config.descriptor_lifetime_ms
+        if not self._descriptor or now >= self._published_ms + lifetime // 2:
+            self._descriptor = make_descriptor(
+                self.keys, self.host, self.port, self.version, now, lifetime
+            )
+            self._published_ms = now
+            log_event(log, logging.DEBUG, "descriptor_made", published_ms=now)
+        return self._descriptor
+
+    async def _publish(self, pool: PeerPool) -> None:
+        descriptor = self._current_descriptor()
+        now = trio.current_time()
+        due = [
+            a
+            for a in self.network.authorities
+            if self._accepted.get(a.key) != self._published_ms
+            and self._next_try.get(a.key, 0.0) <= now
+        ]
+        if not due:
+            return
+        async with trio.open_nursery() as nursery:
+            for authority in due:
+                nursery.start_soon(self._post_descriptor, pool, authority, descriptor)
+
+    async def _post_descriptor(self, pool: PeerPool, authority: Authority, data: bytes) -> None:
+        published = self._published_ms
+        try:
+            status, body = await pool.post(
+                authority.host,
+                authority.port,
+                "/descriptor",
+                data,
+                timeout=self.config.fetch_timeout,
+            )
+        except (NetworkError, RateLimited) as exc:
+            self._backoff(authority)
+            self._log_once(authority, "descriptor_post_failed", str(exc))
+            return
+        if status == 200:
+            self._accepted[authority.key] = published
+            self._failures.pop(authority.key, None)
+            self._next_try.pop(authority.key, None)
+            log_event(
+                log,
+                logging.INFO,
+                "descriptor_published",
+                authority=_name(authority),
+                address=f"{self.host}:{self.port}",
+            )
+            return
+        self._backoff(authority)
+        text = body[:200].decode("utf-8", "replace").strip()
+        self._log_once(authority, "descriptor_refused", f"HTTP {status}: {text}")
+
+    def _backoff(self, authority: Authority) -> None:
+        failures = self._failures.get(authority.key, 0) + 1
+        self._failures[authority.key] = failures
+        delay_s = self._backoff_policy.delay_s(failures)
+        self._next_try[authority.key] = trio.current_time() + delay_s
+
+    # --- fetching --------------------------------------------------------------------
+
+    def _needs_fetch(self) -> bool:
+        held = self.view.consensus
+        return held is None or not held.is_fresh(self.clock())
+
+    async def _fetch(self, pool: PeerPool) -> None:
+        if not self._needs_fetch():
+            return
+        authorities = self.network.authorities
+        start = self._turn % len(authorities)
+        self._turn += 1
+        for authority in (*authorities[start:], *authorities[:start]):
+            if await self._fetch_from(pool, authority):
+                return
+
+    async def _fetch_from(self, pool: PeerPool, authority: Authority) -> bool:
+        """True if ``authority`` gave a consensus newer than the one held."""
+        try:
+            status, data = await pool.get(
+                authority.host, authority.port, "/consensus", timeout=self.config.fetch_timeout
+            )
+        except (NetworkError, RateLimited) as exc:
+            self._log_once(authority, "consensus_fetch_failed", str(exc), logging.INFO)
+            return False
+        if status != 200:
+            # 503: that authority has no consensus yet (it may have just started).
+            return False
+        try:
+            consensus = self._verify(data)
+        except VeilError as exc:
+            self._log_once(authority, "consensus_refused", f"{type(exc).__name__}: {exc}")
+            return False
+        if not self.view.update(consensus):
+            return False
+        me = self.view.me()
+        log_event(
+            log,
+            logging.INFO,
+            "consensus_adopted",
+            epoch=consensus.epoch,
+            nodes=len(consensus.nodes),
+            swarm="none" if me is None else me.swarm_id,
+        )
+        await self._save(data)
+        if me is None and consensus.epoch > self._reposted_epoch:
+            # Not listed: have every authority take (and check) our descriptor again.
+            self._reposted_epoch = consensus.epoch
+            self._accepted.clear()
+        return True
+
+    async def _save(self, data: bytes) -> None:
+        path = self.consensus_path
+        try:
+            await trio.to_thread.run_sync(write_file_atomic, path, data, 0o644)
+        except OSError as exc:
+            log_event(log, logging.WARNING, "consensus_not_saved", error=str(exc))
+
+    def _delay(self) -> float:
+        """Seconds until the next round: a retry soon while something is missing,
+        else until the held consensus stops being fresh (or the descriptor is due)."""
+        cfg = self.config
+        now_ms = self.clock()
+        renew_at = self._published_ms + cfg.descriptor_lifetime_ms // 2
+        until_renew = max(0.0, (renew_at - now_ms) / 1000)
+        held = self.view.consensus
+        if held is None or not held.is_fresh(now_ms):
+            return min(cfg.retry_interval, until_renew) or 0.05
+        pending = [
+            self._next_try.get(a.key, 0.0) - trio.current_time()
+            for a in self.network.authorities
+            if self._accepted.get(a.key) != self._published_ms
+        ]
+        until_fresh_end = (held.fresh_until_ms - now_ms) / 1000
+        # A little jitter so that all the nodes do not ask at the same millisecond.
+        jitter = random.uniform(0, min(0.5, (held.fresh_until_ms - held.valid_after_ms) / 10_000))
+        delay = min([until_fresh_end + jitter, until_renew, *[max(p, 0.05) for p in pending]])
+        return max(delay, 0.05)
+
+    def _log_once(
+        self, authority: Authority, event: str, error: str, level: int = logging.WARNING
+    ) -> None:
+        key = (authority.key, f"{event}:{error.split(':', 1)[0]}")
+        now = time.monotonic()
+        if now - self._logged.get(key, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self._logged[key] = now
+            log_event(log, level, event, authority=_name(authority), error=error)
+
+
+def _name(authority: Authority) -> str:
+    return f"{authority.key_hex[:16]}@{authority.host}:{authority.port}"
