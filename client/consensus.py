@@ -72,7 +72,7 @@ from veil.onion.errors import (
 __all__ = ["AuthorityUnreachable", "Directory", "DirectoryPolicy"]
 
 #: A consensus document plus its signature list (the largest onion.directory accepts).
-_MAX_DOCUMENT = MAX_CONSENSUS_SIZE + 64 * 1024
+_MAX_DOCUMENT_BYTES = MAX_CONSENSUS_SIZE + 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +257,7 @@ class Directory:
             authority.port,
             "/consensus",
             timeout_s=self.policy.timeout_s,
-            max_bytes=_MAX_DOCUMENT,
+            max_bytes=_MAX_DOCUMENT_BYTES,
         )
 
     # --- refreshing --------------------------------------------------------------------------
@@ -281,6 +281,8 @@ class Directory:
         for a failed fetch: the old consensus stays in use and the error is kept in
         :attr:`last_error`."""
         task_status.started()
+        # Not veil.onion.backoff.Backoff: the wait's cap here depends on the consensus
+        # held (it must refresh before it expires, _until_stale), not on a fixed policy.
         backoff = self.policy.backoff_s
         while True:
             with trio.move_on_after(self._next_wait()):

@@ -5,7 +5,10 @@ raise on purpose about themselves. Two kinds below it:
 
 * local ones, which carry no wire status: the home directory and its files
   (:class:`HomeError`), the state file (:class:`StateError`), a devnet
-  (:class:`DevnetError`), the command line (:class:`CliError`);
+  (:class:`DevnetError`), the command line (:class:`CliError`); and the library used
+  wrongly (:class:`InvalidArgument`, :class:`InvalidTtl`, :class:`NoConsensus`,
+  :class:`TransportClosed`), which also subclass the built-in error they replace
+  (``ValueError``, ``RuntimeError``), as pynacl's errors do;
 * failures to reach the network (:class:`PeerRefused`, :class:`OnionRequestFailed`,
   :class:`AuthorityUnreachable`), which are also
   :class:`~veil.onion.errors.NetworkError`: they keep the wire status of the failure

@@ -225,7 +225,6 @@ class Receiver:
         #: start in this process. Swarm members may hold messages in different orders
         #: (replication), so a last hash from one member can skip messages at another.
         self._synced: bytes | None = None
-        self.polls = 0
         self.last_error: str | None = None
 
     # --- one retrieve ------------------------------------------------------------------------
@@ -242,7 +241,6 @@ class Receiver:
         timeout_s = None
         if wait_s:
             timeout_s = max(wait_s + LONG_POLL_MARGIN_S, LONG_POLL_MIN_TIMEOUT_S)
-        self.polls += 1
         try:
             answer = await self.onion.call(
                 build,

@@ -57,14 +57,14 @@ class NetworkClock:
     def offset_ms(self) -> int:
         return self._offset
 
-    def sample(self, node_ms: int, sent_local: float, received_local: float) -> None:
+    def sample(self, node_ms: int, sent_local_ms: float, received_local_ms: float) -> None:
         """One reply's time ``node_ms``, for a request sent and answered at these local
         times: the offset becomes the median of the recent samples."""
-        self._samples.append(round(node_ms - (sent_local + received_local) / 2))
+        self._samples.append(round(node_ms - (sent_local_ms + received_local_ms) / 2))
         self._offset = int(statistics.median_low(self._samples))
         self.measured += 1
 
-    def reset(self, node_ms: int, sent_local: float, received_local: float) -> None:
+    def reset(self, node_ms: int, sent_local_ms: float, received_local_ms: float) -> None:
         """A node refused our time: forget earlier samples, trust this one."""
         self._samples.clear()
-        self.sample(node_ms, sent_local, received_local)
+        self.sample(node_ms, sent_local_ms, received_local_ms)

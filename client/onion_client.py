@@ -277,7 +277,7 @@ class OnionClient:
         else:
             target = destination
         hops = path.hops(target)
-        sent = self.clock.local()
+        sent_ms = self.clock.local()
         started = trio.current_time()
         payload = build(self.clock.now())
         packet, opener = build_packet(
@@ -297,12 +297,12 @@ class OnionClient:
             state.avoid.add(path.guard.node_id)
             await self._path_failed(path, state)
             raise _Retry(exc) from None
-        received = self.clock.local()
+        received_ms = self.clock.local()
         rtt_ms = (trio.current_time() - started) * 1000
         try:
             body = opener.open(raw)
         except HopError as exc:
-            await self._hop_error(exc, hops, path, target, sent, received, state)
+            await self._hop_error(exc, hops, path, target, sent_ms, received_ms, state)
             raise AssertionError("unreachable") from None  # _hop_error always raises
         except ProtocolError as exc:  # IntegrityError, MalformedPacket: who knows
             await self._path_failed(path, state)
@@ -313,12 +313,12 @@ class OnionClient:
             await self._destination_failed(target, state, count=True)
             raise _Retry(exc) from None
 
-        self.clock.sample(reply.t, sent, received)
+        self.clock.sample(reply.t, sent_ms, received_ms)
         await self._clock_moved()
         if reply.ok:
             await self._succeeded(path, target)
             return Answer(reply, target, path, rtt_ms)
-        return await self._refused(reply, account, path, target, sent, received, state)
+        return await self._refused(reply, account, path, target, sent_ms, received_ms, state)
 
     # --- outcomes ----------------------------------------------------------------------------
 
@@ -350,8 +350,8 @@ class OnionClient:
         hops: Sequence[Hop],
         path: OnionPath,
         target: Hop,
-        sent: float,
-        received: float,
+        sent_ms: float,
+        received_ms: float,
         state: _Try,
     ) -> None:
         last = len(hops) - 1
@@ -360,7 +360,7 @@ class OnionClient:
             match = _NODE_TIME.search(exc.message)
             if match and state.clock_retries == 0:
                 state.clock_retries += 1
-                self.clock.reset(int(match.group(1)), sent, received)
+                self.clock.reset(int(match.group(1)), sent_ms, received_ms)
                 await self._clock_moved()
                 raise _FreeRetry()  # not a failure: the one retry a correction earns
             raise _Retry(ClockSkew(f"hop {exc.hop} still refuses our time: {exc.message}"))
@@ -387,8 +387,8 @@ class OnionClient:
         account: AccountId | None,
         path: OnionPath,
         target: Hop,
-        sent: float,
-        received: float,
+        sent_ms: float,
+        received_ms: float,
         state: _Try,
     ) -> Answer:
         status = reply.status
@@ -400,7 +400,7 @@ class OnionClient:
         if status == "clock_skew":
             if state.clock_retries == 0:
                 state.clock_retries += 1
-                self.clock.reset(reply.t, sent, received)
+                self.clock.reset(reply.t, sent_ms, received_ms)
                 await self._clock_moved()
                 raise _FreeRetry()
             raise error

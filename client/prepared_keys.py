@@ -18,7 +18,7 @@ __all__ = ["PreparedKeys"]
 
 
 #: Seconds between a take() that asks for a refill and the refill's start (PreparedKeys.run).
-_REFILL_DELAY = 0.001
+_REFILL_DELAY_S = 0.001
 
 
 class PreparedKeys:
@@ -66,7 +66,7 @@ class PreparedKeys:
             # checkpoint comes before that packet is sent. Handing the work to the
             # thread costs the event loop about 0.1 ms; a millisecond later the packet
             # is on its way and the loop is only waiting for the reply.
-            await trio.sleep(_REFILL_DELAY)
+            await trio.sleep(_REFILL_DELAY_S)
             self._wake = trio.Event()
             wanted, self._wanted = list(self._wanted), {}
             need = {k: self.per_key - len(self._ready.get(k, ())) for k in wanted}
