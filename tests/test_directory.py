@@ -1,4 +1,4 @@
-"""Directory documents: node descriptors, signed consensus, network.json (onion/directory.py)."""
+"""Directory documents: node descriptors, signed consensus, network.json (veil.onion.directory)."""
 
 from __future__ import annotations
 
@@ -385,7 +385,7 @@ def test_consensus_times_follow_the_interval() -> None:
         NOW + 60_000,
         NOW + 180_000,
     )
-    assert c.is_fresh(NOW) and not c.is_fresh(NOW + 60_000) and c.is_valid(NOW + 60_000)
+    assert c.is_fresh(NOW) and not c.is_fresh(NOW + 60_000) and c.valid_until_ms > NOW + 60_000
     c = parse_consensus_body(body_for(interval_ms=HOUR, lifetime_ms=2 * HOUR))
     assert (c.fresh_until_ms, c.valid_until_ms) == (NOW + HOUR, NOW + 2 * HOUR)
 
@@ -655,6 +655,17 @@ def test_empty_consensus_has_no_swarm() -> None:
     assert c.nodes == () and c.swarm_ids == ()
     with pytest.raises(NotFound):
         c.swarm_of(0)
+
+
+def test_a_consensus_that_lists_no_nodes_is_refused_when_verified() -> None:
+    # An authority may make and sign one (its first, before any node registered), but a
+    # reader can do nothing with it: verifying refuses it with a typed error, well signed
+    # and in its validity window though it is.
+    body = make_consensus_body([], epoch=3, valid_after_ms=NOW)
+    doc = signed(body, *AUTHORITIES[:3])
+    with pytest.raises(InvalidConsensus, match="lists no nodes"):
+        verify_consensus(doc, pinned=PINNED, threshold=2, now_ms=NOW)
+    assert verify_consensus(signed(BODY, *AUTHORITIES[:3]), pinned=PINNED, threshold=2, now_ms=NOW)
 
 
 # --- known-answer vector ---------------------------------------------------------------
