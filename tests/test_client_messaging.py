@@ -317,7 +317,8 @@ async def test_guards_and_consensus_persist_across_restarts(net: Devnet, tmp_pat
 
 
 async def test_sealed_seed_needs_its_passphrase(net: Devnet, tmp_path: Path) -> None:
-    from veil.client.home import KDF_MIN, PassphraseRequired, WrongPassphrase
+    from veil.client.errors import PassphraseRequired, WrongPassphrase
+    from veil.client.home import KDF_MIN
 
     home = Home(tmp_path / "sealed")
     account = Account.generate()
