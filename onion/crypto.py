@@ -1,7 +1,7 @@
 """The few primitives veil uses, as a thin layer over libsodium (through pynacl).
 
-Nothing here is home-made: X25519, Ed25519, ChaCha20, XChaCha20-Poly1305 and sealed
-boxes are libsodium's; BLAKE2b is hashlib's (RFC 7693, the same function as libsodium's
+Nothing here is home-made: X25519, Ed25519, ChaCha20 and XChaCha20-Poly1305 are
+libsodium's; BLAKE2b is hashlib's (RFC 7693, the same function as libsodium's
 ``crypto_generichash``, without pynacl's per-call wrapper cost, which is several times
 the hash itself on the small inputs of a hop). The hot path of an onion hop calls the
 cffi functions directly for the same reason; every call still goes to libsodium.
@@ -178,18 +178,3 @@ def verify(ed_pk: bytes, domain: bytes, message: bytes, signature: bytes) -> Non
         sodium.crypto_sign_open(signature + _signed_bytes(domain, message), ed_pk)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError) as exc:
         raise BadSignature("signature does not verify") from exc
-
-
-# --- sealed boxes --------------------------------------------------------------------
-
-
-def box_seal(x_pk: bytes, plaintext: bytes) -> bytes:
-    """libsodium sealed box: anonymous sender, ephemeral X25519 + XSalsa20-Poly1305."""
-    return sodium.crypto_box_seal(plaintext, x_pk)
-
-
-def box_seal_open(x_sk: bytes, x_pk: bytes, ciphertext: bytes) -> bytes:
-    try:
-        return sodium.crypto_box_seal_open(ciphertext, x_pk, x_sk)
-    except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError, TypeError) as exc:
-        raise IntegrityError("sealed box does not open") from exc

@@ -15,10 +15,13 @@ from veil.onion.errors import (
     IntegrityError,
     MalformedPacket,
     PacketError,
+    PacketMisuse,
     RateLimited,
     ReplayedPacket,
     StalePacket,
     TooLarge,
+    VeilError,
+    WireError,
 )
 from veil.onion.keys import NodeKeys
 from veil.onion.packet import Deliver, Hop, HopError, Relay, build_packet, process_packet
@@ -417,16 +420,31 @@ def test_a_packet_built_with_prepared_hops_round_trips(
     assert opener.open(reply_back(contexts, b"ok")[-1]) == b"ok"
 
 
+def test_misuse_of_packet_objects_is_a_typed_local_error() -> None:
+    pkt, _ = build_packet(path_of(NODES[:2]), b"x", now_ms=NOW)
+    _, contexts, _ = run_path(pkt, NODES[:2])
+    with pytest.raises(PacketMisuse, match="only the destination seals"):
+        contexts[0].seal(b"reply")
+    with pytest.raises(PacketMisuse, match="does not wrap"):
+        contexts[1].wrap(bytes(2048))
+    contexts[1].seal(b"one")
+    with pytest.raises(PacketMisuse, match="answers once") as info:
+        contexts[1].error("internal")
+    # A bug in the caller, never sent: a VeilError (and a RuntimeError) without a status.
+    assert isinstance(info.value, VeilError) and isinstance(info.value, RuntimeError)
+    assert not isinstance(info.value, WireError)
+    prepared = [P.prepare_hop(h.onion_key) for h in path_of(NODES[:2])]
+    build_packet(path_of(NODES[:2]), b"one", now_ms=NOW, prepared=prepared)
+    with pytest.raises(PacketMisuse, match="single use"):
+        build_packet(path_of(NODES[:2]), b"two", now_ms=NOW, prepared=prepared)
+
+
 def test_prepared_hops_are_single_use() -> None:
     path = path_of(NODES[:2])
     prepared = [P.prepare_hop(h.onion_key) for h in path]
     first, _ = build_packet(path, b"one", now_ms=NOW, prepared=prepared)
     with pytest.raises(RuntimeError):
         build_packet(path, b"two", now_ms=NOW, prepared=prepared)
-    keys = P.prepare_hop(path[0].onion_key)
-    keys.take()
-    with pytest.raises(RuntimeError):
-        keys.take()
     # Fresh preparations give fresh ephemeral keys: packets never share an alpha.
     alphas = {first[1:33]}
     for _ in range(5):
