@@ -4,7 +4,7 @@ Every test runs ``python -m veil.client`` (the same ``main`` as the ``veil`` con
 as a subprocess with its own home, given by ``--home`` or by ``VEIL_HOME``, and checks
 what a user sees: stdout, one-line errors on stderr, exit codes, and the files and modes
 left on disk. The identity file's format (versions 1 and 2, the sealed seed) is also
-tested through :class:`client.home.Home`, with the cheapest argon2id so that it is fast.
+tested through :class:`veil.client.home.Home`, with the cheapest argon2id so that it is fast.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mnemonic import Mnemonic
 
-from veil.client.cli import KDF_CHOICES
+from veil.client.cli.identity import KDF_CHOICES
 from veil.client.home import (
     KDF_MIN,
     BadIdentityFile,
@@ -412,7 +412,7 @@ def test_startup_does_not_import_heavy_modules(tmp_path: Path) -> None:
     heavy = ["trio", "httpx", "sqlite3", "nacl"]
     script = (
         "import sys\n"
-        "from client.cli import main\n"
+        "from veil.client.cli import main\n"
         "code = main(sys.argv[1:])\n"
         f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
     )

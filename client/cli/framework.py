@@ -1,24 +1,26 @@
-"""The ``veil`` command: the users' and services' face of the client.
+"""The ``veil`` command's framework: parsing, the handler's context, output, exit codes.
 
 Design notes
 ------------
-* **One tree of subcommands, registered in pieces.** Each command group is a function
-  ``register(reg: Registrar) -> None`` that adds its parsers and names a handler for each
-  leaf. :func:`_command_groups` lists them in help order; a new group lives in its own
-  module (which imports only argparse-level things at the top) and is added there.
+* **One tree of subcommands, registered in pieces.** Each command group is a module of
+  this package with a function ``register(reg: Registrar) -> None`` that adds its
+  parsers and names a handler for each leaf; :mod:`veil.client.cli.app` lists the groups
+  in help order. This module imports none of them (they import it), so there is no
+  import circle: a new group (group, channel, bot, room) is a new module and one line
+  in ``app``.
 * **A handler is ``handler(ctx: Context) -> int | None``.** It reads its arguments from
   ``ctx.args``, writes results with :meth:`Context.emit` (JSON or text, chosen by
   ``--json``), notes for humans with :meth:`Context.note` (stderr), and fails by raising
-  :class:`CliError` (or :class:`UsageError`, or any :class:`~onion.errors.VeilError`).
-  Returning ``None`` means success (exit 0).
-* **One place turns failures into exit codes** (:func:`main`): a ``VeilError`` or an
+  :class:`~veil.client.errors.CliError` (or :class:`~veil.client.errors.UsageError`, or
+  any :class:`~veil.onion.errors.VeilError`). Returning ``None`` means success (exit 0).
+* **One place turns failures into exit codes** (:func:`run`): a ``VeilError`` or an
   ``OSError`` becomes one line, ``veil: error: ...``, on stderr and exit 1; usage errors
-  exit 2 (argparse's own, with its usage line, or :class:`UsageError`); Ctrl-C exits 130
+  exit 2 (argparse's own, with its usage line, or ``UsageError``); Ctrl-C exits 130
   without a traceback. Anything else is a bug and keeps its traceback. ``VEIL_DEBUG=1``
   shows the traceback of user errors too.
-* **Fast to start.** Only argparse, json and onion.errors are imported at the top;
-  handlers import what they need (keys, trio, httpx, sqlite3) when they run, so
-  ``veil --help`` and a mistyped command answer at once.
+* **Fast to start.** Only argparse, json and the error modules are imported at the top
+  (here and in every group module); handlers import what they need (keys, trio, httpx,
+  sqlite3) when they run, so ``veil --help`` and a mistyped command answer at once.
 * **Secrets never come from argv** (it leaks into process lists and shell history):
   :meth:`Context.read_secret` reads them from stdin, with a no-echo prompt on a TTY.
 * **Passphrases** (of a seed sealed with ``veil id new --passphrase``) come from the
@@ -41,8 +43,9 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from veil.client.errors import CliError
 from veil.onion import __version__
 from veil.onion.errors import VeilError
 
@@ -60,8 +63,6 @@ EXIT_BROKEN_PIPE = 141
 #: Environment variables that carry passphrases for unattended use (see the module notes).
 PASSPHRASE_ENV = "VEIL_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
 NEW_PASSPHRASE_ENV = "VEIL_NEW_PASSPHRASE"  # noqa: S105
-#: ``--kdf`` choices: the names of client.home.KDF_PRESETS (not imported here: startup).
-KDF_CHOICES = ("interactive", "moderate", "sensitive")
 # How many times a terminal user may mistype the passphrase before the command fails.
 _PASSPHRASE_TRIES = 3
 
@@ -70,19 +71,8 @@ _PASSPHRASE_TRIES = 3
 MAX_SECRET_CHARS = 4096
 
 Handler = Callable[["Context"], "int | None"]
-
-
-class CliError(VeilError):
-    """A user error: printed as one line on stderr, exit 1."""
-
-    status = "bad_request"
-    exit_code = EXIT_ERROR
-
-
-class UsageError(CliError):
-    """The command line is wrong in a way argparse could not check: exit 2."""
-
-    exit_code = EXIT_USAGE
+#: A command group: adds its commands (and their handlers) to the tree.
+CommandGroup = Callable[["Registrar"], None]
 
 
 # --- the context a handler runs in ---------------------------------------------------------
@@ -132,7 +122,7 @@ class Context:
 
         A seed sealed under a passphrase is opened with :meth:`read_passphrase`
         (``VEIL_PASSPHRASE`` or a prompt; on a terminal, three tries). A wrong
-        passphrase raises :class:`~client.home.WrongPassphrase`.
+        passphrase raises :class:`~veil.client.errors.WrongPassphrase`.
         """
         from veil.client.home import NoIdentity, PassphraseRequired, WrongPassphrase
 
@@ -282,7 +272,8 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(groups: Sequence[CommandGroup]) -> argparse.ArgumentParser:
+    """The whole ``veil`` parser: the global options, then each of ``groups`` in order."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="veil: anonymous, onion-routed messaging.",
@@ -308,32 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     reg = Registrar(sub, common)
-    for register in _command_groups():
+    for register in groups:
         register(reg)
     return parser
-
-
-def _command_groups() -> list[Callable[[Registrar], None]]:
-    """Every command group, in help order.
-
-    To add one: write ``register(reg: Registrar) -> None`` in its own module (importing
-    heavy things only inside handlers), import it here (here, not at the top of this
-    module, so that it may import ``client.cli`` itself) and list it.
-    """
-    from veil.client.devnet_cli import register as register_devnet
-    from veil.client.messaging_cli import register as register_messaging
-
-    return [register_id, register_messaging, register_devnet]
 
 
 # --- the single error-handling point -------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``veil`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+def run(groups: Sequence[CommandGroup], argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``) against ``groups``, run the handler it
+    names, and return the exit code (see the module notes)."""
     stderr = sys.stderr
     try:
-        parser = build_parser()
+        parser = build_parser(groups)
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:  # --help, --version, or a usage error (already printed)
@@ -365,175 +344,3 @@ def _one_line(e: BaseException) -> str:
     else:
         text = str(e) or type(e).__name__
     return " ".join(text.split())
-
-
-# --- veil id ---------------------------------------------------------------------------------
-
-
-def register_id(reg: Registrar) -> None:
-    ids = reg.group(
-        "id",
-        help="create, show or restore your identity",
-        description="Your identity is one secret seed, kept in the home directory; "
-        "its recovery phrase (24 words) restores it anywhere. The seed may be sealed "
-        "under a passphrase (--passphrase); commands that need it then ask for it, or "
-        f"read it from {PASSPHRASE_ENV}.",
-    )
-    new = ids.command("new", _id_new, help="create a new identity")
-    new.add_argument("--force", action="store_true", help="replace an existing identity")
-    _passphrase_options(new)
-    show = ids.command("show", _id_show, help="print your account ID")
-    show.add_argument(
-        "--phrase", action="store_true", help="also print the recovery phrase (a secret)"
-    )
-    restore = ids.command(
-        "restore",
-        _id_restore,
-        help="restore an identity from its recovery phrase, read from stdin",
-        description="Restore an identity from its 24-word recovery phrase, read from stdin "
-        "(a prompt on a terminal; never from the command line, which others can see).",
-    )
-    restore.add_argument("--force", action="store_true", help="replace an existing identity")
-    _passphrase_options(restore)
-    passphrase = ids.command(
-        "passphrase",
-        _id_passphrase,
-        help="set, change or remove the passphrase that seals your seed",
-        description="Set, change (or with --remove, remove) the passphrase that seals "
-        "the seed. The current one comes from a prompt or "
-        f"{PASSPHRASE_ENV}, the new one from a prompt (twice) or {NEW_PASSPHRASE_ENV}.",
-    )
-    passphrase.add_argument(
-        "--remove", action="store_true", help="store the seed without a passphrase"
-    )
-    _kdf_option(passphrase)
-
-
-def _passphrase_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--passphrase",
-        action="store_true",
-        help="seal the seed under a passphrase: asked twice on a terminal, "
-        f"else read from {PASSPHRASE_ENV} (never from the command line)",
-    )
-    _kdf_option(parser)
-
-
-def _kdf_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--kdf",
-        choices=KDF_CHOICES,
-        default="moderate",
-        help="argon2id cost of the passphrase: 64 MiB, 256 MiB (default) or 1 GiB of memory",
-    )
-
-
-_PHRASE_WARNING = (
-    "Write the recovery phrase down and keep it secret: it is the only way to restore\n"
-    "this account, and anyone who has it can read your messages and speak as you."
-)
-
-
-def _new_passphrase(ctx: Context) -> str | None:
-    """The passphrase to seal a new identity under, if ``--passphrase`` asks for one."""
-    if not ctx.args.passphrase:
-        if ctx.env.get(PASSPHRASE_ENV):
-            ctx.note(f"{PASSPHRASE_ENV} is set but --passphrase is not given: no passphrase")
-        return None
-    return ctx.read_passphrase("new passphrase", confirm=True)
-
-
-def _refuse_to_replace(ctx: Context) -> None:
-    """Fail early (before asking for anything) if an identity would be replaced.
-
-    Only a courtesy: :meth:`Home.save_identity` refuses atomically in any case.
-    """
-    if not ctx.args.force and ctx.home.has_identity():
-        from veil.client.home import IdentityExists
-
-        _explain_exists(IdentityExists(f"an identity already exists in {ctx.home.identity_path}"))
-
-
-def _explain_exists(e: Exception) -> NoReturn:
-    raise CliError(
-        f"{e}; pass --force to replace it (the old account is lost unless you kept "
-        "its recovery phrase)"
-    ) from None
-
-
-def _store(ctx: Context, account: Account, passphrase: str | None) -> None:
-    from veil.client.home import KDF_PRESETS, IdentityExists
-
-    replacing = ctx.args.force and ctx.home.has_identity()
-    try:
-        path = ctx.home.save_identity(
-            account,
-            overwrite=ctx.args.force,
-            passphrase=passphrase,
-            kdf=KDF_PRESETS[ctx.args.kdf],
-        )
-    except IdentityExists as e:
-        _explain_exists(e)
-    if replacing:
-        ctx.note(f"replaced the identity in {path}")
-
-
-def _id_new(ctx: Context) -> None:
-    from veil.onion.keys import Account
-
-    _refuse_to_replace(ctx)
-    passphrase = _new_passphrase(ctx)
-    account = Account.generate()  # the OS CSPRNG
-    _store(ctx, account, passphrase)
-    account_id, phrase = str(account.id), account.phrase
-    ctx.emit(
-        {"account_id": account_id, "phrase": phrase},
-        f"Account ID: {account_id}\n\nRecovery phrase:\n\n  {phrase}\n\n{_PHRASE_WARNING}",
-    )
-
-
-def _id_show(ctx: Context) -> None:
-    if not ctx.args.phrase:
-        # The account ID is stored in clear: no passphrase needed.
-        from veil.client.home import NoIdentity
-
-        try:
-            account_id = ctx.home.account_id()
-        except NoIdentity as e:
-            raise CliError(f"{e}; create one with `veil id new` or `veil id restore`") from None
-        ctx.emit({"account_id": str(account_id)})
-        return
-    account = ctx.account()
-    ctx.emit({"account_id": str(account.id), "phrase": account.phrase})
-
-
-def _id_restore(ctx: Context) -> None:
-    from veil.onion.keys import Account
-
-    _refuse_to_replace(ctx)
-    text = ctx.read_secret("recovery phrase")
-    if not text.strip():
-        raise CliError(
-            "no recovery phrase on standard input (pipe it in, or run on a terminal "
-            "to be asked for it)"
-        )
-    account = Account.from_phrase(text)  # InvalidPhrase says what is wrong
-    _store(ctx, account, _new_passphrase(ctx))
-    ctx.emit({"account_id": str(account.id)})
-
-
-def _id_passphrase(ctx: Context) -> None:
-    from veil.client.home import KDF_PRESETS
-
-    account = ctx.account()  # asks for the current passphrase if there is one
-    if ctx.args.remove:
-        new = None
-    else:
-        new = ctx.read_passphrase("new passphrase", env_var=NEW_PASSPHRASE_ENV, confirm=True)
-    ctx.home.save_identity(account, overwrite=True, passphrase=new, kdf=KDF_PRESETS[ctx.args.kdf])
-    account_id = str(account.id)
-    ctx.emit(
-        {"account_id": account_id, "passphrase": new is not None},
-        f"{'Sealed' if new is not None else 'Stored without a passphrase'}: "
-        f"the seed of {account_id}",
-    )

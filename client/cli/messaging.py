@@ -2,7 +2,7 @@
 
 Design notes
 ------------
-* Each command opens a :class:`client.veil_client.VeilClient` for its run (``trio.run``),
+* Each command opens a :class:`veil.client.veil_client.VeilClient` for its run (``trio.run``),
   does one thing and closes it; the client's state (guards, consensus, position,
   received messages, clock offset) lives in the home, so consecutive commands pick up
   where the last one stopped.
@@ -14,7 +14,7 @@ Design notes
   home, is listed too); ``--follow`` then prints new messages as they arrive until
   Ctrl-C. ``--json`` prints one JSON object per message, one per line, flushed at once,
   so another program can read them as they come.
-* Errors a user can act on are one line (client.cli prints every VeilError so):
+* Errors a user can act on are one line (the framework prints every VeilError so):
   no network file, no authority reachable, a bad recipient, a message too large.
 """
 
@@ -24,7 +24,8 @@ import base64
 import datetime
 from typing import TYPE_CHECKING, Any
 
-from veil.client.cli import CliError, Context, Registrar
+from veil.client.cli.framework import Context, Registrar
+from veil.client.errors import CliError
 
 if TYPE_CHECKING:
     from veil.client.messaging import InboxMessage

@@ -2,7 +2,7 @@
 
 Design note
 -----------
-The process management is :mod:`client.devnet`; this module is its command line::
+The process management is :mod:`veil.client.devnet`; this module is its command line::
 
     veil devnet up [--nodes N] [--swarm-size K] [--authorities A] [--threshold T]
                    [--interval-ms MS] [--dir DIR] [--fresh] [--detach]
@@ -22,8 +22,8 @@ the processes (each in its own session) outlive the command, which returns once 
 network is ready; ``veil devnet down`` stops them.
 
 A failed start prints several lines (which process died, with the tail of its log), so
-``up`` prints :class:`~client.devnet.DevnetError` messages whole instead of letting
-:func:`client.cli.main` squash them into one line.
+``up`` prints :class:`~veil.client.errors.DevnetError` messages whole instead of letting
+the framework (:func:`veil.client.cli.framework.run`) squash them into one line.
 
 Exit codes: 0 ok; 1 a devnet already runs in DIR, a process died or was not ready in
 time, or (``status``) no devnet runs in DIR; 2 usage; 130 interrupted while starting.
@@ -41,15 +41,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from veil.client.cli import (
-    EXIT_ERROR,
-    EXIT_INTERRUPTED,
-    PROG,
-    CliError,
-    Context,
-    Registrar,
-    UsageError,
-)
+from veil.client.cli.framework import EXIT_ERROR, EXIT_INTERRUPTED, PROG, Context, Registrar
+from veil.client.errors import CliError, UsageError
 
 if TYPE_CHECKING:
     from veil.client.devnet import Devnet, DevnetStatus, MemberStatus
@@ -60,10 +53,10 @@ _DEFAULT_NODES = 10
 _DEFAULT_SWARM_SIZE = 5
 _DEFAULT_AUTHORITIES = 1
 _DEFAULT_INTERVAL_MS = 5000
-# The shortest interval an authority accepts (client.devnet.MIN_INTERVAL_MS; kept here
-# too because importing client.devnet would load httpx when the CLI starts).
+# The shortest interval an authority accepts (veil.client.devnet.MIN_INTERVAL_MS; kept
+# here too because importing veil.client.devnet would load httpx when the CLI starts).
 _MIN_INTERVAL_MS = 500
-_WATCH_PERIOD = 0.5
+_WATCH_PERIOD_S = 0.5
 
 
 def register(reg: Registrar) -> None:
@@ -261,7 +254,7 @@ def _up(ctx: Context) -> int | None:
 def _watch(ctx: Context, net: Devnet) -> int:
     """Report children that exit, until a signal raises :class:`_Stop` (or all are gone)."""
     while True:
-        time.sleep(_WATCH_PERIOD)
+        time.sleep(_WATCH_PERIOD_S)
         for member in net.exited():
             code = member.exit_code
             ctx.note(
