@@ -27,7 +27,6 @@ if TYPE_CHECKING:
         ClientError,
         HomeError,
         InvalidArgument,
-        InvalidTtl,
         NoIdentity,
         OnionRequestFailed,
         PassphraseRequired,
@@ -48,6 +47,7 @@ if TYPE_CHECKING:
     from veil.client.paths import PathPolicy
     from veil.client.transport import HttpxTransport, Transport, TransportConfig
     from veil.client.veil_client import ClientConfig, VeilClient, open_client
+    from veil.onion.errors import InvalidTtl
 
 __all__ = [
     "DEFAULT_TTL_S",
@@ -92,7 +92,7 @@ _ORIGIN = {
     "HttpxTransport": "veil.client.transport",
     "InboxMessage": "veil.client.messaging",
     "InvalidArgument": "veil.client.errors",
-    "InvalidTtl": "veil.client.errors",
+    "InvalidTtl": "veil.onion.errors",
     "MessageTooLarge": "veil.client.messaging",
     "NoIdentity": "veil.client.errors",
     "OnionRequestFailed": "veil.client.errors",

@@ -6,9 +6,10 @@ raise on purpose about themselves. Two kinds below it:
 * local ones, which carry no wire status: the home directory and its files
   (:class:`HomeError`), the state file (:class:`StateError`), a devnet
   (:class:`DevnetError`), the command line (:class:`CliError`); and the library used
-  wrongly (:class:`InvalidArgument`, :class:`InvalidTtl`, :class:`NoConsensus`,
-  :class:`TransportClosed`), which also subclass the built-in error they replace
-  (``ValueError``, ``RuntimeError``), as pynacl's errors do;
+  wrongly (:class:`InvalidArgument`, :class:`NoConsensus`, :class:`TransportClosed`;
+  a TTL out of limits is the protocol's :class:`~veil.onion.errors.InvalidTtl`), which
+  also subclass the built-in error they replace (``ValueError``, ``RuntimeError``), as
+  pynacl's errors do;
 * failures to reach the network (:class:`PeerRefused`, :class:`OnionRequestFailed`,
   :class:`AuthorityUnreachable`), which are also
   :class:`~veil.onion.errors.NetworkError`: they keep the wire status of the failure
@@ -37,7 +38,6 @@ __all__ = [
     "IdentityExists",
     "InsecureFile",
     "InvalidArgument",
-    "InvalidTtl",
     "NoConsensus",
     "NoDevnet",
     "NoIdentity",
@@ -62,10 +62,6 @@ class InvalidArgument(ClientError, ValueError):
     """An argument the library cannot take (a policy's negative timeout, a node ID of
     the wrong size, ...): refused before anything is done. Also a :class:`ValueError`,
     as pynacl's errors are, so code written against the built-in still catches it."""
-
-
-class InvalidTtl(InvalidArgument):
-    """A message's time to live outside the inbox's limits (10 s to 14 days)."""
 
 
 class NoConsensus(ClientError, RuntimeError):

@@ -55,13 +55,13 @@ from dataclasses import dataclass
 
 import trio
 
-from veil.client.errors import InvalidArgument, InvalidTtl, OnionRequestFailed
+from veil.client.errors import InvalidArgument, OnionRequestFailed
 from veil.client.onion_client import OnionClient
 from veil.client.state import ClientState, InboundMessage, ReceivedMessage
 from veil.onion import rpc
 from veil.onion.backoff import Backoff
 from veil.onion.envelope import MAX_CONTENT, open_envelope, seal
-from veil.onion.errors import NetworkError, ProtocolError, TooLarge
+from veil.onion.errors import InvalidTtl, NetworkError, ProtocolError, TooLarge
 from veil.onion.keys import Account, AccountId
 
 __all__ = [
@@ -149,7 +149,7 @@ def _content(content: bytes | str) -> bytes:
 
 
 def check_ttl(ttl_s: float) -> int:
-    """``ttl_s`` (seconds) as ms, or :class:`~veil.client.errors.InvalidTtl` (a
+    """``ttl_s`` (seconds) as ms, or :class:`~veil.onion.errors.InvalidTtl` (a
     :class:`ValueError`) outside the inbox's limits."""
     ttl_ms = round(ttl_s * 1000)
     if not rpc.MIN_TTL_MS <= ttl_ms <= rpc.MAX_TTL_MS:
@@ -170,7 +170,7 @@ async def send_message(
 ) -> Sent:
     """Seal ``content`` for ``to`` and store it in ``to``'s inbox; see the module note.
 
-    Raises :class:`MessageTooLarge`, :class:`~veil.client.errors.InvalidTtl` (a TTL out
+    Raises :class:`MessageTooLarge`, :class:`~veil.onion.errors.InvalidTtl` (a TTL out
     of limits) before anything is sent; :class:`~veil.client.errors.OnionRequestFailed`
     if no node could
     be reached (status ``rate_limited`` if the recipient's inbox kept refusing for

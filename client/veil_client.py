@@ -149,7 +149,7 @@ class VeilClient:
 
         Raises :class:`~veil.onion.errors.InvalidId` for a bad account ID,
         :class:`~veil.client.messaging.MessageTooLarge`,
-        :class:`~veil.client.errors.InvalidTtl` for a TTL out of limits (all before
+        :class:`~veil.onion.errors.InvalidTtl` for a TTL out of limits (all before
         anything is sent), and :class:`~veil.client.errors.OnionRequestFailed` if no node
         took it. Safe to call again after a failure: see :mod:`veil.client.messaging`.
         """
