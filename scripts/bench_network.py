@@ -3,7 +3,7 @@
 What is measured (all on 127.0.0.1, in one run)
 ===============================================
 
-A devnet (:class:`client.devnet.Devnet`: one authority and ``NODES`` ``veil-node``
+A devnet (:class:`veil.client.devnet.Devnet`: one authority and ``NODES`` ``veil-node``
 processes, swarm target size ``SWARM_SIZE``) is started in a temporary directory. Then,
 ``MESSAGES`` times, one message at a time:
 

@@ -21,7 +21,7 @@ consensus and every change (a node added or stopped) show up within a second or 
 When the block ends, every process is stopped (SIGTERM, SIGKILL after the grace period);
 if the block succeeded, every process that was still running must then exit with code
 0 (a node that cannot shut down cleanly fails the test, with its log). See
-:class:`client.devnet.Devnet` for the whole API: ``add_node``, ``stop_node``,
+:class:`veil.client.devnet.Devnet` for the whole API: ``add_node``, ``stop_node``,
 ``start_node``, ``kill_node``, ``stop_authority``, ``restart_authority``, ``status``,
 ``fetch_consensus``, ``wait_for_consensus``, ``wait_for_nodes``, ``node(...)`` (by index,
 name or ID prefix; ``.hop()``, ``.url``, ``.log_tail()``).

@@ -1,8 +1,8 @@
-"""``veil devnet`` and :mod:`client.devnet`: real authorities and nodes on 127.0.0.1.
+"""``veil devnet`` and :mod:`veil.client.devnet`: real authorities and nodes on 127.0.0.1.
 
 The command-line tests run ``python -m veil.client devnet ...`` as a subprocess, as a user
 would, and check the processes it starts through ``/proc`` (not through the module under
-test). The library test drives :class:`client.devnet.Devnet` through tests/devnetutil.py,
+test). The library test drives :class:`veil.client.devnet.Devnet` through tests/devnetutil.py,
 which later network tests use too.
 """
 

@@ -285,7 +285,7 @@ def _down(ctx: Context) -> int | None:
 
     directory = _directory(ctx)
     try:
-        report = stop_devnet(directory, grace=max(0.0, ctx.args.grace))
+        report = stop_devnet(directory, grace_s=max(0.0, ctx.args.grace))
     except NoDevnet:
         ctx.emit({"stopped": [], "killed": []}, f"no devnet is running in {directory}")
         return None
