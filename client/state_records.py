@@ -55,6 +55,9 @@ MAX_INT64 = 2**63 - 1
 
 # --- records -------------------------------------------------------------------------------
 
+# Fields say their units (``chosen_at_ms``); the SQL columns keep their released names
+# (``chosen_at``): renaming a column would be a migration for nothing.
+
 
 @dataclass(frozen=True, slots=True)
 class GuardRecord:
