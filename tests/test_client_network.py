@@ -1,4 +1,4 @@
-"""client/network.py: the consensus cache, fetches from authorities, the clock bootstrap.
+"""client/consensus.py: the consensus cache, fetches from authorities, the clock bootstrap.
 
 Real signed consensus documents (onion.directory, real authority keys), real state
 files, and real HTTP servers on 127.0.0.1 standing in for authorities (the h11 server

@@ -1,4 +1,5 @@
-"""Tests of the client's SQLite state (client/state.py), on real files.
+"""Tests of the client's SQLite state (client/state.py and its state_records.py,
+state_schema.py), on real files.
 
 Round trips of every table through the public API and across a reopen; the one
 transaction that records messages and moves the position, checked by SIGKILLing a
