@@ -136,6 +136,7 @@ def register(reg: Registrar) -> None:
     _dir_option(down)
     down.add_argument(
         "--grace",
+        dest="grace_s",
         type=float,
         default=10.0,
         metavar="S",
@@ -285,7 +286,7 @@ def _down(ctx: Context) -> int | None:
 
     directory = _directory(ctx)
     try:
-        report = stop_devnet(directory, grace_s=max(0.0, ctx.args.grace))
+        report = stop_devnet(directory, grace_s=max(0.0, ctx.args.grace_s))
     except NoDevnet:
         ctx.emit({"stopped": [], "killed": []}, f"no devnet is running in {directory}")
         return None

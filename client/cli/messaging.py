@@ -49,6 +49,7 @@ def register(reg: Registrar) -> None:
     send.add_argument("text", metavar="TEXT", help="the message, or - to read standard input")
     send.add_argument(
         "--ttl",
+        dest="ttl_s",
         type=float,
         metavar="S",
         default=None,
@@ -86,7 +87,8 @@ def _run(ctx: Context, job: Any) -> Any:
     """Open a client on the home and network, run ``job(client)`` under trio."""
     import trio
 
-    from veil.client.veil_client import open_client, read_network_file
+    from veil.client.files import read_network_file
+    from veil.client.veil_client import open_client
 
     network = read_network_file(ctx.require_network())
     account = ctx.account()
@@ -168,15 +170,15 @@ def _send(ctx: Context) -> None:
     from veil.client.messaging import DEFAULT_TTL_S, check_ttl
 
     to = _recipient(ctx.args.recipient)
-    ttl = DEFAULT_TTL_S if ctx.args.ttl is None else ctx.args.ttl
+    ttl_s = DEFAULT_TTL_S if ctx.args.ttl_s is None else ctx.args.ttl_s
     try:
-        check_ttl(ttl)
-    except ValueError as e:
+        check_ttl(ttl_s)
+    except (ValueError, OverflowError) as e:  # InvalidTtl; NaN or infinity fail in round()
         raise CliError(str(e)) from None
     data = _message_bytes(ctx, ctx.args.text)
 
     async def job(client: VeilClient) -> Any:
-        return await client.send(to, data, ttl=ttl)
+        return await client.send(to, data, ttl=ttl_s)
 
     sent = _run(ctx, job)
     ctx.emit(
