@@ -69,7 +69,7 @@ from veil.onion.errors import (
     VeilError,
 )
 
-__all__ = ["AuthorityUnreachable", "Directory", "DirectoryPolicy"]
+__all__ = ["Directory", "DirectoryPolicy"]
 
 #: A consensus document plus its signature list (the largest onion.directory accepts).
 _MAX_DOCUMENT_BYTES = MAX_CONSENSUS_SIZE + 64 * 1024

@@ -72,7 +72,6 @@ from veil.onion.packet import MAX_REPLY_LEN, Hop
 __all__ = [
     "DEFAULT_POOL_SIZE",
     "HttpxTransport",
-    "PeerRefused",
     "Transport",
     "TransportConfig",
 ]
