@@ -18,20 +18,12 @@ from hypothesis import strategies as st
 
 from tests.test_cbor import mutated_encodings, values
 from veil.onion import cbor, rpc
-from veil.onion.cbor import (
-    _MAJOR_NAMES,
-    _MIN_FOR_AI,
-    _NINT64_MIN,
-    _U16,
-    _U32,
-    _U64,
-    _UINT64_MAX,
-    Field,
-    Schema,
-)
+from veil.onion.cbor import Field, Schema
+from veil.onion.cbor.decoding import _MAJOR_NAMES, _MIN_FOR_AI, _U16, _U32, _U64
+from veil.onion.cbor.encoding import _NINT64_MIN, _UINT64_MAX
 from veil.onion.errors import DecodeError, SchemaError, TooLarge
 
-# --- the reference: onion/cbor.py before its fast paths ------------------------------------
+# --- the reference: veil.onion.cbor before its fast paths ------------------------------------
 
 
 def ref_decode(
