@@ -27,7 +27,7 @@ from pathlib import Path
 from veil.onion.directory import NetworkFile
 from veil.onion.errors import NetworkFileError
 
-__all__ = ["MAX_NETWORK_FILE_BYTES", "read_network_file", "write_atomically"]
+__all__ = ["MAX_NETWORK_FILE_BYTES", "fsync_dir", "read_network_file", "write_atomically"]
 
 _POSIX = os.name == "posix"
 
