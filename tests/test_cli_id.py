@@ -530,7 +530,7 @@ def test_ctrl_c_exits_130_quietly(tmp_path: Path) -> None:
     assert not (tmp_path / "home" / "identity.json").exists()
 
 
-# --- passphrase: the identity file (client.home) ---------------------------------------------
+# --- passphrase: the identity file (veil.client.home) ----------------------------------------
 
 
 def _home_with(tmp_path: Path, record: dict[str, object]) -> Home:
