@@ -37,10 +37,10 @@ Swarms and replication (set by the node, node/app.py; both None for a bare servi
 :attr:`StorageService.swarms` (node/swarm_guard.py) is asked, right after a request is
 decoded and before its signature is checked, whether the account is this node's; it
 raises ``unavailable`` (no consensus yet) or ``wrong_swarm`` with the account's swarm,
-and answers ``get_swarm``. :attr:`StorageService.replication` (node/replication.py) is
+and answers ``get_swarm``. :attr:`StorageService.replication` (node/replication/) is
 handed every message that a store *created*, after its commit and before the client is
 answered; it returns once the push to the swarm's other members has completed or its
-bounded timeout ran out (the ack rule is in node/replication.py). A delete, delete_all
+bounded timeout ran out (the ack rule is in node/replication/). A delete, delete_all
 or expire that succeeded here is forwarded the same way (the client's own signed bytes,
 which each member verifies); one that arrives forwarded is not forwarded again.
 
@@ -145,7 +145,7 @@ class SwarmCheck(Protocol):
 
 
 class ReplicationHook(Protocol):
-    """Copies new messages to the swarm's other members (node/replication.py)."""
+    """Copies new messages to the swarm's other members (node/replication/)."""
 
     async def replicate(self, message: ReplicaMessage) -> None:
         """Push ``message`` (just committed here); return within a bounded time. Never
@@ -185,7 +185,7 @@ class StorageService:
         for bad input or a failing store: the reply carries the error's status.
 
         ``forwarded``: the request is a client's delete, delete_all or expire that a
-        swarm peer executed and forwards (node/replication.py); it is checked as any
+        swarm peer executed and forwards (node/replication/); it is checked as any
         other (swarm, signature, clock) but not forwarded again.
 
         A long-poll retrieve may wait up to its ``wait`` seconds. On cancel,

@@ -1,7 +1,7 @@
 """Swarm replication on a real devnet: authorities and nodes as processes on 127.0.0.1.
 
 Every store and read is an onion request built with onion/packet.py and onion/rpc.py
-(tests/swarmutil.py). What is checked is what DESIGN.md and node/replication.py promise:
+(tests/swarmutil.py). What is checked is what DESIGN.md and node/replication/ promise:
 
 * the ack rule: once a store is acknowledged, every member of the account's swarm
   already holds the message (read at once, without waiting);

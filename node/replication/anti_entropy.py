@@ -1,0 +1,122 @@
+"""Anti-entropy and joining: pulling from each swarm peer what it has after our cursor.
+
+Design note
+-----------
+Every ``sync_interval`` seconds, and at once when this node's swarm or the swarm ring
+changes, the node pulls from each swarm peer the peer's rows after a cursor (the peer's
+``seq``, which is never reused), page by page, at most ``max_pages`` pages per peer and
+round. The peer answers only the rows of accounts that belong to the *asker's* swarm in
+its own consensus (receive.py). The cursor is kept in the store (``sync_cursors``) per
+peer and *scope* (ring.py): the scope is this node's swarm ID and its two ring
+neighbours, which fix the range of accounts the swarm holds, so when that range changes
+the pulls start again from 0 (a copy already held is deduplicated). A pull names its
+scope, and a peer whose consensus gives the asker another scope refuses it (503)
+rather than answer from its own view: nodes adopt a new consensus a moment apart, and
+an answer filtered by the peer's older view would move the asker's cursor past rows
+that the asker does own. A node that was down, or that has just joined a swarm, catches
+up this way. A failed pull is counted and logged; the next round tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+
+from veil.onion import replication_frames as wire
+from veil.onion.directory import ConsensusNode
+from veil.onion.errors import ProtocolError, VeilError
+
+from ..config import ReplicationConfig
+from ..logging import log_event
+from ..network_view import NetworkView
+from ..store import MessageStore
+from .counters import ReplicationCounters
+from .requests import PeerRequests
+from .ring import ring_position, sync_scope
+
+__all__ = ["AntiEntropy"]
+
+log = logging.getLogger("veil.node.replication")
+
+
+class AntiEntropy:
+    """The pull rounds (see the module's note); :meth:`run` loops until cancelled."""
+
+    def __init__(
+        self,
+        *,
+        view: NetworkView,
+        store: MessageStore,
+        requests: PeerRequests,
+        clock: Callable[[], int],
+        config: ReplicationConfig,
+        counters: ReplicationCounters,
+    ) -> None:
+        self.view = view
+        self.store = store
+        self.requests = requests
+        self.clock = clock
+        self.config = config
+        self.counters = counters
+        self._now = trio.Event()
+
+    def start_round(self) -> None:
+        """Run a round now (the ring or this node's swarm changed)."""
+        self._now.set()
+
+    async def run(self) -> None:
+        while True:
+            with trio.move_on_after(self.config.sync_interval):
+                await self._now.wait()
+            self._now = trio.Event()
+            try:
+                await self.sync_round()
+            except Exception:  # a local failure (the store): log it, try next round
+                log.exception("anti-entropy round failed")
+
+    async def sync_round(self) -> None:
+        """Pull from every swarm peer what it has after our cursor (concurrently)."""
+        consensus = self.view.consensus
+        me = self.view.me()
+        if consensus is None or me is None:
+            return
+        scope = sync_scope(consensus, me.swarm_id)
+        async with trio.open_nursery() as nursery:
+            for peer in self.view.swarm_peers():
+                nursery.start_soon(self._pull_from, peer, scope)
+
+    async def _pull_from(self, peer: ConsensusNode, scope: bytes) -> None:
+        cursor = await self.store.sync_cursor(peer.node_id, scope)
+        for _ in range(self.config.max_pages):
+            self.counters.pulls += 1
+            try:
+                page = await self.requests.pull(peer, cursor, scope)
+                if page.next_seq < cursor:
+                    raise ProtocolError("the page goes back before the cursor")
+                now = self.clock()
+                for m in page.messages:
+                    wire.check_message(m, now_ms=now, skew_ms=self.config.clock_skew_ms)
+            except VeilError as exc:
+                self.counters.pull_failures += 1
+                log_event(
+                    log, logging.DEBUG, "pull_failed", peer=peer.node_id_hex[:16], error=str(exc)
+                )
+                return
+            mine = [m for m in page.messages if self._is_mine_key(m.account)]
+            if mine:
+                created = await self.store.store_replicated(mine)
+                self.counters.pulled += sum(created)
+            if page.next_seq != cursor:
+                cursor = page.next_seq
+                await self.store.set_sync_cursor(peer.node_id, scope, cursor)
+            if not page.more:
+                return
+
+    def _is_mine_key(self, account: bytes) -> bool:
+        consensus = self.view.consensus
+        me = self.view.me()
+        if consensus is None or me is None:
+            return False
+        return consensus.swarm_of(ring_position(account)).swarm_id == me.swarm_id

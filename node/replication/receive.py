@@ -1,0 +1,189 @@
+"""Receiving replication: a peer's push, pull or forward answered with a sealed frame.
+
+Design note
+-----------
+A push is accepted from any node listed in the consensus (a handover comes from outside
+the swarm); each message must keep the protocol's rules
+(:func:`~veil.onion.replication_frames.check_message`: the hash recomputed, the TTL
+limit), and only messages whose account maps to this node's swarm are stored; the
+others are named in the answer as refused, and a push with none of this swarm's
+accounts is refused whole (``wrong_swarm``). A pull is answered with the rows of the
+accounts in the *asker's* swarm, and refused (503) if the asker names another scope
+than this node's consensus gives it. A forward (a client's delete, delete_all or
+expire) is accepted only from a member of this node's own swarm and is executed by the
+storage service with its usual checks, never forwarded again.
+
+Every refusal is a typed :class:`~veil.onion.errors.VeilError` that the route answers
+with its status, counted by wire status; nothing from a peer can crash the node. Trust:
+a listed node can add messages to the accounts of any swarm it pushes to (as in
+Session, whose storage servers trust each other's pushes); it cannot read what it is
+not given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from veil.onion import crypto, rpc
+from veil.onion import replication_frames as wire
+from veil.onion.directory import Consensus, ConsensusNode
+from veil.onion.errors import (
+    ProtocolError,
+    Unauthorized,
+    Unavailable,
+    VeilError,
+    WrongSwarm,
+    wire_status,
+)
+from veil.onion.keys import NodeKeys
+from veil.onion.replica import ReplicaMessage
+
+from ..config import ReplicationConfig
+from ..network_view import NetworkView
+from ..service import StorageService
+from ..store import MessageStore
+from .counters import ReplicationCounters
+from .ring import ring_position, sync_scope
+
+__all__ = ["Receiver"]
+
+#: What a ``replication_frames.open_*`` function returns (see Receiver._open).
+_Opened = TypeVar("_Opened")
+
+
+class Receiver:
+    """Answers the three replication routes (see the module's note)."""
+
+    def __init__(
+        self,
+        *,
+        keys: NodeKeys,
+        view: NetworkView,
+        service: StorageService,
+        clock: Callable[[], int],
+        config: ReplicationConfig,
+        counters: ReplicationCounters,
+    ) -> None:
+        self.keys = keys
+        self.view = view
+        self.service = service
+        self.store: MessageStore = service.store
+        self.clock = clock
+        self.config = config
+        self.counters = counters
+
+    def _lookup(self, node_id: bytes) -> ConsensusNode | None:
+        return self.view.node(node_id)
+
+    def _refused(self, exc: VeilError) -> None:
+        status = wire_status(exc)
+        self.counters.refused[status] = self.counters.refused.get(status, 0) + 1
+
+    def _open(self, opener: Callable[..., _Opened], frame: bytes) -> _Opened:
+        """Open a peer's frame with ``opener`` (a ``replication_frames.open_*``): checked
+        against our keys, the consensus and our clock; raises its errors."""
+        return opener(
+            frame, self.keys, self._lookup, now_ms=self.clock(), skew_ms=self.config.clock_skew_ms
+        )
+
+    async def handle_push(self, frame: bytes) -> bytes:
+        """Answer a push (the body of ``POST /replicate``) with the sealed ack.
+
+        Raises a :class:`~veil.onion.errors.VeilError` for the route to answer with its
+        HTTP status: Unavailable (no consensus yet), the frame's errors (TooLarge,
+        DecodeError, SchemaError, Unauthorized, ClockSkew), ProtocolError (a message
+        that breaks a rule), WrongSwarm (no message is for this node's swarm). On
+        cancel, a store write already queued may still commit.
+        """
+        try:
+            consensus, me = self._membership()
+            push = self._open(wire.open_push, frame)
+            now = self.clock()
+            accepted: list[ReplicaMessage] = []
+            refused: list[bytes] = []
+            for m in push.messages:
+                wire.check_message(m, now_ms=now, skew_ms=self.config.clock_skew_ms)
+                if consensus.swarm_of(ring_position(m.account)).swarm_id == me.swarm_id:
+                    accepted.append(m)
+                else:
+                    refused.append(m.hash)
+            if refused and not accepted:
+                raise WrongSwarm("none of these accounts is in this node's swarm")
+        except VeilError as exc:
+            self._refused(exc)
+            raise
+        sender = consensus.node(push.sender)  # open_push found it in this consensus
+        assert sender is not None
+        created = await self.store.store_replicated(accepted) if accepted else []
+        stored = sum(created)
+        self.counters.received += stored
+        return wire.seal_pushed(
+            self.keys, sender, push.digest, stored, refused, now_ms=self.clock()
+        )
+
+    async def handle_pull(self, frame: bytes) -> bytes:
+        """Answer a pull (the body of ``POST /replicate/pull``) with one sealed page of
+        the rows of accounts in the asker's swarm. Errors as :meth:`handle_push`."""
+        try:
+            consensus, _ = self._membership()
+            pull = self._open(wire.open_pull, frame)
+        except VeilError as exc:
+            self._refused(exc)
+            raise
+        asker = consensus.node(pull.sender)
+        assert asker is not None  # open_pull found it in this consensus
+        target = asker.swarm_id
+        if not crypto.ct_equal(pull.scope, sync_scope(consensus, target)):
+            # We see the asker's range of accounts differently (one of us has not
+            # adopted the latest consensus yet). Answering from our view would let the
+            # asker's cursor skip rows it does own: refuse, it asks again next round.
+            error = Unavailable("this node's consensus gives the asker another range; retry")
+            self._refused(error)
+            raise error
+        swarm_of = consensus.swarm_of
+
+        def accept(account: bytes) -> bool:
+            return swarm_of(ring_position(account)).swarm_id == target
+
+        page = await self.store.replica_page(
+            pull.after,
+            accept=accept,
+            limit=wire.MAX_MESSAGES,
+            max_bytes=wire.BATCH_MAX_BYTES,
+            item_overhead=wire.ITEM_OVERHEAD,
+        )
+        return wire.seal_page(self.keys, asker, pull.digest, page, now_ms=self.clock())
+
+    async def handle_forward(self, frame: bytes) -> bytes:
+        """Execute a client's delete, delete_all or expire that a member of this node's
+        swarm forwards (the body of ``POST /replicate/forward``); answer the sealed
+        storage reply (whatever its status: the client's signature and clock are checked
+        here as for any request). Errors as :meth:`handle_push`, and Unauthorized for a
+        sender outside this node's swarm, ProtocolError for another method."""
+        try:
+            consensus, me = self._membership()
+            fwd = self._open(wire.open_forward, frame)
+            sender = consensus.node(fwd.sender)
+            assert sender is not None  # open_forward found it in this consensus
+            if sender.swarm_id != me.swarm_id:
+                raise Unauthorized("only members of this node's swarm forward requests")
+            request = rpc.decode_request(fwd.request)
+            if not isinstance(
+                request, rpc.DeleteRequest | rpc.DeleteAllRequest | rpc.ExpireRequest
+            ):
+                raise ProtocolError("only delete, delete_all and expire are forwarded")
+        except VeilError as exc:
+            self._refused(exc)
+            raise
+        reply = await self.service.handle(fwd.request, forwarded=True)
+        return wire.seal_forwarded(self.keys, sender, fwd.digest, reply, now_ms=self.clock())
+
+    def _membership(self) -> tuple[Consensus, ConsensusNode]:
+        consensus = self.view.consensus
+        if consensus is None:
+            raise Unavailable("this node holds no consensus yet")
+        me = consensus.node(self.view.node_id)
+        if me is None:
+            raise Unavailable("this node is not in the consensus")
+        return consensus, me

@@ -1,0 +1,97 @@
+"""Replication's outgoing requests: one sealed frame posted to a peer, its answer opened.
+
+Design note
+-----------
+Push, pull and forward all take the same path: seal a frame
+(:mod:`veil.onion.replication_frames`), ``POST`` it over the node's
+:class:`~veil.node.peers.PeerPool` (persistent per-peer h11 connections), refuse a
+non-200 answer as :class:`~veil.node.errors.ReplicationRefused` (with the peer's HTTP
+status, which the push queue uses to tell a lasting refusal from a passing one), and
+open the sealed answer against the peer's keys and our clock. One attempt each: the
+retry policy is the caller's (the push queue backs off; a pull waits for the next round;
+a forward is never retried, as the client's signature is only good for the clock-skew
+window).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from veil.onion import replication_frames as wire
+from veil.onion.directory import ConsensusNode
+from veil.onion.keys import NodeKeys
+from veil.onion.replica import ReplicaMessage, ReplicaPage
+
+from ..config import ReplicationConfig
+from ..errors import ReplicationRefused
+from ..peers import PeerPool
+
+__all__ = ["FORWARD_PATH", "PULL_PATH", "PUSH_PATH", "PeerRequests"]
+
+PUSH_PATH = "/replicate"
+PULL_PATH = "/replicate/pull"
+FORWARD_PATH = "/replicate/forward"
+
+
+class PeerRequests:
+    """The three requests this node makes to another; each raises a
+    :class:`~veil.onion.errors.VeilError`: NetworkError or RateLimited (the peer pool),
+    :class:`ReplicationRefused` (an HTTP error), or the frame errors of the
+    ``replication_frames.open_*`` function of its answer (a bad answer)."""
+
+    def __init__(
+        self,
+        *,
+        keys: NodeKeys,
+        peers: PeerPool,
+        clock: Callable[[], int],
+        config: ReplicationConfig,
+    ) -> None:
+        self.keys = keys
+        self.peers = peers
+        self.clock = clock
+        self.config = config
+
+    async def _post(self, peer: ConsensusNode, path: str, frame: bytes) -> bytes:
+        """POST ``frame`` to ``peer``'s ``path``; the body of a 200 answer."""
+        status, body = await self.peers.post(
+            peer.host, peer.port, path, frame, timeout=self.config.request_timeout
+        )
+        if status != 200:
+            raise ReplicationRefused(status, body[:200].decode("utf-8", "replace").strip())
+        return body
+
+    async def push(self, peer: ConsensusNode, messages: Sequence[ReplicaMessage]) -> wire.PushAck:
+        """Push ``messages`` (one batch within the wire limits) to ``peer``; its ack."""
+        frame, digest = wire.seal_push(self.keys, peer, messages, now_ms=self.clock())
+        body = await self._post(peer, PUSH_PATH, frame)
+        return wire.open_pushed(
+            body,
+            self.keys,
+            peer,
+            digest,
+            now_ms=self.clock(),
+            skew_ms=self.config.clock_skew_ms,
+        )
+
+    async def pull(self, peer: ConsensusNode, after: int, scope: bytes) -> ReplicaPage:
+        """One page of ``peer``'s rows after seq ``after``, of the accounts of ``scope``
+        (503 if the peer sees the scope otherwise)."""
+        frame, digest = wire.seal_pull(self.keys, peer, after, scope, now_ms=self.clock())
+        body = await self._post(peer, PULL_PATH, frame)
+        return wire.open_page(
+            body, self.keys, peer, digest, now_ms=self.clock(), skew_ms=self.config.clock_skew_ms
+        )
+
+    async def forward(self, peer: ConsensusNode, request: bytes) -> bytes:
+        """Send a client's signed storage request to ``peer``; its storage reply."""
+        frame, digest = wire.seal_forward(self.keys, peer, request, now_ms=self.clock())
+        body = await self._post(peer, FORWARD_PATH, frame)
+        return wire.open_forwarded(
+            body,
+            self.keys,
+            peer,
+            digest,
+            now_ms=self.clock(),
+            skew_ms=self.config.clock_skew_ms,
+        )
