@@ -17,7 +17,7 @@ is the deterministic CBOR map::
 
     {"content": bytes, "sender": sender Ed25519 public key, "sig": signature, "ts": int}
 
-padded with :mod:`onion.padding` (0x80 then zeros) so that the whole envelope's length
+padded with :mod:`veil.onion.padding` (0x80 then zeros) so that the whole envelope's length
 is a Padmé value of at least 256 bytes. The padded plaintext is then sealed to the
 recipient's X25519 key with a fresh ephemeral key::
 
@@ -159,7 +159,7 @@ def seal(
 def open_envelope(recipient: Account, data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE) -> Opened:
     """Open an envelope sealed to ``recipient``; see the module note for the errors.
 
-    Every failure is a :class:`~onion.errors.ProtocolError`: :class:`TooLarge`,
+    Every failure is a :class:`~veil.onion.errors.ProtocolError`: :class:`TooLarge`,
     :class:`EnvelopeError` (malformed, not for us, or altered), :class:`DecodeError` or
     :class:`SchemaError` (a sender that does not follow the format) and
     :class:`BadSignature` (a forged or misdirected signature).

@@ -38,7 +38,7 @@ largest size class), a response's at most ``max_response``. Anything else (an un
 kind, a set reserved field, a response where a request is due or the other way round,
 a payload over its limit) is a :class:`LinkProtocolError`, after which the connection
 is closed: framing cannot resynchronise. Whether a stream number is in use, and how
-many may be open at once, is the business of the I/O layer (:mod:`node.link`), not of
+many may be open at once, is the business of the I/O layer (:mod:`veil.node.link`), not of
 this module.
 
 This module is bytes in, frames out (:class:`FrameReader`) and frames in, bytes out
@@ -101,7 +101,7 @@ def encode_request(stream: int, packet: bytes) -> bytes:
     """The frame that asks the peer to handle onion ``packet`` as ``stream``.
 
     Raises ValueError for a stream number out of range or a packet over
-    :data:`onion.packet.MAX_PACKET_LEN` (a caller's bug: the peer would refuse it).
+    :data:`veil.onion.packet.MAX_PACKET_LEN` (a caller's bug: the peer would refuse it).
     """
     if not 0 <= stream <= MAX_STREAM_ID:
         raise ValueError(f"stream {stream} out of range")

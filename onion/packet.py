@@ -336,7 +336,7 @@ def process_packet(
     Returns :class:`Relay` (forward ``.packet``, same length) or :class:`Deliver`
     (``.payload`` is for this node). Raises :class:`MalformedPacket` for a bad length or
     version and :class:`IntegrityError` for a bad MAC or body, before acting on anything.
-    The caller enforces ``timestamp_ms`` and ``replay_tag`` (see :mod:`onion.replay`).
+    The caller enforces ``timestamp_ms`` and ``replay_tag`` (see :mod:`veil.onion.replay`).
     """
     n = len(packet)
     if n not in _PACKET_LENGTHS:

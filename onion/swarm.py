@@ -4,7 +4,7 @@ Design note
 -----------
 Accounts live on a 64-bit ring. An account's position is Session's
 ``pubkey_to_swarm_space``: the XOR of the four big-endian 8-byte words of its X25519
-key (:attr:`onion.keys.AccountId.ring_position`). Every swarm has a 64-bit ID, which is
+key (:attr:`veil.onion.keys.AccountId.ring_position`). Every swarm has a 64-bit ID, which is
 also a point on the ring, and an account belongs to the swarm whose ID is nearest its
 position, measured both ways round the ring (so 2**64 - 1 and 0 are neighbours). A
 position exactly half-way between two swarms goes to the one counter-clockwise of it

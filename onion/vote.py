@@ -4,9 +4,9 @@ Design note
 -----------
 Tor's directory protocol in miniature. At the start of every epoch each authority
 *freezes a vote*: the signed descriptors of the nodes that it registered and found
-answering (:mod:`node.authority` checks them). Shortly afterwards it fetches the
+answering (:mod:`veil.node.authority` checks them). Shortly afterwards it fetches the
 other authorities' votes for the same epoch, combines them with :func:`combine_votes`,
-and builds the consensus body with :func:`onion.directory.make_consensus_body`. The
+and builds the consensus body with :func:`veil.onion.directory.make_consensus_body`. The
 authorities then sign that body and exchange signatures (:func:`make_signature_doc`,
 :func:`parse_signature_doc`); because the body is canonical CBOR and every step here is
 a deterministic function of the votes, authorities that hold the same votes (and the
@@ -23,7 +23,7 @@ A vote carries the descriptors as their signed bytes, so a reader checks every n
 own signature and never has to trust the authority for a node's keys or address; and a
 restarted authority can learn the descriptors it lacks from a peer's vote. ``interval``
 and ``swarm_size`` are in the vote so that two authorities configured differently find
-out (a vote with other parameters is refused with :class:`~onion.errors.VoteMismatch`)
+out (a vote with other parameters is refused with :class:`~veil.onion.errors.VoteMismatch`)
 instead of silently signing different bodies.
 
 Combining (:func:`combine_votes`): a node is in the consensus if it is listed in at
@@ -40,8 +40,8 @@ refuses exactly the same ones. A descriptor that fails is skipped (and counted),
 fatal to the vote: one bad entry from an authority must not veto the others.
 
 Limits, checked before decoding: a vote is at most :data:`MAX_VOTE_SIZE` bytes and holds
-at most :data:`onion.directory.MAX_NODES` descriptors of at most
-:data:`onion.directory.MAX_DESCRIPTOR_SIZE` bytes each.
+at most :data:`veil.onion.directory.MAX_NODES` descriptors of at most
+:data:`veil.onion.directory.MAX_DESCRIPTOR_SIZE` bytes each.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def make_vote(
 
     Duplicates are dropped and the list is sorted, so the same set gives the same
     vote. :class:`ValueError` for more than :data:`MAX_NODES` descriptors or a vote over
-    :data:`MAX_VOTE_SIZE`; :class:`~onion.errors.SchemaError` for a field out of range.
+    :data:`MAX_VOTE_SIZE`; :class:`~veil.onion.errors.SchemaError` for a field out of range.
     """
     unique = sorted(set(descriptors))
     if len(unique) > MAX_NODES:

@@ -1,4 +1,4 @@
-"""onion.cbor: strict decoding of hostile bytes, deterministic encoding, schemas."""
+"""veil.onion.cbor: strict decoding of hostile bytes, deterministic encoding, schemas."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""onion.cbor's fast paths are exact: the same results and the same errors as the plain,
+"""veil.onion.cbor's fast paths are exact: the same results and the same errors as the plain,
 one-function-per-item code they replaced, which is kept below as the reference.
 
 What is compared: :func:`cbor.decode` (values, and for refused input the error's type

@@ -235,7 +235,7 @@ def test_descriptor_node_id_must_be_a_valid_ed25519_key() -> None:
 
 def reversed_map(fields: dict[str, object]) -> bytes:
     """``fields`` as a CBOR map with its entries in reverse canonical order: well-formed,
-    but not the one encoding that :func:`onion.cbor.encode` gives."""
+    but not the one encoding that :func:`veil.onion.cbor.encode` gives."""
     canonical = encode(fields)
     entries = sorted((encode(k), encode(v)) for k, v in fields.items())
     out = canonical[:1] + b"".join(k + v for k, v in reversed(entries))

@@ -1,4 +1,4 @@
-"""onion.padding and onion.envelope: Padmé, sealed and signed 1:1 envelopes."""
+"""veil.onion.padding and veil.onion.envelope: Padmé, sealed and signed 1:1 envelopes."""
 
 from __future__ import annotations
 
@@ -64,8 +64,8 @@ MALLORY = account("mallory")
 TS = 1_700_000_000_123
 
 
-# --- the documented construction, written out independently of onion/envelope.py ---------
-# These follow the module docstring of onion.envelope; the known-answer test below checks
+# --- the documented construction, written out independently of veil.onion.envelope ---------
+# These follow the module docstring of veil.onion.envelope; the known-answer test below checks
 # that envelope.seal produces exactly this, so the docstring cannot drift from the code.
 
 

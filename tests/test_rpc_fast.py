@@ -1,4 +1,4 @@
-"""onion.rpc's hot paths are exact: the same results and the same errors as the general
+"""veil.onion.rpc's hot paths are exact: the same results and the same errors as the general
 code they stand in for.
 
 What is compared: :func:`rpc.decode_request` (its byte-level fast path for unsigned

@@ -114,7 +114,7 @@ class ConsensusNode:
         )
 
     def as_hop(self) -> Hop:
-        """This node as a hop of an onion path (:mod:`onion.packet`)."""
+        """This node as a hop of an onion path (:mod:`veil.onion.packet`)."""
         return Hop(node_id=self.node_id, onion_key=self.onion_key, host=self.host, port=self.port)
 
     def _entry(self) -> dict[str, Any]:
@@ -218,7 +218,7 @@ class Consensus:
     def node(self, node_id: bytes | str) -> ConsensusNode | None:
         """The node with this ID (bytes, or 64 hex characters), or None if not listed.
 
-        A malformed hex ID raises :class:`~onion.errors.InvalidId`.
+        A malformed hex ID raises :class:`~veil.onion.errors.InvalidId`.
         """
         if isinstance(node_id, str):
             node_id = parse_node_id(node_id)
@@ -300,7 +300,7 @@ def make_consensus_body(
     their times. A deterministic function of its arguments: the order of ``descriptors`` does not
     matter, so authorities that agree on the nodes, the times and ``previous`` (the last
     consensus's :attr:`Consensus.assignment`) produce the same bytes. Swarms are
-    assigned by :func:`onion.swarm.assign_swarms`. ``fresh_until`` is
+    assigned by :func:`veil.onion.swarm.assign_swarms`. ``fresh_until`` is
     ``valid_after + interval``; ``valid_until`` is ``valid_after + lifetime`` (default
     :data:`DEFAULT_LIFETIME_INTERVALS` intervals). Raises :class:`ValueError` for
     arguments a reader would refuse (two descriptors of one node, more than

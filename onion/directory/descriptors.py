@@ -62,7 +62,7 @@ class NodeDescriptor:
     """What a node says about itself, signed by its identity key.
 
     Building one checks every field, including that both keys are valid points:
-    :class:`~onion.errors.InvalidId` for the identity key, :class:`InvalidDescriptor`
+    :class:`~veil.onion.errors.InvalidId` for the identity key, :class:`InvalidDescriptor`
     for anything else.
     """
 

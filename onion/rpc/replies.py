@@ -64,7 +64,7 @@ class Reply:
 
         A ``wrong_swarm`` reply that names a valid swarm raises :class:`SwarmMoved`
         (carrying it); one without, or with a malformed one, the plain
-        :class:`~onion.errors.WrongSwarm`.
+        :class:`~veil.onion.errors.WrongSwarm`.
         """
         if self.status == "ok":
             assert self.result is not None

@@ -48,7 +48,7 @@ def decode_request(data: bytes | bytearray | memoryview) -> Request:
 # --- the hot path of decode_request ------------------------------------------------------
 #
 # Most requests a node answers are unsigned inbox stores, and every veil client encodes
-# them with onion.cbor.encode, so they arrive as exactly one byte layout (map keys in the
+# them with veil.onion.cbor.encode, so they arrive as exactly one byte layout (map keys in the
 # bytewise order of their encodings):
 #
 #   {"method": "store", "params": {"ttl": uint, "data": bytes, "pubkey": text(66),

@@ -57,8 +57,8 @@ def signing_message(
 def verify_request(request: Request, now_ms: int, skew_ms: int = CLOCK_SKEW_MS) -> None:
     """Check a request's signature, if it needs one or carries one.
 
-    Raises :class:`~onion.errors.Unauthorized` (missing, wrong key, bad signature) or
-    :class:`~onion.errors.ClockSkew` (timestamp more than ``skew_ms`` from ``now_ms``;
+    Raises :class:`~veil.onion.errors.Unauthorized` (missing, wrong key, bad signature) or
+    :class:`~veil.onion.errors.ClockSkew` (timestamp more than ``skew_ms`` from ``now_ms``;
     checked first, as it is the cheapest and the most useful to a client whose clock is
     off). A request that carries a signature it does not need is still checked: a bad
     signature is never ignored.

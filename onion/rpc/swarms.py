@@ -89,7 +89,7 @@ class SwarmInfo:
 
     @classmethod
     def of(cls, swarm: Any) -> SwarmInfo:
-        """From an :class:`onion.directory.Swarm` (anything with ``swarm_id`` and
+        """From an :class:`veil.onion.directory.Swarm` (anything with ``swarm_id`` and
         ``members`` that have ``node_id``, ``onion_key``, ``host`` and ``port``)."""
         return cls(
             swarm.swarm_id,
