@@ -68,6 +68,7 @@ import h11
 import trio
 
 from veil.onion.errors import HopTimeout, HopUnreachable, RateLimited
+from veil.onion.hostport import format_hostport
 from veil.onion.link import (
     REQUEST,
     RESPONSE,
@@ -459,7 +460,7 @@ class LinkPool:
 async def _handshake(stream: trio.SocketStream, host: str, port: int) -> bytes | None:
     """Ask for the upgrade; the bytes after the 101, or None if the peer refused it."""
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HANDSHAKE_HEAD)
-    hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    hostport = format_hostport(host, port)
     request = h11.Request(
         method="GET",
         target=UPGRADE_PATH,

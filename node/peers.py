@@ -81,6 +81,7 @@ import h11
 import trio
 
 from veil.onion.errors import HopTimeout, HopUnreachable, RateLimited
+from veil.onion.hostport import format_hostport
 from veil.onion.packet import MAX_REPLY_LEN
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "Header", "PeerPool"]
@@ -422,7 +423,7 @@ class PeerPool:
         key = (method, host, port, path, length, extra)
         request = self._requests.get(key)
         if request is None:
-            hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            hostport = format_hostport(host, port)
             hdrs: list[Header] = [("host", hostport)]
             if length is not None:
                 hdrs.append(("content-length", str(length)))

@@ -51,7 +51,6 @@ stores, waiting polls) and :meth:`StorageService.stats` (the store's counters).
 from __future__ import annotations
 
 import logging
-import time
 import traceback
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -71,6 +70,7 @@ from veil.onion.errors import (
     wire_status,
 )
 from veil.onion.keys import AccountId
+from veil.onion.wallclock import wall_clock_ms
 
 from .ratelimit import TokenBucketLimiter
 from .store import MessageStore, ReplicaMessage, StoreStats, open_store
@@ -82,18 +82,12 @@ __all__ = [
     "StorageService",
     "SwarmCheck",
     "open_storage_service",
-    "wall_clock_ms",
 ]
 
 log = logging.getLogger("veil.node.storage")
 
 #: Label used for requests that do not decode to a known method.
 INVALID_METHOD = "invalid"
-
-
-def wall_clock_ms() -> int:
-    """The node's wall clock in ms since the epoch (the default clock)."""
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
