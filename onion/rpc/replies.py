@@ -45,15 +45,21 @@ _REPLY = Schema(
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A decoded reply: ``status`` (wire status), ``t`` (node time, ms), and either
+    """A decoded reply: ``status`` (wire status), ``t_ms`` (the node's clock, ms since the
+    epoch: ``t`` on the wire), and either
     ``result`` (status "ok") or ``error`` (a message)."""
 
     status: str
-    t: int
+    t_ms: int
     result: dict[str, Any] | None = None
     error: str | None = None
     #: Fields beyond the four above, kept for later protocol versions (e.g. "swarm").
     extra: dict[str, Any] | None = None
+
+    @property
+    def t(self) -> int:
+        """Old name of :attr:`t_ms`, kept while node/ and client/ move to it."""
+        return self.t_ms
 
     @property
     def ok(self) -> bool:
@@ -82,7 +88,7 @@ class Reply:
 def encode_reply(reply: Reply) -> bytes:
     """Encode a reply after checking it (``ValueError`` for an inconsistent one)."""
     obj: dict[str, Any] = dict(reply.extra or {})
-    obj.update(status=reply.status, t=reply.t)
+    obj.update(status=reply.status, t=reply.t_ms)
     if reply.status == "ok":
         if reply.result is None or reply.error is not None:
             raise ValueError("an ok reply has a result and no error")
@@ -105,18 +111,18 @@ _OK_REPLY_RESULT: Final = b"\x66result"
 _OK_REPLY_TAIL: Final = b"\x66status\x62ok"
 
 
-def ok_reply(t: int, result: Mapping[str, Any]) -> bytes:
-    """The bytes of a successful reply at node time ``t``.
+def ok_reply(t_ms: int, result: Mapping[str, Any]) -> bytes:
+    """The bytes of a successful reply at node time ``t_ms``.
 
-    Same bytes and same errors as ``encode_reply(Reply("ok", t, dict(result)))``; the
-    usual case (an int ``t`` in range, a dict result) skips building and re-checking
+    Same bytes and same errors as ``encode_reply(Reply("ok", t_ms, dict(result)))``; the
+    usual case (an int ``t_ms`` in range, a dict result) skips building and re-checking
     the reply map, which is the node's own.
     """
-    if type(t) is int and 0 <= t <= MAX_TIME_MS and type(result) is dict:
+    if type(t_ms) is int and 0 <= t_ms <= MAX_TIME_MS and type(result) is dict:
         return b"".join(
-            (_OK_REPLY_HEAD, encode(t), _OK_REPLY_RESULT, encode(result), _OK_REPLY_TAIL)
+            (_OK_REPLY_HEAD, encode(t_ms), _OK_REPLY_RESULT, encode(result), _OK_REPLY_TAIL)
         )
-    return encode_reply(Reply("ok", t, dict(result)))
+    return encode_reply(Reply("ok", t_ms, dict(result)))
 
 
 # The canonical encoding of a store's result map: keys "hash", "expiry", "created" (in the
@@ -126,17 +132,17 @@ _STORE_RESULT_EXPIRY: Final = b"\x66expiry"
 _STORE_RESULT_CREATED: Final = (b"\x67created\xf4", b"\x67created\xf5")
 
 
-def store_reply(t: int, result: StoreResult) -> bytes:
-    """The bytes of the successful reply to a store: ``ok_reply(t, result.to_wire())``.
+def store_reply(t_ms: int, result: StoreResult) -> bytes:
+    """The bytes of the successful reply to a store: ``ok_reply(t_ms, result.to_wire())``.
 
     Same bytes and errors as that; the usual case (a 32-byte hash, an int expiry and a
     bool, as the node's store gives) is assembled from constant parts, since a node
     sends one of these for every message it takes.
     """
-    h, expiry, created = result.hash, result.expiry, result.created
+    h, expiry, created = result.hash, result.expiry_ms, result.created
     if (
-        type(t) is int
-        and 0 <= t <= MAX_TIME_MS
+        type(t_ms) is int
+        and 0 <= t_ms <= MAX_TIME_MS
         and type(h) is bytes
         and len(h) == 32
         and type(expiry) is int
@@ -146,7 +152,7 @@ def store_reply(t: int, result: StoreResult) -> bytes:
         return b"".join(
             (
                 _OK_REPLY_HEAD,
-                _encode_uint(t),
+                _encode_uint(t_ms),
                 _OK_REPLY_RESULT,
                 _STORE_RESULT_HEAD,
                 h,
@@ -156,7 +162,7 @@ def store_reply(t: int, result: StoreResult) -> bytes:
                 _OK_REPLY_TAIL,
             )
         )
-    return ok_reply(t, result.to_wire())
+    return ok_reply(t_ms, result.to_wire())
 
 
 def _encode_uint(value: int) -> bytes:
@@ -166,21 +172,22 @@ def _encode_uint(value: int) -> bytes:
     return encode(value)
 
 
-def error_reply(t: int, error: VeilError) -> bytes:
-    """The bytes of the error reply for ``error`` (its status and message) at node time ``t``.
+def error_reply(t_ms: int, error: VeilError) -> bytes:
+    """The bytes of the error reply for ``error`` (its status and message) at node time
+    ``t_ms``.
 
     The message is cut to :data:`MAX_ERROR_CHARS`; errors raised by veil never quote
     message contents. A :class:`SwarmMoved` error adds its ``swarm`` field.
     """
     status = wire_status(error)
     extra = {"swarm": error.swarm.to_wire()} if isinstance(error, SwarmMoved) else None
-    return encode_reply(Reply(status, t, error=str(error) or status, extra=extra))
+    return encode_reply(Reply(status, t_ms, error=str(error) or status, extra=extra))
 
 
 def decode_reply(data: bytes | bytearray | memoryview, *, max_size: int = MAX_REPLY_SIZE) -> Reply:
     """Decode a reply (TooLarge, DecodeError or SchemaError if it is not one).
 
-    An error *status* is not raised here: the client reads ``t`` first (for clock skew),
+    An error *status* is not raised here: the client reads ``t_ms`` first (clock skew),
     then calls :meth:`Reply.raise_for_status`.
     """
     obj = _REPLY.decode(data, max_size=max_size)

@@ -47,11 +47,17 @@ class Auth:
     """The signature fields of a request."""
 
     pubkey_ed25519: bytes
-    timestamp: int
+    #: When the client signed (ms since the epoch, client's clock).
+    timestamp_ms: int
     signature: bytes
 
     def __repr__(self) -> str:
-        return f"Auth(timestamp={self.timestamp})"
+        return f"Auth(timestamp_ms={self.timestamp_ms})"
+
+    @property
+    def timestamp(self) -> int:
+        """Old name of :attr:`timestamp_ms`, kept while node/ and client/ move to it."""
+        return self.timestamp_ms
 
 
 # --- typed requests ------------------------------------------------------------------------
@@ -132,12 +138,17 @@ class ExpireRequest:
     namespace: int
     hashes: tuple[bytes, ...]
     #: The new expiry, ms since the epoch (node's clock).
-    expiry: int
+    expiry_ms: int
     auth: Auth | None = None
     needs_auth: ClassVar[bool] = True
 
     def signed_extra(self) -> bytes:
-        return length_prefixed(self.expiry.to_bytes(8, "big"), *self.hashes)
+        return length_prefixed(self.expiry_ms.to_bytes(8, "big"), *self.hashes)
+
+    @property
+    def expiry(self) -> int:
+        """Old name of :attr:`expiry_ms`, kept while node/ and client/ move to it."""
+        return self.expiry_ms
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,8 @@ _HASH = Field(bytes, size=32)
 @dataclass(frozen=True, slots=True)
 class StoreResult:
     hash: bytes
-    expiry: int
+    #: When the message now expires (ms since the epoch, node's clock).
+    expiry_ms: int
     #: False if the same message was already stored (its expiry may have been extended).
     created: bool
 
@@ -46,21 +47,26 @@ class StoreResult:
     )
 
     def to_wire(self) -> dict[str, Any]:
-        return {"hash": self.hash, "expiry": self.expiry, "created": self.created}
+        return {"hash": self.hash, "expiry": self.expiry_ms, "created": self.created}
 
     @classmethod
     def from_wire(cls, r: dict[str, Any]) -> StoreResult:
         cls.SCHEMA.check(r)
         return cls(r["hash"], r["expiry"], r["created"])
 
+    @property
+    def expiry(self) -> int:
+        """Old name of :attr:`expiry_ms`, kept while node/ and client/ move to it."""
+        return self.expiry_ms
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
     hash: bytes
     data: bytes
-    #: When the node stored it (ms, node's clock).
-    timestamp: int
-    expiry: int
+    #: When the node stored it (ms since the epoch, node's clock).
+    timestamp_ms: int
+    expiry_ms: int
 
     SCHEMA: ClassVar[Schema] = Schema(
         "message",
@@ -76,9 +82,19 @@ class Message:
         return {
             "hash": self.hash,
             "data": self.data,
-            "timestamp": self.timestamp,
-            "expiry": self.expiry,
+            "timestamp": self.timestamp_ms,
+            "expiry": self.expiry_ms,
         }
+
+    @property
+    def timestamp(self) -> int:
+        """Old name of :attr:`timestamp_ms`, kept while node/ and client/ move to it."""
+        return self.timestamp_ms
+
+    @property
+    def expiry(self) -> int:
+        """Old name of :attr:`expiry_ms`, kept while node/ and client/ move to it."""
+        return self.expiry_ms
 
     def __repr__(self) -> str:
         return f"Message({self.hash.hex()[:16]}..., {len(self.data)} bytes)"
@@ -148,9 +164,9 @@ class DeleteAllResult:
 
 @dataclass(frozen=True, slots=True)
 class ExpireResult:
-    #: The hashes whose expiry is now ``expiry`` (unknown or expired ones are left out).
+    #: The hashes whose expiry is now ``expiry_ms`` (unknown or expired ones are left out).
     updated: list[bytes]
-    expiry: int
+    expiry_ms: int
 
     SCHEMA: ClassVar[Schema] = Schema(
         "expire.result",
@@ -158,12 +174,17 @@ class ExpireResult:
     )
 
     def to_wire(self) -> dict[str, Any]:
-        return {"updated": list(self.updated), "expiry": self.expiry}
+        return {"updated": list(self.updated), "expiry": self.expiry_ms}
 
     @classmethod
     def from_wire(cls, r: dict[str, Any]) -> ExpireResult:
         cls.SCHEMA.check(r)
         return cls(list(r["updated"]), r["expiry"])
+
+    @property
+    def expiry(self) -> int:
+        """Old name of :attr:`expiry_ms`, kept while node/ and client/ move to it."""
+        return self.expiry_ms
 
 
 @dataclass(frozen=True, slots=True)

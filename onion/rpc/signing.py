@@ -38,7 +38,7 @@ DOMAIN: Final = b"storage"
 
 
 def signing_message(
-    method: str, account: AccountId, namespace: int | None, timestamp: int, extra: bytes = b""
+    method: str, account: AccountId, namespace: int | None, timestamp_ms: int, extra: bytes = b""
 ) -> bytes:
     """The bytes signed (under :data:`DOMAIN`) for a request; see the module note.
 
@@ -49,7 +49,7 @@ def signing_message(
         method.encode(),
         account.x25519_public,
         namespace_bytes(namespace),
-        timestamp.to_bytes(8, "big"),
+        timestamp_ms.to_bytes(8, "big"),
         extra,
     )
 
@@ -72,9 +72,9 @@ def verify_request(request: Request, now_ms: int, skew_ms: int = CLOCK_SKEW_MS) 
             )
         return
     assert not isinstance(request, InfoRequest | GetSwarmRequest)
-    if abs(auth.timestamp - now_ms) > skew_ms:
+    if abs(auth.timestamp_ms - now_ms) > skew_ms:
         raise ClockSkew(
-            f"request timestamp {auth.timestamp} is more than {skew_ms} ms from the node's "
+            f"request timestamp {auth.timestamp_ms} is more than {skew_ms} ms from the node's "
             f"time {now_ms}"
         )
     # Seam for delegated session keys: a capability would be checked here instead.
@@ -85,7 +85,11 @@ def verify_request(request: Request, now_ms: int, skew_ms: int = CLOCK_SKEW_MS) 
     if owner != request.account:
         raise Unauthorized("pubkey_ed25519 is not the key of the account")
     message = signing_message(
-        request.method, request.account, request.namespace, auth.timestamp, request.signed_extra()
+        request.method,
+        request.account,
+        request.namespace,
+        auth.timestamp_ms,
+        request.signed_extra(),
     )
     try:
         crypto.verify(auth.pubkey_ed25519, DOMAIN, message, auth.signature)
