@@ -1,66 +1,24 @@
-"""Node-to-node links on trio: one multiplexed connection per peer for onion packets.
+"""The sending side of node-to-node links: :class:`LinkPool`, one multiplexed link per peer.
 
 Design note
-===========
-
-The frames and the handshake are in :mod:`onion.link` (sans-IO); this module moves them.
-
-:class:`LinkPool` is the sending side: a relay calls :meth:`LinkPool.forward` for each
-packet. Per peer ``(host, port)`` there is at most one link, opened on first use (a
-TCP connect and the ``GET /link`` upgrade, within ``connect_timeout``). Many packets
-are in flight on it at once, each a stream; a reader task per link matches responses to
-their waiting requests by stream number. Sending needs no task of its own: the request
-that finds the link idle writes, and keeps writing what other requests queue meanwhile,
-so a busy link sends a batch of frames per system call. A write is shielded from its
-request's cancellation (a frame cut in half would break the framing for everyone) and
-bounded by ``write_timeout`` per 256 KiB instead; a link whose write times out is closed.
-
-A peer that answers the upgrade with 400, 404, 405, 426 or 501 (a node of an older
-version, or one that will not link with us) is reached over HTTP (``POST /onion``
-through :class:`node.peers.PeerPool`) for ``fallback_ttl`` seconds, after which the
-upgrade is tried again. Any other failure of the upgrade (a 503 from a node that is
-shutting down, a reset) is the peer's trouble, not its version: HopUnreachable.
-
-Bounds: at most ``max_streams`` requests in flight per link (one more is refused at
-once with :class:`~onion.errors.RateLimited`: this hop is over capacity towards that
-peer); a response payload is bounded by the framing (:data:`onion.packet.MAX_REPLY_LEN`).
-
-Errors: a failed connect or handshake, a reset, an EOF or a framing error while a
-request waits give :class:`~onion.errors.HopUnreachable`; running out of the request's
-``timeout`` gives :class:`~onion.errors.HopTimeout`. That deadline is not a cancel
-scope per packet (which cost about 5 % of a relayed packet's CPU): it rides with the
-request, and a watchdog task fails late requests four times a second, so a timeout may
-come up to a quarter second late. When a link that had already
-carried a response breaks before answering a request, the request is sent once more on
-a new link (a peer may close a link it thinks idle just as we use it); that is safe for
-onion packets because the next hop's replay cache refuses a second copy of a packet, so
-a packet takes effect at most once. Cancellation of a request (or its timeout) only
-forgets its stream: a late response is dropped, and the link stays usable.
-
-:func:`serve_link` is the receiving side, run by the HTTP server on a connection that
-asked for the upgrade: it reads request frames, runs each on a worker task of its own
-(at most ``max_streams`` at once; beyond that it stops reading, so TCP pushes back on the
-peer), and writes each response as its handler finishes, in any order. Workers are
-parked and reused, not spawned per packet (:class:`_Workers`). ``admit`` is asked for
-each request (the per-address rate limit) and a refused request is answered 429 at once.
-A link idle (no request in flight and none arriving) for ``idle_timeout`` is closed (a
-task of its own keeps that clock; a deadline moved at every packet cost CPU at rest).
-
-Both sides read and write with :class:`node.sockio.SocketIO`, straight to the socket:
-at rest, trio's stream layers cost about as much as the packet's cryptography.
-When ``stopping`` is set, it reads no more requests, finishes those in flight and
-returns; the caller closes the connection.
-
-Structure: :func:`open_link_pool` runs the pool's reader tasks and its watchdog in its
-own nursery and closes every link on exit; requests still waiting then fail with
-HopUnreachable.
+-----------
+A relay calls :meth:`LinkPool.forward` for each packet. Per peer ``(host, port)`` there
+is at most one link, opened on first use (a TCP connect and the ``GET /link`` upgrade,
+within ``connect_timeout``). Many packets are in flight on it at once, each a stream; a
+reader task per link matches responses to their waiting requests by stream number.
+Sending needs no task of its own (writer.py). A peer that answers the upgrade with 400,
+404, 405, 426 or 501 is reached over HTTP (:class:`HttpForwarder`'s ``POST /onion``)
+for ``fallback_ttl`` seconds. Deadlines ride with the request and a watchdog fails late
+ones four times a second (a cancel scope per packet cost about 5 % of a relayed
+packet's CPU). This is the relay's hot path: ``./scripts/bench node`` measures it.
+The whole contract (bounds, errors, the one resend on a fresh link) is in the
+package's note, node/link/__init__.py.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -70,109 +28,31 @@ import trio
 from veil.onion.errors import HopTimeout, HopUnreachable, RateLimited
 from veil.onion.hostport import format_hostport
 from veil.onion.link import (
-    REQUEST,
     RESPONSE,
     UPGRADE_PATH,
     UPGRADE_TOKEN,
     FrameReader,
     LinkProtocolError,
     encode_request,
-    encode_response,
 )
-from veil.onion.packet import MAX_PACKET_LEN, MAX_REPLY_LEN
+from veil.onion.packet import MAX_REPLY_LEN
 
-from .logging import log_event
-from .peers import PeerPool
-from .sockio import AnySocketIO, SocketIO
+from ..logging import log_event
+from ..peers import PeerPool
+from ..sockio import SocketIO
+from .writer import _FRAMES_PER_CHECKPOINT, _RECV_BYTES, _FrameWriter, _LinkDown
 
-__all__ = ["HttpForwarder", "LinkHandler", "LinkPool", "open_link_pool", "serve_link"]
+__all__ = ["HttpForwarder", "LinkPool", "open_link_pool"]
 
 log = logging.getLogger("veil.node.link")
 
-_RECV_BYTES = 256 * 1024
-#: A write timeout covers at most this many bytes (see _FrameWriter.send).
-_WRITE_CHUNK = 256 * 1024
 #: Answers to the upgrade that mean "no link here" (use POST /onion); any other
 #: failure (503 while it restarts, a reset) is the peer's trouble, not its version.
 _NO_LINK_STATUSES = frozenset({400, 404, 405, 426, 501})
 #: How often the pool's watchdog looks for requests past their deadline (seconds).
 _TICK = 0.25
-#: Frames handled from one read before yielding to other tasks. A read is a checkpoint,
-#: and so is a write that has to wait, but a write the kernel takes at once is not
-#: (node/sockio.py): one read of small frames (up to 21,000 of them in 256 KiB, each
-#: answered 429, or bogus responses) must not hold the node until all are handled.
-_FRAMES_PER_CHECKPOINT = 64
 #: The largest HTTP head accepted in answer to the upgrade request.
 _MAX_HANDSHAKE_HEAD = 8192
-
-#: What :func:`serve_link` runs for each request: the onion packet in, (status, payload)
-#: out. A status other than 200 carries a short explanation (at most MAX_ERROR_LEN).
-LinkHandler = Callable[[bytes], Awaitable[tuple[int, bytes]]]
-
-
-class _LinkDown(Exception):
-    """The link broke (internal: the pool decides between retry and HopUnreachable)."""
-
-
-# --- writing (both sides) ------------------------------------------------------------
-
-
-class _FrameWriter:
-    """Queues frames and sends them in batches, from whichever task finds it idle."""
-
-    __slots__ = ("_busy", "_io", "_queue", "_timeout", "broken")
-
-    def __init__(self, io: AnySocketIO, write_timeout: float) -> None:
-        self._io = io
-        self._timeout = write_timeout
-        self._queue: list[bytes] = []
-        self._busy = False
-        self.broken = False
-
-    async def send(self, frame: bytes) -> None:
-        """Queue ``frame``; if nobody is writing, write the queue until it is empty.
-
-        Raises _LinkDown if the link is (or becomes) broken while this task writes.
-        Not a checkpoint when the kernel takes the frame at once (the usual case: see
-        node/sockio.py); otherwise shielded from the caller's cancellation and bounded
-        by the write timeout.
-        """
-        if self.broken:
-            raise _LinkDown("link is closed")
-        if self._busy:
-            self._queue.append(frame)
-            return  # the task writing now sends it with its next batch
-        self._busy = True
-        try:
-            data: bytes = frame
-            while True:
-                sent = self._io.try_send(data)
-                if sent < len(data):
-                    await self._send_rest(memoryview(data)[sent:])
-                if not self._queue:
-                    return
-                data = self._queue[0] if len(self._queue) == 1 else b"".join(self._queue)
-                self._queue.clear()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, _LinkDown) as exc:
-            self.broken = True
-            self._queue.clear()
-            raise _LinkDown(f"send failed: {exc}") from None
-        finally:
-            self._busy = False
-
-    async def _send_rest(self, view: memoryview) -> None:
-        """Write what the kernel did not take at once, shielded (a frame cut in half
-        would break the framing for everyone). The timeout bounds each chunk, not the
-        batch: a slow but moving link with a large batch queued is not a dead one."""
-        for start in range(0, len(view), _WRITE_CHUNK):
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + self._timeout
-                await self._io.send_all(view[start : start + _WRITE_CHUNK])
-            if scope.cancelled_caught:
-                raise _LinkDown("write timed out")
-
-
-# --- the sending side -----------------------------------------------------------------
 
 
 class _Link:
@@ -531,196 +411,6 @@ async def open_link_pool(
         finally:
             pool.close()
             nursery.cancel_scope.cancel()
-
-
-# --- the receiving side ---------------------------------------------------------------
-
-
-async def serve_link(
-    stream: trio.SocketStream,
-    initial: bytes,
-    handle: LinkHandler,
-    *,
-    max_streams: int,
-    idle_timeout: float,
-    write_timeout: float,
-    admit: Callable[[], bool] = lambda: True,
-    stopping: trio.Event | None = None,
-    on_request: Callable[[int], None] | None = None,
-) -> None:
-    """Serve request frames on an upgraded connection until it ends; see the module note.
-
-    Returns when the peer closes the link, breaks the framing (logged), stays idle for
-    ``idle_timeout``, or when ``stopping`` is set and the requests in flight are
-    answered. ``on_request(status)`` is called once per answered request (metrics).
-    A handler's exception is logged and answered 500. If cancelled, the requests in
-    flight are cancelled too; the caller closes the stream either way.
-    """
-    reader = FrameReader(REQUEST, MAX_PACKET_LEN)
-    io = SocketIO(stream)
-    writer = _FrameWriter(io, write_timeout)
-    state = _ServerState(max_streams)
-
-    async def run_one(stream_id: int, packet: bytes) -> None:
-        try:
-            try:
-                status, payload = await handle(packet)
-            except Exception:
-                log.exception("link_handler_failed")
-                status, payload = 500, b"internal: the node failed to handle this"
-            if on_request is not None:
-                on_request(status)
-            try:
-                await writer.send(encode_response(stream_id, status, payload))
-            except _LinkDown:
-                read_scope.cancel()  # nobody to answer: stop reading too
-        finally:
-            state.finished()
-
-    async with trio.open_nursery() as nursery:
-        workers = _Workers(nursery, run_one)
-        with trio.CancelScope() as read_scope:
-            # The idle clock is a task of its own, not a deadline moved at every packet.
-            nursery.start_soon(_close_when_idle, state, read_scope, idle_timeout)
-            if stopping is not None:
-                nursery.start_soon(_cancel_on, stopping, read_scope)
-            try:
-                reader.receive_data(initial)
-                unread = 0
-                while True:
-                    frame = reader.next_frame()
-                    if frame is None:
-                        unread = 0
-                        data = await io.receive_some(_RECV_BYTES)
-                        if not data:
-                            break
-                        if not state.in_flight:
-                            state.last_active = trio.current_time()
-                        reader.receive_data(data)
-                        continue
-                    unread += 1
-                    if unread % _FRAMES_PER_CHECKPOINT == 0:
-                        await trio.lowlevel.checkpoint()  # see _FRAMES_PER_CHECKPOINT
-                    if not admit():
-                        if on_request is not None:
-                            on_request(429)
-                        body = b"rate_limited: too many requests, slow down"
-                        await writer.send(encode_response(frame.stream, 429, body))
-                        continue
-                    if state.in_flight >= max_streams:
-                        await state.wait_for_room()  # TCP pushes back meanwhile
-                    state.in_flight += 1
-                    workers.submit(frame.stream, frame.payload)
-            except LinkProtocolError as exc:
-                log_event(log, logging.WARNING, "link_protocol_error", error=str(exc)[:80])
-            except (trio.BrokenResourceError, trio.ClosedResourceError, _LinkDown):
-                pass
-        if read_scope.cancelled_caught and not writer.broken:
-            # Stopping, or idle: answer what is in flight (the nursery waits for it),
-            # then the task watching ``stopping`` is no longer needed.
-            await state.wait_idle()
-        # Otherwise the peer is gone (EOF, reset, bad framing): nobody to answer.
-        nursery.cancel_scope.cancel()
-
-
-async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
-
-
-async def _close_when_idle(state: _ServerState, scope: trio.CancelScope, idle: float) -> None:
-    """Cancel ``scope`` (the reading) once the link has had nothing in flight and
-    nothing arriving for ``idle`` seconds. While requests are in flight it looks again
-    every quarter of ``idle``, so a link is closed at most 1.25 x ``idle`` after its
-    last answer."""
-    while True:
-        deadline = state.last_active + idle
-        if trio.current_time() < deadline:
-            await trio.sleep_until(deadline)
-        elif state.in_flight:
-            await trio.sleep(idle / 4)
-        else:
-            scope.cancel()
-            return
-
-
-class _Workers:
-    """The tasks that run a served link's requests, kept and reused.
-
-    Spawning a trio task per packet was about a tenth of a relay's CPU at rest; waking
-    a parked one costs a reschedule. :meth:`submit` queues a request and wakes an idle
-    worker, or starts one if none is idle; a worker runs queued requests until there
-    are none, then parks, or ends if ``keep`` workers are parked already (so a burst's
-    workers do not outlive it). The reader bounds the requests in flight
-    (``max_streams``), so it bounds the workers too. All of them live in the link's
-    nursery: cancelling it ends parked and running workers alike.
-    """
-
-    __slots__ = ("_idle", "_jobs", "_keep", "_nursery", "_run")
-
-    def __init__(
-        self,
-        nursery: trio.Nursery,
-        run: Callable[[int, bytes], Awaitable[None]],
-        keep: int = 8,
-    ) -> None:
-        self._nursery = nursery
-        self._run = run
-        self._keep = keep
-        self._jobs: deque[tuple[int, bytes]] = deque()
-        self._idle: list[trio.lowlevel.Task] = []
-
-    def submit(self, stream_id: int, packet: bytes) -> None:
-        self._jobs.append((stream_id, packet))
-        if self._idle:
-            trio.lowlevel.reschedule(self._idle.pop())
-        else:
-            self._nursery.start_soon(self._work)
-
-    async def _work(self) -> None:
-        jobs, idle = self._jobs, self._idle
-        task = trio.lowlevel.current_task()
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            idle.remove(task)
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        while True:
-            while jobs:
-                await self._run(*jobs.popleft())
-            if len(idle) >= self._keep:
-                return
-            idle.append(task)
-            await trio.lowlevel.wait_task_rescheduled(abort)
-
-
-class _ServerState:
-    """How many requests a served link has in flight, when it was last active, and who
-    waits for the count to drop."""
-
-    __slots__ = ("_lot", "in_flight", "last_active", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_flight = 0
-        #: When the link last had nothing in flight, or received bytes while it had none.
-        self.last_active = trio.current_time()
-        self._lot = trio.lowlevel.ParkingLot()
-
-    def finished(self) -> None:
-        self.in_flight -= 1
-        if not self.in_flight:
-            self.last_active = trio.current_time()
-        if self._lot:
-            self._lot.unpark_all()
-
-    async def wait_for_room(self) -> None:
-        while self.in_flight >= self.limit:
-            await self._lot.park()
-
-    async def wait_idle(self) -> None:
-        while self.in_flight:
-            await self._lot.park()
 
 
 class HttpForwarder:
