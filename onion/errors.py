@@ -90,6 +90,11 @@ class InvalidTtl(VeilError, ValueError):
     the same TTL read from the wire is a :class:`BadTtl`)."""
 
 
+class UnsignedRequest(VeilError, ValueError):
+    """A request builder asked for a request that only the account's owner may make
+    (a store outside the inbox, a private read) without the owner's Account."""
+
+
 class PacketMisuse(VeilError, RuntimeError):
     """An onion packet object used against its rules: a reply context answered twice,
     prepared hop keys used twice, a relay asked to seal a reply (a bug in the caller)."""

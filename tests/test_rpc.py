@@ -21,6 +21,7 @@ from veil.onion.errors import (
     SchemaError,
     TooLarge,
     Unauthorized,
+    UnsignedRequest,
     VeilError,
 )
 from veil.onion.keys import Account
@@ -247,6 +248,10 @@ def test_builders_refuse_unsigned_private_requests() -> None:
         rpc.make_store(ALICE.id, b"x", 60_000, namespace=3, now_ms=NOW)
     with pytest.raises(ValueError, match="namespace 0"):
         rpc.make_retrieve(ALICE.id, now_ms=NOW)
+    # Typed, and local (no wire status), as every error veil raises on purpose.
+    with pytest.raises(UnsignedRequest) as info:
+        rpc.make_retrieve(ALICE.id, now_ms=NOW, namespace=7)
+    assert isinstance(info.value, VeilError) and not hasattr(info.value, "status")
 
 
 # --- authentication --------------------------------------------------------------------------

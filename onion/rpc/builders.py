@@ -16,6 +16,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import UnsignedRequest
 from ..keys import Account, AccountId
 from .limits import INBOX
 from .namespaces import check_ttl_ms, read_needs_auth, store_needs_auth
@@ -43,8 +44,9 @@ def make_store(
     owner's :class:`Account` for a signed store into one of its own namespaces.
 
     Raises :class:`~veil.onion.errors.InvalidTtl` (a :class:`ValueError`) for a TTL
-    outside the namespace's limits, :class:`ValueError` if a namespace other than the
-    inbox is given without the owner's Account, :class:`SchemaError` for a body or
+    outside the namespace's limits, :class:`~veil.onion.errors.UnsignedRequest` (a
+    :class:`ValueError`) if a namespace other than the inbox is given without the owner's
+    Account, :class:`SchemaError` for a body or
     namespace out of limits.
     """
     account = _as_id(to)
@@ -58,7 +60,7 @@ def make_store(
     if isinstance(to, Account):
         sign_params(params, to, "store", now_ms)
     elif store_needs_auth(namespace):
-        raise ValueError(f"storing into namespace {namespace} needs the owner's Account")
+        raise UnsignedRequest(f"storing into namespace {namespace} needs the owner's Account")
     return encode_request("store", params)
 
 
@@ -72,7 +74,8 @@ def make_retrieve(
     wait_s: int = 0,
 ) -> bytes:
     """A retrieve request: signed if ``account`` is an :class:`Account`; an ID alone is
-    enough only for a public-read namespace (:class:`ValueError` otherwise)."""
+    enough only for a public-read namespace (:class:`~veil.onion.errors.UnsignedRequest`,
+    a :class:`ValueError`, otherwise)."""
     aid = _as_id(account)
     params: dict[str, Any] = {"pubkey": str(aid), "namespace": namespace}
     if last_hash is not None:
@@ -84,7 +87,7 @@ def make_retrieve(
     if isinstance(account, Account):
         sign_params(params, account, "retrieve", now_ms)
     elif read_needs_auth(namespace):
-        raise ValueError(f"reading namespace {namespace} needs the owner's Account")
+        raise UnsignedRequest(f"reading namespace {namespace} needs the owner's Account")
     return encode_request("retrieve", params)
 
 
