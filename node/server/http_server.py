@@ -1,53 +1,14 @@
-"""The node's HTTP/1.1 face: trio sockets, h11 parsing, strict limits, graceful drain.
+"""The node's HTTP/1.1 server: accepting, one task per connection, the watchdog, drain.
 
 Design note
 -----------
-No web framework: h11 parses, this module enforces the limits and calls one handler per
-route. On this project's machines trio + h11 served about 5,100 small POSTs a second on
-one core against about 1,200 for hypercorn's trio worker, and the node's hot path
-(``POST /onion``) is one small POST.
-
-One task per connection, all in one nursery. Requests are read and answered with
-:mod:`node.sockio` (straight to the socket; one checkpoint per read, and one before a
-request that was pipelined behind another), not through trio's stream layers, which at
-rest cost about as much as the rest of a small request. A connection keeps its ``h11.Connection``
-across keep-alive requests (``start_next_cycle``). Limits, each answered with a short
-``text/plain`` body that says which limit was hit:
-
-* **Head size**: ``max_header_bytes`` (h11's ``max_incomplete_event_size``) -> 431.
-* **Body size**: each route has ``max_body``. A ``Content-Length`` above it is refused
-  with 413 *before* a byte of the body is read; a chunked body is counted as it arrives
-  and refused with 413 the moment it passes the limit. Memory per connection is bounded
-  by ``max_body`` plus h11's buffer.
-* **Request deadline**: the whole request (head and body) must arrive within
-  ``request_timeout`` of its first byte, so a client that sends a byte a second is cut
-  off (408) however it paces itself. (Every deadline here is enforced by a watchdog
-  that looks four times a second, so it may fire up to a quarter second late.)
-* **Keep-alive idle**: ``idle_timeout`` between requests, then the connection is closed.
-* **Slow readers**: handing a response to the kernel may take ``write_timeout``.
-* **Connections**: at most ``max_connections`` open; beyond, the connection is accepted,
-  answered 503 and closed (a few such answers at a time; beyond, closed without one).
-* **Rate**: routes marked ``rate_limited`` take a token from the client address's
-  bucket (:mod:`node.ratelimit`) before the body is read; an empty bucket is a 429 at
-  once. Nothing is ever queued.
-
-A refusal sent before the request was read whole carries ``Connection: close``; the
-server then shuts its sending side and discards what the client still sends for a short
-while (a "lingering close"), because closing a socket with unread data makes the kernel
-send a reset that can destroy the response before the client reads it.
-
-Errors and cancellation: no exception escapes a connection task. h11 protocol errors
-become 4xx answers; a handler's exception is logged and answered 500; a broken
-connection is closed quietly.
-
-Shutdown (:meth:`HttpServer.stop`): the listeners close at once; connections waiting
-between requests are closed; requests in flight get ``shutdown_grace`` seconds to
-finish, after which their handlers are cancelled and they are answered 503. Only then
-does :meth:`serve` return, so whatever the handlers use (the store) is still open until
-the last request is answered.
-
-Privacy: the client's address is used for the rate limit and nothing else; it is never
-logged (see :mod:`node.logging`).
+:class:`HttpServer` is the connection loop of the package's design (node/server/
+__init__.py): accept (at most ``max_connections``, a few 503s beyond), read a request
+(reading.py), run its route's handler, write the answer with a cached head, keep the
+connection alive or close it, and on :meth:`HttpServer.stop` drain. It is one class
+because every step shares the connection's state and the node's hot path (``POST
+/onion``) runs through all of them: trio + h11 here served about 5,100 small POSTs a
+second on one core, against about 1,200 for hypercorn's trio worker.
 """
 
 from __future__ import annotations
@@ -56,27 +17,46 @@ import contextlib
 import errno
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import h11
 import trio
 
-from .config import HttpConfig
-from .logging import log_event
-from .metrics import NodeMetrics
-from .ratelimit import TokenBucketLimiter, client_key
-from .sockio import AnySocketIO, SocketIO
+from ..config import HttpConfig
+from ..logging import log_event
+from ..metrics import NodeMetrics
+from ..ratelimit import TokenBucketLimiter, client_key
+from ..sockio import AnySocketIO, SocketIO
+from .messages import (
+    _REASONS,
+    Request,
+    Response,
+    Route,
+    _head_too_large,
+    _protocol_error,
+    _too_large,
+    text_response,
+)
+from .reading import (
+    _IDLE,
+    _LINGER_SECONDS,
+    _READING,
+    _RECV_BYTES,
+    _WORKING,
+    _WRITING,
+    _asks_upgrade,
+    _ClientGone,
+    _ConnState,
+    _linger,
+    _next_event,
+    _read_body,
+    _Refusal,
+)
 
-__all__ = ["Handler", "HttpServer", "Request", "Response", "Route", "UpgradeHandler"]
+__all__ = ["HttpServer"]
 
 log = logging.getLogger("veil.node.http")
 
-_RECV_BYTES = 65536
-_TEXT = b"text/plain; charset=utf-8"
-#: Lingering close: how long and how much to discard after a refusal before closing.
-_LINGER_SECONDS = 2.0
-_LINGER_BYTES = 1 << 20
 #: 503 answers to connections over the limit that may be in progress at once.
 _MAX_REFUSALS = 32
 #: Response heads kept (see _send_response).
@@ -84,102 +64,6 @@ _HEAD_CACHE = 256
 #: How often the watchdog looks for connections past their deadline (seconds).
 _TICK = 0.25
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-
-
-@dataclass(slots=True)
-class Request:
-    """One complete request, as a handler sees it."""
-
-    method: str
-    path: str
-    query: str
-    body: bytes
-    #: The connecting address. For rate limits only: never log it (see node.logging).
-    peer: str
-
-
-@dataclass(slots=True)
-class Response:
-    """What a handler answers; ``body`` is sent as is with its length."""
-
-    status: int
-    body: bytes
-    content_type: bytes = _TEXT
-    close: bool = False
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-#: What takes over a connection after a 101: the stream, the bytes already read past the
-#: request, the client's address (rate limits only) and the server's stop event. It
-#: returns when it is done with the connection, which the server then closes.
-UpgradeHandler = Callable[[trio.SocketStream, bytes, str, trio.Event], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """A path's handler: ``methods`` it answers, the largest body it reads, its limits.
-
-    With ``upgrade`` set, the route only switches protocols: a request whose
-    ``Upgrade`` header names ``upgrade_token`` is answered 101 and the connection is
-    handed to ``upgrade``; any other request gets 426 (``handler`` is not called).
-    """
-
-    methods: tuple[str, ...]
-    handler: Handler
-    max_body: int = 0
-    rate_limited: bool = False
-    upgrade: UpgradeHandler | None = None
-    upgrade_token: bytes = b""
-
-
-def text_response(status: int, message: str, *, close: bool = False) -> Response:
-    """A short ``text/plain`` answer (every error the node sends is one)."""
-    return Response(status, message.encode("utf-8", "replace") + b"\n", _TEXT, close)
-
-
-_REASONS = {
-    400: b"Bad Request",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    408: b"Request Timeout",
-    413: b"Content Too Large",
-    426: b"Upgrade Required",
-    429: b"Too Many Requests",
-    431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error",
-    501: b"Not Implemented",
-    503: b"Service Unavailable",
-}
-
-
-_IDLE, _READING, _WORKING, _WRITING = range(4)
-
-
-class _ConnState:
-    """A connection's timer scope and what it is doing (for shutdown and timeouts)."""
-
-    __slots__ = ("conn", "deadline", "phase", "read_deadline", "timer")
-
-    def __init__(self, timer: trio.CancelScope) -> None:
-        self.timer = timer
-        self.conn: h11.Connection | None = None
-        self.phase = _IDLE
-        #: When the watchdog cancels ``timer`` (trio clock; inf: never).
-        self.deadline = math.inf
-        #: The current request's deadline, until it becomes ``deadline`` (then 0).
-        self.read_deadline = 0.0
-
-
-class _Refusal(Exception):
-    """Raised while reading a request: answer ``response`` (which closes) and stop."""
-
-    def __init__(self, response: Response) -> None:
-        self.response = response
-
-
-class _ClientGone(Exception):
-    """The client closed or reset the connection while we were reading."""
 
 
 class HttpServer:
@@ -594,79 +478,3 @@ class HttpServer:
             return False
         await io.send_all(data)
         return True
-
-
-async def _next_event(conn: h11.Connection, io: AnySocketIO, state: _ConnState) -> object:
-    while True:
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        if state.read_deadline:
-            state.deadline = state.read_deadline
-            state.read_deadline = 0.0
-        try:
-            data = await io.receive_some(_RECV_BYTES)
-        except trio.BrokenResourceError:
-            raise _ClientGone from None
-        conn.receive_data(data)
-
-
-async def _read_body(conn: h11.Connection, io: AnySocketIO, state: _ConnState, limit: int) -> bytes:
-    chunks: list[bytes | bytearray] = []
-    total = 0
-    while True:
-        event = await _next_event(conn, io, state)
-        kind = type(event)
-        if kind is h11.Data:
-            data = event.data  # type: ignore[attr-defined]
-            total += len(data)
-            if total > limit:
-                # A chunked (or lying) body passing the limit: stop reading now.
-                raise _Refusal(_too_large(limit))
-            chunks.append(data)
-        elif kind is h11.EndOfMessage:
-            return b"".join(chunks)
-        else:  # ConnectionClosed mid-body
-            raise _ClientGone
-
-
-def _asks_upgrade(headers: Sequence[tuple[bytes, bytes]], token: bytes) -> bool:
-    """True if the request asks to switch to ``token`` (Connection: upgrade + Upgrade)."""
-    connection = upgrade = False
-    for name, value in headers:
-        if name == b"connection":
-            connection = connection or b"upgrade" in [v.strip() for v in value.lower().split(b",")]
-        elif name == b"upgrade":
-            upgrade = upgrade or token in [v.strip() for v in value.lower().split(b",")]
-    return connection and upgrade
-
-
-def _too_large(limit: int) -> Response:
-    return text_response(413, f"too_large: the body is limited to {limit} bytes", close=True)
-
-
-def _head_too_large() -> Response:
-    return text_response(431, "too_large: request head over the size limit", close=True)
-
-
-def _protocol_error(exc: h11.RemoteProtocolError) -> Response:
-    status = exc.error_status_hint
-    if status == 431:
-        return _head_too_large()
-    reason = str(exc)[:80] or "malformed request"
-    return text_response(status or 400, f"bad_request: {reason}", close=True)
-
-
-async def _linger(stream: trio.SocketStream, seconds: float) -> None:
-    """Shut our sending side, then discard input for a while so that no reset is sent."""
-    try:
-        await stream.send_eof()
-        with trio.move_on_after(seconds):
-            discarded = 0
-            while discarded < _LINGER_BYTES:
-                data = await stream.receive_some(_RECV_BYTES)
-                if not data:
-                    break
-                discarded += len(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        pass
