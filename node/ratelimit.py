@@ -55,6 +55,7 @@ class TokenBucketLimiter:
 
         ``exempt`` lists networks (``"127.0.0.0/8"``) whose addresses are never limited.
         """
+        # ValueError: a bug in the caller (config.py checks what an operator sets).
         if rate < 0 or burst < 1 or max_entries < 1:
             raise ValueError("rate >= 0, burst >= 1 and max_entries >= 1")
         self.rate = rate

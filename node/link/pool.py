@@ -133,6 +133,7 @@ class LinkPool:
         cancelled, its stream is forgotten and Cancelled propagates; the link stays up.
         """
         if self._closed:
+            # Misuse (a packet after close): a bug in the node, never an operator's error.
             raise RuntimeError("LinkPool is closed")
         key = (host, port)
         now = trio.current_time()
