@@ -305,13 +305,13 @@ class Node:
     async def _debug_clock(self, request: Request) -> Response:
         try:
             doc = json.loads(request.body)
-            offset = doc["offset_ms"]
-            if type(offset) is not int or abs(offset) > 10 * 365 * 86_400_000:
+            offset_ms = doc["offset_ms"]
+            if type(offset_ms) is not int or abs(offset_ms) > 10 * 365 * 86_400_000:
                 raise ValueError
         except (ValueError, KeyError, TypeError):
             return text_response(400, 'bad_request: expected {"offset_ms": <int>}')
-        self.clock.offset_ms = offset
-        log_event(log, logging.WARNING, "clock_moved", offset_ms=offset)
+        self.clock.offset_ms = offset_ms
+        log_event(log, logging.WARNING, "clock_moved", offset_ms=offset_ms)
         return Response(200, json.dumps({"time_ms": self.clock()}).encode(), _JSON)
 
     def _storage_figures(self) -> list[StorageFigure]:

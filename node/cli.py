@@ -37,7 +37,6 @@ what went wrong.
 from __future__ import annotations
 
 import argparse
-import errno
 import gc
 import json
 import logging
@@ -63,8 +62,6 @@ from .logging import configure_logging
 __all__ = ["main", "tune_gc"]
 
 log = logging.getLogger("veil.node")
-
-_LISTEN_ERRNOS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -141,6 +141,7 @@ class DirectoryClient:
         self._published_ms = 0
         # authority key -> the published_ms of our descriptor it accepted
         self._accepted: dict[bytes, int] = {}
+        # authority key -> when (trio time, s) to post to it again
         self._next_try: dict[bytes, float] = {}
         self._failures: dict[bytes, int] = {}
         # retry_interval, doubling per failure at most _MAX_DOUBLINGS times, capped at
@@ -178,7 +179,7 @@ class DirectoryClient:
                 while True:
                     await self._publish(pool)
                     await self._fetch(pool)
-                    await trio.sleep(self._delay())
+                    await trio.sleep(self._delay_s())
 
     # --- the saved consensus --------------------------------------------------------------
 
@@ -334,26 +335,28 @@ class DirectoryClient:
         except OSError as exc:
             log_event(log, logging.WARNING, "consensus_not_saved", error=str(exc))
 
-    def _delay(self) -> float:
+    def _delay_s(self) -> float:
         """Seconds until the next round: a retry soon while something is missing,
         else until the held consensus stops being fresh (or the descriptor is due)."""
         cfg = self.config
         now_ms = self.clock()
-        renew_at = self._published_ms + cfg.descriptor_lifetime_ms // 2
-        until_renew = max(0.0, (renew_at - now_ms) / 1000)
+        renew_at_ms = self._published_ms + cfg.descriptor_lifetime_ms // 2
+        until_renew_s = max(0.0, (renew_at_ms - now_ms) / 1000)
         held = self.view.consensus
         if held is None or not held.is_fresh(now_ms):
-            return min(cfg.retry_interval, until_renew) or 0.05
-        pending = [
+            return min(cfg.retry_interval, until_renew_s) or 0.05
+        pending_s = [
             self._next_try.get(a.key, 0.0) - trio.current_time()
             for a in self.network.authorities
             if self._accepted.get(a.key) != self._published_ms
         ]
-        until_fresh_end = (held.fresh_until_ms - now_ms) / 1000
+        until_fresh_end_s = (held.fresh_until_ms - now_ms) / 1000
         # A little jitter so that all the nodes do not ask at the same millisecond.
-        jitter = random.uniform(0, min(0.5, (held.fresh_until_ms - held.valid_after_ms) / 10_000))
-        delay = min([until_fresh_end + jitter, until_renew, *[max(p, 0.05) for p in pending]])
-        return max(delay, 0.05)
+        jitter_s = random.uniform(0, min(0.5, (held.fresh_until_ms - held.valid_after_ms) / 10_000))
+        delay_s = min(
+            [until_fresh_end_s + jitter_s, until_renew_s, *[max(p, 0.05) for p in pending_s]]
+        )
+        return max(delay_s, 0.05)
 
     def _log_once(
         self, authority: Authority, event: str, error: str, level: int = logging.WARNING

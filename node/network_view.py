@@ -12,8 +12,7 @@ is *standalone*: a one-node network that holds every account (as before this mod
 accepted, and questions about it (my swarm, the swarm of an account, is this account
 mine, is this a listed relay). It is a plain object updated from one task, read from
 any task; every read sees one whole consensus, never a mix. Other tasks follow changes
-with :meth:`NetworkView.subscribe` (every new consensus, in order) or
-:meth:`NetworkView.wait_for`.
+with :meth:`NetworkView.subscribe` (every new consensus, in order).
 
 The task that keeps it current (publishing this node's descriptor, fetching and saving
 the consensus) is :class:`~node.directory_client.DirectoryClient`; this module holds no
@@ -67,7 +66,6 @@ class NetworkView:
         self.consensus: Consensus | None = None
         self._relay_ips: frozenset[str] = frozenset()
         self._subscribers: list[trio.MemorySendChannel[Consensus]] = []
-        self._changed = trio.Event()
 
     # --- state ------------------------------------------------------------------------
 
@@ -97,8 +95,6 @@ class NetworkView:
                 log_event(log, logging.WARNING, "subscriber_lagging", epoch=consensus.epoch)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._subscribers.remove(channel)
-        changed, self._changed = self._changed, trio.Event()
-        changed.set()
         return True
 
     # --- questions --------------------------------------------------------------------
@@ -182,10 +178,3 @@ class NetworkView:
         send, receive = trio.open_memory_channel[Consensus](SUBSCRIBER_BUFFER)
         self._subscribers.append(send)
         return receive
-
-    async def wait_for(self, min_epoch: int = 0) -> Consensus:
-        """Wait until a consensus of epoch ``min_epoch`` or later is held; return it.
-        Cancellation just ends the wait. Never returns when standalone."""
-        while self.consensus is None or self.consensus.epoch < min_epoch:
-            await self._changed.wait()
-        return self.consensus

@@ -156,21 +156,8 @@ async def test_subscribers_get_every_newer_consensus_in_order() -> None:
     assert [updates.receive_nowait().epoch for _ in range(2)] == [5, 6]
     with pytest.raises(trio.WouldBlock):
         updates.receive_nowait()
-    # wait_for returns at once for a held epoch and wakes up for a later one.
-    assert (await view.wait_for(6)) is second
-    async with trio.open_nursery() as nursery:
-        got: list[Consensus] = []
-
-        async def waiter() -> None:
-            got.append(await view.wait_for(7))
-
-        nursery.start_soon(waiter)
-        await trio.sleep(0.01)
-        third = consensus_of(NODES[:4], epoch=7, previous=second)
-        view.update(third)
-    assert got == [third]
     await updates.aclose()
-    view.update(consensus_of(NODES[:4], epoch=8, previous=third))  # a closed subscriber is dropped
+    view.update(consensus_of(NODES[:4], epoch=7, previous=second))  # a closed subscriber is dropped
 
 
 # --- several authorities -----------------------------------------------------------------

@@ -104,10 +104,10 @@ class CatchUp(Saved):
             if vote is None:
                 return
             added = 0
-            now = self.clock()
+            now_ms = self.clock()
             for raw in vote.descriptors:
                 try:
-                    descriptor = parse_descriptor(raw, now_ms=now)
+                    descriptor = parse_descriptor(raw, now_ms=now_ms)
                 except ProtocolError:
                     continue
                 if (

@@ -73,16 +73,18 @@ class Epochs(CatchUp):
     """The epoch loop: one vote and one consensus per epoch."""
 
     async def _epoch_loop(self) -> None:
-        interval = self.interval_ms
-        margin = min(interval // 10, 1000)
-        epoch = self.clock() // interval + 1
+        interval_ms = self.interval_ms
+        margin_ms = min(interval_ms // 10, 1000)
+        epoch = self.clock() // interval_ms + 1
         while True:
-            start = epoch * interval
-            await self._sleep_until(start)
+            start_ms = epoch * interval_ms
+            await self._sleep_until(start_ms)
             if not self._measured.is_set():
                 # Just started: the first round of checks may end before the peers
                 # (and our own _run_epoch) want the vote, at vote_delay.
-                with trio.move_on_at(self._deadline(start + self.config.effective_vote_delay_ms)):
+                with trio.move_on_at(
+                    self._deadline(start_ms + self.config.effective_vote_delay_ms)
+                ):
                     await self._measured.wait()
             if self._measured.is_set():
                 try:
@@ -98,21 +100,21 @@ class Epochs(CatchUp):
                     reason="the first round of liveness checks has not finished",
                 )
             await self._save_registry()
-            await self._sleep_until(start + self.config.effective_vote_delay_ms)
-            with trio.move_on_at(self._deadline(start + interval - margin)):
+            await self._sleep_until(start_ms + self.config.effective_vote_delay_ms)
+            with trio.move_on_at(self._deadline(start_ms + interval_ms - margin_ms)):
                 await self._run_epoch(epoch)
             self._forget_old(epoch)
             # Normally the next epoch; if this one overran (a suspended machine), the
             # next one that has not begun.
-            epoch = max(epoch + 1, self.clock() // interval + 1)
+            epoch = max(epoch + 1, self.clock() // interval_ms + 1)
 
     def freeze_vote(self, epoch: int) -> bytes:
         """Make (and serve) this authority's vote for ``epoch``: its live descriptors.
 
         The epoch loop calls it only once :attr:`measured` (see :mod:`.liveness`).
         """
-        at = epoch * self.interval_ms
-        live = self.live_descriptors(at)
+        at_ms = epoch * self.interval_ms
+        live = self.live_descriptors(at_ms)
         vote = make_vote(
             self.keys,
             [r.raw for r in live],
@@ -131,7 +133,7 @@ class Epochs(CatchUp):
                 del table[old]
 
     async def _run_epoch(self, epoch: int) -> None:
-        start = epoch * self.interval_ms
+        start_ms = epoch * self.interval_ms
         own = self.votes.get(epoch)
         if own is None:
             return
@@ -144,12 +146,12 @@ class Epochs(CatchUp):
         )
         # The previous consensus and the peers' votes, at the same time and both cut off
         # at twice the vote delay: a peer that hangs must not eat the epoch.
-        until = start + 2 * self.config.effective_vote_delay_ms
+        until_ms = start_ms + 2 * self.config.effective_vote_delay_ms
         votes = [own_vote]
-        with trio.move_on_at(self._deadline(until)):
+        with trio.move_on_at(self._deadline(until_ms)):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._catch_up, epoch - 1)
-                nursery.start_soon(self._fetch_votes, epoch, until, votes)
+                nursery.start_soon(self._fetch_votes, epoch, until_ms, votes)
         if len(votes) < self.threshold:
             log_event(
                 log,
@@ -161,14 +163,14 @@ class Epochs(CatchUp):
             )
             return
         known = {r.raw: r.descriptor for r in self.registry.values()}
-        lists = await trio.to_thread.run_sync(_parse_votes, votes, start, known)
+        lists = await trio.to_thread.run_sync(_parse_votes, votes, start_ms, known)
         descriptors = combine_votes(lists, threshold=self.threshold)
         previous = self.latest_verified(before_epoch=epoch)
         try:
             body = make_consensus_body(
                 descriptors,
                 epoch=epoch,
-                valid_after_ms=start,
+                valid_after_ms=start_ms,
                 interval_ms=self.interval_ms,
                 swarm_size=self.config.swarm_size,
                 previous=None if previous is None else previous.consensus.assignment,
@@ -198,15 +200,15 @@ class Epochs(CatchUp):
         have none yet until ``until_ms``."""
 
         async def fetch(peer: Authority) -> None:
-            poll = self._poll_s()
+            poll_s = self._poll_s()
             while True:
                 vote = await self._fetch_vote(peer, epoch)
                 if vote is not None:
                     votes.append(vote)
                     return
-                if self.clock() + poll * 1000 >= until_ms:
+                if self.clock() + poll_s * 1000 >= until_ms:
                     return
-                await trio.sleep(poll)
+                await trio.sleep(poll_s)
 
         async with trio.open_nursery() as nursery:
             for peer in self.peers:
@@ -214,7 +216,7 @@ class Epochs(CatchUp):
 
     async def _gather_signatures(self, epoch: int, doc: HeldConsensus) -> None:
         """Fetch the peers' signatures of ``doc`` until all signed (or cancelled)."""
-        poll = self._poll_s()
+        poll_s = self._poll_s()
         digest = doc.consensus.digest.hex()
         while self.documents.get(epoch) is doc:
             missing = [p for p in self.peers if p.key not in doc.signatures]
@@ -253,7 +255,7 @@ class Epochs(CatchUp):
                     threshold=self.threshold,
                 )
                 await self._after_signatures_changed(doc)
-            await trio.sleep(poll)
+            await trio.sleep(poll_s)
 
 
 def _parse_votes(

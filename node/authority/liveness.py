@@ -127,10 +127,10 @@ class Liveness(Registry):
             if reg is None:
                 return
             descriptor = reg.descriptor
-            started = self.clock()
+            started_ms = self.clock()
             ok, reason = await self.probe(descriptor)
         reg = self.registry.get(node_id)
-        if reg is None or started < reg.checked_ms:
+        if reg is None or started_ms < reg.checked_ms:
             return
         current = reg.descriptor
         if (current.onion_key, current.host, current.port) != (
@@ -140,9 +140,9 @@ class Liveness(Registry):
         ):
             return  # the node changed its descriptor meanwhile; its own check decides
         was, was_reason = reg.live, reg.reason
-        reg.checked_ms, reg.live, reg.reason = started, ok, reason
+        reg.checked_ms, reg.live, reg.reason = started_ms, ok, reason
         if ok:
-            reg.last_ok_ms = started
+            reg.last_ok_ms = started_ms
         if was != ok or (not ok and reason != was_reason):  # news, not every failed check
             log_event(
                 log,

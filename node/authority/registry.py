@@ -34,11 +34,11 @@ class Registry(AuthorityState):
 
     def live_descriptors(self, at_ms: int) -> list[Registration]:
         """Registrations that are live and unexpired at ``at_ms``."""
-        window = 3 * self.config.check_period_ms + int(self.config.check_timeout * 1000)
+        window_ms = 3 * self.config.check_period_ms + int(self.config.check_timeout * 1000)
         return [
             r
             for r in self.registry.values()
-            if r.live and r.last_ok_ms >= at_ms - window and not r.descriptor.is_expired(at_ms)
+            if r.live and r.last_ok_ms >= at_ms - window_ms and not r.descriptor.is_expired(at_ms)
         ]
 
     def register(self, descriptor: NodeDescriptor, raw: bytes) -> Response:
@@ -85,9 +85,9 @@ class Registry(AuthorityState):
             self._checks_send.send_nowait(node_id)
 
     def _expire(self) -> None:
-        now = self.clock()
+        now_ms = self.clock()
         for node_id, reg in list(self.registry.items()):
-            if reg.descriptor.is_expired(now):
+            if reg.descriptor.is_expired(now_ms):
                 del self.registry[node_id]
                 self._dirty = True
                 log_event(log, logging.INFO, "node_expired", node=node_id.hex()[:16])

@@ -49,21 +49,21 @@ class Routes(Registry):
     def info(self) -> dict[str, Any]:
         """What ``GET /info`` answers (and, with the pid, what authority.json holds)."""
         latest = self.latest()
-        now = self.clock()
+        now_ms = self.clock()
         return {
             "key": self.keys.node_id,
             "address": self.address,
             "host": self.host,
             "port": self.port,
             "version": __version__,
-            "time_ms": now,
+            "time_ms": now_ms,
             "epoch": None if latest is None else latest.consensus.epoch,
             "consensus_nodes": None if latest is None else len(latest.consensus.nodes),
             "signatures": None if latest is None else len(latest.signatures),
             "threshold": self.threshold,
             "interval_ms": self.interval_ms,
             "nodes": len(self.registry),
-            "live": len(self.live_descriptors(now)),
+            "live": len(self.live_descriptors(now_ms)),
             "measured": self.measured,
         }
 

@@ -84,11 +84,11 @@ class Saved(Registry):
         Unreadable or invalid files are logged and ignored; every descriptor is parsed
         again at the current time and checked before it counts as live.
         """
-        now = self.clock()
+        now_ms = self.clock()
         raws = read_saved_descriptors(self.data_dir / DESCRIPTORS_FILE)
         for raw in raws:
             try:
-                descriptor = parse_descriptor(raw, now_ms=now)
+                descriptor = parse_descriptor(raw, now_ms=now_ms)
             except ProtocolError:
                 continue
             if descriptor.node_id not in self.registry:
@@ -107,7 +107,7 @@ class Saved(Registry):
         except ProtocolError as exc:
             log_event(log, logging.WARNING, "saved_consensus_discarded", error=str(exc))
             return
-        if now >= consensus.valid_until_ms:
+        if now_ms >= consensus.valid_until_ms:
             log_event(log, logging.INFO, "saved_consensus_stale", epoch=consensus.epoch)
             return
         valid = pinned_signatures(body, signatures, self.network.pinned_keys)
