@@ -29,6 +29,7 @@ import httpx
 
 from veil.onion.directory import Authority, Consensus, NetworkFile, verify_consensus
 from veil.onion.errors import VeilError
+from veil.onion.hostport import format_hostport
 
 from .nodeutil import (
     REPO,
@@ -147,7 +148,7 @@ def start_authority(
         "--data-dir",
         str(data_dir),
         "--listen",
-        f"{entry.host}:{entry.port}",
+        format_hostport(entry.host, entry.port),
         "--network",
         str(net.path),
         "--config",

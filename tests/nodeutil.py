@@ -44,7 +44,9 @@ import httpx
 import trio
 
 from veil.onion import rpc
+from veil.onion.hostport import format_hostport
 from veil.onion.packet import Hop, build_packet
+from veil.onion.wallclock import wall_clock_ms
 
 __all__ = [
     "NodeHandle",
@@ -78,8 +80,8 @@ class OnionRefused(Exception):
         self.text = text
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+#: The wall clock the nodes read (ms since the epoch), for the tests' own timestamps.
+now_ms = wall_clock_ms
 
 
 def free_port() -> int:
@@ -137,7 +139,7 @@ class ProcessHandle:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return format_hostport(self.host, self.port)
 
     @property
     def url(self) -> str:
