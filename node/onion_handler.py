@@ -18,7 +18,7 @@ the node's policy around it:
    layered ``bad_gateway`` "next hop not in consensus" (a relay must not be a proxy to
    arbitrary addresses). Standalone or before the first consensus, every hop is allowed.
 4. Relay: send the processed packet to the next hop (:class:`PacketForwarder`: a
-   multiplexed link per peer, node/link.py, or ``POST /onion`` to a node that has no
+   multiplexed link per peer, node/link/, or ``POST /onion`` to a node that has no
    link) with ``hop_timeout``, and add this hop's layer to its reply.
    Unreachable, timed out, a non-200 answer, or a reply that is not a size class: the
    client gets a layered error originated here (``bad_gateway``, ``timeout``,
@@ -88,7 +88,7 @@ class StorageHandler(Protocol):
 
 
 class PacketForwarder(Protocol):
-    """Sends a packet to the next node (node/link.py): the exchange bounded by ``timeout``.
+    """Sends a packet to the next node (node/link/): the exchange bounded by ``timeout``.
 
     Returns the next hop's ``(status, body)`` (200: its reply). Raises HopUnreachable or
     HopTimeout (NetworkError), or RateLimited when too many packets already wait for

@@ -36,7 +36,7 @@ take. Elsewhere :class:`SocketIO` is :class:`StreamIO`, the same three methods o
 trio's stream (slower at rest, the same behaviour otherwise).
 
 Several tasks must not read (or write) at once: the callers serialise their writes
-(node/link.py's frame writer, one response at a time in node/server.py) and each
+(node/link/'s frame writer, one response at a time in node/server/) and each
 socket has one reader. A second waiter raises :class:`trio.BusyResourceError`.
 """
 

@@ -100,6 +100,8 @@ class MessageStore:
         self._synchronous = synchronous
         self._sweep_batch = sweep_batch
         self._writer = BatchWriter(queue_size=queue_size, max_batch=max_batch, notify=self._notify)
+        # Bound once: a store's path is a few calls deep, each lookup saved counts.
+        self._submit = self._writer.submit
         self._writer_conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._watches: dict[tuple[bytes, int], _Watch] = {}
@@ -145,7 +147,7 @@ class MessageStore:
 
         Returns after the COMMIT. See :meth:`BatchWriter.submit` for cancel and errors.
         """
-        return await self._writer.submit(
+        return await self._submit(
             writes.store_message(account.x25519_public, namespace, hash, data, self.clock(), expiry)
         )
 
@@ -153,9 +155,7 @@ class MessageStore:
         self, account: AccountId, namespace: int, hashes: Sequence[bytes]
     ) -> list[bytes]:
         """Delete these messages; return the hashes that were there (expired ones too)."""
-        return await self._writer.submit(
-            writes.delete_messages(account.x25519_public, namespace, hashes)
-        )
+        return await self._submit(writes.delete_messages(account.x25519_public, namespace, hashes))
 
     async def delete_all(self, account: AccountId, namespace: int | None) -> int:
         """Delete all the account's messages in ``namespace`` (None: every namespace).
@@ -176,7 +176,7 @@ class MessageStore:
         )
         total = 0
         while True:
-            n = await self._writer.submit(writes.delete_rows(sql, (*args, self._sweep_batch)))
+            n = await self._submit(writes.delete_rows(sql, (*args, self._sweep_batch)))
             total += n
             if n < self._sweep_batch:
                 return total
@@ -185,7 +185,7 @@ class MessageStore:
         self, account: AccountId, namespace: int, hashes: Sequence[bytes], expiry: int
     ) -> list[bytes]:
         """Set the expiry of these (unexpired) messages; return the hashes updated."""
-        return await self._writer.submit(
+        return await self._submit(
             writes.expire_messages(account.x25519_public, namespace, hashes, expiry, self.clock())
         )
 
@@ -198,19 +198,17 @@ class MessageStore:
         The caller has checked every field (node/replication/). Long-polls on a
         new message's (account, namespace) wake up. Cancel and errors as :meth:`store`.
         """
-        return await self._writer.submit(writes.store_replicas(list(messages), self.clock()))
+        return await self._submit(writes.store_replicas(list(messages), self.clock()))
 
     async def delete_replicas(self, account: bytes, items: Sequence[tuple[int, bytes]]) -> int:
         """Delete these ``(namespace, hash)`` messages of ``account`` (its 32-byte key), as
         a handover does once another swarm holds them; returns how many were there."""
-        return await self._writer.submit(
-            writes.delete_replicas(account, list(dict.fromkeys(items)))
-        )
+        return await self._submit(writes.delete_replicas(account, list(dict.fromkeys(items))))
 
     async def set_sync_cursor(self, peer: bytes, scope: bytes, seq: int) -> None:
         """Remember that ``peer``'s rows up to ``seq`` were pulled for ``scope``; cursors of
         this peer for other scopes are dropped (a node keeps one scope at a time)."""
-        await self._writer.submit(writes.set_sync_cursor(peer, scope, seq))
+        await self._submit(writes.set_sync_cursor(peer, scope, seq))
 
     async def sweep(self) -> int:
         """Delete every expired row now, ``sweep_batch`` rows per transaction.
@@ -220,7 +218,7 @@ class MessageStore:
         total = 0
         while True:
             now = self.clock()
-            n = await self._writer.submit(
+            n = await self._submit(
                 writes.delete_rows(
                     "DELETE FROM messages WHERE seq IN"
                     " (SELECT seq FROM messages WHERE expiry <= ? LIMIT ?)",
