@@ -50,7 +50,7 @@ log = logging.getLogger("veil.node.link")
 #: failure (503 while it restarts, a reset) is the peer's trouble, not its version.
 _NO_LINK_STATUSES = frozenset({400, 404, 405, 426, 501})
 #: How often the pool's watchdog looks for requests past their deadline (seconds).
-_TICK = 0.25
+_TICK_S = 0.25
 #: The largest HTTP head accepted in answer to the upgrade request.
 _MAX_HANDSHAKE_HEAD = 8192
 
@@ -209,9 +209,9 @@ class LinkPool:
         return result
 
     async def _watchdog(self) -> None:
-        """Every _TICK seconds, fail the requests past their deadline with HopTimeout."""
+        """Every _TICK_S seconds, fail the requests past their deadline with HopTimeout."""
         while True:
-            await trio.sleep(_TICK)
+            await trio.sleep(_TICK_S)
             now = trio.current_time()
             for (host, port), link in list(self._links.items()):
                 late = [n for n, slot in link.waiting.items() if slot[3] <= now]

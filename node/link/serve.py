@@ -133,17 +133,17 @@ async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
-async def _close_when_idle(state: _ServerState, scope: trio.CancelScope, idle: float) -> None:
+async def _close_when_idle(state: _ServerState, scope: trio.CancelScope, idle_s: float) -> None:
     """Cancel ``scope`` (the reading) once the link has had nothing in flight and
-    nothing arriving for ``idle`` seconds. While requests are in flight it looks again
-    every quarter of ``idle``, so a link is closed at most 1.25 x ``idle`` after its
+    nothing arriving for ``idle_s`` seconds. While requests are in flight it looks again
+    every quarter of ``idle_s``, so a link is closed at most 1.25 x ``idle_s`` after its
     last answer."""
     while True:
-        deadline = state.last_active + idle
+        deadline = state.last_active + idle_s
         if trio.current_time() < deadline:
             await trio.sleep_until(deadline)
         elif state.in_flight:
-            await trio.sleep(idle / 4)
+            await trio.sleep(idle_s / 4)
         else:
             scope.cancel()
             return

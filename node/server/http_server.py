@@ -62,7 +62,7 @@ _MAX_REFUSALS = 32
 #: Response heads kept (see _send_response).
 _HEAD_CACHE = 256
 #: How often the watchdog looks for connections past their deadline (seconds).
-_TICK = 0.25
+_TICK_S = 0.25
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
@@ -146,7 +146,7 @@ class HttpServer:
                 connections.cancel_scope.deadline = trio.current_time() + 1.0
 
     async def _watchdog(self) -> None:
-        """Cancel each connection whose phase deadline has passed, every _TICK seconds.
+        """Cancel each connection whose phase deadline has passed, every _TICK_S seconds.
 
         Coarse timers on purpose: moving a cancel scope's deadline at every phase of
         every request (idle, reading, working, writing) cost about 5 % of a small
@@ -154,7 +154,7 @@ class HttpServer:
         per request, and the limits are seconds long, so a quarter second late is fine.
         """
         while True:
-            await trio.sleep(_TICK)
+            await trio.sleep(_TICK_S)
             now = trio.current_time()
             for state in list(self._states):
                 if state.deadline <= now:
