@@ -50,6 +50,7 @@ __all__ = [
     "AuthorityState",
     "HeldConsensus",
     "Registration",
+    "peek_vote_epoch",
     "peer_name",
 ]
 
@@ -176,8 +177,8 @@ class AuthorityState:
         return min(max(self.interval_ms / 20_000, 0.1), 2.0)
 
     async def _sleep_until(self, at_ms: int) -> None:
-        while (left := at_ms - self.clock()) > 0:
-            await trio.sleep(left / 1000)
+        while (left_ms := at_ms - self.clock()) > 0:
+            await trio.sleep(left_ms / 1000)
 
     def _deadline(self, at_ms: int) -> float:
         """The trio deadline of the wall-clock time ``at_ms``."""
