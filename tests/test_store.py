@@ -10,13 +10,14 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
-from veil.node.store import MessageStore, StoreClosed, StoreOutcome, open_store
+from veil.node.store import MessageStore, StoreClosed, StoreError, StoreOutcome, open_store
 from veil.onion.crypto import hash32
 from veil.onion.keys import Account, AccountId
 
@@ -490,3 +491,40 @@ async def test_acked_writes_survive_sigkill_of_the_process(
             msg = await store.get(ALICE, 0, h(data))
             assert msg is not None and msg.data == data, data
         assert store.stats().messages >= len(acked)
+
+
+@pytest.mark.parametrize(
+    ("prepare", "message"),
+    [
+        (lambda db: db.execute("PRAGMA user_version = 3"), "has store schema 3"),
+        (lambda db: db.execute("PRAGMA user_version = -1"), "damaged"),
+    ],
+)
+async def test_a_store_file_it_cannot_use_is_refused_with_store_error(
+    tmp_path: Path, prepare: Callable[[sqlite3.Connection], object], message: str
+) -> None:
+    path = tmp_path / "m.db"
+    with sqlite3.connect(path) as db:
+        prepare(db)
+    with pytest.raises(StoreError, match=message):
+        async with open_store(path, clock=Clock()):
+            pass
+
+
+async def test_a_file_that_is_not_a_database_is_refused_with_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    path.write_bytes(b"not a database, " * 512)
+    with pytest.raises(StoreError):
+        async with open_store(path, clock=Clock()):
+            pass
+
+
+async def test_a_new_file_gets_every_migration_in_one_step(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    async with open_store(path, clock=Clock()) as store:
+        await put(store, b"first")
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
+        assert "AUTOINCREMENT" in sql
+        assert db.execute("SELECT seq FROM messages").fetchone()[0] == 1
