@@ -108,6 +108,7 @@ class ServiceConfig:
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     queue_size: int = 1024
     max_batch: int = 512
+    #: Seconds between sweeps (the name is the config file's key, ``[storage]``).
     sweep_interval: float = 30.0
     sweep_batch: int = 1000
 
