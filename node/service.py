@@ -270,11 +270,11 @@ class StorageService:
                         req.namespace,
                         outcome.hash,
                         req.data,
-                        outcome.timestamp,
-                        outcome.expiry,
+                        outcome.timestamp_ms,
+                        outcome.expiry_ms,
                     )
                 )
-        return rpc.StoreResult(outcome.hash, outcome.expiry, outcome.created)
+        return rpc.StoreResult(outcome.hash, outcome.expiry_ms, outcome.created)
 
     async def _read(self, account: AccountId, req: rpc.RetrieveRequest) -> rpc.RetrieveResult:
         found = await self.store.retrieve(
@@ -285,7 +285,9 @@ class StorageService:
             max_bytes=rpc.RETRIEVE_MAX_BYTES,
             item_overhead=rpc.RETRIEVE_ITEM_OVERHEAD,
         )
-        messages = [rpc.Message(m.hash, m.data, m.timestamp, m.expiry) for m in found.messages]
+        messages = [
+            rpc.Message(m.hash, m.data, m.timestamp_ms, m.expiry_ms) for m in found.messages
+        ]
         return rpc.RetrieveResult(messages, found.more)
 
     async def _retrieve(self, req: rpc.RetrieveRequest) -> rpc.RetrieveResult:
@@ -307,13 +309,13 @@ class StorageService:
     async def _expire(self, req: rpc.ExpireRequest) -> rpc.ExpireResult:
         now = self.clock()
         latest = now + rpc.max_ttl_ms(req.namespace)
-        if not now <= req.expiry <= latest:
+        if not now <= req.expiry_ms <= latest:
             raise ProtocolError(
                 f"expiry must be between now ({now}) and {latest}, the longest TTL of "
                 f"namespace {req.namespace}"
             )
-        updated = await self.store.expire(req.account, req.namespace, req.hashes, req.expiry)
-        return rpc.ExpireResult(updated, req.expiry)
+        updated = await self.store.expire(req.account, req.namespace, req.hashes, req.expiry_ms)
+        return rpc.ExpireResult(updated, req.expiry_ms)
 
 
 @asynccontextmanager

@@ -26,8 +26,10 @@ class ReplicaMessage:
     namespace: int
     hash: bytes
     data: bytes
-    timestamp: int
-    expiry: int
+    #: When it was first stored (ms since the epoch, the storing node's clock).
+    timestamp_ms: int
+    #: When every copy expires (ms since the epoch).
+    expiry_ms: int
 
     def __repr__(self) -> str:  # never the data
         return f"ReplicaMessage({self.hash.hex()[:16]}..., ns={self.namespace})"

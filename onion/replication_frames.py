@@ -350,8 +350,8 @@ def _message_wire(m: ReplicaMessage) -> dict[str, Any]:
         "ns": m.namespace,
         "h": m.hash,
         "d": m.data,
-        "ts": m.timestamp,
-        "exp": m.expiry,
+        "ts": m.timestamp_ms,
+        "exp": m.expiry_ms,
     }
 
 
@@ -520,8 +520,8 @@ def check_message(m: ReplicaMessage, *, now_ms: int, skew_ms: int = CLOCK_SKEW_M
         raise ProtocolError("message account is not a valid X25519 key")
     if not crypto.ct_equal(rpc.message_hash(account, m.namespace, m.data), m.hash):
         raise ProtocolError("message hash does not match its account, namespace and data")
-    if m.timestamp > now_ms + skew_ms:
+    if m.timestamp_ms > now_ms + skew_ms:
         raise ProtocolError("message stored in the future")
-    if m.expiry > now_ms + rpc.max_ttl_ms(m.namespace) + skew_ms:
+    if m.expiry_ms > now_ms + rpc.max_ttl_ms(m.namespace) + skew_ms:
         raise ProtocolError(f"message expiry beyond the longest TTL of namespace {m.namespace}")
     return account

@@ -189,13 +189,13 @@ async def test_store_replicated_keeps_times_and_deduplicates(tmp_path: Path) -> 
             assert await store.store_replicated([first]) == [True]
             assert woken.is_set()  # long-polls wake up for replicated messages too
         got = await store.get(ALICE.id, 0, first.hash)
-        assert got is not None and (got.timestamp, got.expiry) == (T0 - 5000, T0 + DAY)
+        assert got is not None and (got.timestamp_ms, got.expiry_ms) == (T0 - 5000, T0 + DAY)
         # Again, with a later and then an earlier expiry: kept once, at the later one.
         later = msg(b"a", exp=T0 + 2 * DAY)
         earlier = msg(b"a", exp=T0 + 1000)
         assert await store.store_replicated([later, earlier]) == [False, False]
         got = await store.get(ALICE.id, 0, first.hash)
-        assert got is not None and got.expiry == T0 + 2 * DAY
+        assert got is not None and got.expiry_ms == T0 + 2 * DAY
         # Already expired: skipped. An expired copy here is replaced by a live one.
         assert await store.store_replicated([msg(b"gone", exp=T0)]) == [False]
         assert await store.get(ALICE.id, 0, msg(b"gone").hash) is None
@@ -302,7 +302,7 @@ async def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
     old = msg(b"old")
     conn.execute(
         "INSERT INTO messages VALUES (40, ?, 0, ?, ?, ?, ?)",
-        (old.account, old.hash, old.data, old.timestamp, old.expiry),
+        (old.account, old.hash, old.data, old.timestamp_ms, old.expiry_ms),
     )
     conn.commit()
     conn.close()

@@ -60,7 +60,7 @@ async def test_store_then_retrieve_round_trip(tmp_path: Path) -> None:
         got = await store.retrieve(ALICE, 0, limit=10, max_bytes=10_000)
         assert not got.more
         [msg] = got.messages
-        assert (msg.hash, msg.data, msg.timestamp, msg.expiry) == (
+        assert (msg.hash, msg.data, msg.timestamp_ms, msg.expiry_ms) == (
             h(b"hello"),
             b"hello",
             T0,
@@ -85,10 +85,10 @@ async def test_same_hash_is_stored_once_and_keeps_the_later_expiry(tmp_path: Pat
         again = await put(store, b"same", expiry=T0 + HOUR)
         later = await put(store, b"same", expiry=T0 + 3 * HOUR)
         assert first.created and not again.created and not later.created
-        assert again.expiry == T0 + 2 * HOUR  # never shortened by a re-send
-        assert later.expiry == T0 + 3 * HOUR
+        assert again.expiry_ms == T0 + 2 * HOUR  # never shortened by a re-send
+        assert later.expiry_ms == T0 + 3 * HOUR
         got = await store.retrieve(ALICE, 0, limit=10, max_bytes=10_000)
-        assert [m.expiry for m in got.messages] == [T0 + 3 * HOUR]
+        assert [m.expiry_ms for m in got.messages] == [T0 + 3 * HOUR]
         assert store.stats().messages == 1
         # The same bytes for another account or namespace are another message.
         assert (await put(store, b"same", who=BOB)).created

@@ -273,8 +273,8 @@ def push_body(
                 "ns": m.namespace,
                 "h": m.hash,
                 "d": m.data,
-                "ts": m.timestamp,
-                "exp": m.expiry,
+                "ts": m.timestamp_ms,
+                "exp": m.expiry_ms,
             }
             for m in messages
         ],

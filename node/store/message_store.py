@@ -141,14 +141,16 @@ class MessageStore:
     # --- writes (through the writer; see writer.py for cancel and errors) -------------
 
     async def store(
-        self, account: AccountId, namespace: int, hash: bytes, data: bytes, expiry: int
+        self, account: AccountId, namespace: int, hash: bytes, data: bytes, expiry_ms: int
     ) -> StoreOutcome:
-        """Store a message until ``expiry`` (ms); deduplicated by ``hash``.
+        """Store a message until ``expiry_ms``; deduplicated by ``hash``.
 
         Returns after the COMMIT. See :meth:`BatchWriter.submit` for cancel and errors.
         """
         return await self._submit(
-            writes.store_message(account.x25519_public, namespace, hash, data, self.clock(), expiry)
+            writes.store_message(
+                account.x25519_public, namespace, hash, data, self.clock(), expiry_ms
+            )
         )
 
     async def delete(
@@ -182,11 +184,13 @@ class MessageStore:
                 return total
 
     async def expire(
-        self, account: AccountId, namespace: int, hashes: Sequence[bytes], expiry: int
+        self, account: AccountId, namespace: int, hashes: Sequence[bytes], expiry_ms: int
     ) -> list[bytes]:
         """Set the expiry of these (unexpired) messages; return the hashes updated."""
         return await self._submit(
-            writes.expire_messages(account.x25519_public, namespace, hashes, expiry, self.clock())
+            writes.expire_messages(
+                account.x25519_public, namespace, hashes, expiry_ms, self.clock()
+            )
         )
 
     async def store_replicated(self, messages: Sequence[ReplicaMessage]) -> list[bool]:

@@ -25,8 +25,9 @@ Clock = Callable[[], int]
 class StoredMessage:
     hash: bytes
     data: bytes
-    timestamp: int
-    expiry: int
+    #: When it was stored, and when it expires (ms, the store's clock).
+    timestamp_ms: int
+    expiry_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +45,13 @@ class StoreOutcome:
     """The result of :meth:`MessageStore.store`."""
 
     hash: bytes
-    #: The message's expiry after this store (the later one if it was already there).
-    expiry: int
+    #: The message's expiry (ms) after this store (the later one if it was already there).
+    expiry_ms: int
     #: False if the same message (same hash) was already stored and still alive.
     created: bool
     #: When it was stored (ms, the store's clock) if ``created``; else 0. For
     #: replication only, so not part of equality.
-    timestamp: int = field(default=0, compare=False)
+    timestamp_ms: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ Design note
 Every function here returns a :data:`~veil.node.store.writer.WriteFn`: a closure over
 its arguments that acts only on the cursor it is given (the writer may run it twice,
 see node/store/writer.py) and returns ``(result, row_delta, notify)``. No I/O happens
-here; :class:`~veil.node.store.message_store.MessageStore` submits them.
+here; :class:`~veil.node.store.message_store.MessageStore` submits them. Every time
+(``now``, ``expiry``) is in ms of the store's clock, as in the table's columns.
 
 Messages are keyed by (account, namespace, hash): storing the same message again does
 not create a second row (a new message takes one ``INSERT ... ON CONFLICT DO NOTHING``;
@@ -56,7 +57,7 @@ def store_message(
         # A new message (the usual case) takes this one statement. A duplicate inserts
         # nothing (it may use up a seq, which is never reused anyway) and goes on below.
         if db.execute(_INSERT_NEW, (key, namespace, hash, data, now, expiry)).rowcount:
-            return StoreOutcome(hash, expiry, created=True, timestamp=now), 1, [notify]
+            return StoreOutcome(hash, expiry, created=True, timestamp_ms=now), 1, [notify]
         seq, old_expiry = db.execute(
             "SELECT seq, expiry FROM messages WHERE account = ? AND namespace = ? AND hash = ?",
             (key, namespace, hash),
@@ -69,7 +70,7 @@ def store_message(
         # Expired: replaced by a fresh row (a new seq, so "since my last hash" sees it).
         db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
         db.execute(_INSERT, (key, namespace, hash, data, now, expiry))
-        return StoreOutcome(hash, expiry, created=True, timestamp=now), 0, [notify]
+        return StoreOutcome(hash, expiry, created=True, timestamp_ms=now), 0, [notify]
 
     return write
 
@@ -131,7 +132,7 @@ def store_replicas(items: Sequence[ReplicaMessage], now: int) -> WriteFn[list[bo
         notify: list[tuple[bytes, int]] = []
         delta = 0
         for m in items:
-            if m.expiry <= now:
+            if m.expiry_ms <= now:
                 created.append(False)
                 continue
             row = db.execute(
@@ -141,13 +142,17 @@ def store_replicas(items: Sequence[ReplicaMessage], now: int) -> WriteFn[list[bo
             if row is not None:
                 seq, old_expiry = row
                 if old_expiry > now:
-                    if m.expiry > old_expiry:
-                        db.execute("UPDATE messages SET expiry = ? WHERE seq = ?", (m.expiry, seq))
+                    if m.expiry_ms > old_expiry:
+                        db.execute(
+                            "UPDATE messages SET expiry = ? WHERE seq = ?", (m.expiry_ms, seq)
+                        )
                     created.append(False)
                     continue
                 db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
                 delta -= 1
-            db.execute(_INSERT, (m.account, m.namespace, m.hash, m.data, m.timestamp, m.expiry))
+            db.execute(
+                _INSERT, (m.account, m.namespace, m.hash, m.data, m.timestamp_ms, m.expiry_ms)
+            )
             delta += 1
             created.append(True)
             notify.append((m.account, m.namespace))
