@@ -52,7 +52,7 @@ async def call(service: StorageService, request: bytes) -> rpc.Reply:
     out = await service.handle(request)
     assert decode(out, max_size=rpc.MAX_REPLY_SIZE)["t"] == service.clock()
     reply = rpc.decode_reply(out)
-    assert reply.t == service.clock()
+    assert reply.t_ms == service.clock()
     return reply
 
 
@@ -185,7 +185,7 @@ async def test_skewed_client_clock_is_refused_with_the_node_time(
     clock.now = NOW + 61_000
     reply = await call(service, rpc.make_retrieve(BOB, now_ms=NOW))
     assert reply.status == "clock_skew"
-    assert reply.t == NOW + 61_000  # the client can correct its clock from this
+    assert reply.t_ms == NOW + 61_000  # the client can correct its clock from this
     clock.now = NOW + 60_000
     assert (await call(service, rpc.make_retrieve(BOB, now_ms=NOW))).ok
 
@@ -366,7 +366,7 @@ def _handle_all(db: Path, requests: list[bytes]) -> list[bytes]:
 
 def _assert_error_or_ok_reply(out: bytes) -> None:
     reply = rpc.decode_reply(out)
-    assert reply.t == NOW
+    assert reply.t_ms == NOW
     assert reply.status != "internal", reply.error
     if not reply.ok:
         assert reply.error

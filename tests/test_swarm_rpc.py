@@ -106,7 +106,7 @@ async def test_wrong_swarm_names_the_swarm_and_a_client_that_follows_it_succeeds
             client, stranger, rpc.make_store(alice.id, b"hi", DAY_MS, now_ms=now_ms())
         )
         assert reply.status == "wrong_swarm"
-        assert abs(reply.t - now_ms()) < 60_000  # every reply carries the node's time
+        assert abs(reply.t_ms - now_ms()) < 60_000  # every reply carries the node's time
         assert rpc.swarm_of_reply(reply) == rpc.SwarmInfo.of(home)
         with pytest.raises(rpc.SwarmMoved) as moved:
             reply.raise_for_status()
@@ -149,7 +149,7 @@ async def test_deletes_and_expiries_reach_every_member(net: Devnet) -> None:
         assert rpc.ExpireResult.from_wire(reply.raise_for_status()).updated == [one.hash]
         reply = await call(client, a.as_hop(), rpc.make_retrieve(alice, now_ms=now_ms()))
         held = rpc.RetrieveResult.from_wire(reply.raise_for_status()).messages
-        assert {m.hash: m.expiry for m in held}[one.hash] == expiry
+        assert {m.hash: m.expiry_ms for m in held}[one.hash] == expiry
 
         # A delete at b deletes at a; a delete_all at a empties b.
         reply = await call(client, b.as_hop(), rpc.make_delete(alice, [two.hash], now_ms=now_ms()))
@@ -493,7 +493,7 @@ def test_wrong_swarm_reply_round_trip() -> None:
     info = rpc.SwarmInfo(5, (_member(1),))
     data = rpc.error_reply(123, rpc.SwarmMoved("elsewhere", info))
     reply = rpc.decode_reply(data)
-    assert (reply.status, reply.t) == ("wrong_swarm", 123)
+    assert (reply.status, reply.t_ms) == ("wrong_swarm", 123)
     assert rpc.swarm_of_reply(reply) == info
     with pytest.raises(rpc.SwarmMoved) as moved:
         reply.raise_for_status()
