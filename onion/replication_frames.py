@@ -48,10 +48,16 @@ first message always fits). :func:`check_message` does the checks that need the
 protocol's rules (the hash recomputed, a valid account key, the TTL limit of the
 namespace against the receiver's clock).
 
-Errors: every refusal is a typed :class:`~onion.errors.VeilError`: TooLarge,
+Errors: every refusal is a typed :class:`~veil.onion.errors.VeilError`: TooLarge,
 DecodeError, SchemaError (shape), Unauthorized (unknown sender, a box that does not
 open, a bad signature, a frame for another node), ClockSkew (``t``), ProtocolError (a
 message that breaks a rule).
+
+Size: about 530 lines, 60 of them this note. One module on purpose: it is one wire
+format, read top to bottom as a specification (the tests forge frames from it), and
+every ``seal_*``/``open_*`` pair shares the private schemas, the key derivation and the
+box; split, the format would be spread over files that each make sense only with the
+others.
 """
 
 from __future__ import annotations
