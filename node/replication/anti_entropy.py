@@ -35,6 +35,7 @@ from ..store import MessageStore
 from .counters import ReplicationCounters
 from .requests import PeerRequests
 from .ring import ring_position, sync_scope
+from .wakeup import Wakeup
 
 __all__ = ["AntiEntropy"]
 
@@ -60,17 +61,15 @@ class AntiEntropy:
         self.clock = clock
         self.config = config
         self.counters = counters
-        self._now = trio.Event()
+        self._wakeup = Wakeup()
 
     def start_round(self) -> None:
         """Run a round now (the ring or this node's swarm changed)."""
-        self._now.set()
+        self._wakeup.set()
 
     async def run(self) -> None:
         while True:
-            with trio.move_on_after(self.config.sync_interval):
-                await self._now.wait()
-            self._now = trio.Event()
+            await self._wakeup.wait(self.config.sync_interval)
             try:
                 await self.sync_round()
             except Exception:  # a local failure (the store): log it, try next round

@@ -33,6 +33,7 @@ from ..store import MessageStore
 from .counters import ReplicationCounters
 from .requests import PeerRequests
 from .ring import ring_position
+from .wakeup import Wakeup
 
 __all__ = ["Handover"]
 
@@ -61,18 +62,16 @@ class Handover:
         self.requests = requests
         self.config = config
         self.counters = counters
-        self._now = trio.Event()
+        self._wakeup = Wakeup()
 
     def start_scan(self) -> None:
         """Scan now (the ring or this node's swarm changed)."""
-        self._now.set()
+        self._wakeup.set()
 
     async def run(self) -> None:
         delay_s = self.config.handover_interval
         while True:
-            with trio.move_on_after(delay_s):
-                await self._now.wait()
-            self._now = trio.Event()
+            await self._wakeup.wait(delay_s)
             try:
                 complete = await self.handover_round()
             except Exception:  # a local failure (the store): log it, try again later

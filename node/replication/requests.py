@@ -16,6 +16,7 @@ window).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from veil.onion import replication_frames as wire
 from veil.onion.directory import ConsensusNode
@@ -27,6 +28,9 @@ from ..errors import ReplicationRefused
 from ..peers import PeerPool
 
 __all__ = ["FORWARD_PATH", "PULL_PATH", "PUSH_PATH", "PeerRequests"]
+
+#: What a ``replication_frames.open_*`` function for a reply returns.
+_Answer = TypeVar("_Answer")
 
 PUSH_PATH = "/replicate"
 PULL_PATH = "/replicate/pull"
@@ -61,37 +65,30 @@ class PeerRequests:
             raise ReplicationRefused(status, body[:200].decode("utf-8", "replace").strip())
         return body
 
+    def _open_answer(
+        self, opener: Callable[..., _Answer], body: bytes, peer: ConsensusNode, digest: bytes
+    ) -> _Answer:
+        """Open ``peer``'s sealed answer with ``opener`` (a ``replication_frames.open_*``
+        for replies): checked against our keys, the request's digest and our clock."""
+        return opener(
+            body, self.keys, peer, digest, now_ms=self.clock(), skew_ms=self.config.clock_skew_ms
+        )
+
     async def push(self, peer: ConsensusNode, messages: Sequence[ReplicaMessage]) -> wire.PushAck:
         """Push ``messages`` (one batch within the wire limits) to ``peer``; its ack."""
         frame, digest = wire.seal_push(self.keys, peer, messages, now_ms=self.clock())
         body = await self._post(peer, PUSH_PATH, frame)
-        return wire.open_pushed(
-            body,
-            self.keys,
-            peer,
-            digest,
-            now_ms=self.clock(),
-            skew_ms=self.config.clock_skew_ms,
-        )
+        return self._open_answer(wire.open_pushed, body, peer, digest)
 
     async def pull(self, peer: ConsensusNode, after: int, scope: bytes) -> ReplicaPage:
         """One page of ``peer``'s rows after seq ``after``, of the accounts of ``scope``
         (503 if the peer sees the scope otherwise)."""
         frame, digest = wire.seal_pull(self.keys, peer, after, scope, now_ms=self.clock())
         body = await self._post(peer, PULL_PATH, frame)
-        return wire.open_page(
-            body, self.keys, peer, digest, now_ms=self.clock(), skew_ms=self.config.clock_skew_ms
-        )
+        return self._open_answer(wire.open_page, body, peer, digest)
 
     async def forward(self, peer: ConsensusNode, request: bytes) -> bytes:
         """Send a client's signed storage request to ``peer``; its storage reply."""
         frame, digest = wire.seal_forward(self.keys, peer, request, now_ms=self.clock())
         body = await self._post(peer, FORWARD_PATH, frame)
-        return wire.open_forwarded(
-            body,
-            self.keys,
-            peer,
-            digest,
-            now_ms=self.clock(),
-            skew_ms=self.config.clock_skew_ms,
-        )
+        return self._open_answer(wire.open_forwarded, body, peer, digest)
