@@ -199,7 +199,7 @@ async def send_message(
         await trio.sleep(delay)
     assert answer.reply.result is not None
     result = rpc.StoreResult.from_wire(answer.reply.result)
-    return Sent(result.hash, to, result.expiry, len(envelope))
+    return Sent(result.hash, to, result.expiry_ms, len(envelope))
 
 
 class Receiver:

@@ -313,7 +313,7 @@ class OnionClient:
             await self._destination_failed(target, state, count=True)
             raise _Retry(exc) from None
 
-        self.clock.sample(reply.t, sent_ms, received_ms)
+        self.clock.sample(reply.t_ms, sent_ms, received_ms)
         await self._clock_moved()
         if reply.ok:
             await self._succeeded(path, target)
@@ -400,7 +400,7 @@ class OnionClient:
         if status == "clock_skew":
             if state.clock_retries == 0:
                 state.clock_retries += 1
-                self.clock.reset(reply.t, sent_ms, received_ms)
+                self.clock.reset(reply.t_ms, sent_ms, received_ms)
                 await self._clock_moved()
                 raise _FreeRetry()
             raise error
