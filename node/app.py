@@ -147,7 +147,7 @@ class Node:
         self.peers = peers
         self.host = ""
         self.port = 0
-        #: Swarm replication (node/replication.py), when the node is in a network; the
+        #: Swarm replication (node/replication/), when the node is in a network; the
         #: storage service then checks every account against this node's swarm.
         self.replication: Replicator | None = None
         if not self.network.standalone:

@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         error = _single(raised)
         # The store's errors first: a StoreError is a NodeError, but a store that cannot
         # be opened is a failure to start (1), not a usage or configuration error (2).
-        if isinstance(error, sqlite3.Error | StoreError | RuntimeError):
+        if isinstance(error, sqlite3.Error | StoreError):
             print(f"veil-node: cannot open the store: {error}", file=sys.stderr)
             return 1
         if isinstance(error, NodeError | NetworkFileError):

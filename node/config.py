@@ -64,7 +64,7 @@ Example, with the defaults::
     inbox_burst = 100
     max_buckets = 100000
     max_waiters = 10000          # long-polls waiting at once
-    synchronous = "FULL"         # or "NORMAL" (see node/store.py)
+    synchronous = "FULL"         # or "NORMAL" (see node/store/)
     queue_size = 1024
     max_batch = 512
     sweep_interval = 30.0
@@ -96,7 +96,7 @@ Example, with the defaults::
                                  # (at most 10 s)
     max_descriptors = 10000      # registered nodes at most (then: 503)
 
-    [replication]                # swarm replication (node/replication.py)
+    [replication]                # swarm replication (node/replication/)
     ack_timeout = 2.0            # s a store waits for the swarm peers' acks before it
                                  # answers the client (see the ack rule there)
     request_timeout = 10.0       # s for one push or pull request to a peer

@@ -7,7 +7,7 @@ Layout of ``--data-dir DIR`` (the directory is mode 0700; created so, tightened 
     DIR/node_keys.json   identity seed and onion secret (mode 0600, never logged)
     DIR/lock             flock()ed while a node runs: two nodes never share a directory
     DIR/node.json        address, node ID, onion key, pid of the running node (0644)
-    DIR/store.sqlite     the message store (node/store.py), with its -wal and -shm
+    DIR/store.sqlite     the message store (node/store/), with its -wal and -shm
 
 Keys are created on the first start from the OS CSPRNG and loaded on later starts. Every
 write is atomic (a temporary file in the same directory, fsync, rename, fsync of the

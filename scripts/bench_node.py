@@ -65,6 +65,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from veil.onion.wallclock import wall_clock_ms
+
 HERE = Path(__file__).resolve().parent
 FORWARDER = HERE / "bench_forwarder.py"
 HOST = "127.0.0.1"
@@ -404,7 +406,7 @@ def _in_process_store_mps(tmp: Path) -> tuple[float, float, float]:
     from veil.onion import rpc
     from veil.onion.keys import AccountId
 
-    now = int(time.time() * 1000)
+    now = wall_clock_ms()
     ttl = 86_400_000
     accounts = _accounts(STORE_ACCOUNTS)
     bodies = [secrets.token_bytes(MESSAGE_BYTES) for _ in range(SERVICE_MESSAGES)]
@@ -561,7 +563,7 @@ def _build(state: dict[str, Any], cmd: dict[str, Any]) -> dict[str, Any]:
     fake = NodeKeys.generate()
     sink_hop = Hop(fake.identity_public, fake.onion_public, cmd["sink"][0], cmd["sink"][1])
     start = time.perf_counter()
-    now = int(time.time() * 1000)
+    now = wall_clock_ms()
     path = [node_hop, sink_hop]
     relay = [build_packet(path, bytes(512), now_ms=now) for _ in range(cmd["relay"])]
     accounts = _accounts(cmd["accounts"])

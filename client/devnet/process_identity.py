@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]  # psutil ships no type information
+import psutil
 
 __all__ = ["manager_is_alive", "pid_is_ours", "process_args"]
 
