@@ -9,6 +9,7 @@ its dependencies, which are not what is checked) into a new virtual environment.
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -106,3 +107,84 @@ def test_no_source_imports_the_folders_by_their_bare_names() -> None:
         for m in _BARE_IMPORT.finditer(source)
     ]
     assert offenders == []
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(["veil", *parts])
+
+
+def _imported(path: Path, name: str, modules: set[str]) -> set[str]:
+    """The modules of ours that ``path`` (module ``name``) imports when it is loaded:
+    module-level imports only (``if TYPE_CHECKING:`` blocks and imports inside
+    functions do not run at load time), each with the packages it loads first, except
+    ``name``'s own ancestors (they are being loaded already)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    targets: set[str] = set()
+    for stmt in ast.parse(path.read_text()).body:
+        if isinstance(stmt, ast.Import):
+            targets.update(alias.name for alias in stmt.names)
+        elif isinstance(stmt, ast.ImportFrom):
+            if stmt.level:
+                base = package.split(".")[: len(package.split(".")) - stmt.level + 1]
+                target = ".".join([*base, *([stmt.module] if stmt.module else [])])
+            else:
+                target = stmt.module or ""
+            targets.add(target)
+            targets.update(f"{target}.{alias.name}" for alias in stmt.names)
+    loaded: set[str] = set()
+    for target in targets:
+        parts = target.split(".")
+        for i in range(2, len(parts) + 1):
+            module = ".".join(parts[:i])
+            if module in modules and module != name and not name.startswith(module + "."):
+                loaded.add(module)
+    return loaded
+
+
+def test_no_import_circle_inside_the_packages() -> None:
+    """A circle (a imports b imports a) works or breaks with the order of first imports;
+    the tree is kept free of them, and no sub-module takes names from its own package's
+    ``__init__`` (which re-exports the sub-modules: a circle through it)."""
+    paths = {
+        _module_name(path): path
+        for top in ("onion", "node", "client")
+        for path in (REPO / top).rglob("*.py")
+    }
+    graph = {name: _imported(path, name, set(paths)) for name, path in paths.items()}
+    circles = []
+    done: set[str] = set()
+
+    def visit(name: str, trail: list[str]) -> None:
+        if name in trail:
+            circles.append([*trail[trail.index(name) :], name])
+            return
+        if name in done:
+            return
+        for imported in sorted(graph[name]):
+            visit(imported, [*trail, name])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+    assert circles == []
+
+    through_init = []
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for stmt in ast.walk(ast.parse(path.read_text())):
+            if isinstance(stmt, ast.ImportFrom) and stmt.level == 1 and not stmt.module:
+                target = package
+            elif isinstance(stmt, ast.ImportFrom) and stmt.module and not stmt.level:
+                target = stmt.module
+            else:
+                continue
+            if target != name and name.startswith(target + "."):
+                through_init += [
+                    f"{name}: {alias.name}"
+                    for alias in stmt.names
+                    if f"{target}.{alias.name}" not in paths
+                ]
+    assert through_init == []
