@@ -6,7 +6,7 @@ One object, like httpx's ``AsyncClient``, that owns everything a client needs an
 closes it in order::
 
     async with open_client(home, "devnet/network.json") as client:
-        await client.send("05ab...", "hello", ttl=3600)
+        await client.send("05ab...", "hello", ttl_s=3600)
         async for message in client.messages():
             print(message.sender, message.text)
 
@@ -142,10 +142,10 @@ class VeilClient:
     # --- messaging -------------------------------------------------------------------------
 
     async def send(
-        self, to: AccountId | str, content: bytes | str, *, ttl: float = DEFAULT_TTL_S
+        self, to: AccountId | str, content: bytes | str, *, ttl_s: float = DEFAULT_TTL_S
     ) -> Sent:
         """Send ``content`` (bytes, or text sent as UTF-8) to the account ``to``, kept
-        in its inbox for ``ttl`` seconds (10 s to 14 days).
+        in its inbox for ``ttl_s`` seconds (10 s to 14 days).
 
         Raises :class:`~veil.onion.errors.InvalidId` for a bad account ID,
         :class:`~veil.client.messaging.MessageTooLarge`,
@@ -154,7 +154,7 @@ class VeilClient:
         took it. Safe to call again after a failure: see :mod:`veil.client.messaging`.
         """
         recipient = to if isinstance(to, AccountId) else AccountId.parse(to)
-        return await send_message(self.onion, self.account, recipient, content, ttl_s=ttl)
+        return await send_message(self.onion, self.account, recipient, content, ttl_s=ttl_s)
 
     def messages(self) -> AsyncIterator[InboxMessage]:
         """New messages as they arrive, each recorded in the state before it is yielded:

@@ -163,12 +163,12 @@ async def _measure(tmp: Path, network_file: Path, node_url: str) -> dict[str, fl
         delivery, from_start, send_rtt = [], [], []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(follow)
-            await sender.send(follower_account.id, "warm-up", ttl=TTL_S)
+            await sender.send(follower_account.id, "warm-up", ttl_s=TTL_S)
             await trio.sleep(0.5)
             for i in range(MESSAGES):
                 await trio.sleep(SETTLE_S)
                 t0 = time.perf_counter()
-                sent = await sender.send(follower_account.id, f"message {i}", ttl=TTL_S)
+                sent = await sender.send(follower_account.id, f"message {i}", ttl_s=TTL_S)
                 t1 = time.perf_counter()
                 event = wanted.setdefault(sent.hash, trio.Event())
                 with trio.move_on_after(DELIVERY_TIMEOUT_S):

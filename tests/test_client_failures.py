@@ -76,7 +76,7 @@ async def test_killed_middle_relay_path_is_rebuilt(net: Devnet, tmp_path: Path) 
             for n in range(total):
                 if n == 5:
                     await trio.to_thread.run_sync(net.kill_node, victim)
-                await a.send(b.id, str(n), ttl=600)  # raises if a send fails for good
+                await a.send(b.id, str(n), ttl_s=600)  # raises if a send fails for good
 
         try:
             async with trio.open_nursery() as nursery:
@@ -112,7 +112,7 @@ async def test_killed_guard_other_guard_then_a_replacement(net: Devnet, tmp_path
         sent = 0
         with trio.fail_after(60):
             while dead in {g.node_id for g in a.paths.guards} or sent < 10:
-                await a.send(b.id, str(sent), ttl=600)
+                await a.send(b.id, str(sent), ttl_s=600)
                 sent += 1
         assert await receive(receiver, sent) == [str(n) for n in range(sent)]
 

@@ -183,7 +183,7 @@ async def test_many_senders_exactly_once_in_order(net: Devnet, tmp_path: Path) -
     async def send_all(home: Home, index: int) -> None:
         async with open_client(home, net.network_file) as client:
             for n in range(per_sender):
-                await client.send(recipient.id, f"{index}:{n}", ttl=600)
+                await client.send(recipient.id, f"{index}:{n}", ttl_s=600)
 
     async with open_client(home_r, net.network_file) as receiver:
         async with trio.open_nursery() as nursery:
@@ -211,7 +211,7 @@ async def test_restarted_receiver_loses_and_repeats_nothing(net: Devnet, tmp_pat
     async def sender() -> None:
         async with open_client(home_s, net.network_file) as client:
             for n in range(total):
-                await client.send(recipient.id, str(n), ttl=600)
+                await client.send(recipient.id, str(n), ttl_s=600)
                 await trio.sleep(0.02)
 
     async with trio.open_nursery() as nursery:
@@ -237,12 +237,12 @@ async def test_position_unknown_to_the_node_repeats_nothing(net: Devnet, tmp_pat
     home_r, recipient = new_home(tmp_path, "r")
     async with open_client(home_s, net.network_file) as sender:
         for n in range(3):
-            await sender.send(recipient.id, f"old {n}", ttl=600)
+            await sender.send(recipient.id, f"old {n}", ttl_s=600)
         async with open_client(home_r, net.network_file) as receiver:
             assert [m.text for m in await collect(receiver, 3)] == ["old 0", "old 1", "old 2"]
             # Forget where we were: a hash no node has.
             receiver.state.save_messages_and_position(recipient.id, rpc.INBOX, [], b"\x01" * 32)
-            await sender.send(recipient.id, "new", ttl=600)
+            await sender.send(recipient.id, "new", ttl_s=600)
             assert [m.text for m in await collect(receiver, 1)] == ["new"]
             assert [m.text for m in receiver.inbox()] == ["old 0", "old 1", "old 2", "new"]
 
@@ -259,7 +259,7 @@ async def test_client_with_clock_minutes_off(net: Devnet, tmp_path: Path, skew_m
     # refused; the client measures the network's clock and carries on.
     async with open_client(home_a, net.network_file, clock=off_clock) as a:
         assert abs(a.clock.offset_ms + skew_ms) < 5_000
-        await a.send(b.id, "sent from a skewed clock", ttl=600)
+        await a.send(b.id, "sent from a skewed clock", ttl_s=600)
     async with open_client(home_b, net.network_file, clock=off_clock) as client_b:
         (message,) = await collect(client_b, 1)
         assert message.text == "sent from a skewed clock"
@@ -274,7 +274,7 @@ async def test_fetch_is_one_shot_and_records(net: Devnet, tmp_path: Path) -> Non
     home_a, a = new_home(tmp_path, "a")
     home_b, b = new_home(tmp_path, "b")
     async with open_client(home_a, net.network_file) as client_a:
-        receipts = [await client_a.send(b.id, bytes([n]) * 300, ttl=600) for n in range(3)]
+        receipts = [await client_a.send(b.id, bytes([n]) * 300, ttl_s=600) for n in range(3)]
     async with open_client(home_b, net.network_file) as client_b:
         with trio.fail_after(30):
             fetched: list = []

@@ -178,7 +178,7 @@ def _send(ctx: Context) -> None:
     data = _message_bytes(ctx, ctx.args.text)
 
     async def job(client: VeilClient) -> Any:
-        return await client.send(to, data, ttl=ttl_s)
+        return await client.send(to, data, ttl_s=ttl_s)
 
     sent = _run(ctx, job)
     ctx.emit(
