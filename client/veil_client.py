@@ -72,7 +72,7 @@ from veil.onion.errors import VeilError
 from veil.onion.keys import Account, AccountId
 from veil.onion.packet import Hop
 
-__all__ = ["ClientConfig", "VeilClient", "open_client", "read_network_file"]
+__all__ = ["ClientConfig", "VeilClient", "open_client"]
 
 #: Seconds between two passes of the failure-count janitor.
 _MAINTENANCE_INTERVAL_S = 60.0

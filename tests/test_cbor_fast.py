@@ -483,4 +483,4 @@ def test_ok_reply_is_encode_reply(t: int, result: dict[str, Any]) -> None:
     assert fast == slow
     if fast[0] == "ok":
         reply = rpc.decode_reply(fast[1])
-        assert (reply.status, reply.t, reply.result) == ("ok", t, result)
+        assert (reply.status, reply.t_ms, reply.result) == ("ok", t, result)

@@ -188,3 +188,35 @@ def test_no_import_circle_inside_the_packages() -> None:
                     if f"{target}.{alias.name}" not in paths
                 ]
     assert through_init == []
+
+
+def _loaded_after(code: str) -> set[str]:
+    """The top-level and veil modules loaded by a fresh interpreter that runs ``code``."""
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint('\\n'.join(sys.modules))"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    ).stdout.split()
+    return {name for name in out if "." not in name or name.startswith("veil.")}
+
+
+def test_the_protocol_package_loads_no_io() -> None:
+    """veil.onion is sans-IO: importing every module of it loads no trio, httpx or
+    sqlite3, and nothing of the node or the client."""
+    modules = sorted(
+        _module_name(path) for path in (REPO / "onion").rglob("*.py") if path.name != "__main__.py"
+    )
+    loaded = _loaded_after("\n".join(f"import {name}" for name in modules))
+    assert not loaded & {"trio", "httpx", "httpcore", "sqlite3", "_sqlite3", "h11"}
+    assert not {name for name in loaded if name.startswith(("veil.node", "veil.client"))}
+
+
+def test_the_client_api_is_imported_lazily() -> None:
+    """``from veil.client import open_client`` works, but a program that needs only the
+    client's errors does not pay for trio and httpx."""
+    assert not _loaded_after("import veil.client.errors") & {"trio", "httpx"}
+    loaded = _loaded_after("from veil.client import open_client, VeilClient")
+    assert {"trio", "httpx", "veil.client.veil_client"} <= loaded

@@ -58,7 +58,7 @@ def test_builders_make_requests_that_decode_typed_and_verify() -> None:
 
     own = rpc.decode_request(rpc.make_store(ALICE, b"note", 30 * DAY, namespace=7, now_ms=NOW))
     assert isinstance(own, rpc.StoreRequest) and own.auth is not None
-    assert own.auth.timestamp == NOW and own.auth.pubkey_ed25519 == ALICE.ed25519_public
+    assert own.auth.timestamp_ms == NOW and own.auth.pubkey_ed25519 == ALICE.ed25519_public
 
     retrieve = rpc.decode_request(
         rpc.make_retrieve(ALICE, now_ms=NOW, last_hash=bytes(32), limit=10, wait_s=30)
@@ -77,7 +77,7 @@ def test_builders_make_requests_that_decode_typed_and_verify() -> None:
     wipe = rpc.decode_request(rpc.make_delete_all(ALICE, namespace=None, now_ms=NOW))
     assert isinstance(wipe, rpc.DeleteAllRequest) and wipe.namespace is None
     expire = rpc.decode_request(rpc.make_expire(ALICE, [b"a" * 32], NOW + 5000, now_ms=NOW))
-    assert isinstance(expire, rpc.ExpireRequest) and expire.expiry == NOW + 5000
+    assert isinstance(expire, rpc.ExpireRequest) and expire.expiry_ms == NOW + 5000
     assert isinstance(rpc.decode_request(rpc.make_info()), rpc.InfoRequest)
     swarm = rpc.decode_request(rpc.make_get_swarm(ALICE.id))
     assert isinstance(swarm, rpc.GetSwarmRequest) and swarm.account == ALICE.id
@@ -382,11 +382,11 @@ def test_message_hash_names_the_content_not_the_time() -> None:
 def test_replies_round_trip_and_carry_the_node_time() -> None:
     result = rpc.StoreResult(b"h" * 32, NOW + 1000, True)
     reply = rpc.decode_reply(rpc.ok_reply(NOW, result.to_wire()))
-    assert reply.ok and reply.t == NOW
+    assert reply.ok and reply.t_ms == NOW
     assert rpc.parse_result("store", reply.raise_for_status()) == result
 
     error = rpc.decode_reply(rpc.error_reply(NOW + 7, RateLimited("slow down")))
-    assert (error.status, error.t, error.error, error.result) == (
+    assert (error.status, error.t_ms, error.error, error.result) == (
         "rate_limited",
         NOW + 7,
         "slow down",

@@ -252,7 +252,7 @@ def test_store_reply_is_ok_reply(t: int, hash: bytes, expiry: int, created: bool
     assert fast == _reply_or_error(rpc.ok_reply, t, result.to_wire())
     if isinstance(fast, bytes):
         reply = rpc.decode_reply(fast)
-        assert (reply.status, reply.t) == ("ok", t)
+        assert (reply.status, reply.t_ms) == ("ok", t)
         if len(hash) == 32 and expiry >= 0:  # a result a node can give: it reads back
             assert rpc.StoreResult.from_wire(reply.raise_for_status()) == result
 

@@ -124,7 +124,7 @@ class Context:
         (``VEIL_PASSPHRASE`` or a prompt; on a terminal, three tries). A wrong
         passphrase raises :class:`~veil.client.errors.WrongPassphrase`.
         """
-        from veil.client.home import NoIdentity, PassphraseRequired, WrongPassphrase
+        from veil.client.errors import NoIdentity, PassphraseRequired, WrongPassphrase
 
         try:
             return self.home.load_identity()

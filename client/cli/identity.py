@@ -106,7 +106,7 @@ def _refuse_to_replace(ctx: Context) -> None:
     Only a courtesy: :meth:`Home.save_identity` refuses atomically in any case.
     """
     if not ctx.args.force and ctx.home.has_identity():
-        from veil.client.home import IdentityExists
+        from veil.client.errors import IdentityExists
 
         _explain_exists(IdentityExists(f"an identity already exists in {ctx.home.identity_path}"))
 
@@ -119,7 +119,8 @@ def _explain_exists(e: Exception) -> NoReturn:
 
 
 def _store(ctx: Context, account: Account, passphrase: str | None) -> None:
-    from veil.client.home import KDF_PRESETS, IdentityExists
+    from veil.client.errors import IdentityExists
+    from veil.client.home import KDF_PRESETS
 
     replacing = ctx.args.force and ctx.home.has_identity()
     try:
@@ -152,7 +153,7 @@ def _id_new(ctx: Context) -> None:
 def _id_show(ctx: Context) -> None:
     if not ctx.args.phrase:
         # The account ID is stored in clear: no passphrase needed.
-        from veil.client.home import NoIdentity
+        from veil.client.errors import NoIdentity
 
         try:
             account_id = ctx.home.account_id()

@@ -57,11 +57,6 @@ class Reply:
     extra: dict[str, Any] | None = None
 
     @property
-    def t(self) -> int:
-        """Old name of :attr:`t_ms`, kept while node/ and client/ move to it."""
-        return self.t_ms
-
-    @property
     def ok(self) -> bool:
         return self.status == "ok"
 

@@ -54,11 +54,6 @@ class Auth:
     def __repr__(self) -> str:
         return f"Auth(timestamp_ms={self.timestamp_ms})"
 
-    @property
-    def timestamp(self) -> int:
-        """Old name of :attr:`timestamp_ms`, kept while node/ and client/ move to it."""
-        return self.timestamp_ms
-
 
 # --- typed requests ------------------------------------------------------------------------
 
@@ -144,11 +139,6 @@ class ExpireRequest:
 
     def signed_extra(self) -> bytes:
         return length_prefixed(self.expiry_ms.to_bytes(8, "big"), *self.hashes)
-
-    @property
-    def expiry(self) -> int:
-        """Old name of :attr:`expiry_ms`, kept while node/ and client/ move to it."""
-        return self.expiry_ms
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,11 +54,6 @@ class StoreResult:
         cls.SCHEMA.check(r)
         return cls(r["hash"], r["expiry"], r["created"])
 
-    @property
-    def expiry(self) -> int:
-        """Old name of :attr:`expiry_ms`, kept while node/ and client/ move to it."""
-        return self.expiry_ms
-
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -85,16 +80,6 @@ class Message:
             "timestamp": self.timestamp_ms,
             "expiry": self.expiry_ms,
         }
-
-    @property
-    def timestamp(self) -> int:
-        """Old name of :attr:`timestamp_ms`, kept while node/ and client/ move to it."""
-        return self.timestamp_ms
-
-    @property
-    def expiry(self) -> int:
-        """Old name of :attr:`expiry_ms`, kept while node/ and client/ move to it."""
-        return self.expiry_ms
 
     def __repr__(self) -> str:
         return f"Message({self.hash.hex()[:16]}..., {len(self.data)} bytes)"
@@ -180,11 +165,6 @@ class ExpireResult:
     def from_wire(cls, r: dict[str, Any]) -> ExpireResult:
         cls.SCHEMA.check(r)
         return cls(list(r["updated"]), r["expiry"])
-
-    @property
-    def expiry(self) -> int:
-        """Old name of :attr:`expiry_ms`, kept while node/ and client/ move to it."""
-        return self.expiry_ms
 
 
 @dataclass(frozen=True, slots=True)
