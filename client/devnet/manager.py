@@ -65,7 +65,7 @@ from veil.client.devnet.state_file import (
     write_state,
 )
 from veil.client.devnet.status import DevnetStatus, MemberStatus, StopReport
-from veil.client.errors import DevnetError, DevnetRunning, NoDevnet
+from veil.client.errors import DevnetError, DevnetRunning, InvalidArgument, NoDevnet
 from veil.client.files import write_atomically
 from veil.onion.directory import Authority, Consensus, NetworkFile
 from veil.onion.errors import VeilError
@@ -356,18 +356,18 @@ class Devnet:
 
         Raises :class:`DevnetRunning` if a devnet runs in the directory,
         :class:`DevnetStartError` if a process dies or is not ready in time (everything
-        started is stopped first), :class:`ValueError` for bad numbers. On
-        KeyboardInterrupt (or any exception) everything started is stopped and it
-        propagates.
+        started is stopped first), :class:`~veil.client.errors.InvalidArgument` (a
+        ValueError) for bad numbers. On KeyboardInterrupt (or any exception) everything
+        started is stopped and it propagates.
         """
         if nodes < 1 or authorities < 1 or swarm_size < 1:
-            raise ValueError("a devnet needs at least one node and one authority")
+            raise InvalidArgument("a devnet needs at least one node and one authority")
         if threshold is None:
             threshold = authorities // 2 + 1
         if not 1 <= threshold <= authorities:
-            raise ValueError(f"threshold must be between 1 and {authorities}, not {threshold}")
+            raise InvalidArgument(f"threshold must be between 1 and {authorities}, not {threshold}")
         if interval_ms < MIN_INTERVAL_MS:
-            raise ValueError(f"interval_ms must be at least {MIN_INTERVAL_MS}")
+            raise InvalidArgument(f"interval_ms must be at least {MIN_INTERVAL_MS}")
         if self.members:
             raise DevnetRunning("this Devnet object has already started a devnet")
         self.swarm_size, self.threshold, self.interval_ms = swarm_size, threshold, interval_ms
