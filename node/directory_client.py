@@ -263,7 +263,7 @@ class DirectoryClient:
                 log,
                 logging.INFO,
                 "descriptor_published",
-                authority=_name(authority),
+                authority=authority.label,
                 address=f"{self.host}:{self.port}",
             )
             return
@@ -365,8 +365,5 @@ class DirectoryClient:
         now = time.monotonic()
         if now - self._logged.get(key, -_LOG_EVERY_S) >= _LOG_EVERY_S:
             self._logged[key] = now
-            log_event(log, level, event, authority=_name(authority), error=error)
+            log_event(log, level, event, authority=authority.label, error=error)
 
-
-def _name(authority: Authority) -> str:
-    return f"{authority.key_hex[:16]}@{authority.host}:{authority.port}"

@@ -33,7 +33,7 @@ from veil.onion.errors import ProtocolError
 
 from ..logging import log_event
 from .saved import Saved, pinned_signatures
-from .state import HeldConsensus, peer_name
+from .state import HeldConsensus
 
 __all__ = ["CatchUp"]
 
@@ -118,7 +118,7 @@ class CatchUp(Saved):
                 await trio.lowlevel.checkpoint()
             if added:
                 log_event(
-                    log, logging.INFO, "descriptors_imported", peer=peer_name(peer), nodes=added
+                    log, logging.INFO, "descriptors_imported", peer=peer.label, nodes=added
                 )
 
         async with trio.open_nursery() as nursery:

@@ -59,7 +59,7 @@ from veil.onion.vote import (
 
 from ..logging import log_event
 from .catch_up import CatchUp
-from .state import HeldConsensus, peer_name
+from .state import HeldConsensus
 
 __all__ = ["KEEP_EPOCHS", "Epochs"]
 
@@ -235,7 +235,7 @@ class Epochs(CatchUp):
                         log,
                         logging.WARNING,
                         "signature_refused",
-                        peer=peer_name(peer),
+                        peer=peer.label,
                         error=str(exc),
                     )
 

@@ -51,7 +51,6 @@ __all__ = [
     "HeldConsensus",
     "Registration",
     "peek_vote_epoch",
-    "peer_name",
 ]
 
 log = logging.getLogger("veil.authority")
@@ -194,10 +193,10 @@ class AuthorityState:
                 peer.host, peer.port, path, timeout=self.config.check_timeout
             )
         except (NetworkError, RateLimited) as exc:
-            log_event(log, logging.DEBUG, "peer_unreachable", peer=peer_name(peer), error=str(exc))
+            log_event(log, logging.DEBUG, "peer_unreachable", peer=peer.label, error=str(exc))
             return None
         if status != 200:
-            log_event(log, logging.DEBUG, "peer_answered", peer=peer_name(peer), status=status)
+            log_event(log, logging.DEBUG, "peer_answered", peer=peer.label, status=status)
             return None
         return data
 
@@ -209,7 +208,7 @@ class AuthorityState:
         try:
             return await trio.to_thread.run_sync(self._parse_peer_vote, data, peer, epoch)
         except ProtocolError as exc:
-            log_event(log, logging.WARNING, "vote_refused", peer=peer_name(peer), error=str(exc))
+            log_event(log, logging.WARNING, "vote_refused", peer=peer.label, error=str(exc))
             return None
 
     def _parse_peer_vote(self, data: bytes, peer: Authority, epoch: int | None) -> Vote:
@@ -235,7 +234,3 @@ def peek_vote_epoch(data: bytes) -> int:
         raise ProtocolError("vote without an epoch")
     return epoch
 
-
-def peer_name(authority: Authority) -> str:
-    """How logs name a peer authority: its key's first 16 hex digits @ its address."""
-    return f"{authority.key_hex[:16]}@{authority.host}:{authority.port}"

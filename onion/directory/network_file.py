@@ -46,6 +46,11 @@ class Authority:
     def address(self) -> tuple[str, int]:
         return self.host, self.port
 
+    @property
+    def label(self) -> str:
+        """How logs and messages name it: its key's first 16 hex digits @ its address."""
+        return f"{self.key_hex[:16]}@{self.host}:{self.port}"
+
 
 @dataclass(frozen=True, slots=True)
 class NetworkFile:
