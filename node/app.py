@@ -22,7 +22,7 @@ unless ``clock_control`` is on; the store, the RPC's signature window, the repla
 and ``/info`` all read it, so a test that moves it moves the whole node consistently.
 
 Network: with ``[network] file`` set, :attr:`Node.network` follows the authorities'
-consensus (:mod:`node.network_view`; its directory client, :mod:`node.directory_client`,
+consensus (:mod:`veil.node.network_view`; its directory client, :mod:`veil.node.directory_client`,
 starts before ``node.json`` is written, with the saved consensus loaded), the relay
 forwards only to listed next hops, and the ``/onion`` rate limit exempts the addresses of
 listed nodes (relays). Without it, :attr:`Node.network` is a standalone view that owns
@@ -228,7 +228,7 @@ class Node:
             "/onion": Route(("POST",), self._onion, MAX_PACKET_LEN, rate_limited=True),
             "/info": Route(("GET",), self._info),
             "/metrics": Route(("GET",), self._metrics),
-            # Node-to-node links (node/link.py): rate limited per frame, like /onion.
+            # Node-to-node links (node/link/): rate limited per frame, like /onion.
             UPGRADE_PATH: Route(
                 ("GET",),
                 self._onion,  # never called: the route only upgrades
@@ -368,10 +368,10 @@ async def open_node(
     port and ``DIR/node.json`` is written). When the block ends, the node shuts down
     gracefully (see the module docstring); if the block raises or is cancelled, in-flight
     requests are cut at once, and the store is still closed. Raises
-    :class:`~node.keystore.KeystoreError` (data dir, keys, lock),
-    :class:`~onion.errors.NetworkFileError` (``[network] file``),
-    :class:`~node.config.ConfigError` (no address to advertise), ``OSError`` (listen),
-    ``sqlite3.Error`` or :class:`~node.errors.StoreError` (store) while starting.
+    :class:`~veil.node.keystore.KeystoreError` (data dir, keys, lock),
+    :class:`~veil.onion.errors.NetworkFileError` (``[network] file``),
+    :class:`~veil.node.config.ConfigError` (no address to advertise), ``OSError`` (listen),
+    ``sqlite3.Error`` or :class:`~veil.node.errors.StoreError` (store) while starting.
     """
     config = config or NodeConfig()
     data_dir = Path(data_dir)
@@ -499,7 +499,7 @@ def _frame_route(handle: Callable[[bytes], Awaitable[bytes]]) -> Handler:
 
 class _RelayExemptLimiter(TokenBucketLimiter):
     """The per-address limit, with the addresses of consensus nodes exempt: a relay
-    carries many clients' packets (checked once per connection, see node/server.py)."""
+    carries many clients' packets (checked once per connection, see node/server/)."""
 
     __slots__ = ("_network",)
 

@@ -11,7 +11,7 @@ The subcommands, as DESIGN.md names them::
 ``run`` starts a node: standalone (a one-node network that holds every account) unless
 the config's ``[network] file`` names a ``network.json``, in which case the node
 publishes its descriptor to the authorities and follows their consensus
-(:mod:`node.directory_client`). It prints one line ``listening on HOST:PORT`` to stdout
+(:mod:`veil.node.directory_client`). It prints one line ``listening on HOST:PORT`` to stdout
 once it accepts connections (with the real port when ``--listen`` asked for port 0;
 ``DIR/node.json`` says the same, with the node ID, onion key and pid), logs to stderr,
 and runs until SIGINT or SIGTERM, after which it shuts down gracefully and exits 0.
@@ -20,7 +20,7 @@ and runs until SIGINT or SIGTERM, after which it shuts down gracefully and exits
 missing (``DIR/authority_keys.json``, mode 0600; the directory 0700) and prints one line
 of JSON, ``{"key": "<64 hex>"}``: the key to pin in ``network.json``.
 
-``authority`` runs a directory authority (:mod:`node.authority`). ``--network`` is the
+``authority`` runs a directory authority (:mod:`veil.node.authority`). ``--network`` is the
 network's ``network.json``, which must list this authority's key; its address there is
 where peers and nodes reach it, so ``--listen`` takes a fixed port (not 0). It prints
 ``listening on HOST:PORT`` when ready, keeps ``DIR/authority.json`` (address, key, pid)

@@ -39,7 +39,7 @@ Example, with the defaults::
     idle_timeout = 20.0          # s before an unused connection is closed (keep it below
                                  # the peers' http.idle_timeout)
 
-    [link]                       # node-to-node links for onion packets (node/link.py)
+    [link]                       # node-to-node links for onion packets (node/link/)
     enabled = true               # send packets to next hops over multiplexed links
                                  # (false: one POST /onion per packet, as above)
     max_streams = 256            # packets in flight on one link, either direction
@@ -120,7 +120,7 @@ client's own timeout must exceed ``hop_timeout`` plus a few seconds of network t
 (e.g. 50 s against the default 40 s). ``deliver_timeout`` is shorter than ``hop_timeout``
 so that a destination that gives up still answers before its relays do, and the client
 learns which hop was slow; and it is longer than the longest long-poll a retrieve may ask
-(:data:`onion.rpc.MAX_WAIT_S`, 30 s), so that a long-poll ends with its own empty answer.
+(:data:`veil.onion.rpc.MAX_WAIT_S`, 30 s), so that a long-poll ends with its own empty answer.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ class OnionConfig:
 
 @dataclass(frozen=True, slots=True)
 class PeersConfig:
-    """Node-to-node connections: the arguments of :class:`node.peers.PeerPool`."""
+    """Node-to-node connections: the arguments of :class:`veil.node.peers.PeerPool`."""
 
     max_per_peer: int = 4
     max_waiters: int = 64
@@ -221,7 +221,7 @@ class PeersConfig:
 
 @dataclass(frozen=True, slots=True)
 class LinkConfig:
-    """Node-to-node links (:mod:`node.link`): one multiplexed connection per peer."""
+    """Node-to-node links (:mod:`veil.node.link`): one multiplexed connection per peer."""
 
     enabled: bool = True
     max_streams: int = 256

@@ -1,5 +1,5 @@
 """The directory client: the task that publishes this node's descriptor and keeps its
-:class:`~node.network_view.NetworkView` current.
+:class:`~veil.node.network_view.NetworkView` current.
 
 Design note
 -----------
@@ -19,7 +19,7 @@ leaves no new key behind):
   with a different one each time, stopping at the first that gives a newer one); while
   the consensus is fresh it sleeps until its ``fresh_until`` (no newer one can exist
   before). Every document is checked with
-  :func:`onion.directory.verify_consensus` against the pinned keys and the threshold,
+  :func:`veil.onion.directory.verify_consensus` against the pinned keys and the threshold,
   with the epoch held as ``min_epoch`` (no rollback). A refused document is logged with
   its error (at most once a minute per authority and kind of error) and ignored: the
   view keeps its last good consensus.

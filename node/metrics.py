@@ -31,7 +31,7 @@ __all__ = ["CONTENT_TYPE", "NodeMetrics", "StorageFigure"]
 #: The Content-Type of the text exposition format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-#: "LINK" counts onion packets that arrived on a node-to-node link (node/link.py).
+#: "LINK" counts onion packets that arrived on a node-to-node link (node/link/).
 _METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "LINK"})
 
 

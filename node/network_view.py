@@ -15,7 +15,7 @@ any task; every read sees one whole consensus, never a mix. Other tasks follow c
 with :meth:`NetworkView.subscribe` (every new consensus, in order).
 
 The task that keeps it current (publishing this node's descriptor, fetching and saving
-the consensus) is :class:`~node.directory_client.DirectoryClient`; this module holds no
+the consensus) is :class:`~veil.node.directory_client.DirectoryClient`; this module holds no
 I/O of its own.
 """
 
@@ -113,7 +113,7 @@ class NetworkView:
 
     def swarm_for(self, account: AccountId | str) -> Swarm | None:
         """The swarm that stores ``account`` (None if standalone, no consensus yet, or
-        a consensus without nodes). :class:`~onion.errors.InvalidId` for a bad ID text."""
+        a consensus without nodes). :class:`~veil.onion.errors.InvalidId` for a bad ID text."""
         if self.consensus is None:
             return None
         try:

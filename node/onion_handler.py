@@ -3,17 +3,17 @@
 Design note
 -----------
 :class:`OnionHandler` turns a packet (the body of ``POST /onion``) into the bytes of
-its reply. The cryptography is :func:`onion.packet.process_packet`'s; this module adds
+its reply. The cryptography is :func:`veil.onion.packet.process_packet`'s; this module adds
 the node's policy around it:
 
 1. A packet that fails before a reply context exists (bad length, version or MAC) is
-   refused with the typed :class:`~onion.errors.PacketError`; the HTTP layer answers 400
+   refused with the typed :class:`~veil.onion.errors.PacketError`; the HTTP layer answers 400
    with its status. Nothing else about such a packet is trusted, so nothing else is said.
-2. The timestamp window and the replay cache (:class:`onion.replay.ReplayCache`) with
+2. The timestamp window and the replay cache (:class:`veil.onion.replay.ReplayCache`) with
    the node's clock. A packet outside the window gets a layered ``clock_skew`` error
    whose message is ``node time <ms>``, so the client learns this hop's clock and can
    retry; a replay gets ``replayed``; a full cache ``rate_limited``.
-3. Next hop policy: once the node holds a consensus (:mod:`node.network_view`), it relays only
+3. Next hop policy: once the node holds a consensus (:mod:`veil.node.network_view`), it relays only
    to a next hop that the consensus lists, at its listed address; any other gets a
    layered ``bad_gateway`` "next hop not in consensus" (a relay must not be a proxy to
    arbitrary addresses). Standalone or before the first consensus, every hop is allowed.
@@ -27,7 +27,7 @@ the node's policy around it:
    reply is sealed to the client; a storage call that takes longer than
    ``deliver_timeout`` gives a layered ``timeout`` error from this hop instead.
 
-Why fixed timeouts (see also :mod:`node.config`): a hop must not learn its position on
+Why fixed timeouts (see also :mod:`veil.node.config`): a hop must not learn its position on
 the path, so it cannot shrink its budget by position, and the packet carries no deadline.
 ``deliver_timeout < hop_timeout`` lets the destination's own error reach the client
 before the relays give up, and the guard, which starts first, answers within about
@@ -132,7 +132,7 @@ class OnionHandler:
     async def handle(self, packet: bytes) -> bytes:
         """The reply to ``packet`` (a size class of bytes, for the previous hop).
 
-        Raises :class:`~onion.errors.PacketError` (MalformedPacket, IntegrityError) when
+        Raises :class:`~veil.onion.errors.PacketError` (MalformedPacket, IntegrityError) when
         the packet fails before a reply is possible. Every later failure is a layered
         error reply. See the module docstring for cancellation.
         """

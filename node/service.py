@@ -5,17 +5,17 @@ Design note
 :meth:`StorageService.handle` is the whole interface: the HTTP server (or the onion
 layer, for a request that arrived through a path) passes it the decrypted request body
 and sends back what it returns. It never raises for bad input: every
-:class:`~onion.errors.VeilError` becomes an error reply with its wire status, anything
+:class:`~veil.onion.errors.VeilError` becomes an error reply with its wire status, anything
 unexpected becomes ``internal`` (logged with its traceback but never its message, which
 could quote request contents), and every reply carries ``t``, the node's clock in ms.
 The one exception that leaves ``handle`` is :class:`trio.Cancelled`: when the caller is
 cancelled (its client went away) there is nobody to answer.
 
-Order of work for a request: decode and check (:func:`onion.rpc.decode_request`, size
-limit before parsing), authenticate (:func:`onion.rpc.verify_request` against the
+Order of work for a request: decode and check (:func:`veil.onion.rpc.decode_request`, size
+limit before parsing), authenticate (:func:`veil.onion.rpc.verify_request` against the
 injected clock, about a minute of skew), rate-limit, execute, encode the reply. A store,
 most of what a node answers, skips the method dispatch and has its reply assembled by
-:func:`onion.rpc.store_reply` (the same bytes as any ok reply); one clock reading serves
+:func:`veil.onion.rpc.store_reply` (the same bytes as any ok reply); one clock reading serves
 both the signature check and the new expiry.
 
 Rate limit: stores into an inbox (namespace 0) are unsigned, so the node cannot tell

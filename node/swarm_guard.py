@@ -5,13 +5,13 @@ Design note
 A node in a network stores only the accounts of its own swarm (DESIGN.md, "Network"):
 the account maps to the swarm whose ID is nearest its ring position in the current
 consensus. :class:`SwarmGuard` answers the two questions the storage service asks
-(node/service.py), from the :class:`~node.network_view.NetworkView`:
+(node/service.py), from the :class:`~veil.node.network_view.NetworkView`:
 
 * :meth:`SwarmGuard.check`, before a store, retrieve, delete, delete_all or expire is
   authenticated or executed: nothing when the account is this node's (or the node is
-  standalone); :class:`~onion.errors.Unavailable` ("no consensus yet") before the node
+  standalone); :class:`~veil.onion.errors.Unavailable` ("no consensus yet") before the node
   holds a consensus, so that a client tries again or elsewhere rather than following a
-  guess; :class:`~onion.rpc.SwarmMoved` (``wrong_swarm``) otherwise, carrying the
+  guess; :class:`~veil.onion.rpc.SwarmMoved` (``wrong_swarm``) otherwise, carrying the
   account's swarm so that the client can send the request to one of its members at
   once. A node that the consensus does not list (it has just joined, or was dropped)
   serves no account.

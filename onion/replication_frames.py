@@ -516,7 +516,7 @@ def check_message(m: ReplicaMessage, *, now_ms: int, skew_ms: int = CLOCK_SKEW_M
     :class:`ProtocolError`.
 
     The account key must be a valid X25519 key, the hash must be
-    :func:`onion.rpc.message_hash` of (account, namespace, data), the first-stored time no
+    :func:`veil.onion.rpc.message_hash` of (account, namespace, data), the first-stored time no
     later than our clock (plus the skew), and the expiry no further than the longest TTL
     of the namespace from now (plus the skew), since an ``expire`` may have moved it.
     An expiry already past is allowed here (the store skips such a message).

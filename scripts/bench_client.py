@@ -6,7 +6,7 @@ What is measured (all on 127.0.0.1, in one run)
 A devnet (:class:`veil.client.devnet.Devnet`: one authority and ``NODES`` ``veil-node``
 processes, swarm target size ``SWARM_SIZE``, the node's default anti-entropy interval of
 10 s instead of the devnet's 1 s) is started in a temporary directory, and
-two clients are opened on it with :func:`client.veil_client.open_client`, each with its own
+two clients are opened on it with :func:`veil.client.veil_client.open_client`, each with its own
 home: a sender and a follower.
 
 * ``onion_rtt_ms_p50`` / ``_p99``: ``PINGS`` calls of :meth:`VeilClient.ping`, one at a

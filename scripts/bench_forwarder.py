@@ -6,9 +6,9 @@ Design note
 ``relay_pps`` alone says little: is a slow relay slow because of its cryptography or
 because HTTP in Python is slow on this machine? So the node is measured against a
 *bare forwarder* doing the same socket work without the onion: it serves ``POST /onion``
-with the node's own HTTP face (:class:`node.server.HttpServer`, same limits and
+with the node's own HTTP face (:class:`veil.node.server.HttpServer`, same limits and
 metrics), sends the body unchanged to a fixed next hop with the node's own transport
-(:class:`node.peers.PeerPool`), and answers with the next hop's body. The node does all
+(:class:`veil.node.peers.PeerPool`), and answers with the next hop's body. The node does all
 that plus packet processing, the replay cache and the reply layer, so
 ``relay_pps / bare_forward_pps`` is what the onion work costs.
 

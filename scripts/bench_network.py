@@ -13,7 +13,7 @@ processes, swarm target size ``SWARM_SIZE``) is started in a temporary directory
    ``POLL_WAIT_S``), each through a 1-hop onion packet straight to the watcher; the
    node's long-poll returns as soon as its store commits a message for that account;
    after ``SETTLE_S`` (so the polls are waiting), the clock starts and
-3. an inbox store (:func:`onion.rpc.make_store`, ``MESSAGE_BYTES`` of data) goes to the
+3. an inbox store (:func:`veil.onion.rpc.make_store`, ``MESSAGE_BYTES`` of data) goes to the
    storer in a 1-hop onion packet; its reply must be ``ok``.
 
 Figures:

@@ -4,7 +4,7 @@ What is measured (all on 127.0.0.1, in one run of about half a minute)
 =====================================================================
 
 * ``relay_pps``: onion packets per second relayed by ONE ``veil-node run`` process. Each
-  packet is a valid 2-layer packet (:func:`onion.packet.build_packet`) whose first hop
+  packet is a valid 2-layer packet (:func:`veil.onion.packet.build_packet`) whose first hop
   is the node and whose second is the *sink* (``scripts/bench_forwarder.py sink``), a
   small h11 server that answers every POST with 2048 bytes (a reply size class). The
   node processes the packet (X25519, MAC, replay cache), forwards it over its peer pool,
@@ -18,11 +18,11 @@ What is measured (all on 127.0.0.1, in one run of about half a minute)
   and ``relay_ratio`` >= 0.8.
 * ``store_mps``: the node's store path, in-process: inbox store requests
   (``make_store``, 200-byte bodies, 2,000 inboxes so that none passes its rate limit)
-  handed to :meth:`node.service.StorageService.handle` (decode, checks, rate limit, the
+  handed to :meth:`veil.node.service.StorageService.handle` (decode, checks, rate limit, the
   batching SQLite writer with the node's default ``synchronous=FULL``, the reply) by
   ``SERVICE_TASKS`` concurrent tasks, on a fresh database, best of ``ROUNDS`` rounds
   alternated with its floor. Target >= 10,000. Its floor,
-  ``store_db_mps``, is the same messages straight into :meth:`node.store.MessageStore.store`
+  ``store_db_mps``, is the same messages straight into :meth:`veil.node.store.MessageStore.store`
   (no RPC), so ``store_service_db_ratio`` says how much the RPC layer costs.
 * ``store_onion_mps``: the same kind of stores through the node's real ``POST /onion``,
   in 1-layer packets (the node is the destination); every reply is opened and must be

@@ -21,8 +21,8 @@ listens), then ``GET /info`` answers.
 
 Talking to it: :func:`onion_request` sends a payload along a path of :class:`Hop` (from
 :meth:`NodeHandle.hop`) and returns the destination's opened reply (or raises
-:class:`~onion.packet.HopError`); :func:`onion_rpc` does the same for a storage RPC
-request and decodes the :class:`~onion.rpc.Reply`.
+:class:`~veil.onion.packet.HopError`); :func:`onion_rpc` does the same for a storage RPC
+request and decodes the :class:`~veil.onion.rpc.Reply`.
 """
 
 from __future__ import annotations

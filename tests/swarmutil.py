@@ -7,9 +7,9 @@
         held = await read_hashes(client, node.hop(), alice)              # set of hashes
         held, where = await read_following(client, node.hop(), alice)    # follows wrong_swarm
 
-Every request is one onion packet built with :mod:`onion.packet` (``path`` is the
+Every request is one onion packet built with :mod:`veil.onion.packet` (``path`` is the
 destination alone unless a relay is given) and the storage RPC builders of
-:mod:`onion.rpc`. :func:`eventually` polls an async predicate until it holds, with a
+:mod:`veil.onion.rpc`. :func:`eventually` polls an async predicate until it holds, with a
 generous deadline (never a timed assertion: it only bounds how long a test may hang).
 """
 

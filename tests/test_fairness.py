@@ -1,9 +1,9 @@
 """A peer that sends many small requests at once cannot hold the node's event loop.
 
-The node writes with :class:`node.sockio.SocketIO`, whose writes are not checkpoints
+The node writes with :class:`veil.node.sockio.SocketIO`, whose writes are not checkpoints
 when the kernel takes them at once; its loops over requests that arrived in one read
 (pipelined HTTP requests, link frames) must still yield between them. Each test serves
-a real :class:`node.server.HttpServer` on 127.0.0.1, sends one large batch in a single
+a real :class:`veil.node.server.HttpServer` on 127.0.0.1, sends one large batch in a single
 write, and counts how often a bystander task got to run while the batch was handled.
 """
 

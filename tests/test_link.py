@@ -1,9 +1,9 @@
 """node.link: links between nodes over real sockets on 127.0.0.1.
 
-Each test serves a real :class:`node.server.HttpServer` whose ``/link`` route upgrades
-to :func:`node.link.serve_link` with a small handler (and whose ``POST /onion`` runs the
+Each test serves a real :class:`veil.node.server.HttpServer` whose ``/link`` route upgrades
+to :func:`veil.node.link.serve_link` with a small handler (and whose ``POST /onion`` runs the
 same handler, for the HTTP fallback), and drives it with
-:func:`node.link.open_link_pool` over a real :class:`node.peers.PeerPool`. The server
+:func:`veil.node.link.open_link_pool` over a real :class:`veil.node.peers.PeerPool`. The server
 records what it saw (links opened and ended, POSTs, requests in flight, answers), because
 what the peer sees (one connection carrying everything) is the point of a link.
 """

@@ -1,6 +1,6 @@
 """Several authorities agreeing on a consensus, and nodes following it.
 
-The first tests drive :class:`node.network_view.NetworkView` in-process with real signed
+The first tests drive :class:`veil.node.network_view.NetworkView` in-process with real signed
 consensus documents. The rest run real processes on 127.0.0.1 (tests/authorityutil.py):
 three authorities of which one never starts, a restart, a node that follows the
 network, a fake authority serving a forged consensus, and relays that forward only to

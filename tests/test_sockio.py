@@ -1,7 +1,7 @@
 """node.sockio: reads and writes straight to a socket, on real TCP connections.
 
 Each test opens a real TCP connection on 127.0.0.1 (two trio SocketStreams) and drives
-one end with :class:`node.sockio.SocketIO`; what the other end sees is read with trio's
+one end with :class:`veil.node.sockio.SocketIO`; what the other end sees is read with trio's
 own stream API, so the two implementations check each other.
 """
 

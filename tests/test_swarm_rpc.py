@@ -14,7 +14,7 @@ the module; one node alone for "no consensus yet"):
 Frames are forged here from the wire format's specification (onion/replication_frames.py's
 module note), not with its private helpers, so the tests also pin the format down.
 
-Also unit tests of the ``swarm`` schema of onion/rpc.py, with hypothesis properties.
+Also unit tests of the ``swarm`` schema of onion/rpc/, with hypothesis properties.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Design note
 -----------
-Tor's directory authorities in miniature (see :mod:`onion.vote` for the documents).
-An authority is a small HTTP server (:class:`node.server.HttpServer`, the node's own)
+Tor's directory authorities in miniature (see :mod:`veil.onion.vote` for the documents).
+An authority is a small HTTP server (:class:`veil.node.server.HttpServer`, the node's own)
 with three background jobs under one nursery: the *checker*, the *epoch loop* and, at
 start, a *catch-up* with its peers. Everything it knows lives in memory, plus two files
 so that a restart loses nothing: ``DIR/descriptors.cbor`` (the registered descriptors)
@@ -24,7 +24,7 @@ Each job module builds on the one below it (state, registry, then liveness, save
 catch-up, epochs, routes), and none imports this package's ``__init__``.
 
 Network use: only the authorities of ``network.json`` and the addresses of registered
-descriptors are contacted (:class:`node.peers.PeerPool`, bounded responses).
+descriptors are contacted (:class:`veil.node.peers.PeerPool`, bounded responses).
 
 Errors and cancellation: :meth:`DirectoryAuthority.run` raises nothing for what peers
 or nodes do (each failure is logged and that step skipped); cancelling it stops every

@@ -9,7 +9,7 @@ signatures (two bodies that both reached the threshold: the one held stays, logg
 
 * Every epoch, after ``vote_delay``, :mod:`.epochs` merges the peers' consensus of the
   previous epoch, so that all authorities agree on it: the next consensus keeps its
-  swarm assignment (sticky swarms, :mod:`onion.swarm`).
+  swarm assignment (sticky swarms, :mod:`veil.onion.swarm`).
 * At start (:meth:`CatchUp._catch_up_at_start`), a restarted authority asks its peers
   for their latest consensus and vote: from the vote it learns (and checks) the nodes
   it lacks, so it votes for them once they answer. With its saved files

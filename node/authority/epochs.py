@@ -13,14 +13,14 @@ Epoch ``E`` covers ``[E * interval, (E + 1) * interval)`` of the authorities' cl
 2. After ``vote_delay`` it fetches the consensus of ``E - 1`` from its peers and merges
    their signatures (or adopts theirs, if the threshold signed theirs and not ours,
    :mod:`.catch_up`): so all authorities agree on the previous consensus, whose swarm
-   assignment the next one keeps (sticky swarms, :mod:`onion.swarm`). Then it fetches
+   assignment the next one keeps (sticky swarms, :mod:`veil.onion.swarm`). Then it fetches
    the peers' votes for ``E`` (retrying those that do not have one yet until
    ``2 * vote_delay``).
 3. With fewer than ``threshold`` votes it skips the epoch (no node could be listed by
    ``threshold`` votes); the previous consensus stays valid for two more intervals.
-   Otherwise it combines the votes (:func:`onion.vote.combine_votes`: a node listed by
+   Otherwise it combines the votes (:func:`veil.onion.vote.combine_votes`: a node listed by
    ``threshold`` votes, with its latest descriptor) and builds the body with
-   :func:`onion.directory.make_consensus_body`, ``valid_after = E * interval`` and
+   :func:`veil.onion.directory.make_consensus_body`, ``valid_after = E * interval`` and
    ``previous`` = the assignment of the latest consensus before ``E`` that a threshold
    of pinned authorities signed. Identical votes and previous consensus give identical
    bytes.

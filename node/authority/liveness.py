@@ -13,7 +13,7 @@ A node is worth listing only if a client's packets will work there, so the check
    server that copies a node's ``/info`` answer is caught.
 
 The whole check is bounded by ``check_timeout``; the packet goes through the authority's
-own :class:`~node.peers.PeerPool` (bounded responses). The packet's replay tag lands in
+own :class:`~veil.node.peers.PeerPool` (bounded responses). The packet's replay tag lands in
 the node's replay cache like any client's: a check is one packet a period, no more.
 
 The checker (:class:`Liveness`) checks every registered node every ``check_period_ms``

@@ -2,7 +2,7 @@
 
 Design note
 -----------
-A descriptor is parsed with :func:`onion.directory.parse_descriptor` at the authority's
+A descriptor is parsed with :func:`veil.onion.directory.parse_descriptor` at the authority's
 clock; a bad one is refused with the error's status (400, 401 for a bad signature, 406
 for clock trouble, 413 over the size limit). A node may replace its descriptor with a
 later one (an older one is refused, 409); if its keys or address change, it counts as

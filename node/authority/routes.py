@@ -16,7 +16,7 @@ Routes (every refusal is a short ``text/plain`` body ``<wire status>: <why>``)::
     GET  /info                      JSON: key, address, version, time_ms, epoch, counts
     GET  /metrics                   Prometheus text
 
-They run on the node's own :class:`node.server.HttpServer`; only ``POST /descriptor`` is
+They run on the node's own :class:`veil.node.server.HttpServer`; only ``POST /descriptor`` is
 rate limited. A query string is parsed strictly (:func:`parse_query`: known keys once
 each, bounded length), so a typo is a 400, never a silently different answer.
 """

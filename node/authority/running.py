@@ -5,8 +5,8 @@ Design note
 -----------
 :class:`DirectoryAuthority` is every job of the package on one state (the registry,
 liveness, saved files, catch-up, epochs and routes, each a class of its own module
-over :class:`~node.authority.state.AuthorityState`), served by the node's own
-:class:`~node.server.HttpServer`. :meth:`DirectoryAuthority.run` runs the three
+over :class:`~veil.node.authority.state.AuthorityState`), served by the node's own
+:class:`~veil.node.server.HttpServer`. :meth:`DirectoryAuthority.run` runs the three
 background jobs (the checker, the catch-up at start, the epoch loop) under one nursery.
 
 :func:`open_authority` is the authority as a library (an async context manager);
@@ -55,7 +55,7 @@ _INFO_FILE_KEYS = frozenset({"key", "address", "host", "port", "version"})
 
 
 class DirectoryAuthority(Routes, Epochs, Liveness):
-    """One directory authority (see :mod:`node.authority`). Build it with
+    """One directory authority (see :mod:`veil.node.authority`). Build it with
     :func:`open_authority`; tests may call its methods directly."""
 
     def __init__(
@@ -82,7 +82,7 @@ class DirectoryAuthority(Routes, Epochs, Liveness):
     async def run(self, pool: PeerPool) -> None:
         """The checker, the catch-up and the epoch loop, until :meth:`stop` or cancel.
 
-        See :mod:`node.authority` for errors and cancellation.
+        See :mod:`veil.node.authority` for errors and cancellation.
         """
         self._pool = pool
         with self._background:
@@ -95,7 +95,7 @@ class DirectoryAuthority(Routes, Epochs, Liveness):
 def init_authority(data_dir: str | Path) -> NodeKeys:
     """Create the authority's key in ``data_dir`` if missing (dir 0700, file 0600).
 
-    Raises :class:`~node.keystore.KeystoreError` for an unusable directory or key file.
+    Raises :class:`~veil.node.keystore.KeystoreError` for an unusable directory or key file.
     """
     path = Path(data_dir)
     prepare_data_dir(path)
@@ -119,8 +119,8 @@ async def open_authority(
     ``DIR/authority.json`` is written. When the block ends it stops its jobs, shuts the
     server down gracefully, saves the registry and removes ``authority.json``; if the
     block raises or is cancelled, requests are cut at once (files are still written).
-    Raises :class:`~node.keystore.KeystoreError` (data dir, key, lock),
-    :class:`~onion.errors.NetworkFileError` (this key is not in the network file) or
+    Raises :class:`~veil.node.keystore.KeystoreError` (data dir, key, lock),
+    :class:`~veil.onion.errors.NetworkFileError` (this key is not in the network file) or
     ``OSError`` (listen) while starting.
     """
     config = config or NodeConfig()

@@ -5,7 +5,7 @@ Design note
 Two files in the data directory: ``descriptors.cbor`` (the registered descriptors, a
 CBOR list of their signed bytes) and ``consensus.cbor`` (the latest consensus that a
 threshold of pinned authorities signed). Both are written with
-:func:`node.keystore.write_file_atomic` (in a worker thread while the authority runs;
+:func:`veil.node.keystore.write_file_atomic` (in a worker thread while the authority runs;
 blocking at shutdown), so a crash leaves the old file or the new one. At start
 (:meth:`Saved.load_saved`) every saved descriptor is parsed again at the current time
 and counts as unchecked; the saved consensus is served again only while it is valid

@@ -2,7 +2,7 @@
 
 Design note
 -----------
-:class:`AuthorityState` is the base of :class:`~node.authority.running.DirectoryAuthority`:
+:class:`AuthorityState` is the base of :class:`~veil.node.authority.running.DirectoryAuthority`:
 its keys, the network file, the registry of nodes (:class:`Registration`), its votes and
 consensus documents (:class:`HeldConsensus`) by epoch, and the few helpers every job
 uses (its peers' answers, its clock as trio deadlines). Each job is a class of its own

@@ -423,5 +423,5 @@ class HttpForwarder:
     async def forward(
         self, host: str, port: int, packet: bytes, *, timeout: float
     ) -> tuple[int, bytes]:
-        """As :meth:`LinkPool.forward`, over :meth:`node.peers.PeerPool.post`."""
+        """As :meth:`LinkPool.forward`, over :meth:`veil.node.peers.PeerPool.post`."""
         return await self.http.post(host, port, "/onion", packet, timeout=timeout)
