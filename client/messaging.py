@@ -50,6 +50,7 @@ same envelope is then safe); cancelling the receive loop leaves the state consis
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -150,7 +151,9 @@ def _content(content: bytes | str) -> bytes:
 
 def check_ttl(ttl_s: float) -> int:
     """``ttl_s`` (seconds) as ms, or :class:`~veil.onion.errors.InvalidTtl` (a
-    :class:`ValueError`) outside the inbox's limits."""
+    :class:`ValueError`) outside the inbox's limits, or not a finite number."""
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not math.isfinite(ttl_s):
+        raise InvalidTtl(f"a TTL is a finite number of seconds, not {ttl_s!r}")
     ttl_ms = round(ttl_s * 1000)
     if not rpc.MIN_TTL_MS <= ttl_ms <= rpc.MAX_TTL_MS:
         raise InvalidTtl(

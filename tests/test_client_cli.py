@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from veil.client.home import Home
-from veil.client.messaging import MAX_MESSAGE_BYTES
+from veil.client.messaging import MAX_MESSAGE_BYTES, check_ttl
 from veil.onion.directory import Authority, NetworkFile
+from veil.onion.errors import InvalidTtl
 from veil.onion.keys import Account, NodeKeys
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,11 +124,19 @@ def test_message_too_large(home: Path, dead_network: Path) -> None:
     assert "message too large" in line
 
 
-def test_ttl_out_of_limits(home: Path, dead_network: Path) -> None:
+@pytest.mark.parametrize("ttl", ["5", "1209601", "nan", "inf"])
+def test_ttl_out_of_limits(home: Path, dead_network: Path, ttl: str) -> None:
     line = one_line_error(
-        veil(home, "--network", str(dead_network), "send", RECIPIENT, "hi", "--ttl", "5")
+        veil(home, "--network", str(dead_network), "send", RECIPIENT, "hi", "--ttl", ttl)
     )
     assert "TTL" in line
+
+
+@pytest.mark.parametrize("ttl_s", [5, 1_209_601, float("nan"), float("inf"), "60", True])
+def test_the_library_refuses_a_bad_ttl_with_a_typed_error(ttl_s: object) -> None:
+    with pytest.raises(InvalidTtl):
+        check_ttl(ttl_s)  # type: ignore[arg-type]
+    assert issubclass(InvalidTtl, ValueError)
 
 
 def test_no_identity(tmp_path: Path, dead_network: Path) -> None:

@@ -168,12 +168,13 @@ def _show(ctx: Context, m: InboxMessage) -> None:
 
 def _send(ctx: Context) -> None:
     from veil.client.messaging import DEFAULT_TTL_S, check_ttl
+    from veil.onion.errors import InvalidTtl
 
     to = _recipient(ctx.args.recipient)
     ttl_s = DEFAULT_TTL_S if ctx.args.ttl_s is None else ctx.args.ttl_s
     try:
         check_ttl(ttl_s)
-    except (ValueError, OverflowError) as e:  # InvalidTtl; NaN or infinity fail in round()
+    except InvalidTtl as e:
         raise CliError(str(e)) from None
     data = _message_bytes(ctx, ctx.args.text)
 
