@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from veil.onion.errors import STATUS_CODES, NetworkError, VeilError, WireError
+from veil.onion.errors import STATUS_CODES, InvalidValue, NetworkError, VeilError, WireError
 
 __all__ = [
     "AuthorityUnreachable",
@@ -58,10 +58,11 @@ class ClientError(VeilError):
 # --- the library used wrongly: a bad argument, a call out of order ----------------------
 
 
-class InvalidArgument(ClientError, ValueError):
+class InvalidArgument(ClientError, InvalidValue):
     """An argument the library cannot take (a policy's negative timeout, a node ID of
-    the wrong size, ...): refused before anything is done. Also a :class:`ValueError`,
-    as pynacl's errors are, so code written against the built-in still catches it."""
+    the wrong size, ...): refused before anything is done. An
+    :class:`~veil.onion.errors.InvalidValue`, so also a :class:`ValueError`, as pynacl's
+    errors are: code written against the built-in still catches it."""
 
 
 class NoConsensus(ClientError, RuntimeError):

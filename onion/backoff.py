@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from .errors import InvalidValue
+
 __all__ = ["Backoff"]
 
 
@@ -27,9 +29,9 @@ class Backoff:
 
     def __post_init__(self) -> None:
         if not 0 <= self.first_s <= self.max_s:
-            raise ValueError("a back-off needs 0 <= first_s <= max_s")
+            raise InvalidValue("a back-off needs 0 <= first_s <= max_s")
         if self.factor < 1 or not 0 <= self.jitter <= 1:
-            raise ValueError("a back-off needs factor >= 1 and jitter in [0, 1]")
+            raise InvalidValue("a back-off needs factor >= 1 and jitter in [0, 1]")
 
     def delay_s(self, failures: int, rng: random.Random | None = None) -> float:
         """The wait after ``failures`` failures in a row (1 for the first), in seconds."""

@@ -27,7 +27,7 @@ import nacl.bindings as sodium
 import nacl.exceptions
 from nacl._sodium import ffi, lib
 
-from .errors import BadSignature, IntegrityError, InvalidKey
+from .errors import BadSignature, IntegrityError, InvalidKey, InvalidValue
 
 #: A source of random bytes: ``rng(n) -> n bytes``. Tests inject a deterministic one.
 Rng = Callable[[int], bytes]
@@ -161,7 +161,7 @@ def ed25519_is_valid_point(pk: bytes) -> bool:
 
 def _signed_bytes(domain: bytes, message: bytes) -> bytes:
     if b"\x00" in domain:
-        raise ValueError("a signature domain holds no NUL byte")
+        raise InvalidValue("a signature domain holds no NUL byte")
     return b"veil/" + domain + b"\x00" + message
 
 

@@ -56,7 +56,15 @@ from typing import Final
 from . import crypto, padding
 from .cbor import Field, Schema, encode
 from .crypto import Rng, system_rng
-from .errors import BadSignature, EnvelopeError, IntegrityError, InvalidId, InvalidKey, TooLarge
+from .errors import (
+    BadSignature,
+    EnvelopeError,
+    IntegrityError,
+    InvalidId,
+    InvalidKey,
+    InvalidValue,
+    TooLarge,
+)
 from .keys import Account, AccountId, account_id_of_ed25519
 
 __all__ = [
@@ -139,7 +147,7 @@ def seal(
     if len(content) > MAX_CONTENT:
         raise TooLarge(f"envelope content of {len(content)} bytes is over {MAX_CONTENT}")
     if not 0 <= timestamp_ms <= _U64_MAX:
-        raise ValueError("timestamp_ms must fit an unsigned 64-bit integer")
+        raise InvalidValue("timestamp_ms must fit an unsigned 64-bit integer")
     content = bytes(content)
     recipient_x = recipient.x25519_public
     signature = sender.sign(

@@ -14,9 +14,10 @@ Two kinds:
   node never has to guess and a client can act on the status alone. ``status`` is an
   instance attribute whose default is the class's: an error rebuilt from a peer's answer
   keeps the status the peer sent.
-* Local errors, which never cross the network and so carry no status: misuse of the API
-  with a bad key or phrase (these are also :class:`ValueError`, as pynacl's are), a bad
-  network file, and the node's and client's own (a bad config, a missing identity).
+* Local errors, which never cross the network and so carry no status: a value the API
+  cannot take (:class:`InvalidValue` and its kinds, a bad key, phrase or TTL: these are
+  also :class:`ValueError`, as pynacl's are), a bad network file, and the node's and
+  client's own (a bad config, a missing identity).
 """
 
 from __future__ import annotations
@@ -73,11 +74,18 @@ def wire_status(error: VeilError) -> str:
 # --- local misuse and local state -------------------------------------------------
 
 
-class InvalidPhrase(VeilError, ValueError):
+class InvalidValue(VeilError, ValueError):
+    """A value that veil's functions cannot take, given by their caller rather than read
+    from the network (a path of seven hops, a negative length, a key of the wrong size):
+    refused before anything is done. Also a :class:`ValueError`, as pynacl's errors are,
+    so that code written against the built-in still catches it."""
+
+
+class InvalidPhrase(InvalidValue):
     """A recovery phrase has the wrong number of words, an unknown word, or a bad checksum."""
 
 
-class InvalidKey(VeilError, ValueError):
+class InvalidKey(InvalidValue):
     """A key has the wrong length or is not a valid point (local misuse)."""
 
 
@@ -85,12 +93,12 @@ class NetworkFileError(VeilError):
     """The network's bootstrap file (``network.json``) is not valid; the message says why."""
 
 
-class InvalidTtl(VeilError, ValueError):
+class InvalidTtl(InvalidValue):
     """A TTL given to a request builder that the namespace would refuse (local misuse;
     the same TTL read from the wire is a :class:`BadTtl`)."""
 
 
-class UnsignedRequest(VeilError, ValueError):
+class UnsignedRequest(InvalidValue):
     """A request builder asked for a request that only the account's owner may make
     (a store outside the inbox, a private read) without the owner's Account."""
 

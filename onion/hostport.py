@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 
-from .errors import VeilError
+from .errors import InvalidValue
 
 __all__ = ["BadHostPort", "format_hostport", "parse_hostport"]
 
 
-class BadHostPort(VeilError, ValueError):
+class BadHostPort(InvalidValue):
     """Text that is not ``HOST:PORT`` with an IP address and a port in range; the message
     says which part is wrong (callers put the option's name before it)."""
 

@@ -71,6 +71,7 @@ from . import crypto
 from .crypto import Rng, system_rng
 from .errors import (
     IntegrityError,
+    InvalidValue,
     MalformedPacket,
     PacketMisuse,
     TooLarge,
@@ -238,9 +239,9 @@ def _pack_address(host: str, port: int) -> tuple[int, bytes]:
     try:
         ip = ipaddress.ip_address(host)
     except ValueError as exc:
-        raise ValueError(f"hop address must be an IP literal, got {host!r}") from exc
+        raise InvalidValue(f"hop address must be an IP literal, got {host!r}") from exc
     if not 0 < port < 65536:
-        raise ValueError(f"bad port {port}")
+        raise InvalidValue(f"bad port {port}")
     if ip.version == 4:
         return 4, ip.packed + bytes(12)
     return 6, ip.packed
@@ -499,7 +500,7 @@ def prepare_hop(onion_key: bytes, rng: Rng = system_rng) -> HopKeys:
     low-order one (as :func:`build_packet` would).
     """
     if len(onion_key) != 32:
-        raise ValueError("hop keys are 32 bytes")
+        raise InvalidValue("hop keys are 32 bytes")
     esk, alpha = crypto.x25519_keypair(rng)
     return HopKeys(onion_key, alpha, crypto.x25519(esk, onion_key))
 
@@ -525,11 +526,11 @@ def build_packet(
     """
     n = len(path)
     if not 1 <= n <= MAX_HOPS:
-        raise ValueError(f"a path has 1 to {MAX_HOPS} hops, got {n}")
+        raise InvalidValue(f"a path has 1 to {MAX_HOPS} hops, got {n}")
     size = size_class_for(len(payload))
     if size_class is not None:
         if size_class not in SIZE_CLASSES or size_class < size:
-            raise ValueError(f"size class {size_class} cannot hold {len(payload)} bytes")
+            raise InvalidValue(f"size class {size_class} cannot hold {len(payload)} bytes")
         size = size_class
     ts = now_ms // 1000
 
@@ -538,10 +539,10 @@ def build_packet(
     streams: list[bytes] = []
     secrets: list[_HopSecrets] = []
     if prepared is not None and len(prepared) != n:
-        raise ValueError(f"prepared keys for {len(prepared)} hops, the path has {n}")
+        raise InvalidValue(f"prepared keys for {len(prepared)} hops, the path has {n}")
     for i, hop in enumerate(path):
         if len(hop.onion_key) != 32 or len(hop.node_id) != 32:
-            raise ValueError("hop keys are 32 bytes")
+            raise InvalidValue("hop keys are 32 bytes")
         ready = prepared[i] if prepared is not None else None
         if ready is None:
             esk, alpha = crypto.x25519_keypair(rng)
@@ -551,7 +552,7 @@ def build_packet(
             reply_stream, reply_seal = _keys(secret, _KDF_REPLY, context)
             stream = crypto.keystream(stream_key, _BODY_OFFSET + size)
         elif ready.onion_key != hop.onion_key:
-            raise ValueError(f"prepared keys for hop {i} are for another onion key")
+            raise InvalidValue(f"prepared keys for hop {i} are for another onion key")
         else:
             alpha, secret, derived = ready._take_all()
             context = alpha + hop.onion_key

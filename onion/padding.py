@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from .errors import DecodeError
+from .errors import DecodeError, InvalidValue
 
 __all__ = ["MIN_PADDED_SIZE", "pad", "padded_length", "padme_length", "unpad"]
 
@@ -47,7 +47,7 @@ def padme_length(n: int) -> int:
     ``E = floor(log2 n)``. Lengths 0 to 3 are already on the grid and are returned as is.
     """
     if n < 0:
-        raise ValueError("a length is not negative")
+        raise InvalidValue("a length is not negative")
     if n < 2:
         return n
     e = n.bit_length() - 1  # floor(log2 n)
@@ -59,7 +59,7 @@ def padme_length(n: int) -> int:
 def padded_length(n: int, *, min_size: int = MIN_PADDED_SIZE, overhead: int = 0) -> int:
     """The length :func:`pad` gives to ``n`` bytes of data (without ``overhead``)."""
     if n < 0 or overhead < 0 or min_size < 0:
-        raise ValueError("lengths are not negative")
+        raise InvalidValue("lengths are not negative")
     return padme_length(max(n + 1 + overhead, min_size)) - overhead
 
 

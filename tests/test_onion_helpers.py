@@ -87,3 +87,28 @@ def test_backoff_jitter_stays_in_its_band(failures: int, seed: int) -> None:
 def test_backoff_refuses_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         Backoff(**kwargs)
+
+
+def test_values_the_protocol_api_cannot_take_are_typed() -> None:
+    """A caller's bad value is InvalidValue: a VeilError (one except catches all of
+    veil's) and a ValueError (code written against the built-in still works)."""
+    from veil.onion import padding
+    from veil.onion.errors import InvalidValue, VeilError
+    from veil.onion.keys import NodeKeys
+    from veil.onion.packet import Hop, build_packet
+
+    keys = NodeKeys.generate()
+    hop = Hop(keys.identity_public, keys.onion_public, "127.0.0.1", 9)
+    misuses = [
+        lambda: build_packet([hop] * 7, b"x", now_ms=wall_clock_ms()),  # too many hops
+        lambda: build_packet([hop], b"x" * 5000, now_ms=wall_clock_ms(), size_class=2048),
+        lambda: build_packet([Hop(hop.node_id, hop.onion_key, "localhost", 9)], b"", now_ms=0),
+        lambda: padding.padme_length(-1),
+        lambda: keys.sign(b"do\0main", b"m"),
+        lambda: Backoff(first_s=2, max_s=1),
+        lambda: parse_hostport("nowhere"),
+    ]
+    for misuse in misuses:
+        with pytest.raises(InvalidValue) as info:
+            misuse()
+        assert isinstance(info.value, VeilError) and isinstance(info.value, ValueError)
