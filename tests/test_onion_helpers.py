@@ -102,7 +102,7 @@ def test_values_the_protocol_api_cannot_take_are_typed() -> None:
     misuses = [
         lambda: build_packet([hop] * 7, b"x", now_ms=wall_clock_ms()),  # too many hops
         lambda: build_packet([hop], b"x" * 5000, now_ms=wall_clock_ms(), size_class=2048),
-        lambda: build_packet([Hop(hop.node_id, hop.onion_key, "localhost", 9)], b"", now_ms=0),
+        lambda: build_packet([hop, Hop(hop.node_id, hop.onion_key, "localhost", 9)], b"", now_ms=0),
         lambda: padding.padme_length(-1),
         lambda: keys.sign(b"do\0main", b"m"),
         lambda: Backoff(first_s=2, max_s=1),
