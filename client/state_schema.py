@@ -4,7 +4,9 @@ The SQLite side of :class:`~veil.client.state.ClientState` that is not a query: 
 schema (``PRAGMA user_version`` and :data:`MIGRATIONS`), creating the file with mode
 0600 before SQLite does, the journal mode, and turning SQLite's errors into
 :class:`~veil.client.errors.StateError`. See :mod:`veil.client.state` for why each is
-so (the design notes there).
+so (the design notes there). The node's store migrates in the same way
+(node/store/schema.py, a copy of the runner: node and client share only veil.onion,
+which imports no sqlite3).
 """
 
 from __future__ import annotations

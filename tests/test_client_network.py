@@ -34,13 +34,10 @@ from veil.onion.directory import (
 )
 from veil.onion.errors import BelowThreshold, ProtocolError, VeilError
 from veil.onion.keys import NodeKeys
+from veil.onion.wallclock import wall_clock_ms as now_ms
 
 AUTHORITY = NodeKeys.generate()
 NODE_KEYS = [NodeKeys.generate() for _ in range(4)]
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def document(epoch: int, valid_after: int, signer: NodeKeys = AUTHORITY) -> bytes:

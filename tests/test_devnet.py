@@ -22,6 +22,7 @@ import pytest
 
 from tests.devnetutil import FAST_INTERVAL_MS, devnet
 from veil.onion.directory import NetworkFile, verify_consensus
+from veil.onion.wallclock import wall_clock_ms
 
 REPO = Path(__file__).resolve().parent.parent
 HAS_PROC = Path("/proc/self/cmdline").exists()
@@ -188,7 +189,7 @@ def test_detached_devnet_status_refusal_and_down(tmp_path: Path) -> None:
         auth = nf.authorities[0]
         raw = httpx.get(f"http://{auth.host}:{auth.port}/consensus", trust_env=False).content
         consensus = verify_consensus(
-            raw, pinned=nf.pinned_keys, threshold=nf.threshold, now_ms=time.time_ns() // 10**6
+            raw, pinned=nf.pinned_keys, threshold=nf.threshold, now_ms=wall_clock_ms()
         )
         assert {n.node_id_hex for n in consensus.nodes} >= {n["id"] for n in started["nodes"]}
 

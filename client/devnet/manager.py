@@ -66,9 +66,9 @@ from veil.client.devnet.state_file import (
 )
 from veil.client.devnet.status import DevnetStatus, MemberStatus, StopReport
 from veil.client.errors import DevnetError, DevnetRunning, InvalidArgument, NoDevnet
-from veil.client.files import write_atomically
+from veil.client.files import read_network_file, write_atomically
 from veil.onion.directory import Authority, Consensus, NetworkFile
-from veil.onion.errors import VeilError
+from veil.onion.errors import NetworkFileError, VeilError
 from veil.onion.wallclock import wall_clock_ms
 
 __all__ = [
@@ -169,10 +169,9 @@ class Devnet:
         """The parsed ``network.json`` of this devnet."""
         if self._network is None:
             try:
-                text = self.network_file.read_text()
-            except OSError as exc:
-                raise DevnetError(f"cannot read {self.network_file}: {exc.strerror}") from None
-            self._network = NetworkFile.from_json(text)
+                self._network = read_network_file(self.network_file)
+            except NetworkFileError as exc:  # missing, unreadable or damaged: this devnet's
+                raise DevnetError(str(exc)) from None
         return self._network
 
     @property
@@ -432,9 +431,9 @@ class Devnet:
 
     def _start_authorities(self, count: int, threshold: int, deadline: float) -> None:
         previous_ports: dict[bytes, int] = {}
-        with contextlib.suppress(OSError, VeilError):
+        with contextlib.suppress(NetworkFileError):
             # Keep the ports of the last run, so a network.json a client copied still works.
-            old = NetworkFile.from_json(self.network_file.read_text())
+            old = read_network_file(self.network_file)
             previous_ports = {a.key: a.port for a in old.authorities}
         auths = [self._new_member("authority", i) for i in range(count)]
         for member in auths:

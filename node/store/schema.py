@@ -8,7 +8,9 @@ and :func:`migrate` applies the missing ones in ONE transaction (``BEGIN IMMEDIA
 a crash mid-migration leaves the old version. A file of a newer version is refused with
 :class:`~veil.node.errors.StoreError` rather than misread. Migrations only go forward;
 each is a few SQL statements, never edited once released (add the next one instead).
-A new file runs them all: it is created as version 1, then rebuilt as version 2, which
+:func:`migrate`'s dozen lines stand again in client/state_schema.py on purpose: the node
+and the client share only veil.onion, which does no I/O and imports no sqlite3. A new
+file runs them all: it is created as version 1, then rebuilt as version 2, which
 costs a few milliseconds once and gives exactly the tables and indexes an upgraded file
 has.
 
