@@ -81,7 +81,7 @@ from .keystore import (
     write_file_atomic,
 )
 from .link import HttpForwarder, LinkPool, open_link_pool, serve_link
-from .logging import log_event
+from .logging import PeerWarnings, log_event
 from .metrics import CONTENT_TYPE, NodeMetrics, StorageFigure
 from .network_view import NetworkView
 from .onion_handler import OnionHandler
@@ -133,8 +133,10 @@ class Node:
         peers: PeerPool,
         links: LinkPool | None = None,
         network: NetworkView | None = None,
+        peer_warnings: PeerWarnings | None = None,
     ) -> None:
-        """``links`` carries relayed packets to next hops (None: ``POST /onion``)."""
+        """``links`` carries relayed packets to next hops (None: ``POST /onion``);
+        ``peer_warnings`` logs and counts peers' bad input (the links' too)."""
         self.keys = keys
         self.network = network or NetworkView(keys.identity_public, standalone=True)
         #: The directory client, when the node is a member of a network.
@@ -143,6 +145,7 @@ class Node:
         self.data_dir = data_dir
         self.clock = clock
         self.metrics = metrics
+        self.peer_warnings = peer_warnings or PeerWarnings(count=metrics.count_peer_error)
         self.storage = storage
         self.peers = peers
         self.host = ""
@@ -288,6 +291,8 @@ class Node:
             admit=admit,
             stopping=stopping,
             on_request=counted,
+            peer=client_key(peer),
+            warnings=self.peer_warnings,
         )
 
     async def _link_request(self, packet: bytes) -> tuple[int, bytes]:
@@ -377,6 +382,7 @@ async def open_node(
     data_dir = Path(data_dir)
     clock = NodeClock()
     metrics = NodeMetrics(_PATH_LABELS)
+    peer_warnings = PeerWarnings(count=metrics.count_peer_error)
     with ExitStack() as files:
         # The network file first: a typo in it must not leave a new key behind.
         network_file = load_network_file(config.network.file) if config.network.file else None
@@ -411,6 +417,7 @@ async def open_node(
                 idle_timeout=config.link.idle_timeout,
                 write_timeout=config.http.write_timeout,
                 fallback_ttl=config.link.fallback_ttl,
+                warnings=peer_warnings,
             ) as links,
         ):
             try:
@@ -424,6 +431,7 @@ async def open_node(
                     peers=peers,
                     links=links if config.link.enabled else None,
                     network=network,
+                    peer_warnings=peer_warnings,
                 )
                 sockname = listeners[0].socket.getsockname()
                 node.host, node.port = str(sockname[0]), int(sockname[1])

@@ -115,6 +115,13 @@ class NodeMetrics:
         self.delivered = Counter(
             "veil_onion_delivered", "Packets delivered to this node's storage RPC", registry=r
         )
+        self.peer_errors = Counter(
+            "veil_peer_errors",
+            "Bad input from peers (e.g. a malformed link frame), by cause; every one is"
+            " counted here, while the log holds a rate-limited few (node/logging.py)",
+            ["cause"],
+            registry=r,
+        )
         self._storage = _StorageCollector()
         r.register(self._storage)
         self._request_children: dict[tuple[str, str, int], Counter] = {}
@@ -146,6 +153,11 @@ class NodeMetrics:
         if child is None:
             child = self._reason_children[key] = counter.labels(reason)
         child.inc()
+
+    def count_peer_error(self, cause: str) -> None:
+        """Count one bad input from a peer (``cause``: the event name, a fixed string of
+        ours); what :class:`~veil.node.logging.PeerWarnings` is given as ``count``."""
+        self.count(self.peer_errors, cause)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

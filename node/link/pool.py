@@ -37,7 +37,7 @@ from veil.onion.link import (
 )
 from veil.onion.packet import MAX_REPLY_LEN
 
-from ..logging import log_event
+from ..logging import PeerWarnings, log_event
 from ..peers import PeerPool
 from ..sockio import SocketIO
 from .writer import _FRAMES_PER_CHECKPOINT, _RECV_BYTES, _FrameWriter, _LinkDown
@@ -102,8 +102,11 @@ class LinkPool:
         idle_timeout: float = 60.0,
         write_timeout: float = 10.0,
         fallback_ttl: float = 600.0,
+        warnings: PeerWarnings | None = None,
     ) -> None:
         self._nursery = nursery
+        #: Where a next hop's bad frames go (rate-limited lines and a metric).
+        self.warnings = warnings or PeerWarnings()
         self.http = http
         self.max_streams = max_streams
         self.connect_timeout = connect_timeout
@@ -306,7 +309,13 @@ class LinkPool:
                     trio.lowlevel.reschedule(slot[0])
         except LinkProtocolError as exc:
             reason = f"bad frame: {exc}"
-            log_event(log, logging.WARNING, "link_protocol_error", error=str(exc)[:80])
+            self.warnings.warn(
+                log,
+                "link_bad_response",
+                key,
+                peer=format_hostport(*key),  # a relay's address: public in the directory
+                error=str(exc)[:80],
+            )
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             reason = f"connection lost: {exc}"
         finally:
@@ -389,6 +398,7 @@ async def open_link_pool(
     idle_timeout: float = 60.0,
     write_timeout: float = 10.0,
     fallback_ttl: float = 600.0,
+    warnings: PeerWarnings | None = None,
 ) -> AsyncIterator[LinkPool]:
     """A :class:`LinkPool` whose reader tasks live in a nursery of its own.
 
@@ -405,6 +415,7 @@ async def open_link_pool(
             idle_timeout=idle_timeout,
             write_timeout=write_timeout,
             fallback_ttl=fallback_ttl,
+            warnings=warnings,
         )
         try:
             nursery.start_soon(pool._watchdog)

@@ -28,13 +28,16 @@ from veil.onion.link import (
 )
 from veil.onion.packet import MAX_PACKET_LEN
 
-from ..logging import log_event
+from ..logging import PeerWarnings
 from ..sockio import SocketIO
 from .writer import _FRAMES_PER_CHECKPOINT, _RECV_BYTES, _FrameWriter, _LinkDown
 
 __all__ = ["LinkHandler", "serve_link"]
 
 log = logging.getLogger("veil.node.link")
+
+#: Rate-limited warnings of links served without a node's own (tests, benchmarks).
+_WARNINGS = PeerWarnings()
 
 #: What :func:`serve_link` runs for each request: the onion packet in, (status, payload)
 #: out. A status other than 200 carries a short explanation (at most MAX_ERROR_LEN).
@@ -52,10 +55,13 @@ async def serve_link(
     admit: Callable[[], bool] = lambda: True,
     stopping: trio.Event | None = None,
     on_request: Callable[[int], None] | None = None,
+    peer: str = "",
+    warnings: PeerWarnings | None = None,
 ) -> None:
     """Serve request frames on an upgraded connection until it ends; see the module note.
 
-    Returns when the peer closes the link, breaks the framing (logged), stays idle for
+    Returns when the peer closes the link, breaks the framing (given to ``warnings``, the
+    node's rate-limited log and metric, keyed by ``peer``), stays idle for
     ``idle_timeout``, or when ``stopping`` is set and the requests in flight are
     answered. ``on_request(status)`` is called once per answered request (metrics).
     A handler's exception is logged and answered 500. If cancelled, the requests in
@@ -117,7 +123,7 @@ async def serve_link(
                     state.in_flight += 1
                     workers.submit(frame.stream, frame.payload)
             except LinkProtocolError as exc:
-                log_event(log, logging.WARNING, "link_protocol_error", error=str(exc)[:80])
+                (warnings or _WARNINGS).warn(log, "link_bad_frame", peer, error=str(exc)[:80])
             except (trio.BrokenResourceError, trio.ClosedResourceError, _LinkDown):
                 pass
         if read_scope.cancelled_caught and not writer.broken:
