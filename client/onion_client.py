@@ -25,6 +25,8 @@ unavailable (it could not reach the next)  that hop is the destination, another 
                                            of the swarm is tried
 no answer within the client's timeout      the path (which hop stalled is unknown)
 a reply that does not open                 the path
+the destination's bad_request error: the   the path (a relay changed the body; which
+packet's body did not authenticate there   one is unknown); another path is tried
 the destination's timeout/internal/        the destination (node); another member is
 unavailable, or a reply that does not      tried
 decode
@@ -77,7 +79,7 @@ from veil.onion.errors import (
     error_for_status,
 )
 from veil.onion.keys import AccountId
-from veil.onion.packet import Hop, HopError, build_packet
+from veil.onion.packet import BAD_BODY_STATUS, Hop, HopError, build_packet
 
 __all__ = ["Answer", "OnionClient", "RequestPolicy"]
 
@@ -267,16 +269,21 @@ class OnionClient:
         per_try: float,
         state: _Try,
     ) -> Answer:
-        path = await self.paths.choose_path(exclude=state.paths, avoid=state.avoid)
         if destination is None:
             assert account is not None
             members = self.swarm_members(account)
-            target = self.paths.choose_destination(
-                members, path, exclude=state.destinations | state.avoid, prefer=prefer
-            )
         else:
-            target = destination
-        hops = path.hops(target)
+            members = (destination,)
+        # Path and destination together: the destination is never on the path.
+        route = await self.paths.choose_route(
+            members,
+            exclude_paths=state.paths,
+            avoid=state.avoid,
+            exclude=state.destinations | state.avoid,
+            prefer=prefer,
+        )
+        path, target = route.path, route.destination
+        hops = route.hops()
         sent_ms = self.clock.local()
         started = trio.current_time()
         payload = build(self.clock.now())
@@ -366,6 +373,11 @@ class OnionClient:
             raise _Retry(ClockSkew(f"hop {exc.hop} still refuses our time: {exc.message}"))
         if status in ("rate_limited", "replayed"):
             self._back_off(state)
+            raise _Retry(exc)
+        if status == BAD_BODY_STATUS:
+            # The body was changed on the way (BadBody in onion/packet.py): some relay of
+            # this path did it, and the destination is not at fault.
+            await self._path_failed(path, state)
             raise _Retry(exc)
         if exc.hop < last:
             # The hop could not get an answer from the next one: blame the next one.

@@ -6,9 +6,10 @@ Design note
 its reply. The cryptography is :func:`veil.onion.packet.process_packet`'s; this module adds
 the node's policy around it:
 
-1. A packet that fails before a reply context exists (bad length, version or MAC) is
-   refused with the typed :class:`~veil.onion.errors.PacketError`; the HTTP layer answers 400
-   with its status. Nothing else about such a packet is trusted, so nothing else is said.
+1. A packet that fails before a reply context exists (bad length, version or MAC: the
+   previous hop sent those bytes, so the refusal tells it nothing new) is refused with
+   the typed :class:`~veil.onion.errors.PacketError`; the HTTP layer answers 400 with its
+   status. Nothing else about such a packet is trusted, so nothing else is said.
 2. The timestamp window and the replay cache (:class:`veil.onion.replay.ReplayCache`) with
    the node's clock. A packet outside the window gets a layered ``clock_skew`` error
    whose message is ``node time <ms>``, so the client learns this hop's clock and can
@@ -26,6 +27,12 @@ the node's policy around it:
 5. Deliver: the payload goes to the storage service (:class:`StorageHandler`), whose
    reply is sealed to the client; a storage call that takes longer than
    ``deliver_timeout`` gives a layered ``timeout`` error from this hop instead.
+6. A body that does not authenticate (:class:`~veil.onion.packet.BadBody`: a hop on the
+   way changed it) gets the destination's layered ``bad_request`` error, after the
+   checks of step 2, in the smallest size class as most replies are; counted in
+   ``veil_onion_rejected_total{reason="BadBody"}``. Never a plain 400: the relay before
+   this node saw the header pass, and a refusal on its link would tell it that it was
+   next to the destination (a relay's answers are always layered replies).
 
 Why fixed timeouts (see also :mod:`veil.node.config`): a hop must not learn its position on
 the path, so it cannot shrink its budget by position, and the packet carries no deadline.
@@ -64,6 +71,7 @@ from veil.onion.keys import NodeKeys
 from veil.onion.packet import (
     MAX_REPLY_PAYLOAD,
     SIZE_CLASSES,
+    BadBody,
     Deliver,
     Relay,
     ReplyContext,
@@ -133,8 +141,9 @@ class OnionHandler:
         """The reply to ``packet`` (a size class of bytes, for the previous hop).
 
         Raises :class:`~veil.onion.errors.PacketError` (MalformedPacket, IntegrityError) when
-        the packet fails before a reply is possible. Every later failure is a layered
-        error reply. See the module docstring for cancellation.
+        the packet fails before a reply is possible (its header). Every later failure,
+        a body that does not authenticate included, is a layered error reply. See the
+        module docstring for cancellation.
         """
         try:
             result = process_packet(packet, self._secret, self._public)
@@ -156,8 +165,11 @@ class OnionHandler:
             return reply.error("rate_limited", "replay cache full, try again later")
         if type(result) is Relay:
             return await self._relay(result)
-        assert type(result) is Deliver
-        return await self._deliver(result.payload, reply)
+        if type(result) is Deliver:
+            return await self._deliver(result.payload, reply)
+        assert type(result) is BadBody
+        self.metrics.count(self.metrics.onion_rejected, "BadBody")
+        return result.answer()
 
     async def _relay(self, relay: Relay) -> bytes:
         reply = relay.reply

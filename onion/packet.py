@@ -40,6 +40,16 @@ cannot forward originates an error sealed with its own key. Replies use the same
 classes. The client knows every hop's secret, peels the layers, and learns which hop
 spoke (:class:`HopError` carries its index).
 
+Where a packet can fail, and what the previous hop sees: before the header checks (a
+bad length, version or MAC) the hop has no reply key, and the previous hop, which sent
+those bytes, learns nothing it did not know. After them, every failure is answered with
+a layered reply, so that no link shows a bare refusal: a body that does not
+authenticate at the destination (a hop on the way changed it) is :class:`BadBody`, not
+an exception, and the destination answers it with :data:`BAD_BODY_STATUS` sealed like
+any reply, after its window and replay checks. If the destination answered it with a
+plain refusal, the relay before it, which sees a refusal on its link after it forwarded
+a packet whose header was good, would learn that it was next to the destination.
+
 Known limit: a relay's body layer is a stream cipher, not a wide-block cipher (Sphinx's
 LIONESS), so a first hop that flips body bits and colludes with the destination could
 see that the destination's AEAD failed. Requests here are for storage nodes, which see
@@ -49,13 +59,13 @@ This module does no I/O: :func:`build_packet` and :func:`process_packet` take by
 return bytes or events; the node enforces the window and the replay cache
 (:mod:`veil.onion.replay`).
 
-Why one module of about 600 lines: the format is one thing seen from two sides. The
+Why one module of about 640 lines: the format is one thing seen from two sides. The
 hop (:func:`process_packet`, :class:`ReplyContext`) and the client (:func:`build_packet`,
 :class:`ReplyOpener`, :class:`HopKeys`) share the private layout constants, key
 schedule (``_keys`` and its three KDF labels), framing and address packing, which split
 across modules would become public API that nothing else should call. Measured: of its
-~590 lines, ~150 are docstrings and comments (this note ~60) and ~105 blank; the code
-is ~340 lines.
+~635 lines, ~175 are docstrings and comments (this note ~70) and ~110 blank; the code
+is ~350 lines.
 """
 
 from __future__ import annotations
@@ -73,6 +83,7 @@ from .errors import (
     IntegrityError,
     InvalidValue,
     MalformedPacket,
+    PacketError,
     PacketMisuse,
     TooLarge,
     WireError,
@@ -171,6 +182,29 @@ class Deliver:
     reply: ReplyContext
     replay_tag: bytes
     timestamp_ms: int
+
+
+#: The status of the destination's answer to a :class:`BadBody`; the client reads it
+#: as a :class:`HopError` from the last hop and blames the path, not a node.
+BAD_BODY_STATUS = "bad_request"
+BAD_BODY_MESSAGE = "packet body does not authenticate"
+
+
+@dataclass(frozen=True, slots=True)
+class BadBody:
+    """A packet for this node whose header checked but whose body does not authenticate
+    (or, authenticated, is not framed): answer it with :meth:`answer` once the window
+    and the replay cache admit it, as any other packet. See the module note for why it
+    is not an exception."""
+
+    reply: ReplyContext
+    replay_tag: bytes
+    timestamp_ms: int
+
+    def answer(self) -> bytes:
+        """The destination's layered error reply (the smallest size class, as most
+        replies are)."""
+        return self.reply.error(BAD_BODY_STATUS, BAD_BODY_MESSAGE)
 
 
 # --- small helpers -------------------------------------------------------------------
@@ -331,13 +365,16 @@ def _open_reply(key: bytes, sealed: bytes) -> bytes:
 
 def process_packet(
     packet: bytes, onion_secret: bytes, onion_public: bytes, rng: Rng = system_rng
-) -> Relay | Deliver:
+) -> Relay | Deliver | BadBody:
     """Process ``packet`` at a hop holding the X25519 onion key pair.
 
-    Returns :class:`Relay` (forward ``.packet``, same length) or :class:`Deliver`
-    (``.payload`` is for this node). Raises :class:`MalformedPacket` for a bad length or
-    version and :class:`IntegrityError` for a bad MAC or body, before acting on anything.
-    The caller enforces ``timestamp_ms`` and ``replay_tag`` (see :mod:`veil.onion.replay`).
+    Returns :class:`Relay` (forward ``.packet``, same length), :class:`Deliver`
+    (``.payload`` is for this node) or :class:`BadBody` (for this node, but its body does
+    not authenticate: answer with :meth:`BadBody.answer`). Raises
+    :class:`MalformedPacket` for a bad length, version, routing command or next-hop
+    address and :class:`IntegrityError` for a bad MAC, before acting on anything.
+    The caller enforces ``timestamp_ms`` and ``replay_tag`` (see :mod:`veil.onion.replay`)
+    for all three results.
     """
     n = len(packet)
     if n not in _PACKET_LENGTHS:
@@ -388,8 +425,12 @@ def process_packet(
         # The destination's layer is an AEAD under a key of its own (the stream above
         # was spent on the body for nothing: a hop learns its role only from the block).
         body_key = crypto.kdf(secret, _KDF_BODY, 32, context)
-        _, payload = _unframe(_aead_open(body_key, body), with_kind=False)
-        return Deliver(payload, ReplyContext(secret, context, True, rng), replay_tag, ts * 1000)
+        reply = ReplyContext(secret, context, True, rng)
+        try:
+            _, payload = _unframe(_aead_open(body_key, body), with_kind=False)
+        except PacketError:  # IntegrityError, or MalformedPacket from the frame
+            return BadBody(reply, replay_tag, ts * 1000)
+        return Deliver(payload, reply, replay_tag, ts * 1000)
     raise MalformedPacket(f"unknown routing command {cmd}")
 
 

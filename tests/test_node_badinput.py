@@ -22,7 +22,13 @@ from hypothesis import strategies as st
 from veil.onion import cbor, rpc
 from veil.onion.errors import STATUS_CODES
 from veil.onion.link import RESPONSE, Frame, FrameReader, encode_request
-from veil.onion.packet import MAX_PACKET_LEN, MAX_REPLY_LEN, HopError, build_packet
+from veil.onion.packet import (
+    BAD_BODY_STATUS,
+    MAX_PACKET_LEN,
+    MAX_REPLY_LEN,
+    HopError,
+    build_packet,
+)
 
 from .nodeutil import NodeHandle, node_process, now_ms
 
@@ -109,7 +115,8 @@ def damaged(draw: st.DrawFn, packet: bytes) -> bytes:
 @given(data=st.data(), hops=st.sampled_from([1, 2]))
 def test_damaged_packets_are_refused(node: NodeHandle, http: httpx.Client, data, hops) -> None:
     # A 2-hop path through the node twice: damage to the body passes the relay's header
-    # MAC and is caught by the destination, which the relay reports as a layered error.
+    # MAC and is caught by the destination, which answers with a layered error of its
+    # own (tests/test_node_bad_body.py): never a bare refusal after the header checks.
     path = [node.hop()] * hops
     packet, opener = build_packet(path, rpc.make_info(), now_ms=now_ms())
     bad = data.draw(damaged(packet))
@@ -117,7 +124,7 @@ def test_damaged_packets_are_refused(node: NodeHandle, http: httpx.Client, data,
     if r.status_code == 200:
         with pytest.raises(HopError) as err:
             opener.open(r.content)
-        assert err.value.hop == 0 and err.value.status == "bad_gateway"
+        assert err.value.hop == hops - 1 and err.value.status == BAD_BODY_STATUS
     else:
         assert r.status_code == 400, r.text
         assert r.text.startswith("bad_request: ")
@@ -125,6 +132,10 @@ def test_damaged_packets_are_refused(node: NodeHandle, http: httpx.Client, data,
 
 def test_node_still_serves_after_damaged_packets(node: NodeHandle, http: httpx.Client) -> None:
     assert_still_serving(http, node)
+    # A bad MAC, sure to be among the refusals (random flips mostly land in the body).
+    packet, _ = build_packet([node.hop()], rpc.make_info(), now_ms=now_ms())
+    bad_mac = packet[:40] + bytes([packet[40] ^ 1]) + packet[41:]  # a byte of gamma
+    assert http.post("/onion", content=bad_mac).status_code == 400
     text = http.get("/metrics").text
     assert 'veil_onion_rejected_total{reason="IntegrityError"}' in text
     assert 'veil_onion_rejected_total{reason="MalformedPacket"}' in text

@@ -24,7 +24,15 @@ from veil.onion.errors import (
     WireError,
 )
 from veil.onion.keys import NodeKeys
-from veil.onion.packet import Deliver, Hop, HopError, Relay, build_packet, process_packet
+from veil.onion.packet import (
+    BadBody,
+    Deliver,
+    Hop,
+    HopError,
+    Relay,
+    build_packet,
+    process_packet,
+)
 from veil.onion.replay import ReplayCache
 
 VECTORS = Path(__file__).parent / "vectors" / "packet.json"
@@ -169,12 +177,26 @@ def test_every_header_bit_flip_is_caught_by_the_first_hop() -> None:
             process_packet(_flip(pkt, bit), nodes[0].onion_secret, nodes[0].onion_public)
 
 
-def _deliver(pkt: bytes, nodes: list[NodeKeys]) -> Deliver:
-    result: Relay | Deliver = process_packet(pkt, nodes[0].onion_secret, nodes[0].onion_public)
+def _at_destination(
+    pkt: bytes, nodes: list[NodeKeys]
+) -> tuple[Deliver | BadBody, list[P.ReplyContext]]:
+    """The last hop's result (a packet that reaches it) and every hop's reply context."""
+    result = process_packet(pkt, nodes[0].onion_secret, nodes[0].onion_public)
+    contexts = [result.reply]
     for k in nodes[1:]:
         assert isinstance(result, Relay)
         result = process_packet(result.packet, k.onion_secret, k.onion_public)
-    assert isinstance(result, Deliver)
+        contexts.append(result.reply)
+    assert not isinstance(result, Relay)
+    return result, contexts
+
+
+def _deliver(pkt: bytes, nodes: list[NodeKeys]) -> Deliver:
+    """The destination's Deliver; raises IntegrityError for a body that does not
+    authenticate there (BadBody), as for a header refused on the way."""
+    result, _ = _at_destination(pkt, nodes)
+    if isinstance(result, BadBody):
+        raise IntegrityError("the destination found a BadBody")
     return result
 
 
@@ -183,8 +205,63 @@ def test_body_bit_flips_are_caught_by_the_destination_at_the_latest() -> None:
     pkt, _ = build_packet(path_of(nodes), b"payload", now_ms=NOW)
     body_bits = range(P.HEADER_LEN * 8, len(pkt) * 8, 97)
     for bit in body_bits:
-        with pytest.raises(IntegrityError):
-            _deliver(_flip(pkt, bit), nodes)
+        result, _ = _at_destination(_flip(pkt, bit), nodes)
+        assert isinstance(result, BadBody)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 4])
+def test_a_tampered_body_gets_a_layered_error_of_the_destination(layers: int) -> None:
+    # A first hop flips a body byte: every relay passes it on (their MACs cover only the
+    # header), and the destination, whose header checks pass, answers with a layered
+    # error of the normal size class, like any reply: no relay sees a bare refusal.
+    nodes = NODES[:layers]
+    pkt, opener = build_packet(path_of(nodes), b"store this", now_ms=NOW)
+    good, _ = _at_destination(pkt, nodes)
+    tampered = pkt[:-100] + bytes([pkt[-100] ^ 0x40]) + pkt[-99:]
+    bad, contexts = _at_destination(tampered, nodes)
+    assert isinstance(bad, BadBody)
+    # The header is the same packet's: the same replay tag and timestamp, so the node's
+    # window and replay cache treat it as that packet (checked before it is answered).
+    assert (bad.replay_tag, bad.timestamp_ms) == (good.replay_tag, good.timestamp_ms)
+    reply = bad.answer()
+    # The same size and framing as a normal reply of that class on every link back.
+    normal_pkt, normal_opener = build_packet(path_of(nodes), b"store this", now_ms=NOW)
+    normal, normal_contexts = _at_destination(normal_pkt, nodes)
+    assert isinstance(normal, Deliver)
+    normal_reply = normal_contexts[-1].seal(b"stored" * 20)
+    assert len(reply) == len(normal_reply) == P.SIZE_CLASSES[0]
+    relays = zip(contexts[:-1], normal_contexts[:-1], strict=True)
+    for ctx, normal_ctx in reversed(list(relays)):
+        reply, normal_reply = ctx.wrap(reply), normal_ctx.wrap(normal_reply)
+        assert len(reply) == len(normal_reply)
+    assert normal_opener.open(normal_reply) == b"stored" * 20
+    with pytest.raises(HopError) as info:
+        opener.open(reply)
+    assert (info.value.hop, info.value.status) == (layers - 1, P.BAD_BODY_STATUS)
+    assert info.value.message == P.BAD_BODY_MESSAGE
+    # Its context answers once, as every other.
+    with pytest.raises(PacketMisuse):
+        bad.answer()
+
+
+def test_an_authenticated_body_with_a_bad_frame_is_a_bad_body(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Only a client can make one (the AEAD holds), but it is answered too, not refused.
+    real_frame = P._frame
+
+    def overlong_frame(kind: int | None, payload: bytes, size: int) -> bytes:
+        framed = real_frame(kind, payload, size)
+        return (size + 1).to_bytes(4, "big") + framed[4:]  # a length past its container
+
+    monkeypatch.setattr(P, "_frame", overlong_frame)
+    pkt, opener = build_packet(path_of(NODES[:2]), b"x", now_ms=NOW)
+    monkeypatch.undo()
+    bad, contexts = _at_destination(pkt, NODES[:2])
+    assert isinstance(bad, BadBody)
+    with pytest.raises(HopError) as info:
+        opener.open(contexts[0].wrap(bad.answer()))
+    assert (info.value.hop, info.value.status) == (1, P.BAD_BODY_STATUS)
 
 
 def test_truncated_or_extended_packets_are_refused() -> None:
@@ -341,6 +418,7 @@ def test_property_random_bytes_only_raise_packet_errors(data: bytes) -> None:
     value=st.integers(min_value=1, max_value=255),
 )
 def test_property_any_byte_change_is_refused(position: int, value: int) -> None:
+    # Refused by a hop (the header) or answered with an error by the destination (the body).
     nodes = NODES[:3]
     pkt, _ = build_packet(path_of(nodes), b"hello", now_ms=NOW, rng=det_rng(b"prop"))
     bad = bytearray(pkt)
