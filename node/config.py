@@ -94,7 +94,15 @@ Example, with the defaults::
     vote_delay_ms = 0            # after an epoch starts, when to fetch the peers' votes
                                  # (they may answer until twice that); 0: interval_ms / 5
                                  # (at most 10 s)
-    max_descriptors = 10000      # registered nodes at most (then: 503)
+    max_descriptors = 10000      # registered nodes at most; when full, a new one may
+                                 # push out one that never answered or is failing (never
+                                 # a live one), else 503
+    max_failed_checks = 3        # failed checks in a row after which a descriptor that
+                                 # never passed one leaves the registry
+    max_per_source = 64          # nodes registered from one address (IPv6: its /64) at
+                                 # most, held at once (then 429)
+    per_source_exempt = ["127.0.0.0/8", "::1/128"]
+                                 # sources not held to max_per_source (this host)
 
     [replication]                # swarm replication (node/replication/)
     ack_timeout = 2.0            # s a store waits for the swarm peers' acks before it
@@ -315,6 +323,9 @@ class AuthorityConfig:
     check_interval_ms: int = 0
     vote_delay_ms: int = 0
     max_descriptors: int = MAX_NODES
+    max_failed_checks: int = 3
+    max_per_source: int = 64
+    per_source_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
     def __post_init__(self) -> None:
         _at_least(self, "interval_ms", 500)
@@ -331,6 +342,15 @@ class AuthorityConfig:
         _at_least(self, "max_descriptors", 1)
         if self.max_descriptors > MAX_NODES:
             raise ConfigError(f"max_descriptors must be at most {MAX_NODES}")
+        _at_least(self, "max_failed_checks", 1)
+        _at_least(self, "max_per_source", 1)
+        for net in self.per_source_exempt:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"authority.per_source_exempt: {net!r} is not a network"
+                ) from None
 
     @property
     def check_period_ms(self) -> int:

@@ -21,6 +21,20 @@ The checker (:class:`Liveness`) checks every registered node every ``check_perio
 a time. A node is *live* while its last check succeeded and that check is recent (three
 check periods plus the timeout).
 
+Failed checks. A descriptor that has never passed a check leaves the registry after
+``max_failed_checks`` failed checks in a row: it has shown nothing but a signature that
+anyone can make, and kept for its lifetime (a day) it would hold a place that a real
+node needs (:mod:`.registry`). A genuine node that was down then simply registers again
+(it posts its descriptor until an authority accepts it and while a consensus omits it).
+A node that has passed a check once is not dropped: it drops out of the votes once its
+last success is older than the live window, stays registered until its descriptor
+expires, and is listed again after one passing check. A node down for a restart or a
+network outage thus comes back without a new registration; what it holds meanwhile is
+bounded (a real node answered at that address:port with its keys, one identity per
+address:port, ``max_per_source``), and a full registry evicts it for a new node.
+Counted per authority run: after a restart every saved descriptor is unchecked again,
+so a node that stays down through the first ``max_failed_checks`` checks leaves.
+
 No vote before measuring. An authority votes only once its first round of checks (every
 node it held when it started, checked once) has finished; until then it has *measured*
 nothing (``GET /info`` says ``"measured": false``). A vote frozen earlier would list only
@@ -142,7 +156,18 @@ class Liveness(Registry):
         was, was_reason = reg.live, reg.reason
         reg.checked_ms, reg.live, reg.reason = started_ms, ok, reason
         if ok:
-            reg.last_ok_ms = started_ms
+            reg.last_ok_ms, reg.failures = started_ms, 0
+        else:
+            reg.failures += 1
+            if reg.last_ok_ms == 0 and reg.failures >= self.config.max_failed_checks:
+                self._remove(
+                    node_id,
+                    "node_dropped",
+                    address=f"{descriptor.host}:{descriptor.port}",
+                    failed_checks=reg.failures,
+                    reason=reason,
+                )
+                return
         if was != ok or (not ok and reason != was_reason):  # news, not every failed check
             log_event(
                 log,

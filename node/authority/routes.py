@@ -17,13 +17,16 @@ Routes (every refusal is a short ``text/plain`` body ``<wire status>: <why>``)::
     GET  /metrics                   Prometheus text
 
 They run on the node's own :class:`veil.node.server.HttpServer`; only ``POST /descriptor`` is
-rate limited. A query string is parsed strictly (:func:`parse_query`: known keys once
+rate limited, and its poster's address is the *source* that ``max_per_source`` counts
+(:mod:`.registry`). A query string is parsed strictly (:func:`parse_query`: known keys once
 each, bounded length), so a typo is a 400, never a silently different answer.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -33,6 +36,7 @@ from veil.onion.errors import STATUS_CODES, VeilError, wire_status
 from veil.onion.vote import make_signature_doc
 
 from ..metrics import CONTENT_TYPE
+from ..ratelimit import client_key
 from ..server import Request, Response, Route, text_response
 from .registry import Registry
 
@@ -67,6 +71,10 @@ class Routes(Registry):
             "measured": self.measured,
         }
 
+    @cached_property
+    def _per_source_exempt(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(n, strict=False) for n in self.config.per_source_exempt)
+
     def _routes(self) -> dict[str, Route]:
         return {
             "/descriptor": Route(
@@ -86,7 +94,20 @@ class Routes(Registry):
             status = wire_status(exc)
             code = STATUS_CODES[status] if 400 <= STATUS_CODES[status] < 500 else 400
             return text_response(code, f"{status}: {exc}")
-        return self.register(descriptor, request.body)
+        return self.register(descriptor, request.body, self._source_of(request.peer))
+
+    def _source_of(self, peer: str) -> str | None:
+        """Who posts, for ``max_per_source``: the peer's bucket key (an IPv6 /64 as
+        one), or None for an address in ``per_source_exempt``."""
+        try:
+            ip = ipaddress.ip_address(peer.split("%", 1)[0])
+        except ValueError:
+            return client_key(peer)  # no address known: all such posters share one
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in net for net in self._per_source_exempt):
+            return None
+        return client_key(peer)
 
     async def _get_consensus(self, request: Request) -> Response:
         try:

@@ -16,6 +16,7 @@ The data directory's file names are here because three jobs share them.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ __all__ = [
     "AuthorityState",
     "HeldConsensus",
     "Registration",
+    "address_key",
     "peek_vote_epoch",
 ]
 
@@ -76,6 +78,23 @@ class Registration:
     #: When the check whose result is recorded began (a later one wins).
     checked_ms: int = 0
     reason: str = "not checked yet"
+    #: Failed checks in a row (0 after a check that passed).
+    failures: int = 0
+    #: Who registered it, for ``max_per_source`` (:func:`veil.node.ratelimit.client_key`
+    #: of the poster's address); None if no per-source limit applies: loaded from the
+    #: saved registry, learnt from a peer's vote, or posted from an exempt network.
+    source: str | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The address:port its descriptor claims (one identity per address:port)."""
+        return address_key(self.descriptor)
+
+
+def address_key(descriptor: NodeDescriptor) -> tuple[str, int]:
+    """The address:port a descriptor claims, as the registry indexes it (a host name
+    in lower case, so that two spellings of one name are one address)."""
+    return descriptor.host.lower(), descriptor.port
 
 
 @dataclass(eq=False)
@@ -123,7 +142,13 @@ class AuthorityState:
         self.host = ""
         self.port = 0
         self.metrics = NodeMetrics(_PATH_LABELS)
+        # Change the registry only through Registry._insert and Registry._remove: they
+        # keep the two indexes below in step with it.
         self.registry: dict[bytes, Registration] = {}
+        #: The node registered at each address:port (one identity per address:port).
+        self.by_address: dict[tuple[str, int], bytes] = {}
+        #: Registrations held per source (only those with a source).
+        self.per_source: Counter[str] = Counter()
         self.votes: dict[int, bytes] = {}
         self.documents: dict[int, HeldConsensus] = {}
         self._dirty = False
