@@ -269,16 +269,21 @@ class OnionClient:
         per_try: float,
         state: _Try,
     ) -> Answer:
-        path = await self.paths.choose_path(exclude=state.paths, avoid=state.avoid)
         if destination is None:
             assert account is not None
             members = self.swarm_members(account)
-            target = self.paths.choose_destination(
-                members, path, exclude=state.destinations | state.avoid, prefer=prefer
-            )
         else:
-            target = destination
-        hops = path.hops(target)
+            members = (destination,)
+        # Path and destination together: the destination is never on the path.
+        route = await self.paths.choose_route(
+            members,
+            exclude_paths=state.paths,
+            avoid=state.avoid,
+            exclude=state.destinations | state.avoid,
+            prefer=prefer,
+        )
+        path, target = route.path, route.destination
+        hops = route.hops()
         sent_ms = self.clock.local()
         started = trio.current_time()
         payload = build(self.clock.now())

@@ -20,6 +20,21 @@ state file (through ``trio.to_thread``), no packets.
   so a path is ``relays + [destination]``. A path's failures are counted; at
   :attr:`PathPolicy.path_failure_limit` it is dropped and a new one built (same guard,
   new middle relays).
+* **The destination is never on the path, and no node is on it twice.** A node that
+  is both a relay and the destination of one packet learns more than either role
+  should: as the guard, the client's address *and* the account it asks about; as a
+  middle relay, that it is one hop from the end. So a request's path and destination
+  are chosen together, by :meth:`PathSelector.choose_route`, the one way to get them;
+  :class:`Route` refuses to exist otherwise. A destination the caller prefers (a
+  receiver keeps polling the member whose order its position follows) that is on the
+  chosen path means another path: through the other guard if it is the guard (the
+  stored path for that guard is rebuilt without it if it is a middle relay; it stays
+  so, as the receiver keeps preferring it); another destination only when no path of
+  ours can leave it out (it is our only guard, or every other guard has failed in
+  this request). Without a preference, a member off the stored path is picked; if the
+  whole swarm is on it (a swarm no larger than a path), a member is picked and this
+  request goes on a one-off path without it. A network of one node has no route:
+  :class:`~veil.client.errors.NoConsensus`, never a request that breaks the rule.
 * **Failure counts per node** are consecutive failures (a success resets them),
   mirrored in memory and written to the state file only when they change from zero or
   grow, so the hot path (a success through healthy nodes) never writes. A node at the
@@ -29,8 +44,8 @@ state file (through ``trio.to_thread``), no packets.
 * **One node per /24 where addresses allow.** Hops are picked preferring nodes whose
   /24 (IPv4) or /48 (IPv6) no chosen hop shares; if no such node is left (a small
   network, or a loopback devnet where every node is 127.0.0.1), any other node will do,
-  and as a last resort a node may appear twice in a path (a network of fewer nodes than
-  hops). The rule is a preference that degrades, never a reason to fail.
+  and a network of fewer nodes than hops gives a shorter path (never a node twice). The
+  rule is a preference that degrades, never a reason to fail.
 
 Randomness is an injected :class:`random.Random` (tests can seed it); the default is
 :class:`random.SystemRandom`, as path choice is a privacy decision.
@@ -58,7 +73,7 @@ from veil.onion.directory import Consensus, ConsensusNode
 from veil.onion.packet import Hop
 from veil.onion.wallclock import wall_clock_ms
 
-__all__ = ["OnionPath", "PathPolicy", "PathSelector", "subnet_of"]
+__all__ = ["OnionPath", "PathPolicy", "PathSelector", "Route", "subnet_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +126,26 @@ class OnionPath:
 
     def describe(self) -> list[str]:
         return [f"{n.node_id.hex()[:16]} {n.host}:{n.port}" for n in self.relays]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One request's path and destination: the destination is not on the path, and no
+    node is on the path twice (checked here, so no packet can be built otherwise)."""
+
+    path: OnionPath
+    destination: Hop
+
+    def __post_init__(self) -> None:
+        ids = self.path.node_ids
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument("a path holds a node twice")
+        if self.destination.node_id in ids:
+            raise InvalidArgument("the destination is on the path")
+
+    def hops(self) -> list[Hop]:
+        """The whole path for a packet: the relays, then the destination."""
+        return self.path.hops(self.destination)
 
 
 def subnet_of(host: str) -> str:
@@ -328,8 +363,9 @@ class PathSelector:
     async def choose_path(
         self, exclude: Iterable[OnionPath] = (), avoid: Collection[bytes] = ()
     ) -> OnionPath:
-        """A path for one request: through a usable guard, avoiding the paths in
-        ``exclude`` (tried already by this request) when another is possible.
+        """Relays for a request, without its destination (a request gets both from
+        :meth:`choose_route`): through a usable guard, avoiding the paths in ``exclude``
+        (tried already by this request) when another is possible.
 
         A stored path through a node now at the failure limit is rebuilt. ``avoid``
         (nodes this request has seen fail) gives a one-off path around them when the
@@ -341,22 +377,106 @@ class PathSelector:
         if not guards:
             raise NoConsensus("the consensus lists no nodes")
         avoid = set(avoid)
+        return self._path_for(self._guard_order(guards, exclude, avoid)[0], avoid)
+
+    async def choose_route(
+        self,
+        members: Sequence[Hop],
+        *,
+        exclude_paths: Iterable[OnionPath] = (),
+        avoid: Collection[bytes] = (),
+        exclude: Iterable[bytes] = (),
+        prefer: bytes | None = None,
+    ) -> Route:
+        """A path and a node of ``members`` (the destination swarm, or the one node a
+        request is for) for one request; the destination is never on the path (module
+        note). ``exclude_paths`` and ``avoid`` are as for :meth:`choose_path`;
+        ``exclude`` are members that failed this request (taken again only if every
+        member did); ``prefer`` is the member wanted if it is usable and not excluded.
+        Among the others, a member off the path and in no subnet of its relays is
+        preferred. Raises :class:`~veil.client.errors.NoConsensus` when no path of ours
+        can leave out every member (a network of one node).
+        """
+        if not members:
+            raise InvalidArgument("an empty swarm")
+        guards = await self.ensure_guards()
+        if not guards:
+            raise NoConsensus("the consensus lists no nodes")
+        avoid = set(avoid)
+        order = self._guard_order(guards, exclude_paths, avoid)
+        excluded = set(exclude)
+        candidates = [m for m in members if m.node_id not in excluded] or list(members)
+        healthy = [m for m in candidates if self.usable(m.node_id)] or candidates
+        if prefer is not None:
+            wanted = next((m for m in healthy if m.node_id == prefer), None)
+            # Through a guard that is not the preferred node and has not failed this
+            # request; its path without the preferred node. If there is none, the
+            # preference gives way (another destination), never the rule.
+            through = [g for g in order if g.node_id != prefer and g.node_id not in avoid]
+            if wanted is not None and through:
+                return Route(self._path_for(through[0], avoid, forbid=prefer), wanted)
+        # Wider pools only when a narrower one holds nothing but our guards' own nodes.
+        for pool in (healthy, candidates, list(members)):
+            for guard in order:
+                path = self._path_for(guard, avoid)
+                off_path = [m for m in pool if m.node_id not in path.node_ids]
+                if off_path:
+                    nets = {subnet_of(n.host) for n in path.relays}
+                    spread = [m for m in off_path if subnet_of(m.host) not in nets]
+                    return Route(path, self.rng.choice(spread or off_path))
+                # The whole pool is on the path (a swarm no larger than a path): a
+                # member that is not this guard, on a one-off path without it.
+                others = [m for m in pool if m.node_id != guard.node_id]
+                if others:
+                    target = self.rng.choice(others)
+                    return Route(self._build(guard, avoid, forbid=target.node_id), target)
+        raise NoConsensus(
+            "no path leaves out the destination: the network is too small for an onion"
+            " request (the only node that holds the account is our only guard)"
+        )
+
+    def _guard_order(
+        self,
+        guards: Sequence[ConsensusNode],
+        exclude: Iterable[OnionPath],
+        avoid: Collection[bytes],
+    ) -> list[ConsensusNode]:
+        """``guards``, best first: usable and not failed in this request, then not tried
+        by this request (``exclude``); random among equals."""
         excluded = {p.guard.node_id for p in exclude}
-        usable = [g for g in guards if self.usable(g.node_id) and g.node_id not in avoid]
-        usable = usable or guards
-        fresh = [g for g in usable if g.node_id not in excluded]
-        guard = self.rng.choice(fresh or usable)
+        order = list(guards)
+        self.rng.shuffle(order)
+        order.sort(
+            key=lambda g: (
+                not self.usable(g.node_id) or g.node_id in avoid,
+                g.node_id in excluded,
+            )
+        )
+        return order
+
+    def _path_for(
+        self, guard: ConsensusNode, avoid: Collection[bytes], forbid: bytes | None = None
+    ) -> OnionPath:
+        """The stored path of ``guard`` (built or rebuilt as needed), or a one-off path
+        around ``avoid``; never through ``forbid`` (a preferred destination: the stored
+        path is rebuilt without it, and stays so, as the same node is preferred again)."""
         path = self._paths.get(guard.node_id)
         if path is not None and not all(self.usable(n) for n in path.node_ids[1:]):
             self._drop(path)
             path = None
+        if path is not None and forbid is not None and forbid in path.node_ids:
+            path = None  # replaced below; not a failure, so not counted as rebuilt
         if path is None:
-            path = self._paths[guard.node_id] = self._build(guard)
-        if avoid and not avoid.isdisjoint(path.node_ids[1:]):
-            return self._build(guard, avoid)
+            path = self._paths[guard.node_id] = self._build(guard, forbid=forbid)
+        if avoid and not set(avoid).isdisjoint(path.node_ids[1:]):
+            return self._build(guard, avoid, forbid=forbid)
         return path
 
-    def _build(self, guard: ConsensusNode, avoid: Collection[bytes] = ()) -> OnionPath:
+    def _build(
+        self, guard: ConsensusNode, avoid: Collection[bytes] = (), forbid: bytes | None = None
+    ) -> OnionPath:
+        """Relays after ``guard``. ``avoid`` and our other guards are left out while
+        enough other nodes remain; ``forbid`` (the request's destination) always."""
         consensus = self.consensus
         guard_ids = {g.node_id for g in self._guards}
         # Middle relays: not a guard of ours (a guard seeing our packets again further
@@ -364,10 +484,13 @@ class PathSelector:
         middle = [
             n
             for n in consensus.nodes
-            if n.node_id not in guard_ids and n.node_id not in avoid and self.usable(n.node_id)
+            if n.node_id not in guard_ids
+            and n.node_id not in avoid
+            and n.node_id != forbid
+            and self.usable(n.node_id)
         ]
         if len(middle) < self.policy.relays - 1:
-            middle = [n for n in consensus.nodes if n.node_id != guard.node_id]
+            middle = [n for n in consensus.nodes if n.node_id not in (guard.node_id, forbid)]
         relays = [guard]
         while len(relays) < self.policy.relays:
             pick = pick_spread(middle, relays, self.rng)
@@ -375,30 +498,3 @@ class PathSelector:
                 break  # a network smaller than a path: a shorter path, not a failure
             relays.append(pick)
         return OnionPath(tuple(relays))
-
-    def choose_destination(
-        self,
-        members: Sequence[Hop],
-        path: OnionPath,
-        *,
-        exclude: Iterable[bytes] = (),
-        prefer: bytes | None = None,
-    ) -> Hop:
-        """A node of the destination swarm for ``path``: ``prefer`` if it is a member,
-        usable and not excluded; else a random usable member, preferring one not on the
-        path and in no subnet of the path's relays. Never fails for a non-empty swarm.
-        """
-        if not members:
-            raise InvalidArgument("an empty swarm")
-        excluded = set(exclude)
-        candidates = [m for m in members if m.node_id not in excluded] or list(members)
-        healthy = [m for m in candidates if self.usable(m.node_id)] or candidates
-        if prefer is not None:
-            for m in healthy:
-                if m.node_id == prefer:
-                    return m
-        on_path = set(path.node_ids)
-        nets = {subnet_of(n.host) for n in path.relays}
-        off_path = [m for m in healthy if m.node_id not in on_path]
-        spread = [m for m in off_path if subnet_of(m.host) not in nets]
-        return self.rng.choice(spread or off_path or healthy)

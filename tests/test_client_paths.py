@@ -16,8 +16,9 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 
+from veil.client.errors import InvalidArgument, NoConsensus
 from veil.client.network_clock import NetworkClock
-from veil.client.paths import PathPolicy, PathSelector, subnet_of
+from veil.client.paths import OnionPath, PathPolicy, PathSelector, Route, subnet_of
 from veil.client.state import ClientState
 from veil.onion.directory import (
     Consensus,
@@ -106,7 +107,8 @@ async def test_loopback_devnet_degrades_gracefully(state: ClientState) -> None:
     path = await paths.choose_path()
     assert len({n.node_id for n in path.relays}) == 3
     member = consensus_of(["127.0.0.1"] * 6).nodes[0].as_hop()
-    assert paths.choose_destination([member], path) == member
+    route = await paths.choose_route([member])
+    assert route.destination == member and member.node_id not in route.path.node_ids
 
 
 @pytest.mark.parametrize("count", [1, 2, 3])
@@ -116,9 +118,18 @@ async def test_tiny_networks_give_shorter_paths(state: ClientState, count: int) 
     path = await paths.choose_path()
     assert len(path.relays) == min(3, count)
     assert len({n.node_id for n in path.relays}) == len(path.relays)
-    # A destination is found even when every node is already on the path.
+    # A destination is found even when every node is on the stored path: the request
+    # goes on a shorter path without it. One node cannot be reached without being
+    # its own guard: no route, rather than one that breaks the rule.
     members = [n.as_hop() for n in consensus.nodes]
-    assert paths.choose_destination(members, path) in members
+    if count == 1:
+        with pytest.raises(NoConsensus):
+            await paths.choose_route(members)
+        return
+    route = await paths.choose_route(members)
+    assert route.destination in members
+    assert route.destination.node_id not in route.path.node_ids
+    assert len(route.path.relays) == min(3, count - 1)
 
 
 @settings(
@@ -264,19 +275,67 @@ async def test_failing_relay_is_avoided(state: ClientState) -> None:
 async def test_destination_choice(state: ClientState) -> None:
     consensus = consensus_of([f"10.0.{i}.1" for i in range(10)])
     paths = await selector(state, consensus)
-    path = await paths.choose_path()
+    guards = await paths.ensure_guards()
     members = [n.as_hop() for n in consensus.nodes[:5]]
+    off_guards = [m for m in members if m.node_id not in {g.node_id for g in guards}]
     # Preferred member if it is usable and not excluded.
-    assert paths.choose_destination(members, path, prefer=members[3].node_id) == members[3]
-    got = paths.choose_destination(
-        members, path, prefer=members[3].node_id, exclude={members[3].node_id}
+    route = await paths.choose_route(members, prefer=off_guards[0].node_id)
+    assert route.destination == off_guards[0]
+    route = await paths.choose_route(
+        members, prefer=off_guards[0].node_id, exclude={off_guards[0].node_id}
     )
-    assert got != members[3]
-    # Off the path when possible.
+    assert route.destination != off_guards[0]
+    # Never on the path.
     for _ in range(20):
-        dest = paths.choose_destination(members, path)
-        if any(m.node_id not in path.node_ids for m in members):
-            assert dest.node_id not in path.node_ids
+        route = await paths.choose_route(members)
+        assert route.destination.node_id not in route.path.node_ids
+
+
+async def test_preferred_destination_on_the_path_means_another_path(state: ClientState) -> None:
+    """The follower's case (issue 11): its preferred node is one of our guards or a
+    middle relay of a stored path; the request goes on a path without it, and keeps it
+    as destination."""
+    consensus = consensus_of([f"10.0.{i}.1" for i in range(10)])
+    paths = await selector(state, consensus)
+    guards = await paths.ensure_guards()
+    members = [n.as_hop() for n in consensus.nodes]
+    by_id = {m.node_id: m for m in members}
+    # A guard preferred: every request goes through the other guard.
+    for _ in range(10):
+        route = await paths.choose_route(members, prefer=guards[0].node_id)
+        assert route.destination == by_id[guards[0].node_id]
+        assert route.path.guard.node_id == guards[1].node_id
+        assert guards[0].node_id not in route.path.node_ids
+    # A middle relay of a stored path preferred: that stored path is rebuilt without it.
+    stored = await paths.choose_path()
+    middle = stored.relays[1].node_id
+    for _ in range(10):
+        route = await paths.choose_route(members, prefer=middle)
+        assert route.destination.node_id == middle
+        assert middle not in route.path.node_ids
+    assert all(middle not in p.node_ids for p in paths.paths)
+    assert paths.rebuilt == 0  # not a failure
+    # One guard only, and it is preferred: another destination, never that guard.
+    with ClientState.open(state.path.parent / "one.sqlite3") as one_state:
+        one = PathSelector(
+            one_state, policy=PathPolicy(guards=1), rng=random.Random(3), now_ms=lambda: NOW
+        )
+        await one.load()
+        one.set_consensus(consensus)
+        (guard,) = await one.ensure_guards()
+        route = await one.choose_route([*members[:3], by_id[guard.node_id]], prefer=guard.node_id)
+        assert route.destination.node_id != guard.node_id
+        assert route.destination.node_id not in route.path.node_ids
+
+
+def test_route_refuses_a_destination_on_its_path() -> None:
+    consensus = consensus_of([f"10.0.{i}.1" for i in range(4)])
+    nodes = consensus.nodes
+    with pytest.raises(InvalidArgument):
+        Route(OnionPath((nodes[0], nodes[1])), nodes[1].as_hop())
+    with pytest.raises(InvalidArgument):
+        Route(OnionPath((nodes[0], nodes[1], nodes[0])), nodes[2].as_hop())
+    assert Route(OnionPath((nodes[0], nodes[1])), nodes[2].as_hop()).hops()[-1] == nodes[2].as_hop()
 
 
 def test_network_clock_median_and_reset() -> None:
