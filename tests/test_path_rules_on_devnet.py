@@ -24,6 +24,7 @@ through it once does so with a probability of 2**-24.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,11 +177,11 @@ async def test_follower_and_sender_never_put_the_destination_on_the_path(
     polls = [o for o in seen if o.who == "follower"]
     sends = [o for o in seen if o.who == "sender"]
     assert len(polls) >= MESSAGES and len(sends) >= MESSAGES
-    # The situation of the attack: the follower kept one destination, and it is a node
-    # of the follower's own paths (its other guard, here).
-    preferred = {o.destination for o in polls[1:]}
-    assert len(preferred) == 1
-    (kept,) = preferred
+    # The situation of the attack: the follower kept to one destination (the member its
+    # position follows; another only after a failed try), and it is a node of the
+    # follower's own paths (its other guard, here).
+    ((kept, times),) = Counter(o.destination for o in polls).most_common(1)
+    assert times >= len(polls) // 2
     assert kept in guards["follower"] or any(kept in p.node_ids for p in follower_paths)
 
     problems = broken(seen)
