@@ -27,6 +27,13 @@ where peers and nodes reach it, so ``--listen`` takes a fixed port (not 0). It p
 while it runs, and exits 0 after SIGINT or SIGTERM. Its config file uses the
 ``[authority]`` table (and ``[http]``, ``[peers]``, ``[rate_limit]``, ``[log]``).
 
+A parent that starts ``veil-node`` (the devnet, the tests) may ask it to stop when the
+parent dies: ``VEIL_NODE_PARENT_FD`` names an inherited descriptor, the read end of a
+pipe whose write end only the parent holds. When the parent dies, however it dies, the
+read sees end-of-file and the process stops as on SIGTERM; one byte read instead means
+the parent let it go (a detached devnet). Why a pipe and not ``PR_SET_PDEATHSIG``: see
+``veil.client.devnet.spawning``, which holds the other end.
+
 Exit codes: 0 after a clean shutdown; 2 for a usage or configuration error (bad
 arguments, unknown config key, a bad network file, unusable data dir or key file,
 another process on the same data dir); 1 if it cannot start (the port is taken, the
@@ -40,8 +47,11 @@ import argparse
 import gc
 import json
 import logging
+import os
+import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -62,6 +72,9 @@ from .logging import configure_logging
 __all__ = ["main", "tune_gc"]
 
 log = logging.getLogger("veil.node")
+
+#: The descriptor to watch for the parent's death (see the module note).
+PARENT_FD_ENV = "VEIL_NODE_PARENT_FD"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,6 +119,7 @@ def _announce(node: Node | DirectoryAuthority) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``veil-node`` and ``python -m veil.node``; returns the exit code."""
+    _watch_parent()
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "authority-init":
@@ -177,6 +191,31 @@ def tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(100_000, 20, 20)
+
+
+def _watch_parent() -> None:
+    """If ``VEIL_NODE_PARENT_FD`` asks for it, stop (SIGTERM to ourselves, so a clean
+    shutdown) once the parent is gone. A thread blocked in one read: nothing on the hot
+    path, and it works before trio runs (then SIGTERM's default ends the process)."""
+    text = os.environ.pop(PARENT_FD_ENV, None)  # popped: not for a process we start
+    if text is None:
+        return
+    try:
+        fd = int(text)
+        os.set_inheritable(fd, False)
+    except (ValueError, OSError):
+        return  # no such descriptor: nothing to watch (the variable leaked to us)
+    threading.Thread(target=_stop_with_parent, args=(fd,), name="parent-watch", daemon=True).start()
+
+
+def _stop_with_parent(fd: int) -> None:
+    try:
+        released = os.read(fd, 1) != b""
+    except OSError:
+        released = True  # not a pipe we can read: do not guess that the parent is gone
+    os.close(fd)
+    if not released:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _authority_init(data_dir: Path) -> int:

@@ -154,8 +154,8 @@ def start_authority(
         "--config",
         str(config_path),
     ]
-    process, log_path = spawn_logged(args, data_dir)
-    handle = AuthorityHandle(data_dir, process, log_path)
+    process, log_path, tether = spawn_logged(args, data_dir)
+    handle = AuthorityHandle(data_dir, process, log_path, tether=tether)
     try:
         wait_for_state_file(handle, "authority.json", "authority", timeout, _adopt_authority_doc)
     except BaseException:

@@ -17,7 +17,9 @@ The node runs as ``sys.executable -m veil.node run --data-dir DIR --listen 127.0
 stderr go to ``DIR.log`` (next to the data dir, not in it); :meth:`NodeHandle.log_text`
 reads it, and a node that fails to start raises :class:`NodeStartError` with its log.
 Readiness: ``DIR/node.json`` names the new process's pid (the node writes it once it
-listens), then ``GET /info`` answers.
+listens), then ``GET /info`` answers. Every process started here (nodes, and authorities
+through tests/authorityutil.py) stops when the test process dies, even by SIGKILL: it
+watches a pipe (:class:`veil.client.devnet.spawning.Tether`).
 
 Talking to it: :func:`onion_request` sends a payload along a path of :class:`Hop` (from
 :meth:`NodeHandle.hop`) and returns the destination's opened reply (or raises
@@ -43,6 +45,7 @@ from typing import Any, ClassVar
 import httpx
 import trio
 
+from veil.client.devnet.spawning import Tether
 from veil.onion import rpc
 from veil.onion.hostport import format_hostport
 from veil.onion.packet import Hop, build_packet
@@ -132,6 +135,8 @@ class ProcessHandle:
     host: str = ""
     port: int = 0
     info_doc: dict[str, Any] = field(default_factory=dict)
+    #: Stops the process if the test process dies; closed once the process has exited.
+    tether: Tether | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int:
@@ -168,13 +173,13 @@ class ProcessHandle:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                return self.process.wait(timeout)
+                self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                self.kill()
                 raise NodeStartError(
                     f"{self.what} did not exit within {timeout} s of SIGTERM\n{self.log_text()}"
                 ) from None
+        self._untether()
         return int(self.process.returncode)
 
     def kill(self) -> None:
@@ -182,6 +187,13 @@ class ProcessHandle:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+        self._untether()
+
+    def _untether(self) -> None:
+        """The process has exited: free its pipe."""
+        if self.tether is not None:
+            self.tether.close()
+            self.tether = None
 
 
 @dataclass
@@ -214,8 +226,8 @@ def start_node(
     if config is not None:
         args += ["--config", str(write_toml(data_dir.with_name(data_dir.name + ".toml"), config))]
     args += list(extra_args)
-    process, log_path = spawn_logged(args, data_dir)
-    handle = NodeHandle(data_dir, process, log_path)
+    process, log_path, tether = spawn_logged(args, data_dir)
+    handle = NodeHandle(data_dir, process, log_path, tether=tether)
     try:
         doc = wait_for_state_file(handle, "node.json", "node", timeout, _adopt_node_doc)
     except BaseException:
@@ -232,15 +244,28 @@ def _adopt_node_doc(handle: Any, doc: dict[str, Any]) -> None:
     handle.onion_key = bytes.fromhex(doc["onion_key"])
 
 
-def spawn_logged(args: list[str], data_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    """Start ``args`` from the repository with stdout and stderr in ``DATA_DIR.log``."""
+def spawn_logged(args: list[str], data_dir: Path) -> tuple[subprocess.Popen[bytes], Path, Tether]:
+    """Start ``args`` from the repository with stdout and stderr in ``DATA_DIR.log``,
+    tethered to this process (it stops if this process dies)."""
     log_path = data_dir.with_name(data_dir.name + ".log")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=env
-        )
-    return process, log_path
+    tether = Tether()
+    env = tether.child_env({**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
+                env=env,
+                pass_fds=tether.pass_fds,
+            )
+    except BaseException:
+        tether.close()
+        raise
+    tether.spawned()
+    return process, log_path, tether
 
 
 def wait_for_state_file(

@@ -56,7 +56,7 @@ from veil.client.devnet.lock import DirectoryLock
 from veil.client.devnet.members import Member, Role, select_member, wait_gone
 from veil.client.devnet.probe import Prober, epoch_of
 from veil.client.devnet.process_identity import manager_is_alive
-from veil.client.devnet.spawning import authority_key, free_port, spawn
+from veil.client.devnet.spawning import Tether, authority_key, free_port, spawn
 from veil.client.devnet.state_file import (
     STATE_FILE,
     DevnetRecord,
@@ -153,6 +153,9 @@ class Devnet:
         self._lock = DirectoryLock(self.dir)
         self._owns_state = False
         self._reported: set[Member] = set()
+        #: What makes each process this object started stop if this process dies
+        #: (spawning.py), until :meth:`detach` releases them.
+        self._tethers: dict[Member, Tether] = {}
 
     # -- files and state
 
@@ -463,7 +466,11 @@ class Devnet:
         member.config_path.write_text(toml_text(tables))
         listen_port = member.port if member.role == "authority" else (port or 0)
         argv = command_line(self.node_command, member, listen_port, self.network_file)
-        member.process = spawn(argv, member.log_path, self.env)
+        old = self._tethers.pop(member, None)
+        if old is not None:
+            old.close()  # of the member's previous run, which has exited
+        tether = self._tethers[member] = Tether()
+        member.process = spawn(argv, member.log_path, self.env, tether)
         member.pid = member.process.pid
         self._reported.discard(member)
 
@@ -563,6 +570,9 @@ class Devnet:
             for member in self.members:
                 if member.process is not None and member.process.poll() is not None:
                     member.process.wait()
+            for tether in self._tethers.values():
+                tether.close()  # their processes have exited
+            self._tethers.clear()
             if self._owns_state:
                 with contextlib.suppress(FileNotFoundError):
                     self.state_file.unlink()
@@ -581,6 +591,9 @@ class Devnet:
         self._owns_state = False
         for member in self.members:
             member.process = None  # never signal or reap them from this object again
+        for tether in self._tethers.values():
+            tether.release()  # they outlive this process now
+        self._tethers.clear()
         self._lock.release()
         self.close()
 
