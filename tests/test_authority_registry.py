@@ -239,3 +239,26 @@ def test_no_identity_can_take_a_live_nodes_address(tmp_path: Path) -> None:
             assert ids(later) == {real.node_id}
     finally:
         stop(handle)
+
+
+def test_saved_dead_entries_leave_after_a_restart_and_live_nodes_stay(tmp_path: Path) -> None:
+    """The registry is saved to disk: dead entries saved with it are checked again after
+    a restart and leave after max_failed_checks failed checks, while the live node saved
+    with them stays listed."""
+    net = make_network(tmp_path / "net", count=1)
+    keep = {"authority": {**FLOOD_CONFIG["authority"], "max_failed_checks": 1000}}
+    handle = start_authority(net, 0, config=keep)
+    try:
+        with node_process(tmp_path / "real", config=node_config(net)) as real:
+            wait_for_consensus(net, lambda c: real.node_id in ids(c))
+            responses = post_all(handle, flood(30))
+            assert {r.status_code for r in responses} == {200}
+            assert handle.info()["nodes"] == 31
+            stop(handle)
+            handle = start_authority(net, 0, config=FLOOD_CONFIG)
+            assert handle.info()["nodes"] == 31  # the saved registry, dead entries too
+            wait_for("the dead entries to leave", lambda: handle.info()["nodes"] == 1)
+            c = wait_for_consensus(net, lambda c: real.node_id in ids(c))
+            assert ids(c) == {real.node_id}
+    finally:
+        stop(handle)

@@ -12,7 +12,8 @@ and ``DIR/consensus.cbor`` (the latest consensus signed by a threshold of author
 Where each job is (each module's note says how and why)::
 
     state.py      what it holds (registry, votes, documents) and how it asks its peers
-    registry.py   registering descriptors, expiring them, listing the live nodes
+    registry.py   registering descriptors (and who may: per source, per address:port,
+                  eviction), expiring them, listing the live nodes
     liveness.py   the checker and its probe (a real request to every node); "measured"
     saved.py      descriptors.cbor and consensus.cbor: saved as they change, loaded at start
     catch_up.py   merging the peers' consensus documents; learning their nodes at start

@@ -169,9 +169,11 @@ class Liveness(Registry):
                 )
                 return
         if was != ok or (not ok and reason != was_reason):  # news, not every failed check
+            # A node that has answered before and stops is worth a WARNING; one that
+            # never answered is anyone's forged descriptor as often as not (INFO).
             log_event(
                 log,
-                logging.INFO if ok else logging.WARNING,
+                logging.WARNING if not ok and reg.last_ok_ms else logging.INFO,
                 "node_live" if ok else "node_down",
                 node=node_id.hex()[:16],
                 address=f"{descriptor.host}:{descriptor.port}",
