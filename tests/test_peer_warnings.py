@@ -8,16 +8,23 @@ sent many bad frames over many links from two loopback addresses.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from veil.node.logging import PeerWarnings
+from veil.onion import rpc
+from veil.onion.packet import Hop, HopError, build_packet
 
-from .nodeutil import node_process
+from .nodeutil import node_process, now_ms
 
 # --- the rules, with a fake clock ------------------------------------------------------------
 
@@ -144,3 +151,60 @@ def test_bad_frames_from_many_links_are_all_counted_and_rarely_logged(tmp_path: 
     assert 2 <= len(warned) <= 4, "\n".join(warned)
     assert all("level=warning" in line for line in warned)
     assert "127.0.0.2" not in log  # a peer's address is a key, never written
+
+
+@contextlib.contextmanager
+def bad_next_hop() -> Iterator[tuple[str, int]]:
+    """A next hop on loopback that accepts every link upgrade, then sends a bad frame."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    address = listener.getsockname()
+    stop = threading.Event()
+
+    def serve() -> None:
+        while True:
+            conn, _ = listener.accept()
+            with conn:
+                if stop.is_set():
+                    return
+                got = b""
+                while b"\r\n\r\n" not in got and (data := conn.recv(65536)):
+                    got += data
+                conn.sendall(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: veil-link/1\r\n"
+                    b"Connection: Upgrade\r\n\r\n" + BAD_FRAME
+                )
+                with contextlib.suppress(OSError):
+                    while conn.recv(65536):
+                        pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield address
+    finally:
+        stop.set()
+        socket.create_connection(address, timeout=10).close()  # wakes accept()
+        thread.join(10)
+        listener.close()
+
+
+def test_bad_frames_from_a_next_hop_are_all_counted_and_rarely_logged(tmp_path: Path) -> None:
+    packets = 20
+    with node_process(tmp_path / "node") as node, bad_next_hop() as (host, port):
+        fake = Hop(os.urandom(32), os.urandom(32), host, port)
+        with httpx.Client(timeout=30) as http:
+            for _ in range(packets):
+                packet, opener = build_packet([node.hop(), fake], rpc.make_info(), now_ms=now_ms())
+                r = http.post(f"{node.url}/onion", content=packet)
+                assert r.status_code == 200
+                with pytest.raises(HopError) as err:
+                    opener.open(r.content)
+                assert (err.value.hop, err.value.status) == (0, "bad_gateway")
+            metrics = http.get(f"{node.url}/metrics").text
+        log = node.log_text()
+    counted = re.search(r'veil_peer_errors_total\{cause="link_bad_response"\} (\S+)', metrics)
+    assert counted is not None, metrics
+    assert float(counted.group(1)) == packets  # one link per packet: each broke at once
+    warned = [line for line in log.splitlines() if "event=link_bad_response" in line]
+    assert 1 <= len(warned) <= 2, "\n".join(warned)
+    assert f"peer=127.0.0.1:{port}" in warned[0]  # a next hop's address may be named
