@@ -185,7 +185,13 @@ class Node:
             else None
         )
         self.limiter = limiter
-        self.server = HttpServer(self._routes(), config.http, metrics=metrics, limiter=limiter)
+        self.server = HttpServer(
+            self._routes(),
+            config.http,
+            metrics=metrics,
+            limiter=limiter,
+            warnings=self.peer_warnings,
+        )
         metrics.set_storage_source(self._storage_figures)
 
     @property

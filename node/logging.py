@@ -98,16 +98,26 @@ class PeerWarnings:
         self._window_end = -1.0
         self._lines = 0
 
-    def warn(self, logger: logging.Logger, event: str, source: Hashable, **fields: Any) -> None:
-        """Count ``event`` from the peer ``source`` and log it at WARNING unless rate
-        limited.
+    def warn(
+        self,
+        logger: logging.Logger,
+        event: str,
+        source: Hashable,
+        *,
+        level: int = logging.WARNING,
+        exc_info: bool = False,
+        **fields: Any,
+    ) -> None:
+        """Count ``event`` from the peer ``source`` and log it at ``level`` unless rate
+        limited (``exc_info``: with the exception being handled, for a bug that a peer's
+        input set off).
 
         ``source`` only keys the limit (a client address, a relay's host and port): it
         is not logged; put a relay's public address in ``fields`` for the line to show.
         """
         if self._count is not None:
             self._count(event)
-        if not logger.isEnabledFor(logging.WARNING):
+        if not logger.isEnabledFor(level):
             return
         now = self._clock()
         key = (event, source)
@@ -122,7 +132,7 @@ class PeerWarnings:
         if entry[1]:
             fields["suppressed"] = entry[1]
         entry[0], entry[1] = now + self._interval_s, 0
-        logger.log(logging.WARNING, event, extra={_FIELDS: fields}, stacklevel=2)
+        logger.log(level, event, exc_info=exc_info, extra={_FIELDS: fields}, stacklevel=2)
 
     def _take_line(self, now: float) -> bool:
         """One line of the node's budget for this window, if any is left."""

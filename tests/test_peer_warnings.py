@@ -19,8 +19,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
+from veil.node.config import HttpConfig
 from veil.node.logging import PeerWarnings
+from veil.node.metrics import NodeMetrics
+from veil.node.server import HttpServer, Request, Response, Route
 from veil.onion import rpc
 from veil.onion.packet import Hop, HopError, build_packet
 
@@ -106,6 +110,38 @@ def test_nothing_is_logged_when_warnings_are_off_but_all_is_counted() -> None:
     for _ in range(5):
         warnings.warn(logger, "link_bad_frame", "192.0.2.1")
     assert lines.records == [] and len(counted) == 5
+
+
+async def test_a_bug_a_request_sets_off_is_one_traceback_and_counted_each_time() -> None:
+    async def boom(request: Request) -> Response:
+        raise RuntimeError("a bug")
+
+    metrics = NodeMetrics({"/boom": "/boom"})
+    server = HttpServer({"/boom": Route(("GET",), boom)}, HttpConfig(), metrics=metrics)
+    logger = logging.getLogger("veil.node.http")
+    lines = Lines()
+    logger.addHandler(lines)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.serve, listeners)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                for _ in range(10):
+                    assert (await client.get("/boom")).status_code == 500
+            server.stop()
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(old_level)
+    assert [(r.getMessage(), r.levelno) for r in lines.records] == [
+        ("handler_failed", logging.ERROR)
+    ]
+    assert lines.records[0].exc_info is not None  # with its traceback
+    assert lines.fields() == [{"path": "/boom"}]
+    cause = {"cause": "handler_failed"}
+    assert metrics.registry.get_sample_value("veil_peer_errors_total", cause) == 10
 
 
 # --- a real node -------------------------------------------------------------------------------

@@ -77,7 +77,10 @@ async def serve_link(
             try:
                 status, payload = await handle(packet)
             except Exception:
-                log.exception("link_handler_failed")
+                # A bug, which a peer's packet may set off again and again: rate limited.
+                (warnings or _WARNINGS).warn(
+                    log, "link_handler_failed", peer, level=logging.ERROR, exc_info=True
+                )
                 status, payload = 500, b"internal: the node failed to handle this"
             if on_request is not None:
                 on_request(status)

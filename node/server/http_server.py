@@ -23,7 +23,7 @@ import h11
 import trio
 
 from ..config import HttpConfig
-from ..logging import log_event
+from ..logging import PeerWarnings, log_event
 from ..metrics import NodeMetrics
 from ..ratelimit import TokenBucketLimiter, client_key
 from ..sockio import AnySocketIO, SocketIO
@@ -76,8 +76,12 @@ class HttpServer:
         *,
         metrics: NodeMetrics,
         limiter: TokenBucketLimiter | None = None,
+        warnings: PeerWarnings | None = None,
     ) -> None:
+        """``warnings`` takes the tracebacks of bugs a request set off (rate limited per
+        client address, counted in ``metrics``)."""
         self.routes = dict(routes)
+        self.warnings = warnings or PeerWarnings(count=metrics.count_peer_error)
         self.config = config
         self.metrics = metrics
         self.limiter = limiter
@@ -217,9 +221,12 @@ class HttpServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError, _ClientGone):
             pass
         except Exception:
-            # A bug: log it (never the peer), answer 500 if h11 still allows a response,
-            # and drop this connection, not the server.
-            log.exception("connection_failed")
+            # A bug: log it (never the peer; rate limited per peer, who may set it off
+            # again and again), answer 500 if h11 still allows a response, and drop this
+            # connection, not the server.
+            self.warnings.warn(
+                log, "connection_failed", _peer_key(stream), level=logging.ERROR, exc_info=True
+            )
             await self._answer_500(stream, state)
         finally:
             self._open -= 1
@@ -437,7 +444,14 @@ class HttpServer:
         try:
             return await route.handler(request)
         except Exception:
-            log.exception("handler_failed", extra={"veil_fields": {"path": request.path}})
+            self.warnings.warn(
+                log,
+                "handler_failed",
+                client_key(request.peer),
+                level=logging.ERROR,
+                exc_info=True,
+                path=request.path,
+            )
             return text_response(500, "internal: the node failed to handle this")
 
     async def _send_response(
@@ -478,3 +492,11 @@ class HttpServer:
             return False
         await io.send_all(data)
         return True
+
+
+def _peer_key(stream: trio.SocketStream) -> str:
+    """The rate-limit key of the peer of ``stream`` ("" if the socket cannot say)."""
+    try:
+        return client_key(str(stream.socket.getpeername()[0]))
+    except (OSError, IndexError):
+        return ""
