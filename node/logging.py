@@ -25,12 +25,13 @@ path costs one method call when DEBUG is off.
 
 What peers send is not the operator's to log line by line: anyone can open a link and
 send junk, and a WARNING per bad frame once made 6,288 lines in 4 minutes on one node.
-:class:`PeerWarnings` is the one way a peer's bad input reaches the log: every event is
-counted (a metric, by cause), and lines are rate limited, per peer and cause (the first
-at once, then at most one per ``interval_s`` saying how many were left out) and for the
-whole node (at most ``max_lines`` per ``interval_s``, so that a peer with many addresses
-gets no more). The peer's address only keys the limit and is never written (see above);
-a line about a next hop may name it, a relay's address being public.
+:class:`PeerWarnings` is the one way a peer's bad input (or the traceback of a bug it
+set off, which it may set off again and again) reaches the log: every event is counted
+(a metric, by cause), and lines are rate limited, per peer and cause (the first at once,
+then at most one per ``interval_s`` saying how many were left out) and for the whole
+node (at most ``max_lines`` per ``interval_s``, so that a peer with many addresses gets
+no more). The peer's address only keys the limit and is never written (see above); a
+line about a next hop may name it, a relay's address being public.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def log_event(logger: logging.Logger, level: int, event: str, **fields: Any) -> 
 
 
 class PeerWarnings:
-    """WARNING lines for peers' bad input, counted always and logged rate limited.
+    """Log lines for peers' bad input (WARNING) and for the bugs it sets off (ERROR, with
+    the traceback): counted always, logged rate limited.
 
     ``count(cause)`` is called for every :meth:`warn` (a metric; ``cause`` is the event
     name, a fixed string of ours). A line is written for the first event of a cause from
@@ -65,7 +67,7 @@ class PeerWarnings:
     ``interval_s`` in all (left out lines count as suppressed for their peer). At most
     ``max_peers`` (cause, peer) pairs are remembered, the oldest dropped first: a pair
     that comes back is new again, and the overall cap still holds. Called only when a
-    peer breaks the protocol, never per good packet.
+    peer breaks the protocol (or a bug breaks on its input), never per good packet.
     """
 
     __slots__ = (
