@@ -101,8 +101,8 @@ Example, with the defaults::
                                  # never passed one leaves the registry
     max_per_source = 64          # nodes registered from one address (IPv6: its /64) at
                                  # most, held at once (then 429)
-    per_source_exempt = ["127.0.0.0/8", "::1/128"]
-                                 # sources not held to max_per_source (this host)
+    per_source_exempt = []       # networks not held to max_per_source, e.g.
+                                 # ["127.0.0.0/8"] (a loopback devnet does so)
 
     [replication]                # swarm replication (node/replication/)
     ack_timeout = 2.0            # s a store waits for the swarm peers' acks before it
@@ -325,7 +325,7 @@ class AuthorityConfig:
     max_descriptors: int = MAX_NODES
     max_failed_checks: int = 3
     max_per_source: int = 64
-    per_source_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    per_source_exempt: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _at_least(self, "interval_ms", 500)

@@ -39,7 +39,13 @@ def config_tables(
     """The config of ``member``: the devnet's tables, then the caller's merged over them."""
     if member.role == "authority":
         base: dict[str, dict[str, Any]] = {
-            "authority": {"interval_ms": interval_ms, "swarm_size": swarm_size},
+            # Every node of a loopback devnet registers from 127.0.0.1: the per-source
+            # share of the registry would cap the devnet at max_per_source nodes.
+            "authority": {
+                "interval_ms": interval_ms,
+                "swarm_size": swarm_size,
+                "per_source_exempt": ["127.0.0.0/8"],
+            },
         }
         return merge_tables(base, authority_config)
     base = {
