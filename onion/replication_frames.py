@@ -11,11 +11,13 @@ with bytes in and bytes out.
 
 A *frame* is what goes over HTTP, request and reply alike::
 
-    frame = {"v": 1, "from": node ID (32), "to": node ID (32), "nonce": 24 bytes,
-             "box": XChaCha20-Poly1305(key, nonce, inner, ad = "veil/replicate" v from to)}
-    key   = BLAKE2b-KDF(X25519(own onion secret, peer's onion key), "veil/replicate",
-                        context = the two node IDs in byte order)
-    inner = {"body": canonical CBOR, "sig": Ed25519(identity key, domain b"replicate", body)}
+    frame  = {"v": 2, "from": node ID (32), "to": node ID (32), "nonce": 24 bytes,
+              "box": XChaCha20-Poly1305(key, nonce, padded, ad = "veil/replicate" v from to)}
+    key    = BLAKE2b-KDF(X25519(own onion secret, peer's onion key), "veil/replicate",
+                         context = the two node IDs in byte order)
+    padded = len(inner) (u32, big-endian) | inner | zero bytes, so that the frame is
+             exactly one of SIZE_CLASSES long (the smallest that holds it)
+    inner  = {"body": canonical CBOR, "sig": Ed25519(identity key, domain b"replicate", body)}
     body  = {"kind": str, "from", "to", "t": ms, ...kind's fields}
 
 Why both a box and a signature. The box (the static-static X25519 key of NaCl's
@@ -30,6 +32,55 @@ cannot be redirected to another node, and ``t`` is checked against the receiver'
 request body has a random ``n``; a reply names the BLAKE2b digest of its request body
 (``re``), so a reply cannot be passed off as the answer to another request.
 
+Padding (version 2). A version 1 frame was as long as its content: a push after a
+6,831-character message was 7,616 bytes on the link, so a watcher of node links read
+message lengths off replication (and could match a push to the store that caused it).
+Now every frame, request and reply of every kind, is exactly 2 KiB, 16 KiB or 128 KiB
+(:data:`SIZE_CLASSES`, the classes of onion packet bodies, onion/packet.py), so the
+length on the wire says only which class. The padding is inside the box, so it is
+authenticated, and the receiver strips it strictly: a length field that runs past the
+content, a non-zero pad byte, or a frame padded to a larger class than it needs is a
+DecodeError (one content, one encoding). Version 1 nodes refuse version 2 frames with a
+SchemaError on ``v`` (and the other way round) before any crypto, and the version byte
+is in the box's associated data.
+
+Why these classes, measured with this module (frame bytes unpadded -> padded):
+
+====================================  =========  ========  ======
+frame                                 unpadded   padded    cost
+====================================  =========  ========  ======
+pull, pushed, empty page              ~372       2,048     x5.5
+push of one 10-byte message           459        2,048     x4.5
+push of one 256-byte envelope         708        2,048     x2.9
+  (Padmé's smallest: most chat)
+push of one 6,912-byte envelope       7,364      16,384    x2.2
+push of 20 x 300 bytes                8,485      16,384    x1.9
+push of one 76,800-byte message       77,256     131,072   x1.7
+full batch, 256 x 230 bytes           86,365     131,072   x1.5
+push just over the 2 KiB class        2,352      16,384    x7.0
+push just over the 16 KiB class       16,452     131,072   x8.0
+====================================  =========  ========  ======
+
+* Padmé over the frame (onion/padding.py) costs at most 12%, but leaks O(log log L)
+  bits: around 7 KiB it gives the length to 256 bytes, dozens of distinct lengths, so a
+  watcher could still tell messages apart and match a push to the onion packet that
+  stored it. Powers of two (7 classes from 2 KiB) cost at most x2 and still split the
+  onion packet's classes further.
+* The packet classes leak nothing new for the common case: the message arrived in an
+  onion packet of one of these three classes, and its push (one message, at most
+  1,596 bytes of data in 2 KiB and 15,932 in 16 KiB) is mostly in the same class; a
+  message whose data is just under a packet class's capacity goes out in the next
+  class up (a split of that one class, not a length). The cost is bounded (x8 at
+  worst, about x3 for a typical chat message, x1.5 for full batches) and small in
+  bytes where it is largest: a 2 KiB push per member per small message, on links
+  between nodes, against the several 2 KiB packets the client's store already took.
+  Pulls, acks and empty pages (the steady anti-entropy traffic) are 2 KiB each.
+
+What a watcher still learns: that two nodes talk, when, which route (``/replicate``,
+``/replicate/pull``, ``/replicate/forward`` are plain HTTP paths), the class of each
+frame, and the number of frames, so a burst of pushes after a store still shows that a
+store happened.
+
 Kinds::
 
     push      {"messages": [msg, ...]}                       POST /replicate
@@ -41,19 +92,23 @@ Kinds::
     msg       {"a": account X25519 key (32), "ns": int, "h": hash (32), "d": data,
                "ts": ms stored first, "exp": expiry ms}
 
-Limits, checked before parsing: a frame is at most :data:`MAX_FRAME` bytes (it fits the
-peer pool's response limit); a push or a page carries at most :data:`MAX_MESSAGES`
+Limits, checked before parsing: a frame is at most :data:`MAX_FRAME` bytes (the largest
+class; it fits the peer pool's response limit and is the replication routes' body limit)
+and then exactly one of :data:`SIZE_CLASSES`; a push or a page carries at most :data:`MAX_MESSAGES`
 messages and :data:`BATCH_MAX_BYTES` counting ``len(data) + ITEM_OVERHEAD`` each (the
 first message always fits). :func:`check_message` does the checks that need the
 protocol's rules (the hash recomputed, a valid account key, the TTL limit of the
-namespace against the receiver's clock).
+namespace against the receiver's clock). A full batch (or a lone message of the largest
+body, a forwarded request, a storage reply) fits the largest class with room to spare:
+the module asserts it at import.
 
 Errors: every refusal is a typed :class:`~veil.onion.errors.VeilError`: TooLarge,
-DecodeError, SchemaError (shape), Unauthorized (unknown sender, a box that does not
-open, a bad signature, a frame for another node), ClockSkew (``t``), ProtocolError (a
-message that breaks a rule).
+DecodeError (also a length off the classes, bad padding), SchemaError (shape, a
+version other than 2), Unauthorized (unknown sender, a box that does not open, a bad
+signature, a frame for another node), ClockSkew (``t``), ProtocolError (a message that
+breaks a rule).
 
-Size: about 530 lines, 60 of them this note. One module on purpose: it is one wire
+Size: about 650 lines, 110 of them this note. One module on purpose: it is one wire
 format, read top to bottom as a specification (the tests forge frames from it), and
 every ``seal_*``/``open_*`` pair shares the private schemas, the key derivation and the
 box; split, the format would be spread over files that each make sense only with the
@@ -64,6 +119,7 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -73,6 +129,7 @@ from veil.onion.cbor import Field, Schema, decode, encode
 from veil.onion.errors import (
     BadSignature,
     ClockSkew,
+    DecodeError,
     IntegrityError,
     InvalidId,
     ProtocolError,
@@ -90,6 +147,7 @@ __all__ = [
     "MAX_FRAME",
     "MAX_MESSAGES",
     "SCOPE_BYTES",
+    "SIZE_CLASSES",
     "Forward",
     "Peer",
     "Pull",
@@ -114,7 +172,9 @@ __all__ = [
 DOMAIN: Final = b"replicate"
 _KDF_PURPOSE: Final = b"veil/replicate"
 _AD_PREFIX: Final = b"veil/replicate"
-FORMAT_VERSION: Final = 1
+#: 2: the sealed plaintext is padded so that every frame is one of SIZE_CLASSES long
+#: (version 1 frames had the length of their content).
+FORMAT_VERSION: Final = 2
 CLOCK_SKEW_MS: Final = 60_000
 #: Messages in one push or page, at most.
 MAX_MESSAGES: Final = 256
@@ -122,15 +182,21 @@ MAX_MESSAGES: Final = 256
 ITEM_OVERHEAD: Final = 160
 #: Byte budget of one push or page: ``len(data) + ITEM_OVERHEAD`` per message.
 BATCH_MAX_BYTES: Final = 100_000
-#: Largest frame: a full batch (the first message may take the whole body limit) plus
-#: the frame around it. Below node.peers.DEFAULT_MAX_RESPONSE_BYTES (144 KiB).
-MAX_FRAME: Final = 136 * 1024
+#: The lengths a frame may have (the whole HTTP body): those of onion packet bodies
+#: (onion/packet.py), so that a push tells a link watcher no more than the packet that
+#: brought its message did. See the module note.
+SIZE_CLASSES: Final[tuple[int, ...]] = (2048, 16 * 1024, 128 * 1024)
+#: Largest frame: the largest class. A full batch fits it (checked below), and it is
+#: below node.peers.DEFAULT_MAX_RESPONSE_BYTES (144 KiB).
+MAX_FRAME: Final = SIZE_CLASSES[-1]
 _MAX_TIME_MS: Final = 2**63 - 1
 _NONCE_BYTES: Final = 16
 #: A pull's scope: the asker's swarm ID and its two ring neighbours (8 bytes each).
 SCOPE_BYTES: Final = 24
 
 _KEY = Field(bytes, size=32)
+#: The padded plaintext starts with the length of the inner CBOR (big-endian u32).
+_LENGTH = struct.Struct(">I")
 _FRAME = Schema(
     "replicate.frame",
     {
@@ -200,6 +266,73 @@ _BODIES: Final = {
         },
     ),
 }
+
+
+def _frame_overhead(box_len: int) -> int:
+    """The bytes of a frame around a box of ``box_len`` bytes (its fields are all of
+    fixed size, so this depends on ``box_len`` only through the CBOR length header)."""
+    dummy = {
+        "v": FORMAT_VERSION,
+        "from": bytes(32),
+        "to": bytes(32),
+        "nonce": bytes(crypto.XNONCE_BYTES),
+        "box": bytes(box_len),
+    }
+    return len(encode(dummy)) - box_len
+
+
+def _plaintext_sizes() -> tuple[int, ...]:
+    """For each size class, the padded plaintext that makes the frame exactly that long."""
+    sizes = []
+    for size in SIZE_CLASSES:
+        box_len = size - _frame_overhead(size)
+        # The header of box_len is the header of a size-class-long box (no boundary of
+        # CBOR's length encoding lies between them): the frame is exactly ``size``.
+        assert box_len + _frame_overhead(box_len) == size
+        sizes.append(box_len - crypto.AEAD_TAG_BYTES)
+    return tuple(sizes)
+
+
+#: The padded plaintext of each class (index for index with SIZE_CLASSES).
+_PLAINTEXT_SIZES: Final = _plaintext_sizes()
+#: Upper bound of a push's bytes besides its messages' ``batch_cost``: the body's other
+#: fields (about 160 bytes), the signature and its map (about 80), the length field.
+_FIXED_OVERHEAD: Final = 1024
+# A full batch, a lone message of the largest body, a forwarded request and its reply
+# all fit the largest class, so the wire limits never refuse what the batch limits let
+# through.
+assert _PLAINTEXT_SIZES[-1] - _LENGTH.size >= BATCH_MAX_BYTES + _FIXED_OVERHEAD
+assert rpc.MAX_BODY + ITEM_OVERHEAD <= BATCH_MAX_BYTES
+assert _PLAINTEXT_SIZES[-1] - _LENGTH.size >= rpc.MAX_REQUEST_SIZE + _FIXED_OVERHEAD
+assert _PLAINTEXT_SIZES[-1] - _LENGTH.size >= rpc.MAX_REPLY_SIZE + _FIXED_OVERHEAD
+
+
+def _pad(inner: bytes) -> bytes:
+    """``inner`` as the plaintext of the smallest class that holds it: its length
+    (u32), the bytes, then zeros. :class:`ValueError` if no class holds it."""
+    need = _LENGTH.size + len(inner)
+    for size in _PLAINTEXT_SIZES:
+        if need <= size:
+            return _LENGTH.pack(len(inner)) + inner + bytes(size - need)
+    raise ValueError(f"{len(inner)} bytes of frame content is over the largest size class")
+
+
+def _unpad(padded: bytes) -> bytes:
+    """The inner bytes of an opened plaintext; :class:`DecodeError` unless the padding
+    is exactly what :func:`_pad` makes (a length that fits, zeros after it, the
+    smallest class that holds it), so that one content has one encoding."""
+    if len(padded) < _LENGTH.size:
+        raise DecodeError("the padded frame content is shorter than its length field")
+    (length,) = _LENGTH.unpack_from(padded)
+    end = _LENGTH.size + length
+    if end > len(padded):
+        raise DecodeError(f"the length field ({length}) runs past the padded content")
+    if any(padded[end:]):
+        raise DecodeError("the frame's padding is not all zero bytes")
+    smaller = [size for size in _PLAINTEXT_SIZES if size < len(padded)]
+    if smaller and end <= smaller[-1]:
+        raise DecodeError("the frame is padded to a larger size class than it needs")
+    return padded[_LENGTH.size : end]
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,15 +414,14 @@ def _seal(
     body_obj.update(fields)
     _BODIES[kind].check(body_obj)  # never send what a peer would refuse
     body = encode(body_obj)
-    inner = encode({"body": body, "sig": keys.sign(DOMAIN, body)})
+    inner = _pad(encode({"body": body, "sig": keys.sign(DOMAIN, body)}))
     nonce = os.urandom(crypto.XNONCE_BYTES)
     sender, receiver = keys.identity_public, peer.node_id
     box = crypto.aead_seal(_box_key(keys, peer), nonce, inner, _ad(sender, receiver))
     frame = encode(
         {"v": FORMAT_VERSION, "from": sender, "to": receiver, "nonce": nonce, "box": box}
     )
-    if len(frame) > MAX_FRAME:
-        raise ValueError(f"a {kind} frame of {len(frame)} bytes is over {MAX_FRAME}")
+    assert len(frame) in SIZE_CLASSES, len(frame)
     return frame, _digest(body)
 
 
@@ -308,6 +440,8 @@ def _open(
 ) -> tuple[Any, dict[str, Any], bytes]:
     """Open a frame of ``kind`` for us: (sender's entry, body fields, body digest)."""
     outer = _FRAME.decode(frame, max_size=MAX_FRAME, max_depth=1)
+    if len(frame) not in SIZE_CLASSES:
+        raise DecodeError(f"a frame of {len(frame)} bytes is not one of {SIZE_CLASSES}")
     sender_id: bytes = outer["from"]
     if outer["to"] != keys.identity_public:
         raise Unauthorized("this frame is addressed to another node")
@@ -320,7 +454,7 @@ def _open(
         )
     except IntegrityError:
         raise Unauthorized("the frame does not open: altered, or not from that node") from None
-    inner = _INNER.decode(inner_bytes, max_size=MAX_FRAME, max_depth=1)
+    inner = _INNER.decode(_unpad(inner_bytes), max_size=MAX_FRAME, max_depth=1)
     body_bytes: bytes = inner["body"]
     try:
         crypto.verify(sender_id, DOMAIN, body_bytes, inner["sig"])

@@ -237,6 +237,29 @@ async def test_unavailable_before_the_first_consensus(tmp_path: Path) -> None:
 # --- the replication routes ------------------------------------------------------------------
 
 
+def frame_of(sender: bytes, receiver: bytes, nonce: bytes, box: bytes, v: int = 2) -> bytes:
+    return encode({"v": v, "from": sender, "to": receiver, "nonce": nonce, "box": box})
+
+
+def box_length(size_class: int) -> int:
+    """The box that makes a frame exactly ``size_class`` bytes (its other fields have
+    fixed sizes; the box's CBOR length header is the same for both lengths)."""
+    around = len(frame_of(bytes(32), bytes(32), bytes(24), bytes(size_class))) - size_class
+    return size_class - around
+
+
+def pad_inner(inner: bytes, *, pad_byte: int = 0) -> bytes:
+    """``inner`` padded as the spec says: u32 length, inner, zeros up to the smallest
+    class (``pad_byte`` in the last byte, to forge bad padding)."""
+    size = next(
+        box_length(c) - crypto.AEAD_TAG_BYTES
+        for c in wire.SIZE_CLASSES
+        if 4 + len(inner) <= box_length(c) - crypto.AEAD_TAG_BYTES
+    )
+    padded = len(inner).to_bytes(4, "big") + inner + bytes(size - 4 - len(inner))
+    return padded[:-1] + bytes([pad_byte])
+
+
 def forge_frame(
     *,
     onion_secret: bytes,
@@ -244,18 +267,23 @@ def forge_frame(
     receiver: ConsensusNode,
     body: dict[str, Any],
     signer: NodeKeys,
+    version: int = 2,
+    pad_byte: int = 0,
 ) -> bytes:
-    """A frame built from the spec: ``body`` signed by ``signer``, boxed with the static
-    X25519 key of ``onion_secret`` and ``receiver``'s onion key, claiming ``sender``."""
+    """A frame built from the spec: ``body`` signed by ``signer``, padded to its class
+    (not for version 1), boxed with the static X25519 key of ``onion_secret`` and
+    ``receiver``'s onion key, claiming ``sender``."""
     body_bytes = encode(body)
     inner = encode({"body": body_bytes, "sig": signer.sign(b"replicate", body_bytes)})
+    if version != 1:
+        inner = pad_inner(inner, pad_byte=pad_byte)
     shared = crypto.x25519(onion_secret, receiver.onion_key)
     a, b = sorted((sender, receiver.node_id))
     key = crypto.kdf(shared, b"veil/replicate", context=a + b)
     nonce = os.urandom(24)
-    ad = b"veil/replicate" + bytes([1]) + sender + receiver.node_id
+    ad = b"veil/replicate" + bytes([version]) + sender + receiver.node_id
     box = crypto.aead_seal(key, nonce, inner, ad)
-    return encode({"v": 1, "from": sender, "to": receiver.node_id, "nonce": nonce, "box": box})
+    return frame_of(sender, receiver.node_id, nonce, box, version)
 
 
 def push_body(
@@ -318,20 +346,19 @@ async def test_replicate_refuses_bad_frames_and_accepts_a_listed_peers_push(net:
 
     cases = {
         "not CBOR": (b"\xff\x00garbage", 400, "bad_request"),
-        "not a frame": (encode({"v": 1}), 400, "bad_request"),
+        "not a frame": (encode({"v": 2}), 400, "bad_request"),
         "unsigned (no box)": (
-            encode(
-                {
-                    "v": 1,
-                    "from": peer.node_id,
-                    "to": receiver.node_id,
-                    "nonce": bytes(24),
-                    "box": bytes(16),
-                }
-            ),
+            frame_of(peer.node_id, receiver.node_id, bytes(24), bytes(box_length(2048))),
             401,
             "unauthorized",
         ),
+        "a length off the size classes": (
+            frame_of(peer.node_id, receiver.node_id, bytes(24), bytes(2000)),
+            400,
+            "bad_request",
+        ),
+        "version 1 (unpadded: a node from before padding)": (forged(version=1), 400, "bad_request"),
+        "a non-zero pad byte": (forged(pad_byte=1), 400, "bad_request"),
         "unknown sender": (
             wire.seal_push(stranger, receiver, [good], now_ms=t)[0],
             401,
