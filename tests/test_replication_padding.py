@@ -3,17 +3,18 @@
 Against real processes on 127.0.0.1: one authority and two nodes (one swarm). Node B
 advertises the address of a TCP relay of this test, which forwards every byte to B's
 real port and keeps a copy of what comes in, so the relay sees exactly what a passive
-observer of the link A -> B sees: node A's pushes (and pulls) to B, the authority's
-liveness checks, onion links. The relay parses the HTTP requests on each connection
-(a connection that upgrades to an onion link is left alone) and records the length of
-every replication request, head and body, as it crossed the wire.
+observer of the link A <-> B sees: node A's pushes (and pulls) to B and B's answers,
+the authority's liveness checks, onion links. The relay parses the HTTP messages on
+each connection, both ways (a connection that upgrades to an onion link is left alone),
+and records the length of every replication request and answer, head and body, as it
+crossed the wire.
 
 Issue 11, item 3: a push after a 6,831-character message was 7,616 bytes, so the link
 told message lengths. Here messages of 10 and 1,500 bytes (one size class) must give
 pushes of one length, as must messages of 6,000 and 12,000 bytes (the next class), and
-every replication request must be one of the frame size classes long. Before frames
-were padded this failed: the first pair gave pushes of 455 and 1,948 bytes of body
-(527 and 2,021 bytes on the wire).
+every replication request and sealed answer must be one of the frame size classes
+long. Before frames were padded this failed: the first pair gave pushes of 455 and
+1,948 bytes of body (527 and 2,021 bytes on the wire).
 
 No timed assertions: waits are polls with generous deadlines.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -38,37 +40,41 @@ from veil.onion.keys import Account
 pytestmark = pytest.mark.slow
 
 _HEAD_END = b"\r\n\r\n"
-_REQUEST_LINE = re.compile(rb"^([A-Z]+) (\S+) HTTP/1\.1\r\n")
+_REQUEST_LINE = re.compile(rb"^[A-Z]+ (\S+) HTTP/1\.1\r\n")
+_STATUS_LINE = re.compile(rb"^HTTP/1\.1 (\d{3}) ")
 
 
 @dataclass
 class Seen:
-    """One HTTP request as it crossed the link: its target, body and total bytes."""
+    """One HTTP message as it crossed the link: the request's target, the answer's
+    status (0 for a request), its body and total bytes."""
 
     target: str
+    status: int
     body_bytes: int
     wire_bytes: int
 
 
 @dataclass
 class LinkWatch:
-    """Parses the requests on each relayed connection (client to server direction)."""
+    """Parses the HTTP requests and answers on each relayed connection."""
 
     requests: list[Seen] = field(default_factory=list)
+    answers: list[Seen] = field(default_factory=list)
 
-    async def parse(self, stream: trio.MemoryReceiveChannel[bytes]) -> None:
+    async def parse(
+        self, stream: trio.MemoryReceiveChannel[bytes], targets: list[str], *, answers: bool
+    ) -> None:
+        """Parse one direction of a connection; requests append their target to
+        ``targets``, answers take them in order (HTTP/1.1 without pipelining)."""
         buffer = b""
         async for chunk in stream:
             buffer += chunk
-            while True:
-                end = buffer.find(_HEAD_END)
-                if end < 0:
-                    break
+            while (end := buffer.find(_HEAD_END)) >= 0:
                 head = buffer[: end + len(_HEAD_END)]
-                line = _REQUEST_LINE.match(head)
-                assert line is not None, head[:100]
-                headers = dict(h.split(b":", 1) for h in head.split(b"\r\n")[1:] if b":" in h)
-                headers = {k.strip().lower(): v.strip() for k, v in headers.items()}
+                lines = head.split(b"\r\n")
+                pairs = (h.split(b":", 1) for h in lines[1:] if b":" in h)
+                headers = {k.strip().lower(): v.strip() for k, v in pairs}
                 if b"upgrade" in headers:  # an onion link: not HTTP from here on
                     async for _ in stream:
                         pass
@@ -77,9 +83,18 @@ class LinkWatch:
                 length = int(headers.get(b"content-length", b"0"))
                 if len(buffer) < len(head) + length:
                     break  # the rest of the body has not arrived yet
-                target = line.group(2).decode()
-                self.requests.append(Seen(target, length, len(head) + length))
                 buffer = buffer[len(head) + length :]
+                if answers:
+                    status = _STATUS_LINE.match(head)
+                    assert status is not None, head[:100]
+                    target = targets.pop(0)
+                    seen = Seen(target, int(status.group(1)), length, len(head) + length)
+                    self.answers.append(seen)
+                else:
+                    line = _REQUEST_LINE.match(head)
+                    assert line is not None, head[:100]
+                    targets.append(line.group(1).decode())
+                    self.requests.append(Seen(targets[-1], 0, length, len(head) + length))
 
     def replication(self, target: str = "/replicate") -> list[Seen]:
         return [r for r in self.requests if r.target == target]
@@ -92,22 +107,20 @@ async def relay(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Forward every connection to ``listen_port`` to ``to_port``, copying what the
-    connecting side sends into ``watch``."""
+    """Forward every connection to ``listen_port`` to ``to_port``, copying both
+    directions into ``watch``."""
 
     async def pipe(
-        src: trio.SocketStream, dst: trio.SocketStream, copy: trio.MemorySendChannel[bytes] | None
+        src: trio.SocketStream, dst: trio.SocketStream, copy: trio.MemorySendChannel[bytes]
     ) -> None:
         try:
             while data := await src.receive_some(65536):
-                if copy is not None:
-                    await copy.send(data)
+                await copy.send(data)
                 await dst.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
-            if copy is not None:
-                await copy.aclose()
+            await copy.aclose()
             with trio.CancelScope(shield=True):
                 await dst.aclose()
 
@@ -117,11 +130,12 @@ async def relay(
         except OSError:
             await client.aclose()
             return
-        send, receive = trio.open_memory_channel[bytes](1000)
+        targets: list[str] = []
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch.parse, receive)
-            nursery.start_soon(pipe, client, upstream, send)
-            nursery.start_soon(pipe, upstream, client, None)
+            for src, dst, answers in ((client, upstream, False), (upstream, client, True)):
+                send, receive = trio.open_memory_channel[bytes](1000)
+                nursery.start_soon(partial(watch.parse, receive, targets, answers=answers))
+                nursery.start_soon(pipe, src, dst, send)
 
     listeners = await trio.open_tcp_listeners(listen_port, host="127.0.0.1")
     task_status.started()
@@ -183,3 +197,7 @@ async def test_replication_pushes_on_a_node_link_have_only_the_size_of_their_cla
     frames = [r for r in watch.requests if r.target.startswith("/replicate")]
     assert {r.body_bytes for r in frames} <= set(wire.SIZE_CLASSES), frames
     assert [r.body_bytes for r in pushes] == [2048, 2048, 16384, 16384]
+    # The answers (acks, pages) too: every 200 answer to a replication request.
+    sealed = [r for r in watch.answers if r.target.startswith("/replicate") and r.status == 200]
+    assert len(sealed) >= len(lengths), watch.answers
+    assert {r.body_bytes for r in sealed} <= set(wire.SIZE_CLASSES), sealed

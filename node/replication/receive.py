@@ -14,7 +14,10 @@ expire) is accepted only from a member of this node's own swarm and is executed 
 storage service with its usual checks, never forwarded again.
 
 Every refusal is a typed :class:`~veil.onion.errors.VeilError` that the route answers
-with its status, counted by wire status; nothing from a peer can crash the node. Trust:
+with its status, counted by wire status; nothing from a peer can crash the node. The
+sealed answers are padded to the frame size classes as requests are; a refusal is a
+plain-text HTTP error (it tells a watcher that a frame was refused, and why, but no
+stored message's length). Trust:
 a listed node can add messages to the accounts of any swarm it pushes to (as in
 Session, whose storage servers trust each other's pushes); it cannot read what it is
 not given.

@@ -11,6 +11,11 @@ open the sealed answer against the peer's keys and our clock. One attempt each: 
 retry policy is the caller's (the push queue backs off; a pull waits for the next round;
 a forward is never retried, as the client's signature is only good for the clock-skew
 window).
+
+Every frame posted here, and every sealed answer, is exactly one of
+:data:`~veil.onion.replication_frames.SIZE_CLASSES` long (2, 16 or 128 KiB, padded
+inside the box), so what a watcher of the link reads off a request is its class and
+route, never the length of the messages it carries.
 """
 
 from __future__ import annotations
