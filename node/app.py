@@ -44,6 +44,7 @@ read across files.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -81,6 +82,7 @@ from .keystore import (
     write_file_atomic,
 )
 from .link import HttpForwarder, LinkPool, open_link_pool, serve_link
+from .link.auth import LinkGate, listed_node_id
 from .logging import PeerWarnings, log_event
 from .metrics import CONTENT_TYPE, NodeMetrics, StorageFigure
 from .network_view import NetworkView
@@ -178,6 +180,8 @@ class Node:
             deliver_timeout=on.deliver_timeout,
             next_hop_allowed=None if self.network.standalone else self.network.next_hop_allowed,
         )
+        #: Who may open a link to this node: listed nodes with a proof (node/link/auth.py).
+        self.link_gate = LinkGate(self.network, clock)
         rl = config.rate_limit
         limiter = (
             _RelayExemptLimiter(rl.rate, rl.burst, rl.max_clients, rl.exempt, self.network)
@@ -244,6 +248,7 @@ class Node:
                 rate_limited=True,
                 upgrade=self._serve_link,
                 upgrade_token=UPGRADE_TOKEN,
+                upgrade_check=self.link_gate.check,
             ),
         }
         if self.config.debug.clock_control:
@@ -424,6 +429,8 @@ async def open_node(
                 write_timeout=config.http.write_timeout,
                 fallback_ttl=config.link.fallback_ttl,
                 warnings=peer_warnings,
+                # Our proof to each peer, for the node ID listed at its address.
+                identity=(keys, functools.partial(listed_node_id, network), clock),
             ) as links,
         ):
             try:

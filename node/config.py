@@ -21,6 +21,7 @@ Example, with the defaults::
     [http]
     max_header_bytes = 8192      # request line + headers (h11 max_incomplete_event_size)
     max_connections = 1024       # open client connections; beyond it: 503 and close
+    max_connections_per_address = 256  # of those, from one IP (IPv6: one /64); beyond: 503
     idle_timeout = 30.0          # s a keep-alive connection may sit between requests
     request_timeout = 10.0       # s to receive one whole request, from its first byte
     write_timeout = 10.0         # s to hand one response to a client that reads slowly
@@ -180,6 +181,7 @@ class HttpConfig:
 
     max_header_bytes: int = 8192
     max_connections: int = 1024
+    max_connections_per_address: int = 256
     idle_timeout: float = 30.0
     request_timeout: float = 10.0
     write_timeout: float = 10.0
@@ -188,6 +190,7 @@ class HttpConfig:
     def __post_init__(self) -> None:
         _at_least(self, "max_header_bytes", 1024)
         _at_least(self, "max_connections", 1)
+        _at_least(self, "max_connections_per_address", 1)
         for name in ("idle_timeout", "request_timeout", "write_timeout"):
             _positive(self, name)
         _at_least(self, "shutdown_grace", 0)

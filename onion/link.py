@@ -16,12 +16,15 @@ listener), with an upgrade, as WebSocket does::
 
     GET /link HTTP/1.1            ->   HTTP/1.1 101 Switching Protocols
     Connection: Upgrade                Connection: Upgrade
-    Upgrade: veil-link/1               Upgrade: veil-link/1
+    Upgrade: veil-link/2               Upgrade: veil-link/2
+    Veil-Link-Proof: <hex>
 
-A node that does not speak the link answers anything else (an older node: 404) and the
-caller falls back to ``POST /onion``. After the 101 both sides send frames, and only
-frames. The side that asked (the *client*) sends requests; the other (the *server*)
-answers each request exactly once.
+A node that does not speak the link answers anything else (an older node: 404; a node
+of the previous link version, ``veil-link/1``: 426) and the caller falls back to ``POST
+/onion``. The proof says which listed node opens the link (see "who opens a link",
+below); a node in a network refuses an upgrade without a valid one (403). After the
+101 both sides send frames, and only frames. The side that asked (the *client*) sends
+requests; the other (the *server*) answers each request exactly once.
 
 A frame is a 12-byte head and a payload::
 
@@ -51,27 +54,42 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from .errors import ProtocolError
+from . import crypto
+from .errors import BadSignature, InvalidKey, ProtocolError
+from .keys import NodeKeys
 from .packet import MAX_PACKET_LEN, MAX_REPLY_LEN
 
 __all__ = [
     "HEAD_LEN",
     "MAX_ERROR_LEN",
     "MAX_STREAM_ID",
+    "NONCE_LEN",
+    "OPEN_DOMAIN",
+    "PROOF_HEADER",
+    "PROOF_LEN",
+    "PROOF_TEXT_LEN",
+    "PROOF_WINDOW_MS",
     "REQUEST",
     "RESPONSE",
     "UPGRADE_PATH",
     "UPGRADE_TOKEN",
     "Frame",
     "FrameReader",
+    "LinkProof",
+    "LinkProofError",
     "LinkProtocolError",
     "encode_request",
     "encode_response",
+    "make_link_proof",
+    "parse_link_proof",
+    "verify_link_proof",
 ]
 
-#: The path and the ``Upgrade`` token of the HTTP/1.1 handshake that opens a link.
+#: The path and the ``Upgrade`` token of the HTTP/1.1 handshake that opens a link. /2:
+#: the opener proves its identity (/1 had no proof; either side of a /1-/2 pair answers
+#: the other's token 426, and the opener falls back to POST /onion).
 UPGRADE_PATH: Final = "/link"
-UPGRADE_TOKEN: Final = b"veil-link/1"
+UPGRADE_TOKEN: Final = b"veil-link/2"
 
 REQUEST: Final = 1
 RESPONSE: Final = 2
@@ -203,3 +221,109 @@ class FrameReader:
         else:
             self._pos = end
         return Frame(kind, stream, status, payload)
+
+
+# --- who opens a link -------------------------------------------------------------------
+#
+# Links are for relays, and relays are listed: packets from clients never come over a
+# link (clients POST /onion to their guard). So a node in a network lets only a node
+# listed in its consensus open one (an unauthenticated upgrade let one address hold
+# 1,019 links for their 300 s idle time, and the node answered GET /info 503 for 36 s).
+# The opener proves it holds a listed identity key in the upgrade request itself, in
+# one header, so the upgrade stays one round trip (a server challenge would add one):
+#
+#     Veil-Link-Proof: hex(opener_id 32 | time_ms u64 | nonce 16 | signature 64)
+#
+# The signature (the opener's Ed25519 identity key, domain :data:`OPEN_DOMAIN`) covers
+# the *server's* node ID, the opener's ID, the time and the nonce: a proof copied off the
+# wire opens nothing at another node, and at the same node only within the time window,
+# once (the server remembers ``opener_id | nonce`` for the window). Checked once per
+# link, never per packet: the relay's hot path does not change.
+
+#: The request header that carries the proof (h11 gives header names lower-cased).
+PROOF_HEADER: Final = b"veil-link-proof"
+#: The signature domain of a link proof (see veil.onion.crypto.sign).
+OPEN_DOMAIN: Final = b"link open/v1"
+_PROOF_HEAD = struct.Struct(">32sQ16s")
+NONCE_LEN: Final = 16
+#: A proof's bytes, and the length of the header's text (lower-case hex).
+PROOF_LEN: Final = _PROOF_HEAD.size + crypto.SIG_BYTES  # 120
+PROOF_TEXT_LEN: Final = 2 * PROOF_LEN  # 240
+#: How far a proof's time may be from the server's clock (ms): the network's clock skew
+#: for signed requests (60 s), as the storage RPC allows.
+PROOF_WINDOW_MS: Final = 60_000
+_HEX_DIGITS: Final = frozenset(b"0123456789abcdef")
+
+
+class LinkProofError(ProtocolError):
+    """An upgrade's proof is missing, malformed, forged, stale or replayed."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkProof:
+    """A parsed (not yet verified) proof: who claims to open the link, when, and its nonce."""
+
+    opener_id: bytes
+    time_ms: int
+    nonce: bytes
+    signature: bytes
+
+    @property
+    def replay_tag(self) -> bytes:
+        """What the server remembers for the window to refuse the proof a second time."""
+        return self.opener_id + self.nonce
+
+
+def _open_message(server_id: bytes, opener_id: bytes, time_ms: int, nonce: bytes) -> bytes:
+    return server_id + _PROOF_HEAD.pack(opener_id, time_ms, nonce)
+
+
+def make_link_proof(
+    keys: NodeKeys, server_id: bytes, time_ms: int, rng: crypto.Rng = crypto.system_rng
+) -> bytes:
+    """The :data:`PROOF_HEADER` value with which ``keys`` opens a link to ``server_id``.
+
+    ``time_ms`` is the opener's clock; the nonce is fresh from ``rng``. Raises
+    ValueError for a server ID that is not 32 bytes or a time out of range (a bug).
+    """
+    if len(server_id) != 32:
+        raise ValueError("a node ID is 32 bytes")
+    if not 0 <= time_ms < 2**64:
+        raise ValueError(f"time {time_ms} out of range")
+    opener_id = keys.identity_public
+    nonce = rng(NONCE_LEN)
+    signature = keys.sign(OPEN_DOMAIN, _open_message(server_id, opener_id, time_ms, nonce))
+    return (_PROOF_HEAD.pack(opener_id, time_ms, nonce) + signature).hex().encode("ascii")
+
+
+def parse_link_proof(value: bytes | None) -> LinkProof:
+    """The proof in a :data:`PROOF_HEADER` value; :class:`LinkProofError` unless it is
+    exactly :data:`PROOF_TEXT_LEN` lower-case hex digits (one spelling per proof, so the
+    replay check cannot be dodged by re-spelling it). Checks no signature."""
+    if value is None:
+        raise LinkProofError("no link proof: only listed nodes may open a link")
+    if len(value) != PROOF_TEXT_LEN or not _HEX_DIGITS.issuperset(value):
+        raise LinkProofError(f"a link proof is {PROOF_TEXT_LEN} lower-case hex digits")
+    raw = bytes.fromhex(value.decode("ascii"))
+    opener_id, time_ms, nonce = _PROOF_HEAD.unpack_from(raw)
+    return LinkProof(opener_id, time_ms, nonce, raw[_PROOF_HEAD.size :])
+
+
+def verify_link_proof(
+    proof: LinkProof,
+    server_id: bytes,
+    opener_key: bytes,
+    now_ms: int,
+    window_ms: int = PROOF_WINDOW_MS,
+) -> None:
+    """Check ``proof`` was made for ``server_id`` by ``opener_key`` (the listed identity
+    key of ``proof.opener_id``) within ``window_ms`` of ``now_ms``; :class:`LinkProofError`
+    if not. The caller refuses a replay (:attr:`LinkProof.replay_tag`) and an unlisted
+    opener; this checks the time first (cheap), then the signature."""
+    if abs(now_ms - proof.time_ms) > window_ms:
+        raise LinkProofError(f"link proof time is {(proof.time_ms - now_ms) // 1000} s off")
+    message = _open_message(server_id, proof.opener_id, proof.time_ms, proof.nonce)
+    try:
+        crypto.verify(opener_key, OPEN_DOMAIN, message, proof.signature)
+    except (BadSignature, InvalidKey):
+        raise LinkProofError("link proof signature does not verify") from None

@@ -302,11 +302,12 @@ async def test_a_get_link_without_the_upgrade_gets_426(
     server = await LinkServer().start(nursery)
     status, body = await http.get(HOST, server.port, UPGRADE_PATH, timeout=10)
     assert status == 426
-    assert b"veil-link/1" in body
+    assert b"veil-link/2" in body
     for extra in (
-        b"Upgrade: veil-link/1\r\n",  # no Connection: upgrade
+        b"Upgrade: veil-link/2\r\n",  # no Connection: upgrade
         b"Connection: Upgrade\r\nUpgrade: websocket\r\n",  # another protocol
-        b"Connection: Upgrade\r\nUpgrade: veil-link/2\r\n",
+        # The previous version (no proof of who opens): an old node falls back to POST.
+        b"Connection: Upgrade\r\nUpgrade: veil-link/1\r\n",
     ):
         raw = await raw_request(server.port, b"GET /link HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
         assert raw.startswith(b"HTTP/1.1 426 "), raw[:40]
@@ -569,7 +570,7 @@ class OneShotLinks:
             head += data
         await stream.send_all(
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
-            b"Upgrade: veil-link/1\r\n\r\n"
+            b"Upgrade: veil-link/2\r\n\r\n"
         )
         reader = FrameReader(REQUEST, MAX_PACKET_LEN)
         reader.receive_data(head.split(b"\r\n\r\n", 1)[1])
@@ -640,7 +641,7 @@ class StallingLinks:
             head += await stream.receive_some(4096)
         await stream.send_all(
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
-            b"Upgrade: veil-link/1\r\n\r\n"
+            b"Upgrade: veil-link/2\r\n\r\n"
         )
         reader = FrameReader(REQUEST, MAX_PACKET_LEN)
         reader.receive_data(head.split(b"\r\n\r\n", 1)[1])
@@ -685,7 +686,7 @@ async def upgraded(port: int) -> tuple[trio.SocketStream, bytes]:
     """A raw connection that asked for the link and got the 101; bytes past the head."""
     stream = await trio.open_tcp_stream(HOST, port)
     await stream.send_all(
-        b"GET /link HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: veil-link/1\r\n\r\n"
+        b"GET /link HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: veil-link/2\r\n\r\n"
     )
     head = b""
     with trio.fail_after(20):  # a hang guard only

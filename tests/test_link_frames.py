@@ -3,7 +3,9 @@
 Round trips in arbitrary splits, the limits checked on the head (before any payload
 byte), every malformed head refused with LinkProtocolError, and properties: arbitrary
 bytes give frames or LinkProtocolError and nothing else, and the reader never holds more
-than it was given.
+than it was given. The upgrade's proof (who opens a link): round trips, verifies only
+for its server, opener key and time window, and any other header value is refused with
+LinkProofError (exact length, lower-case hex only).
 """
 
 from __future__ import annotations
@@ -15,17 +17,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from veil.onion.errors import ProtocolError
+from veil.onion.keys import NodeKeys
 from veil.onion.link import (
     HEAD_LEN,
     MAX_ERROR_LEN,
     MAX_STREAM_ID,
+    NONCE_LEN,
+    PROOF_LEN,
+    PROOF_TEXT_LEN,
+    PROOF_WINDOW_MS,
     REQUEST,
     RESPONSE,
     Frame,
     FrameReader,
+    LinkProofError,
     LinkProtocolError,
     encode_request,
     encode_response,
+    make_link_proof,
+    parse_link_proof,
+    verify_link_proof,
 )
 from veil.onion.packet import MAX_PACKET_LEN, MAX_REPLY_LEN
 
@@ -318,3 +329,82 @@ def test_frame_reader_refuses_bad_arguments() -> None:
         FrameReader(3, 100)
     with pytest.raises(ValueError):
         FrameReader(REQUEST, -1)
+
+
+# --- the upgrade's proof of who opens a link -----------------------------------------------
+
+SERVER = NodeKeys.generate()
+OPENER = NodeKeys.generate()
+NOW_MS = 1_700_000_000_000
+
+
+def test_a_proof_round_trips_and_verifies_only_for_its_server_key_and_window() -> None:
+    value = make_link_proof(OPENER, SERVER.identity_public, NOW_MS)
+    assert len(value) == PROOF_TEXT_LEN and value == value.lower()
+    proof = parse_link_proof(value)
+    assert proof.opener_id == OPENER.identity_public
+    assert proof.time_ms == NOW_MS and len(proof.nonce) == NONCE_LEN
+    assert proof.replay_tag == OPENER.identity_public + proof.nonce
+    verify_link_proof(proof, SERVER.identity_public, OPENER.identity_public, NOW_MS)
+    verify_link_proof(
+        proof, SERVER.identity_public, OPENER.identity_public, NOW_MS + PROOF_WINDOW_MS
+    )
+    bad = [
+        (OPENER.identity_public, OPENER.identity_public, NOW_MS),  # another server
+        (SERVER.identity_public, SERVER.identity_public, NOW_MS),  # another opener key
+        (SERVER.identity_public, OPENER.identity_public, NOW_MS + PROOF_WINDOW_MS + 1),
+        (SERVER.identity_public, OPENER.identity_public, NOW_MS - PROOF_WINDOW_MS - 1),
+    ]
+    for server_id, opener_key, now in bad:
+        with pytest.raises(LinkProofError):
+            verify_link_proof(proof, server_id, opener_key, now)
+    # Fresh nonces: two proofs of the same moment differ.
+    assert parse_link_proof(make_link_proof(OPENER, SERVER.identity_public, NOW_MS)) != proof
+
+
+def test_a_missing_proof_is_a_typed_error() -> None:
+    with pytest.raises(LinkProofError):
+        parse_link_proof(None)
+    assert issubclass(LinkProofError, ProtocolError)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=2 * PROOF_TEXT_LEN))
+def test_garbage_proofs_are_refused_with_a_typed_error(value: bytes) -> None:
+    """Arbitrary header bytes: a LinkProofError, or (only for exactly 240 lower-case hex
+    digits) a proof whose signature then does not verify."""
+    try:
+        proof = parse_link_proof(value)
+    except LinkProofError:
+        return
+    assert len(value) == PROOF_TEXT_LEN and bytes.fromhex(value.decode()) == (
+        proof.opener_id + proof.time_ms.to_bytes(8, "big") + proof.nonce + proof.signature
+    )
+    with pytest.raises(LinkProofError):
+        verify_link_proof(proof, SERVER.identity_public, OPENER.identity_public, proof.time_ms)
+
+
+@given(st.integers(0, PROOF_LEN * 2 + 8).filter(lambda n: n != PROOF_TEXT_LEN))
+def test_any_other_length_is_refused_before_decoding(length: int) -> None:
+    with pytest.raises(LinkProofError, match="hex digits"):
+        parse_link_proof(b"a" * length)
+
+
+@given(st.integers(0, PROOF_TEXT_LEN - 1), st.sampled_from(b"ABCDEFgxyz \t+-=/"))
+def test_one_foreign_character_is_refused(at: int, char: int) -> None:
+    """One spelling per proof (no upper case, spaces or signs, which bytes.fromhex or
+    base64 would take), so a replay cannot pass as a new proof by re-spelling."""
+    value = bytearray(make_link_proof(OPENER, SERVER.identity_public, NOW_MS))
+    value[at] = char
+    with pytest.raises(LinkProofError):
+        parse_link_proof(bytes(value))
+
+
+@given(st.binary(min_size=PROOF_LEN, max_size=PROOF_LEN))
+def test_a_tampered_proof_never_verifies(raw: bytes) -> None:
+    good = bytes.fromhex(make_link_proof(OPENER, SERVER.identity_public, NOW_MS).decode())
+    if raw == good:
+        return
+    proof = parse_link_proof(raw.hex().encode())
+    with pytest.raises(LinkProofError):
+        verify_link_proof(proof, SERVER.identity_public, OPENER.identity_public, proof.time_ms)

@@ -358,7 +358,7 @@ def test_an_address_over_its_rate_gets_429_at_once(tmp_path: Path) -> None:
 
 # --- the node-to-node link ---------------------------------------------------------------
 
-UPGRADE = b"GET /link HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: veil-link/1\r\n\r\n"
+UPGRADE = b"GET /link HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: veil-link/2\r\n\r\n"
 
 
 def upgraded(node: NodeHandle) -> tuple[socket.socket, bytes]:

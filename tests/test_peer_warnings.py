@@ -146,7 +146,7 @@ async def test_a_bug_a_request_sets_off_is_one_traceback_and_counted_each_time()
 
 # --- a real node -------------------------------------------------------------------------------
 
-UPGRADE = b"GET /link HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: veil-link/1\r\n\r\n"
+UPGRADE = b"GET /link HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: veil-link/2\r\n\r\n"
 #: A frame head of an unknown kind: the node drops the link at once.
 BAD_FRAME = b"\xff" + bytes(11)
 LINKS_PER_ADDRESS = 40
@@ -206,7 +206,7 @@ def bad_next_hop() -> Iterator[tuple[str, int]]:
                 while b"\r\n\r\n" not in got and (data := conn.recv(65536)):
                     got += data
                 conn.sendall(
-                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: veil-link/1\r\n"
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: veil-link/2\r\n"
                     b"Connection: Upgrade\r\n\r\n" + BAD_FRAME
                 )
                 with contextlib.suppress(OSError):

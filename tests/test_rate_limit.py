@@ -26,7 +26,7 @@ from .nodeutil import NodeHandle, node_process, now_ms
 
 BURST = 5
 LIMIT = {"rate": 0.001, "burst": float(BURST), "exempt": []}
-UPGRADE = b"GET /link HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: veil-link/1\r\n\r\n"
+UPGRADE = b"GET /link HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: veil-link/2\r\n\r\n"
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,10 @@ within ``connect_timeout``). Many packets are in flight on it at once, each a st
 reader task per link matches responses to their waiting requests by stream number.
 Sending needs no task of its own (writer.py). A peer that answers the upgrade with 400,
 404, 405, 426 or 501 is reached over HTTP (:class:`HttpForwarder`'s ``POST /onion``)
-for ``fallback_ttl`` seconds. Deadlines ride with the request and a watchdog fails late
+for ``fallback_ttl`` seconds. The upgrade carries this node's proof of identity for the
+peer's node ID (veil.onion.link; ``server_id_for`` finds the ID listed at the peer's
+address, once per link opened), without which a node in a network answers 403, which is
+no fallback: HopUnreachable. Deadlines ride with the request and a watchdog fails late
 ones four times a second (a cancel scope per packet cost about 5 % of a relayed
 packet's CPU). This is the relay's hot path: ``./scripts/bench node`` measures it.
 The whole contract (bounds, errors, the one resend on a fresh link) is in the
@@ -18,7 +21,7 @@ package's note, node/link/__init__.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,13 +30,16 @@ import trio
 
 from veil.onion.errors import HopTimeout, HopUnreachable, RateLimited
 from veil.onion.hostport import format_hostport
+from veil.onion.keys import NodeKeys
 from veil.onion.link import (
+    PROOF_HEADER,
     RESPONSE,
     UPGRADE_PATH,
     UPGRADE_TOKEN,
     FrameReader,
     LinkProtocolError,
     encode_request,
+    make_link_proof,
 )
 from veil.onion.packet import MAX_REPLY_LEN
 
@@ -53,6 +59,10 @@ _NO_LINK_STATUSES = frozenset({400, 404, 405, 426, 501})
 _TICK_S = 0.25
 #: The largest HTTP head accepted in answer to the upgrade request.
 _MAX_HANDSHAKE_HEAD = 8192
+
+#: Who this node is when it opens a link: its keys, the node ID listed at a peer's
+#: ``(host, port)`` (None: unknown, the upgrade goes without a proof), and its clock (ms).
+LinkIdentity = tuple[NodeKeys, Callable[[str, int], bytes | None], Callable[[], int]]
 
 
 class _Link:
@@ -103,8 +113,12 @@ class LinkPool:
         write_timeout: float = 10.0,
         fallback_ttl: float = 600.0,
         warnings: PeerWarnings | None = None,
+        identity: LinkIdentity | None = None,
     ) -> None:
+        """``identity`` proves who opens each link (None: no proof, which only a
+        standalone node accepts; tests and benchmarks)."""
         self._nursery = nursery
+        self.identity = identity
         #: Where a next hop's bad frames go (rate-limited lines and a metric).
         self.warnings = warnings or PeerWarnings()
         self.http = http
@@ -269,7 +283,7 @@ class LinkPool:
             except OSError as exc:
                 raise HopUnreachable(f"cannot connect to {host}:{port}: {exc}") from None
             try:
-                extra = await _handshake(stream, host, port)
+                extra = await _handshake(stream, host, port, self._proof(host, port))
             except BaseException:
                 await trio.aclose_forcefully(stream)
                 raise
@@ -324,6 +338,16 @@ class LinkPool:
                 del self._links[key]
             await trio.aclose_forcefully(link.stream)
 
+    def _proof(self, host: str, port: int) -> bytes | None:
+        """The upgrade's proof header for the peer at ``host:port``, if we can make one."""
+        if self.identity is None:
+            return None
+        keys, server_id_for, clock = self.identity
+        server_id = server_id_for(host, port)
+        if server_id is None:
+            return None  # not listed (or standalone): a node in a network will say 403
+        return make_link_proof(keys, server_id, clock())
+
     def _close_link(self, link: _Link, reason: str) -> None:
         if not link.closed:
             link.fail_all(reason)
@@ -347,19 +371,21 @@ class LinkPool:
             self._close_link(link, "the pool is closing")
 
 
-async def _handshake(stream: trio.SocketStream, host: str, port: int) -> bytes | None:
-    """Ask for the upgrade; the bytes after the 101, or None if the peer refused it."""
+async def _handshake(
+    stream: trio.SocketStream, host: str, port: int, proof: bytes | None
+) -> bytes | None:
+    """Ask for the upgrade (with ``proof``, if any); the bytes after the 101, or None if
+    the peer does not speak this link (use POST /onion)."""
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HANDSHAKE_HEAD)
     hostport = format_hostport(host, port)
-    request = h11.Request(
-        method="GET",
-        target=UPGRADE_PATH,
-        headers=[
-            ("host", hostport),
-            ("connection", "Upgrade"),
-            ("upgrade", UPGRADE_TOKEN.decode("ascii")),
-        ],
-    )
+    headers = [
+        (b"host", hostport.encode("ascii")),
+        (b"connection", b"Upgrade"),
+        (b"upgrade", UPGRADE_TOKEN),
+    ]
+    if proof is not None:
+        headers.append((PROOF_HEADER, proof))
+    request = h11.Request(method="GET", target=UPGRADE_PATH, headers=headers)
     try:
         await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
         while True:
@@ -399,6 +425,7 @@ async def open_link_pool(
     write_timeout: float = 10.0,
     fallback_ttl: float = 600.0,
     warnings: PeerWarnings | None = None,
+    identity: LinkIdentity | None = None,
 ) -> AsyncIterator[LinkPool]:
     """A :class:`LinkPool` whose reader tasks live in a nursery of its own.
 
@@ -416,6 +443,7 @@ async def open_link_pool(
             write_timeout=write_timeout,
             fallback_ttl=fallback_ttl,
             warnings=warnings,
+            identity=identity,
         )
         try:
             nursery.start_soon(pool._watchdog)

@@ -29,8 +29,12 @@ across keep-alive requests (``start_next_cycle``). Limits, each answered with a 
   that looks four times a second, so it may fire up to a quarter second late.)
 * **Keep-alive idle**: ``idle_timeout`` between requests, then the connection is closed.
 * **Slow readers**: handing a response to the kernel may take ``write_timeout``.
-* **Connections**: at most ``max_connections`` open; beyond, the connection is accepted,
-  answered 503 and closed (a few such answers at a time; beyond, closed without one).
+* **Connections**: at most ``max_connections`` open, and at most
+  ``max_connections_per_address`` from one address (an IPv6 /64 counts as one, as in the
+  rate limit), so that one address cannot hold them all (1,019 links from one address
+  once took every connection; links now need a listed node's proof too, node/link/
+  auth.py). Beyond either, the connection is accepted, answered 503 and closed (a few
+  such answers at a time; beyond, closed without one).
 * **Rate**: routes marked ``rate_limited`` take a token from the client address's
   bucket (:mod:`veil.node.ratelimit`) before the body is read; an empty bucket is a 429 at
   once. Nothing is ever queued.
@@ -57,7 +61,15 @@ logged (see :mod:`veil.node.logging`).
 from __future__ import annotations
 
 from .http_server import HttpServer
-from .messages import Handler, Request, Response, Route, UpgradeHandler, text_response
+from .messages import (
+    Handler,
+    Request,
+    Response,
+    Route,
+    UpgradeCheck,
+    UpgradeHandler,
+    text_response,
+)
 
 __all__ = [
     "Handler",
@@ -65,6 +77,7 @@ __all__ = [
     "Request",
     "Response",
     "Route",
+    "UpgradeCheck",
     "UpgradeHandler",
     "text_response",
 ]

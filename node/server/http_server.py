@@ -3,7 +3,8 @@
 Design note
 -----------
 :class:`HttpServer` is the connection loop of the package's design (node/server/
-__init__.py): accept (at most ``max_connections``, a few 503s beyond), read a request
+__init__.py): accept (at most ``max_connections``, and ``max_connections_per_address`` from one
+address; a few 503s beyond), read a request
 (reading.py), run its route's handler, write the answer with a cached head, keep the
 connection alive or close it, and on :meth:`HttpServer.stop` drain. It is one class
 because every step shares the connection's state and the node's hot path (``POST
@@ -86,6 +87,8 @@ class HttpServer:
         self.metrics = metrics
         self.limiter = limiter
         self._open = 0
+        #: Open connections per client key (node.ratelimit.client_key of the address).
+        self._per_address: dict[str, int] = {}
         self._refusals = 0
         self._draining = False
         self._stop = trio.Event()
@@ -183,7 +186,14 @@ class HttpServer:
                 log_event(log, logging.WARNING, "accept_failed", error=errno.errorcode[exc.errno])
                 await trio.sleep(0.1)
                 continue
-            if self._open >= self.config.max_connections:
+            # Per address, so that one address cannot hold every connection (a flood of
+            # idle links once did): a getpeername per connection, not per request.
+            key = _peer_key(stream)
+            held = self._per_address.get(key, 0)
+            if (
+                self._open >= self.config.max_connections
+                or held >= self.config.max_connections_per_address
+            ):
                 self.metrics.connections_refused.inc()
                 if self._refusals < _MAX_REFUSALS:
                     self._refusals += 1
@@ -193,8 +203,9 @@ class HttpServer:
                 continue
             # Counted here, not in the task, so a burst of accepts cannot overshoot.
             self._open += 1
+            self._per_address[key] = held + 1
             self.metrics.connections.inc()
-            nursery.start_soon(self._connection, stream)
+            nursery.start_soon(self._connection, stream, key)
 
     async def _refuse(self, stream: trio.SocketStream) -> None:
         try:
@@ -214,7 +225,7 @@ class HttpServer:
 
     # --- one connection --------------------------------------------------------------------
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
+    async def _connection(self, stream: trio.SocketStream, key: str) -> None:
         state = _ConnState(trio.CancelScope())
         try:
             await self._serve_connection(stream, state)
@@ -230,6 +241,11 @@ class HttpServer:
             await self._answer_500(stream, state)
         finally:
             self._open -= 1
+            held = self._per_address[key] - 1
+            if held:
+                self._per_address[key] = held
+            else:
+                del self._per_address[key]
             self.metrics.connections.dec()
             await trio.aclose_forcefully(stream)
             if self._draining and self._open == 0:
@@ -434,6 +450,10 @@ class HttpServer:
             raise _Refusal(
                 text_response(426, f"upgrade_required: {path} takes Upgrade: {token}", close=True)
             )
+        if route.upgrade_check is not None:
+            refused = route.upgrade_check(event.headers)
+            if refused is not None:
+                raise _Refusal(text_response(refused[0], refused[1], close=True))
         if conn.they_are_waiting_for_100_continue:
             go_on = h11.InformationalResponse(status_code=100, headers=[])
             await io.send_all(conn.send(go_on) or b"")

@@ -10,13 +10,21 @@ types, with :func:`text_response` (every error the node sends is a short
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import h11
 import trio
 
-__all__ = ["Handler", "Request", "Response", "Route", "UpgradeHandler", "text_response"]
+__all__ = [
+    "Handler",
+    "Request",
+    "Response",
+    "Route",
+    "UpgradeCheck",
+    "UpgradeHandler",
+    "text_response",
+]
 
 _TEXT = b"text/plain; charset=utf-8"
 
@@ -50,6 +58,10 @@ Handler = Callable[[Request], Awaitable[Response]]
 #: returns when it is done with the connection, which the server then closes.
 UpgradeHandler = Callable[[trio.SocketStream, bytes, str, trio.Event], Awaitable[None]]
 
+#: Asked with an upgrade request's headers (h11's: lower-case names) before the 101:
+#: None to switch protocols, or the ``(status, text)`` to refuse with.
+UpgradeCheck = Callable[[Sequence[tuple[bytes, bytes]]], "tuple[int, str] | None"]
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -58,6 +70,8 @@ class Route:
     With ``upgrade`` set, the route only switches protocols: a request whose
     ``Upgrade`` header names ``upgrade_token`` is answered 101 and the connection is
     handed to ``upgrade``; any other request gets 426 (``handler`` is not called).
+    ``upgrade_check`` (if set) is asked with the request's headers before the 101: None
+    to switch, or the ``(status, text)`` to refuse with (e.g. the link's proof, 403).
     """
 
     methods: tuple[str, ...]
@@ -66,6 +80,7 @@ class Route:
     rate_limited: bool = False
     upgrade: UpgradeHandler | None = None
     upgrade_token: bytes = b""
+    upgrade_check: UpgradeCheck | None = None
 
 
 def text_response(status: int, message: str, *, close: bool = False) -> Response:
@@ -75,6 +90,7 @@ def text_response(status: int, message: str, *, close: bool = False) -> Response
 
 _REASONS = {
     400: b"Bad Request",
+    403: b"Forbidden",
     404: b"Not Found",
     405: b"Method Not Allowed",
     408: b"Request Timeout",
