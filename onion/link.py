@@ -249,9 +249,10 @@ NONCE_LEN: Final = 16
 #: A proof's bytes, and the length of the header's text (lower-case hex).
 PROOF_LEN: Final = _PROOF_HEAD.size + crypto.SIG_BYTES  # 120
 PROOF_TEXT_LEN: Final = 2 * PROOF_LEN  # 240
-#: How far a proof's time may be from the server's clock (ms): the network's clock skew
-#: for signed requests (60 s), as the storage RPC allows.
-PROOF_WINDOW_MS: Final = 60_000
+#: How far a proof's time may be from the server's clock (ms): the window a hop already
+#: allows an onion packet's stamp (onion/replay.py, 2 minutes), so that two relays whose
+#: clocks relay packets to each other can also link (a 403 is no fallback).
+PROOF_WINDOW_MS: Final = 120_000
 _HEX_DIGITS: Final = frozenset(b"0123456789abcdef")
 
 

@@ -6,7 +6,10 @@ Design note
 The frames and the handshake are in :mod:`veil.onion.link` (sans-IO); this package moves
 them: ``pool.py`` is the sending side (:class:`LinkPool`, :class:`HttpForwarder`),
 ``serve.py`` the receiving side (:func:`serve_link`), ``writer.py`` the frame writer
-both use. The modules import their siblings, never this package.
+both use, ``auth.py`` who may open a link (:class:`~veil.node.link.auth.LinkGate`: in a
+network, only a node listed in the consensus, with a fresh signed proof in the upgrade;
+a standalone node takes links from anyone). The modules import their siblings, never
+this package.
 
 :class:`LinkPool` is the sending side: a relay calls :meth:`LinkPool.forward` for each
 packet. Per peer ``(host, port)`` there is at most one link, opened on first use (a
@@ -22,7 +25,8 @@ A peer that answers the upgrade with 400, 404, 405, 426 or 501 (a node of an old
 version, or one that will not link with us) is reached over HTTP (``POST /onion``
 through :class:`veil.node.peers.PeerPool`) for ``fallback_ttl`` seconds, after which the
 upgrade is tried again. Any other failure of the upgrade (a 503 from a node that is
-shutting down, a reset) is the peer's trouble, not its version: HopUnreachable.
+shutting down, a 403 from a node whose consensus does not list us, a reset) is the
+peer's trouble, not its version: HopUnreachable.
 
 Bounds: at most ``max_streams`` requests in flight per link (one more is refused at
 once with :class:`~veil.onion.errors.RateLimited`: this hop is over capacity towards that

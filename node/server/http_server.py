@@ -445,14 +445,17 @@ class HttpServer:
                 if int(value) > route.max_body:
                     raise _Refusal(_too_large(route.max_body))
                 break
-        if route.upgrade is not None and not _asks_upgrade(event.headers, route.upgrade_token):
-            token = route.upgrade_token.decode("ascii", "replace")
-            raise _Refusal(
-                text_response(426, f"upgrade_required: {path} takes Upgrade: {token}", close=True)
-            )
-        if route.upgrade_check is not None:
-            refused = route.upgrade_check(event.headers)
-            if refused is not None:
+        if route.upgrade is not None:
+            if not _asks_upgrade(event.headers, route.upgrade_token):
+                token = route.upgrade_token.decode("ascii", "replace")
+                raise _Refusal(
+                    text_response(
+                        426, f"upgrade_required: {path} takes Upgrade: {token}", close=True
+                    )
+                )
+            # Who may upgrade (links: a listed node's proof), once per connection.
+            refused = route.upgrade_check and route.upgrade_check(event.headers)
+            if refused:
                 raise _Refusal(text_response(refused[0], refused[1], close=True))
         if conn.they_are_waiting_for_100_continue:
             go_on = h11.InformationalResponse(status_code=100, headers=[])
