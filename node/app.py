@@ -265,8 +265,13 @@ class Node:
         return routes
 
     async def _onion(self, request: Request) -> Response:
+        # The source, for the storage service's long-poll shares, is the connecting
+        # address keyed as the rate limit keys it (an IPv6 /64 is one source): for an onion
+        # request that is the previous hop. The body is taken out of the request and passed
+        # without a local name, so that OnionHandler.handle holds the only reference and
+        # can drop the packet (its size class) while a long-poll waits (node/service.py).
         try:
-            reply = await self.onion.handle(request.body)
+            reply = await self.onion.handle(_take_body(request), source=client_key(request.peer))
         except PacketError as exc:
             return text_response(400, f"{exc.status}: {exc}")
         return Response(200, reply, _OCTETS)
@@ -367,6 +372,12 @@ class Node:
                 "Long-polls waiting now",
                 "gauge",
                 {(): counters.waiting_polls},
+            ),
+            StorageFigure(
+                "veil_storage_evicted_polls",
+                "Unsigned long-polls ended early to make room for a signed one",
+                "counter",
+                {(): counters.evicted_polls},
             ),
         ]
 
@@ -502,6 +513,12 @@ async def run_node(
             async for signum in signals:
                 log_event(log, logging.INFO, "stopping", signal=signal.Signals(signum).name)
                 break
+
+
+def _take_body(request: Request) -> bytes:
+    """``request``'s body, which the request then no longer holds."""
+    body, request.body = request.body, b""
+    return body
 
 
 def _frame_route(handle: Callable[[bytes], Awaitable[bytes]]) -> Handler:

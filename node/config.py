@@ -64,7 +64,8 @@ Example, with the defaults::
     inbox_rate = 10.0            # inbox stores per second per recipient
     inbox_burst = 100
     max_buckets = 100000
-    max_waiters = 10000          # long-polls waiting at once
+    max_waiters = 10000          # long-polls waiting at once (signed ones evict unsigned)
+    max_waiters_per_source = 1000  # of them, from one previous hop (signed, unsigned apart)
     synchronous = "FULL"         # or "NORMAL" (see node/store/)
     queue_size = 1024
     max_batch = 512

@@ -92,7 +92,7 @@ _REPLY_SIZES = frozenset(SIZE_CLASSES)
 class StorageHandler(Protocol):
     """The storage RPC (node/service.py): CBOR request in, CBOR reply out, never raises."""
 
-    async def handle(self, request: bytes) -> bytes: ...
+    async def handle(self, request: bytes, *, source: str | None = None) -> bytes: ...
 
 
 class PacketForwarder(Protocol):
@@ -137,8 +137,13 @@ class OnionHandler:
         self.hop_timeout = hop_timeout
         self.deliver_timeout = deliver_timeout
 
-    async def handle(self, packet: bytes) -> bytes:
+    async def handle(self, packet: bytes, *, source: str | None = None) -> bytes:
         """The reply to ``packet`` (a size class of bytes, for the previous hop).
+
+        ``source`` names the previous hop (its address or link) for the storage
+        service's per-source limits; None: unknown. The caller should hold no reference
+        to ``packet`` while this runs: it is dropped once processed, so that a long-poll
+        waiting here holds its request at its real size, not the packet's size class.
 
         Raises :class:`~veil.onion.errors.PacketError` (MalformedPacket, IntegrityError) when
         the packet fails before a reply is possible (its header). Every later failure,
@@ -150,6 +155,9 @@ class OnionHandler:
         except PacketError as exc:
             self.metrics.count(self.metrics.onion_rejected, type(exc).__name__)
             raise
+        # Up to 128 KiB whatever the request's size (the sender picks the class); a
+        # relay sends result.packet, a destination needs only result.payload.
+        del packet
         reply = result.reply
         now = self.clock()
         try:
@@ -166,7 +174,9 @@ class OnionHandler:
         if type(result) is Relay:
             return await self._relay(result)
         if type(result) is Deliver:
-            return await self._deliver(result.payload, reply)
+            payload = result.payload
+            del result
+            return await self._deliver(payload, reply, source)
         assert type(result) is BadBody
         self.metrics.count(self.metrics.onion_rejected, "BadBody")
         return result.answer()
@@ -215,10 +225,10 @@ class OnionHandler:
             return reply.error("unavailable", "next hop is unavailable")
         return reply.error("bad_gateway", f"next hop answered HTTP {status}")
 
-    async def _deliver(self, payload: bytes, reply: ReplyContext) -> bytes:
+    async def _deliver(self, payload: bytes, reply: ReplyContext, source: str | None) -> bytes:
         with trio.move_on_after(self.deliver_timeout) as deadline:
             try:
-                response = await self.storage.handle(payload)
+                response = await self.storage.handle(payload, source=source)
             except Exception:
                 # The service promises never to raise for bad input: this is a bug.
                 log.exception("storage_failed")

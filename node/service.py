@@ -29,9 +29,37 @@ Long-poll: a retrieve with ``wait`` > 0 that finds nothing waits, up to ``wait``
 seconds, on the store's per-(account, namespace) event, which the store's writer sets
 right after committing a new message there, so the poll returns at once with it. The
 watch is taken before the first read, so a store committing in between is not missed.
-At most ``max_waiters`` polls wait at a time; beyond that a poll gets ``rate_limited``
-at once (so a client backs off instead of spinning). Cancelling a waiting poll just
-ends it.
+Cancelling a waiting poll just ends it.
+
+Waiting slots (:class:`WaiterSlots`; issue 11: 10,000 unsigned retrieves of one
+public-read namespace took every slot and the owner's own poll was refused):
+
+* At most ``max_waiters`` polls wait at a time, node-wide.
+* A *source* holds at most ``max_waiters_per_source`` of them, counted apart for signed
+  and unsigned polls (so a source's unsigned polls never use up its signed ones' share).
+  The source is what the node can tell about who sent the request, which for an onion
+  request is the *previous hop*, not the client (onion routing hides that): the
+  connecting address of a ``POST /onion`` (IPv6 by its /64, as the rate limit keys it,
+  node/ratelimit.py) or the peer of the link the packet came on. A client that posts
+  its packets to this node directly is its own source; clients behind a relay share the
+  relay's share, which is why the share is a tenth of the cap and not less: an honest
+  relay carries many clients, and a destination sees its polls arrive spread over the
+  network's relays. A request with no known source (a test, an in-process caller) is
+  not limited per source, only by the cap.
+* A *signed* poll (it carries a verified signature: the account's owner, or a key the
+  owner delegated) is never refused because of unsigned ones: at the cap it evicts the
+  oldest unsigned waiter, which is answered at once with what it has (nothing, as a
+  wait that ended), exactly what its client would get a little later anyway. Signing
+  costs an account, but accounts are free, so signed polls are bounded too: by the
+  per-source share and the cap. Only when every slot holds a signed poll is a signed
+  poll refused.
+* Refused polls get ``rate_limited`` at once (so a client backs off instead of
+  spinning).
+
+What a waiting poll holds: its decoded request and the store's watch; the caller
+(node/onion_handler.py) drops the packet, whose size class is the sender's choice (up to
+128 KiB), before it hands the payload here, so a poll holds memory at its real size
+(measured: 139 KB a waiter at the 128 KiB class before, about 7 KB after).
 
 Swarms and replication (set by the node, node/app.py; both None for a bare service):
 :attr:`StorageService.swarms` (node/swarm_guard.py) is asked, right after a request is
@@ -81,6 +109,7 @@ __all__ = [
     "ServiceCounters",
     "StorageService",
     "SwarmCheck",
+    "WaiterSlots",
     "open_storage_service",
 ]
 
@@ -104,6 +133,9 @@ class ServiceConfig:
     max_buckets: int = 100_000
     #: Long-polls waiting at the same time, at most.
     max_waiters: int = 10_000
+    #: Long-polls one source (the previous hop: an address or a link) may hold waiting,
+    #: signed and unsigned counted apart; see the module note.
+    max_waiters_per_source: int = 1_000
     #: Store options; see :func:`veil.node.store.open_store`.
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     queue_size: int = 1024
@@ -123,6 +155,8 @@ class ServiceCounters:
     rate_limited: int = 0
     #: Long-polls waiting now (a gauge).
     waiting_polls: int = 0
+    #: Unsigned long-polls ended early to make room for a signed one.
+    evicted_polls: int = 0
     #: Messages newly stored (not counting duplicates).
     stored: int = 0
 
@@ -153,6 +187,70 @@ class ReplicationHook(Protocol):
         ...
 
 
+@dataclass(eq=False, slots=True)
+class _Slot:
+    """One waiting poll's place; ``scope`` ends its wait when it is evicted."""
+
+    key: tuple[bool, str] | None
+    signed: bool
+    scope: trio.CancelScope
+    held: bool = True
+
+
+class WaiterSlots:
+    """The long-poll slots: the node-wide cap, the per-source share, and signed polls
+    evicting unsigned ones (see the module note). Not thread-safe; trio tasks only."""
+
+    def __init__(self, max_waiters: int, max_per_source: int) -> None:
+        self.max_waiters = max_waiters
+        self.max_per_source = max_per_source
+        self.waiting = 0
+        #: Unsigned polls evicted so far.
+        self.evicted = 0
+        #: (signed, source) -> polls waiting.
+        self._per_source: Counter[tuple[bool, str]] = Counter()
+        #: Unsigned polls waiting, oldest first (a dict keeps insertion order).
+        self._unsigned: dict[_Slot, None] = {}
+
+    def take(self, *, signed: bool, source: str | None, scope: trio.CancelScope) -> _Slot:
+        """A slot for a poll waiting in ``scope``; raises RateLimited if there is none.
+
+        A signed poll at the cap evicts the oldest unsigned one: its slot is freed here
+        and its scope cancelled, so its wait ends and it answers with what it has."""
+        key = None if source is None else (signed, source)
+        if key is not None and self._per_source[key] >= self.max_per_source:
+            raise RateLimited("too many long-polls from this source; poll later")
+        if self.waiting >= self.max_waiters:
+            if not signed or not self._unsigned:
+                raise RateLimited("too many long-polls waiting on this node; poll later")
+            oldest = next(iter(self._unsigned))
+            self.release(oldest)
+            oldest.scope.cancel()
+            self.evicted += 1
+        slot = _Slot(key, signed, scope)
+        self.waiting += 1
+        if key is not None:
+            self._per_source[key] += 1
+        if not signed:
+            self._unsigned[slot] = None
+        return slot
+
+    def release(self, slot: _Slot) -> None:
+        """Give ``slot`` back (once; a second call, after an eviction, does nothing)."""
+        if not slot.held:
+            return
+        slot.held = False
+        self.waiting -= 1
+        if slot.key is not None:
+            left = self._per_source[slot.key] - 1
+            if left:
+                self._per_source[slot.key] = left
+            else:
+                del self._per_source[slot.key]  # the map holds only sources waiting now
+        if not slot.signed:
+            del self._unsigned[slot]
+
+
 class StorageService:
     """Answers storage RPC requests; get one with :func:`open_storage_service`."""
 
@@ -166,6 +264,7 @@ class StorageService:
         self._buckets = TokenBucketLimiter(
             config.inbox_rate, config.inbox_burst, config.max_buckets
         )
+        self.waiters = WaiterSlots(config.max_waiters, config.max_waiters_per_source)
         #: The swarm check; None: every account is served (a standalone node).
         self.swarms: SwarmCheck | None = None
         #: Where created messages go for replication; None: nowhere.
@@ -175,13 +274,19 @@ class StorageService:
         """The store's counters (messages, size in bytes, sweeps); cheap."""
         return self.store.stats()
 
-    async def handle(self, request: bytes, *, forwarded: bool = False) -> bytes:
+    async def handle(
+        self, request: bytes, *, forwarded: bool = False, source: str | None = None
+    ) -> bytes:
         """Answer one request (CBOR bytes) with one reply (CBOR bytes); never raises
         for bad input or a failing store: the reply carries the error's status.
 
         ``forwarded``: the request is a client's delete, delete_all or expire that a
         swarm peer executed and forwards (node/replication/); it is checked as any
         other (swarm, signature, clock) but not forwarded again.
+
+        ``source``: who sent it, as far as the node can tell (the previous hop's address
+        or link; see the module note); long-polls are limited per source. None: unknown
+        (not limited per source).
 
         A long-poll retrieve may wait up to its ``wait`` seconds. On cancel,
         :class:`trio.Cancelled` propagates; a store already handed to the writer may
@@ -202,7 +307,7 @@ class StorageService:
                 # assembled by rpc.store_reply (the same bytes as ok_reply's).
                 reply = rpc.store_reply(self.clock(), await self._store(req, now))
             else:
-                result = await self._execute(req)
+                result = await self._execute(req, source)
                 if (
                     not forwarded
                     and self.replication is not None
@@ -230,12 +335,12 @@ class StorageService:
         self.counters.requests[(method, status)] += 1
         return reply
 
-    async def _execute(self, req: rpc.Request) -> rpc.Result:
+    async def _execute(self, req: rpc.Request, source: str | None) -> rpc.Result:
         match req:
             case rpc.StoreRequest():
                 return await self._store(req, self.clock())
             case rpc.RetrieveRequest():
-                return await self._retrieve(req)
+                return await self._retrieve(req, source)
             case rpc.DeleteRequest():
                 deleted = await self.store.delete(req.account, req.namespace, req.hashes)
                 return rpc.DeleteResult(deleted)
@@ -290,20 +395,24 @@ class StorageService:
         ]
         return rpc.RetrieveResult(messages, found.more)
 
-    async def _retrieve(self, req: rpc.RetrieveRequest) -> rpc.RetrieveResult:
+    async def _retrieve(self, req: rpc.RetrieveRequest, source: str | None) -> rpc.RetrieveResult:
         with self.store.watch(req.account, req.namespace) as changed:
             # The watch is taken before this read: a commit after it sets `changed`.
             result = await self._read(req.account, req)
             if result.messages or req.wait_s == 0:
                 return result
-            if self.counters.waiting_polls >= self.config.max_waiters:
-                raise RateLimited("too many long-polls waiting on this node; poll later")
-            self.counters.waiting_polls += 1
-            try:
-                with trio.move_on_after(req.wait_s):
+            waiters = self.waiters
+            evicted = waiters.evicted
+            with trio.move_on_after(req.wait_s) as scope:
+                # Signed: verify_request has checked the signature (handle, before us).
+                slot = waiters.take(signed=req.auth is not None, source=source, scope=scope)
+                self.counters.evicted_polls += waiters.evicted - evicted
+                self.counters.waiting_polls = waiters.waiting
+                try:
                     await changed.wait()
-            finally:
-                self.counters.waiting_polls -= 1
+                finally:
+                    waiters.release(slot)
+                    self.counters.waiting_polls = waiters.waiting
             return await self._read(req.account, req)
 
     async def _expire(self, req: rpc.ExpireRequest) -> rpc.ExpireResult:

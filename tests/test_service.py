@@ -309,6 +309,95 @@ async def test_waiting_polls_are_bounded(
         nursery.cancel_scope.cancel()
 
 
+async def poll_public(
+    svc: StorageService, source: str, into: list[rpc.Reply], channel: Account = BOB
+) -> None:
+    """An unsigned long-poll of ``channel``'s public-read namespace -1, from ``source``."""
+    request = rpc.make_retrieve(channel.id, namespace=-1, now_ms=NOW, wait_s=30)
+    into.append(rpc.decode_reply(await svc.handle(request, source=source)))
+
+
+async def test_a_signed_poll_is_never_refused_for_unsigned_ones(
+    tmp_path: Path, clock: Clock, mock_clock: trio.testing.MockClock
+) -> None:
+    # mock_clock does not move by itself: every wait below ends only by a store or an
+    # eviction, never by its 30 s.
+    config = ServiceConfig(max_waiters=3, max_waiters_per_source=3)
+    unsigned: list[rpc.Reply] = []
+    owners: list[rpc.Reply] = []
+
+    async def owner_polls(namespace: int = rpc.INBOX) -> None:
+        request = rpc.make_retrieve(ALICE, namespace=namespace, now_ms=NOW, wait_s=30)
+        owners.append(rpc.decode_reply(await svc.handle(request, source="relay-a")))
+
+    async with (
+        open_storage_service(tmp_path / "n.db", clock=clock, config=config) as svc,
+        trio.open_nursery() as nursery,
+    ):
+        for _ in range(3):
+            nursery.start_soon(poll_public, svc, "relay-a", unsigned)
+        await trio.testing.wait_all_tasks_blocked()
+        assert svc.counters.waiting_polls == 3
+        # Full: one more unsigned poll is refused at once, from any source.
+        nursery.start_soon(poll_public, svc, "relay-b", unsigned)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [r.status for r in unsigned] == ["rate_limited"]
+        # The owner's signed poll (same source as the flood) takes the oldest one's place.
+        nursery.start_soon(owner_polls)
+        await trio.testing.wait_all_tasks_blocked()
+        assert svc.counters.waiting_polls == 3 and svc.counters.evicted_polls == 1
+        evicted = unsigned[1]
+        assert (
+            evicted.ok and rpc.RetrieveResult.from_wire(evicted.raise_for_status()).messages == []
+        )
+        assert not owners
+        await send(svc, ALICE, b"for the owner")
+        await trio.testing.wait_all_tasks_blocked()
+        got = rpc.RetrieveResult.from_wire(owners[0].raise_for_status())
+        assert [m.data for m in got.messages] == [b"for the owner"]
+        # Signed polls do not evict each other: with the cap all signed, one is refused.
+        for _ in range(3):
+            nursery.start_soon(owner_polls, 3)  # a private namespace, empty
+        await trio.testing.wait_all_tasks_blocked()
+        assert svc.counters.evicted_polls == 3 and len(unsigned) == 4
+        nursery.start_soon(owner_polls, 3)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [r.status for r in owners[1:]] == ["rate_limited"]
+        nursery.cancel_scope.cancel()
+    assert svc.counters.waiting_polls == 0
+    assert svc.waiters.waiting == 0 and not svc.waiters._per_source and not svc.waiters._unsigned
+
+
+async def test_a_source_gets_its_share_of_waiting_polls(
+    tmp_path: Path, clock: Clock, mock_clock: trio.testing.MockClock
+) -> None:
+    config = ServiceConfig(max_waiters=10, max_waiters_per_source=4)
+    replies: list[rpc.Reply] = []
+    async with (
+        open_storage_service(tmp_path / "n.db", clock=clock, config=config) as svc,
+        trio.open_nursery() as nursery,
+    ):
+        for _ in range(4):
+            nursery.start_soon(poll_public, svc, "relay-a", replies)
+        nursery.start_soon(poll_public, svc, "relay-a", replies)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [r.status for r in replies] == ["rate_limited"]
+        # Another source still can wait; the first one's signed polls have their own share.
+        nursery.start_soon(poll_public, svc, "relay-b", replies)
+        request = rpc.make_retrieve(ALICE, now_ms=NOW, wait_s=30)
+        nursery.start_soon(partial(svc.handle, request, source="relay-a"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert svc.counters.waiting_polls == 6 and len(replies) == 1
+        # A slot given back is taken again.
+        await ok(svc, rpc.make_store(BOB, b"news", 60_000, namespace=-1, now_ms=NOW))
+        await trio.testing.wait_all_tasks_blocked()
+        assert svc.counters.waiting_polls == 1
+        nursery.start_soon(poll_public, svc, "relay-a", replies, ALICE)
+        await trio.testing.wait_all_tasks_blocked()
+        assert svc.counters.waiting_polls == 2
+        nursery.cancel_scope.cancel()
+
+
 # --- errors and logs --------------------------------------------------------------------------
 
 
