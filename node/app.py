@@ -300,7 +300,9 @@ class Node:
         await serve_link(
             stream,
             initial,
-            self._link_request,
+            # The link's peer is the previous hop of every packet on it: the same source
+            # (for the long-poll shares, node/service.py) as its POST /onion would be.
+            functools.partial(self._link_request, source=client_key(peer)),
             max_streams=link.max_streams,
             idle_timeout=link.accept_idle_timeout,
             write_timeout=self.config.http.write_timeout,
@@ -311,9 +313,9 @@ class Node:
             warnings=self.peer_warnings,
         )
 
-    async def _link_request(self, packet: bytes) -> tuple[int, bytes]:
+    async def _link_request(self, packet: bytes, *, source: str) -> tuple[int, bytes]:
         try:
-            return 200, await self.onion.handle(packet)
+            return 200, await self.onion.handle(packet, source=source)
         except PacketError as exc:
             return 400, f"{exc.status}: {exc}".encode()[:1000]
 
