@@ -842,3 +842,45 @@ async def test_an_upgrade_refused_for_trouble_is_not_taken_for_an_old_node(
     )
     assert sample == 2  # asked twice: no fallback to POST /onion was recorded
     server.stop()
+
+
+async def test_a_peer_that_does_not_list_us_yet_gets_the_packet_over_http(
+    nursery: trio.Nursery, http: PeerPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A node that just joined is not yet in its peers' consensus: they refuse its link
+    # proof with 403 until they fetch the next one. Its packets go by POST /onion (which
+    # any node takes) meanwhile, and the link is tried again a few seconds later, not
+    # after fallback_ttl (the peer speaks links; it only does not know us yet).
+    import veil.node.link.pool as link_pool
+
+    monkeypatch.setattr(link_pool, "_NOT_LISTED_RETRY_S", 0.05)
+
+    async def not_listed(request: Request) -> Response:
+        return Response(403, b"opener not listed\n")
+
+    async def onion(request: Request) -> Response:
+        return Response(200, b"re:" + request.body)
+
+    routes = {
+        UPGRADE_PATH: Route(("GET",), not_listed),
+        "/onion": Route(("POST",), onion, MAX_PACKET_LEN),
+    }
+    metrics = NodeMetrics({UPGRADE_PATH: UPGRADE_PATH, "/onion": "/onion"})
+    server = HttpServer(routes, HttpConfig(), metrics=metrics)
+    listeners = await trio.open_tcp_listeners(0, host=HOST)
+    port = listeners[0].socket.getsockname()[1]
+    nursery.start_soon(server.serve, listeners)
+
+    def count(method: str, path: str, status: int) -> float:
+        labels = {"method": method, "path": path, "status": str(status)}
+        return metrics.registry.get_sample_value("veil_http_requests_total", labels) or 0
+
+    async with open_link_pool(http, fallback_ttl=600) as pool:
+        assert await pool.forward(HOST, port, b"1", timeout=10) == (200, b"re:1")
+        assert await pool.forward(HOST, port, b"2", timeout=10) == (200, b"re:2")
+        assert count("GET", UPGRADE_PATH, 403) == 1  # not asked again at once
+        await trio.sleep(0.1)  # past the retry delay, far short of fallback_ttl
+        assert await pool.forward(HOST, port, b"3", timeout=10) == (200, b"re:3")
+        assert count("GET", UPGRADE_PATH, 403) == 2
+    assert count("POST", "/onion", 200) == 3
+    server.stop()

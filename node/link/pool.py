@@ -10,12 +10,15 @@ Sending needs no task of its own (writer.py). A peer that answers the upgrade wi
 404, 405, 426 or 501 is reached over HTTP (:class:`HttpForwarder`'s ``POST /onion``)
 for ``fallback_ttl`` seconds. The upgrade carries this node's proof of identity for the
 peer's node ID (veil.onion.link; ``server_id_for`` finds the ID listed at the peer's
-address, once per link opened), without which a node in a network answers 403, which is
-no fallback: HopUnreachable. Deadlines ride with the request and a watchdog fails late
-ones four times a second (a cancel scope per packet cost about 5 % of a relayed
-packet's CPU). This is the relay's hot path: ``./scripts/bench node`` measures it.
-The whole contract (bounds, errors, the one resend on a fresh link) is in the
-package's note, node/link/__init__.py.
+address, once per link opened), without which a node in a network answers 403. A 403
+also comes from a peer whose consensus does not list this node yet (a node that just
+joined, until its peers fetch the next consensus): that packet, and the peer's packets
+for ``_NOT_LISTED_RETRY_S``, go by ``POST /onion``, which any node takes (rate limited
+as a client's until the peer lists us), and then the link is tried again. Deadlines
+ride with the request and a watchdog fails late ones four times a second (a cancel scope
+per packet cost about 5 % of a relayed packet's CPU). This is the relay's hot path:
+``./scripts/bench node`` measures it. The whole contract (bounds, errors, the one
+resend on a fresh link) is in the package's note, node/link/__init__.py.
 """
 
 from __future__ import annotations
@@ -55,6 +58,10 @@ log = logging.getLogger("veil.node.link")
 #: Answers to the upgrade that mean "no link here" (use POST /onion); any other
 #: failure (503 while it restarts, a reset) is the peer's trouble, not its version.
 _NO_LINK_STATUSES = frozenset({400, 404, 405, 426, 501})
+#: An upgrade refused with 403: the peer does not list this node (yet) or refused its
+#: proof. Such a peer gets POST /onion for this long, then the link is tried again: its
+#: consensus lists a node that just joined within an interval or so.
+_NOT_LISTED_RETRY_S = 5.0
 #: How often the pool's watchdog looks for requests past their deadline (seconds).
 _TICK_S = 0.25
 #: The largest HTTP head accepted in answer to the upgrade request.
@@ -63,6 +70,10 @@ _MAX_HANDSHAKE_HEAD = 8192
 #: Who this node is when it opens a link: its keys, the node ID listed at a peer's
 #: ``(host, port)`` (None: unknown, the upgrade goes without a proof), and its clock (ms).
 LinkIdentity = tuple[NodeKeys, Callable[[str, int], bytes | None], Callable[[], int]]
+
+
+class _NotListed(Exception):
+    """The peer refused our link upgrade with 403 (see ``_NOT_LISTED_RETRY_S``)."""
 
 
 class _Link:
@@ -258,7 +269,12 @@ class LinkPool:
             await pending.wait()  # someone else is opening it: use theirs
         done = self._opening[key] = trio.Event()
         try:
-            stream = await self._open(key)
+            try:
+                stream = await self._open(key)
+            except _NotListed:
+                self._http_until[key] = trio.current_time() + _NOT_LISTED_RETRY_S
+                log_event(log, logging.INFO, "link_refused", fallback="http", status=403)
+                return None
             if stream is None:
                 self._http_until[key] = trio.current_time() + self.fallback_ttl
                 log_event(log, logging.INFO, "link_refused", fallback="http")
@@ -405,6 +421,8 @@ async def _handshake(
             if type(event) is h11.Response:
                 if event.status_code in _NO_LINK_STATUSES:
                     return None  # a node without links (or that refuses ours)
+                if event.status_code == 403:
+                    raise _NotListed(hostport)
                 if event.status_code == 429:
                     raise RateLimited(f"{hostport} is rate limiting, slow down")
                 raise HopUnreachable(f"{hostport} answered the link upgrade {event.status_code}")
