@@ -48,6 +48,7 @@ import trio
 from veil.client.devnet.spawning import Tether
 from veil.onion import rpc
 from veil.onion.hostport import format_hostport
+from veil.onion.link import UPGRADE_PATH, UPGRADE_TOKEN
 from veil.onion.packet import Hop, build_packet
 from veil.onion.wallclock import wall_clock_ms
 
@@ -363,3 +364,25 @@ async def onion_rpc(
 ) -> rpc.Reply:
     """A storage RPC request through ``path``; the decoded reply (any status)."""
     return rpc.decode_reply(await onion_request(client, path, request, timeout=timeout))
+
+
+#: A bare link upgrade, without a proof of identity: a standalone node takes it (a node in
+#: a network answers it 403).
+LINK_UPGRADE = (
+    b"GET " + UPGRADE_PATH.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+    b"Upgrade: " + UPGRADE_TOKEN + b"\r\n\r\n"
+)
+
+
+def upgrade_to_link(s: socket.socket) -> bytes:
+    """Send :data:`LINK_UPGRADE` on ``s`` and read the 101: the bytes read after it (the
+    start of the link's frames)."""
+    s.sendall(LINK_UPGRADE)
+    got = b""
+    while b"\r\n\r\n" not in got:
+        data = s.recv(65536)
+        assert data, "closed during the upgrade"
+        got += data
+    head, _, rest = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return rest

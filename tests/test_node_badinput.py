@@ -30,7 +30,7 @@ from veil.onion.packet import (
     build_packet,
 )
 
-from .nodeutil import NodeHandle, node_process, now_ms
+from .nodeutil import NodeHandle, node_process, now_ms, upgrade_to_link
 
 EXAMPLES = settings(
     max_examples=40,
@@ -358,21 +358,12 @@ def test_an_address_over_its_rate_gets_429_at_once(tmp_path: Path) -> None:
 
 # --- the node-to-node link ---------------------------------------------------------------
 
-UPGRADE = b"GET /link HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: veil-link/2\r\n\r\n"
 
 
 def upgraded(node: NodeHandle) -> tuple[socket.socket, bytes]:
     """A connection switched to the link, and the bytes already read after the 101."""
     s = socket.create_connection((node.host, node.port), timeout=20)
-    s.sendall(UPGRADE)
-    got = b""
-    while b"\r\n\r\n" not in got:
-        data = s.recv(65536)
-        assert data, "closed during the upgrade"
-        got += data
-    head, _, rest = got.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return s, rest
+    return s, upgrade_to_link(s)
 
 
 def next_frame(s: socket.socket, reader: FrameReader) -> Frame:

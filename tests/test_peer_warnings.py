@@ -28,7 +28,7 @@ from veil.node.server import HttpServer, Request, Response, Route
 from veil.onion import rpc
 from veil.onion.packet import Hop, HopError, build_packet
 
-from .nodeutil import node_process, now_ms
+from .nodeutil import node_process, now_ms, upgrade_to_link
 
 # --- the rules, with a fake clock ------------------------------------------------------------
 
@@ -146,7 +146,6 @@ async def test_a_bug_a_request_sets_off_is_one_traceback_and_counted_each_time()
 
 # --- a real node -------------------------------------------------------------------------------
 
-UPGRADE = b"GET /link HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: veil-link/2\r\n\r\n"
 #: A frame head of an unknown kind: the node drops the link at once.
 BAD_FRAME = b"\xff" + bytes(11)
 LINKS_PER_ADDRESS = 40
@@ -156,13 +155,7 @@ def send_bad_frame(host: str, port: int, source: str) -> None:
     """Open a link from ``source`` (a loopback address), send a bad frame and wait until
     the node has closed the link (so it has seen the frame)."""
     with socket.create_connection((host, port), timeout=20, source_address=(source, 0)) as s:
-        s.sendall(UPGRADE)
-        got = b""
-        while b"\r\n\r\n" not in got:
-            data = s.recv(65536)
-            assert data, "closed during the upgrade"
-            got += data
-        assert got.startswith(b"HTTP/1.1 101"), got[:80]
+        upgrade_to_link(s)
         s.sendall(BAD_FRAME)
         while s.recv(65536):
             pass
@@ -176,8 +169,7 @@ def test_bad_frames_from_many_links_are_all_counted_and_rarely_logged(tmp_path: 
         metrics = httpx.get(f"{node.url}/metrics", timeout=10).text
         # The node goes on serving links: a good upgrade still gets its 101.
         with socket.create_connection((node.host, node.port), timeout=20) as s:
-            s.sendall(UPGRADE)
-            assert s.recv(65536).startswith(b"HTTP/1.1 101")
+            upgrade_to_link(s)
         log = node.log_text()
     counted = re.search(r'veil_peer_errors_total\{cause="link_bad_frame"\} (\S+)', metrics)
     assert counted is not None, metrics

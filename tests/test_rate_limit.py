@@ -22,11 +22,10 @@ from veil.onion import rpc
 from veil.onion.link import RESPONSE, FrameReader, encode_request
 from veil.onion.packet import MAX_REPLY_LEN, build_packet
 
-from .nodeutil import NodeHandle, node_process, now_ms
+from .nodeutil import LINK_UPGRADE, NodeHandle, node_process, now_ms, upgrade_to_link
 
 BURST = 5
 LIMIT = {"rate": 0.001, "burst": float(BURST), "exempt": []}
-UPGRADE = b"GET /link HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: veil-link/2\r\n\r\n"
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +75,7 @@ def link_statuses(node: NodeHandle, source: str, packets: int) -> list[int]:
     """Open a link from ``source``, send ``packets`` good packets on it at once; their
     statuses in the order sent."""
     with connect(node, source) as s:
-        s.sendall(UPGRADE)
-        got = b""
-        while b"\r\n\r\n" not in got:
-            data = s.recv(65536)
-            assert data, "closed during the upgrade"
-            got += data
-        head, _, rest = got.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
+        rest = upgrade_to_link(s)
         openers = {}
         frames = []
         for stream in range(packets):
@@ -139,7 +131,7 @@ def test_each_packet_on_a_link_takes_a_token(node: NodeHandle) -> None:
     assert statuses == [200] * (BURST - 1) + [429] * 3
     # The address has no token left: not even the upgrade.
     with connect(node, "127.0.0.4") as s:
-        s.sendall(UPGRADE)
+        s.sendall(LINK_UPGRADE)
         assert read_response(s)[0] == 429
     # Another address opens its own link and is served.
     assert link_statuses(node, "127.0.0.5", 2) == [200, 200]
