@@ -314,8 +314,11 @@ class Node:
         )
 
     async def _link_request(self, packet: bytes, *, source: str) -> tuple[int, bytes]:
+        # As in _onion: the handler holds the only reference while it runs.
+        pending = self.onion.handle(packet, source=source)
+        del packet
         try:
-            return 200, await self.onion.handle(packet, source=source)
+            return 200, await pending
         except PacketError as exc:
             return 400, f"{exc.status}: {exc}".encode()[:1000]
 

@@ -177,3 +177,66 @@ async def test_a_waiting_poll_holds_its_request_at_its_real_size(tmp_path: Path)
             tracemalloc.stop()
     # Measured: 139 KB a waiter when the packet was kept, about 7 KB without it.
     assert per_waiter < 32 * 1024, per_waiter
+
+
+async def test_a_poll_that_came_on_a_link_holds_its_request_at_its_real_size(
+    tmp_path: Path,
+) -> None:
+    """The same as above for packets that arrive on a served link, as most long-polls do
+    in a network (the last relay links to the destination): neither the link's reader
+    nor its worker may keep the packet while the poll waits."""
+    from veil.node.link import serve_link
+    from veil.onion.link import encode_request
+
+    waiters = 40
+    keys = NodeKeys.generate()
+    now = 1_700_000_000_000
+    config = ServiceConfig(max_waiters=waiters)
+    async with open_storage_service(tmp_path / "n.db", clock=lambda: now, config=config) as svc:
+        handler = OnionHandler(
+            keys,
+            storage=svc,
+            forwarder=None,  # type: ignore[arg-type]  # a destination never forwards
+            replay=ReplayCache(),
+            clock=lambda: now,
+            metrics=NodeMetrics(),
+            hop_timeout=40.0,
+            deliver_timeout=35.0,
+        )
+
+        async def handle(packet: bytes) -> tuple[int, bytes]:
+            pending = handler.handle(packet)  # as the node's link route does
+            del packet
+            return 200, await pending
+
+        me = Hop(bytes(32), keys.onion_public, "127.0.0.1", 1)
+        request = rpc.make_retrieve(
+            Account.generate().id, namespace=PUBLIC, now_ms=now, wait_s=30
+        )
+        ours, theirs = trio.socket.socketpair()
+        server, client = trio.SocketStream(ours), trio.SocketStream(theirs)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            async with trio.open_nursery() as nursery:
+                before = tracemalloc.get_traced_memory()[0]
+                nursery.start_soon(
+                    lambda: serve_link(
+                        server, b"", handle, max_streams=256, idle_timeout=60, write_timeout=10
+                    )
+                )
+                for stream in range(waiters):
+                    packet = build_packet([me], request, now_ms=now, size_class=SIZE_CLASSES[-1])
+                    await client.send_all(encode_request(stream, packet[0]))
+                    del packet
+                await trio.testing.wait_all_tasks_blocked()
+                assert svc.counters.waiting_polls == waiters
+                gc.collect()
+                per_waiter = (tracemalloc.get_traced_memory()[0] - before) / waiters
+                nursery.cancel_scope.cancel()
+        finally:
+            tracemalloc.stop()
+            await client.aclose()
+            await server.aclose()
+    # Measured: about 139 KB a waiter when the worker kept the packet.
+    assert per_waiter < 32 * 1024, per_waiter

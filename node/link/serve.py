@@ -75,7 +75,12 @@ async def serve_link(
     async def run_one(stream_id: int, packet: bytes) -> None:
         try:
             try:
-                status, payload = await handle(packet)
+                # The handler's coroutine holds the only reference to the packet while it
+                # runs, so that a long-poll waiting in it can drop its size class
+                # (node/service.py): this frame keeps none.
+                pending = handle(packet)
+                del packet
+                status, payload = await pending
             except Exception:
                 # A bug, which a peer's packet may set off again and again: rate limited.
                 (warnings or _WARNINGS).warn(
@@ -125,6 +130,7 @@ async def serve_link(
                         await state.wait_for_room()  # TCP pushes back meanwhile
                     state.in_flight += 1
                     workers.submit(frame.stream, frame.payload)
+                    frame = None  # not kept while the next read waits (see run_one)
             except LinkProtocolError as exc:
                 (warnings or _WARNINGS).warn(log, "link_bad_frame", peer, error=str(exc)[:80])
             except (trio.BrokenResourceError, trio.ClosedResourceError, _LinkDown):
