@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import tracemalloc
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -24,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from veil.node.metrics import NodeMetrics
 from veil.node.onion_handler import OnionHandler
-from veil.node.service import ServiceConfig, open_storage_service
+from veil.node.service import ServiceConfig, StorageService, open_storage_service
 from veil.onion import rpc
 from veil.onion.keys import Account, NodeKeys
 from veil.onion.packet import SIZE_CLASSES, Hop, build_packet
@@ -135,43 +136,56 @@ async def test_unsigned_polls_neither_starve_the_owner_nor_pass_a_sources_share(
     assert len(unsigned) == CAP
     assert all(r.ok for r in unsigned)
 
+#: The memory tests: this many waiting polls, on a fixed clock.
+WAITERS = 40
+NOW_MS = 1_700_000_000_000
 
-async def test_a_waiting_poll_holds_its_request_at_its_real_size(tmp_path: Path) -> None:
-    waiters = 40
-    keys = NodeKeys.generate()
-    now = 1_700_000_000_000
-    config = ServiceConfig(max_waiters=waiters)
-    async with open_storage_service(tmp_path / "n.db", clock=lambda: now, config=config) as svc:
-        handler = OnionHandler(
+
+@asynccontextmanager
+async def open_destination(
+    tmp_path: Path, keys: NodeKeys
+) -> AsyncIterator[tuple[StorageService, OnionHandler]]:
+    """A destination node's storage service and onion handler, in-process, on a real
+    SQLite file, with room for :data:`WAITERS` waiting polls."""
+    config = ServiceConfig(max_waiters=WAITERS)
+    async with open_storage_service(
+        tmp_path / "n.db", clock=lambda: NOW_MS, config=config
+    ) as svc:
+        yield svc, OnionHandler(
             keys,
             storage=svc,
             forwarder=None,  # type: ignore[arg-type]  # a destination never forwards
             replay=ReplayCache(),
-            clock=lambda: now,
+            clock=lambda: NOW_MS,
             metrics=NodeMetrics(),
             hop_timeout=40.0,
             deliver_timeout=35.0,
         )
+
+
+async def test_a_waiting_poll_holds_its_request_at_its_real_size(tmp_path: Path) -> None:
+    keys = NodeKeys.generate()
+    async with open_destination(tmp_path, keys) as (svc, handler):
         me = Hop(bytes(32), keys.onion_public, "127.0.0.1", 1)
         channel = Account.generate()
-        request = rpc.make_retrieve(channel.id, namespace=PUBLIC, now_ms=now, wait_s=30)
+        request = rpc.make_retrieve(channel.id, namespace=PUBLIC, now_ms=NOW_MS, wait_s=30)
         gc.collect()
         tracemalloc.start()
         try:
             before = tracemalloc.get_traced_memory()[0]
             # The largest class: the sender chooses it, whatever the request's size.
             packets = [
-                build_packet([me], request, now_ms=now, size_class=SIZE_CLASSES[-1])[0]
-                for _ in range(waiters)
+                build_packet([me], request, now_ms=NOW_MS, size_class=SIZE_CLASSES[-1])[0]
+                for _ in range(WAITERS)
             ]
             async with trio.open_nursery() as nursery:
                 while packets:
                     # The task holds the only reference, as the HTTP route hands it over.
                     nursery.start_soon(handler.handle, packets.pop())
                 await trio.testing.wait_all_tasks_blocked()
-                assert svc.counters.waiting_polls == waiters
+                assert svc.counters.waiting_polls == WAITERS
                 gc.collect()
-                per_waiter = (tracemalloc.get_traced_memory()[0] - before) / waiters
+                per_waiter = (tracemalloc.get_traced_memory()[0] - before) / WAITERS
                 nursery.cancel_scope.cancel()
         finally:
             tracemalloc.stop()
@@ -188,21 +202,8 @@ async def test_a_poll_that_came_on_a_link_holds_its_request_at_its_real_size(
     from veil.node.link import serve_link
     from veil.onion.link import encode_request
 
-    waiters = 40
     keys = NodeKeys.generate()
-    now = 1_700_000_000_000
-    config = ServiceConfig(max_waiters=waiters)
-    async with open_storage_service(tmp_path / "n.db", clock=lambda: now, config=config) as svc:
-        handler = OnionHandler(
-            keys,
-            storage=svc,
-            forwarder=None,  # type: ignore[arg-type]  # a destination never forwards
-            replay=ReplayCache(),
-            clock=lambda: now,
-            metrics=NodeMetrics(),
-            hop_timeout=40.0,
-            deliver_timeout=35.0,
-        )
+    async with open_destination(tmp_path, keys) as (svc, handler):
 
         async def handle(packet: bytes) -> tuple[int, bytes]:
             pending = handler.handle(packet)  # as the node's link route does
@@ -211,7 +212,7 @@ async def test_a_poll_that_came_on_a_link_holds_its_request_at_its_real_size(
 
         me = Hop(bytes(32), keys.onion_public, "127.0.0.1", 1)
         request = rpc.make_retrieve(
-            Account.generate().id, namespace=PUBLIC, now_ms=now, wait_s=30
+            Account.generate().id, namespace=PUBLIC, now_ms=NOW_MS, wait_s=30
         )
         ours, theirs = trio.socket.socketpair()
         server, client = trio.SocketStream(ours), trio.SocketStream(theirs)
@@ -225,14 +226,14 @@ async def test_a_poll_that_came_on_a_link_holds_its_request_at_its_real_size(
                         server, b"", handle, max_streams=256, idle_timeout=60, write_timeout=10
                     )
                 )
-                for stream in range(waiters):
-                    packet = build_packet([me], request, now_ms=now, size_class=SIZE_CLASSES[-1])
+                for stream in range(WAITERS):
+                    packet = build_packet([me], request, now_ms=NOW_MS, size_class=SIZE_CLASSES[-1])
                     await client.send_all(encode_request(stream, packet[0]))
                     del packet
                 await trio.testing.wait_all_tasks_blocked()
-                assert svc.counters.waiting_polls == waiters
+                assert svc.counters.waiting_polls == WAITERS
                 gc.collect()
-                per_waiter = (tracemalloc.get_traced_memory()[0] - before) / waiters
+                per_waiter = (tracemalloc.get_traced_memory()[0] - before) / WAITERS
                 nursery.cancel_scope.cancel()
         finally:
             tracemalloc.stop()
