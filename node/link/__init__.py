@@ -24,9 +24,10 @@ bounded by ``write_timeout`` per 256 KiB instead; a link whose write times out i
 A peer that answers the upgrade with 400, 404, 405, 426 or 501 (a node of an older
 version, or one that will not link with us) is reached over HTTP (``POST /onion``
 through :class:`veil.node.peers.PeerPool`) for ``fallback_ttl`` seconds, after which the
-upgrade is tried again. Any other failure of the upgrade (a 503 from a node that is
-shutting down, a 403 from a node whose consensus does not list us, a reset) is the
-peer's trouble, not its version: HopUnreachable.
+upgrade is tried again. A 403 (the peer's consensus does not list us yet) or a 503 (it
+has no consensus yet, or is shutting down) sends that peer's packets over HTTP for a
+few seconds only, then the link is tried again. Any other failure of the upgrade (a
+429, a reset) is the peer's trouble, not its version: HopUnreachable or RateLimited.
 
 Bounds: at most ``max_streams`` requests in flight per link (one more is refused at
 once with :class:`~veil.onion.errors.RateLimited`: this hop is over capacity towards that

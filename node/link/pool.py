@@ -12,9 +12,10 @@ for ``fallback_ttl`` seconds. The upgrade carries this node's proof of identity 
 peer's node ID (veil.onion.link; ``server_id_for`` finds the ID listed at the peer's
 address, once per link opened), without which a node in a network answers 403. A 403
 also comes from a peer whose consensus does not list this node yet (a node that just
-joined, until its peers fetch the next consensus): that packet, and the peer's packets
-for ``_NOT_LISTED_RETRY_S``, go by ``POST /onion``, which any node takes (rate limited
-as a client's until the peer lists us), and then the link is tried again. Deadlines
+joined, until its peers fetch the next consensus), and a 503 from a peer that has no
+consensus yet to check the proof against (it just started): that packet, and the
+peer's packets for ``_NOT_LISTED_RETRY_S``, go by ``POST /onion``, which any node takes
+(rate limited as a client's until the peer lists us), and then the link is tried again. Deadlines
 ride with the request and a watchdog fails late ones four times a second (a cancel scope
 per packet cost about 5 % of a relayed packet's CPU). This is the relay's hot path:
 ``./scripts/bench node`` measures it. The whole contract (bounds, errors, the one
@@ -56,10 +57,13 @@ __all__ = ["HttpForwarder", "LinkPool", "open_link_pool"]
 log = logging.getLogger("veil.node.link")
 
 #: Answers to the upgrade that mean "no link here" (use POST /onion); any other
-#: failure (503 while it restarts, a reset) is the peer's trouble, not its version.
+#: failure (429, a reset) is the peer's trouble, not its version.
 _NO_LINK_STATUSES = frozenset({400, 404, 405, 426, 501})
-#: An upgrade refused with 403: the peer does not list this node (yet) or refused its
-#: proof. Such a peer gets POST /onion for this long, then the link is tried again: its
+#: Answers that mean "no link from you yet": 403, the peer does not list this node (yet)
+#: or refused its proof; 503, the peer has no consensus yet to check the proof against
+#: (it just started), or is shutting down (then POST /onion fails as the link would).
+_NOT_YET_STATUSES = frozenset({403, 503})
+#: Such a peer gets POST /onion for this long, then the link is tried again: its
 #: consensus lists a node that just joined within an interval or so.
 _NOT_LISTED_RETRY_S = 5.0
 #: How often the pool's watchdog looks for requests past their deadline (seconds).
@@ -73,7 +77,11 @@ LinkIdentity = tuple[NodeKeys, Callable[[str, int], bytes | None], Callable[[], 
 
 
 class _NotListed(Exception):
-    """The peer refused our link upgrade with 403 (see ``_NOT_LISTED_RETRY_S``)."""
+    """The peer refused our link upgrade for now, 403 or 503 (see ``_NOT_YET_STATUSES``)."""
+
+    def __init__(self, hostport: str, status: int) -> None:
+        super().__init__(f"{hostport} refused the link upgrade with {status}")
+        self.status = status
 
 
 class _Link:
@@ -271,9 +279,9 @@ class LinkPool:
         try:
             try:
                 stream = await self._open(key)
-            except _NotListed:
+            except _NotListed as exc:
                 self._http_until[key] = trio.current_time() + _NOT_LISTED_RETRY_S
-                log_event(log, logging.INFO, "link_refused", fallback="http", status=403)
+                log_event(log, logging.INFO, "link_refused", fallback="http", status=exc.status)
                 return None
             if stream is None:
                 self._http_until[key] = trio.current_time() + self.fallback_ttl
@@ -421,8 +429,8 @@ async def _handshake(
             if type(event) is h11.Response:
                 if event.status_code in _NO_LINK_STATUSES:
                     return None  # a node without links (or that refuses ours)
-                if event.status_code == 403:
-                    raise _NotListed(hostport)
+                if event.status_code in _NOT_YET_STATUSES:
+                    raise _NotListed(hostport, event.status_code)
                 if event.status_code == 429:
                     raise RateLimited(f"{hostport} is rate limiting, slow down")
                 raise HopUnreachable(f"{hostport} answered the link upgrade {event.status_code}")
