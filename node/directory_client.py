@@ -366,4 +366,3 @@ class DirectoryClient:
         if now - self._logged.get(key, -_LOG_EVERY_S) >= _LOG_EVERY_S:
             self._logged[key] = now
             log_event(log, level, event, authority=authority.label, error=error)
-

@@ -117,9 +117,7 @@ class CatchUp(Saved):
                     added += 1
                 await trio.lowlevel.checkpoint()
             if added:
-                log_event(
-                    log, logging.INFO, "descriptors_imported", peer=peer.label, nodes=added
-                )
+                log_event(log, logging.INFO, "descriptors_imported", peer=peer.label, nodes=added)
 
         async with trio.open_nursery() as nursery:
             for peer in self.peers:

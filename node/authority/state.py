@@ -258,4 +258,3 @@ def peek_vote_epoch(data: bytes) -> int:
     if type(epoch) is not int or epoch < 0:
         raise ProtocolError("vote without an epoch")
     return epoch
-
