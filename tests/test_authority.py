@@ -454,3 +454,42 @@ def test_a_restarted_authority_does_not_vote_before_it_has_checked_its_nodes(
     finally:
         code = handle.stop()
     assert code == 0, handle.log_text()
+
+
+async def test_a_peer_authority_serving_bad_votes_is_logged_once_a_minute_and_counted(
+    tmp_path: Path,
+) -> None:
+    # Authority 1 of a two-authority network is an impostor at its pinned address that
+    # answers every /vote with bytes that are no vote. Authority 0 asks it every round:
+    # each refusal is counted, but the log gets one line a minute, not one a round.
+    net = await trio.to_thread.run_sync(lambda: make_network(tmp_path / "net", count=2))
+    address = net.authorities[1]
+    asked = 0
+
+    async def bad_vote(request: Request) -> Response:
+        nonlocal asked
+        asked += 1
+        return Response(200, b"\xa1\x61v\x63bad" + os.urandom(32), b"application/cbor")
+
+    server = HttpServer({"/vote": Route(("GET",), bad_vote)}, HttpConfig(), metrics=NodeMetrics())
+    listeners = await trio.open_tcp_listeners(address.port, host=address.host)
+    authority = await trio.to_thread.run_sync(lambda: start_authority(net, 0))
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve, listeners)
+            with trio.fail_after(60):
+                while asked < 4:
+                    await trio.sleep(0.05)
+            server.stop()
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"{net.url(0)}/metrics")).text
+    finally:
+        code = await trio.to_thread.run_sync(authority.stop)
+    assert code == 0, authority.log_text()
+    counted = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith('veil_peer_errors_total{cause="vote_refused"}')
+    ]
+    assert counted and float(counted[0].split()[-1]) >= 3, metrics
+    assert authority.log_text().count("event=vote_refused") == 1, authority.log_text()

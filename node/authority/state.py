@@ -39,7 +39,7 @@ from veil.onion.vote import MAX_VOTE_SIZE, Vote, parse_vote
 from veil.onion.wallclock import wall_clock_ms
 
 from ..config import AuthorityConfig, NodeConfig
-from ..logging import log_event
+from ..logging import PeerWarnings, log_event
 from ..metrics import NodeMetrics
 from ..peers import PeerPool
 
@@ -142,6 +142,9 @@ class AuthorityState:
         self.host = ""
         self.port = 0
         self.metrics = NodeMetrics(_PATH_LABELS)
+        # A peer authority that keeps serving a bad vote is logged once a minute, not
+        # once a round, and counted in veil_peer_errors_total{cause="vote_refused"}.
+        self.peer_warnings = PeerWarnings(count=self.metrics.count_peer_error)
         # Change the registry only through Registry._insert and Registry._remove: they
         # keep the two indexes below in step with it.
         self.registry: dict[bytes, Registration] = {}
@@ -233,7 +236,9 @@ class AuthorityState:
         try:
             return await trio.to_thread.run_sync(self._parse_peer_vote, data, peer, epoch)
         except ProtocolError as exc:
-            log_event(log, logging.WARNING, "vote_refused", peer=peer.label, error=str(exc))
+            self.peer_warnings.warn(
+                log, "vote_refused", peer.label, peer=peer.label, error=str(exc)
+            )
             return None
 
     def _parse_peer_vote(self, data: bytes, peer: Authority, epoch: int | None) -> Vote:
