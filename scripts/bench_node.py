@@ -65,6 +65,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from veil.client.devnet.spawning import Tether
 from veil.onion.wallclock import wall_clock_ms
 
 HERE = Path(__file__).resolve().parent
@@ -140,13 +141,18 @@ class Proc:
         self.name = name
         self.log = logdir / f"{name}.log"
         self._logf = self.log.open("wb")
+        # A veil-node child stops if the benchmark is killed (the others ignore it).
+        self._tether = Tether()
         self.popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._logf,
             cwd=HERE.parent,
+            env=self._tether.child_env(os.environ),
+            pass_fds=self._tether.pass_fds,
         )
+        self._tether.spawned()
         _pin(self.popen.pid, cpu)
         self.cpu = cpu
         line = _readline(self.popen, START_TIMEOUT, name, self.log)
@@ -171,6 +177,7 @@ class Proc:
                 self.popen.wait()
         if self.popen.stdout:
             self.popen.stdout.close()
+        self._tether.close()
         self._logf.close()
 
 

@@ -51,6 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from veil.client.devnet.spawning import Tether
+
 __all__ = ["SUBNET", "Host", "Lab", "NetnsThread", "unavailable"]
 
 #: The lab's addresses: 10.231.0.1 .. 10.231.0.254, only inside the lab's namespaces.
@@ -179,6 +181,8 @@ class _Process:
     host: Host
     process: subprocess.Popen[bytes]
     log_path: Path
+    #: Ties a veil-node child to this process: it stops if the test run is killed.
+    tether: Tether
 
 
 class Lab:
@@ -243,18 +247,27 @@ class Lab:
     ) -> subprocess.Popen[bytes]:
         """Start ``argv`` inside ``host``'s namespace (``ip netns exec``), output to
         ``log_path``; the lab stops it in :meth:`close` if it still runs."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # ``ip netns exec`` execs argv with the descriptors it was given, so a veil-node
+        # child watches the tether's pipe as one started directly would.
+        tether = Tether()
+        env = tether.child_env({**os.environ, "PYTHONUNBUFFERED": "1"})
         log: IO[bytes]
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                ["ip", "netns", "exec", host.netns, *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=env,
-            )
-        self._processes.append(_Process(host, process, log_path))
+        try:
+            with log_path.open("ab") as log:
+                process = subprocess.Popen(
+                    ["ip", "netns", "exec", host.netns, *argv],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=cwd,
+                    env=env,
+                    pass_fds=tether.pass_fds,
+                )
+        except BaseException:
+            tether.close()
+            raise
+        tether.spawned()
+        self._processes.append(_Process(host, process, log_path, tether))
         return process
 
     def stop_all(self, grace: float = 10.0) -> dict[int, int]:
@@ -271,6 +284,8 @@ class Lab:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for p in self._processes:
+            p.tether.close()
         return {p.process.pid: int(p.process.returncode) for p in self._processes}
 
     def close(self) -> None:
