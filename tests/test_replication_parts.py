@@ -23,6 +23,7 @@ from veil.onion.errors import (
     ClockSkew,
     DecodeError,
     ProtocolError,
+    RateLimited,
     SchemaError,
     TooLarge,
     Unauthorized,
@@ -482,3 +483,55 @@ async def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
     conn.close()
     assert "AUTOINCREMENT" in sql and version == 2
     await trio.lowlevel.checkpoint()
+
+
+# --- replay protection (issue 11, item 5) ---------------------------------------------------
+
+
+def test_replay_guard_accepts_a_frame_once_for_its_window() -> None:
+    guard = wire.ReplayGuard(window_ms=60_000, max_per_peer=3, not_before_ms=T0)
+    frame, _ = wire.seal_push(A, B_PEER, [msg(b"x")], now_ms=T0 + 10)
+    push = wire.open_push(frame, B, lookup(A_PEER), now_ms=T0 + 10)
+    guard.check(push.sender, push.digest, push.sent_ms, T0 + 10)
+    with pytest.raises(wire.ReplayedFrame) as replayed:
+        guard.check(push.sender, push.digest, push.sent_ms, T0 + 59_000)
+    assert replayed.value.status == "replayed" and replayed.value.http_status == 409
+    # Another sender's frame with the same digest is another frame.
+    guard.check(B.identity_public, push.digest, push.sent_ms, T0 + 20)
+    # Once the window is over the frame is stale: refused on its time, and forgotten.
+    with pytest.raises(ClockSkew):
+        guard.check(push.sender, push.digest, push.sent_ms, T0 + 10 + 60_001)
+    assert len(guard) == 2
+    guard.check(push.sender, b"new" * 11, T0 + 70_000, T0 + 70_100)
+    assert len(guard) == 2  # the first sender's old digest went
+    # Stamped before the guard's start (a frame that may have come before a restart).
+    with pytest.raises(ClockSkew, match="start"):
+        guard.check(push.sender, b"old" * 11, T0 - 1, T0 + 100)
+    # A sender's share is bounded: full of live digests, its next frame is refused.
+    for i in range(2):
+        guard.check(push.sender, bytes([i]) * 32, T0 + 70_000, T0 + 70_100)
+    with pytest.raises(RateLimited):
+        guard.check(push.sender, b"z" * 32, T0 + 70_000, T0 + 70_100)
+    guard.check(B.identity_public, b"z" * 32, T0 + 70_000, T0 + 70_100)  # others are not
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 50_000)), max_size=60))
+def test_replay_guard_never_accepts_a_frame_twice(events: list[tuple[int, int]]) -> None:
+    # A frame is (its time); the digest covers the time, so one frame has one time.
+    guard = wire.ReplayGuard(window_ms=60_000, max_per_peer=1000, not_before_ms=0)
+    sent_of = {tag: T0 + tag * 20_000 for tag in range(6)}
+    accepted: set[int] = set()
+    now = T0
+    for tag, step in events:
+        now += step
+        try:
+            guard.check(b"p" * 32, bytes([tag]) * 32, sent_of[tag], now)
+        except wire.ReplayedFrame:
+            assert tag in accepted  # refused as a replay only if it was accepted
+            continue
+        except ClockSkew:
+            assert abs(sent_of[tag] - now) > 60_000
+            continue
+        assert tag not in accepted  # never accepted twice
+        accepted.add(tag)

@@ -52,7 +52,13 @@ from .ring import ring_position, sync_scope
 __all__ = ["Receiver"]
 
 #: What a ``replication_frames.open_*`` function returns (see Receiver._open).
-_Opened = TypeVar("_Opened")
+_Opened = TypeVar("_Opened", wire.Push, wire.Pull, wire.Forward)
+
+#: Request frames remembered per sender, at most (their digests, for the clock-skew
+#: window): a listed peer pushes, pulls and forwards at most a few hundred frames a
+#: second, so this is minutes of its traffic; over it, its frames are refused
+#: (``rate_limited``) rather than a live digest forgotten.
+MAX_FRAMES_PER_PEER = 100_000
 
 
 class Receiver:
@@ -75,6 +81,10 @@ class Receiver:
         self.clock = clock
         self.config = config
         self.counters = counters
+        #: The request frames seen, per sender (see :meth:`_check_replay`).
+        self._guard = wire.ReplayGuard(
+            window_ms=config.clock_skew_ms, max_per_peer=MAX_FRAMES_PER_PEER, not_before_ms=clock()
+        )
 
     def _lookup(self, node_id: bytes) -> ConsensusNode | None:
         return self.view.node(node_id)
@@ -84,11 +94,22 @@ class Receiver:
         self.counters.refused[status] = self.counters.refused.get(status, 0) + 1
 
     def _open(self, opener: Callable[..., _Opened], frame: bytes) -> _Opened:
-        """Open a peer's frame with ``opener`` (a ``replication_frames.open_*``): checked
-        against our keys, the consensus and our clock; raises its errors."""
-        return opener(
-            frame, self.keys, self._lookup, now_ms=self.clock(), skew_ms=self.config.clock_skew_ms
+        """Open a peer's request frame with ``opener`` (a ``replication_frames.open_*``):
+        checked against our keys, the consensus and our clock, then against the frames
+        already seen (:meth:`_check_replay`); raises its errors."""
+        now = self.clock()
+        opened = opener(
+            frame, self.keys, self._lookup, now_ms=now, skew_ms=self.config.clock_skew_ms
         )
+        self._check_replay(opened.sender, opened.digest, opened.sent_ms, now)
+        return opened
+
+    def _check_replay(self, sender: bytes, digest: bytes, sent_ms: int, now_ms: int) -> None:
+        """Accept a request frame once (see
+        :class:`~veil.onion.replication_frames.ReplayGuard`): a frame seen before is
+        refused with :class:`~veil.onion.replication_frames.ReplayedFrame` (``replayed``,
+        409). Checked after the frame's signature, so only listed nodes fill the guard."""
+        self._guard.check(sender, digest, sent_ms, now_ms)
 
     async def handle_push(self, frame: bytes) -> bytes:
         """Answer a push (the body of ``POST /replicate``) with the sealed ack.
