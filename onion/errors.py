@@ -103,6 +103,24 @@ class UnsignedRequest(InvalidValue):
     (a store outside the inbox, a private read) without the owner's Account."""
 
 
+class InvalidDid(InvalidValue):
+    """A ``did:key`` string that is not an Ed25519 key in veil's form (``did:key:z6Mk...``:
+    multicodec ed25519-pub, base58btc): a bad prefix, alphabet, length, multicodec or
+    point. Local misuse: keys travel as raw bytes on the wire, never as DIDs."""
+
+
+class InvalidResource(InvalidValue):
+    """A resource written for the command line (``OWNER:NAMESPACES:ACTIONS``) or passed to
+    a capability builder that cannot be one: a bad owner, namespace range or action."""
+
+
+class InvalidSession(InvalidValue):
+    """A serialized delegated session (``DelegatedSession.from_string``) that is not one:
+    a bad prefix or encoding, over its size limit, or tampered with (its chain does not
+    verify, or the session key is not the chain's audience). The cause, if any, is the
+    chain's own :class:`CapabilityError`."""
+
+
 class PacketMisuse(VeilError, RuntimeError):
     """An onion packet object used against its rules: a reply context answered twice,
     prepared hop keys used twice, a relay asked to seal a reply (a bug in the caller)."""
@@ -195,6 +213,105 @@ class RateLimited(ProtocolError):
 
 class WrongSwarm(ProtocolError):
     status = "wrong_swarm"
+
+
+# --- delegated keys: capabilities, chains, revocations -------------------------------
+
+
+class CapabilityError(ProtocolError):
+    """A delegated-key capability, chain or revocation that does not authorize what it is
+    offered for. ``unauthorized`` unless the subclass says otherwise."""
+
+    status = "unauthorized"
+
+
+class MalformedCapability(CapabilityError):
+    """A capability, chain or revocation whose bytes are not the format: not strict CBOR,
+    a missing, unknown or mistyped field, a value out of range (times out of order,
+    unsorted actions, an unknown owner kind). Refused before any signature is checked."""
+
+    status = "bad_request"
+
+
+class UnknownAction(MalformedCapability):
+    """A resource that lists an action veil does not know: refused, never ignored."""
+
+
+class CapabilityTooLarge(CapabilityError, TooLarge):
+    """A chain, link, revocation or session over its byte limit: refused before parsing."""
+
+    status = "too_large"
+
+
+class ChainTooLong(CapabilityTooLarge):
+    """A chain of more links than allowed (8): refused before any link is parsed."""
+
+
+class CapabilityExpired(CapabilityError):
+    """A link of the chain (or the revoked link) is past its expiry, beyond the clock skew."""
+
+
+class CapabilityNotYetValid(CapabilityError):
+    """A link of the chain whose not-before is still ahead, beyond the clock skew."""
+
+    status = "clock_skew"
+
+
+class CapabilityRevoked(CapabilityError):
+    """A link of the chain was revoked; everything below it stops working."""
+
+
+class AttenuationError(CapabilityError):
+    """A link that gives more than its parent holds."""
+
+
+class ResourcesWidened(AttenuationError):
+    """A link lists a resource, namespace or action that its parent does not hold with
+    ``delegate``."""
+
+
+class ExpiryExtended(AttenuationError):
+    """A link that expires later than its parent."""
+
+
+class WrongIssuer(CapabilityError):
+    """A link issued by a key other than its parent's audience (the account's key for
+    the first link), or naming a proof that is not its parent."""
+
+
+class BadCapabilitySignature(CapabilityError):
+    """A link or revocation whose signature does not verify under its issuer's key."""
+
+
+class WrongAccount(CapabilityError):
+    """A chain for another account (or group) than the one the request is for."""
+
+
+class WrongAudience(CapabilityError):
+    """A request signed by a key that is not the audience of the chain's last link."""
+
+
+class ActionNotCovered(CapabilityError):
+    """A chain that does not grant the action in the namespace asked for.
+
+    ``action`` names the missing action and ``namespace`` the namespace (None: every
+    namespace, as for ``delete_all``), so that a client can say which right it lacks."""
+
+    def __init__(
+        self,
+        *args: object,
+        action: str = "",
+        namespace: int | None = None,
+        status: str | None = None,
+    ) -> None:
+        super().__init__(*args, status=status)
+        self.action = action
+        self.namespace = namespace
+
+
+class NotEntitledToRevoke(CapabilityError):
+    """A revocation signed by a key that is neither the account's, nor an issuer upstream
+    of the revoked link, nor a holder of ``revoke`` over every resource of that link."""
 
 
 # --- directory: node descriptors and consensus documents ----------------------------
