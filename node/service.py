@@ -92,7 +92,7 @@ from typing import Literal, Protocol
 
 import trio
 
-from veil.onion import __version__, rpc
+from veil.onion import __version__, crypto, rpc
 from veil.onion.errors import (
     NotFound,
     ProtocolError,
@@ -309,6 +309,10 @@ class StorageService:
                 # The hot path (most requests a node answers): no dispatch, and the reply
                 # assembled by rpc.store_reply (the same bytes as ok_reply's).
                 reply = rpc.store_reply(self.clock(), await self._store(req, now))
+            elif type(req) is rpc.DeleteAllRequest and not await self._first_time(req):
+                # Executed already (a copy of the owner's request, sent again while its
+                # signature is fresh): it would delete what was stored since. Not again.
+                reply = rpc.ok_reply(self.clock(), rpc.DeleteAllResult(0).to_wire())
             else:
                 result = await self._execute(req, source)
                 if (
@@ -360,18 +364,35 @@ class StorageService:
                 return self.swarms.get_swarm(req.account)
         raise AssertionError(f"unhandled request type {type(req).__name__}")  # pragma: no cover
 
+    async def _first_time(self, req: rpc.DeleteAllRequest) -> bool:
+        """True the first time this node sees the signed ``req`` (remembered in the store
+        while its signature passes the clock check, across restarts)."""
+        auth = req.auth
+        assert auth is not None  # verify_request: a delete_all is always signed
+        digest = crypto.hash32(auth.signature, b"veil/executed")
+        return await self.store.remember_request(
+            digest, auth.timestamp_ms + self.config.clock_skew_ms + 1
+        )
+
     async def _store(self, req: rpc.StoreRequest, now: int) -> rpc.StoreResult:
-        """Store ``req``'s message until ``now`` (the node's clock, ms) plus its TTL."""
+        """Store ``req``'s message until ``now`` (the node's clock, ms) plus its TTL,
+        with the owner's proof outside the inbox (replication carries it)."""
         if req.namespace == rpc.INBOX and not self._buckets.allow(
             req.account.x25519_public, trio.current_time()
         ):
             self.counters.rate_limited += 1
             raise RateLimited("too many messages to this inbox; try again later")
         expiry = now + req.ttl_ms
-        outcome = await self.store.store(req.account, req.namespace, req.hash, req.data, expiry)
+        proof = rpc.proof_of_request(req)
+        outcome = await self.store.store(
+            req.account, req.namespace, req.hash, req.data, expiry, proof
+        )
         if outcome.created:
             self.counters.stored += 1
             if self.replication is not None:
+                replica_expiry = outcome.expiry_ms
+                if proof is not None:  # what receivers accept (see onion/rpc/proof.py)
+                    replica_expiry = min(replica_expiry, rpc.expiry_limit(rpc.decode_proof(proof)))
                 await self.replication.replicate(
                     ReplicaMessage(
                         req.account.x25519_public,
@@ -379,7 +400,8 @@ class StorageService:
                         outcome.hash,
                         req.data,
                         outcome.timestamp_ms,
-                        outcome.expiry_ms,
+                        replica_expiry,
+                        proof,
                     )
                 )
         return rpc.StoreResult(outcome.hash, outcome.expiry_ms, outcome.created)

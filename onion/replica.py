@@ -3,8 +3,10 @@
 Design note
 -----------
 Plain frozen data, no behaviour: :class:`ReplicaMessage` is one stored message with its
-account and the times it was first stored with (times travel with a message, so every
-copy expires together), and :class:`ReplicaPage` is a page of them in the sender's
+account, the times it was first stored with (times travel with a message, so every
+copy expires together) and, outside the inbox, its owner's proof (the signed store
+request's auth, :mod:`veil.onion.rpc.proof`, which every member that receives a copy
+checks), and :class:`ReplicaPage` is a page of them in the sender's
 ``seq`` order, as a pull answers. They live in onion/ because the frames
 (:mod:`veil.onion.replication_frames`) carry them; the node's store
 (:mod:`veil.node.store`) reads and writes them and re-exports both names.
@@ -30,6 +32,9 @@ class ReplicaMessage:
     timestamp_ms: int
     #: When every copy expires (ms since the epoch).
     expiry_ms: int
+    #: The owner's signed store (:mod:`veil.onion.rpc.proof`), for a message in an
+    #: owner-written namespace; None in the inbox.
+    proof: bytes | None = None
 
     def __repr__(self) -> str:  # never the data
         return f"ReplicaMessage({self.hash.hex()[:16]}..., ns={self.namespace})"

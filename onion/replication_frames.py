@@ -178,8 +178,9 @@ DOMAIN: Final = b"replicate"
 _KDF_PURPOSE: Final = b"veil/replicate"
 _AD_PREFIX: Final = b"veil/replicate"
 #: 2: the sealed plaintext is padded so that every frame is one of SIZE_CLASSES long
-#: (version 1 frames had the length of their content).
-FORMAT_VERSION: Final = 2
+#: (version 1 frames had the length of their content). 3: a message outside the inbox
+#: carries its owner's proof (``p``), and request frames are accepted once.
+FORMAT_VERSION: Final = 3
 CLOCK_SKEW_MS: Final = 60_000
 #: Messages in one push or page, at most.
 MAX_MESSAGES: Final = 256
@@ -225,6 +226,7 @@ _MESSAGE = Schema(
         "d": Field(bytes, min_len=1, max_len=rpc.MAX_BODY),
         "ts": Field(int, min=0, max=_MAX_TIME_MS),
         "exp": Field(int, min=0, max=_MAX_TIME_MS),
+        "p": Field(bytes, min_len=1, max_len=rpc.MAX_PROOF_BYTES, required=False),
     },
 )
 _MESSAGES = Field(list, max_len=MAX_MESSAGES, items=Field(dict, schema=_MESSAGE))
@@ -307,7 +309,7 @@ _FIXED_OVERHEAD: Final = 1024
 # all fit the largest class, so the wire limits never refuse what the batch limits let
 # through.
 assert _PLAINTEXT_SIZES[-1] - _LENGTH.size >= BATCH_MAX_BYTES + _FIXED_OVERHEAD
-assert rpc.MAX_BODY + ITEM_OVERHEAD <= BATCH_MAX_BYTES
+assert rpc.MAX_BODY + ITEM_OVERHEAD + rpc.MAX_PROOF_BYTES <= BATCH_MAX_BYTES
 assert _PLAINTEXT_SIZES[-1] - _LENGTH.size >= rpc.MAX_REQUEST_SIZE + _FIXED_OVERHEAD
 assert _PLAINTEXT_SIZES[-1] - _LENGTH.size >= rpc.MAX_REPLY_SIZE + _FIXED_OVERHEAD
 
@@ -477,8 +479,9 @@ PeerLookup = Callable[[bytes], Any]
 
 
 def batch_cost(message: ReplicaMessage) -> int:
-    """What one message counts against :data:`BATCH_MAX_BYTES`."""
-    return len(message.data) + ITEM_OVERHEAD
+    """What one message counts against :data:`BATCH_MAX_BYTES` (its proof included)."""
+    proof = message.proof
+    return len(message.data) + ITEM_OVERHEAD + (0 if proof is None else len(proof))
 
 
 # --- sealing and opening frames -------------------------------------------------------------
@@ -573,7 +576,7 @@ def _open_reply(
 
 
 def _message_wire(m: ReplicaMessage) -> dict[str, Any]:
-    return {
+    wire = {
         "a": m.account,
         "ns": m.namespace,
         "h": m.hash,
@@ -581,10 +584,15 @@ def _message_wire(m: ReplicaMessage) -> dict[str, Any]:
         "ts": m.timestamp_ms,
         "exp": m.expiry_ms,
     }
+    if m.proof is not None:
+        wire["p"] = m.proof
+    return wire
 
 
 def _messages(raw: list[dict[str, Any]]) -> list[ReplicaMessage]:
-    out = [ReplicaMessage(m["a"], m["ns"], m["h"], m["d"], m["ts"], m["exp"]) for m in raw]
+    out = [
+        ReplicaMessage(m["a"], m["ns"], m["h"], m["d"], m["ts"], m["exp"], m.get("p")) for m in raw
+    ]
     if len(out) > 1 and sum(batch_cost(m) for m in out) > BATCH_MAX_BYTES:
         raise ProtocolError(f"a batch of {len(out)} messages is over {BATCH_MAX_BYTES} bytes")
     return out
@@ -735,13 +743,15 @@ def _account(key: bytes) -> AccountId | None:
 
 def check_message(m: ReplicaMessage, *, now_ms: int, skew_ms: int = CLOCK_SKEW_MS) -> AccountId:
     """The message's account, if the message keeps the protocol's rules; else
-    :class:`ProtocolError`.
+    :class:`ProtocolError` (or its :class:`Unauthorized` for a proof that fails).
 
     The account key must be a valid X25519 key, the hash must be
     :func:`veil.onion.rpc.message_hash` of (account, namespace, data), the first-stored time no
     later than our clock (plus the skew), and the expiry no further than the longest TTL
     of the namespace from now (plus the skew), since an ``expire`` may have moved it.
-    An expiry already past is allowed here (the store skips such a message).
+    An expiry already past is allowed here (the store skips such a message). Outside the
+    inbox the message must carry its owner's proof, which must verify and allow the
+    expiry (:func:`veil.onion.rpc.verify_store_proof`); an inbox message carries none.
     """
     account = _account(m.account)
     if account is None:
@@ -752,4 +762,5 @@ def check_message(m: ReplicaMessage, *, now_ms: int, skew_ms: int = CLOCK_SKEW_M
         raise ProtocolError("message stored in the future")
     if m.expiry_ms > now_ms + rpc.max_ttl_ms(m.namespace) + skew_ms:
         raise ProtocolError(f"message expiry beyond the longest TTL of namespace {m.namespace}")
+    rpc.verify_store_proof(account, m.namespace, m.hash, m.expiry_ms, m.proof)
     return account

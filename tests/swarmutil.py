@@ -25,13 +25,34 @@ from veil.onion import rpc
 from veil.onion.errors import Unavailable, WrongSwarm
 from veil.onion.keys import Account, AccountId
 from veil.onion.packet import Hop
+from veil.onion.rpc.requests import store_signed_extra
 
 from .nodeutil import now_ms, onion_rpc
 
-__all__ = ["DAY_MS", "call", "eventually", "read_following", "read_hashes", "store"]
+__all__ = [
+    "DAY_MS",
+    "call",
+    "eventually",
+    "owner_proof",
+    "read_following",
+    "read_hashes",
+    "store",
+]
 
 DAY_MS = 86_400_000
 T = TypeVar("T")
+
+
+def owner_proof(
+    account: Account, namespace: int, hash: bytes, timestamp_ms: int, ttl_ms: int
+) -> bytes:
+    """The proof (onion/rpc/proof.py) of ``account``'s store of ``hash`` in ``namespace``
+    at ``timestamp_ms`` for ``ttl_ms``: the signature its store request would carry."""
+    message = rpc.signing_message(
+        "store", account.id, namespace, timestamp_ms, store_signed_extra(ttl_ms, hash)
+    )
+    signature = account.sign(rpc.DOMAIN, message)
+    return rpc.StoreProof(account.ed25519_public, timestamp_ms, ttl_ms, signature).encode()
 
 
 async def call(

@@ -14,6 +14,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.swarmutil import owner_proof
 from veil.node.replication import ring_position
 from veil.node.store import ReplicaMessage, ReplicaPage, open_store
 from veil.onion import crypto, rpc
@@ -49,8 +50,14 @@ def lookup(*peers: wire.Peer) -> Any:
 def msg(
     data: bytes, who: Account = ALICE, ns: int = 0, ts: int = T0, exp: int = T0 + DAY
 ) -> ReplicaMessage:
+    """A message as a member holds it: outside the inbox with its owner's proof (signed
+    at ``ts`` for the TTL that gives ``exp``, within the namespace's limits)."""
     h = rpc.message_hash(who.id, ns, data)
-    return ReplicaMessage(who.id.x25519_public, ns, h, data, ts, exp)
+    proof = None
+    if ns != rpc.INBOX:
+        ttl = min(max(exp - ts, rpc.MIN_TTL_MS), rpc.max_ttl_ms(ns))
+        proof = owner_proof(who, ns, h, ts, ttl)
+    return ReplicaMessage(who.id.x25519_public, ns, h, data, ts, exp, proof)
 
 
 class Clock:
@@ -481,7 +488,7 @@ async def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
     sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     conn.close()
-    assert "AUTOINCREMENT" in sql and version == 2
+    assert "AUTOINCREMENT" in sql and version == 3
     await trio.lowlevel.checkpoint()
 
 
@@ -535,3 +542,173 @@ def test_replay_guard_never_accepts_a_frame_twice(events: list[tuple[int, int]])
             continue
         assert tag not in accepted  # never accepted twice
         accepted.add(tag)
+
+
+# --- owner proofs (issue 11, item 6) ----------------------------------------------------------
+
+
+def test_a_message_outside_the_inbox_needs_its_owners_proof() -> None:
+    good = msg(b"post", ns=-3)
+    assert wire.check_message(good, now_ms=T0) == ALICE.id
+    assert wire.check_message(msg(b"private", ns=7), now_ms=T0) == ALICE.id
+    h = good.hash
+    base = (good.account, -3, h, good.data, T0, T0 + DAY)
+    refused: dict[str, tuple[ReplicaMessage, type[Exception], str]] = {
+        "no proof": (ReplicaMessage(*base), Unauthorized, "must carry"),
+        "another account's key": (
+            ReplicaMessage(*base, owner_proof(BOB, -3, h, T0, DAY)),
+            Unauthorized,
+            "not signed by the account",
+        ),
+        "another message": (
+            ReplicaMessage(*base, owner_proof(ALICE, -3, bytes(32), T0, DAY)),
+            Unauthorized,
+            "does not verify",
+        ),
+        "another namespace": (
+            ReplicaMessage(*base, owner_proof(ALICE, -4, h, T0, DAY)),
+            Unauthorized,
+            "does not verify",
+        ),
+        "an expiry beyond the signed TTL": (
+            ReplicaMessage(*base[:5], T0 + DAY + rpc.CLOCK_SKEW_MS + 1, good.proof),
+            Unauthorized,
+            "signed TTL",
+        ),
+        "a capability (not yet accepted)": (
+            ReplicaMessage(
+                *base,
+                rpc.StoreProof(ALICE.ed25519_public, T0, DAY, bytes(64), b"chain").encode(),
+            ),
+            Unauthorized,
+            "capability",
+        ),
+        "a proof on an inbox message": (
+            ReplicaMessage(
+                good.account,
+                0,
+                rpc.message_hash(ALICE.id, 0, b"post"),
+                b"post",
+                T0,
+                T0 + DAY,
+                good.proof,
+            ),
+            ProtocolError,
+            "inbox",
+        ),
+        "not a proof": (ReplicaMessage(*base, b"\xa0"), SchemaError, "store_proof"),
+    }
+    for name, (m, error, match) in refused.items():
+        with pytest.raises(error, match=match):
+            wire.check_message(m, now_ms=T0)
+        assert name
+    # A shorter expiry than the proof allows (an owner's expire) is fine; so is the
+    # skew a storing node may have had.
+    shorter = ReplicaMessage(*base[:5], T0 + 60_000, good.proof)
+    assert wire.check_message(shorter, now_ms=T0) == ALICE.id
+    skewed = ReplicaMessage(*base[:5], T0 + DAY + rpc.CLOCK_SKEW_MS, good.proof)
+    assert wire.check_message(skewed, now_ms=T0) == ALICE.id
+
+
+def test_proofs_travel_in_frames_and_count_in_batches() -> None:
+    messages = [msg(b"a", ns=-1), msg(b"b"), msg(b"c", ns=9)]
+    frame, _ = wire.seal_push(A, B_PEER, messages, now_ms=T0)
+    opened = wire.open_push(frame, B, lookup(A_PEER), now_ms=T0).messages
+    assert opened == messages and opened[1].proof is None and opened[0].proof
+    assert wire.batch_cost(messages[0]) == 1 + wire.ITEM_OVERHEAD + len(messages[0].proof or b"")
+
+
+_PROOF_FIELDS = st.fixed_dictionaries(
+    {
+        "v": st.sampled_from([1, 1, 2]),
+        "k": st.binary(min_size=31, max_size=33),
+        "t": st.integers(-1, 2**64 - 1),
+        "ttl": st.integers(0, 40 * DAY),
+        "sig": st.binary(min_size=63, max_size=65),
+    },
+    optional={"cap": st.binary(max_size=3000), "x": st.integers(-100, 100)},
+)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=3000) | _PROOF_FIELDS.map(encode))
+def test_decode_proof_takes_outside_bytes(blob: bytes) -> None:
+    # Anything from a peer: a proof of the right shape, or a typed error, never another.
+    try:
+        proof = rpc.decode_proof(blob)
+    except (DecodeError, SchemaError, TooLarge):
+        return
+    assert len(blob) <= rpc.MAX_PROOF_BYTES
+    assert proof.encode() == blob  # one proof, one encoding (canonical CBOR)
+    with pytest.raises(VeilError):
+        rpc.verify_store_proof(ALICE.id, -1, bytes(32), T0, blob)
+
+
+def test_a_proof_over_the_size_limit_is_refused_before_parsing() -> None:
+    big = rpc.StoreProof(ALICE.ed25519_public, T0, DAY, bytes(64), bytes(3000)).encode()
+    with pytest.raises(TooLarge):
+        rpc.decode_proof(big)
+
+
+# --- tombstones (issue 11, item 5) ---------------------------------------------------------
+
+
+async def test_deleted_messages_are_not_brought_back_by_replication(tmp_path: Path) -> None:
+    clock = Clock(T0 + 1000)
+    db = tmp_path / "m.db"
+    inbox, post, other = msg(b"inbox"), msg(b"post", ns=-2), msg(b"other", ns=-2)
+    async with open_store(db, clock=clock) as store:
+        assert await store.store_replicated([inbox, post, other]) == [True, True, True]
+        assert await store.delete(ALICE.id, 0, [inbox.hash]) == [inbox.hash]
+        assert await store.delete_all(ALICE.id, None) == 2
+        # A push or pull of the same copies (a replay, a member that missed the delete).
+        assert await store.store_replicated([inbox, post, other]) == [False, False, False]
+        # A message never held here, deleted by hash (its copy was still on its way).
+        late = msg(b"late", ns=-2)
+        assert await store.delete(ALICE.id, -2, [late.hash]) == []
+        assert await store.store_replicated([late]) == [False]
+    async with open_store(db, clock=clock) as store:  # across a restart
+        assert await store.store_replicated([inbox, post, other, late]) == [False] * 4
+        # The same bytes stored again later (a new signed store) are a new message.
+        clock.now = T0 + 5 * 60_000
+        again = msg(b"post", ns=-2, ts=clock.now, exp=clock.now + DAY)
+        assert await store.store_replicated([again]) == [True]
+        # Tombstones go once no copy could still be alive; then they are swept.
+        clock.now = T0 + 31 * DAY
+        await store.sweep()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM tombstones").fetchone()[0] == 0
+
+
+async def test_a_signed_request_is_executed_once(tmp_path: Path) -> None:
+    clock = Clock()
+    async with open_store(tmp_path / "m.db", clock=clock) as store:
+        assert await store.remember_request(b"d" * 32, T0 + 60_000)
+        assert not await store.remember_request(b"d" * 32, T0 + 60_000)
+        clock.now = T0 + 60_001
+        assert await store.remember_request(b"d" * 32, T0 + 120_000)  # long stale anyway
+
+
+async def test_rows_without_a_proof_from_version_2_stay_local(tmp_path: Path) -> None:
+    db = tmp_path / "v2.db"
+    async with open_store(db, clock=Clock()) as store:
+        await store.store_replicated([msg(b"x")])
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA user_version=2")
+        conn.execute("ALTER TABLE messages DROP COLUMN proof")
+        conn.execute("DROP TABLE tombstones")
+        conn.execute("DROP TABLE executed_requests")
+        old_post = msg(b"old post", ns=-1)
+        conn.execute(
+            "INSERT INTO messages (account, namespace, hash, data, timestamp, expiry)"
+            " VALUES (?, -1, ?, ?, ?, ?)",
+            (old_post.account, old_post.hash, old_post.data, T0, T0 + DAY),
+        )
+    async with open_store(db, clock=Clock()) as store:
+        assert await store.get(ALICE.id, -1, old_post.hash) is not None  # still served
+        page = await store.replica_page(0, accept=lambda k: True, limit=10, max_bytes=10**6)
+        assert [m.data for m in page.messages] == [b"x"]  # but never replicated
+        found, _, more = await store.account_replicas(
+            ALICE.id.x25519_public, limit=10, max_bytes=10**6
+        )
+        assert [m.data for m in found] == [b"x"] and not more

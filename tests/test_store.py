@@ -496,7 +496,7 @@ async def test_acked_writes_survive_sigkill_of_the_process(
 @pytest.mark.parametrize(
     ("prepare", "message"),
     [
-        (lambda db: db.execute("PRAGMA user_version = 3"), "has store schema 3"),
+        (lambda db: db.execute("PRAGMA user_version = 4"), "has store schema 4"),
         (lambda db: db.execute("PRAGMA user_version = -1"), "damaged"),
     ],
 )
@@ -524,7 +524,7 @@ async def test_a_new_file_gets_every_migration_in_one_step(tmp_path: Path) -> No
     async with open_store(path, clock=Clock()) as store:
         await put(store, b"first")
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
         sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
         assert "AUTOINCREMENT" in sql
         assert db.execute("SELECT seq FROM messages").fetchone()[0] == 1

@@ -237,7 +237,9 @@ async def test_unavailable_before_the_first_consensus(tmp_path: Path) -> None:
 # --- the replication routes ------------------------------------------------------------------
 
 
-def frame_of(sender: bytes, receiver: bytes, nonce: bytes, box: bytes, v: int = 2) -> bytes:
+def frame_of(
+    sender: bytes, receiver: bytes, nonce: bytes, box: bytes, v: int = wire.FORMAT_VERSION
+) -> bytes:
     return encode({"v": v, "from": sender, "to": receiver, "nonce": nonce, "box": box})
 
 
@@ -267,7 +269,7 @@ def forge_frame(
     receiver: ConsensusNode,
     body: dict[str, Any],
     signer: NodeKeys,
-    version: int = 2,
+    version: int = wire.FORMAT_VERSION,
     pad_byte: int = 0,
 ) -> bytes:
     """A frame built from the spec: ``body`` signed by ``signer``, padded to its class

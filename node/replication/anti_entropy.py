@@ -27,6 +27,7 @@ import trio
 from veil.onion import replication_frames as wire
 from veil.onion.directory import ConsensusNode
 from veil.onion.errors import ProtocolError, VeilError
+from veil.onion.replica import ReplicaMessage
 
 from ..config import ReplicationConfig
 from ..logging import log_event
@@ -94,16 +95,13 @@ class AntiEntropy:
                 page = await self.requests.pull(peer, cursor, scope)
                 if page.next_seq < cursor:
                     raise ProtocolError("the page goes back before the cursor")
-                now = self.clock()
-                for m in page.messages:
-                    wire.check_message(m, now_ms=now, skew_ms=self.config.clock_skew_ms)
             except VeilError as exc:
                 self.counters.pull_failures += 1
                 log_event(
                     log, logging.DEBUG, "pull_failed", peer=peer.node_id_hex[:16], error=str(exc)
                 )
                 return
-            mine = [m for m in page.messages if self._is_mine_key(m.account)]
+            mine = [m for m in self._checked(peer, page.messages) if self._is_mine_key(m.account)]
             if mine:
                 created = await self.store.store_replicated(mine)
                 self.counters.pulled += sum(created)
@@ -112,6 +110,25 @@ class AntiEntropy:
                 await self.store.set_sync_cursor(peer.node_id, scope, cursor)
             if not page.more:
                 return
+
+    def _checked(self, peer: ConsensusNode, messages: list[ReplicaMessage]) -> list[ReplicaMessage]:
+        """The messages of a page that keep the protocol's rules, the owner's proof
+        included (:func:`~veil.onion.replication_frames.check_message`): a page is data
+        from a peer, checked as a push is. One that does not is dropped and counted, and
+        the cursor moves past it (asking again would get the same row)."""
+        now = self.clock()
+        good: list[ReplicaMessage] = []
+        for m in messages:
+            try:
+                wire.check_message(m, now_ms=now, skew_ms=self.config.clock_skew_ms)
+            except VeilError as exc:
+                self.counters.pull_refused += 1
+                log_event(
+                    log, logging.INFO, "pulled_refused", peer=peer.node_id_hex[:16], error=str(exc)
+                )
+                continue
+            good.append(m)
+        return good
 
     def _is_mine_key(self, account: bytes) -> bool:
         consensus = self.view.consensus

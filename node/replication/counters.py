@@ -34,6 +34,8 @@ class ReplicationCounters:
     pull_failures: int = 0
     #: Messages received by pull that were new here.
     pulled: int = 0
+    #: Messages of pulled pages dropped because they break a rule (a proof that fails).
+    pull_refused: int = 0
     #: Messages handed over to another swarm (and deleted here).
     handed_over: int = 0
     #: Handover pushes that failed or were refused.
@@ -63,6 +65,11 @@ def replication_figures(c: ReplicationCounters, queued: int) -> list[StorageFigu
         counter("veil_replication_pulls", "Pull requests made to swarm peers", c.pulls),
         counter("veil_replication_pull_failures", "Pull requests that failed", c.pull_failures),
         counter("veil_replication_pulled", "New messages received by pull", c.pulled),
+        counter(
+            "veil_replication_pull_refused",
+            "Messages of pulled pages dropped for breaking a rule (e.g. a bad owner proof)",
+            c.pull_refused,
+        ),
         counter(
             "veil_replication_handed_over",
             "Messages handed over to another swarm and deleted here",

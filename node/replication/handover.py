@@ -117,18 +117,17 @@ class Handover:
                 max_bytes=wire.BATCH_MAX_BYTES,
                 item_overhead=wire.ITEM_OVERHEAD,
             )
-            if not messages:
-                return complete
-            acked: set[bytes] = set()
-            async with trio.open_nursery() as nursery:
-                for member in swarm.members:
-                    if member.node_id != self.view.node_id:
-                        nursery.start_soon(self._handover_push, member, messages, acked)
-            done = [(m.namespace, m.hash) for m in messages if m.hash in acked]
-            if done:
-                self.counters.handed_over += await self.store.delete_replicas(account, done)
-            if len(done) < len(messages):
-                complete = False
+            if messages:
+                acked: set[bytes] = set()
+                async with trio.open_nursery() as nursery:
+                    for member in swarm.members:
+                        if member.node_id != self.view.node_id:
+                            nursery.start_soon(self._handover_push, member, messages, acked)
+                done = [(m.namespace, m.hash) for m in messages if m.hash in acked]
+                if done:
+                    self.counters.handed_over += await self.store.delete_replicas(account, done)
+                if len(done) < len(messages):
+                    complete = False
             if not more:
                 return complete
 

@@ -57,6 +57,7 @@ from typing import Literal
 
 import trio
 
+from veil.onion import rpc
 from veil.onion.keys import AccountId
 from veil.onion.replica import ReplicaMessage, ReplicaPage
 
@@ -141,47 +142,59 @@ class MessageStore:
     # --- writes (through the writer; see writer.py for cancel and errors) -------------
 
     async def store(
-        self, account: AccountId, namespace: int, hash: bytes, data: bytes, expiry_ms: int
+        self,
+        account: AccountId,
+        namespace: int,
+        hash: bytes,
+        data: bytes,
+        expiry_ms: int,
+        proof: bytes | None = None,
     ) -> StoreOutcome:
-        """Store a message until ``expiry_ms``; deduplicated by ``hash``.
+        """Store a message until ``expiry_ms``; deduplicated by ``hash``. ``proof``: the
+        owner's signed store (onion/rpc/proof.py), kept for replication; None in the
+        inbox.
 
         Returns after the COMMIT. See :meth:`BatchWriter.submit` for cancel and errors.
         """
         return await self._submit(
             writes.store_message(
-                account.x25519_public, namespace, hash, data, self.clock(), expiry_ms
+                account.x25519_public, namespace, hash, data, self.clock(), expiry_ms, proof
             )
         )
 
     async def delete(
         self, account: AccountId, namespace: int, hashes: Sequence[bytes]
     ) -> list[bytes]:
-        """Delete these messages; return the hashes that were there (expired ones too)."""
-        return await self._submit(writes.delete_messages(account.x25519_public, namespace, hashes))
+        """Delete these messages, leaving a tombstone for each hash (see the module
+        note); return the hashes that were there (expired ones too)."""
+        now = self.clock()
+        unknown_until = now + rpc.max_ttl_ms(namespace) + rpc.CLOCK_SKEW_MS
+        return await self._submit(
+            writes.delete_messages(account.x25519_public, namespace, hashes, now, unknown_until)
+        )
 
     async def delete_all(self, account: AccountId, namespace: int | None) -> int:
-        """Delete all the account's messages in ``namespace`` (None: every namespace).
+        """Delete all the account's messages in ``namespace`` (None: every namespace),
+        each leaving a tombstone.
 
         Runs as several transactions of at most ``sweep_batch`` rows, so that a large
         account does not hold other writes back; returns how many rows were deleted. If
         cancelled or failing part-way, the batches already committed stay deleted.
         """
         key = account.x25519_public
-        args: tuple[bytes | int, ...]
-        if namespace is None:
-            where, args = "account = ?", (key,)
-        else:
-            where, args = "account = ? AND namespace = ?", (key, namespace)
-        sql = (
-            f"DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE {where}"  # noqa: S608
-            " LIMIT ?)"
-        )
         total = 0
         while True:
-            n = await self._submit(writes.delete_rows(sql, (*args, self._sweep_batch)))
+            n = await self._submit(
+                writes.delete_all_batch(key, namespace, self.clock(), self._sweep_batch)
+            )
             total += n
             if n < self._sweep_batch:
                 return total
+
+    async def remember_request(self, digest: bytes, until_ms: int) -> bool:
+        """Note that a signed request (its ``digest``) is executed, until ``until_ms``;
+        False if it was already (then do not execute it again). Kept across restarts."""
+        return await self._submit(writes.remember_request(digest, until_ms, self.clock()))
 
     async def expire(
         self, account: AccountId, namespace: int, hashes: Sequence[bytes], expiry_ms: int
@@ -233,9 +246,27 @@ class MessageStore:
             self._swept += n
             total += n
             if n < self._sweep_batch:
-                if total:
-                    log.debug("swept %d expired messages", total)
-                return total
+                break
+        # Tombstones and executed requests past their time (not counted as messages).
+        for table, key in (
+            ("tombstones", "account, namespace, hash"),
+            ("executed_requests", "digest"),
+        ):
+            while True:
+                n = await self._submit(
+                    writes.delete_rows(
+                        f"DELETE FROM {table} WHERE ({key}) IN"  # noqa: S608
+                        f" (SELECT {key} FROM {table}"
+                        " WHERE expiry <= ? LIMIT ?)",
+                        (self.clock(), self._sweep_batch),
+                        counted=False,
+                    )
+                )
+                if n < self._sweep_batch:
+                    break
+        if total:
+            log.debug("swept %d expired messages", total)
+        return total
 
     async def _sweeper(self, interval_s: float) -> None:
         """Sweep every ``interval_s`` seconds (trio's clock) until cancelled.

@@ -14,9 +14,12 @@ The functions take the connection and ``now`` and do no checkpoint; the store's 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable
 
+from veil.onion import rpc
+from veil.onion.errors import VeilError
 from veil.onion.replica import ReplicaMessage, ReplicaPage
 
 from .records import StoredMessage, StoredPage
@@ -97,28 +100,28 @@ def replica_page(
 ) -> ReplicaPage:
     """See :meth:`MessageStore.replica_page`."""
     rows = conn.execute(
-        "SELECT seq, account, namespace, hash, timestamp, expiry, length(data)"
+        "SELECT seq, account, namespace, hash, timestamp, expiry, length(data), proof"
         " FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
         (after_seq, scan_limit),
     ).fetchall()
-    taken: list[tuple[int, bytes, int, bytes, int, int]] = []
+    taken: list[tuple[int, bytes, int, bytes, int, int, bytes | None]] = []
     used = 0
     next_seq = after_seq
     full = False
-    for seq, account, namespace, h, timestamp, expiry, size in rows:
-        if expiry > now and accept(account):
-            cost = size + item_overhead
+    for seq, account, namespace, h, timestamp, expiry, size, proof in rows:
+        if expiry > now and _replicable(namespace, proof) and accept(account):
+            cost = size + item_overhead + (0 if proof is None else len(proof))
             if len(taken) >= limit or (taken and used + cost > max_bytes):
                 full = True
                 break
             used += cost
-            taken.append((seq, account, namespace, h, timestamp, expiry))
+            taken.append((seq, account, namespace, h, timestamp, expiry, proof))
         next_seq = seq
     messages: list[ReplicaMessage] = []
-    for seq, account, namespace, h, timestamp, expiry in taken:
+    for seq, account, namespace, h, timestamp, expiry, proof in taken:
         row = conn.execute("SELECT data FROM messages WHERE seq = ?", (seq,)).fetchone()
         if row is not None:  # deleted between the two reads: skip it
-            messages.append(ReplicaMessage(account, namespace, h, row[0], timestamp, expiry))
+            messages.append(_replica(account, namespace, h, row[0], timestamp, expiry, proof))
     more = full or len(rows) == scan_limit
     return ReplicaPage(messages, next_seq, more)
 
@@ -134,7 +137,7 @@ def account_replicas(
 ) -> tuple[list[ReplicaMessage], tuple[int, int], bool]:
     """See :meth:`MessageStore.account_replicas`."""
     cur = conn.execute(
-        "SELECT namespace, seq, hash, data, timestamp, expiry FROM messages"
+        "SELECT namespace, seq, hash, data, timestamp, expiry, proof FROM messages"
         " WHERE account = ? AND (namespace, seq) > (?, ?) AND expiry > ?"
         " ORDER BY namespace, seq LIMIT ?",
         (account, after[0], after[1], now, limit + 1),
@@ -143,18 +146,50 @@ def account_replicas(
     cursor = after
     used = 0
     more = False
+    seen = 0
     try:
-        for namespace, seq, h, data, timestamp, expiry in cur:
-            cost = len(data) + item_overhead
+        for namespace, seq, h, data, timestamp, expiry, proof in cur:
+            seen += 1
+            if not _replicable(namespace, proof):
+                cursor = (namespace, seq)  # an unproven old row stays here (see below)
+                continue
+            cost = len(data) + item_overhead + (0 if proof is None else len(proof))
             if len(messages) >= limit or (messages and used + cost > max_bytes):
                 more = True
                 break
             used += cost
-            messages.append(ReplicaMessage(account, namespace, h, data, timestamp, expiry))
+            messages.append(_replica(account, namespace, h, data, timestamp, expiry, proof))
             cursor = (namespace, seq)
     finally:
         cur.close()
-    return messages, cursor, more
+    # Rows skipped may fill the read: then the page can be short (even empty) with more.
+    return messages, cursor, more or seen > limit
+
+
+def _replicable(namespace: int, proof: bytes | None) -> bool:
+    """Whether a row may be sent to a peer: an inbox message, or one with its owner's
+    proof. Rows stored before proofs were kept (schema version 2) have none outside the
+    inbox: no member would accept them, so they stay here (served) until they expire."""
+    return proof is not None or not rpc.store_needs_auth(namespace)
+
+
+def _replica(
+    account: bytes,
+    namespace: int,
+    h: bytes,
+    data: bytes,
+    timestamp: int,
+    expiry: int,
+    proof: bytes | None,
+) -> ReplicaMessage:
+    """A row as it travels: its expiry no later than its proof allows (an owner's
+    ``expire`` may have moved it further here; a copy carries the signed store's bound,
+    which is what every receiver checks)."""
+    if proof is not None:
+        # A proof that does not decode was never stored (proofs are checked first).
+        with contextlib.suppress(VeilError):
+            expiry = min(expiry, rpc.expiry_limit(rpc.decode_proof(proof)))
+    return ReplicaMessage(account, namespace, h, data, timestamp, expiry, proof)
 
 
 def accounts(conn: sqlite3.Connection, after: bytes | None, limit: int) -> list[bytes]:

@@ -20,6 +20,15 @@ newest rows were deleted (plain rowids reuse max(rowid) + 1). Replication cursor
 never be pulled. The seqs of a version 1 file are kept; AUTOINCREMENT starts after the
 largest one. Version 2 also adds ``sync_cursors`` (node/replication/).
 
+Version 3 (issue 11, items 5 and 6): ``messages.proof``, the owner's signed store of a
+message in an owner-written namespace (onion/rpc/proof.py), which replication carries
+and every receiving member checks; ``tombstones``, one per deleted message, which
+replication honours until the deleted message would have expired; and
+``executed_requests``, the digests of the signed ``delete_all`` requests executed, kept
+while their signature is fresh, so that one sent again deletes nothing stored after it.
+Rows of a version 2 file have no proof: outside the inbox they are served but not
+replicated (a member would refuse them), until they expire.
+
 Connections: WAL mode or nothing (readers must never wait for the writer, see
 node/store/message_store.py); a file system without WAL is refused with a
 :class:`~veil.node.errors.StoreError`.
@@ -90,6 +99,31 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     scope BLOB    NOT NULL,  -- which accounts the pull covered (the replicator's key)
     seq   INTEGER NOT NULL,  -- the peer's last seq looked at
     PRIMARY KEY (peer, scope)
+) WITHOUT ROWID""",
+    ),
+    # 2 -> 3 (issue 11, items 5 and 6): each message's owner proof, and tombstones.
+    (
+        # The owner's signed store (onion/rpc/proof.py) of a message in an owner-written
+        # namespace; NULL in the inbox, and for rows stored before version 3 (those are
+        # served here but never replicated: no member would accept them).
+        "ALTER TABLE messages ADD COLUMN proof BLOB",
+        # A deleted message's tombstone: replication (push, pull, handover) does not
+        # bring back a copy first stored at or before ``deleted`` while it lives (until
+        # the latest expiry any copy could have); swept with expired rows.
+        """CREATE TABLE IF NOT EXISTS tombstones (
+    account   BLOB    NOT NULL,
+    namespace INTEGER NOT NULL,
+    hash      BLOB    NOT NULL,
+    deleted   INTEGER NOT NULL,  -- ms, the node's clock when it was deleted
+    expiry    INTEGER NOT NULL,  -- ms, when the tombstone may go
+    PRIMARY KEY (account, namespace, hash)
+) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS tombstones_by_expiry ON tombstones (expiry)",
+        # Signed requests that must not act twice (a delete_all), by digest, for as long
+        # as their signature passes the clock-skew check; swept with expired rows.
+        """CREATE TABLE IF NOT EXISTS executed_requests (
+    digest BLOB    NOT NULL PRIMARY KEY,
+    expiry INTEGER NOT NULL
 ) WITHOUT ROWID""",
     ),
 )

@@ -23,24 +23,28 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from veil.onion import rpc
+from veil.onion.errors import VeilError
 from veil.onion.replica import ReplicaMessage
 
 from .records import StoreOutcome
 from .writer import WriteFn
 
 __all__ = [
+    "delete_all_batch",
     "delete_messages",
     "delete_replicas",
     "delete_rows",
     "expire_messages",
+    "remember_request",
     "set_sync_cursor",
     "store_message",
     "store_replicas",
 ]
 
 _INSERT = (
-    "INSERT INTO messages (account, namespace, hash, data, timestamp, expiry)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO messages (account, namespace, hash, data, timestamp, expiry, proof)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 #: As _INSERT, but a row already there under the same (account, namespace, hash) makes it
 #: do nothing (``rowcount`` 0) instead of failing.
@@ -48,15 +52,22 @@ _INSERT_NEW = _INSERT + " ON CONFLICT (account, namespace, hash) DO NOTHING"
 
 
 def store_message(
-    key: bytes, namespace: int, hash: bytes, data: bytes, now: int, expiry: int
+    key: bytes,
+    namespace: int,
+    hash: bytes,
+    data: bytes,
+    now: int,
+    expiry: int,
+    proof: bytes | None = None,
 ) -> WriteFn[StoreOutcome]:
-    """Store a message of the account ``key`` (its 32-byte X25519 key) until ``expiry``."""
+    """Store a message of the account ``key`` (its 32-byte X25519 key) until ``expiry``,
+    with the owner's ``proof`` (None in the inbox)."""
     notify = (key, namespace)
 
     def write(db: sqlite3.Cursor) -> tuple[StoreOutcome, int, list[tuple[bytes, int]]]:
         # A new message (the usual case) takes this one statement. A duplicate inserts
         # nothing (it may use up a seq, which is never reused anyway) and goes on below.
-        if db.execute(_INSERT_NEW, (key, namespace, hash, data, now, expiry)).rowcount:
+        if db.execute(_INSERT_NEW, (key, namespace, hash, data, now, expiry, proof)).rowcount:
             return StoreOutcome(hash, expiry, created=True, timestamp_ms=now), 1, [notify]
         seq, old_expiry = db.execute(
             "SELECT seq, expiry FROM messages WHERE account = ? AND namespace = ? AND hash = ?",
@@ -65,40 +76,112 @@ def store_message(
         if old_expiry > now:
             new_expiry = max(old_expiry, expiry)
             if new_expiry != old_expiry:
-                db.execute("UPDATE messages SET expiry = ? WHERE seq = ?", (new_expiry, seq))
+                # The later store's proof is the one that allows the later expiry.
+                db.execute(
+                    "UPDATE messages SET expiry = ?, proof = ? WHERE seq = ?",
+                    (new_expiry, proof, seq),
+                )
             return StoreOutcome(hash, new_expiry, created=False), 0, []
         # Expired: replaced by a fresh row (a new seq, so "since my last hash" sees it).
         db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
-        db.execute(_INSERT, (key, namespace, hash, data, now, expiry))
+        db.execute(_INSERT, (key, namespace, hash, data, now, expiry, proof))
         return StoreOutcome(hash, expiry, created=True, timestamp_ms=now), 0, [notify]
 
     return write
 
 
-def delete_messages(key: bytes, namespace: int, hashes: Sequence[bytes]) -> WriteFn[list[bytes]]:
-    """Delete these messages; the result is the hashes that were there (expired too)."""
+def _tombstone_until(expiry: int, proof: bytes | None) -> int:
+    """How long a deleted message's tombstone must live: until every copy that a peer
+    could still send is expired (the row's expiry, or the latest its proof allows)."""
+    if proof is None:
+        return expiry
+    try:
+        return max(expiry, rpc.expiry_limit(rpc.decode_proof(proof)))
+    except VeilError:  # pragma: no cover - proofs are checked before they are stored
+        return expiry
+
+
+def _bury(
+    db: sqlite3.Cursor, key: bytes, namespace: int, hash: bytes, now: int, until: int
+) -> None:
+    db.execute(
+        "INSERT INTO tombstones (account, namespace, hash, deleted, expiry)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, namespace, hash)"
+        " DO UPDATE SET deleted = excluded.deleted, expiry = max(expiry, excluded.expiry)",
+        (key, namespace, hash, now, until),
+    )
+
+
+def delete_messages(
+    key: bytes, namespace: int, hashes: Sequence[bytes], now: int, unknown_until: int
+) -> WriteFn[list[bytes]]:
+    """Delete these messages and leave a tombstone for each (one not held here too: a
+    copy may still be on its way, so its tombstone lives until ``unknown_until``, the
+    latest expiry a message stored now could have); the result is the hashes that were
+    there (expired too)."""
 
     def write(db: sqlite3.Cursor) -> tuple[list[bytes], int, list[tuple[bytes, int]]]:
         deleted: list[bytes] = []
         for h in dict.fromkeys(hashes):  # unique, in order
-            cur = db.execute(
-                "DELETE FROM messages WHERE account = ? AND namespace = ? AND hash = ?",
+            row = db.execute(
+                "DELETE FROM messages WHERE account = ? AND namespace = ? AND hash = ?"
+                " RETURNING expiry, proof",
                 (key, namespace, h),
-            )
-            if cur.rowcount:
+            ).fetchone()
+            if row is not None:
                 deleted.append(h)
+                _bury(db, key, namespace, h, now, _tombstone_until(row[0], row[1]))
+            else:
+                _bury(db, key, namespace, h, now, unknown_until)
         return deleted, -len(deleted), []
 
     return write
 
 
-def delete_rows(sql: str, args: tuple[Any, ...]) -> WriteFn[int]:
-    """Run one ``DELETE`` statement (a batch of a sweep or a delete_all); the result is
-    how many rows it deleted."""
+def delete_all_batch(key: bytes, namespace: int | None, now: int, limit: int) -> WriteFn[int]:
+    """Delete at most ``limit`` of the account's messages in ``namespace`` (None: every
+    namespace), each leaving a tombstone; the result is how many were deleted."""
+    where = "account = ?" if namespace is None else "account = ? AND namespace = ?"
+    args: tuple[Any, ...] = (key,) if namespace is None else (key, namespace)
+    select = f"SELECT seq, namespace, hash, expiry, proof FROM messages WHERE {where} LIMIT ?"  # noqa: S608
+
+    def write(db: sqlite3.Cursor) -> tuple[int, int, list[tuple[bytes, int]]]:
+        rows = db.execute(select, (*args, limit)).fetchall()
+        for seq, ns, h, expiry, proof in rows:
+            db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+            _bury(db, key, ns, h, now, _tombstone_until(expiry, proof))
+        return len(rows), -len(rows), []
+
+    return write
+
+
+def delete_rows(sql: str, args: tuple[Any, ...], *, counted: bool = True) -> WriteFn[int]:
+    """Run one ``DELETE`` statement (a batch of a sweep); the result is how many rows it
+    deleted (``counted``: rows of ``messages``, which the writer counts)."""
 
     def write(db: sqlite3.Cursor) -> tuple[int, int, list[tuple[bytes, int]]]:
         n = db.execute(sql, args).rowcount
-        return n, -n, []
+        return n, -n if counted else 0, []
+
+    return write
+
+
+def remember_request(digest: bytes, until: int, now: int) -> WriteFn[bool]:
+    """Note that the signed request ``digest`` was executed (kept until ``until``); the
+    result is False if it was already noted and still kept (do not execute it again)."""
+
+    def write(db: sqlite3.Cursor) -> tuple[bool, int, list[tuple[bytes, int]]]:
+        row = db.execute(
+            "SELECT expiry FROM executed_requests WHERE digest = ?", (digest,)
+        ).fetchone()
+        if row is not None and row[0] > now:
+            return False, 0, []
+        db.execute(
+            "INSERT INTO executed_requests (digest, expiry) VALUES (?, ?)"
+            " ON CONFLICT (digest) DO UPDATE SET expiry = excluded.expiry",
+            (digest, until),
+        )
+        return True, 0, []
 
     return write
 
@@ -132,7 +215,7 @@ def store_replicas(items: Sequence[ReplicaMessage], now: int) -> WriteFn[list[bo
         notify: list[tuple[bytes, int]] = []
         delta = 0
         for m in items:
-            if m.expiry_ms <= now:
+            if m.expiry_ms <= now or _buried(db, m, now):
                 created.append(False)
                 continue
             row = db.execute(
@@ -144,14 +227,16 @@ def store_replicas(items: Sequence[ReplicaMessage], now: int) -> WriteFn[list[bo
                 if old_expiry > now:
                     if m.expiry_ms > old_expiry:
                         db.execute(
-                            "UPDATE messages SET expiry = ? WHERE seq = ?", (m.expiry_ms, seq)
+                            "UPDATE messages SET expiry = ?, proof = ? WHERE seq = ?",
+                            (m.expiry_ms, m.proof, seq),
                         )
                     created.append(False)
                     continue
                 db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
                 delta -= 1
             db.execute(
-                _INSERT, (m.account, m.namespace, m.hash, m.data, m.timestamp_ms, m.expiry_ms)
+                _INSERT,
+                (m.account, m.namespace, m.hash, m.data, m.timestamp_ms, m.expiry_ms, m.proof),
             )
             delta += 1
             created.append(True)
@@ -159,6 +244,28 @@ def store_replicas(items: Sequence[ReplicaMessage], now: int) -> WriteFn[list[bo
         return created, delta, notify
 
     return write
+
+
+def _buried(db: sqlite3.Cursor, m: ReplicaMessage, now: int) -> bool:
+    """True if a live tombstone forbids storing ``m``: it was deleted here, and ``m`` is
+    a copy of that message, not a later store of the same bytes. A copy's store time is
+    its proof's signed time (the inbox: ``ts``, the first storing node's clock); within
+    :data:`~veil.onion.rpc.CLOCK_SKEW_MS` after the deletion counts as before it, since
+    the clocks involved may differ by that much."""
+    row = db.execute(
+        "SELECT deleted FROM tombstones"
+        " WHERE account = ? AND namespace = ? AND hash = ? AND expiry > ?",
+        (m.account, m.namespace, m.hash, now),
+    ).fetchone()
+    if row is None:
+        return False
+    stored = m.timestamp_ms
+    if m.proof is not None:
+        try:
+            stored = rpc.decode_proof(m.proof).timestamp_ms
+        except VeilError:  # pragma: no cover - checked before it reaches the store
+            return True
+    return bool(stored <= row[0] + rpc.CLOCK_SKEW_MS)
 
 
 def delete_replicas(account: bytes, pairs: Sequence[tuple[int, bytes]]) -> WriteFn[int]:

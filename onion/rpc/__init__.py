@@ -12,6 +12,8 @@ here (node and client code write ``from veil.onion import rpc`` and ``rpc.make_s
 * :mod:`~veil.onion.rpc.requests`: request types, their schemas, :func:`parse_request`;
 * :mod:`~veil.onion.rpc.signing`: signing and :func:`verify_request` (the seam for
   delegated keys);
+* :mod:`~veil.onion.rpc.proof`: the owner's signed store that travels with a replicated
+  message, and :func:`verify_store_proof`;
 * :mod:`~veil.onion.rpc.request_codec`: requests as bytes, with the unsigned-store hot path;
 * :mod:`~veil.onion.rpc.builders`: ``make_*``, the client's requests;
 * :mod:`~veil.onion.rpc.swarms`: the ``swarm`` map of ``wrong_swarm`` and ``get_swarm``;
@@ -99,6 +101,14 @@ from .namespaces import (
     read_needs_auth,
     store_needs_auth,
 )
+from .proof import (
+    MAX_PROOF_BYTES,
+    StoreProof,
+    decode_proof,
+    expiry_limit,
+    proof_of_request,
+    verify_store_proof,
+)
 from .replies import (
     _REPLY,
     Reply,
@@ -153,6 +163,7 @@ __all__ = [
     "MAX_BODY",
     "MAX_ERROR_CHARS",
     "MAX_HASHES",
+    "MAX_PROOF_BYTES",
     "MAX_REPLY_SIZE",
     "MAX_REQUEST_SIZE",
     "MAX_SWARM_MEMBERS",
@@ -184,17 +195,20 @@ __all__ = [
     "Result",
     "RetrieveRequest",
     "RetrieveResult",
+    "StoreProof",
     "StoreRequest",
     "StoreResult",
     "SwarmInfo",
     "SwarmMember",
     "SwarmMoved",
     "check_ttl_ms",
+    "decode_proof",
     "decode_reply",
     "decode_request",
     "encode_reply",
     "encode_request",
     "error_reply",
+    "expiry_limit",
     "is_public_read",
     "make_delete",
     "make_delete_all",
@@ -208,6 +222,7 @@ __all__ = [
     "ok_reply",
     "parse_request",
     "parse_result",
+    "proof_of_request",
     "read_needs_auth",
     "sign_params",
     "signing_message",
@@ -215,6 +230,7 @@ __all__ = [
     "store_reply",
     "swarm_of_reply",
     "verify_request",
+    "verify_store_proof",
 ]
 
 # Private names that tests reach through ``veil.onion.rpc`` (the fast paths' layouts and

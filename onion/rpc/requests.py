@@ -58,6 +58,12 @@ class Auth:
 # --- typed requests ------------------------------------------------------------------------
 
 
+def store_signed_extra(ttl_ms: int, hash: bytes) -> bytes:
+    """What a store's signature covers besides the common fields: its TTL and the
+    message's hash (also checked on replicated copies, onion/rpc/proof.py)."""
+    return length_prefixed(ttl_ms.to_bytes(8, "big"), hash)
+
+
 @dataclass(frozen=True, slots=True)
 class StoreRequest:
     method: ClassVar[str] = "store"
@@ -76,7 +82,7 @@ class StoreRequest:
         return message_hash(self.account, self.namespace, self.data)
 
     def signed_extra(self) -> bytes:
-        return length_prefixed(self.ttl_ms.to_bytes(8, "big"), self.hash)
+        return store_signed_extra(self.ttl_ms, self.hash)
 
     def __repr__(self) -> str:  # never the data
         return f"StoreRequest({self.account}, ns={self.namespace}, {len(self.data)} bytes)"
