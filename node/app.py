@@ -13,6 +13,9 @@ Routes (all answers to bad requests are short ``text/plain`` bodies)::
     POST /onion          body: a packet; 200 + the reply (octets), or 400/413/429
     GET  /info           JSON: node_id, onion_key (hex), version, time_ms, address,
                          and epoch and swarm_id once a consensus lists the node
+    GET  /consensus      with [network] file only: the signed consensus the node adopted,
+                         byte for byte (``?after=E``: 304 unless newer than epoch E);
+                         503 before it has one (node/consensus_route.py)
     GET  /metrics        Prometheus text format, this node's registry only
     POST /debug/clock    only with [debug] clock_control: JSON {"offset_ms": int}
                          shifts the node's clock (tests of TTL expiry and clock skew)
@@ -72,6 +75,7 @@ from veil.onion.replication_frames import MAX_FRAME
 from veil.onion.wallclock import wall_clock_ms
 
 from .config import NodeConfig
+from .consensus_route import CONSENSUS_PATH, consensus_route
 from .directory_client import DirectoryClient, advertised_address, load_network_file
 from .keystore import (
     NODE_INFO_FILE,
@@ -103,6 +107,7 @@ _OCTETS = b"application/octet-stream"
 _PATH_LABELS = {"/onion": "/onion", "/info": "/info", "/metrics": "/metrics"}
 _PATH_LABELS["/debug/clock"] = "/debug/clock"
 _PATH_LABELS[UPGRADE_PATH] = UPGRADE_PATH
+_PATH_LABELS[CONSENSUS_PATH] = CONSENSUS_PATH
 _PATH_LABELS[PUSH_PATH] = PUSH_PATH
 _PATH_LABELS[PULL_PATH] = PULL_PATH
 _PATH_LABELS[FORWARD_PATH] = FORWARD_PATH
@@ -251,6 +256,9 @@ class Node:
                 upgrade_check=self.link_gate.check,
             ),
         }
+        if not self.network.standalone:
+            # Clients fetch the consensus from their guards (node/consensus_route.py).
+            routes[CONSENSUS_PATH] = consensus_route(self.network, self.clock)
         if self.config.debug.clock_control:
             routes["/debug/clock"] = Route(("POST",), self._debug_clock, 256)
         if self.replication is not None:

@@ -26,6 +26,12 @@ leaves no new key behind):
 * **Persisting.** Each accepted document is written to ``DIR/consensus.cbor``; at start
   the saved one is verified again (signatures, threshold, times) and used if it still
   is valid, so a restarted node relays and answers at once; a stale one is discarded.
+* **Serving.** The view keeps the verified document's exact bytes (all the signatures
+  the authority served) with the consensus, and the node serves them to clients at
+  ``GET /consensus`` (:mod:`veil.node.consensus_route`): clients fetch from their guards,
+  not from the authorities. Nodes themselves still fetch from the authorities, a little
+  after ``fresh_until`` (clients wait up to a quarter interval more), so a guard
+  normally has the next consensus before its clients ask.
 
 Errors and cancellation: :meth:`DirectoryClient.run` never returns and raises nothing
 for what the network does (unreachable authorities, bad documents); only a local failure
@@ -199,7 +205,7 @@ class DirectoryClient:
         except VeilError as exc:
             log_event(log, logging.INFO, "saved_consensus_discarded", error=str(exc))
             return None
-        self.view.update(consensus)
+        self.view.update(consensus, data)
         log_event(log, logging.INFO, "saved_consensus_loaded", epoch=consensus.epoch)
         return consensus
 
@@ -310,7 +316,7 @@ class DirectoryClient:
         except VeilError as exc:
             self._log_once(authority, "consensus_refused", f"{type(exc).__name__}: {exc}")
             return False
-        if not self.view.update(consensus):
+        if not self.view.update(consensus, data):
             return False
         me = self.view.me()
         log_event(

@@ -14,6 +14,11 @@ mine, is this a listed relay). It is a plain object updated from one task, read 
 any task; every read sees one whole consensus, never a mix. Other tasks follow changes
 with :meth:`NetworkView.subscribe` (every new consensus, in order).
 
+It also keeps the exact signed bytes of the consensus it holds (:attr:`NetworkView.document`,
+every authority signature the node received): the node serves them to clients as they
+came (``GET /consensus``, :mod:`veil.node.consensus_route`), so that clients fetch the
+consensus from their guards and not from the authorities, and verify it themselves.
+
 The task that keeps it current (publishing this node's descriptor, fetching and saving
 the consensus) is :class:`~veil.node.directory_client.DirectoryClient`; this module holds no
 I/O of its own.
@@ -64,6 +69,9 @@ class NetworkView:
         self.node_id = node_id
         self.standalone = standalone
         self.consensus: Consensus | None = None
+        #: The signed document of :attr:`consensus`, byte for byte as the node verified it
+        #: (None before the first, or if it was adopted without its bytes).
+        self.document: bytes | None = None
         self._relay_ips: frozenset[str] = frozenset()
         self._subscribers: list[trio.MemorySendChannel[Consensus]] = []
 
@@ -78,14 +86,17 @@ class NetworkView:
     def epoch(self) -> int | None:
         return None if self.consensus is None else self.consensus.epoch
 
-    def update(self, consensus: Consensus) -> bool:
+    def update(self, consensus: Consensus, document: bytes | None = None) -> bool:
         """Adopt ``consensus`` if it is newer than the one held (a verified one: this
-        does not check signatures); True if adopted. Subscribers get it in order."""
+        does not check signatures); True if adopted. ``document`` is the signed bytes it
+        was verified from (kept to serve; without it the node serves none until the
+        next). Subscribers get it in order."""
         if self.standalone:
             raise RuntimeError("a standalone node has no consensus")
         if self.consensus is not None and consensus.epoch <= self.consensus.epoch:
             return False
         self.consensus = consensus
+        self.document = document
         ips = {_normal_ip(node.host) for node in consensus.nodes}
         self._relay_ips = frozenset(ip for ip in ips if ip is not None)
         for channel in list(self._subscribers):

@@ -89,6 +89,7 @@ def text_response(status: int, message: str, *, close: bool = False) -> Response
 
 
 _REASONS = {
+    304: b"Not Modified",
     400: b"Bad Request",
     403: b"Forbidden",
     404: b"Not Found",
