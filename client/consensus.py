@@ -3,21 +3,49 @@
 Design note
 -----------
 A client trusts nothing about the network but the authorities' keys pinned in its
-network file (:class:`veil.onion.directory.NetworkFile`). :class:`Directory` gets the
-consensus from the authorities (``GET /consensus``, in random order, the first that
-verifies wins: every authority serves the same document with all the signatures),
-verifies it with :func:`veil.onion.directory.verify_consensus` against the pinned keys and
-threshold, and keeps it in the state file so that a restarted client starts at once.
-The cached bytes are verified again when loaded (a local file is not trusted more than
-the network), and never replace a newer epoch (no rollback, across restarts too).
+network file (:class:`veil.onion.directory.NetworkFile`). Every document, wherever it
+came from, is verified with :func:`veil.onion.directory.verify_consensus` against the
+pinned keys and threshold, and kept in the state file so that a restarted client starts
+at once. The cached bytes are verified again when loaded (a local file is not trusted
+more than the network), and never replace a newer epoch (no rollback, across restarts
+too).
+
+Where it comes from (issue #11, item 4). An authority that serves a client learns the
+client's address and when it comes back; if every client asked the authorities, they
+would see them all. So, as Tor moved to directory guards, a client that holds a
+*usable* consensus (verified, not tentative, before its ``valid_until``) fetches the next
+one from the nodes that see its address anyway, its guards (``GET /consensus?after=E``
+on a node, node/consensus_route.py: the authorities' signed document byte for byte, or
+304 when the node has nothing newer than epoch ``E``). In order, within one
+:meth:`Directory.fetch`:
+
+1. its guards (:meth:`Directory.use_guards`; :class:`veil.client.paths.PathSelector`
+   keeps two), in their order;
+2. a few other listed nodes (:attr:`DirectoryPolicy.other_nodes`, the same ones all
+   run long: ranked by a keyed hash with a secret of the run), if every guard failed
+   (unreachable, refusing, serving what does not verify), or once ``fresh_until`` is
+   well past (:attr:`DirectoryPolicy.others_after` of the way to ``valid_until``) and
+   the guards still have nothing newer;
+3. the authorities, in random order, only as the last resort: when no usable consensus
+   is held (first start, an expired cache, a tentative one), or when it is about to
+   become unusable (:attr:`DirectoryPolicy.authorities_after`) and no node had a newer
+   one.
+
+A node cannot make the client accept anything the authorities did not sign: a forged,
+below-threshold, expired, oversized (refused by the transport past the size limit) or
+garbage document is refused exactly as one from an authority would be, an older epoch
+is "nothing newer", and the client asks the next source. What a hostile guard can do is
+withhold the consensus (or serve an old one) for a while: until the client asks other
+nodes, half-way to ``valid_until``. Nodes fetch from the authorities a little after
+``fresh_until``, before their clients (below), so guards normally have it.
 
 Refresh (Tor's rule): a consensus is *fresh* until ``fresh_until``, when the authorities
 publish the next one, and *usable* until ``valid_until``. :meth:`Directory.run` fetches
 a little after ``fresh_until`` (a random delay of up to a quarter of the interval, so
-that clients do not all ask at the same instant), retries with a back-off while the
-authorities have nothing newer or cannot be reached, and keeps using the old document
-meanwhile; :meth:`Directory.request_refresh` (a node said our view is stale) asks
-for an early fetch.
+that clients do not all ask at the same instant), retries with a back-off (short enough
+to refresh before ``valid_until``) while no source has anything newer or none can be
+reached, and keeps using the old document meanwhile; :meth:`Directory.request_refresh`
+(a node said our view is stale) asks for an early fetch.
 
 Time. Validity is judged on the network's clock
 (:class:`veil.client.network_clock.NetworkClock`), not the local one. A client whose
@@ -29,25 +57,31 @@ the network for its time through that consensus's nodes and then verify again
 signatures names nodes that tell the time; an attacker who replays an old one gets, at
 worst, a client that asks old nodes for the time and, if those answer, a consensus that
 fails the second check. Tor has the same bootstrap problem and also leans on the
-network's answers (its ``Date`` headers).
+network's answers (its ``Date`` headers). A tentative consensus is not usable for the
+choice of sources: such a client asks the authorities.
 
-Errors: :class:`~veil.client.errors.AuthorityUnreachable` (no authority could be
-reached, or none has a consensus yet: ``unavailable``), and the directory's own
-:class:`~veil.onion.errors.ConsensusError` subclasses for a document that fails to verify.
+Errors: :class:`~veil.client.errors.AuthorityUnreachable` (the authorities had to be
+asked and none could be reached, or none has a consensus yet: ``unavailable``), and the
+directory's own :class:`~veil.onion.errors.ConsensusError` subclasses for a document
+that fails to verify. While the held consensus is usable and not near its end, a fetch
+where no node had a newer one raises nothing: it returns the held consensus and says
+what failed in :attr:`Directory.last_error`.
 
-Cancellation: :meth:`Directory.run` stops when cancelled; a save to the state file that
-has started completes in its thread (:mod:`veil.client.state`).
+Cancellation: :meth:`Directory.run` stops when cancelled, and a cancelled
+:meth:`Directory.fetch` installs nothing more; a save to the state file that has
+started completes in its thread (:mod:`veil.client.state`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 import trio
 
-from veil.client.errors import AuthorityUnreachable, PeerRefused
+from veil.client.errors import AuthorityUnreachable, InvalidArgument, PeerRefused
 from veil.client.network_clock import NetworkClock
 from veil.client.state import ClientState
 from veil.client.transport import Transport
@@ -55,6 +89,7 @@ from veil.onion.directory import (
     MAX_CONSENSUS_SIZE,
     Authority,
     Consensus,
+    ConsensusNode,
     NetworkFile,
     parse_consensus_body,
     split_consensus,
@@ -69,10 +104,27 @@ from veil.onion.errors import (
     VeilError,
 )
 
-__all__ = ["Directory", "DirectoryPolicy"]
+__all__ = ["Directory", "DirectoryPolicy", "GuardSource"]
 
 #: A consensus document plus its signature list (the largest onion.directory accepts).
 _MAX_DOCUMENT_BYTES = MAX_CONSENSUS_SIZE + 64 * 1024
+
+#: The client's guards as consensus nodes (:meth:`veil.client.paths.PathSelector.ensure_guards`).
+GuardSource = Callable[[], Awaitable[Sequence[ConsensusNode]]]
+
+# Who a fetch may ask, by how far past fresh_until the held consensus is (Directory._stage).
+_GUARDS, _OTHERS, _AUTHORITIES = 0, 1, 2
+
+
+@dataclass(slots=True)
+class _Round:
+    """What the sources of one fetch did."""
+
+    problems: list[str] = field(default_factory=list)
+    #: The last verification error of a document some source served.
+    refusal: VeilError | None = None
+    #: Some node answered that it has nothing newer (304, or an old document).
+    answered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +138,20 @@ class DirectoryPolicy:
     max_backoff_s: float = 60.0
     #: Shortest wait between two refreshes (a devnet's interval is a second).
     min_wait_s: float = 0.25
+    #: Listed nodes other than the guards asked when the guards cannot help.
+    other_nodes: int = 3
+    #: Guards that have nothing newer are waited for until this fraction of the time
+    #: from ``fresh_until`` to ``valid_until``; then other listed nodes are asked too.
+    others_after: float = 0.5
+    #: From this fraction on, if no node has a newer consensus, the authorities are
+    #: asked (the held one is about to become unusable).
+    authorities_after: float = 0.75
+
+    def __post_init__(self) -> None:
+        if self.other_nodes < 0 or not 0 <= self.others_after <= self.authorities_after <= 1:
+            raise InvalidArgument(
+                "other_nodes >= 0 and 0 <= others_after <= authorities_after <= 1"
+            )
 
 
 class Directory:
@@ -100,7 +166,10 @@ class Directory:
         *,
         policy: DirectoryPolicy | None = None,
         rng: random.Random | None = None,
+        guards: GuardSource | None = None,
     ) -> None:
+        """``guards`` gives the client's guards, to fetch from (:meth:`use_guards`);
+        without it every fetch asks the authorities."""
         self.network = network
         self.state = state
         self.transport = transport
@@ -113,7 +182,14 @@ class Directory:
         self.tentative = False
         self._listeners: list[Callable[[Consensus], None]] = []
         self._wake = trio.Event()
+        self._guards = guards
+        #: Ranks the other nodes a client asks (_other_nodes); secret, one per run.
+        self._salt = self.rng.getrandbits(128).to_bytes(16, "big")
         self.fetches = 0
+        #: Fetches that went to the authorities (each learns our address).
+        self.authority_fetches = 0
+        #: Where the current consensus came from: "cache", "guard", "node", "authority".
+        self.last_source: str | None = None
         self.last_error: str | None = None
 
     def on_change(self, listener: Callable[[Consensus], None]) -> None:
@@ -192,6 +268,7 @@ class Directory:
         except VeilError:
             return None
         self.install(consensus, cached.raw)
+        self.last_source = "cache"
         return consensus
 
     async def _save(self, consensus: Consensus, raw: bytes) -> None:
@@ -201,19 +278,133 @@ class Directory:
 
     # --- fetching --------------------------------------------------------------------------
 
-    async def fetch(self, *, tentative_ok: bool = False) -> Consensus:
-        """Fetch, verify, install and save the consensus from the first authority that
-        serves one that verifies (in random order); returns the consensus now current
-        (which may be the one already held, if no authority has a newer one).
+    def use_guards(self, guards: GuardSource) -> None:
+        """Fetch from ``guards()`` (the client's guards, as consensus nodes) while a
+        usable consensus is held, instead of from the authorities (module note)."""
+        self._guards = guards
 
-        Raises :class:`AuthorityUnreachable` if none answered with a document, or the
-        last verification error if every document failed.
+    def usable(self) -> bool:
+        """True if a consensus is held that is not tentative and still valid by the
+        network's clock: the next one may then come from nodes, not authorities."""
+        held = self.current
+        return held is not None and not self.tentative and self.clock.now() < held.valid_until_ms
+
+    def _stage(self, held: Consensus) -> int:
+        """How far past ``fresh_until`` the held consensus is: who may be asked now."""
+        now = self.clock.now()
+        window = max(held.valid_until_ms - held.fresh_until_ms, 0)
+        if now >= held.fresh_until_ms + self.policy.authorities_after * window:
+            return _AUTHORITIES
+        if now >= held.fresh_until_ms + self.policy.others_after * window:
+            return _OTHERS
+        return _GUARDS
+
+    async def fetch(self, *, tentative_ok: bool = False) -> Consensus:
+        """Fetch, verify, install and save a newer consensus if a source has one;
+        returns the consensus now current (which may be the one already held).
+
+        The sources, in order (module note): with a usable consensus held and guards
+        given (:meth:`use_guards`), the guards; then other listed nodes if every guard
+        failed or ``fresh_until`` is well past; then, only when the held consensus is
+        near its end (or there is none usable: first start, tentative, expired), the
+        authorities in random order. The first document that verifies and is newer wins.
+
+        While the held consensus is usable and not near its end, a fetch where no node
+        had a newer one returns the held one (:attr:`last_error` says what failed).
+        When the authorities were asked: raises :class:`AuthorityUnreachable` if no
+        source answered with a document, or the last verification error if every
+        document failed. Cancelled, it installs nothing more (a save that has started
+        completes in its thread).
         """
         self.fetches += 1
+        seen = _Round()
+        held = self.current
+        if self._guards is not None and held is not None and self.usable():
+            stage = self._stage(held)
+            guards = await self._guard_nodes(seen)
+            got = await self._from_nodes(guards, "guard", held.epoch, seen)
+            if got is not None:
+                return got
+            if stage >= _OTHERS or not seen.answered:
+                # Every guard failed (down, refusing, serving what does not verify), or
+                # they have had long enough: a few other listed nodes.
+                others = self._other_nodes(held, {g.node_id for g in guards})
+                got = await self._from_nodes(others, "node", held.epoch, seen)
+                if got is not None:
+                    return got
+            if self.usable() and self._stage(held) < _AUTHORITIES:
+                # Not near the end yet: the run loop asks the nodes again later.
+                self.last_error = "; ".join(seen.problems) or None
+                return held
+        return await self._from_authorities(seen, tentative_ok=tentative_ok)
+
+    async def _guard_nodes(self, seen: _Round) -> list[ConsensusNode]:
+        assert self._guards is not None
+        try:
+            return list(await self._guards())
+        except VeilError as exc:  # NoConsensus, or the state file is busy
+            seen.problems.append(f"no guards: {exc}")
+            return []
+
+    def _other_nodes(self, held: Consensus, exclude: set[bytes]) -> list[ConsensusNode]:
+        """Up to ``policy.other_nodes`` listed nodes other than the guards: the same
+        ones at every fetch of this client (ranked by a keyed hash with a secret of
+        this run), so that a failing guard exposes the client's address to a few
+        nodes, not to a new random one at every retry."""
+        ranked = sorted(
+            (n for n in held.nodes if n.node_id not in exclude),
+            key=lambda n: hashlib.blake2b(n.node_id, key=self._salt, digest_size=8).digest(),
+        )
+        return ranked[: self.policy.other_nodes]
+
+    async def _from_nodes(
+        self, nodes: Sequence[ConsensusNode], kind: str, epoch: int, seen: _Round
+    ) -> Consensus | None:
+        """The first newer consensus that one of ``nodes`` serves, installed and saved;
+        None if none has one (what each did is noted in ``seen``)."""
+        for node in nodes:
+            where = f"{kind} {node.host}:{node.port}"
+            try:
+                raw = await self.transport.get(
+                    node.host,
+                    node.port,
+                    f"/consensus?after={epoch}",
+                    timeout_s=self.policy.timeout_s,
+                    max_bytes=_MAX_DOCUMENT_BYTES,
+                )
+            except PeerRefused as exc:
+                if exc.code == 304:  # nothing newer than ours there
+                    seen.answered = True
+                elif exc.code == 503:
+                    seen.problems.append(f"{where} has no consensus")
+                else:
+                    seen.problems.append(f"{where}: {exc}")
+                continue
+            except VeilError as exc:  # unreachable, timed out, too large
+                seen.problems.append(f"{where}: {exc}")
+                continue
+            try:
+                consensus, _ = self.verify(raw)
+            except VeilError as exc:
+                # Forged, below the threshold, expired, garbage: refused, as from anyone.
+                seen.refusal = exc
+                seen.problems.append(f"{where}: {exc}")
+                continue
+            if not self.install(consensus, raw):
+                seen.answered = True  # an old one: that node lags (or withholds)
+                continue
+            await self._save(consensus, raw)
+            self.last_error = None
+            self.last_source = kind
+            return consensus
+        return None
+
+    async def _from_authorities(self, seen: _Round, *, tentative_ok: bool) -> Consensus:
+        """The authorities' consensus (see :meth:`fetch` for what it raises)."""
+        self.authority_fetches += 1
         authorities = list(self.network.authorities)
         self.rng.shuffle(authorities)
-        problems: list[str] = []
-        refusal: VeilError | None = None
+        problems, refusal = seen.problems, seen.refusal
         for authority in authorities:
             where = f"{authority.host}:{authority.port}"
             try:
@@ -243,6 +434,7 @@ class Directory:
             if not tentative:
                 await self._save(consensus, raw)
             self.last_error = None
+            self.last_source = "authority"
             return consensus
         self.last_error = "; ".join(problems)
         if refusal is not None:
@@ -293,15 +485,13 @@ class Directory:
                 await self.fetch()
             except VeilError as exc:
                 self.last_error = str(exc)
-                await trio.sleep(backoff * (0.5 + self.rng.random()))
-                backoff = min(backoff * 2, self.policy.max_backoff_s)
-                continue
-            if self.min_epoch == before:
-                # Not published yet (or a refresh asked early): ask again soon.
-                await trio.sleep(backoff * (0.5 + self.rng.random()))
-                backoff = min(backoff * 2, self._until_stale())
-            else:
+            if self.min_epoch != before:
                 backoff = self.policy.backoff_s
+                continue
+            # Nothing newer yet (not published, the guards lag, a refresh asked early)
+            # or every source failed: ask again soon, and before the consensus expires.
+            await trio.sleep(backoff * (0.5 + self.rng.random()))
+            backoff = min(backoff * 2, self._until_stale())
 
     def _until_stale(self) -> float:
         """The longest back-off that still refreshes before the consensus expires."""
@@ -309,4 +499,7 @@ class Directory:
         if consensus is None:
             return self.policy.max_backoff_s
         left = (consensus.valid_until_ms - self.clock.now()) / 1000 / 4
+        if left <= 0:
+            # Expired: only the authorities can help now; the plain back-off.
+            return self.policy.max_backoff_s
         return max(self.policy.backoff_s, min(self.policy.max_backoff_s, left))

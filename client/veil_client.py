@@ -21,10 +21,11 @@ old failure counts.
 
 Opening (:func:`open_client`): open the state; load the identity (unless an account is
 given); read the network file; install the cached consensus if it still verifies, else
-fetch one. A client whose clock is far off accepts the fetched consensus tentatively,
-asks a node for the time through it, then verifies it again on the corrected clock (see
-:mod:`veil.client.consensus`); the offset is kept in the state, so the next start needs no
-such step.
+fetch one from the authorities (with a usable consensus, refreshes go to the client's
+guards instead: :mod:`veil.client.consensus`). A client whose clock is far off accepts
+the fetched consensus tentatively, asks a node for the time through it, then verifies it
+again on the corrected clock (see :mod:`veil.client.consensus`); the offset is kept in
+the state, so the next start needs no such step.
 
 Structured concurrency: the background tasks run in a nursery that the ``async with``
 block encloses; leaving the block cancels them, closes the transport, then the state
@@ -114,8 +115,16 @@ class VeilClient:
         self.clock = clock
         self.config = config
         self.paths = PathSelector(state, policy=config.paths, rng=rng, now_ms=clock.local)
+        # The consensus comes from our guards once we hold one (not from the authorities,
+        # who would otherwise see every client: client/consensus.py).
         self.directory = Directory(
-            network, state, transport, clock, policy=config.directory, rng=rng
+            network,
+            state,
+            transport,
+            clock,
+            policy=config.directory,
+            rng=rng,
+            guards=self.paths.ensure_guards,
         )
         self.directory.on_change(self.paths.set_consensus)
         self.onion = OnionClient(
@@ -231,6 +240,8 @@ class VeilClient:
                 "swarms": len(consensus.swarms),
                 "fresh": consensus.is_fresh(now),
                 "valid_until_ms": consensus.valid_until_ms,
+                "source": self.directory.last_source,
+                "authority_fetches": self.directory.authority_fetches,
                 "last_error": self.directory.last_error,
             },
             "clock_offset_ms": self.clock.offset_ms,
