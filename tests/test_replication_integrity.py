@@ -6,23 +6,37 @@ as that node, exactly as the node would) and tries the attacks of the issue:
 
 * a replication frame copied off the wire and sent again (push, forward) is refused
   ``replayed`` (409), so a replayed forwarded ``delete_all`` deletes nothing stored
-  after it;
+  after it, and a replayed push does not bring back a message its owner deleted;
+* a listed node of another swarm, or a member of the account's swarm without the
+  owner's key, cannot push a message into an owner-written namespace (private or
+  public-read): without the owner's proof, or with a proof by another key, the push is
+  refused ``unauthorized``; nor can a member stretch a message's life past the TTL the
+  owner signed;
+* an account outside the receiver's swarm is refused on a push (``wrong_swarm``) and
+  on a forward (the storage reply says ``wrong_swarm``, nothing is deleted);
+* in a devnet of its own (one swarm of 2, with a restart): a deleted message is not
+  brought back by an anti-entropy pull from a member that missed the delete, nor by a
+  push after the node restarted (tombstones are in SQLite); rows forged into a
+  member's store file (no proof, or a proof by another key) are not spread by pulls.
 
 No timed assertions: waits on the network are polls with generous deadlines.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 import trio
 
-from tests.devnetutil import devnet
+from tests.devnetutil import devnet, running_devnet
 from tests.nodeutil import now_ms
-from tests.swarmutil import DAY_MS, call, eventually, read_hashes, store
+from tests.swarmutil import DAY_MS, call, eventually, owner_proof, read_hashes, store
 from veil.client.devnet import Devnet
 from veil.node.keystore import load_or_create_keys
 from veil.onion import replication_frames as wire
@@ -126,3 +140,177 @@ async def test_a_replayed_push_is_refused(net: Devnet) -> None:
         reply.raise_for_status()
         assert refusal(await post(receiver, "/replicate", frame)) == (409, "replayed")
         assert h not in await read_hashes(client, receiver.as_hop(), alice)
+
+
+# --- item 6: who may write an owner-written namespace ------------------------------------------
+
+
+def post_in(account: Account, namespace: int, data: bytes, proof: bytes | None, ttl: int = DAY_MS):
+    """A message of ``account`` in ``namespace`` as a member would push it, stored now
+    for ``ttl``, carrying ``proof``."""
+    t = now_ms()
+    h = rpc.message_hash(account.id, namespace, data)
+    return wire.ReplicaMessage(account.id.x25519_public, namespace, h, data, t, t + ttl, proof)
+
+
+def signed_post(account: Account, namespace: int, data: bytes, ttl: int = DAY_MS):
+    t = now_ms()
+    h = rpc.message_hash(account.id, namespace, data)
+    proof = owner_proof(account, namespace, h, t, ttl)
+    return wire.ReplicaMessage(account.id.x25519_public, namespace, h, data, t, t + ttl, proof)
+
+
+async def public_posts(node: ConsensusNode, account: Account, namespace: int) -> set[bytes]:
+    """The hashes anyone reads in ``account``'s public-read ``namespace`` at ``node``."""
+    async with httpx.AsyncClient(trust_env=False) as client:
+        request = rpc.make_retrieve(account.id, namespace=namespace, now_ms=now_ms())
+        reply = await call(client, node.as_hop(), request)
+        return {m.hash for m in rpc.RetrieveResult.from_wire(reply.raise_for_status()).messages}
+
+
+async def test_no_node_writes_into_an_owners_namespace_without_the_owners_proof(
+    net: Devnet,
+) -> None:
+    consensus = await settled(net)
+    swarm_id = next(iter(consensus.swarms))
+    receiver, peer = consensus.swarms[swarm_id].members
+    outsider = next(s for sid, s in consensus.swarms.items() if sid != swarm_id).members[0]
+    alice, mallory = account_in(consensus, swarm_id), Account.generate()
+    for namespace in (-5, 5):  # public-read, private
+        data = b"forged " + os.urandom(8)
+        h = rpc.message_hash(alice.id, namespace, data)
+        forged = {
+            "no proof": post_in(alice, namespace, data, None),
+            "another key's proof": post_in(
+                alice, namespace, data, owner_proof(mallory, namespace, h, now_ms(), DAY_MS)
+            ),
+        }
+        for sender in (outsider, peer):  # a listed node of another swarm; a member
+            for name, m in forged.items():
+                frame, _ = wire.seal_push(keys_of(net, sender), receiver, [m], now_ms=now_ms())
+                got = refusal(await post(receiver, "/replicate", frame))
+                assert got == (401, "unauthorized"), (namespace, name, got)
+        # Nor may a member stretch a real post's life past the TTL its owner signed.
+        short = signed_post(alice, namespace, b"an hour " + os.urandom(8), ttl=3_600_000)
+        stretched = dataclasses.replace(short, expiry_ms=short.timestamp_ms + 20 * DAY_MS)
+        frame, _ = wire.seal_push(keys_of(net, peer), receiver, [stretched], now_ms=now_ms())
+        assert refusal(await post(receiver, "/replicate", frame)) == (401, "unauthorized")
+        # The owner's own post, with its proof, is taken.
+        real = signed_post(alice, namespace, b"real " + os.urandom(8))
+        frame, digest = wire.seal_push(keys_of(net, peer), receiver, [real, short], now_ms=now_ms())
+        r = await post(receiver, "/replicate", frame)
+        assert r.status_code == 200
+        ack = wire.open_pushed(r.content, keys_of(net, peer), receiver, digest, now_ms=now_ms())
+        assert ack.stored == 2 and not ack.refused
+        if namespace == -5:  # what anyone reads there: alice's two posts, nothing forged
+            posts = await public_posts(receiver, alice, -5)
+            assert posts == {real.hash, short.hash} and h not in posts
+
+
+async def test_accounts_of_another_swarm_are_refused_on_every_path(net: Devnet) -> None:
+    consensus = await settled(net)
+    swarm_id = next(iter(consensus.swarms))
+    receiver, peer = consensus.swarms[swarm_id].members
+    alice = account_in(consensus, swarm_id)
+    carol = account_in(consensus, next(sid for sid in consensus.swarms if sid != swarm_id))
+    peer_keys = keys_of(net, peer)
+    # A push (or a handover: the same route) of carol's messages, with a valid proof.
+    theirs = signed_post(carol, -1, b"carol " + os.urandom(8))
+    frame, _ = wire.seal_push(peer_keys, receiver, [theirs], now_ms=now_ms())
+    assert refusal(await post(receiver, "/replicate", frame)) == (421, "wrong_swarm")
+    # Mixed with alice's, carol's is named refused and not stored.
+    mine = signed_post(alice, -1, b"alice " + os.urandom(8))
+    frame, digest = wire.seal_push(peer_keys, receiver, [mine, theirs], now_ms=now_ms())
+    r = await post(receiver, "/replicate", frame)
+    ack = wire.open_pushed(r.content, peer_keys, receiver, digest, now_ms=now_ms())
+    assert ack.stored == 1 and ack.refused == {theirs.hash}
+    # A forward of carol's delete: executed nowhere here, answered wrong_swarm.
+    request = rpc.make_delete_all(carol, namespace=None, now_ms=now_ms())
+    frame, digest = wire.seal_forward(peer_keys, receiver, request, now_ms=now_ms())
+    r = await post(receiver, "/replicate/forward", frame)
+    reply = wire.open_forwarded(r.content, peer_keys, receiver, digest, now_ms=now_ms())
+    assert rpc.decode_reply(reply).status == "wrong_swarm"
+
+
+# --- tombstones and pulls, with a restart (a devnet of its own) --------------------------------
+
+
+async def metric(node_url: str, name: str) -> float:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        text = (await client.get(f"{node_url}/metrics", timeout=5)).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+async def pull_rounds(net: Devnet, name: str, rounds: int = 3) -> None:
+    """Wait until ``name`` has made ``rounds`` more pulls (so at least one started after
+    now and finished)."""
+    url = net.node(name).url
+    start = await metric(url, "veil_replication_pulls_total")
+
+    async def done() -> bool:
+        return await metric(url, "veil_replication_pulls_total") >= start + rounds
+
+    await eventually(done, what=f"{name} pulls")
+
+
+async def test_deletes_survive_pulls_and_restarts_and_forged_rows_do_not_spread(
+    tmp_path: Path,
+) -> None:
+    async with running_devnet(tmp_path, nodes=2, swarm_size=2, node_config=NODE_CONFIG) as net:
+        consensus = await settled(net)
+        a, b = next(iter(consensus.swarms.values())).members
+        name_a, name_b = net.node(a.node_id.hex()).name, net.node(b.node_id.hex()).name
+        keys_a, keys_b = keys_of(net, a), keys_of(net, b)
+        alice = Account.generate()
+        m = signed_post(alice, -2, b"to be deleted " + os.urandom(8))
+
+        # a holds m; alice's delete reaches a only (b misses it: down, or its forward lost).
+        frame, _ = wire.seal_push(keys_b, a, [m], now_ms=now_ms())
+        assert (await post(a, "/replicate", frame)).status_code == 200
+        delete = rpc.make_delete(alice, [m.hash], namespace=-2, now_ms=now_ms())
+        frame, _ = wire.seal_forward(keys_b, a, delete, now_ms=now_ms())
+        assert (await post(a, "/replicate/forward", frame)).status_code == 200
+        assert m.hash not in await public_posts(a, alice, -2)
+        # b gets m afterwards (a late push, a handover), so a's next pull from b sees it.
+        frame, _ = wire.seal_push(keys_a, b, [m], now_ms=now_ms())
+        assert (await post(b, "/replicate", frame)).status_code == 200
+        assert m.hash in await public_posts(b, alice, -2)
+        await pull_rounds(net, name_a)
+        assert m.hash not in await public_posts(a, alice, -2)  # the tombstone held
+
+        # a restarts (the authority is stopped, so the consensus keeps it listed); while
+        # it is down, two forged posts are written into its store file, as by a node
+        # whose store was tampered with: one without a proof, one with mallory's.
+        mallory = Account.generate()
+        no_proof = post_in(alice, -2, b"forged, no proof " + os.urandom(8), None)
+        h = rpc.message_hash(alice.id, -2, b"forged, bad proof")
+        bad = post_in(
+            alice, -2, b"forged, bad proof", owner_proof(mallory, -2, h, now_ms(), DAY_MS)
+        )
+        refused = await metric(net.node(name_b).url, "veil_replication_pull_refused_total")
+        await trio.to_thread.run_sync(net.stop_authority, 0)
+        await trio.to_thread.run_sync(net.stop_node, name_a)
+        with sqlite3.connect(net.node(name_a).data_dir / "store.sqlite") as db:
+            for f in (no_proof, bad):
+                db.execute(
+                    "INSERT INTO messages (account, namespace, hash, data, timestamp, expiry,"
+                    " proof) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (f.account, f.namespace, f.hash, f.data, f.timestamp_ms, f.expiry_ms, f.proof),
+                )
+        await trio.to_thread.run_sync(lambda: net.start_node(name_a, wait=False))
+        await trio.to_thread.run_sync(net.start_authority, 0)
+        await settled(net)
+
+        # After the restart, a push of m (a new frame) still does not bring it back.
+        frame, digest = wire.seal_push(keys_b, a, [m], now_ms=now_ms())
+        r = await post(a, "/replicate", frame)
+        assert r.status_code == 200
+        assert wire.open_pushed(r.content, keys_b, a, digest, now_ms=now_ms()).stored == 0
+        assert m.hash not in await public_posts(a, alice, -2)
+
+        # b pulls a's rows (the forged ones are after its cursor): neither spreads.
+        await pull_rounds(net, name_b)
+        held_by_b = await public_posts(b, alice, -2)
+        assert no_proof.hash not in held_by_b and bad.hash not in held_by_b
+        after = await metric(net.node(name_b).url, "veil_replication_pull_refused_total")
+        assert after >= refused + 1  # the one with a proof was sent, and refused
