@@ -71,9 +71,14 @@ raises ``unavailable`` (no consensus yet) or ``wrong_swarm`` with the account's 
 and answers ``get_swarm``. :attr:`StorageService.replication` (node/replication/) is
 handed every message that a store *created*, after its commit and before the client is
 answered; it returns once the push to the swarm's other members has completed or its
-bounded timeout ran out (the ack rule is in node/replication/). A delete, delete_all
-or expire that succeeded here is forwarded the same way (the client's own signed bytes,
-which each member verifies); one that arrives forwarded is not forwarded again.
+bounded timeout ran out (the ack rule is in node/replication/); outside the inbox the
+message goes with its owner's proof (the store request's signature and TTL,
+:func:`veil.onion.rpc.proof_of_request`), kept in the store, which every member checks.
+A delete, delete_all or expire that succeeded here is forwarded the same way (the
+client's own signed bytes, which each member verifies); one that arrives forwarded is
+not forwarded again. A signed delete_all is executed once per node (remembered in the
+store while its signature is fresh): a copy sent again answers ``deleted: 0``, since it
+would otherwise delete what was stored after it.
 
 Metrics: :attr:`StorageService.counters` (requests by method and status, rate-limited
 stores, waiting polls) and :meth:`StorageService.stats` (the store's counters).

@@ -11,7 +11,7 @@ with bytes in and bytes out.
 
 A *frame* is what goes over HTTP, request and reply alike::
 
-    frame  = {"v": 2, "from": node ID (32), "to": node ID (32), "nonce": 24 bytes,
+    frame  = {"v": 3, "from": node ID (32), "to": node ID (32), "nonce": 24 bytes,
               "box": XChaCha20-Poly1305(key, nonce, padded, ad = "veil/replicate" v from to)}
     key    = BLAKE2b-KDF(X25519(own onion secret, peer's onion key), "veil/replicate",
                          context = the two node IDs in byte order)
@@ -27,10 +27,27 @@ signature, by the identity key over the exact body bytes, is what the receiver c
 to accept data as the sender's (the box alone would also open for a holder of the
 *receiver's* onion key). ``from`` and ``to`` are inside the signed body too, so a frame
 cannot be redirected to another node, and ``t`` is checked against the receiver's clock
-(:data:`CLOCK_SKEW_MS`), which bounds how long a captured frame could be replayed
-(a replayed push re-stores messages it already carried: stores are idempotent). A
-request body has a random ``n``; a reply names the BLAKE2b digest of its request body
-(``re``), so a reply cannot be passed off as the answer to another request.
+(:data:`CLOCK_SKEW_MS`). A request body has a random ``n``; a reply names the BLAKE2b
+digest of its request body (``re``), so a reply cannot be passed off as the answer to
+another request.
+
+Replay (version 3; issue 11, item 5: a replayed push brought back a message its owner
+had deleted, a replayed forward of a ``delete_all`` deleted a message stored after it).
+A receiver accepts each request frame once: :class:`ReplayGuard` keeps the digest of
+every request body it accepted, per sender, until ``t`` leaves the skew window (after
+that the frame is refused as stale anyway), and refuses a copy with
+:class:`ReplayedFrame` (``replayed``, 409). Memory is bounded per sender, and only
+listed nodes reach the guard (it runs after the signature check). The guard is in
+memory, so a node refuses frames stamped before it started. Replies need no guard:
+a requester opens one reply per request, by its digest.
+
+Owner proofs (version 3; issue 11, item 6: a listed node of another swarm wrote forged
+posts into public-read namespaces). A message outside the inbox carries ``p``, its
+owner's signed store (:mod:`veil.onion.rpc.proof`), and :func:`check_message` verifies
+it with :func:`veil.onion.rpc.verify_store_proof`, on every path that takes messages
+from a peer (push, handover, pulled page), so no node writes into an owner-written
+namespace without the owner's signature, nor moves an expiry past what the owner
+signed. An inbox message carries none (anyone may write there).
 
 Padding (version 2). A version 1 frame was as long as its content: a push after a
 6,831-character message was 7,616 bytes on the link, so a watcher of node links read
@@ -40,9 +57,9 @@ Now every frame, request and reply of every kind, is exactly 2 KiB, 16 KiB or 12
 length on the wire says only which class. The padding is inside the box, so it is
 authenticated, and the receiver strips it strictly: a length field that runs past the
 content, a non-zero pad byte, or a frame padded to a larger class than it needs is a
-DecodeError (one content, one encoding). Version 1 nodes refuse version 2 frames with a
-SchemaError on ``v`` (and the other way round) before any crypto, and the version byte
-is in the box's associated data.
+DecodeError (one content, one encoding). A node refuses frames of another version with a
+SchemaError on ``v`` before any crypto (version 2 nodes refuse version 3 frames, and the
+other way round), and the version byte is in the box's associated data.
 
 Why these classes, measured with this module (frame bytes unpadded -> padded):
 
@@ -90,25 +107,29 @@ Kinds::
     forward   {"request": a client's signed storage request}  POST /replicate/forward
     forwarded {"re", "reply": the storage reply}             its reply
     msg       {"a": account X25519 key (32), "ns": int, "h": hash (32), "d": data,
-               "ts": ms stored first, "exp": expiry ms}
+               "ts": ms stored first, "exp": expiry ms,
+               "p": the owner's proof (bytes, at most rpc.MAX_PROOF_BYTES; outside the
+                    inbox only)}
 
 Limits, checked before parsing: a frame is at most :data:`MAX_FRAME` bytes (the largest
 class; it fits the peer pool's response limit and is the replication routes' body limit)
 and then exactly one of :data:`SIZE_CLASSES`; a push or a page carries at most :data:`MAX_MESSAGES`
 messages and :data:`BATCH_MAX_BYTES` counting ``len(data) + ITEM_OVERHEAD`` each (the
-first message always fits). :func:`check_message` does the checks that need the
-protocol's rules (the hash recomputed, a valid account key, the TTL limit of the
-namespace against the receiver's clock). A full batch (or a lone message of the largest
+first message always fits; a proof counts in its message's :func:`batch_cost`).
+:func:`check_message` does the checks that need the protocol's rules (the hash
+recomputed, a valid account key, the TTL limit of the namespace against the receiver's
+clock, the owner's proof). A full batch (or a lone message of the largest
 body, a forwarded request, a storage reply) fits the largest class with room to spare:
 the module asserts it at import.
 
 Errors: every refusal is a typed :class:`~veil.onion.errors.VeilError`: TooLarge,
 DecodeError (also a length off the classes, bad padding), SchemaError (shape, a
-version other than 2), Unauthorized (unknown sender, a box that does not open, a bad
-signature, a frame for another node), ClockSkew (``t``), ProtocolError (a message that
-breaks a rule).
+version other than 3), Unauthorized (unknown sender, a box that does not open, a bad
+signature, a frame for another node, a message without its owner's valid proof),
+ClockSkew (``t``), ReplayedFrame (a request frame already accepted), ProtocolError (a
+message that breaks a rule).
 
-Size: about 650 lines, 110 of them this note. One module on purpose: it is one wire
+Size: about 800 lines, 135 of them this note. One module on purpose: it is one wire
 format, read top to bottom as a specification (the tests forge frames from it), and
 every ``seal_*``/``open_*`` pair shares the private schemas, the key derivation and the
 box; split, the format would be spread over files that each make sense only with the

@@ -118,6 +118,14 @@ async def test_a_replayed_forward_delete_all_deletes_nothing_stored_after_it(net
         later = await store(client, receiver.as_hop(), alice.id, b"after " + os.urandom(8))
         replayed = await post(receiver, "/replicate/forward", frame)
         assert refusal(replayed) == (409, "replayed")
+        # A member that wraps the same signed request in a new frame gets it executed
+        # once only: nothing stored since is deleted.
+        frame, digest = wire.seal_forward(peer_keys, receiver, request, now_ms=now_ms())
+        answer = await post(receiver, "/replicate/forward", frame)
+        reply = wire.open_forwarded(answer.content, peer_keys, receiver, digest, now_ms=now_ms())
+        assert (
+            rpc.DeleteAllResult.from_wire(rpc.decode_reply(reply).raise_for_status()).deleted == 0
+        )
         assert later.hash in await read_hashes(client, receiver.as_hop(), alice)
         assert later.hash in await read_hashes(client, peer.as_hop(), alice)
 

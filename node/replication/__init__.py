@@ -30,11 +30,36 @@ that holds it fails for good before the others have pulled it. With every member
 that means: no acknowledged message is lost when fewer than all members of the swarm
 fail. A member that was down catches up from any survivor by pulling.
 
-Limitations: there are no tombstones. A member that misses a forwarded delete (it was
-down, or the forward came after the client's signature left the clock-skew window)
-keeps its copy until it expires and serves it, and an anti-entropy pull that starts
-over (a change of scope) may copy such a message back to members that deleted it. A
-store that only extends the expiry of a message already held is not replicated.
+**Integrity** (issue 11, items 5 and 6). Every request frame (push, pull, forward) is
+accepted once: the receiver remembers each frame's digest per sender for the clock-skew
+window (:class:`~veil.onion.replication_frames.ReplayGuard`) and refuses a copy
+``replayed``; a reply names its request's digest. A message in an owner-written
+namespace travels with its owner's signed store (its *proof*,
+:mod:`veil.onion.rpc.proof`), and every member that receives a copy, by push, handover
+or pull, checks it as if it were the client's request, and that the expiry is no later
+than the signed TTL allows; inbox messages (anyone writes them) carry none. So a listed
+node, of this swarm or another, adds to an account only inbox messages, and moves no
+expiry beyond what the owner signed. Messages stored before proofs existed (store schema
+2) stay where they are, served, and are never replicated, until they expire.
+
+Deletes leave tombstones (node/store/): a delete or delete_all, the client's or a
+forwarded one, leaves one per deleted hash (and per hash a delete names that is not
+held), which lives until every copy a peer could still send has expired, in SQLite
+(across restarts), swept with expired rows. No push, pull or handover stores a copy of
+a tombstoned message that was first stored before the deletion (or within the clock
+skew after it); a later store of the same bytes (a new signed store) is a new message.
+A signed delete_all is executed once per node, so a copy of it sent again (within its
+signature's window) deletes nothing stored since.
+
+Limitations. Tombstones are not replicated: a member that misses a forwarded delete (it
+was down, or the forward came after the client's signature left the clock-skew window)
+keeps its copy until it expires and serves it, though the members that hold the
+tombstone never take it back from it. An inbox message's store time is unsigned, so a
+node that re-sends a deleted inbox message as if stored later gets it stored again
+(anyone holding its bytes could store it anew anyway). A store that only extends the
+expiry of a message already held is not replicated, and an owner's ``expire`` that
+moved an expiry past the stored TTL travels only by forward: a copy carries the expiry
+its proof allows.
 
 The modules import their siblings, never this package, so there is no import circle.
 This package re-exports the public names, as before the split.

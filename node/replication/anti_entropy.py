@@ -14,7 +14,11 @@ scope, and a peer whose consensus gives the asker another scope refuses it (503)
 rather than answer from its own view: nodes adopt a new consensus a moment apart, and
 an answer filtered by the peer's older view would move the asker's cursor past rows
 that the asker does own. A node that was down, or that has just joined a swarm, catches
-up this way. A failed pull is counted and logged; the next round tries again.
+up this way. A failed pull is counted and logged; the next round tries again. A page is
+data from a peer: each message is checked as a pushed one
+(:func:`~veil.onion.replication_frames.check_message`, the owner's proof included), and
+one that fails is dropped and counted (``veil_replication_pull_refused_total``) while the
+cursor moves past it; the store skips copies of messages deleted here (tombstones).
 """
 
 from __future__ import annotations

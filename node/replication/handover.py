@@ -12,7 +12,10 @@ yet refuses, and the handover is retried). A scan runs at start, on every consen
 changes the ring or this node's swarm, and every ``handover_interval`` seconds (which
 also picks up a message that arrived during a scan); an unfinished scan is retried
 after ``sync_interval``. A node that the consensus does not list hands nothing over: it
-may just be between checks, and its old swarm still holds the data.
+may just be between checks, and its old swarm still holds the data. The receivers check
+every message as a push (the owner's proof outside the inbox); rows stored before
+proofs existed are not read for a handover (no member would take them) and stay here
+until they expire.
 """
 
 from __future__ import annotations

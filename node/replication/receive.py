@@ -2,25 +2,36 @@
 
 Design note
 -----------
-A push is accepted from any node listed in the consensus (a handover comes from outside
-the swarm); each message must keep the protocol's rules
+A request frame is opened, then checked against the frames already accepted from its
+sender (:class:`~veil.onion.replication_frames.ReplayGuard`): a copy is refused
+``replayed`` (409). A push is accepted from any node listed in the consensus (a handover
+comes from outside the swarm); each message must keep the protocol's rules
 (:func:`~veil.onion.replication_frames.check_message`: the hash recomputed, the TTL
-limit), and only messages whose account maps to this node's swarm are stored; the
-others are named in the answer as refused, and a push with none of this swarm's
-accounts is refused whole (``wrong_swarm``). A pull is answered with the rows of the
-accounts in the *asker's* swarm, and refused (503) if the asker names another scope
-than this node's consensus gives it. A forward (a client's delete, delete_all or
-expire) is accepted only from a member of this node's own swarm and is executed by the
-storage service with its usual checks, never forwarded again.
+limit, and outside the inbox the owner's proof, verified, allowing the expiry), else the
+push is refused whole (``bad_request``, or ``unauthorized`` for a proof); only messages
+whose account maps to this node's swarm are stored; the others are named in the answer
+as refused, and a push with none of this swarm's accounts is refused whole
+(``wrong_swarm``). The store skips a copy of a message deleted here (its tombstone). A
+pull is answered with the rows of the accounts in the *asker's* swarm (never an
+owner-written row without its proof), and refused (503) if the asker names another
+scope than this node's consensus gives it; the asker checks each message of the page as
+a push (anti_entropy.py). A forward (a client's delete, delete_all or expire) is
+accepted only from a member of this node's own swarm and is executed by the storage
+service with its usual checks (the swarm, the client's signature and clock), never
+forwarded again.
 
 Every refusal is a typed :class:`~veil.onion.errors.VeilError` that the route answers
 with its status, counted by wire status; nothing from a peer can crash the node. The
 sealed answers are padded to the frame size classes as requests are; a refusal is a
 plain-text HTTP error (it tells a watcher that a frame was refused, and why, but no
-stored message's length). Trust:
-a listed node can add messages to the accounts of any swarm it pushes to (as in
-Session, whose storage servers trust each other's pushes); it cannot read what it is
-not given.
+stored message's length).
+
+Trust: a listed node (of any swarm) can add inbox messages to the accounts of the swarm
+it pushes to (anyone may store there, as in Session); it cannot write into an
+owner-written namespace (it has no owner's signature to show), stretch an expiry past
+the signed TTL, bring back a message deleted here, or make a frame act twice. A member
+of the swarm can still withhold or delete its own copies. It cannot read what it is not
+given.
 """
 
 from __future__ import annotations

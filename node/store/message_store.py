@@ -28,9 +28,15 @@ most ``sweep_batch`` rows per transaction, each batch a separate write through t
 writer, so a large sweep never holds other writes back for long.
 
 Replication support (node/replication/): :meth:`MessageStore.store_replicated` stores
-messages another node holds with their original timestamp and expiry (deduplicated as
-a client's store); :meth:`MessageStore.replica_page` lists rows after a seq for a peer
-that pulls (anti-entropy), with the peer's cursor kept in ``sync_cursors``;
+messages another node holds with their original timestamp, expiry and owner proof
+(deduplicated as a client's store), except a copy of a message deleted here: every
+delete and delete_all leaves a tombstone per hash (table ``tombstones``), which lives
+until every copy a peer could send has expired and is swept with expired rows, so no
+push, pull or handover brings a deleted message back, across restarts;
+:meth:`MessageStore.remember_request` keeps the signed requests that must act once (a
+delete_all) while their signature is fresh; :meth:`MessageStore.replica_page` lists
+rows after a seq for a peer that pulls (anti-entropy), with the peer's cursor kept in
+``sync_cursors``;
 :meth:`MessageStore.accounts`, :meth:`MessageStore.account_replicas` and
 :meth:`MessageStore.delete_replicas` walk and drop one account's rows for a handover.
 
