@@ -49,6 +49,7 @@ again: times, request, revocations) instead of verifying again.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -66,7 +67,6 @@ from ..errors import (
     ChainTooLong,
     DecodeError,
     ExpiryExtended,
-    InvalidId,
     InvalidKey,
     InvalidResource,
     InvalidValue,
@@ -77,7 +77,7 @@ from ..errors import (
     WrongAudience,
     WrongIssuer,
 )
-from ..keys import AccountId, account_id_of_ed25519
+from ..keys import AccountId
 from .limits import (
     CHAIN_DIGEST_PURPOSE,
     DEFAULT_LIFETIME_MS,
@@ -309,13 +309,23 @@ def authorize(
 # --- the checks -------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
+def _x25519_of(issuer: bytes) -> bytes:
+    """The X25519 key of an Ed25519 key (libsodium's map, which refuses a key that is not
+    a valid point of prime order). Cached: a node sees the same accounts over and over;
+    errors are not cached."""
+    return crypto.ed25519_to_x25519_public(issuer)
+
+
 def _check_root_issuer(issuer: bytes, owner: Owner) -> None:
+    """The first link must be issued by the owner's key; this is also what makes an owner
+    read from the wire a valid key (see ``resources.owner_from_bytes``)."""
     if isinstance(owner, AccountId):
         try:
-            issuer_account = account_id_of_ed25519(issuer)
-        except (InvalidKey, InvalidId):
+            issuer_x25519 = _x25519_of(issuer)
+        except InvalidKey:
             raise WrongIssuer("the first link's issuer is not a valid Ed25519 key") from None
-        if issuer_account != owner:
+        if issuer_x25519 != owner.x25519_public:
             raise WrongIssuer("the first link is not issued by the account's key")
     elif issuer != owner.ed25519_public:
         raise WrongIssuer("the first link is not issued by the group's key")

@@ -219,10 +219,11 @@ class Capability:
             raise MalformedCapability("a link's times are out of order (iat <= nbf < exp)")
         if exp - iat > MAX_LIFETIME_MS:
             raise MalformedCapability(f"a link lives at most {MAX_LIFETIME_MS} ms from its issue")
-        resources = tuple(Resource.from_wire(r) for r in obj["res"])
-        owner = resources[0].owner
-        if any(r.owner != owner for r in resources):
+        wire_resources = obj["res"]
+        owner = wire_resources[0]["with"]
+        if any(r["with"] != owner for r in wire_resources):
             raise MalformedCapability("a link's resources all name one owner")
+        resources = tuple(Resource.from_wire(r) for r in wire_resources)
         return cls(
             issuer=obj["iss"],
             audience=obj["aud"],
