@@ -86,6 +86,7 @@ stores, waiting polls) and :meth:`StorageService.stats` (the store's counters).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
 from collections import Counter
@@ -319,7 +320,12 @@ class StorageService:
                 # signature is fresh): it would delete what was stored since. Not again.
                 reply = rpc.ok_reply(self.clock(), rpc.DeleteAllResult(0).to_wire())
             else:
-                result = await self._execute(req, source)
+                try:
+                    result = await self._execute(req, source)
+                except BaseException:
+                    if type(req) is rpc.DeleteAllRequest:  # not done: it may come again
+                        await self._forget(req)
+                    raise
                 if (
                     not forwarded
                     and self.replication is not None
@@ -374,10 +380,16 @@ class StorageService:
         while its signature passes the clock check, across restarts)."""
         auth = req.auth
         assert auth is not None  # verify_request: a delete_all is always signed
-        digest = crypto.hash32(auth.signature, b"veil/executed")
         return await self.store.remember_request(
-            digest, auth.timestamp_ms + self.config.clock_skew_ms + 1
+            _executed_digest(req), auth.timestamp_ms + self.config.clock_skew_ms + 1
         )
+
+    async def _forget(self, req: rpc.DeleteAllRequest) -> None:
+        """Best effort, bounded, even while cancelled: a delete_all that failed may be
+        sent again (a failure here only means a retry deletes nothing more)."""
+        with trio.move_on_after(1.0) as scope, contextlib.suppress(Exception):
+            scope.shield = True
+            await self.store.forget_request(_executed_digest(req))
 
     async def _store(self, req: rpc.StoreRequest, now: int) -> rpc.StoreResult:
         """Store ``req``'s message until ``now`` (the node's clock, ms) plus its TTL,
@@ -455,6 +467,13 @@ class StorageService:
             )
         updated = await self.store.expire(req.account, req.namespace, req.hashes, req.expiry_ms)
         return rpc.ExpireResult(updated, req.expiry_ms)
+
+
+def _executed_digest(req: rpc.DeleteAllRequest) -> bytes:
+    """What names an executed signed request: a digest of its signature (Ed25519 is
+    deterministic, so the same signed request has the same signature)."""
+    assert req.auth is not None
+    return crypto.hash32(req.auth.signature, b"veil/executed")
 
 
 @asynccontextmanager

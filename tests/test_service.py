@@ -499,3 +499,35 @@ def test_mutated_requests_get_a_reply_and_never_an_internal_error(
         requests.append(bytes(data))
     for out in _handle_all(tmp_path / "m.db", requests):
         _assert_error_or_ok_reply(out)
+
+
+# --- issue 11, items 5 and 6: delete_all once, owner proofs kept -------------------------------
+
+
+async def test_a_signed_delete_all_is_executed_once(service: StorageService, clock: Clock) -> None:
+    await send(service, ALICE, b"before")
+    request = rpc.make_delete_all(ALICE, namespace=None, now_ms=clock.now)
+    assert (await ok(service, request))["deleted"] == 1
+    clock.now += 12_000
+    later = await send(service, ALICE, b"after")
+    # The same signed bytes again (a copy, within the signature's window): nothing more.
+    assert (await ok(service, request))["deleted"] == 0
+    assert [m.hash for m in (await inbox(service, ALICE)).messages] == [later]
+    # A new delete_all (signed anew) does delete it.
+    assert (await ok(service, rpc.make_delete_all(ALICE, namespace=None, now_ms=clock.now)))[
+        "deleted"
+    ] == 1
+
+
+async def test_stores_outside_the_inbox_keep_the_owners_proof(
+    service: StorageService, clock: Clock
+) -> None:
+    await ok(service, rpc.make_store(ALICE, b"post", 60_000, now_ms=clock.now, namespace=-1))
+    await send(service, ALICE, b"inbox")
+    page = await service.store.replica_page(0, accept=lambda k: True, limit=10, max_bytes=10**6)
+    by_ns = {m.namespace: m for m in page.messages}
+    assert by_ns[0].proof is None
+    post = by_ns[-1]
+    assert post.proof is not None
+    proof = rpc.verify_store_proof(ALICE.id, -1, post.hash, post.expiry_ms, post.proof)
+    assert proof is not None and (proof.timestamp_ms, proof.ttl_ms) == (clock.now, 60_000)

@@ -202,6 +202,10 @@ class MessageStore:
         False if it was already (then do not execute it again). Kept across restarts."""
         return await self._submit(writes.remember_request(digest, until_ms, self.clock()))
 
+    async def forget_request(self, digest: bytes) -> None:
+        """Undo :meth:`remember_request` (the request failed; it may come again)."""
+        await self._submit(writes.forget_request(digest))
+
     async def expire(
         self, account: AccountId, namespace: int, hashes: Sequence[bytes], expiry_ms: int
     ) -> list[bytes]:

@@ -36,6 +36,7 @@ __all__ = [
     "delete_replicas",
     "delete_rows",
     "expire_messages",
+    "forget_request",
     "remember_request",
     "set_sync_cursor",
     "store_message",
@@ -124,13 +125,15 @@ def delete_messages(
         deleted: list[bytes] = []
         for h in dict.fromkeys(hashes):  # unique, in order
             row = db.execute(
-                "DELETE FROM messages WHERE account = ? AND namespace = ? AND hash = ?"
-                " RETURNING expiry, proof",
+                "SELECT seq, expiry, proof FROM messages"
+                " WHERE account = ? AND namespace = ? AND hash = ?",
                 (key, namespace, h),
             ).fetchone()
             if row is not None:
+                seq, expiry, proof = row
+                db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
                 deleted.append(h)
-                _bury(db, key, namespace, h, now, _tombstone_until(row[0], row[1]))
+                _bury(db, key, namespace, h, now, _tombstone_until(expiry, proof))
             else:
                 _bury(db, key, namespace, h, now, unknown_until)
         return deleted, -len(deleted), []
@@ -162,6 +165,16 @@ def delete_rows(sql: str, args: tuple[Any, ...], *, counted: bool = True) -> Wri
     def write(db: sqlite3.Cursor) -> tuple[int, int, list[tuple[bytes, int]]]:
         n = db.execute(sql, args).rowcount
         return n, -n if counted else 0, []
+
+    return write
+
+
+def forget_request(digest: bytes) -> WriteFn[None]:
+    """Undo :func:`remember_request` (the request failed: it may be sent again)."""
+
+    def write(db: sqlite3.Cursor) -> tuple[None, int, list[tuple[bytes, int]]]:
+        db.execute("DELETE FROM executed_requests WHERE digest = ?", (digest,))
+        return None, 0, []
 
     return write
 
