@@ -460,6 +460,16 @@ def test_an_owner_that_is_not_a_valid_key_never_verifies() -> None:
                 verify_chain(chain_bytes(group_link), now_ms=NOW)
 
 
+def test_a_first_link_issued_by_a_key_of_small_order_is_refused() -> None:
+    class SmallOrder:
+        ed25519_public = bytes([1]) + bytes(31)  # the identity point
+        ed25519_secret = ALICE.ed25519_secret
+
+    link = raw_link(SmallOrder(), K1.ed25519_public, res("self:*:*"))
+    with pytest.raises(E.WrongIssuer, match="not a valid Ed25519 key"):
+        verify_chain(chain_bytes(link), now_ms=NOW)
+
+
 def test_non_canonical_or_oversized_link_is_refused() -> None:
     good = cbor.encode(_link_map())
     Capability.decode(good)
