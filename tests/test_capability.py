@@ -470,6 +470,32 @@ def test_a_first_link_issued_by_a_key_of_small_order_is_refused() -> None:
         verify_chain(chain_bytes(link), now_ms=NOW)
 
 
+def test_a_group_key_of_mixed_order_is_refused_after_its_signature() -> None:
+    """libsodium verifies about 1 in 8 signatures under a valid key plus a point of order
+    8; such a key is no group ID, and verify_chain says so (authorize needs the request's
+    parsed ID, which it cannot equal)."""
+    order8 = bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05")
+
+    class Mixed:
+        ed25519_public = sodium.crypto_core_ed25519_add(K3.ed25519_public, order8)
+        ed25519_secret = K3.ed25519_secret[:32] + ed25519_public
+
+    wire = {"with": b"\x03" + Mixed.ed25519_public, "ns": [1, 1], "can": ["store"]}
+    for i in range(256):
+        link = raw_link(Mixed(), K1.ed25519_public, [wire], nonce=i.to_bytes(16, "big"))
+        try:
+            Capability.decode(link).verify_signature()
+        except E.BadCapabilitySignature:
+            continue
+        break
+    else:
+        pytest.fail("no signature verified under the mixed-order key")
+    with pytest.raises(E.WrongIssuer, match="not a valid"):
+        verify_chain(chain_bytes(link), now_ms=NOW)
+    with pytest.raises(E.InvalidId):
+        GroupId(Mixed.ed25519_public)
+
+
 def test_non_canonical_or_oversized_link_is_refused() -> None:
     good = cbor.encode(_link_map())
     Capability.decode(good)

@@ -77,7 +77,7 @@ from ..errors import (
     WrongAudience,
     WrongIssuer,
 )
-from ..keys import AccountId
+from ..keys import AccountId, is_valid_x25519_public
 from .limits import (
     CHAIN_DIGEST_PURPOSE,
     DEFAULT_LIFETIME_MS,
@@ -272,8 +272,28 @@ def verify_chain(
     _check_structure(chain.links)
     _check_times(chain.links, now_ms, skew_ms)
     chain.verify_signatures()
+    check_owner_key(chain.owner)
     _check_revoked([link.digest for link in chain.links], is_revoked)
     return _proven(chain)
+
+
+def check_owner_key(owner: Owner) -> None:
+    """:class:`~veil.onion.errors.WrongIssuer` unless the owner's key is a valid key of
+    prime order, as a parsed account or group ID's is.
+
+    The first link's issuer check already refuses every owner that is not a point or is
+    of small order; an issuer that holds a key of mixed order (a valid key plus a small
+    torsion point, for which libsodium's signatures still verify) gives an owner that no
+    account ID parses to. :func:`authorize` needs no such check (the owner must equal the
+    request's account, a parsed ID); :func:`verify_chain` and revocations, which name no
+    account, make it, after the signatures, so that only authentic chains pay for it.
+    """
+    if isinstance(owner, AccountId):
+        valid = is_valid_x25519_public(owner.x25519_public)
+    else:
+        valid = crypto.ed25519_is_valid_point(owner.ed25519_public)
+    if not valid:
+        raise WrongIssuer("the chain's owner is not a valid account or group key")
 
 
 def authorize(

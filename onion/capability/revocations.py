@@ -55,7 +55,7 @@ from ..errors import (
     SchemaError,
     TooLarge,
 )
-from .chains import Chain, RevocationLookup, _check_revoked, _check_times
+from .chains import Chain, RevocationLookup, _check_revoked, _check_times, check_owner_key
 from .limits import (
     DEFAULT_SKEW_MS,
     KEY_BYTES,
@@ -202,6 +202,7 @@ def verify_revocation(
         crypto.verify(record.revoker, REVOCATION_DOMAIN, record.signed_bytes(), record.signature)
     except BadSignature:
         raise BadCapabilitySignature("the revocation's signature does not verify") from None
+    check_owner_key(record.owner)
     if record.authority is not None:
         _check_revoked([link.digest for link in record.authority.links], is_revoked)
     return record
