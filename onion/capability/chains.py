@@ -32,6 +32,8 @@ last link's resources until the earliest expiry. :func:`authorize` (what a node'
    needs in the namespace (:class:`~veil.onion.errors.ActionNotCovered`, naming the
    action; see :func:`~veil.onion.capability.resources.required`);
 6. every link's signature verifies (:class:`~veil.onion.errors.BadCapabilitySignature`);
+   :func:`verify_chain`, which is given no account to compare with, then checks that the
+   owner is a valid key (:func:`check_owner_key`);
 7. no link is revoked (:class:`~veil.onion.errors.CapabilityRevoked`): ``is_revoked`` is
    asked about each link's digest, last, so that only authentic chains reach the
    node's store.
@@ -102,6 +104,7 @@ __all__ = [
     "RevocationLookup",
     "authorize",
     "chain_digest",
+    "check_owner_key",
     "delegate",
     "redelegate",
     "verify_chain",
