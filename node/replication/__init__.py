@@ -47,7 +47,9 @@ forwarded one, leaves one per deleted hash (and per hash a delete names that is 
 held), which lives until every copy a peer could still send has expired, in SQLite
 (across restarts), swept with expired rows. No push, pull or handover stores a copy of
 a tombstoned message that was first stored before the deletion (or within the clock
-skew after it); a later store of the same bytes (a new signed store) is a new message.
+skew after it); a later store of the same bytes (a new signed store, more than the
+clock skew after the deletion) is a new message and replicates as one. The same bytes
+stored again within that minute stay on the member that took them.
 A signed delete_all is executed once per node, so a copy of it sent again (within its
 signature's window) deletes nothing stored since.
 
