@@ -27,9 +27,16 @@ on a node, node/consensus_route.py: the authorities' signed document byte for by
    well past (:attr:`DirectoryPolicy.others_after` of the way to ``valid_until``) and
    the guards still have nothing newer;
 3. the authorities, in random order, only as the last resort: when no usable consensus
-   is held (first start, an expired cache, a tentative one), or when it is about to
-   become unusable (:attr:`DirectoryPolicy.authorities_after`) and no node had a newer
-   one.
+   is held (first start, a tentative one), or when it is about to become unusable
+   (:attr:`DirectoryPolicy.authorities_after`) and no node had a newer one.
+
+A client restarted after its cached consensus expired (a consensus lives three
+intervals: minutes) would otherwise go to the authorities at every start. As Tor uses a
+"reasonably live" consensus (expired less than a day ago) to find its directory guards,
+:meth:`Directory.load_cached` keeps such a document (signatures verified, not
+installed), and the first fetch asks the guards kept from the last run at the addresses
+it lists, for a newer one verified on our clock; only if none gives one, the
+authorities.
 
 A node cannot make the client accept anything the authorities did not sign: a forged,
 below-threshold, expired, oversized (refused by the transport past the size limit) or
@@ -146,12 +153,17 @@ class DirectoryPolicy:
     #: From this fraction on, if no node has a newer consensus, the authorities are
     #: asked (the held one is about to become unusable).
     authorities_after: float = 0.75
+    #: A cached consensus that expired less than this long ago still says where the
+    #: client's guards are: a restarted client asks them first (Tor's "reasonably live").
+    reasonably_live_s: float = 24 * 3600.0
 
     def __post_init__(self) -> None:
         if self.other_nodes < 0 or not 0 <= self.others_after <= self.authorities_after <= 1:
             raise InvalidArgument(
                 "other_nodes >= 0 and 0 <= others_after <= authorities_after <= 1"
             )
+        if self.reasonably_live_s < 0:
+            raise InvalidArgument("reasonably_live_s >= 0")
 
 
 class Directory:
@@ -167,9 +179,11 @@ class Directory:
         policy: DirectoryPolicy | None = None,
         rng: random.Random | None = None,
         guards: GuardSource | None = None,
+        guard_ids: Callable[[], Sequence[bytes]] | None = None,
     ) -> None:
         """``guards`` gives the client's guards, to fetch from (:meth:`use_guards`);
-        without it every fetch asks the authorities."""
+        without it every fetch asks the authorities. ``guard_ids`` gives the IDs of the
+        guards kept from an earlier run (looked up in an expired cached consensus)."""
         self.network = network
         self.state = state
         self.transport = transport
@@ -183,6 +197,9 @@ class Directory:
         self._listeners: list[Callable[[Consensus], None]] = []
         self._wake = trio.Event()
         self._guards = guards
+        self._guard_ids = guard_ids
+        #: The cached consensus if it has expired, but not long ago (load_cached).
+        self._expired: Consensus | None = None
         #: Ranks the other nodes a client asks (_other_nodes); secret, one per run.
         self._salt = self.rng.getrandbits(128).to_bytes(16, "big")
         self.fetches = 0
@@ -259,16 +276,33 @@ class Directory:
 
     async def load_cached(self) -> Consensus | None:
         """Install the consensus saved by an earlier run if it still verifies (on our
-        clock); None if there is none or it does not (it is then ignored)."""
+        clock); None if there is none or it does not (it is then ignored). One whose
+        signatures verify but that expired less than ``policy.reasonably_live_s`` ago is
+        not installed, but kept to find the guards for the first fetch (module note)."""
         cached = await trio.to_thread.run_sync(self.state.load_consensus)
         if cached is None:
             return None
         try:
             consensus, _ = self.verify(cached.raw)
+        except (StaleConsensus, ConsensusNotYetValid):
+            self._expired = self._reasonably_live(cached.raw)
+            return None
         except VeilError:
             return None
         self.install(consensus, cached.raw)
         self.last_source = "cache"
+        return consensus
+
+    def _reasonably_live(self, raw: bytes) -> Consensus | None:
+        """``raw`` if its signatures verify and it expired (by our clock) less than
+        ``policy.reasonably_live_s`` ago; else None."""
+        try:
+            consensus, tentative = self.verify(raw, tentative_ok=True)
+        except VeilError:
+            return None
+        expired_ms = self.clock.now() - consensus.valid_until_ms
+        if not tentative or not 0 <= expired_ms < self.policy.reasonably_live_s * 1000:
+            return None
         return consensus
 
     async def _save(self, consensus: Consensus, raw: bytes) -> None:
@@ -336,7 +370,22 @@ class Directory:
                 # Not near the end yet: the run loop asks the nodes again later.
                 self.last_error = "; ".join(seen.problems) or None
                 return held
+        elif held is None and self._expired is not None:
+            # Restarted with a cache that expired not long ago: it still says where our
+            # guards are; ask them before the authorities.
+            got = await self._from_expired_cache(self._expired, seen)
+            if got is not None:
+                return got
         return await self._from_authorities(seen, tentative_ok=tentative_ok)
+
+    async def _from_expired_cache(self, expired: Consensus, seen: _Round) -> Consensus | None:
+        """A newer consensus from the guards kept from the last run, found in the
+        ``expired`` cached consensus (no new guard is chosen from an old list)."""
+        self._expired = None  # once: afterwards, the usual sources
+        if self._guard_ids is None:
+            return None
+        nodes = [n for n in map(expired.node, self._guard_ids()) if n is not None]
+        return await self._from_nodes(nodes, "guard", expired.epoch, seen)
 
     async def _guard_nodes(self, seen: _Round) -> list[ConsensusNode]:
         assert self._guards is not None
@@ -387,10 +436,11 @@ class Directory:
                 consensus, _ = self.verify(raw)
             except VeilError as exc:
                 # Forged, below the threshold, expired, garbage: refused, as from anyone.
+                # (Never accepted tentatively: a node cannot make us doubt our clock.)
                 seen.refusal = exc
                 seen.problems.append(f"{where}: {exc}")
                 continue
-            if not self.install(consensus, raw):
+            if consensus.epoch <= epoch or not self.install(consensus, raw):
                 seen.answered = True  # an old one: that node lags (or withholds)
                 continue
             await self._save(consensus, raw)

@@ -21,8 +21,9 @@ old failure counts.
 
 Opening (:func:`open_client`): open the state; load the identity (unless an account is
 given); read the network file; install the cached consensus if it still verifies, else
-fetch one from the authorities (with a usable consensus, refreshes go to the client's
-guards instead: :mod:`veil.client.consensus`). A client whose clock is far off accepts
+fetch one: from the guards kept from the last run if the cache expired less than a day
+ago, else from the authorities (with a usable consensus, refreshes go to the client's
+guards too: :mod:`veil.client.consensus`). A client whose clock is far off accepts
 the fetched consensus tentatively, asks a node for the time through it, then verifies it
 again on the corrected clock (see :mod:`veil.client.consensus`); the offset is kept in
 the state, so the next start needs no such step.
@@ -125,6 +126,7 @@ class VeilClient:
             policy=config.directory,
             rng=rng,
             guards=self.paths.ensure_guards,
+            guard_ids=lambda: [g.node_id for g in self.paths.guards],
         )
         self.directory.on_change(self.paths.set_consensus)
         self.onion = OnionClient(

@@ -223,6 +223,15 @@ async def test_a_client_refreshes_from_its_guards_and_never_asks_the_authorities
                     while client.consensus.epoch < epoch + 1:
                         await trio.sleep(0.1)
                 assert client.directory.authority_fetches == 0
+                valid_until_ms = client.consensus.valid_until_ms
+            assert proxy.requests == at_start
+
+            # A restart after the cache expired (a consensus lives three intervals): the
+            # expired document still says where the guards are; they are asked first.
+            await trio.sleep(max(0.0, (valid_until_ms - now_ms()) / 1000) + 0.2)
+            async with open_client(home, watched) as client:
+                assert client.directory.last_source == "guard"
+                assert client.directory.authority_fetches == 0
             assert proxy.requests == at_start
             nursery.cancel_scope.cancel()
 
@@ -506,6 +515,44 @@ async def test_every_source_failing_leaves_the_held_consensus(tmp_path: Path) ->
             await d.fetch()
         assert not isinstance(info.value, AuthorityUnreachable)
         assert d.current is not None and d.current.epoch == 10
+        await d.transport.aclose()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("guard", ["honest", "hostile", "none", "too_old"])
+async def test_a_restart_with_an_expired_cache_asks_the_last_guards(
+    tmp_path: Path, guard: str
+) -> None:
+    """A cache that expired less than a day ago names the guards of the last run: they
+    are asked before the authorities; a bad answer there, no guard, or a cache expired
+    too long ago, and the authorities are asked (as at a first start)."""
+    async with trio.open_nursery() as nursery:
+        scene = Scene(tmp_path, nursery)
+        await scene.start()
+        scene.hostile = fixed(200, _forged(scene))
+        age = 2 * 24 * 3600_000 if guard == "too_old" else 200_000
+        expired = document(scene.ports, scene.keys[:2], 8, now_ms() - age)
+        state = ClientState.open(tmp_path / "restarted.sqlite3")
+        _states.append(state)
+        state.save_consensus(expired, 8, now_ms())
+        guard_id = scene.keys[0 if guard == "hostile" else 1].identity_public
+        d = Directory(
+            scene.network,
+            state,
+            HttpxTransport(),
+            NetworkClock(Clock()),
+            guards=scene._guards,
+            guard_ids=lambda: [] if guard == "none" else [guard_id],
+        )
+        assert await d.load_cached() is None  # expired: not installed
+        got = await d.fetch(tentative_ok=True)
+        assert got.epoch == 11
+        if guard == "honest":
+            assert d.last_source == "guard" and d.authority_fetches == 0
+            assert scene.honest_asked == ["after=8"] and scene.authority_asked == []
+        else:
+            assert d.last_source == "authority" and scene.authority_asked == [""]
+            assert scene.guard_asked == (["after=8"] if guard == "hostile" else [])
         await d.transport.aclose()
         nursery.cancel_scope.cancel()
 
