@@ -138,7 +138,7 @@ class _Round:
 class DirectoryPolicy:
     """Timeouts and back-offs of consensus fetches (seconds)."""
 
-    #: One fetch from one authority.
+    #: One fetch from one source (a guard, another node or an authority).
     timeout_s: float = 10.0
     #: First wait after a failed refresh; doubled up to ``max_backoff_s``.
     backoff_s: float = 0.5
@@ -312,10 +312,16 @@ class Directory:
 
     # --- fetching --------------------------------------------------------------------------
 
-    def use_guards(self, guards: GuardSource) -> None:
+    def use_guards(
+        self, guards: GuardSource, guard_ids: Callable[[], Sequence[bytes]] | None = None
+    ) -> None:
         """Fetch from ``guards()`` (the client's guards, as consensus nodes) while a
-        usable consensus is held, instead of from the authorities (module note)."""
+        usable consensus is held, instead of from the authorities; ``guard_ids()`` (the
+        guards kept from the last run) after a restart with an expired cache (module
+        note)."""
         self._guards = guards
+        if guard_ids is not None:
+            self._guard_ids = guard_ids
 
     def usable(self) -> bool:
         """True if a consensus is held that is not tentative and still valid by the
