@@ -98,7 +98,7 @@ from typing import Literal, Protocol
 
 import trio
 
-from veil.onion import __version__, crypto, rpc
+from veil.onion import __version__, rpc
 from veil.onion.errors import (
     NotFound,
     ProtocolError,
@@ -110,7 +110,14 @@ from veil.onion.keys import AccountId
 from veil.onion.wallclock import wall_clock_ms
 
 from .ratelimit import TokenBucketLimiter
-from .store import MessageStore, ReplicaMessage, StoreStats, open_store
+from .store import (
+    MessageStore,
+    ReplicaMessage,
+    StoreStats,
+    deletion_digest,
+    deletion_until,
+    open_store,
+)
 
 __all__ = [
     "ReplicationHook",
@@ -326,6 +333,8 @@ class StorageService:
                     if type(req) is rpc.DeleteAllRequest:  # not done: it may come again
                         await self._forget(req)
                     raise
+                if isinstance(req, rpc.DeleteRequest | rpc.DeleteAllRequest):
+                    await self._record_deletion(req, request)
                 if (
                     not forwarded
                     and self.replication is not None
@@ -381,7 +390,17 @@ class StorageService:
         auth = req.auth
         assert auth is not None  # verify_request: a delete_all is always signed
         return await self.store.remember_request(
-            _executed_digest(req), auth.timestamp_ms + self.config.clock_skew_ms + 1
+            deletion_digest(req), auth.timestamp_ms + self.config.clock_skew_ms + 1
+        )
+
+    async def _record_deletion(
+        self, req: rpc.DeleteRequest | rpc.DeleteAllRequest, request: bytes
+    ) -> None:
+        """Keep the owner's signed delete (as sent) for anti-entropy, so a member that
+        missed it learns it (node/replication/), until every message it could have
+        deleted has expired."""
+        await self.store.record_deletion(
+            req.account, deletion_digest(req), request, deletion_until(req)
         )
 
     async def _forget(self, req: rpc.DeleteAllRequest) -> None:
@@ -389,7 +408,7 @@ class StorageService:
         sent again (a failure here only means a retry deletes nothing more)."""
         with trio.move_on_after(1.0) as scope, contextlib.suppress(Exception):
             scope.shield = True
-            await self.store.forget_request(_executed_digest(req))
+            await self.store.forget_request(deletion_digest(req))
 
     async def _store(self, req: rpc.StoreRequest, now: int) -> rpc.StoreResult:
         """Store ``req``'s message until ``now`` (the node's clock, ms) plus its TTL,
@@ -467,13 +486,6 @@ class StorageService:
             )
         updated = await self.store.expire(req.account, req.namespace, req.hashes, req.expiry_ms)
         return rpc.ExpireResult(updated, req.expiry_ms)
-
-
-def _executed_digest(req: rpc.DeleteAllRequest) -> bytes:
-    """What names an executed signed request: a digest of its signature (Ed25519 is
-    deterministic, so the same signed request has the same signature)."""
-    assert req.auth is not None
-    return crypto.hash32(req.auth.signature, b"veil/executed")
 
 
 @asynccontextmanager

@@ -49,3 +49,6 @@ class ReplicaPage:
     next_seq: int
     #: True if rows after ``next_seq`` may remain (the page or the scan was cut short).
     more: bool
+    #: A page of deletions instead (see node/replication/anti_entropy.py): the owner's
+    #: signed delete and delete_all requests, as sent, in the sender's order.
+    deletes: tuple[bytes, ...] = ()

@@ -47,7 +47,11 @@ owner's signed store (:mod:`veil.onion.rpc.proof`), and :func:`check_message` ve
 it with :func:`veil.onion.rpc.verify_store_proof`, on every path that takes messages
 from a peer (push, handover, pulled page), so no node writes into an owner-written
 namespace without the owner's signature, nor moves an expiry past what the owner
-signed. An inbox message carries none (anyone may write there).
+signed. An inbox message carries none (anyone may write there). A pull with
+``"what": "deletions"`` asks instead for the owners' signed delete and delete_all
+requests the peer executed (after the cursor ``after``): its page carries them in
+``deletes`` and no messages, within the same batch limits, and the asker verifies each
+one (node/replication/anti_entropy.py).
 
 Padding (version 2). A version 1 frame was as long as its content: a push after a
 6,831-character message was 7,616 bytes on the link, so a watcher of node links read
@@ -102,8 +106,9 @@ Kinds::
 
     push      {"messages": [msg, ...]}                       POST /replicate
     pushed    {"re", "stored": int, "refused": [hash, ...]}  its reply
-    pull      {"after": seq, "scope": 24 bytes}              POST /replicate/pull
-    page      {"re", "messages": [msg, ...], "next": seq, "more": bool}   its reply
+    pull      {"after": seq, "scope": 24 bytes [, "what": "deletions"]}  POST /replicate/pull
+    page      {"re", "messages": [msg, ...], "next": seq, "more": bool
+               [, "deletes": [a signed delete or delete_all request, ...]]}  its reply
     forward   {"request": a client's signed storage request}  POST /replicate/forward
     forwarded {"re", "reply": the storage reply}             its reply
     msg       {"a": account X25519 key (32), "ns": int, "h": hash (32), "d": data,
@@ -275,6 +280,8 @@ _BODIES: Final = {
             **_REQUEST,
             "after": Field(int, min=0, max=_MAX_TIME_MS),
             "scope": Field(bytes, size=SCOPE_BYTES),
+            # Absent: the rows; "deletions": the owner's signed deletes kept there.
+            "what": Field(str, choices=frozenset({"deletions"}), required=False),
         },
     ),
     "forward": Schema(
@@ -291,6 +298,12 @@ _BODIES: Final = {
             "messages": _MESSAGES,
             "next": Field(int, min=0, max=_MAX_TIME_MS),
             "more": Field(bool),
+            "deletes": Field(
+                list,
+                max_len=MAX_MESSAGES,
+                items=Field(bytes, min_len=1, max_len=rpc.MAX_REQUEST_SIZE),
+                required=False,
+            ),
         },
     ),
 }
@@ -411,6 +424,8 @@ class Pull:
     scope: bytes
     digest: bytes
     sent_ms: int = 0
+    #: True: a pull of the signed deletions kept there, not of its rows.
+    deletions: bool = False
 
 
 class ReplayedFrame(ReplayedPacket):
@@ -676,11 +691,13 @@ def open_pushed(
 
 
 def seal_pull(
-    keys: NodeKeys, peer: Any, after: int, scope: bytes, *, now_ms: int
+    keys: NodeKeys, peer: Any, after: int, scope: bytes, *, now_ms: int, deletions: bool = False
 ) -> tuple[bytes, bytes]:
-    """A pull of ``peer``'s rows after seq ``after`` for the accounts of ``scope`` (see
-    node/replication/): (frame, digest)."""
-    fields = {"n": os.urandom(_NONCE_BYTES), "after": after, "scope": scope}
+    """A pull of ``peer``'s rows (``deletions``: of the signed deletions it keeps) after
+    seq ``after`` for the accounts of ``scope`` (see node/replication/): (frame, digest)."""
+    fields: dict[str, Any] = {"n": os.urandom(_NONCE_BYTES), "after": after, "scope": scope}
+    if deletions:
+        fields["what"] = "deletions"
     return _seal(keys, peer, "pull", fields, now_ms)
 
 
@@ -688,19 +705,27 @@ def open_pull(
     frame: bytes, keys: NodeKeys, lookup: PeerLookup, *, now_ms: int, skew_ms: int = CLOCK_SKEW_MS
 ) -> Pull:
     sender, body, digest = _open(frame, keys, lookup, "pull", now_ms=now_ms, skew_ms=skew_ms)
-    return Pull(sender.node_id, body["after"], body["scope"], digest, body["t"])
+    return Pull(sender.node_id, body["after"], body["scope"], digest, body["t"], "what" in body)
 
 
 def seal_page(keys: NodeKeys, peer: Any, digest: bytes, page: ReplicaPage, *, now_ms: int) -> bytes:
     """The answer to a pull: one page of rows."""
     _check_batch(page.messages)
-    fields = {
+    fields: dict[str, Any] = {
         "re": digest,
         "messages": [_message_wire(m) for m in page.messages],
         "next": page.next_seq,
         "more": page.more,
     }
+    if page.deletes:
+        if page.messages or _deletes_too_large(page.deletes):
+            raise ValueError("a page of deletions carries no messages, within the batch limits")
+        fields["deletes"] = list(page.deletes)
     return _seal(keys, peer, "page", fields, now_ms)[0]
+
+
+def _deletes_too_large(deletes: Sequence[bytes]) -> bool:
+    return len(deletes) > 1 and sum(len(d) for d in deletes) > BATCH_MAX_BYTES
 
 
 def open_page(
@@ -714,7 +739,10 @@ def open_page(
 ) -> ReplicaPage:
     """Open ``peer``'s answer to our pull ``digest``."""
     body = _open_reply(frame, keys, peer, "page", digest, now_ms, skew_ms)
-    return ReplicaPage(_messages(body["messages"]), body["next"], body["more"])
+    deletes = tuple(body.get("deletes", ()))
+    if deletes and (body["messages"] or _deletes_too_large(deletes)):
+        raise ProtocolError("a page of deletions carries no messages, within the batch limits")
+    return ReplicaPage(_messages(body["messages"]), body["next"], body["more"], deletes)
 
 
 def seal_forward(keys: NodeKeys, peer: Any, request: bytes, *, now_ms: int) -> tuple[bytes, bytes]:

@@ -14,10 +14,11 @@ as that node, exactly as the node would) and tries the attacks of the issue:
   owner signed;
 * an account outside the receiver's swarm is refused on a push (``wrong_swarm``) and
   on a forward (the storage reply says ``wrong_swarm``, nothing is deleted);
-* in a devnet of its own (one swarm of 2, with a restart): a deleted message is not
-  brought back by an anti-entropy pull from a member that missed the delete, nor by a
-  push after the node restarted (tombstones are in SQLite); rows forged into a
-  member's store file (no proof, or a proof by another key) are not spread by pulls.
+* in a devnet of its own (one swarm of 2, with a restart): a member that missed a
+  delete learns it by anti-entropy and drops the message, which is not brought back
+  by pulls from it meanwhile, nor by a push, also after the node restarted
+  (tombstones are in SQLite); rows forged into a member's store file (no proof, or a
+  proof by another key) are not spread by pulls.
 
 No timed assertions: waits on the network are polls with generous deadlines.
 """
@@ -272,19 +273,34 @@ async def test_deletes_survive_pulls_and_restarts_and_forged_rows_do_not_spread(
         alice = Account.generate()
         m = signed_post(alice, -2, b"to be deleted " + os.urandom(8))
 
-        # a holds m; alice's delete reaches a only (b misses it: down, or its forward lost).
-        frame, _ = wire.seal_push(keys_b, a, [m], now_ms=now_ms())
-        assert (await post(a, "/replicate", frame)).status_code == 200
+        # Both hold m; alice's delete reaches a only (b misses it: it was down, or the
+        # forward was lost). b gets the message again meanwhile (a late push).
+        for sender, receiver in ((keys_b, a), (keys_a, b)):
+            frame, _ = wire.seal_push(sender, receiver, [m], now_ms=now_ms())
+            assert (await post(receiver, "/replicate", frame)).status_code == 200
+        applied = await metric(net.node(name_b).url, "veil_replication_deletions_applied_total")
         delete = rpc.make_delete(alice, [m.hash], namespace=-2, now_ms=now_ms())
         frame, _ = wire.seal_forward(keys_b, a, delete, now_ms=now_ms())
         assert (await post(a, "/replicate/forward", frame)).status_code == 200
-        assert m.hash not in await public_posts(a, alice, -2)
-        # b gets m afterwards (a late push, a handover), so a's next pull from b sees it.
-        frame, _ = wire.seal_push(keys_a, b, [m], now_ms=now_ms())
-        assert (await post(b, "/replicate", frame)).status_code == 200
-        assert m.hash in await public_posts(b, alice, -2)
+
+        # a's pulls of b's rows (which still hold m) do not bring it back (its
+        # tombstone), and b learns the delete by pulling a's deletions.
+        async def b_deleted() -> bool:
+            return m.hash not in await public_posts(b, alice, -2)
+
+        await eventually(b_deleted, what="b applies the delete it missed")
+        assert (
+            await metric(net.node(name_b).url, "veil_replication_deletions_applied_total")
+            >= applied + 1
+        )
         await pull_rounds(net, name_a)
-        assert m.hash not in await public_posts(a, alice, -2)  # the tombstone held
+        assert m.hash not in await public_posts(a, alice, -2)
+        # Nor does a push of m bring it back to either (a replay, a late handover).
+        for sender, receiver in ((keys_b, a), (keys_a, b)):
+            frame, digest = wire.seal_push(sender, receiver, [m], now_ms=now_ms())
+            r = await post(receiver, "/replicate", frame)
+            ack = wire.open_pushed(r.content, sender, receiver, digest, now_ms=now_ms())
+            assert ack.stored == 0
 
         # a restarts (the authority is stopped, so the consensus keeps it listed); while
         # it is down, two forged posts are written into its store file, as by a node

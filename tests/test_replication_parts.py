@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 
 from tests.swarmutil import owner_proof
 from veil.node.replication import ring_position
-from veil.node.store import ReplicaMessage, ReplicaPage, open_store
+from veil.node.store import (
+    ReplicaMessage,
+    ReplicaPage,
+    deletion_digest,
+    deletion_until,
+    open_store,
+)
 from veil.onion import crypto, rpc
 from veil.onion import replication_frames as wire
 from veil.onion.cbor import encode
@@ -712,3 +718,69 @@ async def test_rows_without_a_proof_from_version_2_stay_local(tmp_path: Path) ->
             ALICE.id.x25519_public, limit=10, max_bytes=10**6
         )
         assert [m.data for m in found] == [b"x"] and not more
+
+
+# --- deletions carried by anti-entropy --------------------------------------------------------
+
+
+async def test_a_missed_deletion_is_applied_as_of_its_signed_time(tmp_path: Path) -> None:
+    clock = Clock(T0 + 10 * 60_000)
+    async with open_store(tmp_path / "m.db", clock=clock) as store:
+        old, new = msg(b"old", ns=-2), msg(b"new", ns=-2, ts=T0 + 5 * 60_000)
+        inbox_old = msg(b"inbox")
+        await store.store_replicated([old, new, inbox_old])
+        request = rpc.make_delete_all(ALICE, namespace=None, now_ms=T0 + 60_000)
+        req = rpc.decode_request(request)
+        assert isinstance(req, rpc.DeleteAllRequest)
+
+        async def apply() -> int:
+            return await store.apply_deletion(
+                ALICE.id,
+                None,
+                None,
+                signed_ms=T0 + 60_000,
+                digest=deletion_digest(req),
+                request=request,
+                until_ms=deletion_until(req),
+            )
+
+        assert await apply() == 2  # old and inbox_old: stored before it was signed
+        assert await apply() == 0  # once
+        assert await store.get(ALICE.id, -2, new.hash) is not None  # stored after it
+        assert await store.store_replicated([old, inbox_old]) == [False, False]  # tombstones
+        # The deletion is kept for the next member that pulls it.
+        page = await store.deletion_page(0, accept=lambda k: True, limit=10, max_bytes=10**6)
+        assert page.deletes == (request,) and not page.messages and not page.more
+        nobody = await store.deletion_page(0, accept=lambda k: False, limit=10, max_bytes=10**6)
+        assert nobody.deletes == () and nobody.next_seq == page.next_seq
+        # A delete by hash of a message not held here: its copy is refused when it comes.
+        late = msg(b"late", ns=-2)
+        by_hash = rpc.make_delete(ALICE, [late.hash], namespace=-2, now_ms=T0 + 60_000)
+        dreq = rpc.decode_request(by_hash)
+        assert isinstance(dreq, rpc.DeleteRequest)
+        await store.apply_deletion(
+            ALICE.id,
+            -2,
+            dreq.hashes,
+            signed_ms=T0 + 60_000,
+            digest=deletion_digest(dreq),
+            request=by_hash,
+            until_ms=deletion_until(dreq),
+        )
+        assert await store.store_replicated([late]) == [False]
+
+
+def test_pages_of_deletions_round_trip_and_carry_no_messages() -> None:
+    frame, digest = wire.seal_pull(A, B_PEER, 3, bytes(24), now_ms=T0, deletions=True)
+    pull = wire.open_pull(frame, B, lookup(A_PEER), now_ms=T0)
+    assert pull.deletions and pull.after == 3
+    plain = wire.open_pull(
+        wire.seal_pull(A, B_PEER, 3, bytes(24), now_ms=T0)[0], B, lookup(A_PEER), now_ms=T0
+    )
+    assert not plain.deletions
+    request = rpc.make_delete_all(ALICE, namespace=None, now_ms=T0)
+    page = ReplicaPage([], 9, False, (request,))
+    answer = wire.seal_page(B, A_PEER, digest, page, now_ms=T0)
+    assert wire.open_page(answer, A, B_PEER, digest, now_ms=T0) == page
+    with pytest.raises(ValueError):
+        wire.seal_page(B, A_PEER, digest, ReplicaPage([msg(b"x")], 9, False, (request,)), now_ms=T0)

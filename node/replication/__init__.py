@@ -11,7 +11,8 @@ part lives:
 * ``outbox.py``: **push** (``POST /replicate``) of every message a client's store
   created, one queue and sender task per swarm peer, and the ack rule below;
 * ``anti_entropy.py``: **anti-entropy and joining** (``POST /replicate/pull``), pulls
-  of each peer's rows after a cursor kept per peer and scope;
+  of each peer's rows, and of the owners' signed deletes it executed, after cursors
+  kept per peer and scope;
 * ``handover.py``: **handover** of the accounts a new consensus moves to another swarm;
 * ``receive.py``: **receiving** a peer's push, pull or forward, every refusal typed;
 * ``requests.py``: the outgoing requests (seal, post, open the answer) and the paths;
@@ -53,15 +54,23 @@ stored again within that minute stay on the member that took them.
 A signed delete_all is executed once per node, so a copy of it sent again (within its
 signature's window) deletes nothing stored since.
 
-Limitations. Tombstones are not replicated: a member that misses a forwarded delete (it
-was down, or the forward came after the client's signature left the clock-skew window)
-keeps its copy until it expires and serves it, though the members that hold the
-tombstone never take it back from it. An inbox message's store time is unsigned, so a
-node that re-sends a deleted inbox message as if stored later gets it stored again
-(anyone holding its bytes could store it anew anyway). A store that only extends the
-expiry of a message already held is not replicated, and an owner's ``expire`` that
-moved an expiry past the stored TTL travels only by forward: a copy carries the expiry
-its proof allows.
+Deletes replicate as the owner signed them: a member keeps every delete and delete_all
+it executed (the client's signed bytes, table ``deletions``) until every message it
+could have deleted has expired, and each anti-entropy round also pulls the peers'
+deletions after a cursor (``anti_entropy.py``). A member that missed one (it was down,
+or the forward came after the client's signature left the clock-skew window) checks
+the owner's signature (not its age) and applies it as of its signed time: it deletes
+what was first stored up to then (plus the clock skew), leaves the tombstones, and
+keeps the request for the next member. So a missed delete reaches every member within
+a round or two of its coming back, and no pull in between brings the message back to
+the members that hold the tombstone.
+
+Limitations. An inbox message's store time is unsigned, so a node that re-sends a
+deleted inbox message as if stored later gets it stored again (anyone holding its bytes
+could store it anew anyway). A store that only extends the expiry of a message already
+held is not replicated, and an owner's ``expire`` travels only by forward (one attempt):
+a copy carries the expiry its proof allows, and a member that missed an expire that
+shortened it keeps the longer one.
 
 The modules import their siblings, never this package, so there is no import circle.
 This package re-exports the public names, as before the split.

@@ -19,6 +19,13 @@ data from a peer: each message is checked as a pushed one
 (:func:`~veil.onion.replication_frames.check_message`, the owner's proof included), and
 one that fails is dropped and counted (``veil_replication_pull_refused_total``) while the
 cursor moves past it; the store skips copies of messages deleted here (tombstones).
+
+Deletions. After the rows, each round pulls the peer's *deletions* (the owners' signed
+delete and delete_all requests it executed, as sent) after a second cursor. Each is
+checked as a client's request would be (the owner's key and signature, the method),
+except its age, and applied as of its signed time, once (node/store/: it deletes what
+was first stored up to then, plus the clock skew, leaves tombstones, and is kept for the
+next member), so a member that missed a delete catches up as it does with stores.
 """
 
 from __future__ import annotations
@@ -29,20 +36,25 @@ from collections.abc import Callable
 import trio
 
 from veil.onion import replication_frames as wire
+from veil.onion import rpc
 from veil.onion.directory import ConsensusNode
-from veil.onion.errors import ProtocolError, VeilError
+from veil.onion.errors import ProtocolError, Unauthorized, VeilError
 from veil.onion.replica import ReplicaMessage
 
 from ..config import ReplicationConfig
 from ..logging import log_event
 from ..network_view import NetworkView
-from ..store import MessageStore
+from ..store import MessageStore, deletion_digest, deletion_until
 from .counters import ReplicationCounters
 from .requests import PeerRequests
 from .ring import ring_position, sync_scope
 from .wakeup import Wakeup
 
 __all__ = ["AntiEntropy"]
+
+#: Appended to a peer's ID for the cursor of its deletions (sync_cursors keeps one scope
+#: per "peer" key, so rows and deletions need two keys).
+_DELETIONS = b"/deletions"
 
 log = logging.getLogger("veil.node.replication")
 
@@ -92,6 +104,10 @@ class AntiEntropy:
                 nursery.start_soon(self._pull_from, peer, scope)
 
     async def _pull_from(self, peer: ConsensusNode, scope: bytes) -> None:
+        await self._pull_rows(peer, scope)
+        await self._pull_deletions(peer, scope)
+
+    async def _pull_rows(self, peer: ConsensusNode, scope: bytes) -> None:
         cursor = await self.store.sync_cursor(peer.node_id, scope)
         for _ in range(self.config.max_pages):
             self.counters.pulls += 1
@@ -114,6 +130,65 @@ class AntiEntropy:
                 await self.store.set_sync_cursor(peer.node_id, scope, cursor)
             if not page.more:
                 return
+
+    async def _pull_deletions(self, peer: ConsensusNode, scope: bytes) -> None:
+        """Pull the signed deletes ``peer`` keeps after our cursor, and apply those we
+        missed (see :meth:`_apply`). The cursor is kept as the rows' is, under the
+        peer's ID with a suffix (:data:`_DELETIONS`), so the two never replace each
+        other."""
+        key = peer.node_id + _DELETIONS
+        cursor = await self.store.sync_cursor(key, scope)
+        for _ in range(self.config.max_pages):
+            self.counters.pulls += 1
+            try:
+                page = await self.requests.pull(peer, cursor, scope, deletions=True)
+                if page.next_seq < cursor:
+                    raise ProtocolError("the page goes back before the cursor")
+            except VeilError as exc:
+                self.counters.pull_failures += 1
+                log_event(
+                    log, logging.DEBUG, "pull_failed", peer=peer.node_id_hex[:16], error=str(exc)
+                )
+                return
+            for request in page.deletes:
+                await self._apply(peer, request)
+            if page.next_seq != cursor:
+                cursor = page.next_seq
+                await self.store.set_sync_cursor(key, scope, cursor)
+            if not page.more:
+                return
+
+    async def _apply(self, peer: ConsensusNode, request: bytes) -> None:
+        """Apply a delete or delete_all a peer executed: only the owner's signed request
+        (checked as a client's, except its age: it is applied as of its signed time, so
+        it deletes nothing stored after it), for an account of this swarm, once."""
+        try:
+            req = rpc.decode_request(request)
+            if not isinstance(req, rpc.DeleteRequest | rpc.DeleteAllRequest):
+                raise ProtocolError("only deletes and delete_alls are kept as deletions")
+            if req.auth is None:
+                raise Unauthorized("a deletion must be signed by the owner")
+            # The signature, its key and its method; not its age (the clock is its own).
+            rpc.verify_request(req, req.auth.timestamp_ms)
+        except VeilError as exc:
+            self.counters.pull_refused += 1
+            log_event(
+                log, logging.INFO, "pulled_refused", peer=peer.node_id_hex[:16], error=str(exc)
+            )
+            return
+        if not self._is_mine_key(req.account.x25519_public):
+            return
+        hashes = req.hashes if isinstance(req, rpc.DeleteRequest) else None
+        deleted = await self.store.apply_deletion(
+            req.account,
+            req.namespace,
+            hashes,
+            signed_ms=req.auth.timestamp_ms,
+            digest=deletion_digest(req),
+            request=request,
+            until_ms=deletion_until(req),
+        )
+        self.counters.deletions_applied += deleted
 
     def _checked(self, peer: ConsensusNode, messages: list[ReplicaMessage]) -> list[ReplicaMessage]:
         """The messages of a page that keep the protocol's rules, the owner's proof

@@ -34,8 +34,11 @@ class ReplicationCounters:
     pull_failures: int = 0
     #: Messages received by pull that were new here.
     pulled: int = 0
-    #: Messages of pulled pages dropped because they break a rule (a proof that fails).
+    #: Messages of pulled pages dropped because they break a rule (a proof that fails),
+    #: and pulled deletions dropped (not the owner's signed delete).
     pull_refused: int = 0
+    #: Messages deleted here by a deletion pulled from a peer (one this node missed).
+    deletions_applied: int = 0
     #: Messages handed over to another swarm (and deleted here).
     handed_over: int = 0
     #: Handover pushes that failed or were refused.
@@ -65,6 +68,11 @@ def replication_figures(c: ReplicationCounters, queued: int) -> list[StorageFigu
         counter("veil_replication_pulls", "Pull requests made to swarm peers", c.pulls),
         counter("veil_replication_pull_failures", "Pull requests that failed", c.pull_failures),
         counter("veil_replication_pulled", "New messages received by pull", c.pulled),
+        counter(
+            "veil_replication_deletions_applied",
+            "Messages deleted by an owner's delete pulled from a peer (missed here)",
+            c.deletions_applied,
+        ),
         counter(
             "veil_replication_pull_refused",
             "Messages of pulled pages dropped for breaking a rule (e.g. a bad owner proof)",

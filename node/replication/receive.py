@@ -15,7 +15,9 @@ as refused, and a push with none of this swarm's accounts is refused whole
 pull is answered with the rows of the accounts in the *asker's* swarm (never an
 owner-written row without its proof), and refused (503) if the asker names another
 scope than this node's consensus gives it; the asker checks each message of the page as
-a push (anti_entropy.py). A forward (a client's delete, delete_all or expire) is
+a push (anti_entropy.py). A pull of deletions is answered, the same way, with the
+owners' signed deletes this node executed (for the asker's accounts), which the asker
+verifies before it applies them. A forward (a client's delete, delete_all or expire) is
 accepted only from a member of this node's own swarm and is executed by the storage
 service with its usual checks (the swarm, the client's signature and clock), never
 forwarded again.
@@ -29,7 +31,8 @@ stored message's length).
 Trust: a listed node (of any swarm) can add inbox messages to the accounts of the swarm
 it pushes to (anyone may store there, as in Session); it cannot write into an
 owner-written namespace (it has no owner's signature to show), stretch an expiry past
-the signed TTL, bring back a message deleted here, or make a frame act twice. A member
+the signed TTL, bring back a message deleted here, delete anything the owner did not
+sign a delete for, or make a frame act twice. A member
 of the swarm can still withhold or delete its own copies. It cannot read what it is not
 given.
 """
@@ -181,13 +184,18 @@ class Receiver:
         def accept(account: bytes) -> bool:
             return swarm_of(ring_position(account)).swarm_id == target
 
-        page = await self.store.replica_page(
-            pull.after,
-            accept=accept,
-            limit=wire.MAX_MESSAGES,
-            max_bytes=wire.BATCH_MAX_BYTES,
-            item_overhead=wire.ITEM_OVERHEAD,
-        )
+        if pull.deletions:
+            page = await self.store.deletion_page(
+                pull.after, accept=accept, limit=wire.MAX_MESSAGES, max_bytes=wire.BATCH_MAX_BYTES
+            )
+        else:
+            page = await self.store.replica_page(
+                pull.after,
+                accept=accept,
+                limit=wire.MAX_MESSAGES,
+                max_bytes=wire.BATCH_MAX_BYTES,
+                item_overhead=wire.ITEM_OVERHEAD,
+            )
         return wire.seal_page(self.keys, asker, pull.digest, page, now_ms=self.clock())
 
     async def handle_forward(self, frame: bytes) -> bytes:

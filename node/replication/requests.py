@@ -85,10 +85,15 @@ class PeerRequests:
         body = await self._post(peer, PUSH_PATH, frame)
         return self._open_answer(wire.open_pushed, body, peer, digest)
 
-    async def pull(self, peer: ConsensusNode, after: int, scope: bytes) -> ReplicaPage:
-        """One page of ``peer``'s rows after seq ``after``, of the accounts of ``scope``
-        (503 if the peer sees the scope otherwise)."""
-        frame, digest = wire.seal_pull(self.keys, peer, after, scope, now_ms=self.clock())
+    async def pull(
+        self, peer: ConsensusNode, after: int, scope: bytes, *, deletions: bool = False
+    ) -> ReplicaPage:
+        """One page of ``peer``'s rows (``deletions``: of the signed deletions it keeps)
+        after seq ``after``, of the accounts of ``scope`` (503 if the peer sees the scope
+        otherwise)."""
+        frame, digest = wire.seal_pull(
+            self.keys, peer, after, scope, now_ms=self.clock(), deletions=deletions
+        )
         body = await self._post(peer, PULL_PATH, frame)
         return self._open_answer(wire.open_page, body, peer, digest)
 

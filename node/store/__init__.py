@@ -25,7 +25,7 @@ from __future__ import annotations
 from veil.onion.replica import ReplicaMessage, ReplicaPage
 
 from ..errors import StoreClosed, StoreError
-from .message_store import MessageStore, open_store
+from .message_store import MessageStore, deletion_digest, deletion_until, open_store
 from .records import Clock, StoredMessage, StoredPage, StoreOutcome, StoreStats
 
 __all__ = [
@@ -39,5 +39,7 @@ __all__ = [
     "StoreStats",
     "StoredMessage",
     "StoredPage",
+    "deletion_digest",
+    "deletion_until",
     "open_store",
 ]

@@ -34,9 +34,11 @@ delete and delete_all leaves a tombstone per hash (table ``tombstones``), which 
 until every copy a peer could send has expired and is swept with expired rows, so no
 push, pull or handover brings a deleted message back, across restarts;
 :meth:`MessageStore.remember_request` keeps the signed requests that must act once (a
-delete_all) while their signature is fresh; :meth:`MessageStore.replica_page` lists
-rows after a seq for a peer that pulls (anti-entropy), with the peer's cursor kept in
-``sync_cursors``;
+delete_all) while their signature is fresh; :meth:`MessageStore.record_deletion`,
+:meth:`MessageStore.deletion_page` and :meth:`MessageStore.apply_deletion` keep, list
+and apply (as of their signed time) the owners' signed deletes that anti-entropy
+carries; :meth:`MessageStore.replica_page` lists rows after a seq for a peer that pulls
+(anti-entropy), with the peer's cursor kept in ``sync_cursors``;
 :meth:`MessageStore.accounts`, :meth:`MessageStore.account_replicas` and
 :meth:`MessageStore.delete_replicas` walk and drop one account's rows for a handover.
 
@@ -63,7 +65,7 @@ from typing import Literal
 
 import trio
 
-from veil.onion import rpc
+from veil.onion import crypto, rpc
 from veil.onion.keys import AccountId
 from veil.onion.replica import ReplicaMessage, ReplicaPage
 
@@ -73,7 +75,7 @@ from .records import Clock, StoredMessage, StoredPage, StoreOutcome, StoreStats
 from .schema import connect, migrate
 from .writer import BatchWriter
 
-__all__ = ["MessageStore", "open_store"]
+__all__ = ["MessageStore", "deletion_digest", "deletion_until", "open_store"]
 
 log = logging.getLogger("veil.node.storage")
 
@@ -179,6 +181,42 @@ class MessageStore:
             writes.delete_messages(account.x25519_public, namespace, hashes, now, unknown_until)
         )
 
+    async def record_deletion(
+        self, account: AccountId, digest: bytes, request: bytes, until_ms: int
+    ) -> bool:
+        """Keep the owner's signed delete or delete_all ``request`` for anti-entropy
+        until ``until_ms``; False if it was kept already."""
+        return await self._submit(
+            writes.record_deletion(account.x25519_public, digest, request, until_ms)
+        )
+
+    async def apply_deletion(
+        self,
+        account: AccountId,
+        namespace: int | None,
+        hashes: Sequence[bytes] | None,
+        *,
+        signed_ms: int,
+        digest: bytes,
+        request: bytes,
+        until_ms: int,
+    ) -> int:
+        """Apply a deletion another member executed, as of its signed time (see
+        :func:`~veil.node.store.writes.apply_deletion`); how many rows it deleted here.
+        One transaction (a delete_all of a large account holds the writer that long)."""
+        return await self._submit(
+            writes.apply_deletion(
+                account.x25519_public,
+                namespace,
+                None if hashes is None else list(hashes),
+                signed_ms,
+                digest,
+                request,
+                until_ms,
+                self.clock(),
+            )
+        )
+
     async def delete_all(self, account: AccountId, namespace: int | None) -> int:
         """Delete all the account's messages in ``namespace`` (None: every namespace),
         each leaving a tombstone.
@@ -261,6 +299,7 @@ class MessageStore:
         for table, key in (
             ("tombstones", "account, namespace, hash"),
             ("executed_requests", "digest"),
+            ("deletions", "seq"),
         ):
             while True:
                 n = await self._submit(
@@ -364,6 +403,24 @@ class MessageStore:
             scan_limit,
         )
 
+    async def deletion_page(
+        self,
+        after_seq: int,
+        *,
+        accept: Callable[[bytes], bool],
+        limit: int,
+        max_bytes: int,
+        scan_limit: int = 1024,
+    ) -> ReplicaPage:
+        """The signed deletions kept here (:meth:`record_deletion`) with a seq after
+        ``after_seq`` whose account ``accept`` takes, in seq order, as a page whose
+        ``deletes`` hold them (no messages): what a peer pulls to learn the deletes it
+        missed. Limits as :meth:`replica_page` (the byte budget counts the requests)."""
+        await trio.lowlevel.checkpoint()
+        return reads.deletion_page(
+            self._reader_or_raise(), after_seq, self.clock(), accept, limit, max_bytes, scan_limit
+        )
+
     async def account_replicas(
         self,
         account: bytes,
@@ -438,6 +495,23 @@ class MessageStore:
         entry = self._watches.pop(key, None)
         if entry is not None:
             entry.event.set()
+
+
+def deletion_digest(req: rpc.DeleteRequest | rpc.DeleteAllRequest) -> bytes:
+    """What names a signed delete or delete_all (in ``executed_requests`` and
+    ``deletions``): a digest of its signature, which only the owner makes and which is
+    the same for the same signed request (Ed25519 is deterministic and libsodium refuses
+    malleated signatures)."""
+    assert req.auth is not None  # deletes are always signed (verify_request)
+    return crypto.hash32(req.auth.signature, b"veil/executed")
+
+
+def deletion_until(req: rpc.DeleteRequest | rpc.DeleteAllRequest) -> int:
+    """How long a signed deletion is kept for anti-entropy: until every message it could
+    have deleted (stored up to its signed time, plus the clock skew) has expired."""
+    assert req.auth is not None
+    longest = rpc.MAX_TTL_PRIVATE_MS if req.namespace is None else rpc.max_ttl_ms(req.namespace)
+    return req.auth.timestamp_ms + longest + 2 * rpc.CLOCK_SKEW_MS
 
 
 @asynccontextmanager

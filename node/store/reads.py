@@ -27,6 +27,7 @@ from .records import StoredMessage, StoredPage
 __all__ = [
     "account_replicas",
     "accounts",
+    "deletion_page",
     "get",
     "replica_page",
     "retrieve",
@@ -190,6 +191,41 @@ def _replica(
         with contextlib.suppress(VeilError):
             expiry = min(expiry, rpc.expiry_limit(rpc.decode_proof(proof)))
     return ReplicaMessage(account, namespace, h, data, timestamp, expiry, proof)
+
+
+def deletion_page(
+    conn: sqlite3.Connection,
+    after_seq: int,
+    now: int,
+    accept: Callable[[bytes], bool],
+    limit: int,
+    max_bytes: int,
+    scan_limit: int,
+) -> ReplicaPage:
+    """See :meth:`MessageStore.deletion_page`."""
+    rows = conn.execute(
+        "SELECT seq, account, expiry, length(request) FROM deletions"
+        " WHERE seq > ? ORDER BY seq LIMIT ?",
+        (after_seq, scan_limit),
+    ).fetchall()
+    taken: list[int] = []
+    used = 0
+    next_seq = after_seq
+    full = False
+    for seq, account, expiry, size in rows:
+        if expiry > now and accept(account):
+            if len(taken) >= limit or (taken and used + size > max_bytes):
+                full = True
+                break
+            used += size
+            taken.append(seq)
+        next_seq = seq
+    deletes: list[bytes] = []
+    for seq in taken:
+        row = conn.execute("SELECT request FROM deletions WHERE seq = ?", (seq,)).fetchone()
+        if row is not None:
+            deletes.append(row[0])
+    return ReplicaPage([], next_seq, full or len(rows) == scan_limit, tuple(deletes))
 
 
 def accounts(conn: sqlite3.Connection, after: bytes | None, limit: int) -> list[bytes]:

@@ -25,7 +25,9 @@ message in an owner-written namespace (onion/rpc/proof.py), which replication ca
 and every receiving member checks; ``tombstones``, one per deleted message, which
 replication honours until the deleted message would have expired; and
 ``executed_requests``, the digests of the signed ``delete_all`` requests executed, kept
-while their signature is fresh, so that one sent again deletes nothing stored after it.
+while their signature is fresh, so that one sent again deletes nothing stored after it;
+``deletions``, the owner's signed delete and delete_all requests executed here, which
+anti-entropy carries to members that missed them (node/replication/).
 Rows of a version 2 file have no proof: outside the inbox they are served but not
 replicated (a member would refuse them), until they expire.
 
@@ -125,6 +127,18 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     digest BLOB    NOT NULL PRIMARY KEY,
     expiry INTEGER NOT NULL
 ) WITHOUT ROWID""",
+        # The owner's signed delete and delete_all requests executed here, as sent, for
+        # anti-entropy: a member that missed one pulls it, checks the signature, and
+        # applies it as of its signed time. Kept until every message it could have
+        # deleted has expired; swept with expired rows.
+        """CREATE TABLE IF NOT EXISTS deletions (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order, never reused
+    account BLOB    NOT NULL,
+    digest  BLOB    NOT NULL UNIQUE,  -- of the request's signature
+    request BLOB    NOT NULL,         -- the signed storage request, as sent
+    expiry  INTEGER NOT NULL
+)""",
+        "CREATE INDEX IF NOT EXISTS deletions_by_expiry ON deletions (expiry)",
     ),
 )
 

@@ -31,12 +31,14 @@ from .records import StoreOutcome
 from .writer import WriteFn
 
 __all__ = [
+    "apply_deletion",
     "delete_all_batch",
     "delete_messages",
     "delete_replicas",
     "delete_rows",
     "expire_messages",
     "forget_request",
+    "record_deletion",
     "remember_request",
     "set_sync_cursor",
     "store_message",
@@ -169,6 +171,93 @@ def delete_rows(sql: str, args: tuple[Any, ...], *, counted: bool = True) -> Wri
     return write
 
 
+def record_deletion(account: bytes, digest: bytes, request: bytes, until: int) -> WriteFn[bool]:
+    """Keep the owner's signed delete or delete_all ``request`` (named by ``digest``)
+    for anti-entropy until ``until``; False if it was kept already."""
+
+    def write(db: sqlite3.Cursor) -> tuple[bool, int, list[tuple[bytes, int]]]:
+        cur = db.execute(
+            "INSERT INTO deletions (account, digest, request, expiry) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (digest) DO NOTHING",
+            (account, digest, request, until),
+        )
+        return bool(cur.rowcount), 0, []
+
+    return write
+
+
+def apply_deletion(
+    key: bytes,
+    namespace: int | None,
+    hashes: Sequence[bytes] | None,
+    signed: int,
+    digest: bytes,
+    request: bytes,
+    until: int,
+    now: int,
+) -> WriteFn[int]:
+    """Apply, as of its signed time ``signed``, an owner's delete (``hashes``) or
+    delete_all (``hashes`` None; ``namespace`` None: every namespace) that another
+    member executed and this node missed: delete the messages it covers that were first
+    stored no later than ``signed`` plus the clock skew (not a later store of the same
+    bytes), leave their tombstones, and keep the request (``digest``) for anti-entropy.
+    Nothing if the request is kept already. The result: how many rows were deleted."""
+    limit = signed + rpc.CLOCK_SKEW_MS
+
+    def write(db: sqlite3.Cursor) -> tuple[int, int, list[tuple[bytes, int]]]:
+        known = db.execute(
+            "INSERT INTO deletions (account, digest, request, expiry) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (digest) DO NOTHING",
+            (key, digest, request, until),
+        ).rowcount
+        if not known:
+            return 0, 0, []
+        if hashes is None:
+            args: tuple[Any, ...] = (key,)
+            where = "account = ?"
+            if namespace is not None:
+                where, args = "account = ? AND namespace = ?", (key, namespace)
+            rows = db.execute(
+                f"SELECT seq, namespace, hash, timestamp, expiry, proof FROM messages"  # noqa: S608
+                f" WHERE {where}",
+                args,
+            ).fetchall()
+        else:
+            assert namespace is not None
+            rows = []
+            for h in dict.fromkeys(hashes):
+                row = db.execute(
+                    "SELECT seq, namespace, hash, timestamp, expiry, proof FROM messages"
+                    " WHERE account = ? AND namespace = ? AND hash = ?",
+                    (key, namespace, h),
+                ).fetchone()
+                if row is None:  # not held: its copy may still come
+                    _bury(db, key, namespace, h, signed, until)
+                else:
+                    rows.append(row)
+        deleted = 0
+        for seq, ns, h, timestamp, expiry, proof in rows:
+            if _stored_at(timestamp, proof) > limit:
+                continue  # stored after the request: not what the owner deleted
+            db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+            _bury(db, key, ns, h, signed, _tombstone_until(expiry, proof))
+            deleted += 1
+        return deleted, -deleted, []
+
+    return write
+
+
+def _stored_at(timestamp: int, proof: bytes | None) -> int:
+    """When a message was stored: its proof's signed time, else (the inbox) the first
+    storing node's clock."""
+    if proof is None:
+        return timestamp
+    try:
+        return rpc.decode_proof(proof).timestamp_ms
+    except VeilError:  # pragma: no cover - proofs are checked before they are stored
+        return timestamp
+
+
 def forget_request(digest: bytes) -> WriteFn[None]:
     """Undo :func:`remember_request` (the request failed: it may be sent again)."""
 
@@ -272,13 +361,7 @@ def _buried(db: sqlite3.Cursor, m: ReplicaMessage, now: int) -> bool:
     ).fetchone()
     if row is None:
         return False
-    stored = m.timestamp_ms
-    if m.proof is not None:
-        try:
-            stored = rpc.decode_proof(m.proof).timestamp_ms
-        except VeilError:  # pragma: no cover - checked before it reaches the store
-            return True
-    return bool(stored <= row[0] + rpc.CLOCK_SKEW_MS)
+    return bool(_stored_at(m.timestamp_ms, m.proof) <= row[0] + rpc.CLOCK_SKEW_MS)
 
 
 def delete_replicas(account: bytes, pairs: Sequence[tuple[int, bytes]]) -> WriteFn[int]:
