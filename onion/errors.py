@@ -121,6 +121,17 @@ class InvalidSession(InvalidValue):
     chain's own :class:`CapabilityError`."""
 
 
+class InvalidRights(InvalidValue):
+    """Encryption-session rights that are not a set of ``read``, ``forward``, ``revoke``
+    holding ``read``, or a policy other than ``rights`` and ``delegation`` (local misuse)."""
+
+
+class RawMessageHasNoSession(InvalidValue):
+    """A raw encrypted message (the base64 data alone, without ``sessionId``) given where
+    its session must be found from the message: a raw message cannot name its session
+    (as in Seald); pass the session, or use the JSON form."""
+
+
 class PacketMisuse(VeilError, RuntimeError):
     """An onion packet object used against its rules: a reply context answered twice,
     prepared hop keys used twice, a relay asked to seal a reply (a bug in the caller)."""
@@ -312,6 +323,119 @@ class ActionNotCovered(CapabilityError):
 class NotEntitledToRevoke(CapabilityError):
     """A revocation signed by a key that is neither the account's, nor an issuer upstream
     of the revoked link, nor a holder of ``revoke`` over every resource of that link."""
+
+
+# --- encryption sessions: records, messages, files -----------------------------------
+
+
+class GroupError(ProtocolError):
+    """An encryption-session record, message or file that cannot be accepted.
+    ``bad_request`` unless the subclass says otherwise."""
+
+
+class MalformedRecord(GroupError):
+    """A session record whose bytes are not the format (not strict canonical CBOR, a
+    missing, unknown or mistyped field, a value out of range, capability links that are
+    not a session's rights): refused before any signature is checked."""
+
+
+class RecordTooLarge(GroupError, TooLarge):
+    """A session record, message or file header over its byte limit: refused before
+    parsing."""
+
+    status = "too_large"
+
+
+class BadRecordSignature(GroupError):
+    """A session record or message whose signature does not verify under its signer's
+    key (or whose capability chain does not)."""
+
+    status = "unauthorized"
+
+
+class WrongSession(GroupError):
+    """A record, message or file of another session than the one it is offered to."""
+
+
+class UnknownSession(GroupError):
+    """A record offered for a session whose genesis record is not known (store the
+    genesis first), or a genesis that conflicts with the one kept."""
+
+    status = "not_found"
+
+
+class SessionRevoked(GroupError):
+    """The whole session was revoked: nodes refuse its stores and reads, clients refuse
+    to use it."""
+
+    status = "not_found"
+
+
+class NotAMember(GroupError):
+    """A key that holds no live membership of the session (never added, expired or
+    revoked), or a member that holds no key of the epoch asked for."""
+
+    status = "unauthorized"
+
+
+class RightMissing(GroupError):
+    """A member that lacks the session right an operation needs (``read``, ``forward``,
+    ``revoke``), named by ``right``; also a member giving a right it lacks."""
+
+    status = "unauthorized"
+
+    def __init__(self, *args: object, right: str = "", status: str | None = None) -> None:
+        super().__init__(*args, status=status)
+        self.right = right
+
+
+class RevocationNotAllowed(GroupError):
+    """A revocation that the session's policy forbids: under ``rights`` by a member
+    without ``revoke``; under either policy of the creator."""
+
+    status = "unauthorized"
+
+
+class RecordFromFuture(GroupError):
+    """A record dated further ahead of the node's clock than the allowed skew."""
+
+    status = "clock_skew"
+
+
+class UnknownEpoch(GroupError):
+    """A message or file that names a key epoch that the reader does not know or holds
+    no key of."""
+
+    status = "not_found"
+
+
+class MessageTampered(GroupError):
+    """An encrypted message that does not open under its epoch's key: altered, or not
+    of this session."""
+
+
+class BadAuthor(GroupError):
+    """A group message whose author signature does not verify, or whose author was not a
+    member (with ``read``) at the time it says it was sent."""
+
+    status = "unauthorized"
+
+
+class FileError(GroupError):
+    """An encrypted file that cannot be decrypted."""
+
+
+class FileTampered(FileError):
+    """A chunk or the header of an encrypted file was altered, or chunks were reordered
+    (libsodium's secretstream tells neither apart from the other)."""
+
+
+class FileTruncated(FileError):
+    """An encrypted file that ends before its final chunk."""
+
+
+class FileExtended(FileError):
+    """Bytes after the final chunk of an encrypted file."""
 
 
 # --- directory: node descriptors and consensus documents ----------------------------
