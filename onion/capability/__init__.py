@@ -18,8 +18,12 @@ One module per job, each importing only those above it in this list:
 * :mod:`~veil.onion.capability.links`: one signed capability (a link), session keys;
 * :mod:`~veil.onion.capability.chains`: chains, :func:`authorize` (a node's call),
   :func:`verify_chain`, :class:`Proven` (what a node caches), the builders;
+* :mod:`~veil.onion.capability.cache`: :class:`ChainCache`, a node's bounded cache of
+  verified chains;
 * :mod:`~veil.onion.capability.revocations`: signed revocation records;
-* :mod:`~veil.onion.capability.sessions`: a session key and its chain as one string.
+* :mod:`~veil.onion.capability.sessions`: a session key and its chain as one string;
+* :mod:`~veil.onion.capability.signer`: :class:`DelegatedSigner`, a session key with its
+  chain, which the storage RPC's builders sign requests with.
 
 Why not UCAN or CACAO as they are: both are JSON/JWT or IPLD (DAG-CBOR with CIDs),
 signed over an encoding veil does not otherwise speak, and carry DID strings where veil
@@ -38,6 +42,7 @@ comes from outside, :class:`~veil.onion.errors.InvalidDid`,
 
 from __future__ import annotations
 
+from .cache import ChainCache
 from .chains import (
     Chain,
     Proven,
@@ -84,6 +89,7 @@ from .resources import (
 )
 from .revocations import Revocation, revoke, verify_revocation
 from .sessions import SESSION_PREFIX, decode_session, encode_session
+from .signer import DelegatedSigner
 
 __all__ = [
     "ACTIONS",
@@ -111,6 +117,8 @@ __all__ = [
     "STORE",
     "Capability",
     "Chain",
+    "ChainCache",
+    "DelegatedSigner",
     "Owner",
     "Proven",
     "Resource",

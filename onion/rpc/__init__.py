@@ -42,7 +42,14 @@ TTL is 10 s to 14 days in the inbox and up to 30 days in the owner-written names
 anyone may write. A TTL out of limits is a :class:`~veil.onion.errors.BadTtl` from the
 wire, an :class:`~veil.onion.errors.InvalidTtl` (also a ``ValueError``) from a caller.
 
-Authentication: see :mod:`~veil.onion.rpc.signing`. Message hashes travel as raw 32-byte
+Authentication: see :mod:`~veil.onion.rpc.signing`. Every signed request may carry
+``capability`` (a delegated session key's chain, at most :data:`MAX_CAPABILITY` bytes):
+then ``pubkey_ed25519`` is the session key and the chain decides (issue 12).
+
+Revocations: ``revoke`` (``{"pubkey": owner, "record": bytes}``, unsigned: the record is
+signed) keeps a revocation of a delegated link (:func:`veil.onion.capability.revoke`) in
+the owner's swarm: ``{"created": bool, "expiry": ms}``; every member then refuses the
+revoked link and everything below it. Message hashes travel as raw 32-byte
 CBOR byte strings: CBOR carries bytes natively, so there is no base64 or hex on the wire
 (clients show them in hex).
 
@@ -68,6 +75,7 @@ from .builders import (
     make_get_swarm,
     make_info,
     make_retrieve,
+    make_revoke,
     make_store,
 )
 from .canonical import message_hash
@@ -77,8 +85,10 @@ from .limits import (
     ID_TEXT_LENGTH,
     INBOX,
     MAX_BODY,
+    MAX_CAPABILITY,
     MAX_ERROR_CHARS,
     MAX_HASHES,
+    MAX_RECORD,
     MAX_REPLY_SIZE,
     MAX_REQUEST_SIZE,
     MAX_SWARM_MEMBERS,
@@ -136,6 +146,7 @@ from .requests import (
     InfoRequest,
     Request,
     RetrieveRequest,
+    RevokeRequest,
     StoreRequest,
     parse_request,
 )
@@ -148,6 +159,7 @@ from .results import (
     Message,
     Result,
     RetrieveResult,
+    RevokeResult,
     StoreResult,
     parse_result,
 )
@@ -161,9 +173,11 @@ __all__ = [
     "ID_TEXT_LENGTH",
     "INBOX",
     "MAX_BODY",
+    "MAX_CAPABILITY",
     "MAX_ERROR_CHARS",
     "MAX_HASHES",
     "MAX_PROOF_BYTES",
+    "MAX_RECORD",
     "MAX_REPLY_SIZE",
     "MAX_REQUEST_SIZE",
     "MAX_SWARM_MEMBERS",
@@ -195,6 +209,8 @@ __all__ = [
     "Result",
     "RetrieveRequest",
     "RetrieveResult",
+    "RevokeRequest",
+    "RevokeResult",
     "StoreProof",
     "StoreRequest",
     "StoreResult",
@@ -216,6 +232,7 @@ __all__ = [
     "make_get_swarm",
     "make_info",
     "make_retrieve",
+    "make_revoke",
     "make_store",
     "max_ttl_ms",
     "message_hash",

@@ -3,11 +3,15 @@
 Design note
 -----------
 A client never hand-rolls a request or a signature: each ``make_*`` builds the params,
-signs them with :func:`~veil.onion.rpc.signing.sign_params` when the account is given,
+signs them with :func:`~veil.onion.rpc.signing.sign_params` when a signer is given
+(the owner's :class:`~veil.onion.keys.Account`, or a
+:class:`~veil.onion.capability.DelegatedSigner`: a session key and its capability chain),
 and encodes them with :func:`~veil.onion.rpc.request_codec.encode_request`, which parses
 them as the node will, so what a client sends is what a node accepts. A TTL out of
 limits is refused before anything is built (:class:`~veil.onion.errors.InvalidTtl`,
-also a :class:`ValueError`).
+also a :class:`ValueError`), and so is a request that a delegated signer's chain does
+not grant (:class:`~veil.onion.errors.ActionNotCovered`, naming the missing action and
+the namespace): every node would refuse it.
 """
 
 from __future__ import annotations
@@ -16,24 +20,45 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import UnsignedRequest
+from ..capability import DelegatedSigner, Revocation
+from ..errors import ActionNotCovered, UnsignedRequest, WrongAccount
 from ..keys import Account, AccountId
 from .limits import INBOX
 from .namespaces import check_ttl_ms, read_needs_auth, store_needs_auth
 from .request_codec import encode_request
 from .signing import sign_params
 
+Signer = Account | DelegatedSigner
 
-def _as_id(who: Account | AccountId | str) -> AccountId:
+
+def _as_id(who: Account | DelegatedSigner | AccountId | str) -> AccountId:
     if isinstance(who, Account):
         return who.id
+    if isinstance(who, DelegatedSigner):
+        return who.account
     if isinstance(who, AccountId):
         return who
     return AccountId.parse(who)
 
 
+def _check_granted(signer: object, method: str, namespace: int | None) -> None:
+    """:class:`ActionNotCovered` if ``signer`` is a delegated key whose chain does not
+    grant ``method`` in ``namespace`` (checked before anything is built)."""
+    if not isinstance(signer, DelegatedSigner):
+        return
+    missing = signer.missing(method, namespace)
+    if missing:
+        where = "every namespace" if namespace is None else f"namespace {namespace}"
+        raise ActionNotCovered(
+            f"the session's capability does not grant {','.join(sorted(missing))} "
+            f"(needed by {method} in {where})",
+            action=min(missing),
+            namespace=namespace,
+        )
+
+
 def make_store(
-    to: Account | AccountId | str,
+    to: Account | DelegatedSigner | AccountId | str,
     data: bytes,
     ttl_ms: int,
     *,
@@ -41,14 +66,17 @@ def make_store(
     namespace: int = INBOX,
 ) -> bytes:
     """A store request. ``to`` is the recipient's ID for an (unsigned) inbox store, or the
-    owner's :class:`Account` for a signed store into one of its own namespaces.
+    owner's :class:`Account` (or a :class:`DelegatedSigner` acting for it) for a signed
+    store into one of its own namespaces.
 
     Raises :class:`~veil.onion.errors.InvalidTtl` (a :class:`ValueError`) for a TTL
     outside the namespace's limits, :class:`~veil.onion.errors.UnsignedRequest` (a
-    :class:`ValueError`) if a namespace other than the inbox is given without the owner's
-    Account, :class:`SchemaError` for a body or
-    namespace out of limits.
+    :class:`ValueError`) if a namespace other than the inbox is given without a signer,
+    :class:`~veil.onion.errors.ActionNotCovered` if a delegated signer's chain does not
+    grant it (``store``; ``post`` in a public-read namespace), :class:`SchemaError` for a
+    body or namespace out of limits.
     """
+    _check_granted(to, "store", namespace)
     account = _as_id(to)
     check_ttl_ms(ttl_ms, namespace)
     params: dict[str, Any] = {
@@ -57,7 +85,7 @@ def make_store(
         "data": data,
         "ttl": ttl_ms,
     }
-    if isinstance(to, Account):
+    if isinstance(to, Account | DelegatedSigner):
         sign_params(params, to, "store", now_ms)
     elif store_needs_auth(namespace):
         raise UnsignedRequest(f"storing into namespace {namespace} needs the owner's Account")
@@ -65,7 +93,7 @@ def make_store(
 
 
 def make_retrieve(
-    account: Account | AccountId | str,
+    account: Account | DelegatedSigner | AccountId | str,
     *,
     now_ms: int,
     namespace: int = INBOX,
@@ -73,9 +101,10 @@ def make_retrieve(
     limit: int | None = None,
     wait_s: int = 0,
 ) -> bytes:
-    """A retrieve request: signed if ``account`` is an :class:`Account`; an ID alone is
-    enough only for a public-read namespace (:class:`~veil.onion.errors.UnsignedRequest`,
-    a :class:`ValueError`, otherwise)."""
+    """A retrieve request: signed if ``account`` is an :class:`Account` or a
+    :class:`DelegatedSigner`; an ID alone is enough only for a public-read namespace
+    (:class:`~veil.onion.errors.UnsignedRequest`, a :class:`ValueError`, otherwise)."""
+    _check_granted(account, "retrieve", namespace)
     aid = _as_id(account)
     params: dict[str, Any] = {"pubkey": str(aid), "namespace": namespace}
     if last_hash is not None:
@@ -84,7 +113,7 @@ def make_retrieve(
         params["limit"] = limit
     if wait_s:
         params["wait"] = wait_s
-    if isinstance(account, Account):
+    if isinstance(account, Account | DelegatedSigner):
         sign_params(params, account, "retrieve", now_ms)
     elif read_needs_auth(namespace):
         raise UnsignedRequest(f"reading namespace {namespace} needs the owner's Account")
@@ -92,11 +121,16 @@ def make_retrieve(
 
 
 def make_delete(
-    account: Account, hashes: Sequence[bytes], *, now_ms: int, namespace: int = INBOX
+    account: Account | DelegatedSigner,
+    hashes: Sequence[bytes],
+    *,
+    now_ms: int,
+    namespace: int = INBOX,
 ) -> bytes:
     """A signed delete of up to :data:`MAX_HASHES` messages."""
+    _check_granted(account, "delete", namespace)
     params: dict[str, Any] = {
-        "pubkey": str(account.id),
+        "pubkey": str(_as_id(account)),
         "namespace": namespace,
         "hashes": list(hashes),
     }
@@ -104,15 +138,19 @@ def make_delete(
     return encode_request("delete", params)
 
 
-def make_delete_all(account: Account, *, namespace: int | None, now_ms: int) -> bytes:
-    """A signed delete of every message in ``namespace`` (None: in every namespace)."""
-    params: dict[str, Any] = {"pubkey": str(account.id), "namespace": namespace}
+def make_delete_all(
+    account: Account | DelegatedSigner, *, namespace: int | None, now_ms: int
+) -> bytes:
+    """A signed delete of every message in ``namespace`` (None: in every namespace; a
+    delegated key needs ``delete`` over the whole range for that)."""
+    _check_granted(account, "delete_all", namespace)
+    params: dict[str, Any] = {"pubkey": str(_as_id(account)), "namespace": namespace}
     sign_params(params, account, "delete_all", now_ms)
     return encode_request("delete_all", params)
 
 
 def make_expire(
-    account: Account,
+    account: Account | DelegatedSigner,
     hashes: Sequence[bytes],
     expiry_ms: int,
     *,
@@ -120,14 +158,29 @@ def make_expire(
     namespace: int = INBOX,
 ) -> bytes:
     """A signed change of these messages' expiry to ``expiry_ms`` (ms since the epoch)."""
+    _check_granted(account, "expire", namespace)
     params: dict[str, Any] = {
-        "pubkey": str(account.id),
+        "pubkey": str(_as_id(account)),
         "namespace": namespace,
         "hashes": list(hashes),
         "expiry": expiry_ms,
     }
     sign_params(params, account, "expire", now_ms)
     return encode_request("expire", params)
+
+
+def make_revoke(record: bytes) -> bytes:
+    """A ``revoke`` request: keep ``record`` (the bytes of a revocation made by
+    :func:`veil.onion.capability.revoke`, its ``.encoded``) in its owner's swarm. Send it
+    to a member of the owner's swarm (the request names the owner as ``pubkey``). The
+    record is decoded (format and size) before anything is built; a group's record is
+    refused (:class:`~veil.onion.errors.WrongAccount`: revocations of group links are
+    kept by the group's swarm, not yet built)."""
+    revocation = Revocation.decode(record)
+    owner = revocation.owner
+    if not isinstance(owner, AccountId):
+        raise WrongAccount("a group's revocation is not kept by an account's swarm")
+    return encode_request("revoke", {"pubkey": str(owner), "record": record})
 
 
 @functools.cache

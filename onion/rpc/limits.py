@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from ..capability.limits import MAX_CHAIN_SIZE, MAX_REVOCATION_SIZE
+
 DAY_MS: Final = 86_400_000
 MAX_BODY: Final = 76_800
 MIN_TTL_MS: Final = 10_000
@@ -25,8 +27,14 @@ MAX_WAIT_S: Final = 30
 #: Hashes in one delete or expire.
 MAX_HASHES: Final = 100
 CLOCK_SKEW_MS: Final = 60_000
-#: A full body plus ample room for every other field (100 hashes take 3,400 bytes).
-MAX_REQUEST_SIZE: Final = MAX_BODY + 4096
+#: Bytes of a request's ``capability`` param (a delegated key's chain).
+MAX_CAPABILITY: Final = MAX_CHAIN_SIZE
+#: Bytes of a ``revoke`` request's ``record`` (a revocation with its proof chains).
+MAX_RECORD: Final = MAX_REVOCATION_SIZE
+#: A full body plus ample room for every other field (100 hashes take 3,400 bytes) and
+#: a capability chain. It stays below the largest onion packet's payload (128 KiB, less
+#: 20 bytes; tests/test_rpc.py checks it), and a revoke request (a record) fits it.
+MAX_REQUEST_SIZE: Final = MAX_BODY + 4096 + MAX_CAPABILITY
 #: Byte budget of one retrieve answer; see the note of :mod:`veil.onion.rpc`.
 RETRIEVE_MAX_BYTES: Final = 100_000
 #: Upper bound of the CBOR bytes around one message's data in a retrieve answer.
@@ -44,5 +52,7 @@ MAX_HOST_LEN: Final = 45
 MAX_TIME_MS: Final = 2**63 - 1
 
 METHODS: Final = frozenset(
-    {"store", "retrieve", "delete", "delete_all", "expire", "info", "get_swarm"}
+    {"store", "retrieve", "delete", "delete_all", "expire", "info", "get_swarm", "revoke"}
 )
+
+assert MAX_RECORD + 512 <= MAX_REQUEST_SIZE

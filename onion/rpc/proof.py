@@ -16,7 +16,7 @@ The proof is a small CBOR map, at most :data:`MAX_PROOF_BYTES`::
 
     {"v": 1, "k": signer's Ed25519 key (32), "t": signed timestamp (ms),
      "ttl": signed TTL (ms), "sig": Ed25519 signature (64)
-     [, "cap": capability chain (bytes): reserved, see below]}
+     [, "cap": the capability chain of a delegated key (bytes)]}
 
 It is the store request's auth fields plus its TTL: with the message's account,
 namespace and hash (which the receiver recomputes from the data) they are exactly what
@@ -31,9 +31,19 @@ node may have been from the client's clock), so a peer cannot stretch a message'
 the store's bound, see node/replication/).
 
 Inbox messages (anyone writes them, unsigned) carry no proof, and a proof on one is
-refused (one message, one encoding). ``cap`` is room for delegated keys: once those
-exist, a session key's signature with the capability chain that lets it store there
-will stand in for the owner's; until then a proof that carries one is refused.
+refused (one message, one encoding).
+
+Delegated keys (issue 12). A store signed by a session key keeps its chain in ``cap``
+and the session key in ``k``; the signed bytes bind the chain's digest (as the
+request's did, :func:`~veil.onion.rpc.signing.signing_message`). A receiver checks the
+chain with :func:`veil.onion.capability.authorize` *at the proof's signed time* (not
+now: a copy of a message stored yesterday by a key that has since expired is still the
+owner's), with the clock skew, and against the revocations it keeps: a revocation does
+not delete what was stored before it (each member keeps its copies until they expire),
+but no member accepts a *new* copy whose chain is revoked, by push, pull or handover.
+The signed time is the key holder's claim, so a holder of a revoked key could otherwise
+backdate a store to before the revocation and have any listed node push it. The cost:
+a member that missed a delegated store before the revocation does not get it after.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .. import crypto
+from ..capability import MAX_CHAIN_SIZE, ChainCache, RevocationLookup, authorize
 from ..cbor import Field, Schema, encode
 from ..errors import BadSignature, InvalidId, InvalidKey, ProtocolError, Unauthorized
 from ..keys import AccountId, account_id_of_ed25519
@@ -61,9 +72,9 @@ __all__ = [
 ]
 
 PROOF_VERSION: Final = 1
-#: A proof's size limit, checked before parsing: today's proofs are about 130 bytes; the
-#: rest is room for a capability chain.
-MAX_PROOF_BYTES: Final = 2048
+#: A proof's size limit, checked before parsing: an owner's proof is about 130 bytes; a
+#: delegated key's carries its chain too (at most MAX_CHAIN_SIZE).
+MAX_PROOF_BYTES: Final = MAX_CHAIN_SIZE + 256
 _MAX_TIME_MS: Final = 2**63 - 1
 
 _PROOF = Schema(
@@ -74,7 +85,7 @@ _PROOF = Schema(
         "t": Field(int, min=0, max=_MAX_TIME_MS),
         "ttl": Field(int, min=MIN_TTL_MS, max=MAX_TTL_PRIVATE_MS),
         "sig": Field(bytes, size=crypto.SIG_BYTES),
-        "cap": Field(bytes, min_len=1, max_len=MAX_PROOF_BYTES, required=False),
+        "cap": Field(bytes, min_len=1, max_len=MAX_CHAIN_SIZE, required=False),
     },
 )
 
@@ -83,13 +94,14 @@ _PROOF = Schema(
 class StoreProof:
     """A decoded proof (see the module note)."""
 
-    #: The Ed25519 key that signed: the account's own (or, later, a delegated key).
+    #: The Ed25519 key that signed: the account's own, or a delegated session key.
     signer: bytes
     #: The signed timestamp (ms, the client's clock) and TTL (ms).
     timestamp_ms: int
     ttl_ms: int
     signature: bytes
-    #: Reserved for a capability chain (delegated keys); None today.
+    #: The chain that lets ``signer`` store for the account (delegated keys); None for
+    #: the account's own key.
     capability: bytes | None = None
 
     def encode(self) -> bytes:
@@ -123,7 +135,7 @@ def proof_of_request(request: StoreRequest) -> bytes | None:
         return None
     auth = request.auth
     return StoreProof(
-        auth.pubkey_ed25519, auth.timestamp_ms, request.ttl_ms, auth.signature
+        auth.pubkey_ed25519, auth.timestamp_ms, request.ttl_ms, auth.signature, auth.capability
     ).encode()
 
 
@@ -134,17 +146,26 @@ def expiry_limit(proof: StoreProof) -> int:
 
 
 def verify_store_proof(
-    account: AccountId, namespace: int, hash: bytes, expiry_ms: int, proof: bytes | None
+    account: AccountId,
+    namespace: int,
+    hash: bytes,
+    expiry_ms: int,
+    proof: bytes | None,
+    *,
+    is_revoked: RevocationLookup | None = None,
+    chains: ChainCache | None = None,
 ) -> StoreProof | None:
     """Check that the owner of ``account`` stored the message ``hash`` (already checked
     against its data) in ``namespace``, no longer than until ``expiry_ms``; return the
     decoded proof (None for an inbox message, which must carry none).
 
     Raises :class:`~veil.onion.errors.Unauthorized` (no proof where one is needed,
-    another key than the account's, a capability, a bad signature, an expiry later than
-    the signed TTL allows) or the errors of :func:`decode_proof` and
+    another key than the account's without a capability, a bad signature, an expiry
+    later than the signed TTL allows), a :class:`~veil.onion.errors.CapabilityError` (a
+    chain that did not let the signer store there at the signed time, or is revoked by
+    ``is_revoked``), or the errors of :func:`decode_proof` and
     :class:`~veil.onion.errors.ProtocolError` (a proof on an inbox message, a TTL the
-    namespace does not take).
+    namespace does not take). ``chains``: a cache of verified chains.
     """
     if not store_needs_auth(namespace):
         if proof is not None:
@@ -153,24 +174,35 @@ def verify_store_proof(
     if proof is None:
         raise Unauthorized(f"a message in namespace {namespace} must carry its owner's proof")
     decoded = decode_proof(proof)
-    if decoded.capability is not None:
-        # Seam for delegated keys: the chain would be checked here.
-        raise Unauthorized("a proof with a capability is not accepted yet")
-    try:
-        owner = account_id_of_ed25519(decoded.signer)
-    except (InvalidKey, InvalidId):
-        raise Unauthorized("the proof's key is not a valid Ed25519 key") from None
-    if owner != account:
-        raise Unauthorized("the proof is not signed by the account's key")
     problem = ttl_problem(decoded.ttl_ms, namespace)
     if problem is not None:
         raise ProtocolError(f"the proof's ttl: {problem}")
+    if decoded.capability is not None:
+        check = authorize if chains is None else chains.authorize
+        check(
+            decoded.capability,
+            signer=decoded.signer,
+            account=account,
+            method=StoreRequest.method,
+            namespace=namespace,
+            now_ms=decoded.timestamp_ms,
+            skew_ms=CLOCK_SKEW_MS,
+            is_revoked=is_revoked,
+        )
+    else:
+        try:
+            owner = account_id_of_ed25519(decoded.signer)
+        except (InvalidKey, InvalidId):
+            raise Unauthorized("the proof's key is not a valid Ed25519 key") from None
+        if owner != account:
+            raise Unauthorized("the proof is not signed by the account's key")
     message = signing_message(
         StoreRequest.method,
         account,
         namespace,
         decoded.timestamp_ms,
         store_signed_extra(decoded.ttl_ms, hash),
+        decoded.capability,
     )
     try:
         crypto.verify(decoded.signer, DOMAIN, message, decoded.signature)

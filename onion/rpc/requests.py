@@ -12,6 +12,14 @@ signature itself is :mod:`veil.onion.rpc.signing`'s job, and bytes in and out ar
 
 A TTL out of limits is refused with :class:`~veil.onion.errors.BadTtl`, a
 :class:`~veil.onion.errors.SchemaError` whose message names ``<method>.params.ttl``.
+
+Delegated keys (issue 12): every signable request may carry ``capability``, the bytes of
+a capability chain (at most :data:`~veil.onion.rpc.limits.MAX_CAPABILITY`), which goes
+with the three signature fields (never alone); then ``pubkey_ed25519`` is the session
+key that signed, and :func:`~veil.onion.rpc.signing.verify_request` judges the request by
+the chain. ``revoke`` is unsigned: its ``record`` (a revocation,
+:mod:`veil.onion.capability.revocations`) is signed itself; it is decoded here (size and
+format only, no signature) and names its owner, which must be ``pubkey``.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from .. import crypto
+from ..capability.revocations import Revocation
 from ..cbor import Field, Schema
 from ..errors import BadTtl, InvalidId, SchemaError
 from ..keys import AccountId
@@ -28,7 +37,9 @@ from .canonical import length_prefixed, message_hash
 from .limits import (
     ID_TEXT_LENGTH,
     MAX_BODY,
+    MAX_CAPABILITY,
     MAX_HASHES,
+    MAX_RECORD,
     MAX_TIME_MS,
     MAX_TTL_PRIVATE_MS,
     MAX_WAIT_S,
@@ -46,13 +57,17 @@ from .namespaces import max_ttl_ms, read_needs_auth, store_needs_auth
 class Auth:
     """The signature fields of a request."""
 
+    #: The key that signed: the account's, or a session key that ``capability`` authorizes.
     pubkey_ed25519: bytes
     #: When the client signed (ms since the epoch, client's clock).
     timestamp_ms: int
     signature: bytes
+    #: A delegated key's capability chain (its bytes), or None for the account's own key.
+    capability: bytes | None = None
 
     def __repr__(self) -> str:
-        return f"Auth(timestamp_ms={self.timestamp_ms})"
+        delegated = ", delegated" if self.capability is not None else ""
+        return f"Auth(timestamp_ms={self.timestamp_ms}{delegated})"
 
 
 # --- typed requests ------------------------------------------------------------------------
@@ -164,6 +179,25 @@ class GetSwarmRequest:
     auth: ClassVar[None] = None
 
 
+@dataclass(frozen=True, slots=True)
+class RevokeRequest:
+    """Keep a revocation (a signed record that stops a delegated link) in the swarm of
+    its owner, ``account``. Unsigned: the record carries its own signature and proof,
+    which :func:`~veil.onion.rpc.signing.verify_request` checks."""
+
+    method: ClassVar[str] = "revoke"
+    account: AccountId
+    #: The record as sent, and decoded (format only: not yet verified).
+    record: bytes
+    revocation: Revocation
+    needs_auth: ClassVar[bool] = False
+    auth: ClassVar[None] = None
+    namespace: ClassVar[None] = None
+
+    def __repr__(self) -> str:
+        return f"RevokeRequest({self.account}, {self.revocation!r})"
+
+
 Request = (
     StoreRequest
     | RetrieveRequest
@@ -172,6 +206,7 @@ Request = (
     | ExpireRequest
     | InfoRequest
     | GetSwarmRequest
+    | RevokeRequest
 )
 
 # --- schemas ---------------------------------------------------------------------------------
@@ -184,6 +219,11 @@ AUTH_FIELDS: Final = {
     "pubkey_ed25519": Field(bytes, size=32, required=False),
     "timestamp": Field(int, min=0, max=MAX_TIME_MS, required=False),
     "signature": Field(bytes, size=crypto.SIG_BYTES, required=False),
+}
+#: The signature fields and the optional capability chain of a delegated key.
+_SIGNED_FIELDS: Final = {
+    **AUTH_FIELDS,
+    "capability": Field(bytes, min_len=1, max_len=MAX_CAPABILITY, required=False),
 }
 
 _ENVELOPE = Schema(
@@ -198,7 +238,7 @@ _PARAMS: Final[dict[str, Schema]] = {
             "namespace": _NAMESPACE,
             "data": Field(bytes, min_len=1, max_len=MAX_BODY),
             "ttl": Field(int, min=MIN_TTL_MS, max=MAX_TTL_PRIVATE_MS, error=BadTtl),
-            **AUTH_FIELDS,
+            **_SIGNED_FIELDS,
         },
     ),
     "retrieve": Schema(
@@ -209,19 +249,19 @@ _PARAMS: Final[dict[str, Schema]] = {
             "last_hash": Field(bytes, size=32, required=False),
             "limit": Field(int, min=1, max=RETRIEVE_MAX_LIMIT, required=False),
             "wait": Field(int, min=0, max=MAX_WAIT_S, required=False),
-            **AUTH_FIELDS,
+            **_SIGNED_FIELDS,
         },
     ),
     "delete": Schema(
         "delete.params",
-        {"pubkey": _PUBKEY, "namespace": _NAMESPACE, "hashes": _HASHES, **AUTH_FIELDS},
+        {"pubkey": _PUBKEY, "namespace": _NAMESPACE, "hashes": _HASHES, **_SIGNED_FIELDS},
     ),
     "delete_all": Schema(
         "delete_all.params",
         {
             "pubkey": _PUBKEY,
             "namespace": Field(int, min=NAMESPACE_MIN, max=NAMESPACE_MAX, nullable=True),
-            **AUTH_FIELDS,
+            **_SIGNED_FIELDS,
         },
     ),
     "expire": Schema(
@@ -231,11 +271,15 @@ _PARAMS: Final[dict[str, Schema]] = {
             "namespace": _NAMESPACE,
             "hashes": _HASHES,
             "expiry": Field(int, min=0, max=MAX_TIME_MS),
-            **AUTH_FIELDS,
+            **_SIGNED_FIELDS,
         },
     ),
     "info": Schema("info.params", {}),
     "get_swarm": Schema("get_swarm.params", {"pubkey": _PUBKEY}),
+    "revoke": Schema(
+        "revoke.params",
+        {"pubkey": _PUBKEY, "record": Field(bytes, min_len=1, max_len=MAX_RECORD)},
+    ),
 }
 
 
@@ -248,6 +292,10 @@ def _account(params: Mapping[str, Any], path: str) -> AccountId:
 
 def _auth(params: Mapping[str, Any], path: str) -> Auth | None:
     if "signature" not in params and "timestamp" not in params and "pubkey_ed25519" not in params:
+        if "capability" in params:
+            raise SchemaError(
+                f"{path}.capability: only with pubkey_ed25519, timestamp and signature"
+            )
         return None  # the usual unsigned request (an inbox store), decided quickly
     present = [k for k in AUTH_FIELDS if k in params]
     if len(present) != len(AUTH_FIELDS):
@@ -257,7 +305,12 @@ def _auth(params: Mapping[str, Any], path: str) -> Auth | None:
             + ", ".join(present)
             + " (pubkey_ed25519, timestamp and signature go together)"
         )
-    return Auth(params["pubkey_ed25519"], params["timestamp"], params["signature"])
+    return Auth(
+        params["pubkey_ed25519"],
+        params["timestamp"],
+        params["signature"],
+        params.get("capability"),
+    )
 
 
 def parse_request(obj: object) -> Request:
@@ -285,6 +338,8 @@ def parse_request(obj: object) -> Request:
     account = _account(p, path)
     if method == "get_swarm":
         return GetSwarmRequest(account)
+    if method == "revoke":
+        return RevokeRequest(account, p["record"], Revocation.decode(p["record"]))
     auth = _auth(p, path)
     ns = p["namespace"]
     if method == "store":

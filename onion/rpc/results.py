@@ -18,6 +18,7 @@ from ..errors import SchemaError
 from .limits import (
     CLOCK_SKEW_MS,
     MAX_BODY,
+    MAX_CAPABILITY,
     MAX_HASHES,
     MAX_REQUEST_SIZE,
     MAX_TIME_MS,
@@ -206,6 +207,7 @@ class InfoResult:
                 "max_hashes": MAX_HASHES,
                 "clock_skew_ms": CLOCK_SKEW_MS,
                 "max_request_size": MAX_REQUEST_SIZE,
+                "max_capability": MAX_CAPABILITY,
             },
         )
 
@@ -232,6 +234,27 @@ class GetSwarmResult:
         return cls(SwarmInfo.from_wire(r["swarm"]), r["epoch"])
 
 
+@dataclass(frozen=True, slots=True)
+class RevokeResult:
+    """A revocation kept: ``created`` False if this node held it already; kept until
+    ``expiry_ms`` (the revoked link's expiry plus the clock skew; node's clock)."""
+
+    created: bool
+    expiry_ms: int
+
+    SCHEMA: ClassVar[Schema] = Schema(
+        "revoke.result", {"created": Field(bool), "expiry": Field(int, min=0, max=MAX_TIME_MS)}
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"created": self.created, "expiry": self.expiry_ms}
+
+    @classmethod
+    def from_wire(cls, r: dict[str, Any]) -> RevokeResult:
+        cls.SCHEMA.check(r)
+        return cls(r["created"], r["expiry"])
+
+
 Result = (
     StoreResult
     | RetrieveResult
@@ -240,6 +263,7 @@ Result = (
     | ExpireResult
     | InfoResult
     | GetSwarmResult
+    | RevokeResult
 )
 
 _RESULTS: Final[dict[str, Any]] = {
@@ -250,6 +274,7 @@ _RESULTS: Final[dict[str, Any]] = {
     "expire": ExpireResult,
     "info": InfoResult,
     "get_swarm": GetSwarmResult,
+    "revoke": RevokeResult,
 }
 
 
