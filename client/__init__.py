@@ -11,8 +11,9 @@ The names below are imported lazily (PEP 562): ``import veil.client.errors`` (or
 ``veil`` command's ``--help``) does not pay for trio, httpx and SQLite, and the
 sub-modules keep no import order among themselves. ``__all__`` is the public API; the
 modules it comes from are :mod:`veil.client.veil_client` (the client),
-:mod:`veil.client.messaging`, :mod:`veil.client.home`, :mod:`veil.client.files` and the
-policies' modules, and :mod:`veil.client.errors`.
+:mod:`veil.client.messaging`, :mod:`veil.client.home`, :mod:`veil.client.files`,
+:mod:`veil.client.delegation` (delegated session keys) and the policies' modules, and
+:mod:`veil.client.errors`.
 """
 
 from __future__ import annotations
@@ -22,16 +23,25 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from veil.client.consensus import DirectoryPolicy
+    from veil.client.delegation.issued import Delegation, list_issued
+    from veil.client.delegation.session import DelegatedSession, authorize
+    from veil.client.delegation.store import SessionStore
     from veil.client.errors import (
         AuthorityUnreachable,
         ClientError,
+        DelegationError,
         HomeError,
         InvalidArgument,
         NoIdentity,
+        NotAuthorized,
+        NotRevocable,
         OnionRequestFailed,
         PassphraseRequired,
         PeerRefused,
+        SeedRequired,
+        SessionExpired,
         StateError,
+        UnknownDelegation,
         WrongPassphrase,
     )
     from veil.client.files import read_network_file
@@ -42,11 +52,12 @@ if TYPE_CHECKING:
         InboxMessage,
         MessageTooLarge,
         Sent,
+        open_sealed,
     )
     from veil.client.onion_client import RequestPolicy
     from veil.client.paths import PathPolicy
     from veil.client.transport import HttpxTransport, Transport, TransportConfig
-    from veil.client.veil_client import ClientConfig, VeilClient, open_client
+    from veil.client.veil_client import ClientConfig, Revoked, VeilClient, open_client
     from veil.onion.errors import InvalidTtl
 
 __all__ = [
@@ -55,6 +66,9 @@ __all__ = [
     "AuthorityUnreachable",
     "ClientConfig",
     "ClientError",
+    "DelegatedSession",
+    "Delegation",
+    "DelegationError",
     "DirectoryPolicy",
     "Home",
     "HomeError",
@@ -64,18 +78,28 @@ __all__ = [
     "InvalidTtl",
     "MessageTooLarge",
     "NoIdentity",
+    "NotAuthorized",
+    "NotRevocable",
     "OnionRequestFailed",
     "PassphraseRequired",
     "PathPolicy",
     "PeerRefused",
     "RequestPolicy",
+    "Revoked",
+    "SeedRequired",
     "Sent",
+    "SessionExpired",
+    "SessionStore",
     "StateError",
     "Transport",
     "TransportConfig",
+    "UnknownDelegation",
     "VeilClient",
     "WrongPassphrase",
+    "authorize",
+    "list_issued",
     "open_client",
+    "open_sealed",
     "read_network_file",
 ]
 
@@ -86,6 +110,9 @@ _ORIGIN = {
     "AuthorityUnreachable": "veil.client.errors",
     "ClientConfig": "veil.client.veil_client",
     "ClientError": "veil.client.errors",
+    "DelegatedSession": "veil.client.delegation.session",
+    "Delegation": "veil.client.delegation.issued",
+    "DelegationError": "veil.client.errors",
     "DirectoryPolicy": "veil.client.consensus",
     "Home": "veil.client.home",
     "HomeError": "veil.client.errors",
@@ -95,18 +122,28 @@ _ORIGIN = {
     "InvalidTtl": "veil.onion.errors",
     "MessageTooLarge": "veil.client.messaging",
     "NoIdentity": "veil.client.errors",
+    "NotAuthorized": "veil.client.errors",
+    "NotRevocable": "veil.client.errors",
     "OnionRequestFailed": "veil.client.errors",
     "PassphraseRequired": "veil.client.errors",
     "PathPolicy": "veil.client.paths",
     "PeerRefused": "veil.client.errors",
     "RequestPolicy": "veil.client.onion_client",
+    "Revoked": "veil.client.veil_client",
+    "SeedRequired": "veil.client.errors",
     "Sent": "veil.client.messaging",
+    "SessionExpired": "veil.client.errors",
+    "SessionStore": "veil.client.delegation.store",
     "StateError": "veil.client.errors",
     "Transport": "veil.client.transport",
     "TransportConfig": "veil.client.transport",
+    "UnknownDelegation": "veil.client.errors",
     "VeilClient": "veil.client.veil_client",
     "WrongPassphrase": "veil.client.errors",
+    "authorize": "veil.client.delegation.session",
+    "list_issued": "veil.client.delegation.issued",
     "open_client": "veil.client.veil_client",
+    "open_sealed": "veil.client.messaging",
     "read_network_file": "veil.client.files",
 }
 

@@ -29,8 +29,10 @@ __all__ = [
     "AuthorityUnreachable",
     "BadIdentityFile",
     "BadPassphrase",
+    "BadSessionFile",
     "CliError",
     "ClientError",
+    "DelegationError",
     "DevnetError",
     "DevnetRunning",
     "DevnetStartError",
@@ -41,11 +43,16 @@ __all__ = [
     "NoConsensus",
     "NoDevnet",
     "NoIdentity",
+    "NotAuthorized",
+    "NotRevocable",
     "OnionRequestFailed",
     "PassphraseRequired",
     "PeerRefused",
+    "SeedRequired",
+    "SessionExpired",
     "StateError",
     "TransportClosed",
+    "UnknownDelegation",
     "UsageError",
     "WrongPassphrase",
 ]
@@ -130,6 +137,51 @@ class NoDevnet(DevnetError):
 class DevnetStartError(DevnetError):
     """A process of the devnet died or did not get ready; the message names it and holds
     the tail of its log (several lines: print it whole)."""
+
+
+class BadSessionFile(HomeError):
+    """The persisted sessions file (``sessions.json``) is damaged, of an unknown
+    version, or not one at all."""
+
+
+# --- delegated session keys ----------------------------------------------------------
+
+
+class DelegationError(ClientError):
+    """Base of the client's refusals about delegated session keys (all local: no request
+    left)."""
+
+
+class NotAuthorized(DelegationError):
+    """The delegated session does not grant what was asked: refused by the client before
+    any request leaves. ``action`` names the missing action (``retrieve``, ``store``,
+    ``post``, ``delete``, ``expire``, ...), ``namespace`` where it was needed (None: every
+    namespace, as for ``delete_all``)."""
+
+    def __init__(self, message: str, *, action: str, namespace: int | None = None) -> None:
+        super().__init__(message)
+        self.action = action
+        self.namespace = namespace
+
+
+class SessionExpired(NotAuthorized):
+    """The delegated session has expired (by the network's clock): nothing it signs would
+    be accepted, so nothing is sent. ``action`` is the action that was asked for."""
+
+
+class SeedRequired(DelegationError):
+    """The operation needs the account's own key, which a delegated session never holds:
+    sealing a message (the envelope is signed by the account), opening one (sealed to
+    the account's X25519 key), issuing a first-link capability."""
+
+
+class UnknownDelegation(DelegationError, InvalidValue):
+    """A DID or link hash that names no delegation this home issued (or a malformed
+    one)."""
+
+
+class NotRevocable(DelegationError):
+    """Nothing left to revoke: every link the target names is revoked or expired."""
 
 
 # --- reaching the network ------------------------------------------------------------

@@ -83,6 +83,7 @@ from veil.onion.keys import Account, AccountId
 
 IDENTITY_FILE = "identity.json"
 STATE_FILE = "state.sqlite3"
+SESSIONS_FILE = "sessions.json"
 IDENTITY_FORMAT = "veil-identity"
 #: The version written; every version from 1 to this one is read.
 IDENTITY_VERSION = 2
@@ -249,6 +250,25 @@ class Home:
         there is no identity)."""
         return self._read_identity_record().sealed is not None
 
+    def kdf_limits(self) -> KdfLimits | None:
+        """The argon2id cost that seals the stored seed; None if it is stored in clear
+        (:class:`NoIdentity` if there is no identity). Other secrets of the home (the
+        persisted delegated sessions) are sealed at the same cost."""
+        sealed = self._read_identity_record().sealed
+        return None if sealed is None else sealed.limits
+
+    def check_passphrase(self, passphrase: str) -> None:
+        """:class:`WrongPassphrase` unless ``passphrase`` opens the sealed seed (nothing
+        to check for a seed in clear). Costs one key derivation."""
+        record = self._read_identity_record()
+        if record.sealed is not None:
+            self._checked(_unseal(record.sealed, record.account_id, passphrase), record)
+
+    @property
+    def sessions_path(self) -> Path:
+        """The persisted delegated sessions (:mod:`veil.client.delegation.store`)."""
+        return self.path / SESSIONS_FILE
+
     def account_id(self) -> AccountId:
         """The stored account's ID, without the passphrase.
 
@@ -339,6 +359,13 @@ def _passphrase_bytes(passphrase: str) -> bytes:
 def _ad(account_id: str) -> bytes:
     # Binds the sealed seed to this format and this account ID.
     return f"{IDENTITY_FORMAT}/{IDENTITY_VERSION}/seed\x00{account_id}".encode()
+
+
+def derive_key(passphrase: str, salt: bytes, limits: KdfLimits) -> bytes:
+    """The 32-byte key of ``passphrase`` (NFKC, UTF-8) by argon2id13 at ``limits``: what
+    seals the seed, and the home's other secrets. :class:`BadPassphrase`,
+    :class:`HomeError` (not enough memory)."""
+    return _derive_key(passphrase, salt, limits)
 
 
 def _derive_key(passphrase: str, salt: bytes, limits: KdfLimits) -> bytes:

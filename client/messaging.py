@@ -34,7 +34,7 @@ the start the first time it polls it in a process (and whenever another member a
 dropping by hash what it already holds, and only then follows its saved position.
 
 A message that does not open (not for us, altered, badly signed) is recorded with no
-sender, so that it is neither fetched again nor shown; a node that has lost our
+sender and no content, so that it is neither fetched again nor shown; a node that has lost our
 position (``last_hash`` unknown to it) answers from the start, and the state's hash
 check drops what we already have.
 
@@ -42,6 +42,18 @@ The long-poll: a retrieve asks the node to wait up to ``wait_s`` seconds for a m
 (the node answers as soon as one is stored); a poll that fails is retried after a
 back-off that grows to :data:`MAX_POLL_BACKOFF_S` seconds, forever: a receiver survives
 a network outage.
+
+A receiver acting under a delegated session (:mod:`veil.client.delegation`) holds no
+seed, so it cannot open what it retrieves: envelopes are sealed to the account's X25519
+key, and that key is the account's Ed25519 signing scalar (libsodium's conversion), so
+no session could be given it without being given the account. Such a receiver records
+and yields each message *sealed*: ``sender`` None, ``content`` empty, ``envelope`` the
+sealed bytes (:attr:`InboxMessage.sealed`), which a holder of the seed opens with
+:func:`open_sealed`. A worker can thus fetch, count, forward and delete an account's
+messages, never read them. Before each retrieve the session is checked (expired, or no
+``retrieve`` in the inbox: :class:`~veil.client.errors.NotAuthorized`, nothing sent); a
+node's ``unauthorized`` answer (the capability revoked or expired there) ends
+:meth:`Receiver.messages` instead of being retried forever.
 
 Cancellation: cancelling a send may leave the message stored or not (a retry with the
 same envelope is then safe); cancelling the receive loop leaves the state consistent
@@ -53,16 +65,18 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
+from veil.client.delegation.session import DelegatedSession
 from veil.client.errors import InvalidArgument, OnionRequestFailed
 from veil.client.onion_client import OnionClient
 from veil.client.state import ClientState, InboundMessage, ReceivedMessage
 from veil.onion import rpc
 from veil.onion.backoff import Backoff
 from veil.onion.envelope import MAX_CONTENT, open_envelope, seal
-from veil.onion.errors import InvalidTtl, NetworkError, ProtocolError, TooLarge
+from veil.onion.errors import InvalidTtl, NetworkError, ProtocolError, TooLarge, Unauthorized
 from veil.onion.keys import Account, AccountId
 
 __all__ = [
@@ -73,6 +87,7 @@ __all__ = [
     "MessageTooLarge",
     "Receiver",
     "Sent",
+    "open_sealed",
     "send_message",
 ]
 
@@ -113,14 +128,24 @@ class Sent:
 
 @dataclass(frozen=True, slots=True)
 class InboxMessage:
-    """A received message, verified: ``sender`` signed ``content`` for us."""
+    """A received message, verified: ``sender`` signed ``content`` for us.
+
+    Or, received under a delegated session (no seed), a *sealed* one: ``sender`` None,
+    ``content`` empty, ``sent_ms`` 0 and ``envelope`` the sealed bytes, for a holder of
+    the seed to open (:func:`open_sealed`)."""
 
     hash: bytes
-    sender: AccountId
+    sender: AccountId | None
     content: bytes
     sent_ms: int  # the sender's claim (its network time when it sealed the message)
     received_ms: int  # our local clock when we recorded it
     seq: int = 0  # arrival order in the state file (0 until read back from it)
+    envelope: bytes | None = None  # the sealed bytes of a message not opened
+
+    @property
+    def sealed(self) -> bool:
+        """True for a message received without the seed (see the class note)."""
+        return self.envelope is not None
 
     @property
     def text(self) -> str:
@@ -129,7 +154,10 @@ class InboxMessage:
 
     @classmethod
     def from_record(cls, record: ReceivedMessage) -> InboxMessage:
-        assert record.sender is not None
+        if record.sender is None:  # sealed (recorded by a delegated receiver)
+            return cls(
+                record.hash, None, b"", 0, record.received_at_ms, record.seq, record.content
+            )
         return cls(
             record.hash,
             record.sender,
@@ -138,6 +166,23 @@ class InboxMessage:
             record.received_at_ms,
             record.seq,
         )
+
+
+def open_sealed(account: Account, message: InboxMessage) -> InboxMessage:
+    """A sealed message (received under a delegated session) opened with the account's
+    seed: its verified sender and content. A message already open is returned as is;
+    :class:`~veil.onion.errors.ProtocolError` for one that does not open."""
+    if message.envelope is None:
+        return message
+    opened = open_envelope(account, message.envelope)
+    return InboxMessage(
+        message.hash,
+        opened.sender,
+        opened.content,
+        opened.timestamp_ms,
+        message.received_ms,
+        message.seq,
+    )
 
 
 def _content(content: bytes | str) -> bytes:
@@ -211,7 +256,7 @@ class Receiver:
     def __init__(
         self,
         onion: OnionClient,
-        account: Account,
+        account: Account | DelegatedSession,
         state: ClientState,
         *,
         wait_s: int = DEFAULT_WAIT_S,
@@ -219,7 +264,12 @@ class Receiver:
         if not 1 <= wait_s <= rpc.MAX_WAIT_S:
             raise InvalidArgument(f"wait_s must be 1 to {rpc.MAX_WAIT_S}")
         self.onion = onion
-        self.account = account
+        #: The account's seed, or None under a delegated session (then messages stay sealed).
+        self.account: Account | None = account if isinstance(account, Account) else None
+        self.session = account if isinstance(account, DelegatedSession) else None
+        self.account_id: AccountId = (
+            account.id if isinstance(account, Account) else account.account
+        )
         self.state = state
         self.wait_s = wait_s
         #: The node we poll (kept while it answers, so our position means something).
@@ -233,13 +283,18 @@ class Receiver:
     # --- one retrieve ------------------------------------------------------------------------
 
     async def _retrieve(self, wait_s: int) -> rpc.RetrieveResult:
-        me = self.account
+        me = self.account_id
+        session = self.session
+        signer: Any = self.account
+        if session is not None:
+            session.require("retrieve", rpc.INBOX, now_ms=self.onion.clock.now())
+            signer = session.signer
         # Until we have read a node's inbox from its start, ask from the start (what we
         # already hold is dropped by hash): see _synced.
-        last_hash = self.state.get_position(me.id, rpc.INBOX) if self._synced else None
+        last_hash = self.state.get_position(me, rpc.INBOX) if self._synced else None
 
         def build(now_ms: int) -> bytes:
-            return rpc.make_retrieve(me, now_ms=now_ms, last_hash=last_hash, wait_s=wait_s)
+            return rpc.make_retrieve(signer, now_ms=now_ms, last_hash=last_hash, wait_s=wait_s)
 
         timeout_s = None
         if wait_s:
@@ -247,7 +302,7 @@ class Receiver:
         try:
             answer = await self.onion.call(
                 build,
-                account=me.id,
+                account=me,
                 prefer=self._synced or self._node,
                 timeout_s=timeout_s,
                 deadline_s=timeout_s,
@@ -267,6 +322,15 @@ class Receiver:
 
     def _open(self, message: rpc.Message) -> InboundMessage:
         received = int(self.onion.clock.local())
+        if self.account is None:
+            # Under a delegated session: kept sealed (see the module note).
+            return InboundMessage(
+                hash=message.hash,
+                sender=None,
+                timestamp_ms=0,
+                content=message.data,
+                received_at_ms=received,
+            )
         try:
             opened = open_envelope(self.account, message.data)
         except ProtocolError:
@@ -289,7 +353,7 @@ class Receiver:
 
     async def _save(self, inbound: Sequence[InboundMessage], last_hash: bytes) -> list[bytes]:
         return await trio.to_thread.run_sync(
-            self.state.save_messages_and_position, self.account.id, rpc.INBOX, inbound, last_hash
+            self.state.save_messages_and_position, self.account_id, rpc.INBOX, inbound, last_hash
         )
 
     # --- the public face -------------------------------------------------------------------
@@ -305,7 +369,7 @@ class Receiver:
                 fresh = [m for m in result.messages if not self.state.has_message(m.hash)]
                 inbound = [self._open(m) for m in fresh]
                 new = set(await self._save(inbound, result.messages[-1].hash))
-                out.extend(_shown(inbound, new))
+                out.extend(_shown(inbound, new, sealed=self.account is None))
             if not result.more:
                 return out
 
@@ -324,6 +388,12 @@ class Receiver:
         while True:
             try:
                 result = await self._retrieve(wait_s)
+            except Unauthorized:
+                if self.session is not None:
+                    raise  # the capability was revoked or expired: retrying cannot help
+                failures += 1
+                await trio.sleep(POLL_BACKOFF.delay_s(failures))
+                continue
             except (NetworkError, ProtocolError) as exc:
                 self.last_error = str(exc)
                 failures += 1
@@ -336,13 +406,13 @@ class Receiver:
                     continue
                 inbound = self._open(message)
                 new = await self._save([inbound], message.hash)
-                for shown in _shown([inbound], set(new)):
+                for shown in _shown([inbound], set(new), sealed=self.account is None):
                     yield shown
             if result.messages:
                 # Move the position past duplicates at the page's end (else a page of
                 # duplicates would be asked for again and again).
                 last = result.messages[-1].hash
-                if self.state.get_position(self.account.id, rpc.INBOX) != last:
+                if self.state.get_position(self.account_id, rpc.INBOX) != last:
                     await self._save([], last)
             wait_s = 0 if result.more else self.wait_s
 
@@ -350,13 +420,24 @@ class Receiver:
         """Messages recorded in the state file (received by this client, whether or not
         a caller saw them), oldest first, after ``after_seq``; at most ``limit``."""
         records = self.state.list_messages(
-            self.account.id, namespace=rpc.INBOX, after_seq=after_seq, limit=limit
+            self.account_id, namespace=rpc.INBOX, after_seq=after_seq, limit=limit
         )
+        if self.account is None:  # sealed ones (those that did not open have no content)
+            return [InboxMessage.from_record(r) for r in records if r.content]
         return [InboxMessage.from_record(r) for r in records if r.sender is not None]
 
 
-def _shown(inbound: Sequence[InboundMessage], new: set[bytes]) -> list[InboxMessage]:
-    """The messages a caller sees: newly recorded, with a verified sender."""
+def _shown(
+    inbound: Sequence[InboundMessage], new: set[bytes], *, sealed: bool = False
+) -> list[InboxMessage]:
+    """The messages a caller sees: newly recorded, with a verified sender (or, for a
+    receiver without the seed, sealed)."""
+    if sealed:
+        return [
+            InboxMessage(m.hash, None, b"", 0, m.received_at_ms, envelope=m.content)
+            for m in inbound
+            if m.hash in new
+        ]
     return [
         InboxMessage(m.hash, m.sender, m.content, m.timestamp_ms, m.received_at_ms)
         for m in inbound

@@ -89,6 +89,7 @@ from veil.client.state_records import (
     CachedConsensus,
     GuardRecord,
     InboundMessage,
+    IssuedDelegation,
     ReceivedMessage,
     account_key,
     check_bytes,
@@ -124,6 +125,7 @@ __all__ = [
     "Clock",
     "GuardRecord",
     "InboundMessage",
+    "IssuedDelegation",
     "ReceivedMessage",
     "open_state",
 ]
@@ -463,6 +465,86 @@ class ClientState:
             return AccountId(bytes(key))
         except InvalidId:
             raise StateError(f"{self.path} is damaged: a bad sender key") from None
+
+    # --- delegations issued ----------------------------------------------------------------
+
+    def record_delegation(self, issued: IssuedDelegation) -> None:
+        """Record a delegated session this home issued (again: nothing changes). Blocking."""
+        for name, value, size in (
+            ("link", issued.link, 32),
+            ("owner", issued.owner, 33),
+            ("issuer", issued.issuer, 32),
+            ("audience", issued.audience, 32),
+        ):
+            if not isinstance(value, bytes) or len(value) != size:
+                raise InvalidArgument(f"{name} must be {size} bytes")
+        chain = check_bytes(issued.chain, "chain")
+        with self._writing() as conn:
+            conn.execute(
+                "INSERT INTO delegations (link, owner, issuer, audience, chain, issued_at, "
+                "expires_at, revoked_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (link) DO NOTHING",
+                (
+                    issued.link,
+                    issued.owner,
+                    issued.issuer,
+                    issued.audience,
+                    chain,
+                    check_int(issued.issued_at_ms, "issued_at_ms"),
+                    check_int(issued.expires_at_ms, "expires_at_ms"),
+                    issued.revoked_at_ms,
+                ),
+            )
+
+    def list_delegations(
+        self, *, audience: bytes | None = None, link: bytes | None = None
+    ) -> list[IssuedDelegation]:
+        """The delegations issued, oldest first; only those to ``audience`` (a session's
+        Ed25519 key) or of ``link`` (a digest) if given. Cheap (they are few)."""
+        sql = (
+            "SELECT link, owner, issuer, audience, chain, issued_at, expires_at, revoked_at "
+            "FROM delegations"
+        )
+        params: list[object] = []
+        if audience is not None:
+            sql += " WHERE audience = ?"
+            params.append(audience)
+        elif link is not None:
+            sql += " WHERE link = ?"
+            params.append(link)
+        sql += " ORDER BY issued_at, link"
+        with self._reading() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [
+            IssuedDelegation(
+                link=bytes(r[0]),
+                owner=bytes(r[1]),
+                issuer=bytes(r[2]),
+                audience=bytes(r[3]),
+                chain=bytes(r[4]),
+                issued_at_ms=r[5],
+                expires_at_ms=r[6],
+                revoked_at_ms=r[7],
+            )
+            for r in rows
+        ]
+
+    def mark_delegation_revoked(self, link: bytes, at_ms: int) -> bool:
+        """Note that the link was revoked (the first time only); False if unknown.
+        Blocking."""
+        with self._writing() as conn:
+            cur = conn.execute(
+                "UPDATE delegations SET revoked_at = coalesce(revoked_at, ?) WHERE link = ?",
+                (check_int(at_ms, "at_ms"), link),
+            )
+        return cur.rowcount > 0
+
+    def is_delegation_revoked(self, link: bytes) -> bool:
+        """True if this home revoked that link. Cheap."""
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT revoked_at FROM delegations WHERE link = ?", (link,)
+            ).fetchone()
+        return row is not None and row[0] is not None
 
     # --- clock offset ----------------------------------------------------------------------
 

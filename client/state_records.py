@@ -27,6 +27,7 @@ __all__ = [
     "CachedConsensus",
     "GuardRecord",
     "InboundMessage",
+    "IssuedDelegation",
     "ReceivedMessage",
     "account_key",
     "check_bytes",
@@ -166,3 +167,20 @@ def message_row(
         content,
         check_int(m.received_at_ms, "received_at_ms"),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedDelegation:
+    """A delegated session this home issued (a row of ``delegations``).
+
+    ``chain`` is the chain's bytes from the account's link down to the issued link;
+    ``revoked_at_ms`` is when this home revoked it (None: not revoked by this home)."""
+
+    link: bytes
+    owner: bytes
+    issuer: bytes
+    audience: bytes
+    chain: bytes
+    issued_at_ms: int
+    expires_at_ms: int
+    revoked_at_ms: int | None

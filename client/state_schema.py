@@ -83,6 +83,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             measured_at INTEGER NOT NULL
         )""",
     ),
+    (
+        # Delegated sessions this home issued (veil id delegations, revoke by DID or
+        # hash): one row per issued link. The chain (account's link first, down to this
+        # one) is public data, kept so that the link can be revoked; the session's key
+        # is not here (it went to the holder).
+        """CREATE TABLE delegations (
+            link       BLOB PRIMARY KEY CHECK (length(link) = 32),  -- the link's digest
+            owner      BLOB NOT NULL CHECK (length(owner) = 33),    -- 05|03 + key
+            issuer     BLOB NOT NULL CHECK (length(issuer) = 32),   -- Ed25519 key
+            audience   BLOB NOT NULL CHECK (length(audience) = 32), -- the session key
+            chain      BLOB NOT NULL,
+            issued_at  INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            revoked_at INTEGER
+        )""",
+        "CREATE INDEX delegations_by_audience ON delegations (audience)",
+    ),
 )
 #: The schema version this code writes (and the newest it reads).
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -34,6 +34,20 @@ file. An exception raised in the block comes out of it as itself (not wrapped in
 exception group: the background tasks never raise, so it is the only one). If the block
 is cancelled, so are requests in flight; the state file is left consistent.
 
+Delegated sessions (:mod:`veil.client.delegation`): ``open_client(home, network,
+delegated=session)`` gives a client that acts for ``session.account`` without its
+seed. Each signed request is checked against the session before it is built
+(:meth:`VeilClient._signer`): expired by the network's clock
+(:class:`~veil.client.errors.SessionExpired`) or not granted
+(:class:`~veil.client.errors.NotAuthorized`, naming the missing action), and nothing
+leaves. What needs the seed itself (sending a message: the envelope is signed by the
+account; opening one; authorizing a first link) raises
+:class:`~veil.client.errors.SeedRequired`. Its inbox messages come out sealed (see
+:mod:`veil.client.messaging`). A client with the seed issues sessions
+(:meth:`VeilClient.authorize`), and one with either revokes what it issued
+(:meth:`VeilClient.revoke`): the revocation record goes to every member of the owner's
+swarm that answers, and the issue is recorded in the home (``veil id delegations``).
+
 Errors while opening: :class:`~veil.client.errors.HomeError` (no identity, wrong
 passphrase, state file problems), :class:`~veil.onion.errors.NetworkFileError` (missing
 or invalid network file), :class:`~veil.client.errors.AuthorityUnreachable` (no consensus
@@ -43,9 +57,10 @@ could be fetched), a :class:`~veil.onion.errors.ConsensusError` (none verified).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +68,14 @@ from typing import Any
 import trio
 
 from veil.client.consensus import Directory, DirectoryPolicy
+from veil.client.delegation.issued import RevocationTarget, find, record_issued
+from veil.client.delegation.session import (
+    DEFAULT_EXPIRES_IN_S,
+    DelegatedSession,
+    ResourceLike,
+    authorize,
+)
+from veil.client.errors import InvalidArgument, NotRevocable, SeedRequired
 from veil.client.files import read_network_file
 from veil.client.home import Home
 from veil.client.messaging import (
@@ -69,12 +92,14 @@ from veil.client.paths import PathPolicy, PathSelector
 from veil.client.state import ClientState, open_state
 from veil.client.transport import HttpxTransport, Transport, TransportConfig
 from veil.onion import rpc
+from veil.onion.capability import Chain, DelegatedSigner, SessionKey
+from veil.onion.capability import revoke as sign_revocation
 from veil.onion.directory import Consensus, NetworkFile
-from veil.onion.errors import VeilError
+from veil.onion.errors import NetworkError, VeilError
 from veil.onion.keys import Account, AccountId
 from veil.onion.packet import Hop
 
-__all__ = ["ClientConfig", "VeilClient", "open_client"]
+__all__ = ["ClientConfig", "Revoked", "VeilClient", "open_client"]
 
 #: Seconds between two passes of the failure-count janitor.
 _MAINTENANCE_INTERVAL_S = 60.0
@@ -92,14 +117,28 @@ class ClientConfig:
     wait_s: int = DEFAULT_WAIT_S
 
 
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """One link revoked by :meth:`VeilClient.revoke`: its hash, the session key's DID,
+    and how many members of the owner's swarm took the record (of how many)."""
+
+    link_hash: str
+    did: str
+    accepted: int
+    members: int
+
+
 class VeilClient:
     """A running client; make one with :func:`open_client`. Methods are for the trio
-    thread that opened it."""
+    thread that opened it.
+
+    ``account`` is the account's key, or None for a client acting under a delegated
+    session (``delegated``)."""
 
     def __init__(
         self,
         *,
-        account: Account,
+        account: Account | None,
         home: Home,
         network: NetworkFile,
         state: ClientState,
@@ -107,8 +146,12 @@ class VeilClient:
         clock: NetworkClock,
         config: ClientConfig,
         rng: random.Random,
+        delegated: DelegatedSession | None = None,
     ) -> None:
+        if (account is None) == (delegated is None):
+            raise InvalidArgument("a client acts with an account or a delegated session")
         self.account = account
+        self.delegated = delegated
         self.home = home
         self.network = network
         self.state = state
@@ -137,11 +180,16 @@ class VeilClient:
             on_clock=self._save_clock,
             on_wrong_swarm=self.directory.request_refresh,
         )
-        self.receiver = Receiver(self.onion, account, state, wait_s=config.wait_s)
+        me: Account | DelegatedSession = account if account is not None else delegated  # type: ignore[assignment]
+        self.receiver = Receiver(self.onion, me, state, wait_s=config.wait_s)
 
     @property
     def account_id(self) -> AccountId:
-        return self.account.id
+        """The account this client acts for (its own, or the delegated session's)."""
+        if self.account is not None:
+            return self.account.id
+        assert self.delegated is not None
+        return self.delegated.account
 
     @property
     def consensus(self) -> Consensus:
@@ -165,7 +213,8 @@ class VeilClient:
         took it. Safe to call again after a failure: see :mod:`veil.client.messaging`.
         """
         recipient = to if isinstance(to, AccountId) else AccountId.parse(to)
-        return await send_message(self.onion, self.account, recipient, content, ttl_s=ttl_s)
+        account = self._seed("sending a message (the envelope is signed by the account)")
+        return await send_message(self.onion, account, recipient, content, ttl_s=ttl_s)
 
     def messages(self) -> AsyncIterator[InboxMessage]:
         """New messages as they arrive, each recorded in the state before it is yielded:
@@ -181,6 +230,229 @@ class VeilClient:
         """Messages this client has recorded (whether or not a caller saw them), oldest
         first, with ``seq`` above ``after_seq``; at most ``limit``. No network."""
         return self.receiver.recorded(after_seq=after_seq, limit=limit)
+
+    # --- the account's namespaces: signed requests ---------------------------------------
+
+    async def retrieve(
+        self,
+        namespace: int = rpc.INBOX,
+        *,
+        last_hash: bytes | None = None,
+        limit: int | None = None,
+    ) -> rpc.RetrieveResult:
+        """One page of the account's messages in ``namespace`` after ``last_hash`` (raw:
+        not opened, not recorded; :meth:`fetch` and :meth:`messages` do that for the
+        inbox). Signed (public-read namespaces too, so that a delegated session is
+        checked the same way)."""
+        signer = self._signer("retrieve", namespace)
+
+        def build(now_ms: int) -> bytes:
+            return rpc.make_retrieve(
+                signer, now_ms=now_ms, namespace=namespace, last_hash=last_hash, limit=limit
+            )
+
+        reply = await self.call(build, account=self.account_id)
+        assert reply.result is not None
+        return rpc.RetrieveResult.from_wire(reply.result)
+
+    async def store(
+        self, data: bytes, *, namespace: int, ttl_s: float = DEFAULT_TTL_S
+    ) -> rpc.StoreResult:
+        """Store ``data`` in one of the account's own namespaces (``store`` for
+        ``namespace >= 0``; a public-read one, ``< 0``, needs ``post``: :meth:`post`)."""
+        signer = self._signer("store", namespace)
+        ttl_ms = round(ttl_s * 1000)
+
+        def build(now_ms: int) -> bytes:
+            return rpc.make_store(signer, data, ttl_ms, now_ms=now_ms, namespace=namespace)
+
+        reply = await self.call(build, account=self.account_id)
+        assert reply.result is not None
+        return rpc.StoreResult.from_wire(reply.result)
+
+    async def post(
+        self, data: bytes | str, *, namespace: int = -1, ttl_s: float = DEFAULT_TTL_S
+    ) -> rpc.StoreResult:
+        """Publish ``data`` (text as UTF-8) in a public-read namespace of the account
+        (``namespace < 0``; action ``post``)."""
+        if namespace >= 0:
+            raise InvalidArgument("posting is into a public-read namespace (< 0)")
+        raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        return await self.store(raw, namespace=namespace, ttl_s=ttl_s)
+
+    async def delete(
+        self, hashes: Sequence[bytes], *, namespace: int = rpc.INBOX
+    ) -> rpc.DeleteResult:
+        """Delete these messages of the account in ``namespace`` (action ``delete``)."""
+        signer = self._signer("delete", namespace)
+
+        def build(now_ms: int) -> bytes:
+            return rpc.make_delete(signer, list(hashes), now_ms=now_ms, namespace=namespace)
+
+        reply = await self.call(build, account=self.account_id)
+        assert reply.result is not None
+        return rpc.DeleteResult.from_wire(reply.result)
+
+    async def delete_all(self, *, namespace: int | None) -> rpc.DeleteAllResult:
+        """Delete every message of the account in ``namespace`` (None: in every
+        namespace, which a session must hold ``delete`` over all of)."""
+        signer = self._signer("delete_all", namespace)
+
+        def build(now_ms: int) -> bytes:
+            return rpc.make_delete_all(signer, namespace=namespace, now_ms=now_ms)
+
+        reply = await self.call(build, account=self.account_id)
+        assert reply.result is not None
+        return rpc.DeleteAllResult.from_wire(reply.result)
+
+    async def expire(
+        self, hashes: Sequence[bytes], expiry_ms: int, *, namespace: int = rpc.INBOX
+    ) -> rpc.ExpireResult:
+        """Change these messages' expiry to ``expiry_ms`` (action ``expire``)."""
+        signer = self._signer("expire", namespace)
+
+        def build(now_ms: int) -> bytes:
+            return rpc.make_expire(
+                signer, list(hashes), expiry_ms, now_ms=now_ms, namespace=namespace
+            )
+
+        reply = await self.call(build, account=self.account_id)
+        assert reply.result is not None
+        return rpc.ExpireResult.from_wire(reply.result)
+
+    # --- delegated sessions ------------------------------------------------------------
+
+    async def authorize(
+        self,
+        resources: ResourceLike | Iterable[ResourceLike],
+        expires_in: float | datetime.timedelta = DEFAULT_EXPIRES_IN_S,
+        *,
+        statement: str | None = None,
+    ) -> DelegatedSession:
+        """A new session for a fresh key, authorized by this client's account on
+        ``resources`` (``OWNER:NAMESPACES:ACTIONS`` texts or
+        :class:`~veil.onion.capability.Resource`; ``self`` is this account) for
+        ``expires_in`` seconds (default 7 days), dated by the network's clock and recorded
+        in the home as issued. A delegated client re-delegates instead
+        (:meth:`delegate`)."""
+        account = self._seed("authorizing a session (its first link is signed by the account)")
+        session = authorize(
+            account, resources, expires_in, statement=statement, now_ms=self.clock.now()
+        )
+        await trio.to_thread.run_sync(record_issued, self.state, session)
+        return session
+
+    async def delegate(
+        self,
+        resources: ResourceLike | Iterable[ResourceLike],
+        expires_in: float | datetime.timedelta | None = None,
+        *,
+        statement: str | None = None,
+    ) -> DelegatedSession:
+        """For a delegated client: a narrower session for a fresh key, issued by this
+        client's session (:meth:`DelegatedSession.delegate`), recorded in the home as
+        issued. A client with the seed authorizes instead (:meth:`authorize`)."""
+        if self.delegated is None:
+            return await self.authorize(
+                resources,
+                DEFAULT_EXPIRES_IN_S if expires_in is None else expires_in,
+                statement=statement,
+            )
+        session = self.delegated.delegate(
+            resources, expires_in, statement=statement, now_ms=self.clock.now()
+        )
+        await trio.to_thread.run_sync(record_issued, self.state, session)
+        return session
+
+    async def revoke(self, target: RevocationTarget) -> list[Revoked]:
+        """Revoke before expiry what ``target`` names: a session's DID (every link
+        issued to that key), a link's hash (hex; a unique prefix of 8 or more digits), or
+        a :class:`DelegatedSession` (its own link). Links this home issued are found in
+        its record; a session object is revoked from its own chain.
+
+        Each revocation is signed by this client (the account, or the delegated
+        session, which may revoke the links it issued), sent to every member of the
+        owner's swarm (at least one must take it; replication brings it to the others),
+        and noted in the home. Links already revoked here or expired are skipped;
+        :class:`~veil.client.errors.NotRevocable` if nothing is left;
+        :class:`~veil.client.errors.UnknownDelegation` if the target names nothing;
+        :class:`~veil.onion.errors.NotEntitledToRevoke` if this client is not upstream.
+        """
+        revoker: Account | SessionKey = (
+            self.account if self.account is not None else self._session().key
+        )
+        now = self.clock.now()
+        chains: list[tuple[Chain, bytes]] = []
+        try:
+            rows = find(self.state, target)
+        except VeilError:
+            if not isinstance(target, DelegatedSession):
+                raise
+            chains.append((target.chain, target.chain.links[-1].digest))
+        else:
+            for row in rows:
+                if row.revoked_at_ms is not None or row.expires_at_ms <= now:
+                    continue
+                chains.append((Chain.decode(row.chain), row.link))
+        if not chains:
+            raise NotRevocable(f"nothing left to revoke for {_shown_target(target)}: "
+                               "revoked already, or expired")
+        done = []
+        for chain, link in chains:
+            record = sign_revocation(revoker, chain, link, now_ms=now)
+            accepted, members = await self._send_revocation(record.encoded, chain)
+            await trio.to_thread.run_sync(self.state.mark_delegation_revoked, link, now)
+            audience = next(each.audience for each in chain.links if each.digest == link)
+            from veil.onion.capability import did_key
+
+            done.append(Revoked(link.hex(), did_key(audience), accepted, members))
+        return done
+
+    async def _send_revocation(self, record: bytes, chain: Chain) -> tuple[int, int]:
+        owner = chain.owner
+        if not isinstance(owner, AccountId):
+            raise InvalidArgument("revoking a group's links is not built yet")
+        members = [m.as_hop() for m in self.consensus.swarm_of(owner).members]
+        errors: list[BaseException] = []
+        accepted = 0
+
+        async def one(hop: Hop) -> None:
+            nonlocal accepted
+            try:
+                await self.call(lambda _now: rpc.make_revoke(record), destination=hop)
+                accepted += 1
+            except VeilError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for hop in members:
+                nursery.start_soon(one, hop)
+        if not accepted:
+            # No member took it: try through the usual retries (another path, wrong_swarm).
+            if errors and not isinstance(errors[-1], NetworkError):
+                raise errors[-1]
+            await self.call(lambda _now: rpc.make_revoke(record), account=owner)
+            accepted = 1
+        return accepted, len(members)
+
+    def _seed(self, what: str) -> Account:
+        if self.account is None:
+            raise SeedRequired(f"{what} needs the account's seed; a delegated session has none")
+        return self.account
+
+    def _session(self) -> DelegatedSession:
+        assert self.delegated is not None
+        return self.delegated
+
+    def _signer(self, method: str, namespace: int | None) -> Account | DelegatedSigner:
+        """What signs a ``method`` request in ``namespace``: the account, or the
+        delegated session once it is checked (expiry by the network's clock, then the
+        action: :class:`~veil.client.errors.NotAuthorized`; nothing is sent)."""
+        if self.account is not None:
+            return self.account
+        session = self._session()
+        session.require(method, namespace, now_ms=self.clock.now())
+        return session.signer
 
     # --- lower level -------------------------------------------------------------------------
 
@@ -219,7 +491,7 @@ class VeilClient:
         """What ``veil status`` shows: the network, guards, paths and clock (JSON-able)."""
         consensus = self.consensus
         now = self.clock.now()
-        swarm = consensus.swarm_of(self.account.id)
+        swarm = consensus.swarm_of(self.account_id)
         guards = []
         for record in self.paths.guards:
             node = consensus.node(record.node_id)
@@ -233,7 +505,14 @@ class VeilClient:
                 }
             )
         return {
-            "account_id": str(self.account.id),
+            "account_id": str(self.account_id),
+            "delegated": None
+            if self.delegated is None
+            else {
+                "did": self.delegated.did,
+                "resources": list(self.delegated.authorizations),
+                "expires_ms": self.delegated.expires_ms,
+            },
             "network": {
                 "authorities": [f"{a.host}:{a.port}" for a in self.network.authorities],
                 "threshold": self.network.threshold,
@@ -293,6 +572,7 @@ async def open_client(
     *,
     account: Account | None = None,
     passphrase: str | None = None,
+    delegated: DelegatedSession | str | None = None,
     transport: Transport | None = None,
     config: ClientConfig | None = None,
     clock: LocalClock | None = None,
@@ -302,11 +582,18 @@ async def open_client(
     :class:`NetworkFile` or the path of ``network.json``); see the module note.
 
     ``account`` overrides the identity stored in the home (``passphrase`` opens a sealed
-    one). ``transport`` replaces the httpx one (it is closed with the client either way).
+    one). ``delegated`` (a :class:`DelegatedSession` or its serialized string) makes a
+    client that acts for the session's account without its seed; the home then needs
+    no identity (it keeps the client's state: use one home per worker). ``transport``
+    replaces the httpx one (it is closed with the client either way).
     ``clock`` is the local wall clock in ms, for tests (e.g. one five minutes off);
     ``rng`` drives path choice (default: the OS's CSPRNG).
     """
     home = home if isinstance(home, Home) else Home(home)
+    if isinstance(delegated, str):
+        delegated = DelegatedSession.from_string(delegated)
+    if delegated is not None and account is not None:
+        raise InvalidArgument("give an account or a delegated session, not both")
     if not isinstance(network, NetworkFile):
         network = read_network_file(network)
     config = config or ClientConfig()
@@ -319,7 +606,7 @@ async def open_client(
     else:
         own_transport = transport
     try:
-        if account is None:
+        if account is None and delegated is None:
             account = await trio.to_thread.run_sync(home.load_identity, passphrase)
         offset = state.get_clock_offset() or 0
         client = VeilClient(
@@ -331,6 +618,7 @@ async def open_client(
             clock=NetworkClock(local, offset),
             config=config,
             rng=rng or random.SystemRandom(),
+            delegated=delegated,
         )
         await client._start()
         try:
@@ -355,3 +643,11 @@ async def open_client(
         with trio.CancelScope(shield=True):
             await own_transport.aclose()
             await trio.to_thread.run_sync(state.close)
+
+
+def _shown_target(target: RevocationTarget) -> str:
+    if isinstance(target, DelegatedSession):
+        return target.did
+    if isinstance(target, bytes):
+        return target.hex()
+    return str(target)[:80]
