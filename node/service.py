@@ -80,6 +80,19 @@ not forwarded again. A signed delete_all is executed once per node (remembered i
 store while its signature is fresh): a copy sent again answers ``deleted: 0``, since it
 would otherwise delete what was stored after it.
 
+Delegated session keys (issue 12): a signed request that carries a ``capability`` is
+judged by its chain (:func:`veil.onion.rpc.verify_request`), against this node's clock
+and skew, its revocations (:meth:`~veil.node.store.MessageStore.is_revoked`, an index in
+memory) and :attr:`StorageService.chains`, a bounded cache of verified chains
+(:class:`~veil.onion.capability.ChainCache`, ``max_cached_chains``), so a repeated
+delegated request costs one signature check, as an owner-signed one does. A ``revoke``
+request's record is verified (the same call) and kept durably (store table
+``revocations``) until every message stored under the revoked link could have expired;
+from then on every request under the link, or under a link below it, is refused
+(``unauthorized``). A revoke is forwarded to the swarm's other members at once, as a
+delete is, whether it was new here or not (a client that sends it again after a
+failure reaches the members it missed); anti-entropy carries it to the rest.
+
 Metrics: :attr:`StorageService.counters` (requests by method and status, rate-limited
 stores, waiting polls) and :meth:`StorageService.stats` (the store's counters).
 """
@@ -99,6 +112,7 @@ from typing import Literal, Protocol
 import trio
 
 from veil.onion import __version__, rpc
+from veil.onion.capability import ChainCache
 from veil.onion.errors import (
     NotFound,
     ProtocolError,
@@ -159,6 +173,8 @@ class ServiceConfig:
     #: Seconds between sweeps (the name is the config file's key, ``[storage]``).
     sweep_interval: float = 30.0
     sweep_batch: int = 1000
+    #: Verified capability chains kept (delegated keys), least recently used dropped.
+    max_cached_chains: int = 10_000
 
 
 @dataclass(slots=True)
@@ -198,8 +214,9 @@ class ReplicationHook(Protocol):
         ...
 
     async def forward(self, request: bytes) -> None:
-        """Send a client's signed delete, delete_all or expire, executed here, to the
-        swarm's other members; return within a bounded time, as :meth:`replicate`."""
+        """Send a client's signed delete, delete_all or expire, or a revoke, executed
+        here, to the swarm's other members; return within a bounded time, as
+        :meth:`replicate`."""
         ...
 
 
@@ -281,6 +298,8 @@ class StorageService:
             config.inbox_rate, config.inbox_burst, config.max_buckets
         )
         self.waiters = WaiterSlots(config.max_waiters, config.max_waiters_per_source)
+        #: Verified capability chains (delegated keys), by digest.
+        self.chains = ChainCache(config.max_cached_chains)
         #: The swarm check; None: every account is served (a standalone node).
         self.swarms: SwarmCheck | None = None
         #: Where created messages go for replication; None: nowhere.
@@ -317,7 +336,13 @@ class StorageService:
             ):
                 self.swarms.check(req.account)
             now = self.clock()
-            rpc.verify_request(req, now, self.config.clock_skew_ms)
+            rpc.verify_request(
+                req,
+                now,
+                self.config.clock_skew_ms,
+                is_revoked=self.store.is_revoked,
+                chains=self.chains,
+            )
             if type(req) is rpc.StoreRequest:
                 # The hot path (most requests a node answers): no dispatch, and the reply
                 # assembled by rpc.store_reply (the same bytes as ok_reply's).
@@ -339,10 +364,15 @@ class StorageService:
                     not forwarded
                     and self.replication is not None
                     and isinstance(
-                        req, rpc.DeleteRequest | rpc.DeleteAllRequest | rpc.ExpireRequest
+                        req,
+                        rpc.DeleteRequest
+                        | rpc.DeleteAllRequest
+                        | rpc.ExpireRequest
+                        | rpc.RevokeRequest,
                     )
                 ):
-                    # The client signed it: every member checks that signature itself.
+                    # The client signed it (a revoke: its record is signed): every member
+                    # checks that signature itself.
                     await self.replication.forward(request)
                 reply = rpc.ok_reply(self.clock(), result.to_wire())
             status = "ok"
@@ -378,11 +408,27 @@ class StorageService:
                 return await self._expire(req)
             case rpc.InfoRequest():
                 return rpc.InfoResult.current(__version__)
+            case rpc.RevokeRequest():
+                return await self._revoke(req)
             case rpc.GetSwarmRequest():
                 if self.swarms is None:
                     raise NotFound("a standalone node has no swarms: it stores every account")
                 return self.swarms.get_swarm(req.account)
         raise AssertionError(f"unhandled request type {type(req).__name__}")  # pragma: no cover
+
+    async def _revoke(self, req: rpc.RevokeRequest) -> rpc.RevokeResult:
+        """Keep a revocation that :func:`~veil.onion.rpc.verify_request` verified: served
+        to peers while the revoked link could be used (its expiry plus the skew), kept
+        until every message stored under it could have expired (the proofs of
+        replicated copies are checked against it)."""
+        revocation = req.revocation
+        skew = self.config.clock_skew_ms
+        link_expiry = revocation.expires_ms + skew
+        until = revocation.expires_ms + rpc.MAX_TTL_PRIVATE_MS + 2 * skew
+        created = await self.store.store_revocation(
+            req.account, revocation.link, req.record, link_expiry, until
+        )
+        return rpc.RevokeResult(created, until)
 
     async def _first_time(self, req: rpc.DeleteAllRequest) -> bool:
         """True the first time this node sees the signed ``req`` (remembered in the store

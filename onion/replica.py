@@ -52,3 +52,6 @@ class ReplicaPage:
     #: A page of deletions instead (see node/replication/anti_entropy.py): the owner's
     #: signed delete and delete_all requests, as sent, in the sender's order.
     deletes: tuple[bytes, ...] = ()
+    #: A page of revocations instead (issue 12): verified revocation records of
+    #: delegated links, as kept, in the sender's order.
+    revocations: tuple[bytes, ...] = ()

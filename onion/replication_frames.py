@@ -11,7 +11,7 @@ with bytes in and bytes out.
 
 A *frame* is what goes over HTTP, request and reply alike::
 
-    frame  = {"v": 3, "from": node ID (32), "to": node ID (32), "nonce": 24 bytes,
+    frame  = {"v": 4, "from": node ID (32), "to": node ID (32), "nonce": 24 bytes,
               "box": XChaCha20-Poly1305(key, nonce, padded, ad = "veil/replicate" v from to)}
     key    = BLAKE2b-KDF(X25519(own onion secret, peer's onion key), "veil/replicate",
                          context = the two node IDs in byte order)
@@ -52,6 +52,16 @@ signed. An inbox message carries none (anyone may write there). A pull with
 requests the peer executed (after the cursor ``after``): its page carries them in
 ``deletes`` and no messages, within the same batch limits, and the asker verifies each
 one (node/replication/anti_entropy.py).
+
+Revocations (version 4; issue 12, delegated session keys). A pull with ``"what":
+"revocations"`` asks for the verified revocation records of delegated links the peer
+keeps (after the cursor ``after``, for the asker's accounts): its page carries them in
+``revocations`` and no messages, within the same batch limits, and the asker verifies
+each one again (:func:`veil.onion.capability.verify_revocation`) before it keeps it. A
+message's proof may carry a delegated key's chain (:mod:`veil.onion.rpc.proof`), so a
+proof is now up to :data:`veil.onion.rpc.MAX_PROOF_BYTES` (16.6 KB) and a forwarded
+request up to :data:`veil.onion.rpc.MAX_REQUEST_SIZE` (a ``revoke`` is forwarded too);
+both still fit the largest class (asserted below).
 
 Padding (version 2). A version 1 frame was as long as its content: a push after a
 6,831-character message was 7,616 bytes on the link, so a watcher of node links read
@@ -106,9 +116,11 @@ Kinds::
 
     push      {"messages": [msg, ...]}                       POST /replicate
     pushed    {"re", "stored": int, "refused": [hash, ...]}  its reply
-    pull      {"after": seq, "scope": 24 bytes [, "what": "deletions"]}  POST /replicate/pull
+    pull      {"after": seq, "scope": 24 bytes [, "what": "deletions" | "revocations"]}
+                                                             POST /replicate/pull
     page      {"re", "messages": [msg, ...], "next": seq, "more": bool
-               [, "deletes": [a signed delete or delete_all request, ...]]}  its reply
+               [, "deletes": [a signed delete or delete_all request, ...]]
+               [, "revocations": [a revocation record, ...]]}  its reply
     forward   {"request": a client's signed storage request}  POST /replicate/forward
     forwarded {"re", "reply": the storage reply}             its reply
     msg       {"a": account X25519 key (32), "ns": int, "h": hash (32), "d": data,
@@ -129,7 +141,7 @@ the module asserts it at import.
 
 Errors: every refusal is a typed :class:`~veil.onion.errors.VeilError`: TooLarge,
 DecodeError (also a length off the classes, bad padding), SchemaError (shape, a
-version other than 3), Unauthorized (unknown sender, a box that does not open, a bad
+version other than 4), Unauthorized (unknown sender, a box that does not open, a bad
 signature, a frame for another node, a message without its owner's valid proof),
 ClockSkew (``t``), ReplayedFrame (a request frame already accepted), ProtocolError (a
 message that breaks a rule).
@@ -152,6 +164,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from veil.onion import crypto, rpc
+from veil.onion.capability import ChainCache, RevocationLookup
 from veil.onion.cbor import Field, Schema, decode, encode
 from veil.onion.errors import (
     BadSignature,
@@ -205,8 +218,9 @@ _KDF_PURPOSE: Final = b"veil/replicate"
 _AD_PREFIX: Final = b"veil/replicate"
 #: 2: the sealed plaintext is padded so that every frame is one of SIZE_CLASSES long
 #: (version 1 frames had the length of their content). 3: a message outside the inbox
-#: carries its owner's proof (``p``), and request frames are accepted once.
-FORMAT_VERSION: Final = 3
+#: carries its owner's proof (``p``), and request frames are accepted once. 4: pulls and
+#: pages of revocations, proofs with a delegated key's chain, forwarded revokes.
+FORMAT_VERSION: Final = 4
 CLOCK_SKEW_MS: Final = 60_000
 #: Messages in one push or page, at most.
 MAX_MESSAGES: Final = 256
@@ -264,6 +278,8 @@ _COMMON: Final = {
 }
 _REQUEST: Final = {**_COMMON, "n": Field(bytes, size=_NONCE_BYTES)}
 _REPLY: Final = {**_COMMON, "re": _KEY}
+#: What a pull may ask for besides the rows.
+_WHAT: Final = ("deletions", "revocations")
 _BODIES: Final = {
     "push": Schema("push", {**_REQUEST, "messages": _MESSAGES}),
     "pushed": Schema(
@@ -280,8 +296,9 @@ _BODIES: Final = {
             **_REQUEST,
             "after": Field(int, min=0, max=_MAX_TIME_MS),
             "scope": Field(bytes, size=SCOPE_BYTES),
-            # Absent: the rows; "deletions": the owner's signed deletes kept there.
-            "what": Field(str, choices=frozenset({"deletions"}), required=False),
+            # Absent: the rows; "deletions": the owner's signed deletes kept there;
+            # "revocations": the revocation records of delegated links kept there.
+            "what": Field(str, choices=frozenset(_WHAT), required=False),
         },
     ),
     "forward": Schema(
@@ -302,6 +319,12 @@ _BODIES: Final = {
                 list,
                 max_len=MAX_MESSAGES,
                 items=Field(bytes, min_len=1, max_len=rpc.MAX_REQUEST_SIZE),
+                required=False,
+            ),
+            "revocations": Field(
+                list,
+                max_len=MAX_MESSAGES,
+                items=Field(bytes, min_len=1, max_len=rpc.MAX_RECORD),
                 required=False,
             ),
         },
@@ -426,6 +449,8 @@ class Pull:
     sent_ms: int = 0
     #: True: a pull of the signed deletions kept there, not of its rows.
     deletions: bool = False
+    #: True: a pull of the revocation records kept there.
+    revocations: bool = False
 
 
 class ReplayedFrame(ReplayedPacket):
@@ -691,13 +716,25 @@ def open_pushed(
 
 
 def seal_pull(
-    keys: NodeKeys, peer: Any, after: int, scope: bytes, *, now_ms: int, deletions: bool = False
+    keys: NodeKeys,
+    peer: Any,
+    after: int,
+    scope: bytes,
+    *,
+    now_ms: int,
+    deletions: bool = False,
+    revocations: bool = False,
 ) -> tuple[bytes, bytes]:
-    """A pull of ``peer``'s rows (``deletions``: of the signed deletions it keeps) after
-    seq ``after`` for the accounts of ``scope`` (see node/replication/): (frame, digest)."""
+    """A pull of ``peer``'s rows (``deletions``: of the signed deletions it keeps;
+    ``revocations``: of its revocation records) after seq ``after`` for the accounts of
+    ``scope`` (see node/replication/): (frame, digest)."""
+    if deletions and revocations:
+        raise ValueError("a pull asks for deletions or revocations, not both")
     fields: dict[str, Any] = {"n": os.urandom(_NONCE_BYTES), "after": after, "scope": scope}
     if deletions:
         fields["what"] = "deletions"
+    elif revocations:
+        fields["what"] = "revocations"
     return _seal(keys, peer, "pull", fields, now_ms)
 
 
@@ -705,7 +742,16 @@ def open_pull(
     frame: bytes, keys: NodeKeys, lookup: PeerLookup, *, now_ms: int, skew_ms: int = CLOCK_SKEW_MS
 ) -> Pull:
     sender, body, digest = _open(frame, keys, lookup, "pull", now_ms=now_ms, skew_ms=skew_ms)
-    return Pull(sender.node_id, body["after"], body["scope"], digest, body["t"], "what" in body)
+    what = body.get("what")
+    return Pull(
+        sender.node_id,
+        body["after"],
+        body["scope"],
+        digest,
+        body["t"],
+        deletions=what == "deletions",
+        revocations=what == "revocations",
+    )
 
 
 def seal_page(keys: NodeKeys, peer: Any, digest: bytes, page: ReplicaPage, *, now_ms: int) -> bytes:
@@ -718,9 +764,13 @@ def seal_page(keys: NodeKeys, peer: Any, digest: bytes, page: ReplicaPage, *, no
         "more": page.more,
     }
     if page.deletes:
-        if page.messages or _deletes_too_large(page.deletes):
+        if page.messages or page.revocations or _deletes_too_large(page.deletes):
             raise ValueError("a page of deletions carries no messages, within the batch limits")
         fields["deletes"] = list(page.deletes)
+    if page.revocations:
+        if page.messages or _deletes_too_large(page.revocations):
+            raise ValueError("a page of revocations carries no messages, within the batch limits")
+        fields["revocations"] = list(page.revocations)
     return _seal(keys, peer, "page", fields, now_ms)[0]
 
 
@@ -740,9 +790,14 @@ def open_page(
     """Open ``peer``'s answer to our pull ``digest``."""
     body = _open_reply(frame, keys, peer, "page", digest, now_ms, skew_ms)
     deletes = tuple(body.get("deletes", ()))
-    if deletes and (body["messages"] or _deletes_too_large(deletes)):
+    revocations = tuple(body.get("revocations", ()))
+    if deletes and (body["messages"] or revocations or _deletes_too_large(deletes)):
         raise ProtocolError("a page of deletions carries no messages, within the batch limits")
-    return ReplicaPage(_messages(body["messages"]), body["next"], body["more"], deletes)
+    if revocations and (body["messages"] or _deletes_too_large(revocations)):
+        raise ProtocolError("a page of revocations carries no messages, within the batch limits")
+    return ReplicaPage(
+        _messages(body["messages"]), body["next"], body["more"], deletes, revocations
+    )
 
 
 def seal_forward(keys: NodeKeys, peer: Any, request: bytes, *, now_ms: int) -> tuple[bytes, bytes]:
@@ -790,7 +845,14 @@ def _account(key: bytes) -> AccountId | None:
         return None
 
 
-def check_message(m: ReplicaMessage, *, now_ms: int, skew_ms: int = CLOCK_SKEW_MS) -> AccountId:
+def check_message(
+    m: ReplicaMessage,
+    *,
+    now_ms: int,
+    skew_ms: int = CLOCK_SKEW_MS,
+    is_revoked: RevocationLookup | None = None,
+    chains: ChainCache | None = None,
+) -> AccountId:
     """The message's account, if the message keeps the protocol's rules; else
     :class:`ProtocolError` (or its :class:`Unauthorized` for a proof that fails).
 
@@ -801,6 +863,8 @@ def check_message(m: ReplicaMessage, *, now_ms: int, skew_ms: int = CLOCK_SKEW_M
     An expiry already past is allowed here (the store skips such a message). Outside the
     inbox the message must carry its owner's proof, which must verify and allow the
     expiry (:func:`veil.onion.rpc.verify_store_proof`); an inbox message carries none.
+    A proof by a delegated key is checked with its chain at its signed time, against the
+    receiver's revocations (``is_revoked``) and with its cache of verified chains.
     """
     account = _account(m.account)
     if account is None:
@@ -811,5 +875,7 @@ def check_message(m: ReplicaMessage, *, now_ms: int, skew_ms: int = CLOCK_SKEW_M
         raise ProtocolError("message stored in the future")
     if m.expiry_ms > now_ms + rpc.max_ttl_ms(m.namespace) + skew_ms:
         raise ProtocolError(f"message expiry beyond the longest TTL of namespace {m.namespace}")
-    rpc.verify_store_proof(account, m.namespace, m.hash, m.expiry_ms, m.proof)
+    rpc.verify_store_proof(
+        account, m.namespace, m.hash, m.expiry_ms, m.proof, is_revoked=is_revoked, chains=chains
+    )
     return account

@@ -29,6 +29,7 @@ from veil.onion.cbor import encode
 from veil.onion.errors import (
     ClockSkew,
     DecodeError,
+    MalformedCapability,
     ProtocolError,
     RateLimited,
     SchemaError,
@@ -494,7 +495,7 @@ async def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
     sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     conn.close()
-    assert "AUTOINCREMENT" in sql and version == 3
+    assert "AUTOINCREMENT" in sql and version == 4
     await trio.lowlevel.checkpoint()
 
 
@@ -581,13 +582,13 @@ def test_a_message_outside_the_inbox_needs_its_owners_proof() -> None:
             Unauthorized,
             "signed TTL",
         ),
-        "a capability (not yet accepted)": (
+        "a capability that is not a chain": (
             ReplicaMessage(
                 *base,
                 rpc.StoreProof(ALICE.ed25519_public, T0, DAY, bytes(64), b"chain").encode(),
             ),
-            Unauthorized,
-            "capability",
+            MalformedCapability,
+            "chain",
         ),
         "a proof on an inbox message": (
             ReplicaMessage(
@@ -651,7 +652,9 @@ def test_decode_proof_takes_outside_bytes(blob: bytes) -> None:
 
 
 def test_a_proof_over_the_size_limit_is_refused_before_parsing() -> None:
-    big = rpc.StoreProof(ALICE.ed25519_public, T0, DAY, bytes(64), bytes(3000)).encode()
+    big = rpc.StoreProof(
+        ALICE.ed25519_public, T0, DAY, bytes(64), bytes(rpc.MAX_PROOF_BYTES)
+    ).encode()
     with pytest.raises(TooLarge):
         rpc.decode_proof(big)
 

@@ -496,7 +496,7 @@ async def test_acked_writes_survive_sigkill_of_the_process(
 @pytest.mark.parametrize(
     ("prepare", "message"),
     [
-        (lambda db: db.execute("PRAGMA user_version = 4"), "has store schema 4"),
+        (lambda db: db.execute("PRAGMA user_version = 5"), "has store schema 5"),
         (lambda db: db.execute("PRAGMA user_version = -1"), "damaged"),
     ],
 )
@@ -524,7 +524,37 @@ async def test_a_new_file_gets_every_migration_in_one_step(tmp_path: Path) -> No
     async with open_store(path, clock=Clock()) as store:
         await put(store, b"first")
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
         sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
         assert "AUTOINCREMENT" in sql
         assert db.execute("SELECT seq FROM messages").fetchone()[0] == 1
+
+
+async def test_revocations_survive_a_restart_and_are_swept_after_their_time(
+    tmp_path: Path,
+) -> None:
+    """Schema 4 (issue 12): a revocation kept is answered by is_revoked at once, again
+    after a restart (loaded from SQLite), listed for peers while its link lives, and
+    swept (from the table and the index) after it is no longer needed."""
+    path = tmp_path / "m.db"
+    clock = Clock()
+    link, other = bytes([1]) * 32, bytes([2]) * 32
+    now = clock()
+    async with open_store(path, clock=clock) as store:
+        assert not store.is_revoked(link)
+        assert await store.store_revocation(ALICE, link, b"record", now + 1_000, now + 5_000)
+        assert not await store.store_revocation(ALICE, link, b"again", now + 1_000, now + 5_000)
+        assert store.is_revoked(link) and not store.is_revoked(other)
+    async with open_store(path, clock=clock) as store:
+        assert store.is_revoked(link)
+        page = await store.revocation_page(0, accept=lambda a: True, limit=10, max_bytes=10_000)
+        assert page.revocations == (b"record",) and not page.messages
+        clock.now += 2_000  # the link expired: not served, still kept
+        page = await store.revocation_page(0, accept=lambda a: True, limit=10, max_bytes=10_000)
+        assert page.revocations == ()
+        assert store.is_revoked(link)
+        clock.now += 4_000
+        await store.sweep()
+        assert not store.is_revoked(link)
+    async with open_store(path, clock=clock) as store:
+        assert not store.is_revoked(link)

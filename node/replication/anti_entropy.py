@@ -26,6 +26,18 @@ checked as a client's request would be (the owner's key and signature, the metho
 except its age, and applied as of its signed time, once (node/store/: it deletes what
 was first stored up to then, plus the clock skew, leaves tombstones, and is kept for the
 next member), so a member that missed a delete catches up as it does with stores.
+
+Revocations (issue 12). Last, each round pulls the peer's revocation records of
+delegated links after a third cursor, verifies each one again as a client's ``revoke``
+is verified (:func:`veil.onion.capability.verify_revocation`, this node's clock and
+skew, its own revocations for an administrator's authority chain) and keeps it, for an
+account of this swarm, exactly as the storage service does; so a member that was down
+when a revocation was stored refuses the revoked link within a round of coming back,
+and since records are in SQLite and loaded at start, a restart loses none. A peer
+serves a record while the revoked link could still be used; a record whose link has
+expired has nothing left to stop. Revocations are pulled after the rows, so the
+messages a page brings are checked against the revocations known before it (a copy
+whose proof's chain is revoked is refused): the order costs at most a round's delay.
 """
 
 from __future__ import annotations
@@ -37,8 +49,10 @@ import trio
 
 from veil.onion import replication_frames as wire
 from veil.onion import rpc
+from veil.onion.capability import ChainCache, verify_revocation
 from veil.onion.directory import ConsensusNode
 from veil.onion.errors import ProtocolError, Unauthorized, VeilError
+from veil.onion.keys import AccountId
 from veil.onion.replica import ReplicaMessage
 
 from ..config import ReplicationConfig
@@ -55,6 +69,8 @@ __all__ = ["AntiEntropy"]
 #: Appended to a peer's ID for the cursor of its deletions (sync_cursors keeps one scope
 #: per "peer" key, so rows and deletions need two keys).
 _DELETIONS = b"/deletions"
+#: The same for the cursor of its revocations.
+_REVOCATIONS = b"/revocations"
 
 log = logging.getLogger("veil.node.replication")
 
@@ -71,6 +87,7 @@ class AntiEntropy:
         clock: Callable[[], int],
         config: ReplicationConfig,
         counters: ReplicationCounters,
+        chains: ChainCache | None = None,
     ) -> None:
         self.view = view
         self.store = store
@@ -78,6 +95,8 @@ class AntiEntropy:
         self.clock = clock
         self.config = config
         self.counters = counters
+        #: The storage service's cache of verified chains (owner proofs of delegated keys).
+        self.chains = chains
         self._wakeup = Wakeup()
 
     def start_round(self) -> None:
@@ -106,6 +125,61 @@ class AntiEntropy:
     async def _pull_from(self, peer: ConsensusNode, scope: bytes) -> None:
         await self._pull_rows(peer, scope)
         await self._pull_deletions(peer, scope)
+        await self._pull_revocations(peer, scope)
+
+    async def _pull_revocations(self, peer: ConsensusNode, scope: bytes) -> None:
+        """Pull the revocation records ``peer`` keeps after our cursor (kept under the
+        peer's ID with the suffix :data:`_REVOCATIONS`), verify each again and keep it
+        (see the module note)."""
+        key = peer.node_id + _REVOCATIONS
+        cursor = await self.store.sync_cursor(key, scope)
+        for _ in range(self.config.max_pages):
+            self.counters.pulls += 1
+            try:
+                page = await self.requests.pull(peer, cursor, scope, revocations=True)
+                if page.next_seq < cursor:
+                    raise ProtocolError("the page goes back before the cursor")
+            except VeilError as exc:
+                self.counters.pull_failures += 1
+                log_event(
+                    log, logging.DEBUG, "pull_failed", peer=peer.node_id_hex[:16], error=str(exc)
+                )
+                return
+            for record in page.revocations:
+                await self._keep_revocation(peer, record)
+            if page.next_seq != cursor:
+                cursor = page.next_seq
+                await self.store.set_sync_cursor(key, scope, cursor)
+            if not page.more:
+                return
+
+    async def _keep_revocation(self, peer: ConsensusNode, record: bytes) -> None:
+        """Keep a revocation record a peer holds, once verified here (as a client's
+        ``revoke``), for an account of this swarm."""
+        skew = self.config.clock_skew_ms
+        try:
+            revocation = verify_revocation(
+                record, now_ms=self.clock(), skew_ms=skew, is_revoked=self.store.is_revoked
+            )
+            owner = revocation.owner
+            if not isinstance(owner, AccountId):
+                raise ProtocolError("only accounts' revocations are kept by a swarm")
+        except VeilError as exc:
+            self.counters.pull_refused += 1
+            log_event(
+                log, logging.INFO, "pulled_refused", peer=peer.node_id_hex[:16], error=str(exc)
+            )
+            return
+        if not self._is_mine_key(owner.x25519_public):
+            return
+        created = await self.store.store_revocation(
+            owner,
+            revocation.link,
+            revocation.encoded,
+            revocation.expires_ms + skew,
+            revocation.expires_ms + rpc.MAX_TTL_PRIVATE_MS + 2 * skew,
+        )
+        self.counters.revocations_pulled += int(created)
 
     async def _pull_rows(self, peer: ConsensusNode, scope: bytes) -> None:
         cursor = await self.store.sync_cursor(peer.node_id, scope)
@@ -199,7 +273,13 @@ class AntiEntropy:
         good: list[ReplicaMessage] = []
         for m in messages:
             try:
-                wire.check_message(m, now_ms=now, skew_ms=self.config.clock_skew_ms)
+                wire.check_message(
+                    m,
+                    now_ms=now,
+                    skew_ms=self.config.clock_skew_ms,
+                    is_revoked=self.store.is_revoked,
+                    chains=self.chains,
+                )
             except VeilError as exc:
                 self.counters.pull_refused += 1
                 log_event(

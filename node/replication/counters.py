@@ -39,6 +39,8 @@ class ReplicationCounters:
     pull_refused: int = 0
     #: Messages deleted here by a deletion pulled from a peer (one this node missed).
     deletions_applied: int = 0
+    #: Revocation records pulled from a peer that were new here (missed here).
+    revocations_pulled: int = 0
     #: Messages handed over to another swarm (and deleted here).
     handed_over: int = 0
     #: Handover pushes that failed or were refused.
@@ -72,6 +74,11 @@ def replication_figures(c: ReplicationCounters, queued: int) -> list[StorageFigu
             "veil_replication_deletions_applied",
             "Messages deleted by an owner's delete pulled from a peer (missed here)",
             c.deletions_applied,
+        ),
+        counter(
+            "veil_replication_revocations_pulled",
+            "Revocations of delegated keys pulled from a peer (missed here)",
+            c.revocations_pulled,
         ),
         counter(
             "veil_replication_pull_refused",

@@ -17,7 +17,9 @@ owner-written row without its proof), and refused (503) if the asker names anoth
 scope than this node's consensus gives it; the asker checks each message of the page as
 a push (anti_entropy.py). A pull of deletions is answered, the same way, with the
 owners' signed deletes this node executed (for the asker's accounts), which the asker
-verifies before it applies them. A forward (a client's delete, delete_all or expire) is
+verifies before it applies them; a pull of revocations with the revocation records of
+delegated links kept here (issue 12), which the asker verifies again. A forward (a
+client's delete, delete_all or expire, or a revoke) is
 accepted only from a member of this node's own swarm and is executed by the storage
 service with its usual checks (the swarm, the client's signature and clock), never
 forwarded again.
@@ -141,7 +143,13 @@ class Receiver:
             accepted: list[ReplicaMessage] = []
             refused: list[bytes] = []
             for m in push.messages:
-                wire.check_message(m, now_ms=now, skew_ms=self.config.clock_skew_ms)
+                wire.check_message(
+                    m,
+                    now_ms=now,
+                    skew_ms=self.config.clock_skew_ms,
+                    is_revoked=self.store.is_revoked,
+                    chains=self.service.chains,
+                )
                 if consensus.swarm_of(ring_position(m.account)).swarm_id == me.swarm_id:
                     accepted.append(m)
                 else:
@@ -184,7 +192,11 @@ class Receiver:
         def accept(account: bytes) -> bool:
             return swarm_of(ring_position(account)).swarm_id == target
 
-        if pull.deletions:
+        if pull.revocations:
+            page = await self.store.revocation_page(
+                pull.after, accept=accept, limit=wire.MAX_MESSAGES, max_bytes=wire.BATCH_MAX_BYTES
+            )
+        elif pull.deletions:
             page = await self.store.deletion_page(
                 pull.after, accept=accept, limit=wire.MAX_MESSAGES, max_bytes=wire.BATCH_MAX_BYTES
             )
@@ -213,9 +225,10 @@ class Receiver:
                 raise Unauthorized("only members of this node's swarm forward requests")
             request = rpc.decode_request(fwd.request)
             if not isinstance(
-                request, rpc.DeleteRequest | rpc.DeleteAllRequest | rpc.ExpireRequest
+                request,
+                rpc.DeleteRequest | rpc.DeleteAllRequest | rpc.ExpireRequest | rpc.RevokeRequest,
             ):
-                raise ProtocolError("only delete, delete_all and expire are forwarded")
+                raise ProtocolError("only delete, delete_all, expire and revoke are forwarded")
         except VeilError as exc:
             self._refused(exc)
             raise

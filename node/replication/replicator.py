@@ -98,6 +98,7 @@ class Replicator:
             clock=clock,
             config=config,
             counters=self.counters,
+            chains=service.chains,
         )
         self._handover = Handover(
             view=view,

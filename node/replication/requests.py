@@ -86,13 +86,25 @@ class PeerRequests:
         return self._open_answer(wire.open_pushed, body, peer, digest)
 
     async def pull(
-        self, peer: ConsensusNode, after: int, scope: bytes, *, deletions: bool = False
+        self,
+        peer: ConsensusNode,
+        after: int,
+        scope: bytes,
+        *,
+        deletions: bool = False,
+        revocations: bool = False,
     ) -> ReplicaPage:
-        """One page of ``peer``'s rows (``deletions``: of the signed deletions it keeps)
-        after seq ``after``, of the accounts of ``scope`` (503 if the peer sees the scope
-        otherwise)."""
+        """One page of ``peer``'s rows (``deletions``: of the signed deletions it keeps;
+        ``revocations``: of its revocation records) after seq ``after``, of the accounts
+        of ``scope`` (503 if the peer sees the scope otherwise)."""
         frame, digest = wire.seal_pull(
-            self.keys, peer, after, scope, now_ms=self.clock(), deletions=deletions
+            self.keys,
+            peer,
+            after,
+            scope,
+            now_ms=self.clock(),
+            deletions=deletions,
+            revocations=revocations,
         )
         body = await self._post(peer, PULL_PATH, frame)
         return self._open_answer(wire.open_page, body, peer, digest)

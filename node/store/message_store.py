@@ -42,6 +42,16 @@ carries; :meth:`MessageStore.replica_page` lists rows after a seq for a peer tha
 :meth:`MessageStore.accounts`, :meth:`MessageStore.account_replicas` and
 :meth:`MessageStore.delete_replicas` walk and drop one account's rows for a handover.
 
+Revocations (issue 12): :meth:`MessageStore.store_revocation` keeps a verified
+revocation record of a delegated link (table ``revocations``, one per link, durable
+before it returns), :meth:`MessageStore.is_revoked` answers from an index in memory
+(link digest -> account and how long it is kept; loaded from SQLite when the store
+opens, updated after each commit, pruned by the sweeps), so the check a delegated
+request makes costs one dict lookup, and :meth:`MessageStore.revocation_page` lists the
+records for a peer that pulls them. A link digest names its account (a link lists its
+resources, whose owner is the account), so one map over every account is an index per
+account.
+
 Long-poll support: :meth:`MessageStore.watch` gives a :class:`trio.Event` that the
 writer sets right after the commit of a batch that stored a new message for that
 (account, namespace). Entering ``watch`` *before* reading closes the race between "read
@@ -116,6 +126,8 @@ class MessageStore:
         self._watches: dict[tuple[bytes, int], _Watch] = {}
         self._swept = 0
         self._sweep_batches = 0
+        #: The revoked links: digest -> (account key, kept until ms). See the module note.
+        self._revoked: dict[bytes, tuple[bytes, int]] = {}
 
     # --- opening and closing (called by open_store) ---------------------------------
 
@@ -131,6 +143,8 @@ class MessageStore:
             self._writer.rows = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
             self._writer.cursor = conn.cursor()
             self._reader = connect(self.path, self._synchronous, read_only=True)
+            for account, link, until in reads.revoked_links(self._reader, self.clock()):
+                self._revoked[link] = (account, until)
         except sqlite3.Error as exc:
             self._close_connections()
             raise StoreError(str(exc)) from exc
@@ -217,6 +231,30 @@ class MessageStore:
             )
         )
 
+    async def store_revocation(
+        self, account: AccountId, link: bytes, record: bytes, link_expiry_ms: int, until_ms: int
+    ) -> bool:
+        """Keep a verified revocation ``record`` of the delegated link ``link`` (served to
+        peers until ``link_expiry_ms``, kept until ``until_ms``); from the commit on,
+        :meth:`is_revoked` answers True for the link. False if the link was revoked here
+        already (the record kept first stays)."""
+        created = await self._submit(
+            writes.store_revocation(account.x25519_public, link, record, link_expiry_ms, until_ms)
+        )
+        known = self._revoked.get(link)
+        if known is None or known[1] < until_ms:
+            self._revoked[link] = (account.x25519_public, until_ms)
+        return bool(created)
+
+    def is_revoked(self, link: bytes) -> bool:
+        """Whether a revocation of the delegated link ``link`` (its digest) is kept here:
+        a dict lookup (the index is in memory; see the module note)."""
+        return link in self._revoked
+
+    def revocations(self) -> int:
+        """How many revoked links are kept (a gauge)."""
+        return len(self._revoked)
+
     async def delete_all(self, account: AccountId, namespace: int | None) -> int:
         """Delete all the account's messages in ``namespace`` (None: every namespace),
         each leaving a tombstone.
@@ -300,6 +338,7 @@ class MessageStore:
             ("tombstones", "account, namespace, hash"),
             ("executed_requests", "digest"),
             ("deletions", "seq"),
+            ("revocations", "seq"),
         ):
             while True:
                 n = await self._submit(
@@ -313,6 +352,9 @@ class MessageStore:
                 )
                 if n < self._sweep_batch:
                     break
+        now = self.clock()
+        for link in [link for link, (_, until) in self._revoked.items() if until <= now]:
+            del self._revoked[link]
         if total:
             log.debug("swept %d expired messages", total)
         return total
@@ -418,6 +460,24 @@ class MessageStore:
         missed. Limits as :meth:`replica_page` (the byte budget counts the requests)."""
         await trio.lowlevel.checkpoint()
         return reads.deletion_page(
+            self._reader_or_raise(), after_seq, self.clock(), accept, limit, max_bytes, scan_limit
+        )
+
+    async def revocation_page(
+        self,
+        after_seq: int,
+        *,
+        accept: Callable[[bytes], bool],
+        limit: int,
+        max_bytes: int,
+        scan_limit: int = 1024,
+    ) -> ReplicaPage:
+        """The revocation records kept here with a seq after ``after_seq`` whose account
+        ``accept`` takes and whose link could still be used, in seq order, as a page
+        whose ``revocations`` hold them (no messages): what a peer pulls to learn the
+        revocations it missed. Limits as :meth:`deletion_page`."""
+        await trio.lowlevel.checkpoint()
+        return reads.revocation_page(
             self._reader_or_raise(), after_seq, self.clock(), accept, limit, max_bytes, scan_limit
         )
 

@@ -31,6 +31,8 @@ __all__ = [
     "get",
     "replica_page",
     "retrieve",
+    "revocation_page",
+    "revoked_links",
     "size_bytes",
     "sync_cursor",
 ]
@@ -226,6 +228,51 @@ def deletion_page(
         if row is not None:
             deletes.append(row[0])
     return ReplicaPage([], next_seq, full or len(rows) == scan_limit, tuple(deletes))
+
+
+def revocation_page(
+    conn: sqlite3.Connection,
+    after_seq: int,
+    now: int,
+    accept: Callable[[bytes], bool],
+    limit: int,
+    max_bytes: int,
+    scan_limit: int,
+) -> ReplicaPage:
+    """See :meth:`MessageStore.revocation_page`."""
+    rows = conn.execute(
+        "SELECT seq, account, link_expiry, length(record) FROM revocations"
+        " WHERE seq > ? ORDER BY seq LIMIT ?",
+        (after_seq, scan_limit),
+    ).fetchall()
+    taken: list[int] = []
+    used = 0
+    next_seq = after_seq
+    full = False
+    for seq, account, link_expiry, size in rows:
+        if link_expiry > now and accept(account):
+            if len(taken) >= limit or (taken and used + size > max_bytes):
+                full = True
+                break
+            used += size
+            taken.append(seq)
+        next_seq = seq
+    records: list[bytes] = []
+    for seq in taken:
+        row = conn.execute("SELECT record FROM revocations WHERE seq = ?", (seq,)).fetchone()
+        if row is not None:
+            records.append(row[0])
+    return ReplicaPage([], next_seq, full or len(rows) == scan_limit, revocations=tuple(records))
+
+
+def revoked_links(conn: sqlite3.Connection, now: int) -> list[tuple[bytes, bytes, int]]:
+    """Every revocation kept and not yet swept: (account, link digest, kept until)."""
+    return [
+        (bytes(a), bytes(link), int(until))
+        for a, link, until in conn.execute(
+            "SELECT account, link, expiry FROM revocations WHERE expiry > ?", (now,)
+        )
+    ]
 
 
 def accounts(conn: sqlite3.Connection, after: bytes | None, limit: int) -> list[bytes]:

@@ -31,6 +31,14 @@ anti-entropy carries to members that missed them (node/replication/).
 Rows of a version 2 file have no proof: outside the inbox they are served but not
 replicated (a member would refuse them), until they expire.
 
+Version 4 (issue 12, delegated session keys): ``revocations``, the verified revocation
+records of delegated links of this swarm's accounts (one per revoked link), which the
+storage service consults on every delegated request (through an index in memory,
+loaded at start) and which anti-entropy carries to members that missed one. A record is
+served to peers while the revoked link could still be used (``link_expiry``, its expiry
+plus the clock skew) and kept, for the owner proofs of replicated messages, until every
+message stored under the link could have expired (``expiry``).
+
 Connections: WAL mode or nothing (readers must never wait for the writer, see
 node/store/message_store.py); a file system without WAL is refused with a
 :class:`~veil.node.errors.StoreError`.
@@ -139,6 +147,18 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     expiry  INTEGER NOT NULL
 )""",
         "CREATE INDEX IF NOT EXISTS deletions_by_expiry ON deletions (expiry)",
+    ),
+    # 3 -> 4 (issue 12): the revocations of delegated links, kept and replicated.
+    (
+        """CREATE TABLE IF NOT EXISTS revocations (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order, never reused
+    account     BLOB    NOT NULL,         -- the owner's 32-byte X25519 key
+    link        BLOB    NOT NULL UNIQUE,  -- digest of the revoked link
+    record      BLOB    NOT NULL,         -- the signed revocation record, as verified
+    link_expiry INTEGER NOT NULL,         -- ms: served to peers until then
+    expiry      INTEGER NOT NULL          -- ms: kept until then; swept after
+)""",
+        "CREATE INDEX IF NOT EXISTS revocations_by_expiry ON revocations (expiry)",
     ),
 )
 

@@ -43,6 +43,7 @@ __all__ = [
     "set_sync_cursor",
     "store_message",
     "store_replicas",
+    "store_revocation",
 ]
 
 _INSERT = (
@@ -391,5 +392,23 @@ def set_sync_cursor(peer: bytes, scope: bytes, seq: int) -> WriteFn[None]:
             (peer, scope, seq),
         )
         return None, 0, []
+
+    return write
+
+
+def store_revocation(
+    account: bytes, link: bytes, record: bytes, link_expiry: int, until: int
+) -> WriteFn[bool]:
+    """Keep a verified revocation ``record`` of the link ``link`` of ``account`` (served
+    to peers until ``link_expiry``, kept until ``until``); False if a revocation of that
+    link is kept already (the first one stays: one record per link is enough)."""
+
+    def write(db: sqlite3.Cursor) -> tuple[bool, int, list[tuple[bytes, int]]]:
+        cur = db.execute(
+            "INSERT INTO revocations (account, link, record, link_expiry, expiry)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (link) DO NOTHING",
+            (account, link, record, link_expiry, until),
+        )
+        return bool(cur.rowcount), 0, []
 
     return write
