@@ -14,7 +14,8 @@ A TTL out of limits is refused with :class:`~veil.onion.errors.BadTtl`, a
 :class:`~veil.onion.errors.SchemaError` whose message names ``<method>.params.ttl``.
 
 Delegated keys (issue 12): every signable request may carry ``capability``, the bytes of
-a capability chain (at most :data:`~veil.onion.rpc.limits.MAX_CAPABILITY`), which goes
+a capability chain (at most :data:`~veil.onion.rpc.limits.MAX_CAPABILITY`, checked by the
+chain's decoder: ``too_large``), which goes
 with the three signature fields (never alone); then ``pubkey_ed25519`` is the session
 key that signed, and :func:`~veil.onion.rpc.signing.verify_request` judges the request by
 the chain. ``revoke`` is unsigned: its ``record`` (a revocation,
@@ -37,7 +38,6 @@ from .canonical import length_prefixed, message_hash
 from .limits import (
     ID_TEXT_LENGTH,
     MAX_BODY,
-    MAX_CAPABILITY,
     MAX_HASHES,
     MAX_RECORD,
     MAX_TIME_MS,
@@ -220,10 +220,13 @@ AUTH_FIELDS: Final = {
     "timestamp": Field(int, min=0, max=MAX_TIME_MS, required=False),
     "signature": Field(bytes, size=crypto.SIG_BYTES, required=False),
 }
-#: The signature fields and the optional capability chain of a delegated key.
+#: The signature fields and the optional capability chain of a delegated key. The
+#: chain's own limit (MAX_CAPABILITY) is checked by the chain's decoder, before parsing,
+#: so that an oversized chain is ``too_large`` as a chain (CapabilityTooLarge); the
+#: request's size limit bounds it before that.
 _SIGNED_FIELDS: Final = {
     **AUTH_FIELDS,
-    "capability": Field(bytes, min_len=1, max_len=MAX_CAPABILITY, required=False),
+    "capability": Field(bytes, min_len=1, required=False),
 }
 
 _ENVELOPE = Schema(
