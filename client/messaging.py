@@ -155,9 +155,7 @@ class InboxMessage:
     @classmethod
     def from_record(cls, record: ReceivedMessage) -> InboxMessage:
         if record.sender is None:  # sealed (recorded by a delegated receiver)
-            return cls(
-                record.hash, None, b"", 0, record.received_at_ms, record.seq, record.content
-            )
+            return cls(record.hash, None, b"", 0, record.received_at_ms, record.seq, record.content)
         return cls(
             record.hash,
             record.sender,
@@ -267,9 +265,7 @@ class Receiver:
         #: The account's seed, or None under a delegated session (then messages stay sealed).
         self.account: Account | None = account if isinstance(account, Account) else None
         self.session = account if isinstance(account, DelegatedSession) else None
-        self.account_id: AccountId = (
-            account.id if isinstance(account, Account) else account.account
-        )
+        self.account_id: AccountId = account.id if isinstance(account, Account) else account.account
         self.state = state
         self.wait_s = wait_s
         #: The node we poll (kept while it answers, so our position means something).

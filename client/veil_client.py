@@ -395,8 +395,9 @@ class VeilClient:
                     continue
                 chains.append((Chain.decode(row.chain), row.link))
         if not chains:
-            raise NotRevocable(f"nothing left to revoke for {_shown_target(target)}: "
-                               "revoked already, or expired")
+            raise NotRevocable(
+                f"nothing left to revoke for {_shown_target(target)}: revoked already, or expired"
+            )
         done = []
         for chain, link in chains:
             record = sign_revocation(revoker, chain, link, now_ms=now)

@@ -23,6 +23,10 @@ Design notes
   sqlite3) when they run, so ``veil --help`` and a mistyped command answer at once.
 * **Secrets never come from argv** (it leaks into process lists and shell history):
   :meth:`Context.read_secret` reads them from stdin, with a no-echo prompt on a TTY.
+* **Delegated sessions.** The global ``--delegated FILE`` (or ``VEIL_DELEGATED``) names a
+  file holding a serialized delegated session (``veil id delegate -o FILE``): commands
+  that talk to the network then act for the session's account without its seed
+  (:meth:`Context.delegated`); the file is a secret, refused if others may read it.
 * **Passphrases** (of a seed sealed with ``veil id new --passphrase``) come from the
   environment, ``VEIL_PASSPHRASE`` (and ``VEIL_NEW_PASSPHRASE`` when changing it), for
   services that run unattended; else from a no-echo prompt when stdin is a terminal
@@ -50,6 +54,7 @@ from veil.onion import __version__
 from veil.onion.errors import VeilError
 
 if TYPE_CHECKING:
+    from veil.client.delegation.session import DelegatedSession
     from veil.client.home import Home
     from veil.onion.keys import Account
 
@@ -59,6 +64,11 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
+
+#: Environment variable naming a delegated session's file (``--delegated``).
+DELEGATED_ENV = "VEIL_DELEGATED"
+#: A serialized session is at most about 22 KB; a file much larger is not one.
+MAX_SESSION_FILE_BYTES = 64 * 1024
 
 #: Environment variables that carry passphrases for unattended use (see the module notes).
 PASSPHRASE_ENV = "VEIL_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
@@ -100,6 +110,46 @@ class Context:
         network = args.network or env.get("VEIL_NETWORK") or None
         #: The network's bootstrap file (``--network``/``VEIL_NETWORK``), not yet read.
         self.network: Path | None = Path(network).expanduser() if network else None
+        delegated = getattr(args, "delegated", None) or env.get(DELEGATED_ENV) or None
+        #: The delegated session's file (``--delegated``/``VEIL_DELEGATED``), not yet read.
+        self.delegated_file: Path | None = Path(delegated).expanduser() if delegated else None
+
+    @cached_property
+    def delegated(self) -> DelegatedSession | None:
+        """The session of ``--delegated FILE``, checked; None without the option.
+
+        :class:`CliError` for a file that is missing, readable by others or too large;
+        :class:`~veil.onion.errors.InvalidSession` for one that was altered."""
+        path = self.delegated_file
+        if path is None:
+            return None
+        import stat
+
+        from veil.client.delegation.session import DelegatedSession
+        from veil.client.errors import InsecureFile
+        from veil.client.home import check_private
+
+        try:
+            with path.open("rb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise CliError(f"--delegated {path} is not a regular file")
+                try:
+                    check_private(path, st)
+                except InsecureFile as e:
+                    raise CliError(f"--delegated: {e}") from None
+                raw = f.read(MAX_SESSION_FILE_BYTES + 1)
+        except FileNotFoundError:
+            raise CliError(
+                f"--delegated {path} does not exist (`veil id delegate -o FILE` writes one)"
+            ) from None
+        if len(raw) > MAX_SESSION_FILE_BYTES:
+            raise CliError(f"--delegated {path} is too large to hold a session")
+        try:
+            text = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise CliError(f"--delegated {path} does not hold a serialized session") from None
+        return DelegatedSession.from_string(text)
 
     @cached_property
     def home_dir(self) -> Path:
@@ -288,6 +338,12 @@ def build_parser(groups: Sequence[CommandGroup]) -> argparse.ArgumentParser:
         "--network",
         metavar="FILE",
         help="the network's bootstrap file (env VEIL_NETWORK), e.g. DIR/network.json",
+    )
+    parser.add_argument(
+        "--delegated",
+        metavar="FILE",
+        help="act under the delegated session in FILE (`veil id delegate -o FILE`), "
+        f"without the account's seed (env {DELEGATED_ENV})",
     )
     parser.add_argument(
         "--json",

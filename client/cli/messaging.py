@@ -14,6 +14,11 @@ Design notes
   home, is listed too); ``--follow`` then prints new messages as they arrive until
   Ctrl-C. ``--json`` prints one JSON object per message, one per line, flushed at once,
   so another program can read them as they come.
+* Under ``--delegated FILE`` the commands act for the session's account without its
+  seed: ``inbox`` (and ``--follow``) lists the messages *sealed* (hash, size: the
+  session cannot open them), ``send`` is refused (a message is signed by the account),
+  and a session that has expired or lacks ``retrieve`` in the inbox is refused before
+  anything is sent.
 * Errors a user can act on are one line (the framework prints every VeilError so):
   no network file, no authority reachable, a bad recipient, a message too large.
 """
@@ -90,11 +95,12 @@ def _run(ctx: Context, job: Any) -> Any:
     from veil.client.files import read_network_file
     from veil.client.veil_client import open_client
 
+    session = ctx.delegated  # first: a damaged session file is the error to report
     network = read_network_file(ctx.require_network())
-    account = ctx.account()
+    account = ctx.account() if session is None else None
 
     async def main() -> Any:
-        async with open_client(ctx.home, network, account=account) as client:
+        async with open_client(ctx.home, network, account=account, delegated=session) as client:
             return await job(client)
 
     return trio.run(main)
@@ -146,6 +152,13 @@ def _when(ms: int) -> str:
 
 
 def _message_json(m: InboxMessage) -> dict[str, Any]:
+    if m.envelope is not None:  # received under a delegated session: not opened
+        return {
+            "hash": m.hash.hex(),
+            "sealed": base64.b64encode(m.envelope).decode(),
+            "size": len(m.envelope),
+            "received_ms": m.received_ms,
+        }
     doc: dict[str, Any] = {
         "hash": m.hash.hex(),
         "from": str(m.sender),
@@ -160,6 +173,10 @@ def _message_json(m: InboxMessage) -> dict[str, Any]:
 
 
 def _show(ctx: Context, m: InboxMessage) -> None:
+    if m.envelope is not None:
+        text = f"{_when(m.received_ms)}  (sealed, {len(m.envelope)} bytes)  {m.hash.hex()}"
+        ctx.emit(_message_json(m), text)
+        return
     ctx.emit(_message_json(m), f"{_when(m.sent_ms)}  {m.sender}\n  {m.text}")
 
 
@@ -170,6 +187,11 @@ def _send(ctx: Context) -> None:
     from veil.client.messaging import DEFAULT_TTL_S, check_ttl
     from veil.onion.errors import InvalidTtl
 
+    if ctx.delegated_file is not None:
+        raise CliError(
+            "a message is signed by the account's seed: `veil send` cannot run under "
+            "--delegated (a delegated session has no seed)"
+        )
     to = _recipient(ctx.args.recipient)
     ttl_s = DEFAULT_TTL_S if ctx.args.ttl_s is None else ctx.args.ttl_s
     try:

@@ -155,9 +155,7 @@ def find(state: ClientState, target: RevocationTarget) -> list[IssuedDelegation]
         shown = prefix
     else:
         text = target if isinstance(target, str) else repr(target)
-        raise UnknownDelegation(
-            f"{text[:80]!r} is neither a did:key nor a delegation's hash (hex)"
-        )
+        raise UnknownDelegation(f"{text[:80]!r} is neither a did:key nor a delegation's hash (hex)")
     if not rows:
         raise UnknownDelegation(f"no delegation issued by this home matches {shown}")
     return rows
