@@ -409,6 +409,11 @@ class UnknownEpoch(GroupError):
     status = "not_found"
 
 
+class MalformedMessage(GroupError):
+    """An encrypted message (or file) that is not the format: not the JSON form or
+    base64, an unknown version, a plaintext that is not the inner format."""
+
+
 class MessageTampered(GroupError):
     """An encrypted message that does not open under its epoch's key: altered, or not
     of this session."""
