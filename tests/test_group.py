@@ -1,0 +1,605 @@
+"""Encryption sessions (issue 13), the sans-IO core in veil.onion.group: Seald's chains
+under both revocation policies, forwarding rules, revocation and rotation, concurrent
+rotations, messages (JSON and raw), whole-session revocation, every typed error with its
+wire status. Files: tests/test_group_files.py; properties: tests/test_group_properties.py;
+vectors: tests/test_group_vectors.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from tests.capabilityutil import counter_rng, seed_of
+from veil.onion import cbor, errors, padding
+from veil.onion.capability import Chain, authorize, issue_link, revoke
+from veil.onion.errors import (
+    BadAuthor,
+    CapabilityRevoked,
+    InvalidRights,
+    MalformedMessage,
+    MessageTampered,
+    NotAMember,
+    RawMessageHasNoSession,
+    RecordFromFuture,
+    RecordTooLarge,
+    RevocationNotAllowed,
+    RightMissing,
+    SessionRevoked,
+    UnknownEpoch,
+    UnknownSession,
+    WrongSession,
+)
+from veil.onion.group import (
+    ALL_RIGHTS,
+    DELEGATION,
+    MAX_RECORD_SIZE,
+    MESSAGES_NAMESPACE,
+    RIGHTS_POLICY,
+    STATE_NAMESPACE,
+    NewSession,
+    SessionState,
+    add_members,
+    check_record,
+    create_session,
+    decode_record,
+    decrypt_message,
+    encrypt_message,
+    end_session,
+    message_session_id,
+    resources_of_rights,
+    revoke_members,
+    rotate,
+)
+from veil.onion.group.records import make_member, make_revoke
+from veil.onion.keys import Account, GroupId
+
+NOW = 1_767_225_600_000
+MINUTE = 60_000
+
+
+def account(name: str) -> Account:
+    return Account(seed_of("group/" + name))
+
+
+U1, U2, U3, U4, U5 = (account(f"user{i}") for i in range(1, 6))
+
+
+class Seald:
+    """user1 creates (holds every right), adds user2 (read, forward), user2 adds user3
+    (read, forward); user1 also adds user4 with every right (an administrator who is not
+    the creator)."""
+
+    def __init__(self, policy: str, *, rng_seed: bytes = b"seald") -> None:
+        self.rng = counter_rng(rng_seed)
+        self.new: NewSession = create_session(
+            U1,
+            {U2.ed25519_public: {"read", "forward"}, U4.ed25519_public: ALL_RIGHTS},
+            metadata="a Seald chain",
+            policy=policy,
+            now_ms=NOW,
+            rng=self.rng,
+        )
+        self.key = self.new.session_key
+        state = self.new.state
+        added = add_members(
+            state, U2, [U3.ed25519_public], keys=state.epoch_keys(U2), now_ms=NOW + 1,
+            rng=self.rng,
+        )
+        self.state = state.add(*added)
+        assert not self.state.rejected
+
+    def members(self, state: SessionState | None = None, at: int = NOW + MINUTE) -> set[bytes]:
+        return set((state or self.state).members(now_ms=at))
+
+
+def can_revoke(s: Seald, revoker: Any, target: Account) -> bool:
+    try:
+        records = revoke_members(s.state, revoker, [target.ed25519_public], now_ms=NOW + 10)
+    except RevocationNotAllowed:
+        return False
+    assert records
+    return True
+
+
+# --- the Seald chains under both policies --------------------------------------------
+
+
+def test_the_seald_chain_records_who_added_whom_and_rights() -> None:
+    s = Seald(RIGHTS_POLICY)
+    members = s.state.members(now_ms=NOW + MINUTE)
+    assert set(members) == {U1.ed25519_public, U2.ed25519_public, U3.ed25519_public,
+                            U4.ed25519_public}
+    assert members[U1.ed25519_public].rights == ALL_RIGHTS
+    assert members[U2.ed25519_public].rights == {"read", "forward"}
+    assert members[U3.ed25519_public].rights == {"read", "forward"}
+    # The session key added user2 and user4: shown as added by the creator.
+    assert members[U2.ed25519_public].added_by == (U1.ed25519_public,)
+    assert members[U3.ed25519_public].added_by == (U2.ed25519_public,)
+    assert members[U3.ed25519_public].account == U3.id
+    assert s.state.creator == U1.ed25519_public
+    assert s.state.metadata == "a Seald chain"
+    assert s.state.policy == RIGHTS_POLICY
+    assert s.new.session_id == s.state.session_id
+    assert str(s.state.session_id).startswith("03")
+
+
+def test_under_rights_user1_revokes_anyone_user2_and_user3_no_one() -> None:
+    s = Seald(RIGHTS_POLICY)
+    assert can_revoke(s, s.key, U2) and can_revoke(s, s.key, U3)
+    assert can_revoke(s, U1, U2) and can_revoke(s, U1, U3)  # the creator's own key
+    assert can_revoke(s, U4, U2) and can_revoke(s, U4, U3)  # a holder of revoke
+    for revoker in (U2, U3):
+        for target in (U1, U2, U3, U4):
+            if target is not revoker:
+                assert not can_revoke(s, revoker, target), (revoker, target)
+
+
+def test_under_delegation_user2_revokes_user3_user3_no_one_and_no_one_the_creator() -> None:
+    s = Seald(DELEGATION)
+    assert can_revoke(s, U2, U3)
+    assert not can_revoke(s, U3, U2)
+    assert not can_revoke(s, U2, U4)
+    for revoker in (U2, U3, U4):
+        assert not can_revoke(s, revoker, U1)
+    assert can_revoke(s, s.key, U2) and can_revoke(s, U1, U3) and can_revoke(s, U4, U2)
+
+
+@pytest.mark.parametrize("policy", [RIGHTS_POLICY, DELEGATION])
+def test_no_one_can_revoke_the_creator_even_by_a_record_made_by_hand(policy: str) -> None:
+    s = Seald(policy)
+    (creator_chain,) = s.state.live_chains(U1.ed25519_public, now_ms=NOW)
+    authority = s.state.chain_for(U4.ed25519_public, "revoke", now_ms=NOW)
+    for revoker, auth in ((s.key, None), (U4, authority)):
+        record = make_revoke(revoke(revoker, creator_chain, now_ms=NOW + 5, authority=auth))
+        with pytest.raises(RevocationNotAllowed):
+            check_record(s.state, record, now_ms=NOW + 5)
+        state = s.state.add(record)
+        assert U1.ed25519_public in state.members(now_ms=NOW + 6)
+        assert isinstance(state.rejected[record.digest], RevocationNotAllowed)
+
+
+def test_under_rights_a_node_refuses_an_adders_revocation_made_by_hand() -> None:
+    """The capability layer lets an upstream issuer revoke; the rights policy does not,
+    and check_record (the node) enforces the policy."""
+    s = Seald(RIGHTS_POLICY)
+    (chain,) = s.state.live_chains(U3.ed25519_public, now_ms=NOW)
+    record = make_revoke(revoke(U2, chain, now_ms=NOW + 5))
+    with pytest.raises(RevocationNotAllowed) as info:
+        check_record(s.state, record, now_ms=NOW + 5)
+    assert info.value.status == "unauthorized"
+    assert U3.ed25519_public in s.members(s.state.add(record))
+    # The same record under the delegation policy is accepted.
+    d = Seald(DELEGATION)
+    (chain,) = d.state.live_chains(U3.ed25519_public, now_ms=NOW)
+    record = make_revoke(revoke(U2, chain, now_ms=NOW + 5))
+    check_record(d.state, record, now_ms=NOW + 5)
+    assert U3.ed25519_public not in d.members(d.state.add(record))
+
+
+def test_members_added_by_a_revoked_member_lose_access_unless_added_again() -> None:
+    s = Seald(RIGHTS_POLICY)
+    revoked = s.state.add(*revoke_members(s.state, s.key, [U2.ed25519_public], now_ms=NOW + 10))
+    assert s.members(revoked) == {U1.ed25519_public, U4.ed25519_public}
+    assert set(revoked.revoked_members(now_ms=NOW + MINUTE)) == {
+        U2.ed25519_public,
+        U3.ed25519_public,
+    }
+    # user3 also added by user4 (a chain that does not pass through user2) stays.
+    again = add_members(
+        s.state, U4, [U3.ed25519_public], keys=s.state.epoch_keys(U4), now_ms=NOW + 5
+    )
+    kept = s.state.add(*again)
+    kept = kept.add(*revoke_members(kept, s.key, [U2.ed25519_public], now_ms=NOW + 10))
+    assert s.members(kept) == {U1.ed25519_public, U3.ed25519_public, U4.ed25519_public}
+    assert kept.members(now_ms=NOW + MINUTE)[U3.ed25519_public].added_by == tuple(
+        sorted((U2.ed25519_public, U4.ed25519_public))
+    )
+
+
+# --- forwarding ------------------------------------------------------------------------
+
+
+def test_a_member_without_forward_cannot_add() -> None:
+    s = Seald(RIGHTS_POLICY)
+    state = s.state
+    new = add_members(
+        state, s.key, {U5.ed25519_public: {"read"}}, keys=state.epoch_keys(U1), now_ms=NOW + 2
+    )
+    state = state.add(*new)
+    with pytest.raises(RightMissing) as info:
+        add_members(state, U5, [account("x").ed25519_public], keys=state.epoch_keys(U5),
+                    now_ms=NOW + 3)
+    assert info.value.right == "forward"
+    # A link made by hand (the capability layer refuses it too, as widened).
+    (chain,) = state.live_chains(U5.ed25519_public, now_ms=NOW + 3)
+    target = account("x")
+    link = issue_link(
+        U5,
+        target.ed25519_public,
+        resources_of_rights(state.session_id, {"read"}),
+        now_ms=NOW + 3,
+        expires_ms=chain.expires_ms,
+        proof=chain.links[-1].digest,
+    )
+    record = make_member(U5, Chain.from_links((*chain.links, link)), now_ms=NOW + 3)
+    with pytest.raises(RightMissing) as info:
+        check_record(state, record, now_ms=NOW + 3)
+    assert info.value.right == "forward" and info.value.status == "unauthorized"
+    assert target.ed25519_public not in state.add(record).members(now_ms=NOW + 4)
+
+
+def test_a_member_gives_no_right_it_lacks() -> None:
+    s = Seald(RIGHTS_POLICY)
+    with pytest.raises(RightMissing) as info:
+        add_members(s.state, U2, {U5.ed25519_public: ALL_RIGHTS},
+                    keys=s.state.epoch_keys(U2), now_ms=NOW + 3)
+    assert info.value.right == "revoke"
+    (chain,) = s.state.live_chains(U2.ed25519_public, now_ms=NOW + 3)
+    link = issue_link(
+        U2,
+        U5.ed25519_public,
+        resources_of_rights(s.state.session_id, ALL_RIGHTS),
+        now_ms=NOW + 3,
+        expires_ms=chain.expires_ms,
+        proof=chain.links[-1].digest,
+    )
+    record = make_member(U2, Chain.from_links((*chain.links, link)), now_ms=NOW + 3)
+    with pytest.raises(RightMissing) as info:
+        check_record(s.state, record, now_ms=NOW + 3)
+    assert info.value.right == "revoke"
+
+
+def test_rights_are_checked() -> None:
+    s = Seald(RIGHTS_POLICY)
+    for bad in ({"write"}, {"forward"}, "read"):
+        with pytest.raises(InvalidRights):
+            add_members(s.state, s.key, {U5.ed25519_public: bad}, keys={}, now_ms=NOW)
+    with pytest.raises(InvalidRights):
+        create_session(U1, policy="anyone", now_ms=NOW)
+
+
+def test_membership_resources_are_the_documented_mapping() -> None:
+    group = GroupId(account("g").ed25519_public)
+    read, full = (
+        {(r.first, frozenset(r.actions)) for r in resources_of_rights(group, rights)}
+        for rights in ({"read"}, ALL_RIGHTS)
+    )
+    assert read == {
+        (STATE_NAMESPACE, frozenset({"retrieve"})),
+        (MESSAGES_NAMESPACE, frozenset({"retrieve", "store"})),
+    }
+    assert full == {
+        (STATE_NAMESPACE, frozenset({"retrieve", "store", "delegate", "revoke"})),
+        (MESSAGES_NAMESPACE, frozenset({"retrieve", "store", "delegate", "revoke"})),
+    }
+
+
+# --- revocation, rotation, nodes --------------------------------------------------------
+
+
+def _revoke_and_rotate(s: Seald, target: Account, at: int) -> tuple[SessionState, bytes, bytes]:
+    state = s.state.add(*revoke_members(s.state, s.key, [target.ed25519_public], now_ms=at))
+    assert state.needs_rotation(now_ms=at)
+    epoch, key = rotate(state, s.key, keys=state.epoch_keys(U1), now_ms=at + 1, rng=s.rng)
+    state = state.add(epoch)
+    assert not state.needs_rotation(now_ms=at + 2)
+    assert state.current_epoch(now_ms=at + 2) == epoch.epoch_id
+    return state, epoch.epoch_id, key
+
+
+def test_a_revoked_member_holding_every_old_key_cannot_read_the_new_epoch() -> None:
+    s = Seald(RIGHTS_POLICY)
+    old_keys = s.state.epoch_keys(U2)
+    old_message = encrypt_message(
+        s.state.session_id, s.new.epoch, s.new.epoch_key, "before", rng=s.rng
+    )
+    state, epoch, key = _revoke_and_rotate(s, U2, NOW + 10)
+    new_message = encrypt_message(state.session_id, epoch, key, "after", rng=s.rng)
+    # Everything user2 can get from every record it ever saw, plus what it kept.
+    stolen = {**old_keys, **state.epoch_keys(U2)}
+    assert epoch not in stolen
+    assert decrypt_message(old_message, state, stolen, now_ms=NOW + 20).body == b"before"
+    with pytest.raises(UnknownEpoch):
+        decrypt_message(new_message, state, stolen, now_ms=NOW + 20)
+    # Any old key under the new epoch's ID opens nothing.
+    for old in stolen.values():
+        with pytest.raises(MessageTampered):
+            decrypt_message(new_message, state, {epoch: old}, now_ms=NOW + 20)
+    # user3 (added by user2) went with it; the others read the new epoch, and the old.
+    assert epoch not in state.epoch_keys(U3)
+    for reader in (U1, U4):
+        keys = state.epoch_keys(reader)
+        assert decrypt_message(new_message, state, keys, now_ms=NOW + 20).body == b"after"
+        assert decrypt_message(old_message, state, keys, now_ms=NOW + 20).body == b"before"
+
+
+def test_nodes_refuse_a_revoked_member_its_records_and_requests() -> None:
+    s = Seald(RIGHTS_POLICY)
+    (chain,) = s.state.live_chains(U2.ed25519_public, now_ms=NOW)
+    keys = s.state.epoch_keys(U2)
+    record = add_members(s.state, U2, [U5.ed25519_public], keys=keys, now_ms=NOW + 20)[0]
+    state = s.state.add(*revoke_members(s.state, s.key, [U2.ed25519_public], now_ms=NOW + 10))
+    with pytest.raises(NotAMember):
+        check_record(state, record, now_ms=NOW + 20)
+    assert U5.ed25519_public not in state.add(record).members(now_ms=NOW + 30)
+    # The capability check of the storage RPC, with the session's revocations.
+    revoked = set(state.revoked_links)
+    for namespace in (STATE_NAMESPACE, MESSAGES_NAMESPACE):
+        authorize(chain, signer=U2.ed25519_public, account=s.state.session_id,
+                  method="retrieve", namespace=namespace, now_ms=NOW + 20)
+        with pytest.raises(CapabilityRevoked):
+            authorize(chain, signer=U2.ed25519_public, account=s.state.session_id,
+                      method="retrieve", namespace=namespace, now_ms=NOW + 20,
+                      is_revoked=revoked.__contains__)
+
+
+def test_a_revoked_members_records_after_its_revocation_are_void() -> None:
+    s = Seald(DELEGATION)
+    keys = s.state.epoch_keys(U2)
+    late = add_members(s.state, U2, [U5.ed25519_public], keys=keys, now_ms=NOW + 20)
+    early = add_members(s.state, U2, [account("early").ed25519_public], keys=keys,
+                        now_ms=NOW + 5)
+    revocations = revoke_members(s.state, s.key, [U2.ed25519_public], now_ms=NOW + 10)
+    state = s.state.add(*late, *early, *revocations)
+    # Both are gone from the membership now (below a revoked link), but only the late one
+    # is void: the early one was a member between its addition and user2's revocation.
+    members = state.members(now_ms=NOW + 30)
+    assert U5.ed25519_public not in members
+    early_key = account("early").ed25519_public
+    assert early_key not in members
+    assert state.rights_of(early_key, now_ms=NOW + 30, at_ms=NOW + 6) == {"read", "forward"}
+    assert state.rights_of(U5.ed25519_public, now_ms=NOW + 30, at_ms=NOW + 21) == frozenset()
+
+
+def test_concurrent_rotations_give_two_heads_both_accepted_and_the_next_merges() -> None:
+    s = Seald(RIGHTS_POLICY)
+    base = s.state
+    e1, k1 = rotate(base, s.key, keys=base.epoch_keys(U1), now_ms=NOW + 10, rng=s.rng)
+    e4, k4 = rotate(base, U4, keys=base.epoch_keys(U4), now_ms=NOW + 11, rng=s.rng)
+    a, b = base.add(e1), base.add(e4)
+    merged = a.merge(b)
+    assert merged.heads == (e1.epoch_id, e4.epoch_id)
+    assert merged.records.keys() == b.merge(a).records.keys()
+    m1 = encrypt_message(merged.session_id, e1.epoch_id, k1, "one", rng=s.rng)
+    m4 = encrypt_message(merged.session_id, e4.epoch_id, k4, "four", rng=s.rng)
+    for reader in (U1, U2, U3, U4):
+        keys = merged.epoch_keys(reader)
+        assert decrypt_message(m1, merged, keys, now_ms=NOW + 20).body == b"one"
+        assert decrypt_message(m4, merged, keys, now_ms=NOW + 20).body == b"four"
+    assert merged.current_epoch(now_ms=NOW + 20) == e4.epoch_id  # the later head
+    e5, _ = rotate(merged, U4, keys=merged.epoch_keys(U4), now_ms=NOW + 30, rng=s.rng)
+    assert e5.parents == tuple(sorted((e1.epoch_id, e4.epoch_id)))
+    final = merged.add(e5)
+    assert final.heads == (e5.epoch_id,)
+    # A member added after the merge reads every epoch through the chain back.
+    late = add_members(final, U4, [U5.ed25519_public], keys=final.epoch_keys(U4),
+                       now_ms=NOW + 40, rng=s.rng)
+    final = final.add(*late)
+    keys = final.epoch_keys(U5)
+    assert set(keys) == set(final.epochs)
+    assert decrypt_message(m1, final, keys, now_ms=NOW + 50).body == b"one"
+
+
+def test_a_rotation_concurrent_with_a_revocation_leaves_an_unclean_head() -> None:
+    s = Seald(RIGHTS_POLICY)
+    base = s.state
+    epoch, _ = rotate(base, U4, keys=base.epoch_keys(U4), now_ms=NOW + 10, rng=s.rng)
+    revocations = revoke_members(base, s.key, [U3.ed25519_public], now_ms=NOW + 10)
+    state = base.add(epoch, *revocations)
+    assert state.heads == (epoch.epoch_id,)
+    assert state.needs_rotation(now_ms=NOW + 20)
+    assert state.current_epoch(now_ms=NOW + 20) is None
+    fixed, _ = rotate(state, s.key, keys=state.epoch_keys(U1), now_ms=NOW + 21, rng=s.rng)
+    state = state.add(fixed)
+    assert state.current_epoch(now_ms=NOW + 22) == fixed.epoch_id
+    assert U3.ed25519_public not in state.holders(fixed.epoch_id)
+
+
+def test_only_revokers_rotate() -> None:
+    s = Seald(DELEGATION)
+    with pytest.raises(RightMissing) as info:
+        rotate(s.state, U2, keys=s.state.epoch_keys(U2), now_ms=NOW + 10)
+    assert info.value.right == "revoke"
+    with pytest.raises(NotAMember):
+        rotate(s.state, U5, keys={}, now_ms=NOW + 10)
+
+
+# --- the whole session ------------------------------------------------------------------
+
+
+def test_revoking_the_whole_session() -> None:
+    s = Seald(RIGHTS_POLICY)
+    with pytest.raises(RightMissing):
+        end_session(s.state, U2, now_ms=NOW + 10)
+    end = end_session(s.state, U4, now_ms=NOW + 10)
+    state = s.state.add(end)
+    assert state.ended and not s.state.ended
+    more = add_members(s.state, s.key, [U5.ed25519_public], keys=s.state.epoch_keys(U1),
+                       now_ms=NOW + 11)
+    with pytest.raises(SessionRevoked) as info:
+        check_record(state, more[0], now_ms=NOW + 12)
+    assert info.value.status == "not_found"
+    # Storing the very same end record again is harmless.
+    assert check_record(state, end.encoded, now_ms=NOW + 12) == end
+
+
+# --- records a node refuses ------------------------------------------------------------
+
+
+def test_check_record_refusals() -> None:
+    s = Seald(RIGHTS_POLICY)
+    other = Seald(RIGHTS_POLICY, rng_seed=b"other")
+    with pytest.raises(WrongSession):
+        check_record(s.state, other.new.records[1], now_ms=NOW)
+    empty = SessionState(s.state.session_id)
+    with pytest.raises(UnknownSession):
+        check_record(empty, s.new.records[1], now_ms=NOW)
+    assert check_record(empty, s.new.records[0], now_ms=NOW) == s.new.records[0]
+    with pytest.raises(UnknownSession):
+        check_record(s.state, _regenesis(s), now_ms=NOW)
+    future = add_members(s.state, s.key, [U5.ed25519_public], keys=s.state.epoch_keys(U1),
+                         now_ms=NOW)
+    future_record = make_member(s.key, future[0].chain, now_ms=NOW + 5 * MINUTE)
+    with pytest.raises(RecordFromFuture) as info:
+        check_record(s.state, future_record, now_ms=NOW)
+    assert info.value.status == "clock_skew"
+    with pytest.raises(RecordTooLarge):
+        check_record(s.state, bytes(MAX_RECORD_SIZE + 1), now_ms=NOW)
+
+
+def _regenesis(s: Seald) -> Any:
+    from veil.onion.group.records import make_genesis
+
+    return make_genesis(s.key, U2.ed25519_public, policy=DELEGATION, metadata=None, now_ms=NOW)
+
+
+def test_two_geneses_resolve_by_digest_and_flag_the_conflict() -> None:
+    s = Seald(RIGHTS_POLICY)
+    second = _regenesis(s)
+    state = s.state.add(second)
+    assert state.conflict
+    assert state.genesis is not None
+    assert state.genesis.digest == min(second.digest, s.new.records[0].digest)
+
+
+def test_a_state_keeps_aside_what_is_not_valid() -> None:
+    s = Seald(RIGHTS_POLICY)
+    other = Seald(RIGHTS_POLICY, rng_seed=b"other")
+    state = s.state.add(b"\xff not a record", other.new.records[1])
+    assert len(state.rejected) == 2
+    assert state.members(now_ms=NOW) == s.state.members(now_ms=NOW)
+
+
+def test_records_decode_as_they_were_made() -> None:
+    s = Seald(RIGHTS_POLICY)
+    for record in s.state.records.values():
+        assert decode_record(record.encoded) == record
+        assert record.session_id == s.state.session_id
+
+
+# --- messages -----------------------------------------------------------------------
+
+
+def test_messages_json_and_raw() -> None:
+    s = Seald(RIGHTS_POLICY)
+    state, epoch, key = s.state, s.new.epoch, s.new.epoch_key
+    keys = state.epoch_keys(U3)
+    text = encrypt_message(state.session_id, epoch, key, "hello", rng=s.rng)
+    obj = json.loads(text)
+    assert set(obj) == {"sessionId", "data"} and obj["sessionId"] == str(state.session_id)
+    assert message_session_id(text) == state.session_id
+    out = decrypt_message(text, state, keys, now_ms=NOW)
+    assert (out.text, out.author, out.session_id, out.epoch) == (
+        "hello", None, state.session_id, epoch)
+    raw = encrypt_message(state.session_id, epoch, key, b"raw", raw=True, rng=s.rng)
+    assert not raw.startswith("{")
+    with pytest.raises(RawMessageHasNoSession):
+        message_session_id(raw)
+    assert isinstance(RawMessageHasNoSession(), ValueError)
+    assert decrypt_message(raw, state, keys, now_ms=NOW).body == b"raw"
+    data = base64.b64decode(raw)
+    assert len(data) >= 256 and padding.padme_length(len(data)) == len(data)
+
+
+def test_messages_of_another_session_or_tampered() -> None:
+    s = Seald(RIGHTS_POLICY)
+    other = Seald(RIGHTS_POLICY, rng_seed=b"other")
+    keys = s.state.epoch_keys(U1)
+    theirs = encrypt_message(other.state.session_id, other.new.epoch, other.new.epoch_key, "x")
+    with pytest.raises(WrongSession):
+        decrypt_message(theirs, s.state, keys, now_ms=NOW)
+    # Raw, its epoch is unknown here; with their key under our session it does not open.
+    raw = json.loads(theirs)["data"]
+    with pytest.raises(UnknownEpoch):
+        decrypt_message(raw, s.state, keys, now_ms=NOW)
+    with pytest.raises(MessageTampered):
+        decrypt_message(raw, s.state, {other.new.epoch: other.new.epoch_key}, now_ms=NOW)
+    mine = encrypt_message(s.state.session_id, s.new.epoch, s.new.epoch_key, "x", raw=True)
+    data = bytearray(base64.b64decode(mine))
+    data[-1] ^= 1
+    with pytest.raises(MessageTampered):
+        decrypt_message(base64.b64encode(data).decode(), s.state, keys, now_ms=NOW)
+    for bad in ("{", '{"sessionId": 1, "data": ""}', "!!!", "AAAA", '["x"]'):
+        with pytest.raises(MalformedMessage):
+            decrypt_message(bad, s.state, keys, now_ms=NOW)
+
+
+def test_group_messages_are_signed_and_checked_against_membership_at_their_date() -> None:
+    s = Seald(RIGHTS_POLICY)
+    state, epoch, key = s.state, s.new.epoch, s.new.epoch_key
+    keys = state.epoch_keys(U1)
+    text = encrypt_message(state.session_id, epoch, key, "hi", author=U3, timestamp_ms=NOW + 5)
+    out = decrypt_message(text, state, keys, now_ms=NOW + 6)
+    assert out.author == U3.ed25519_public and out.author_id == U3.id
+    assert out.timestamp_ms == NOW + 5
+    # user3 was added at NOW + 1: a message it dates before that is refused.
+    early = encrypt_message(state.session_id, epoch, key, "hi", author=U3,
+                            timestamp_ms=NOW - 5 * MINUTE)
+    with pytest.raises(BadAuthor):
+        decrypt_message(early, state, keys, now_ms=NOW + 6)
+    # A stranger holding the key is no author.
+    stranger = encrypt_message(state.session_id, epoch, key, "hi", author=U5,
+                               timestamp_ms=NOW + 5)
+    with pytest.raises(BadAuthor):
+        decrypt_message(stranger, state, keys, now_ms=NOW + 6)
+    # Revoked at NOW + 10: its message of NOW + 5 stays readable, one of NOW + 11 not.
+    revoked = state.add(*revoke_members(state, s.key, [U3.ed25519_public], now_ms=NOW + 10))
+    assert decrypt_message(text, revoked, keys, now_ms=NOW + 20).author == U3.ed25519_public
+    late = encrypt_message(state.session_id, epoch, key, "hi", author=U3, timestamp_ms=NOW + 11)
+    with pytest.raises(BadAuthor):
+        decrypt_message(late, revoked, keys, now_ms=NOW + 20)
+
+
+def test_a_forged_author_signature_is_refused() -> None:
+    s = Seald(RIGHTS_POLICY)
+    from veil.onion import crypto
+    from veil.onion.group.messages import _OVERHEAD, message_key
+
+    sid, epoch, key = s.state.session, s.new.epoch, s.new.epoch_key
+    inner = cbor.encode({"body": b"x", "from": U2.ed25519_public, "ts": NOW, "sig": bytes(64)})
+    nonce = bytes(24)
+    head = b"\x01" + epoch + nonce
+    sealed = head + crypto.aead_seal(
+        message_key(key, sid, epoch), nonce, padding.pad(inner, overhead=_OVERHEAD),
+        b"veil/group-msg/v1\x00" + sid + head[:33],
+    )
+    with pytest.raises(BadAuthor):
+        decrypt_message(base64.b64encode(sealed).decode(), s.state, {epoch: key}, now_ms=NOW)
+
+
+# --- the error family -----------------------------------------------------------------
+
+
+def test_every_group_error_is_typed_with_its_status() -> None:
+    expected = {
+        "GroupError": "bad_request",
+        "MalformedRecord": "bad_request",
+        "RecordTooLarge": "too_large",
+        "BadRecordSignature": "unauthorized",
+        "WrongSession": "bad_request",
+        "UnknownSession": "not_found",
+        "SessionRevoked": "not_found",
+        "NotAMember": "unauthorized",
+        "RightMissing": "unauthorized",
+        "RevocationNotAllowed": "unauthorized",
+        "RecordFromFuture": "clock_skew",
+        "UnknownEpoch": "not_found",
+        "MalformedMessage": "bad_request",
+        "MessageTampered": "bad_request",
+        "BadAuthor": "unauthorized",
+        "FileError": "bad_request",
+        "FileTampered": "bad_request",
+        "FileTruncated": "bad_request",
+        "FileExtended": "bad_request",
+    }
+    for name, status in expected.items():
+        cls = getattr(errors, name)
+        assert issubclass(cls, errors.GroupError) and issubclass(cls, errors.ProtocolError)
+        assert cls("x").status == status, name
+        assert errors.wire_status(cls("x")) == status
+    assert issubclass(errors.RecordTooLarge, errors.TooLarge)
+    for name in ("InvalidRights", "RawMessageHasNoSession"):
+        assert issubclass(getattr(errors, name), errors.InvalidValue)
