@@ -314,6 +314,8 @@ class SessionState:
         self.epochs: dict[bytes, EpochRecord] = {}
         self.end: EndRecord | None = None
         self.revocations: list[RevokeRecord] = []
+        #: Records valid on their own but signed by a member revoked before their date.
+        self.void: set[bytes] = set()
         geneses = sorted(
             (r for r in self.records.values() if isinstance(r, GenesisRecord)),
             key=lambda r: r.digest,
@@ -343,14 +345,21 @@ class SessionState:
         )
         for revocation in revokes:
             j = verdicts[revocation.digest]
-            if j.error is None and not self._void(j, revocation.issued_ms):
-                self.revocations.append(revocation)
-                self.revoked_links.setdefault(revocation.link, revocation.issued_ms)
+            if j.error is not None:
+                continue
+            if self._void(j, revocation.issued_ms):
+                self.void.add(revocation.digest)
+                continue
+            self.revocations.append(revocation)
+            self.revoked_links.setdefault(revocation.link, revocation.issued_ms)
         for record in self.records.values():
             if isinstance(record, GenesisRecord | RevokeRecord):
                 continue
             j = verdicts[record.digest]
-            if j.error is not None or self._void(j, record.issued_ms):
+            if j.error is not None:
+                continue
+            if self._void(j, record.issued_ms):
+                self.void.add(record.digest)
                 continue
             if isinstance(record, MemberRecord):
                 self.member_records.append(record)
