@@ -24,6 +24,14 @@ What is measured (all on 127.0.0.1, in one run of about half a minute)
   alternated with its floor. Target >= 10,000. Its floor,
   ``store_db_mps``, is the same messages straight into :meth:`veil.node.store.MessageStore.store`
   (no RPC), so ``store_service_db_ratio`` says how much the RPC layer costs.
+* ``retrieve_owner_rps`` and ``retrieve_delegated_rps`` (issue 12): signed inbox
+  retrieves handed to :meth:`~veil.node.service.StorageService.handle` in-process, as
+  ``store_mps`` (``SERVICE_TASKS`` tasks, best of ``ROUNDS`` alternated rounds), over
+  ``RETRIEVE_ACCOUNTS`` accounts holding one message each: signed by the account's key,
+  or by a session key of each account with a one-link capability chain (the node's
+  cache of verified chains warm after each chain's first request, as it is for a
+  worker that polls). ``retrieve_delegated_ratio`` = delegated / owner-signed; target
+  >= 0.9.
 * ``store_onion_mps``: the same kind of stores through the node's real ``POST /onion``,
   in 1-layer packets (the node is the destination); every reply is opened and must be
   ``ok``. This is the whole path of a message at its last hop, HTTP and onion included,
@@ -90,6 +98,9 @@ DISTURBED_CORES = 0.2
 TARGET_RELAY_PPS = 2000.0
 TARGET_RELAY_RATIO = 0.8
 TARGET_STORE_MPS = 10_000.0
+RETRIEVE_ACCOUNTS = 200
+RETRIEVE_REQUESTS = 10_000
+TARGET_DELEGATED_RATIO = 0.9
 
 NODE_CONFIG = """\
 # ./scripts/bench node: defaults, except the per-address limit (all load is loopback).
@@ -361,6 +372,7 @@ def run() -> dict[str, float]:
         if node_cpu is not None:
             os.sched_setaffinity(0, {node_cpu})
         service_mps, db_mps, store_others = _in_process_store_mps(tmp)
+        owner_rps, delegated_rps, retrieve_others = _in_process_retrieve_rps(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -387,6 +399,10 @@ def run() -> dict[str, float]:
         "store_db_mps": round(db_mps, 1),
         "store_cpu_others": round(store_others, 2),
         "store_service_db_ratio": round(service_mps / db_mps, 3),
+        "retrieve_owner_rps": round(owner_rps, 1),
+        "retrieve_delegated_rps": round(delegated_rps, 1),
+        "retrieve_delegated_ratio": round(delegated_rps / owner_rps, 3),
+        "retrieve_cpu_others": round(retrieve_others, 2),
         "store_onion_mps": round(store["rate"], 1),
         "store_onion_cpu_node": round(store["cpu_under_test"], 2),
         "store_onion_cpu_others": round(store["cpu_others"], 2),
@@ -479,6 +495,69 @@ def _in_process_store_mps(tmp: Path) -> tuple[float, float, float]:
     return max(service), max(floor), max(others)
 
 
+def _in_process_retrieve_rps(tmp: Path) -> tuple[float, float, float]:
+    """Signed inbox retrieves/s into StorageService.handle: by the accounts' keys, by
+    delegated session keys (one chain each), and the CPU other users took meanwhile.
+    See the module note."""
+    import trio
+
+    from veil.node.service import open_storage_service
+    from veil.onion import capability as cap
+    from veil.onion import rpc
+    from veil.onion.keys import Account
+
+    now = wall_clock_ms()
+    owners = [Account.generate() for _ in range(RETRIEVE_ACCOUNTS)]
+    signers = []
+    for owner in owners:
+        key = cap.SessionKey.generate()
+        chain = cap.delegate(
+            owner,
+            key.ed25519_public,
+            [cap.Resource.single(owner.id, rpc.INBOX, {cap.RETRIEVE})],
+            now_ms=now,
+        )
+        signers.append(cap.DelegatedSigner(key, chain))
+    picks = [i % RETRIEVE_ACCOUNTS for i in range(RETRIEVE_REQUESTS)]
+    by_owner = [rpc.make_retrieve(owners[i], now_ms=now) for i in picks]
+    by_delegate = [rpc.make_retrieve(signers[i], now_ms=now) for i in picks]
+    others: list[float] = []
+
+    async def measure(requests: list[bytes], db: Path) -> float:
+        replies: list[bytes] = []
+        async with open_storage_service(db) as service:
+            for owner in owners:
+                await service.handle(
+                    rpc.make_store(owner.id, b"one message", 86_400_000, now_ms=now)
+                )
+            it = iter(requests)
+
+            async def worker() -> None:
+                for req in it:
+                    replies.append(await service.handle(req))
+
+            busy0, cpu0 = _busy_seconds(), time.process_time()
+            start = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                for _ in range(SERVICE_TASKS):
+                    nursery.start_soon(worker)
+            wall = trio.current_time() - start
+            ours = time.process_time() - cpu0
+            others.append(max(0.0, (_busy_seconds() - busy0 - ours) / wall))
+        bad = Counter(r.status for r in map(rpc.decode_reply, replies) if not r.ok)
+        if bad or len(replies) != len(requests):
+            raise RuntimeError(f"retrieve: {len(replies)} replies, failures {dict(bad)}")
+        return len(requests) / wall
+
+    owner_rates, delegated_rates = [], []
+    for n in range(ROUNDS):
+        owner_rates.append(trio.run(measure, by_owner, tmp / f"retrieve-owner-{n}.sqlite"))
+        delegated_rates.append(
+            trio.run(measure, by_delegate, tmp / f"retrieve-delegated-{n}.sqlite")
+        )
+    return max(owner_rates), max(delegated_rates), max(others)
+
+
 def _accounts(n: int) -> list[str]:
     """``n`` valid account IDs (random X25519 public keys)."""
     from veil.onion import crypto
@@ -495,7 +574,7 @@ def describe(r: dict[str, float]) -> str:
         if r["pinned"]
         else "NOT pinned (fewer than 2 CPUs): the processes share cores"
     )
-    rounds = ("relay", "forward", "store_onion", "store")
+    rounds = ("relay", "forward", "store_onion", "store", "retrieve")
     disturbed = max(r[f"{k}_cpu_others"] for k in rounds)
     warning = (
         [f"  WARNING: other processes used up to {disturbed:.2f} cores during the rounds;"
@@ -528,6 +607,13 @@ def describe(r: dict[str, float]) -> str:
             f" other users {r['store_cpu_others']:.2f})",
             f"  store: MessageStore.store (floor)    {r['store_db_mps']:8.0f} messages/s"
             f"                   service / floor {r['store_service_db_ratio']:.2f}",
+            f"  retrieve, owner-signed               {r['retrieve_owner_rps']:8.0f} requests/s"
+            f"                   (in-process, {RETRIEVE_ACCOUNTS} accounts;"
+            f" other users {r['retrieve_cpu_others']:.2f})",
+            f"  retrieve, delegated key + chain      {r['retrieve_delegated_rps']:8.0f} requests/s"
+            f"  ratio {r['retrieve_delegated_ratio']:.2f}"
+            f" {mark(r['retrieve_delegated_ratio'] >= TARGET_DELEGATED_RATIO)}"
+            f" target >= {TARGET_DELEGATED_RATIO} (verified chains cached)",
             f"  store through POST /onion, 1 layer   {r['store_onion_mps']:8.0f} messages/s"
             f"                   CPU {r['store_onion_cpu_node']:.2f} / -"
             f" / {r['store_onion_cpu_others']:.2f}",

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Final
 
@@ -114,6 +114,8 @@ __all__ = [
 RevocationLookup = Callable[[bytes], bool]
 
 _EMPTY_CHAIN: Final = b"\x80"
+#: Memoized (method, namespace) answers kept per Proven, at most.
+_MAX_MEMO: Final = 64
 
 
 def chain_digest(encoded: bytes) -> bytes:
@@ -221,10 +223,22 @@ class Proven:
     resources: tuple[Resource, ...]
     not_before_ms: int
     expires_ms: int
+    #: (method, namespace) -> whether the resources grant it: memoized for
+    #: :meth:`check`, which a node calls on every request of a cached chain (a pure
+    #: function of the frozen fields; a few entries per chain, bounded below).
+    _granted: dict[tuple[str, int | None], bool] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def allows(self, method: str, namespace: int | None) -> bool:
-        action, first, last = required(method, namespace)
-        return grants(self.resources, self.owner, action, first, last)
+        key = (method, namespace)
+        granted = self._granted.get(key)
+        if granted is None:
+            action, first, last = required(method, namespace)
+            granted = grants(self.resources, self.owner, action, first, last)
+            if len(self._granted) < _MAX_MEMO:
+                self._granted[key] = granted
+        return granted
 
     def check(
         self,
@@ -243,9 +257,11 @@ class Proven:
             raise CapabilityExpired(f"the chain expired at {self.expires_ms}")
         if self.not_before_ms > now_ms + skew_ms:
             raise CapabilityNotYetValid(f"the chain is valid from {self.not_before_ms}")
-        _check_request(
-            self.owner, self.audience, self.resources, signer, account, method, namespace
-        )
+        if signer != self.audience or self.owner != account or not self.allows(method, namespace):
+            # The cheap answer is "no": say why, with the typed error of authorize().
+            _check_request(
+                self.owner, self.audience, self.resources, signer, account, method, namespace
+            )
         _check_revoked(self.link_digests, is_revoked)
 
 

@@ -89,12 +89,15 @@ def signing_message(
     timestamp_ms: int,
     extra: bytes = b"",
     chain: bytes | None = None,
+    *,
+    chain_id: bytes | None = None,
 ) -> bytes:
     """The bytes signed (under :data:`DOMAIN`) for a request; see the module note.
 
     ``namespace`` None means "every namespace" (delete_all) and encodes as an empty field,
     distinct from every namespace number. ``chain``: the bytes of a delegated key's
-    capability chain, bound by its digest as a sixth field (None: the account's key).
+    capability chain, bound by its digest as a sixth field (None: the account's key);
+    ``chain_id``: that digest, when the caller has it already.
     """
     fields = [
         method.encode(),
@@ -103,7 +106,9 @@ def signing_message(
         timestamp_ms.to_bytes(8, "big"),
         extra,
     ]
-    if chain is not None:
+    if chain_id is not None:
+        fields.append(chain_id)
+    elif chain is not None:
         fields.append(chain_digest(chain))
     return length_prefixed(*fields)
 
@@ -176,6 +181,7 @@ def verify_request(
         auth.timestamp_ms,
         request.signed_extra(),
         auth.capability,
+        chain_id=None if proven is None else proven.chain_digest,
     )
     try:
         crypto.verify(auth.pubkey_ed25519, DOMAIN, message, auth.signature)
