@@ -603,3 +603,39 @@ def test_every_group_error_is_typed_with_its_status() -> None:
     assert issubclass(errors.RecordTooLarge, errors.TooLarge)
     for name in ("InvalidRights", "RawMessageHasNoSession"):
         assert issubclass(getattr(errors, name), errors.InvalidValue)
+
+
+def test_an_adder_gives_only_what_one_of_its_chains_holds() -> None:
+    """Rights held through two chains (forward by one, revoke by another) do not add up:
+    a link is issued under one parent, which must hold every right it gives."""
+    s = Seald(RIGHTS_POLICY)
+    keys = s.state.epoch_keys(U1)
+    state = s.state.add(
+        *add_members(s.state, s.key, {U5.ed25519_public: {"read", "forward"}}, keys=keys,
+                     now_ms=NOW + 2),
+    )
+    state = state.add(
+        *add_members(state, s.key, {U5.ed25519_public: {"read", "revoke"}}, keys=keys,
+                     now_ms=NOW + 3),
+    )
+    assert state.rights_of(U5.ed25519_public, now_ms=NOW + 4) == ALL_RIGHTS
+    with pytest.raises(RightMissing) as info:
+        add_members(state, U5, {account("y").ed25519_public: ALL_RIGHTS},
+                    keys=state.epoch_keys(U5), now_ms=NOW + 4)
+    assert info.value.right == "revoke"
+    add_members(state, U5, {account("y").ed25519_public: {"read", "forward"}},
+                keys=state.epoch_keys(U5), now_ms=NOW + 4)
+
+
+def test_membership_links_expire() -> None:
+    day = 86_400_000
+    new = create_session(U1, {U2.ed25519_public: {"read"}}, now_ms=NOW, lifetime_ms=day,
+                         rng=counter_rng(b"expiring"))
+    state = new.state
+    assert U2.ed25519_public in state.members(now_ms=NOW + day - 2 * MINUTE)
+    assert U2.ed25519_public not in state.members(now_ms=NOW + day + 2 * MINUTE)
+    # A record whose link already expired is refused by a node.
+    (record,) = [r for r in new.records if getattr(r, "member", None) == U2.ed25519_public]
+    fresh = SessionState(state.session_id, [new.records[0]])
+    with pytest.raises(NotAMember):
+        check_record(fresh, record, now_ms=NOW + day + 2 * MINUTE)

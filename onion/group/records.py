@@ -532,11 +532,13 @@ def make_member(
     _check_time(now_ms)
     if adder.ed25519_public != chain.links[-1].issuer:
         raise InvalidKey("a member record is signed by the issuer of the member's link")
+    if not isinstance(chain.owner, GroupId):
+        raise InvalidValue("a member's chain is of a session (a group), not an account")
     pairs = sorted(wraps)
     body: dict[str, Any] = {
         "k": "member",
         "v": VERSION,
-        "sid": chain.owner.ed25519_public if isinstance(chain.owner, GroupId) else b"",
+        "sid": chain.owner.ed25519_public,
         "chain": chain.encoded,
         "wraps": [{"epoch": epoch, "key": key} for epoch, key in pairs],
         "iat": now_ms,

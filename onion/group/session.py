@@ -192,29 +192,14 @@ def add_members(
     ``keys`` are the adder's epoch keys (:meth:`SessionState.epoch_keys`)."""
     wanted = _recipients(members)
     group = state.session_id
-    chain = _acting_chain(state, adder, FORWARD, now_ms)
-    if chain is not None:
-        held = state.rights_of(adder.ed25519_public, now_ms=now_ms)
-        for rights in wanted.values():
-            extra = rights - held
-            if extra:
-                right = min(extra)
-                raise RightMissing(f"a member gives no right it lacks ({right})", right=right)
+    acting = _acting_chain(state, adder, FORWARD, now_ms)
     out = []
     for key, rights in wanted.items():
         resources = resources_of_rights(group, rights)
-        if chain is None:
+        if acting is None:
             new = delegate(adder, key, resources, now_ms=now_ms, lifetime_ms=lifetime_ms, rng=rng)
         else:
-            # the adder's chain that holds every right given
-            parent = max(
-                (
-                    c
-                    for c in state.live_chains(adder.ed25519_public, now_ms=now_ms)
-                    if FORWARD in _rights(state, c) and rights <= _rights(state, c)
-                ),
-                key=lambda c: c.expires_ms,
-            )
+            parent = _chain_holding(state, adder.ed25519_public, rights, now_ms)
             new = redelegate(
                 parent,
                 adder,
@@ -232,8 +217,19 @@ def add_members(
     return out
 
 
-def _rights(state: SessionState, chain: Chain) -> frozenset[str]:
-    return rights_of_resources(state.session_id, chain.resources)
+def _chain_holding(state: SessionState, adder: bytes, rights: frozenset[str], now_ms: int) -> Chain:
+    """The adder's live chain (the longest-lived) that holds ``forward`` and every
+    right it gives; :class:`RightMissing` naming a right it lacks otherwise."""
+    chains = [
+        (c, rights_of_resources(state.session_id, c.resources))
+        for c in state.live_chains(adder, now_ms=now_ms)
+    ]
+    fitting = [c for c, held in chains if FORWARD in held and rights <= held]
+    if fitting:
+        return max(fitting, key=lambda c: c.expires_ms)
+    held = frozenset().union(*(h for _, h in chains if FORWARD in h))
+    right = min(rights - held) if rights - held else REVOKE_RIGHT
+    raise RightMissing(f"a member gives no right it lacks ({right})", right=right)
 
 
 def revoke_members(

@@ -636,6 +636,8 @@ def check_record(
     chain = _signer_chain(record)
     if chain is not None and not _times_ok(chain.links, now_ms, skew_ms):
         raise NotAMember("the signer's membership has expired")
+    if isinstance(record, MemberRecord) and not _times_ok(record.chain.links, now_ms, skew_ms):
+        raise NotAMember("the new member's link is not valid now")
     return record
 
 
