@@ -21,8 +21,11 @@ How the set is read:
    administrators that revoke each other: the earlier one wins (a tie by digest).
    A revoked link is revoked from the revocation's date on.
 4. Member records, key epochs and the session's end count unless their signer was
-   revoked at their date (a revoked member's records are void, even if a hostile node
-   backdates nothing and replays them).
+   revoked at their date: what a revoked member signs after its revocation is void
+   (:attr:`SessionState.void`). What it backdates to before its revocation is judged
+   as of that date: nodes refuse it (its membership is revoked *now*), but a client
+   reading from a hostile node cannot tell it from a late delivery; members it adds
+   that way are below its revoked link, so they gain nothing.
 
 Membership. A member is an Ed25519 key (its account ID ``05...`` is derived: the X25519
 map of that key) with at least one *live* chain: a member record's chain from the
