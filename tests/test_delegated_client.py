@@ -393,3 +393,18 @@ def test_receiver_takes_a_session(tmp_path: Path, account: Account) -> None:
         receiver = Receiver(Onion(), session, state)  # type: ignore[arg-type]
         assert receiver.account is None and receiver.account_id == account.id
         assert receiver.recorded() == []
+
+
+def test_the_store_follows_a_change_of_passphrase(tmp_path: Path, account: Account) -> None:
+    home = _home(tmp_path, account, passphrase="old")
+    session = SessionStore(home, passphrase="old").get(account, "self:0:retrieve")
+    SessionStore(home, passphrase="old").reseal(
+        lambda: home.set_passphrase("old", "new", kdf=KDF_MIN), "new"
+    )
+    assert SessionStore(home, passphrase="new").get(account, "self:0:retrieve").did == session.did
+    with pytest.raises(WrongPassphrase):
+        SessionStore(home, passphrase="old").has_session_for(account, "self:0:retrieve")
+    # Removing the passphrase stores the sessions in clear (as the seed).
+    SessionStore(home, passphrase="new").reseal(lambda: home.set_passphrase("new", None), None)
+    assert session.serialize() in home.sessions_path.read_text()
+    assert SessionStore(home).has_session_for(account, "self:0:retrieve")

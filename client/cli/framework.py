@@ -110,6 +110,8 @@ class Context:
         network = args.network or env.get("VEIL_NETWORK") or None
         #: The network's bootstrap file (``--network``/``VEIL_NETWORK``), not yet read.
         self.network: Path | None = Path(network).expanduser() if network else None
+        #: The passphrase that opened the seed in :meth:`account` (None: not sealed).
+        self.passphrase: str | None = None
         delegated = getattr(args, "delegated", None) or env.get(DELEGATED_ENV) or None
         #: The delegated session's file (``--delegated``/``VEIL_DELEGATED``), not yet read.
         self.delegated_file: Path | None = Path(delegated).expanduser() if delegated else None
@@ -185,7 +187,9 @@ class Context:
         for attempt in range(1, _PASSPHRASE_TRIES + 1):
             passphrase = self.read_passphrase("passphrase of the seed")
             try:
-                return self.home.load_identity(passphrase)
+                account = self.home.load_identity(passphrase)
+                self.passphrase = passphrase  # it also opens the home's other secrets
+                return account
             except WrongPassphrase:
                 if self._passphrase_from_env(PASSPHRASE_ENV) or attempt == _PASSPHRASE_TRIES:
                     raise

@@ -250,7 +250,15 @@ def _id_passphrase(ctx: Context) -> None:
         new = None
     else:
         new = ctx.read_passphrase("new passphrase", env_var=NEW_PASSPHRASE_ENV, confirm=True)
-    ctx.home.save_identity(account, overwrite=True, passphrase=new, kdf=KDF_PRESETS[ctx.args.kdf])
+    from veil.client.delegation.store import SessionStore
+
+    # The persisted delegated sessions are sealed under the same passphrase: re-sealed.
+    SessionStore(ctx.home, passphrase=ctx.passphrase).reseal(
+        lambda: ctx.home.save_identity(
+            account, overwrite=True, passphrase=new, kdf=KDF_PRESETS[ctx.args.kdf]
+        ),
+        new,
+    )
     account_id = str(account.id)
     ctx.emit(
         {"account_id": account_id, "passphrase": new is not None},

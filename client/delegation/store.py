@@ -40,7 +40,7 @@ import json
 import os
 import secrets
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,6 +177,20 @@ class SessionStore:
             for e in self._read()
             if aid is None or e.account == aid
         ]
+
+    def reseal(self, change: Callable[[], object], new_passphrase: str | None) -> None:
+        """Keep the stored sessions across a change of the home's passphrase: read them
+        (with this store's passphrase), run ``change`` (which stores the seed under
+        ``new_passphrase``, e.g. :meth:`Home.set_passphrase`), then write them sealed
+        under the new one (in clear if it is None). ``change`` runs even when no file
+        exists. Blocking."""
+        with self._locked():
+            entries = self._read() if self.path.exists() else None
+            change()
+            self._passphrase = new_passphrase
+            self._key = None
+            if entries is not None:
+                self._write(entries)
 
     # --- internals -------------------------------------------------------------------------
 
