@@ -159,3 +159,56 @@ async def test_a_revocation_reaches_every_member_even_one_that_was_down(tmp_path
         assert await metric(url, "veil_replication_revocations_pulled_total") >= 1
         # c still serves alice herself, and the message stored before the revocation.
         assert h in await held(c, alice, 5)
+
+
+async def test_revocations_are_handed_over_with_their_accounts(tmp_path: Path) -> None:
+    """Nodes join until the swarm splits: the revocations of the accounts that move go
+    to their new swarm (a forwarded revoke per record), whose members then refuse the
+    revoked keys."""
+    async with running_devnet(tmp_path, nodes=3, swarm_size=3, node_config=NODE_CONFIG) as net:
+        consensus = await settled(net)
+        (swarm,) = consensus.swarms.values()
+        original = {m.node_id for m in swarm.members}
+        workers: list[cap.DelegatedSigner] = []
+        for i in range(16):
+            alice = Account.generate()
+            key = cap.SessionKey.generate()
+            chain = cap.delegate(
+                alice,
+                key.ed25519_public,
+                cap.parse_resources("self:0:retrieve", self_owner=alice.id),
+                now_ms=now_ms(),
+                lifetime_ms=HOUR,
+            )
+            member = swarm.members[i % len(swarm.members)]
+            kept = await ask(
+                member, rpc.make_revoke(cap.revoke(alice, chain, now_ms=now_ms()).encoded)
+            )
+            kept.raise_for_status()
+            workers.append(cap.DelegatedSigner(key, chain))
+        for _ in range(3):
+            await trio.to_thread.run_sync(net.add_node)
+        split = await trio.to_thread.run_sync(
+            lambda: net.wait_for_consensus(lambda c: len(c.swarms) == 2, what="two swarms")
+        )
+        moved = 0
+        for worker in workers:
+            home = split.swarm_of(worker.account)
+            moved += not original <= {m.node_id for m in home.members}
+            for member in home.members:
+
+                async def refuses(
+                    member: ConsensusNode = member, w: cap.DelegatedSigner = worker
+                ) -> bool:
+                    status, error = await worker_status(member, w)
+                    return status == "unauthorized" and "revoked" in error
+
+                await eventually(refuses, what="every member of the new swarm refuses the key")
+        assert moved, f"no account changed swarms in {split}"
+        # The original members sent the moved accounts' revocations to their new swarm
+        # (its new members may also pull them from an original one that is in it).
+        handed = 0.0
+        for node_id in original:
+            url = net.node(node_id.hex()).url
+            handed += await metric(url, "veil_replication_revocations_handed_over_total")
+        assert handed >= 1

@@ -41,6 +41,8 @@ class ReplicationCounters:
     deletions_applied: int = 0
     #: Revocation records pulled from a peer that were new here (missed here).
     revocations_pulled: int = 0
+    #: Revocation records handed over to an account's new swarm (acked by a member).
+    revocations_handed_over: int = 0
     #: Messages handed over to another swarm (and deleted here).
     handed_over: int = 0
     #: Handover pushes that failed or were refused.
@@ -89,6 +91,11 @@ def replication_figures(c: ReplicationCounters, queued: int) -> list[StorageFigu
             "veil_replication_handed_over",
             "Messages handed over to another swarm and deleted here",
             c.handed_over,
+        ),
+        counter(
+            "veil_replication_revocations_handed_over",
+            "Revocations of delegated keys sent to an account's new swarm",
+            c.revocations_handed_over,
         ),
         counter(
             "veil_replication_handover_failures",

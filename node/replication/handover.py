@@ -16,6 +16,16 @@ may just be between checks, and its old swarm still holds the data. The receiver
 every message as a push (the owner's proof outside the inbox); rows stored before
 proofs existed are not read for a handover (no member would take them) and stay here
 until they expire.
+
+Revocations (issue 12) go first, so that the new swarm refuses a revoked key (and the
+messages signed by it) before it holds the account's messages: for every account with
+revocations kept here that the consensus puts in another swarm, each record whose link
+could still be used is sent to every member of the new swarm as a forwarded ``revoke``
+(``POST /replicate/forward``, which takes a revoke from any listed node: the record is
+verified by the receiver, and anyone may send it as a client anyway). The records stay
+here (swept in time); a record handed over to a swarm (acked ``ok`` by a member) is not
+sent to it again while this node runs, and the swarm's members spread it among
+themselves by anti-entropy.
 """
 
 from __future__ import annotations
@@ -24,8 +34,10 @@ import logging
 
 import trio
 
+from veil.onion import capability as cap
 from veil.onion import replication_frames as wire
-from veil.onion.directory import ConsensusNode, Swarm
+from veil.onion import rpc
+from veil.onion.directory import Consensus, ConsensusNode, Swarm
 from veil.onion.errors import VeilError
 from veil.onion.replica import ReplicaMessage
 
@@ -66,6 +78,8 @@ class Handover:
         self.config = config
         self.counters = counters
         self._wakeup = Wakeup()
+        #: (revoked link, swarm ID) already handed over (acked by a member).
+        self._revocations_sent: set[tuple[bytes, int]] = set()
 
     def start_scan(self) -> None:
         """Scan now (the ring or this node's swarm changed)."""
@@ -92,7 +106,7 @@ class Handover:
         me = consensus.node(self.view.node_id)
         if me is None:
             return True  # not listed: keep everything (see the module's note)
-        complete = True
+        complete = await self._hand_over_revocations(consensus, me.swarm_id)
         after: bytes | None = None
         while True:
             accounts = await self.store.accounts(after, limit=_SCAN_ACCOUNTS)
@@ -107,6 +121,50 @@ class Handover:
                     complete = False
                 if self.view.consensus is not consensus:
                     return False  # a newer consensus: start again with it
+
+    async def _hand_over_revocations(self, consensus: Consensus, my_swarm: int) -> bool:
+        """Send the revocations of the accounts that moved to another swarm to its
+        members (see the module's note); True if every one was acked by a member."""
+        complete = True
+        for account, links in self.store.revoked_accounts().items():
+            swarm = consensus.swarm_of(ring_position(account))
+            if swarm.swarm_id == my_swarm:
+                continue
+            if all((link, swarm.swarm_id) in self._revocations_sent for link in links):
+                continue
+            for record in await self.store.account_revocations(account):
+                link = cap.Revocation.decode(record).link
+                if (link, swarm.swarm_id) in self._revocations_sent:
+                    continue
+                acked: list[bool] = []
+                request = rpc.make_revoke(record)
+                async with trio.open_nursery() as nursery:
+                    for member in swarm.members:
+                        if member.node_id != self.view.node_id:
+                            nursery.start_soon(self._forward_revoke, member, request, acked)
+                if any(acked):
+                    self._revocations_sent.add((link, swarm.swarm_id))
+                    self.counters.revocations_handed_over += 1
+                else:
+                    complete = False
+        return complete
+
+    async def _forward_revoke(
+        self, member: ConsensusNode, request: bytes, acked: list[bool]
+    ) -> None:
+        try:
+            reply = rpc.decode_reply(await self.requests.forward(member, request))
+        except VeilError as exc:
+            self.counters.handover_failures += 1
+            log_event(
+                log,
+                logging.DEBUG,
+                "handover_revoke_failed",
+                peer=member.node_id_hex[:16],
+                error=str(exc),
+            )
+            return
+        acked.append(reply.ok)
 
     async def _hand_over(self, account: bytes, swarm: Swarm) -> bool:
         """Push one account's messages to ``swarm`` and delete what a member acked."""

@@ -20,9 +20,10 @@ owners' signed deletes this node executed (for the asker's accounts), which the 
 verifies before it applies them; a pull of revocations with the revocation records of
 delegated links kept here (issue 12), which the asker verifies again. A forward (a
 client's delete, delete_all or expire, or a revoke) is
-accepted only from a member of this node's own swarm and is executed by the storage
-service with its usual checks (the swarm, the client's signature and clock), never
-forwarded again.
+accepted only from a member of this node's own swarm (a revoke from any listed node: a
+handover sends the revocations of the accounts it moves, and the record is verified
+here) and is executed by the storage service with its usual checks (the swarm, the
+client's signature and clock), never forwarded again.
 
 Every refusal is a typed :class:`~veil.onion.errors.VeilError` that the route answers
 with its status, counted by wire status; nothing from a peer can crash the node. The
@@ -221,9 +222,11 @@ class Receiver:
             fwd = self._open(wire.open_forward, frame)
             sender = consensus.node(fwd.sender)
             assert sender is not None  # open_forward found it in this consensus
-            if sender.swarm_id != me.swarm_id:
-                raise Unauthorized("only members of this node's swarm forward requests")
             request = rpc.decode_request(fwd.request)
+            # A revoke comes from the account's old swarm too (a handover): its record is
+            # verified here, and any client may send it anyway.
+            if sender.swarm_id != me.swarm_id and not isinstance(request, rpc.RevokeRequest):
+                raise Unauthorized("only members of this node's swarm forward requests")
             if not isinstance(
                 request,
                 rpc.DeleteRequest | rpc.DeleteAllRequest | rpc.ExpireRequest | rpc.RevokeRequest,

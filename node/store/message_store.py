@@ -255,6 +255,20 @@ class MessageStore:
         """How many revoked links are kept (a gauge)."""
         return len(self._revoked)
 
+    def revoked_accounts(self) -> dict[bytes, set[bytes]]:
+        """The accounts (32-byte keys) with revocations kept here, and their revoked
+        links (from the index in memory; for a handover)."""
+        accounts: dict[bytes, set[bytes]] = {}
+        for link, (account, _) in self._revoked.items():
+            accounts.setdefault(account, set()).add(link)
+        return accounts
+
+    async def account_revocations(self, account: bytes) -> list[bytes]:
+        """The revocation records of ``account`` (its 32-byte key) whose link could
+        still be used, in arrival order: what a handover sends to its new swarm."""
+        await trio.lowlevel.checkpoint()
+        return reads.account_revocations(self._reader_or_raise(), account, self.clock())
+
     async def delete_all(self, account: AccountId, namespace: int | None) -> int:
         """Delete all the account's messages in ``namespace`` (None: every namespace),
         each leaving a tombstone.

@@ -26,6 +26,7 @@ from .records import StoredMessage, StoredPage
 
 __all__ = [
     "account_replicas",
+    "account_revocations",
     "accounts",
     "deletion_page",
     "get",
@@ -263,6 +264,17 @@ def revocation_page(
         if row is not None:
             records.append(row[0])
     return ReplicaPage([], next_seq, full or len(rows) == scan_limit, revocations=tuple(records))
+
+
+def account_revocations(conn: sqlite3.Connection, account: bytes, now: int) -> list[bytes]:
+    """See :meth:`MessageStore.account_revocations`."""
+    return [
+        bytes(row[0])
+        for row in conn.execute(
+            "SELECT record FROM revocations WHERE account = ? AND link_expiry > ? ORDER BY seq",
+            (account, now),
+        )
+    ]
 
 
 def revoked_links(conn: sqlite3.Connection, now: int) -> list[tuple[bytes, bytes, int]]:

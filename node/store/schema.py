@@ -159,6 +159,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     expiry      INTEGER NOT NULL          -- ms: kept until then; swept after
 )""",
         "CREATE INDEX IF NOT EXISTS revocations_by_expiry ON revocations (expiry)",
+        # handover: one account's revocations
+        "CREATE INDEX IF NOT EXISTS revocations_by_account ON revocations (account)",
     ),
 )
 
