@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -75,7 +76,7 @@ from veil.client.delegation.session import (
     ResourceLike,
     authorize,
 )
-from veil.client.errors import InvalidArgument, NotRevocable, SeedRequired
+from veil.client.errors import InvalidArgument, NotRevocable, SeedRequired, UnknownDelegation
 from veil.client.files import read_network_file
 from veil.client.home import Home
 from veil.client.messaging import (
@@ -95,7 +96,7 @@ from veil.onion import rpc
 from veil.onion.capability import Chain, DelegatedSigner, SessionKey
 from veil.onion.capability import revoke as sign_revocation
 from veil.onion.directory import Consensus, NetworkFile
-from veil.onion.errors import NetworkError, VeilError
+from veil.onion.errors import InvalidTtl, NetworkError, VeilError
 from veil.onion.keys import Account, AccountId
 from veil.onion.packet import Hop
 
@@ -242,9 +243,17 @@ class VeilClient:
     ) -> rpc.RetrieveResult:
         """One page of the account's messages in ``namespace`` after ``last_hash`` (raw:
         not opened, not recorded; :meth:`fetch` and :meth:`messages` do that for the
-        inbox). Signed (public-read namespaces too, so that a delegated session is
-        checked the same way)."""
-        signer = self._signer("retrieve", namespace)
+        inbox). Signed; a public-read namespace (< 0), which anyone may read, is read
+        unsigned by a delegated session that does not hold ``retrieve`` there."""
+        signer: Account | DelegatedSigner | AccountId
+        if (
+            self.delegated is not None
+            and not rpc.read_needs_auth(namespace)
+            and self.delegated.allows("retrieve", namespace) is not None
+        ):
+            signer = self.account_id
+        else:
+            signer = self._signer("retrieve", namespace)
 
         def build(now_ms: int) -> bytes:
             return rpc.make_retrieve(
@@ -260,8 +269,15 @@ class VeilClient:
     ) -> rpc.StoreResult:
         """Store ``data`` in one of the account's own namespaces (``store`` for
         ``namespace >= 0``; a public-read one, ``< 0``, needs ``post``: :meth:`post`)."""
+        if (
+            isinstance(ttl_s, bool)
+            or not isinstance(ttl_s, int | float)
+            or not math.isfinite(ttl_s)
+        ):
+            raise InvalidTtl(f"a TTL is a finite number of seconds, not {ttl_s!r}")
         signer = self._signer("store", namespace)
         ttl_ms = round(ttl_s * 1000)
+        rpc.check_ttl_ms(ttl_ms, namespace)  # InvalidTtl before anything is sent
 
         def build(now_ms: int) -> bytes:
             return rpc.make_store(signer, data, ttl_ms, now_ms=now_ms, namespace=namespace)
@@ -385,7 +401,7 @@ class VeilClient:
         chains: list[tuple[Chain, bytes]] = []
         try:
             rows = find(self.state, target)
-        except VeilError:
+        except UnknownDelegation:
             if not isinstance(target, DelegatedSession):
                 raise
             chains.append((target.chain, target.chain.links[-1].digest))
@@ -429,9 +445,11 @@ class VeilClient:
             for hop in members:
                 nursery.start_soon(one, hop)
         if not accepted:
-            # No member took it: try through the usual retries (another path, wrong_swarm).
-            if errors and not isinstance(errors[-1], NetworkError):
-                raise errors[-1]
+            # A member's verdict (e.g. not entitled) is final; a network failure is tried
+            # again through the usual retries (another path, wrong_swarm).
+            verdicts = [e for e in errors if not isinstance(e, NetworkError)]
+            if verdicts:
+                raise verdicts[0]
             await self.call(lambda _now: rpc.make_revoke(record), account=owner)
             accepted = 1
         return accepted, len(members)

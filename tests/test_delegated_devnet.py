@@ -357,3 +357,25 @@ async def test_the_cli_delegates_reads_under_delegated_and_revokes(
         lambda: veil(owner_home.path, net, "--json", "id", "delegations")
     )
     assert json.loads(shown.stdout)["delegations"][0]["revoked"] is True
+
+
+async def test_a_posting_job_publishes_and_nothing_more(net: Devnet, tmp_path: Path) -> None:
+    _, alice = new_home(tmp_path, "alice")
+    poster = authorize(alice, ["self:-1:post"], expires_in=HOUR)
+    async with open_client(Home(tmp_path / "poster"), net.network_file, delegated=poster) as job:
+        stored = await job.post("news", namespace=-1, ttl_s=600)
+        # Anyone reads a public-read namespace: unsigned, as the session holds no retrieve.
+        page = await job.retrieve(namespace=-1)
+        assert [m.data for m in page.messages] == [b"news"]
+        assert page.messages[0].hash == stored.hash
+        for refused, action in (
+            (job.store(b"private", namespace=1, ttl_s=600), "store"),
+            (job.post(b"elsewhere", namespace=-2), "post"),
+            (job.retrieve(), "retrieve"),
+            (job.delete([stored.hash], namespace=-1), "delete"),
+        ):
+            with pytest.raises(NotAuthorized) as info:
+                await refused
+            assert info.value.action == action
+        status = job.status()
+        assert status["delegated"]["did"] == poster.did

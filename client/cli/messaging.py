@@ -266,8 +266,13 @@ def _status(ctx: Context) -> None:
 
 def _status_text(s: dict[str, Any]) -> str:
     net = s["network"]
-    lines = [
-        f"account   {s['account_id']}",
+    lines = [f"account   {s['account_id']}"]
+    if s.get("delegated"):
+        d = s["delegated"]
+        lines.append(
+            f"delegated {d['did']} until {_when(d['expires_ms'])}: {', '.join(d['resources'])}"
+        )
+    lines += [
         f"network   epoch {net['epoch']}: {net['nodes']} nodes in {net['swarms']} swarms, "
         f"{'fresh' if net['fresh'] else 'not fresh'}; authorities "
         f"{', '.join(net['authorities'])} ({net['threshold']} must sign)",
