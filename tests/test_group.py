@@ -639,3 +639,16 @@ def test_membership_links_expire() -> None:
     fresh = SessionState(state.session_id, [new.records[0]])
     with pytest.raises(NotAMember):
         check_record(fresh, record, now_ms=NOW + day + 2 * MINUTE)
+
+
+def test_check_access_after_the_end() -> None:
+    from veil.onion.group import check_access
+
+    s = Seald(RIGHTS_POLICY)
+    for method in ("store", "retrieve", "delete"):
+        check_access(s.state, method=method, namespace=MESSAGES_NAMESPACE)
+    ended = s.state.add(end_session(s.state, s.key, now_ms=NOW + 5))
+    for method in ("store", "retrieve"):
+        with pytest.raises(SessionRevoked):
+            check_access(ended, method=method, namespace=STATE_NAMESPACE)
+    check_access(ended, method="delete_all", namespace=None)

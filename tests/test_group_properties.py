@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from tests.capabilityutil import counter_rng, seed_of
 from veil.onion.capability import revoke
-from veil.onion.errors import GroupError, RawMessageHasNoSession
+from veil.onion.errors import GroupError, RawMessageHasNoSession, VeilError
 from veil.onion.group import (
     ALL_RIGHTS,
+    DELEGATION,
     MAX_MESSAGE_TEXT,
     MAX_RECORD_SIZE,
     RIGHTS_POLICY,
@@ -258,3 +259,65 @@ def test_size_limits_come_before_parsing(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(GroupError) as info:
         parse_message("A" * (MAX_MESSAGE_TEXT - 10))
     assert info.value.status == "too_large"
+
+
+# --- random concurrent histories --------------------------------------------------------
+
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_random_concurrent_histories_merge_in_any_order(data: st.DataObject) -> None:
+    """Operations built by writers that each see a random part of the records (two
+    members writing at two nodes), then the whole set read in any order or in two
+    replicas merged: one state."""
+    users = list(USERS.values())
+    rng = counter_rng(b"history")
+    new = create_session(
+        users[0],
+        {users[1].ed25519_public: ALL_RIGHTS, users[2].ed25519_public: {"read", "forward"}},
+        policy=data.draw(st.sampled_from([RIGHTS_POLICY, DELEGATION])),
+        now_ms=NOW,
+        rng=rng,
+    )
+    sid = new.session_id
+    records: list[Any] = list(new.records)
+    actors: list[Any] = [new.session_key, *users]
+    now = NOW
+    for _ in range(data.draw(st.integers(3, 9))):
+        now += data.draw(st.integers(0, 2))  # equal dates happen
+        extra = records[len(new.records) :]
+        seen = data.draw(st.lists(st.booleans(), min_size=len(extra), max_size=len(extra)))
+        view = SessionState(
+            sid, [*new.records, *(r for r, keep in zip(extra, seen, strict=True) if keep)]
+        )
+        actor = data.draw(st.sampled_from(actors))
+        reader = users[0] if actor is new.session_key else actor
+        target = data.draw(st.sampled_from(users[1:5])).ed25519_public
+        op = data.draw(st.sampled_from(["add", "revoke", "rotate"]))
+        try:
+            if op == "add":
+                rights = data.draw(st.sampled_from([{"read"}, {"read", "forward"}, ALL_RIGHTS]))
+                made: list[Any] = add_members(
+                    view, actor, {target: rights}, keys=view.epoch_keys(reader), now_ms=now,
+                    rng=rng,
+                )
+            elif op == "revoke":
+                made = revoke_members(view, actor, [target], now_ms=now)
+            else:
+                made = [rotate(view, actor, keys=view.epoch_keys(reader), now_ms=now, rng=rng)[0]]
+        except VeilError:
+            continue
+        records.extend(made)
+    encoded = [r.encoded for r in records]
+    reference = summary(SessionState(sid, encoded))
+    assert summary(SessionState(sid, data.draw(st.permutations(encoded)))) == reference
+    split = data.draw(st.lists(st.sampled_from("ab"), min_size=len(encoded),
+                               max_size=len(encoded)))
+    left = SessionState(sid, [r for r, w in zip(encoded, split, strict=True) if w == "a"])
+    right = SessionState(sid, [r for r, w in zip(encoded, split, strict=True) if w == "b"])
+    assert summary(left.merge(right)) == reference
+    # Whatever happened, the creator stays, with every right.
+    state = SessionState(sid, encoded)
+    assert state.rights_of(users[0].ed25519_public, now_ms=LATER) == ALL_RIGHTS
+    assert users[0].ed25519_public in state.members(now_ms=LATER)

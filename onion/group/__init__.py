@@ -104,7 +104,7 @@ from .session import (
     revoke_members,
     rotate,
 )
-from .state import KeyHolder, Member, SessionState, check_record
+from .state import KeyHolder, Member, SessionState, check_access, check_record
 
 __all__ = [
     "ALL_RIGHTS",
@@ -140,6 +140,7 @@ __all__ = [
     "Rights",
     "SessionState",
     "add_members",
+    "check_access",
     "check_record",
     "check_rights",
     "create_session",

@@ -100,7 +100,7 @@ from .records import (
 )
 from .rights import ALL_RIGHTS, FORWARD, READ, REVOKE_RIGHT, Rights, rights_of_resources
 
-__all__ = ["KeyHolder", "Member", "SessionState", "check_record"]
+__all__ = ["KeyHolder", "Member", "SessionState", "check_access", "check_record"]
 
 
 _RECORD_TYPES = (GenesisRecord, MemberRecord, RevokeRecord, EpochRecord, EndRecord)
@@ -652,3 +652,14 @@ def _signer_chain(record: Record) -> Chain | None:
     if isinstance(record, EpochRecord | EndRecord):
         return record.authority
     return None
+
+
+def check_access(state: SessionState, *, method: str, namespace: int | None) -> None:
+    """What a node adds, for a session's account, to the capability check of a storage
+    request (:func:`~veil.onion.capability.authorize`, with the session's revoked
+    links): after the whole session's revocation it refuses every store and read
+    (:class:`~veil.onion.errors.SessionRevoked`); deletes and expiries stay allowed, so
+    the swarm can drop the session's content. A store into the state namespace also
+    goes through :func:`check_record`."""
+    if state.ended and method in ("store", "retrieve"):
+        raise SessionRevoked("the session was revoked")
