@@ -652,3 +652,19 @@ def test_check_access_after_the_end() -> None:
         with pytest.raises(SessionRevoked):
             check_access(ended, method=method, namespace=STATE_NAMESPACE)
     check_access(ended, method="delete_all", namespace=None)
+
+
+def test_an_epoch_for_the_most_members_fits_a_record() -> None:
+    from veil.onion.errors import InvalidValue
+    from veil.onion.group import MAX_WRAPS
+    from veil.onion.group.records import make_epoch
+
+    s = Seald(RIGHTS_POLICY)
+    members = [account(f"many/{i}").ed25519_public for i in range(MAX_WRAPS)]
+    authority = s.state.chain_for(U4.ed25519_public, "revoke", now_ms=NOW)
+    epoch, _ = make_epoch(U4, s.state.session, members, authority=authority, now_ms=NOW + 1,
+                          parents=s.state.epoch_keys(U4).items())
+    assert len(epoch.encoded) <= MAX_RECORD_SIZE
+    assert check_record(s.state, epoch.encoded, now_ms=NOW + 1) == epoch
+    with pytest.raises(InvalidValue):
+        make_epoch(s.key, s.state.session, [*members, U1.ed25519_public], now_ms=NOW)

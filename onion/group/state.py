@@ -203,6 +203,8 @@ def _judge(genesis: GenesisRecord, record: Record, skew_ms: int) -> _Judged:
     session = GroupId(genesis.session)
     try:
         if isinstance(record, GenesisRecord):
+            if not crypto.ed25519_is_valid_point(record.creator):
+                raise MalformedRecord("the genesis's creator is not a valid Ed25519 key")
             record.verify_signature()
             return _Judged(None, (), record.session)
         if isinstance(record, MemberRecord):
