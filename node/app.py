@@ -392,6 +392,19 @@ class Node:
                 "counter",
                 {(): counters.evicted_polls},
             ),
+            StorageFigure(
+                "veil_storage_revocations",
+                "Revoked delegated links kept (issue 12)",
+                "gauge",
+                {(): self.storage.store.revocations()},
+            ),
+            StorageFigure(
+                "veil_storage_chains",
+                "Delegated requests by the cache of verified chains: hit or verified in full",
+                "counter",
+                {("hit",): self.storage.chains.hits, ("miss",): self.storage.chains.misses},
+                ("result",),
+            ),
         ]
 
 

@@ -137,6 +137,11 @@ async def test_a_worker_reads_and_empties_the_inbox_with_a_one_hour_key_and_no_s
         ),
     )
     assert status == "unauthorized" and "retrieve" in error
+    # The node verified the chain once and answered from its cache since.
+    async with httpx.AsyncClient(trust_env=False) as client:
+        text = (await client.get(f"{node.url}/metrics", timeout=5)).text
+    hits = [line for line in text.splitlines() if line.startswith("veil_storage_chains")]
+    assert any('result="hit"' in line and float(line.rsplit(" ", 1)[1]) >= 1 for line in hits)
 
 
 async def test_a_delegated_store_is_the_owners_and_a_narrower_redelegation_works(
