@@ -11,8 +11,8 @@ part lives:
 * ``outbox.py``: **push** (``POST /replicate``) of every message a client's store
   created, one queue and sender task per swarm peer, and the ack rule below;
 * ``anti_entropy.py``: **anti-entropy and joining** (``POST /replicate/pull``), pulls
-  of each peer's rows, and of the owners' signed deletes it executed, after cursors
-  kept per peer and scope;
+  of each peer's rows, of the owners' signed deletes it executed, and of the revocations
+  of delegated keys it keeps, after cursors kept per peer and scope;
 * ``handover.py``: **handover** of the accounts a new consensus moves to another swarm;
 * ``receive.py``: **receiving** a peer's push, pull or forward, every refusal typed;
 * ``requests.py``: the outgoing requests (seal, post, open the answer) and the paths;
@@ -64,6 +64,17 @@ what was first stored up to then (plus the clock skew), leaves the tombstones, a
 keeps the request for the next member. So a missed delete reaches every member within
 a round or two of its coming back, and no pull in between brings the message back to
 the members that hold the tombstone.
+
+Revocations of delegated keys (issue 12) replicate with the same care as deletions:
+a member that keeps a client's ``revoke`` (verified, in SQLite: store table
+``revocations``) forwards it at once to the other members, each round also pulls the
+peers' revocation records after a third cursor (``anti_entropy.py``), each verified
+again before it is kept, and a handover sends the records of the accounts it moves to
+their new swarm before their messages (``handover.py``). So a member that was down when
+a key was revoked refuses it within a round of coming back, and a restart loses none
+(they are loaded from SQLite at start). A message whose owner proof is a delegated
+key's carries its chain; members check it at the proof's signed time and refuse a copy
+whose chain they know to be revoked (what is already stored stays until it expires).
 
 Limitations. An inbox message's store time is unsigned, so a node that re-sends a
 deleted inbox message as if stored later gets it stored again (anyone holding its bytes
