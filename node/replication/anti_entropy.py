@@ -243,7 +243,12 @@ class AntiEntropy:
             if req.auth is None:
                 raise Unauthorized("a deletion must be signed by the owner")
             # The signature, its key and its method; not its age (the clock is its own).
-            rpc.verify_request(req, req.auth.timestamp_ms)
+            # A delegated key's delete is judged by its chain at its signed time, and
+            # refused once the chain is known revoked here (its time is the key
+            # holder's claim: a revoked key could otherwise backdate one).
+            rpc.verify_request(
+                req, req.auth.timestamp_ms, is_revoked=self.store.is_revoked, chains=self.chains
+            )
         except VeilError as exc:
             self.counters.pull_refused += 1
             log_event(
