@@ -668,3 +668,29 @@ def test_an_epoch_for_the_most_members_fits_a_record() -> None:
     assert check_record(s.state, epoch.encoded, now_ms=NOW + 1) == epoch
     with pytest.raises(InvalidValue):
         make_epoch(s.key, s.state.session, [*members, U1.ed25519_public], now_ms=NOW)
+
+
+def test_a_session_created_for_others_only() -> None:
+    """encrypt_for_self=False: the creator's key is wrapped for no epoch, yet it stays
+    the administrator (session key): it revokes, rotates without the history, ends."""
+    rng = counter_rng(b"for-others")
+    new = create_session(U1, {U2.ed25519_public: {"read"}, U3.ed25519_public: {"read"}},
+                         encrypt_for_self=False, now_ms=NOW, rng=rng)
+    state = new.state
+    assert set(state.members(now_ms=NOW)) == {U2.ed25519_public, U3.ed25519_public}
+    assert state.epoch_keys(U1) == {}
+    assert U1.ed25519_public not in state.holders(new.epoch)
+    assert not state.needs_rotation(now_ms=NOW)
+    state = state.add(*revoke_members(state, new.session_key, [U3.ed25519_public],
+                                      now_ms=NOW + 1))
+    with pytest.raises(UnknownEpoch):
+        rotate(state, new.session_key, keys={}, now_ms=NOW + 2)
+    epoch, key = rotate(state, new.session_key, keys={}, now_ms=NOW + 2, carry_history=False,
+                        rng=rng)
+    assert epoch.back == b"" and epoch.parents == (new.epoch,)
+    state = state.add(epoch)
+    assert state.heads == (epoch.epoch_id,) and not state.rejected
+    assert set(state.epoch_keys(U2)) == {new.epoch, epoch.epoch_id}
+    assert epoch.epoch_id not in state.epoch_keys(U3)
+    message = encrypt_message(state.session_id, epoch.epoch_id, key, "x", rng=rng)
+    assert decrypt_message(message, state, state.epoch_keys(U2), now_ms=NOW + 3).body == b"x"

@@ -47,7 +47,10 @@ An epoch's ID is its record's digest. Its 32-byte key ``K`` (random) is
   || salt), nonce 0, the parents' keys in "parents" order)`` (a key used once, so the
   zero nonce is sound): the holder of a head's key holds every earlier key, as a new
   Seald recipient reads the whole session, and a member revoked before an epoch holds
-  no key of it or after it.
+  no key of it or after it. ``back`` is empty when the rotator did not hold its
+  parents' keys (a creator that made the session with ``encrypt_for_self=False`` and
+  rotates with the session key alone): the history before it then reaches only those
+  who held it already, and members added later read from that epoch on.
 """
 
 from __future__ import annotations
@@ -392,8 +395,8 @@ def decode_record(data: bytes) -> Record:
         parents = tuple(obj["parents"])
         if list(parents) != sorted(set(parents)):
             raise MalformedRecord("an epoch's parents are sorted, without repeats")
-        if len(obj["back"]) != KEY_BYTES * len(parents) + crypto.AEAD_TAG_BYTES:
-            raise MalformedRecord("an epoch's 'back' holds one key per parent")
+        if obj["back"] and len(obj["back"]) != KEY_BYTES * len(parents) + crypto.AEAD_TAG_BYTES:
+            raise MalformedRecord("an epoch's 'back' is empty or holds one key per parent")
         wraps = tuple((w["to"], w["key"]) for w in obj["wraps"])
         if [w[0] for w in wraps] != sorted({w[0] for w in wraps}):
             raise MalformedRecord("an epoch's wraps are sorted by member, no repeats")
@@ -467,8 +470,10 @@ def _back_key(key: bytes, session: bytes, salt: bytes) -> bytes:
 
 
 def open_back(epoch: EpochRecord, key: bytes) -> dict[bytes, bytes]:
-    """The parents' keys of ``epoch``, from its key; :class:`IntegrityError` if the
-    chain back does not open."""
+    """The parents' keys of ``epoch``, from its key (none if it carries none);
+    :class:`IntegrityError` if the chain back does not open."""
+    if not epoch.back:
+        return {}
     plain = crypto.aead_open(
         _back_key(key, epoch.session, epoch.salt), bytes(crypto.XNONCE_BYTES), epoch.back
     )
@@ -568,15 +573,16 @@ def make_epoch(
     session: bytes,
     members: Sequence[bytes],
     *,
-    parents: Iterable[tuple[bytes, bytes]] = (),
+    parents: Iterable[tuple[bytes, bytes | None]] = (),
     authority: Chain | None = None,
     now_ms: int,
     rng: Rng = system_rng,
 ) -> tuple[EpochRecord, bytes]:
     """A new key epoch: a fresh key wrapped for ``members`` (Ed25519 keys), naming
-    ``parents`` (``(epoch ID, key)`` pairs: the heads it merges), signed by ``signer``
-    (the session key, or a holder of revoke whose chain is ``authority``). Returns the
-    record and the new key."""
+    ``parents`` (``(epoch ID, key)`` pairs: the heads it merges; a key of None: the
+    signer does not hold it, and the epoch carries no parent's key), signed by
+    ``signer`` (the session key, or a holder of revoke whose chain is ``authority``).
+    Returns the record and the new key."""
     _check_time(now_ms)
     members = sorted(set(members))
     if len(members) > MAX_WRAPS:
@@ -584,16 +590,19 @@ def make_epoch(
     parent_keys = dict(parents)
     if len(parent_keys) > MAX_PARENTS:
         raise InvalidValue(f"an epoch names at most {MAX_PARENTS} parents")
-    if any(len(k) != KEY_BYTES for k in parent_keys.values()):
+    if any(k is not None and len(k) != KEY_BYTES for k in parent_keys.values()):
         raise InvalidKey("an epoch key is 32 bytes")
     order = sorted(parent_keys)
     key = rng(KEY_BYTES)
     salt = rng(SALT_BYTES)
-    back = crypto.aead_seal(
-        _back_key(key, session, salt),
-        bytes(crypto.XNONCE_BYTES),
-        b"".join(parent_keys[p] for p in order),
-    )
+    carried = [parent_keys[p] for p in order]
+    back = b""
+    if all(k is not None for k in carried):
+        back = crypto.aead_seal(
+            _back_key(key, session, salt),
+            bytes(crypto.XNONCE_BYTES),
+            b"".join(k for k in carried if k is not None),
+        )
     body: dict[str, Any] = {
         "k": "epoch",
         "v": VERSION,

@@ -279,20 +279,23 @@ def rotate(
     keys: Mapping[bytes, bytes],
     now_ms: int,
     members: Iterable[bytes] | None = None,
+    carry_history: bool = True,
     rng: Rng = system_rng,
 ) -> tuple[EpochRecord, bytes]:
     """A new key epoch for the live members with ``read`` (or ``members``), naming every
     head as its parent, by the session key or a holder of revoke. Returns the record
-    and its key."""
+    and its key. ``carry_history=False`` lets a rotator that holds no head's key (a
+    creator with ``encrypt_for_self=False``) rotate anyway: the epoch then carries no
+    earlier key (see :mod:`~veil.onion.group.records`)."""
     authority = _acting_chain(state, signer, REVOKE_RIGHT, now_ms)
     if members is None:
         live = state.members(now_ms=now_ms)
         members = [key for key, m in live.items() if READ in m.rights]
-    parents = []
+    parents: list[tuple[bytes, bytes | None]] = []
     for head in state.heads:
-        if head not in keys:
+        if head not in keys and carry_history:
             raise UnknownEpoch("the rotator holds no key of a head epoch")
-        parents.append((head, keys[head]))
+        parents.append((head, keys.get(head)))
     record, key = make_epoch(
         signer,
         state.session,
