@@ -32,7 +32,8 @@ One module per job, each importing only those above it in this list:
 * :mod:`~veil.onion.group.limits`: namespaces, sizes, counts, domains, purposes;
 * :mod:`~veil.onion.group.rights`: rights and the capability resources carrying them;
 * :mod:`~veil.onion.group.records`: the record formats, wraps, commitments;
-* :mod:`~veil.onion.group.state`: :class:`SessionState`, :func:`check_record`;
+* :mod:`~veil.onion.group.state`: :class:`SessionState`, :func:`check_record` and
+  :func:`check_access` (a node's two questions);
 * :mod:`~veil.onion.group.session`: building records (create, add, revoke, rotate, end);
 * :mod:`~veil.onion.group.messages`: encrypted messages (JSON or raw);
 * :mod:`~veil.onion.group.files`: encrypted files (secretstream, incremental).
