@@ -694,3 +694,17 @@ def test_a_session_created_for_others_only() -> None:
     assert epoch.epoch_id not in state.epoch_keys(U3)
     message = encrypt_message(state.session_id, epoch.epoch_id, key, "x", rng=rng)
     assert decrypt_message(message, state, state.epoch_keys(U2), now_ms=NOW + 3).body == b"x"
+
+
+def test_a_revoked_member_cannot_decrypt_a_file_of_the_new_epoch() -> None:
+    from veil.onion.group import FileDecryptor, FileEncryptor
+
+    s = Seald(RIGHTS_POLICY)
+    stolen = s.state.epoch_keys(U2)
+    state, epoch, key = _revoke_and_rotate(s, U2, NOW + 10)
+    enc = FileEncryptor(state.session_id, epoch, key, "after.txt", rng=s.rng)
+    blob = enc.update(b"secret") + enc.finish()
+    with pytest.raises(UnknownEpoch):
+        FileDecryptor({**stolen, **state.epoch_keys(U2)}).update(blob)
+    dec = FileDecryptor(state.epoch_keys(U4), session=state.session_id)
+    assert dec.update(blob) + dec.finish() == b"secret"
