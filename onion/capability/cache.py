@@ -75,7 +75,7 @@ class ChainCache:
     ) -> Proven:
         """:func:`~veil.onion.capability.chains.authorize`, with the cache: the same
         result and the same typed errors."""
-        if not isinstance(chain, bytes):
+        if type(chain) is not bytes:
             raise MalformedCapability("a chain is a byte string")
         if len(chain) > MAX_CHAIN_SIZE:
             raise CapabilityTooLarge(

@@ -262,7 +262,8 @@ class Proven:
             _check_request(
                 self.owner, self.audience, self.resources, signer, account, method, namespace
             )
-        _check_revoked(self.link_digests, is_revoked)
+        if is_revoked is not None and any(map(is_revoked, self.link_digests)):
+            _check_revoked(self.link_digests, is_revoked)  # names the revoked link
 
 
 def _proven(chain: Chain) -> Proven:
