@@ -170,6 +170,7 @@ async def test_revocations_are_handed_over_with_their_accounts(tmp_path: Path) -
         (swarm,) = consensus.swarms.values()
         original = {m.node_id for m in swarm.members}
         workers: list[cap.DelegatedSigner] = []
+        records: list[bytes] = []
         for i in range(16):
             alice = Account.generate()
             key = cap.SessionKey.generate()
@@ -186,6 +187,7 @@ async def test_revocations_are_handed_over_with_their_accounts(tmp_path: Path) -
             )
             kept.raise_for_status()
             workers.append(cap.DelegatedSigner(key, chain))
+            records.append(cap.revoke(alice, chain, now_ms=now_ms()).encoded)
         for _ in range(3):
             await trio.to_thread.run_sync(net.add_node)
         split = await trio.to_thread.run_sync(
@@ -205,6 +207,14 @@ async def test_revocations_are_handed_over_with_their_accounts(tmp_path: Path) -
 
                 await eventually(refuses, what="every member of the new swarm refuses the key")
         assert moved, f"no account changed swarms in {split}"
+        # A node outside an account's swarm keeps none of its revocations: wrong_swarm.
+        worker, record = workers[0], records[0]
+        outsider = next(n for n in split.nodes if n not in split.swarm_of(worker.account).members)
+
+        async def wrong_swarm() -> bool:
+            return (await ask(outsider, rpc.make_revoke(record))).status == "wrong_swarm"
+
+        await eventually(wrong_swarm, what="a revoke outside the account's swarm is refused")
         # The original members sent the moved accounts' revocations to their new swarm
         # (its new members may also pull them from an original one that is in it).
         handed = 0.0
