@@ -71,6 +71,7 @@ Example, with the defaults::
     max_batch = 512
     sweep_interval = 30.0
     sweep_batch = 1000
+    max_cached_chains = 10000    # verified capability chains kept (delegated keys)
 
     [debug]
     clock_control = false        # tests only: POST /debug/clock moves the node's clock

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.capabilityutil import chain_bytes, digest_of, raw_link, res
-from tests.nodeutil import NodeHandle, node_process, now_ms
+from tests.nodeutil import NodeHandle, node_process, now_ms, onion_request
 from tests.swarmutil import call
 from veil.onion import capability as cap
 from veil.onion import cbor, rpc
@@ -35,7 +35,8 @@ SKEW = rpc.CLOCK_SKEW_MS
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeHandle]:
-    with node_process(tmp_path_factory.mktemp("delegated") / "node") as running:
+    data = tmp_path_factory.mktemp("delegated") / "node"
+    with node_process(data, config={"debug": {"clock_control": True}}) as running:
         yield running
 
 
@@ -142,6 +143,28 @@ async def test_a_worker_reads_and_empties_the_inbox_with_a_one_hour_key_and_no_s
         text = (await client.get(f"{node.url}/metrics", timeout=5)).text
     hits = [line for line in text.splitlines() if line.startswith("veil_storage_chains")]
     assert any('result="hit"' in line and float(line.rsplit(" ", 1)[1]) >= 1 for line in hits)
+
+
+async def test_a_key_is_refused_once_its_capability_expires(node: NodeHandle) -> None:
+    """The node's clock moves past the one-hour capability (and its skew): refused."""
+    alice = Account.generate()
+    worker, _ = session(alice, "self:0:retrieve")
+    assert await inbox_of(node, worker) == set()
+    offset = HOUR + SKEW + 1_000
+    async with httpx.AsyncClient(trust_env=False) as client:
+        moved = await client.post(f"{node.url}/debug/clock", json={"offset_ms": offset})
+        assert moved.status_code == 200
+        try:
+            at = now_ms() + offset  # the packet's time and the request's: the node's clock
+            request = rpc.make_retrieve(worker, now_ms=at)
+            reply = rpc.decode_reply(await onion_request(client, [node.hop()], request, at_ms=at))
+            assert reply.status == "unauthorized" and "expired" in (reply.error or "")
+            # The account itself still reads.
+            request = rpc.make_retrieve(alice, now_ms=at)
+            reply = rpc.decode_reply(await onion_request(client, [node.hop()], request, at_ms=at))
+            assert reply.ok
+        finally:
+            await client.post(f"{node.url}/debug/clock", json={"offset_ms": 0})
 
 
 async def test_a_delegated_store_is_the_owners_and_a_narrower_redelegation_works(
