@@ -1106,6 +1106,17 @@ def make_vectors() -> dict[str, Any]:
         rng=counter_rng(b"nonce-2"),
     )
     revocation = revoke(alice, chain, now_ms=VECTOR_TIME + 2000)
+    # An account audience (issue #13): a group's key grants a member's account.
+    group = SessionKey(seed_of("vector/group"))
+    member = account("vector/member")
+    group_id = GroupId(group.ed25519_public)
+    member_chain = delegate(
+        group,
+        member.id,
+        parse_resources(f"{group_id}:1..2:retrieve,store"),
+        now_ms=VECTOR_TIME,
+        rng=counter_rng(b"nonce-3"),
+    )
     return {
         "description": (
             "veil capability v1 (onion/capability). Seeds are Ed25519 seeds; nonces come "
@@ -1146,6 +1157,17 @@ def make_vectors() -> dict[str, Any]:
             "digest": revocation.digest.hex(),
         },
         "session": encode_session(k2, chain),
+        "account_audience": {
+            "group_seed": group.seed.hex(),
+            "member_seed": member.seed.hex(),
+            "member_id": str(member.id),
+            "resources": f"{group_id}:1..2:retrieve,store",
+            "now_ms": VECTOR_TIME,
+            "rng_seed": b"nonce-3".hex(),
+            "audience": (b"\x05" + member.x25519_public).hex(),
+            "encoded": member_chain.links[0].encoded.hex(),
+            "digest": member_chain.links[0].digest.hex(),
+        },
     }
 
 
@@ -1221,6 +1243,23 @@ def test_vectors_follow_the_documented_construction() -> None:
     key, decoded = decode_session(v["session"])
     assert key.seed == k2.seed and decoded.encoded == chain
     assert parse_did_key(v["k1_did"]) == k1.ed25519_public
+    # The account audience: "aud" is 0x05 + the member's X25519 key, and the member's
+    # own Ed25519 key signs as it.
+    acc = v["account_audience"]
+    member = account("vector/member")
+    group = SessionKey(bytes.fromhex(acc["group_seed"]))
+    link = Capability.decode(bytes.fromhex(acc["encoded"]))
+    assert link.audience.hex() == acc["audience"] == "05" + member.x25519_public.hex()
+    assert str(member.id) == acc["member_id"]
+    assert link.issuer == group.ed25519_public
+    authorize(
+        bytes.fromhex(cbor2.dumps([bytes.fromhex(acc["encoded"])]).hex()),
+        signer=member.ed25519_public,
+        account=GroupId(group.ed25519_public),
+        method="store",
+        namespace=2,
+        now_ms=acc["now_ms"],
+    )
 
 
 if __name__ == "__main__":

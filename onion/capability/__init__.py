@@ -15,7 +15,9 @@ One module per job, each importing only those above it in this list:
 * :mod:`~veil.onion.capability.did`: ``did:key`` of Ed25519 keys;
 * :mod:`~veil.onion.capability.resources`: actions, resources, what a storage method
   needs, coverage, the command line's ``OWNER:NAMESPACES:ACTIONS``;
-* :mod:`~veil.onion.capability.links`: one signed capability (a link), session keys;
+* :mod:`~veil.onion.capability.links`: one signed capability (a link), session keys,
+  audiences (an Ed25519 key, ``did:key``; or an account, ``05...``, exercised by any
+  Ed25519 key that maps to it: how encryption-session members are named);
 * :mod:`~veil.onion.capability.chains`: chains, :func:`authorize` (a node's call),
   :func:`verify_chain`, :class:`Proven` (what a node caches), the builders;
 * :mod:`~veil.onion.capability.cache`: :class:`ChainCache`, a node's bounded cache of
@@ -68,7 +70,16 @@ from .limits import (
     MAX_STATEMENT,
     REVOCATION_DOMAIN,
 )
-from .links import Capability, SessionKey, Signer, issue_link, link_digest
+from .links import (
+    Capability,
+    SessionKey,
+    Signer,
+    audience_account,
+    audience_bytes,
+    audience_matches,
+    issue_link,
+    link_digest,
+)
 from .resources import (
     ACTIONS,
     ALL_NAMESPACES,
@@ -126,6 +137,9 @@ __all__ = [
     "RevocationLookup",
     "SessionKey",
     "Signer",
+    "audience_account",
+    "audience_bytes",
+    "audience_matches",
     "authorize",
     "chain_digest",
     "decode_session",

@@ -16,7 +16,8 @@ last link's resources until the earliest expiry. :func:`authorize` (what a node'
    well-formed (:class:`~veil.onion.capability.links.Capability`);
 2. the first link is issued by the owner's key (an account's Ed25519 key, which maps to
    its ID; a group's key) and names no proof; every other link is issued by its
-   parent's audience and names its parent's digest as ``prf``
+   parent's audience (an Ed25519 key, or a key that maps to an account audience: see
+   :mod:`~veil.onion.capability.links`) and names its parent's digest as ``prf``
    (:class:`~veil.onion.errors.WrongIssuer`);
 3. no link expires later than its parent (:class:`~veil.onion.errors.ExpiryExtended`),
    and every resource of a link is held by its parent, for each of its actions and over
@@ -26,7 +27,7 @@ last link's resources until the earliest expiry. :func:`authorize` (what a node'
 4. ``now`` is inside every link's ``[nbf, exp)``, give or take the clock skew
    (:class:`~veil.onion.errors.CapabilityExpired`,
    :class:`~veil.onion.errors.CapabilityNotYetValid`);
-5. for a request: the signer is the last link's audience
+5. for a request: the signer is (or maps to) the last link's audience
    (:class:`~veil.onion.errors.WrongAudience`), the owner is the request's account
    (:class:`~veil.onion.errors.WrongAccount`), and the resources grant what the method
    needs in the namespace (:class:`~veil.onion.errors.ActionNotCovered`, naming the
@@ -51,7 +52,6 @@ again: times, request, revocations) instead of verifying again.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -87,7 +87,7 @@ from .limits import (
     MAX_CHAIN_LINKS,
     MAX_CHAIN_SIZE,
 )
-from .links import Capability, Signer, issue_link
+from .links import Capability, Signer, audience_matches, issue_link, x25519_of
 from .resources import (
     DELEGATE,
     Owner,
@@ -257,7 +257,11 @@ class Proven:
             raise CapabilityExpired(f"the chain expired at {self.expires_ms}")
         if self.not_before_ms > now_ms + skew_ms:
             raise CapabilityNotYetValid(f"the chain is valid from {self.not_before_ms}")
-        if signer != self.audience or self.owner != account or not self.allows(method, namespace):
+        if (
+            self.owner != account
+            or not audience_matches(self.audience, signer)
+            or not self.allows(method, namespace)
+        ):
             # The cheap answer is "no": say why, with the typed error of authorize().
             _check_request(
                 self.owner, self.audience, self.resources, signer, account, method, namespace
@@ -349,12 +353,7 @@ def authorize(
 # --- the checks -------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4096)
-def _x25519_of(issuer: bytes) -> bytes:
-    """The X25519 key of an Ed25519 key (libsodium's map, which refuses a key that is not
-    a valid point of prime order). Cached: a node sees the same accounts over and over;
-    errors are not cached."""
-    return crypto.ed25519_to_x25519_public(issuer)
+_x25519_of = x25519_of
 
 
 def _check_root_issuer(issuer: bytes, owner: Owner) -> None:
@@ -379,7 +378,7 @@ def _check_structure(links: Sequence[Capability]) -> None:
     for depth, (parent, child) in enumerate(pairwise(links), start=1):
         if child.proof != parent.digest:
             raise WrongIssuer(f"link {depth} does not name its parent as its proof")
-        if child.issuer != parent.audience:
+        if not audience_matches(parent.audience, child.issuer):
             raise WrongIssuer(f"link {depth} is not issued by its parent's audience")
         if child.expires_ms > parent.expires_ms:
             raise ExpiryExtended(
@@ -415,7 +414,7 @@ def _check_request(
     method: str,
     namespace: int | None,
 ) -> None:
-    if signer != audience:
+    if not audience_matches(audience, signer):
         raise WrongAudience("the request is not signed by the key the chain authorizes")
     if owner != account:
         raise WrongAccount(f"the chain is for {owner}, not {account}")
@@ -442,7 +441,7 @@ def _check_revoked(digests: Sequence[bytes], is_revoked: RevocationLookup | None
 
 def delegate(
     issuer: Signer,
-    audience: bytes,
+    audience: bytes | AccountId,
     resources: Sequence[Resource],
     *,
     now_ms: int,
@@ -482,7 +481,7 @@ def delegate(
 def redelegate(
     chain: Chain,
     holder: Signer,
-    audience: bytes,
+    audience: bytes | AccountId,
     resources: Sequence[Resource],
     *,
     now_ms: int,
@@ -500,8 +499,8 @@ def redelegate(
     resources (:class:`~veil.onion.errors.ResourcesWidened`) or a later expiry
     (:class:`~veil.onion.errors.ExpiryExtended`).
     """
-    if holder.ed25519_public != chain.audience:
-        raise InvalidKey("only the chain's audience can extend it")
+    if not audience_matches(chain.audience, holder.ed25519_public):
+        raise InvalidKey("only the chain's audience (or its account's key) can extend it")
     if len(chain.links) >= MAX_CHAIN_LINKS:
         raise InvalidValue(f"a chain has at most {MAX_CHAIN_LINKS} links")
     if expires_ms is None:

@@ -38,6 +38,9 @@ MAX_SESSION_CHARS: Final = 32 + (MAX_CHAIN_SIZE + 128) * 4 // 3 + 4
 
 NONCE_BYTES: Final = 16
 KEY_BYTES: Final = 32
+#: An account audience on the wire: 0x05, then the account's X25519 key.
+ACCOUNT_AUDIENCE_BYTES: Final = 33
+ACCOUNT_AUDIENCE_PREFIX: Final = b"\x05"
 #: An owner on the wire: its ID's prefix byte (0x05 account, 0x03 group) + its 32-byte key.
 OWNER_BYTES: Final = 33
 

@@ -7,7 +7,9 @@ UCAN, whose fields are::
 
     "v":     1
     "iss":   issuer's Ed25519 public key (32 bytes): the account's for the first link
-    "aud":   audience's Ed25519 public key (32 bytes): the session key it authorizes
+    "aud":   the audience: an Ed25519 public key (32 bytes: the session key it
+             authorizes, a ``did:key``), or an account (33 bytes: 0x05, then the
+             account's X25519 key), exercised by any Ed25519 key that maps to it
     "iat":   issued at (ms since the epoch)
     "nbf":   not before (ms), iat <= nbf
     "exp":   expiry (ms), nbf < exp and exp - iat <= MAX_LIFETIME_MS (30 days)
@@ -24,6 +26,15 @@ signed bytes are ``veil/capability/v1``, NUL, then the encoding of the map witho
 the re-encoding without ``sig`` and the link's digest, BLAKE2b-256 of its encoding
 (purpose ``veil/cap-link``), names it for proofs, revocations and caches.
 
+Account audiences. A member of an encryption session is known to others by its account
+ID (``05...``, an X25519 key), from which its Ed25519 key cannot be recovered (the map
+loses the sign bit), so whoever adds it cannot name its Ed25519 key. A link may then
+name the *account* as its audience: it is exercised, as the request's signer or as the
+issuer of the next link, by any Ed25519 key whose X25519 map is that account's key
+(:func:`audience_matches`), which is exactly how a node checks an account owner's own
+signature (:func:`veil.onion.keys.account_id_of_ed25519`). Both keys that map to one
+account (``A`` and ``-A``) are held by the account's seed alone.
+
 Keys travel as raw bytes and are not point-checked here: a key that is not a valid
 point never verifies a signature, and checking would cost as much as the signature.
 
@@ -35,6 +46,7 @@ verifier, after every cheaper check (:mod:`~veil.onion.capability.chains`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -54,8 +66,11 @@ from ..errors import (
     SchemaError,
     TooLarge,
 )
+from ..keys import AccountId
 from .did import did_key
 from .limits import (
+    ACCOUNT_AUDIENCE_BYTES,
+    ACCOUNT_AUDIENCE_PREFIX,
     KEY_BYTES,
     LINK_DIGEST_PURPOSE,
     LINK_DOMAIN,
@@ -72,7 +87,16 @@ from .limits import (
 )
 from .resources import ACTIONS, Owner, Resource, sorted_resources
 
-__all__ = ["Capability", "SessionKey", "Signer", "issue_link", "link_digest"]
+__all__ = [
+    "Capability",
+    "SessionKey",
+    "Signer",
+    "audience_account",
+    "audience_bytes",
+    "audience_matches",
+    "issue_link",
+    "link_digest",
+]
 
 _TIME: Final = Field(int, min=0, max=MAX_TIME_MS)
 
@@ -90,7 +114,7 @@ LINK_SCHEMA: Final = Schema(
     {
         "v": Field(int, choices={VERSION}),
         "iss": Field(bytes, size=KEY_BYTES),
-        "aud": Field(bytes, size=KEY_BYTES),
+        "aud": Field(bytes, min_len=KEY_BYTES, max_len=ACCOUNT_AUDIENCE_BYTES),
         "iat": _TIME,
         "nbf": _TIME,
         "exp": _TIME,
@@ -114,6 +138,47 @@ _LINK_DEPTH: Final = 4
 def link_digest(encoded: bytes) -> bytes:
     """The 32-byte digest that names a link (its proof, its revocation)."""
     return crypto.hash32(encoded, LINK_DIGEST_PURPOSE)
+
+
+@functools.lru_cache(maxsize=4096)
+def x25519_of(ed25519_public: bytes) -> bytes:
+    """The X25519 key of an Ed25519 key (libsodium's map, which refuses a key that is not
+    a valid point of prime order: :class:`InvalidKey`). Cached: a node sees the same
+    keys over and over; errors are not cached."""
+    return crypto.ed25519_to_x25519_public(ed25519_public)
+
+
+def audience_bytes(audience: bytes | AccountId) -> bytes:
+    """An audience as it is written on the wire: an Ed25519 key (32 bytes) as it is, an
+    account as 0x05 + its X25519 key (33 bytes). :class:`InvalidKey` otherwise."""
+    if isinstance(audience, AccountId):
+        return ACCOUNT_AUDIENCE_PREFIX + audience.x25519_public
+    if not isinstance(audience, bytes) or not crypto.ed25519_is_valid_point(audience):
+        raise InvalidKey("an audience is a 32-byte Ed25519 public key or an AccountId")
+    return audience
+
+
+def audience_account(audience: bytes) -> AccountId | None:
+    """The account of an account audience (33 wire bytes), None for an Ed25519 key."""
+    if len(audience) != ACCOUNT_AUDIENCE_BYTES:
+        return None
+    account: AccountId = object.__new__(AccountId)
+    object.__setattr__(account, "x25519_public", audience[1:])
+    return account
+
+
+def audience_matches(audience: bytes, key: bytes) -> bool:
+    """Whether the Ed25519 key ``key`` exercises ``audience`` (wire bytes): equal to an
+    Ed25519 audience, or mapping to an account audience's X25519 key. Public values
+    only: no secret is compared."""
+    if len(audience) == KEY_BYTES:
+        return key == audience
+    if len(audience) != ACCOUNT_AUDIENCE_BYTES or len(key) != KEY_BYTES:
+        return False
+    try:
+        return x25519_of(key) == audience[1:]
+    except InvalidKey:
+        return False
 
 
 class Signer(Protocol):
@@ -185,8 +250,19 @@ class Capability:
         return did_key(self.issuer)
 
     @property
+    def audience_account(self) -> AccountId | None:
+        """The account this link authorizes (an account audience), or None (a key)."""
+        return audience_account(self.audience)
+
+    @property
     def audience_did(self) -> str:
-        return did_key(self.audience)
+        """The audience's ``did:key``, or its account ID (``05...``) for an account."""
+        account = audience_account(self.audience)
+        return str(account) if account is not None else did_key(self.audience)
+
+    def exercised_by(self, key: bytes) -> bool:
+        """Whether the Ed25519 key ``key`` is (or maps to) this link's audience."""
+        return audience_matches(self.audience, key)
 
     def signed_bytes(self) -> bytes:
         """What the issuer signed (under ``capability/v1``): the map without ``sig``."""
@@ -214,6 +290,9 @@ class Capability:
             raise CapabilityTooLarge(str(exc)) from None
         except (DecodeError, SchemaError) as exc:
             raise MalformedCapability(str(exc)) from None
+        aud = obj["aud"]
+        if len(aud) == ACCOUNT_AUDIENCE_BYTES and aud[:1] != ACCOUNT_AUDIENCE_PREFIX:
+            raise MalformedCapability("a 33-byte audience is an account: 0x05 + X25519 key")
         iat, nbf, exp = obj["iat"], obj["nbf"], obj["exp"]
         if not iat <= nbf < exp:
             raise MalformedCapability("a link's times are out of order (iat <= nbf < exp)")
@@ -249,7 +328,7 @@ class Capability:
 
 def issue_link(
     signer: Signer,
-    audience: bytes,
+    audience: bytes | AccountId,
     resources: Sequence[Resource],
     *,
     now_ms: int,
@@ -264,8 +343,7 @@ def issue_link(
     This checks the link alone; the chain builders of
     :mod:`~veil.onion.capability.chains` check it against its parent.
     """
-    if not isinstance(audience, bytes) or not crypto.ed25519_is_valid_point(audience):
-        raise InvalidKey("the audience is a 32-byte Ed25519 public key")
+    audience = audience_bytes(audience)
     resources = sorted_resources(resources)
     if not 1 <= len(resources) <= MAX_RESOURCES:
         raise InvalidResource(f"a capability grants 1 to {MAX_RESOURCES} resources")

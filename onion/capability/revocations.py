@@ -67,7 +67,7 @@ from .limits import (
     REVOCATION_DOMAIN,
     VERSION,
 )
-from .links import Signer
+from .links import Signer, audience_matches
 from .resources import REVOKE, Owner, Resource, missing_actions, owner_bytes
 
 __all__ = ["Revocation", "revoke", "verify_revocation"]
@@ -165,7 +165,7 @@ def _check_entitled(
     authority.check_structure()
     if authority.owner != proof.owner:
         raise NotEntitledToRevoke("the revoker's authority is for another account")
-    if authority.audience != revoker:
+    if not audience_matches(authority.audience, revoker):
         raise NotEntitledToRevoke("the authority chain is not the revoker's")
     for resource in proof.resources:
         wanted = Resource(resource.owner, resource.first, resource.last, frozenset({REVOKE}))

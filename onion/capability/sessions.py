@@ -29,7 +29,7 @@ from ..cbor import Field, Schema
 from ..errors import InvalidSession, VeilError
 from .chains import Chain
 from .limits import MAX_CHAIN_SIZE, MAX_SESSION_CHARS, VERSION
-from .links import SessionKey
+from .links import SessionKey, audience_matches
 
 __all__ = ["SESSION_PREFIX", "decode_session", "encode_session"]
 
@@ -53,7 +53,7 @@ def _b64encode(raw: bytes) -> str:
 
 def encode_session(key: SessionKey, chain: Chain) -> str:
     """The string of a session key and its chain (whose audience it must be)."""
-    if key.ed25519_public != chain.audience:
+    if not audience_matches(chain.audience, key.ed25519_public):
         raise InvalidSession("the session key is not the audience of its chain")
     return SESSION_PREFIX + _b64encode(
         SESSION_SCHEMA.encode({"v": VERSION, "seed": key.seed, "chain": chain.encoded})
@@ -85,6 +85,6 @@ def decode_session(text: str) -> tuple[SessionKey, Chain]:
         key = SessionKey(obj["seed"])
     except VeilError as exc:
         raise InvalidSession(f"a serialized session that does not verify: {exc}") from exc
-    if key.ed25519_public != chain.audience:
+    if not audience_matches(chain.audience, key.ed25519_public):
         raise InvalidSession("the session key is not the audience of its chain")
     return key, chain
