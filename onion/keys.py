@@ -68,7 +68,7 @@ def _parse_prefixed(text: str, prefix: str, kind: str) -> bytes:
     return bytes.fromhex(body)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class AccountId:
     """A parsed account ID: ``05`` + hex of the account's X25519 public key."""
 

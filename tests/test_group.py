@@ -76,7 +76,7 @@ class Seald:
         self.rng = counter_rng(rng_seed)
         self.new: NewSession = create_session(
             U1,
-            {U2.ed25519_public: {"read", "forward"}, U4.ed25519_public: ALL_RIGHTS},
+            {U2.id: {"read", "forward"}, U4.id: ALL_RIGHTS},
             metadata="a Seald chain",
             policy=policy,
             now_ms=NOW,
@@ -85,7 +85,7 @@ class Seald:
         self.key = self.new.session_key
         state = self.new.state
         added = add_members(
-            state, U2, [U3.ed25519_public], keys=state.epoch_keys(U2), now_ms=NOW + 1,
+            state, U2, [U3.id], keys=state.epoch_keys(U2), now_ms=NOW + 1,
             rng=self.rng,
         )
         self.state = state.add(*added)
@@ -97,7 +97,7 @@ class Seald:
 
 def can_revoke(s: Seald, revoker: Any, target: Account) -> bool:
     try:
-        records = revoke_members(s.state, revoker, [target.ed25519_public], now_ms=NOW + 10)
+        records = revoke_members(s.state, revoker, [target.id], now_ms=NOW + 10)
     except RevocationNotAllowed:
         return False
     assert records
@@ -110,16 +110,16 @@ def can_revoke(s: Seald, revoker: Any, target: Account) -> bool:
 def test_the_seald_chain_records_who_added_whom_and_rights() -> None:
     s = Seald(RIGHTS_POLICY)
     members = s.state.members(now_ms=NOW + MINUTE)
-    assert set(members) == {U1.ed25519_public, U2.ed25519_public, U3.ed25519_public,
-                            U4.ed25519_public}
-    assert members[U1.ed25519_public].rights == ALL_RIGHTS
-    assert members[U2.ed25519_public].rights == {"read", "forward"}
-    assert members[U3.ed25519_public].rights == {"read", "forward"}
+    assert set(members) == {U1.id, U2.id, U3.id,
+                            U4.id}
+    assert members[U1.id].rights == ALL_RIGHTS
+    assert members[U2.id].rights == {"read", "forward"}
+    assert members[U3.id].rights == {"read", "forward"}
     # The session key added user2 and user4: shown as added by the creator.
-    assert members[U2.ed25519_public].added_by == (U1.ed25519_public,)
-    assert members[U3.ed25519_public].added_by == (U2.ed25519_public,)
-    assert members[U3.ed25519_public].account == U3.id
-    assert s.state.creator == U1.ed25519_public
+    assert members[U2.id].added_by == (U1.id,)
+    assert members[U3.id].added_by == (U2.id,)
+    assert members[U3.id].account == U3.id
+    assert s.state.creator == U1.id
     assert s.state.metadata == "a Seald chain"
     assert s.state.policy == RIGHTS_POLICY
     assert s.new.session_id == s.state.session_id
@@ -150,14 +150,14 @@ def test_under_delegation_user2_revokes_user3_user3_no_one_and_no_one_the_creato
 @pytest.mark.parametrize("policy", [RIGHTS_POLICY, DELEGATION])
 def test_no_one_can_revoke_the_creator_even_by_a_record_made_by_hand(policy: str) -> None:
     s = Seald(policy)
-    (creator_chain,) = s.state.live_chains(U1.ed25519_public, now_ms=NOW)
-    authority = s.state.chain_for(U4.ed25519_public, "revoke", now_ms=NOW)
+    (creator_chain,) = s.state.live_chains(U1.id, now_ms=NOW)
+    authority = s.state.chain_for(U4.id, "revoke", now_ms=NOW)
     for revoker, auth in ((s.key, None), (U4, authority)):
         record = make_revoke(revoke(revoker, creator_chain, now_ms=NOW + 5, authority=auth))
         with pytest.raises(RevocationNotAllowed):
             check_record(s.state, record, now_ms=NOW + 5)
         state = s.state.add(record)
-        assert U1.ed25519_public in state.members(now_ms=NOW + 6)
+        assert U1.id in state.members(now_ms=NOW + 6)
         assert isinstance(state.rejected[record.digest], RevocationNotAllowed)
 
 
@@ -165,37 +165,37 @@ def test_under_rights_a_node_refuses_an_adders_revocation_made_by_hand() -> None
     """The capability layer lets an upstream issuer revoke; the rights policy does not,
     and check_record (the node) enforces the policy."""
     s = Seald(RIGHTS_POLICY)
-    (chain,) = s.state.live_chains(U3.ed25519_public, now_ms=NOW)
+    (chain,) = s.state.live_chains(U3.id, now_ms=NOW)
     record = make_revoke(revoke(U2, chain, now_ms=NOW + 5))
     with pytest.raises(RevocationNotAllowed) as info:
         check_record(s.state, record, now_ms=NOW + 5)
     assert info.value.status == "unauthorized"
-    assert U3.ed25519_public in s.members(s.state.add(record))
+    assert U3.id in s.members(s.state.add(record))
     # The same record under the delegation policy is accepted.
     d = Seald(DELEGATION)
-    (chain,) = d.state.live_chains(U3.ed25519_public, now_ms=NOW)
+    (chain,) = d.state.live_chains(U3.id, now_ms=NOW)
     record = make_revoke(revoke(U2, chain, now_ms=NOW + 5))
     check_record(d.state, record, now_ms=NOW + 5)
-    assert U3.ed25519_public not in d.members(d.state.add(record))
+    assert U3.id not in d.members(d.state.add(record))
 
 
 def test_members_added_by_a_revoked_member_lose_access_unless_added_again() -> None:
     s = Seald(RIGHTS_POLICY)
-    revoked = s.state.add(*revoke_members(s.state, s.key, [U2.ed25519_public], now_ms=NOW + 10))
-    assert s.members(revoked) == {U1.ed25519_public, U4.ed25519_public}
+    revoked = s.state.add(*revoke_members(s.state, s.key, [U2.id], now_ms=NOW + 10))
+    assert s.members(revoked) == {U1.id, U4.id}
     assert set(revoked.revoked_members(now_ms=NOW + MINUTE)) == {
-        U2.ed25519_public,
-        U3.ed25519_public,
+        U2.id,
+        U3.id,
     }
     # user3 also added by user4 (a chain that does not pass through user2) stays.
     again = add_members(
-        s.state, U4, [U3.ed25519_public], keys=s.state.epoch_keys(U4), now_ms=NOW + 5
+        s.state, U4, [U3.id], keys=s.state.epoch_keys(U4), now_ms=NOW + 5
     )
     kept = s.state.add(*again)
-    kept = kept.add(*revoke_members(kept, s.key, [U2.ed25519_public], now_ms=NOW + 10))
-    assert s.members(kept) == {U1.ed25519_public, U3.ed25519_public, U4.ed25519_public}
-    assert kept.members(now_ms=NOW + MINUTE)[U3.ed25519_public].added_by == tuple(
-        sorted((U2.ed25519_public, U4.ed25519_public))
+    kept = kept.add(*revoke_members(kept, s.key, [U2.id], now_ms=NOW + 10))
+    assert s.members(kept) == {U1.id, U3.id, U4.id}
+    assert kept.members(now_ms=NOW + MINUTE)[U3.id].added_by == tuple(
+        sorted((U2.id, U4.id))
     )
 
 
@@ -206,19 +206,19 @@ def test_a_member_without_forward_cannot_add() -> None:
     s = Seald(RIGHTS_POLICY)
     state = s.state
     new = add_members(
-        state, s.key, {U5.ed25519_public: {"read"}}, keys=state.epoch_keys(U1), now_ms=NOW + 2
+        state, s.key, {U5.id: {"read"}}, keys=state.epoch_keys(U1), now_ms=NOW + 2
     )
     state = state.add(*new)
     with pytest.raises(RightMissing) as info:
-        add_members(state, U5, [account("x").ed25519_public], keys=state.epoch_keys(U5),
+        add_members(state, U5, [account("x").id], keys=state.epoch_keys(U5),
                     now_ms=NOW + 3)
     assert info.value.right == "forward"
     # A link made by hand (the capability layer refuses it too, as widened).
-    (chain,) = state.live_chains(U5.ed25519_public, now_ms=NOW + 3)
+    (chain,) = state.live_chains(U5.id, now_ms=NOW + 3)
     target = account("x")
     link = issue_link(
         U5,
-        target.ed25519_public,
+        target.id,
         resources_of_rights(state.session_id, {"read"}),
         now_ms=NOW + 3,
         expires_ms=chain.expires_ms,
@@ -228,19 +228,19 @@ def test_a_member_without_forward_cannot_add() -> None:
     with pytest.raises(RightMissing) as info:
         check_record(state, record, now_ms=NOW + 3)
     assert info.value.right == "forward" and info.value.status == "unauthorized"
-    assert target.ed25519_public not in state.add(record).members(now_ms=NOW + 4)
+    assert target.id not in state.add(record).members(now_ms=NOW + 4)
 
 
 def test_a_member_gives_no_right_it_lacks() -> None:
     s = Seald(RIGHTS_POLICY)
     with pytest.raises(RightMissing) as info:
-        add_members(s.state, U2, {U5.ed25519_public: ALL_RIGHTS},
+        add_members(s.state, U2, {U5.id: ALL_RIGHTS},
                     keys=s.state.epoch_keys(U2), now_ms=NOW + 3)
     assert info.value.right == "revoke"
-    (chain,) = s.state.live_chains(U2.ed25519_public, now_ms=NOW + 3)
+    (chain,) = s.state.live_chains(U2.id, now_ms=NOW + 3)
     link = issue_link(
         U2,
-        U5.ed25519_public,
+        U5.id,
         resources_of_rights(s.state.session_id, ALL_RIGHTS),
         now_ms=NOW + 3,
         expires_ms=chain.expires_ms,
@@ -256,7 +256,7 @@ def test_rights_are_checked() -> None:
     s = Seald(RIGHTS_POLICY)
     for bad in ({"write"}, {"forward"}, "read"):
         with pytest.raises(InvalidRights):
-            add_members(s.state, s.key, {U5.ed25519_public: bad}, keys={}, now_ms=NOW)
+            add_members(s.state, s.key, {U5.id: bad}, keys={}, now_ms=NOW)
     with pytest.raises(InvalidRights):
         create_session(U1, policy="anyone", now_ms=NOW)
 
@@ -281,7 +281,7 @@ def test_membership_resources_are_the_documented_mapping() -> None:
 
 
 def _revoke_and_rotate(s: Seald, target: Account, at: int) -> tuple[SessionState, bytes, bytes]:
-    state = s.state.add(*revoke_members(s.state, s.key, [target.ed25519_public], now_ms=at))
+    state = s.state.add(*revoke_members(s.state, s.key, [target.id], now_ms=at))
     assert state.needs_rotation(now_ms=at)
     epoch, key = rotate(state, s.key, keys=state.epoch_keys(U1), now_ms=at + 1, rng=s.rng)
     state = state.add(epoch)
@@ -318,13 +318,13 @@ def test_a_revoked_member_holding_every_old_key_cannot_read_the_new_epoch() -> N
 
 def test_nodes_refuse_a_revoked_member_its_records_and_requests() -> None:
     s = Seald(RIGHTS_POLICY)
-    (chain,) = s.state.live_chains(U2.ed25519_public, now_ms=NOW)
+    (chain,) = s.state.live_chains(U2.id, now_ms=NOW)
     keys = s.state.epoch_keys(U2)
-    record = add_members(s.state, U2, [U5.ed25519_public], keys=keys, now_ms=NOW + 20)[0]
-    state = s.state.add(*revoke_members(s.state, s.key, [U2.ed25519_public], now_ms=NOW + 10))
+    record = add_members(s.state, U2, [U5.id], keys=keys, now_ms=NOW + 20)[0]
+    state = s.state.add(*revoke_members(s.state, s.key, [U2.id], now_ms=NOW + 10))
     with pytest.raises(NotAMember):
         check_record(state, record, now_ms=NOW + 20)
-    assert U5.ed25519_public not in state.add(record).members(now_ms=NOW + 30)
+    assert U5.id not in state.add(record).members(now_ms=NOW + 30)
     # The capability check of the storage RPC, with the session's revocations.
     revoked = set(state.revoked_links)
     for namespace in (STATE_NAMESPACE, MESSAGES_NAMESPACE):
@@ -339,19 +339,19 @@ def test_nodes_refuse_a_revoked_member_its_records_and_requests() -> None:
 def test_a_revoked_members_records_after_its_revocation_are_void() -> None:
     s = Seald(DELEGATION)
     keys = s.state.epoch_keys(U2)
-    late = add_members(s.state, U2, [U5.ed25519_public], keys=keys, now_ms=NOW + 20)
-    early = add_members(s.state, U2, [account("early").ed25519_public], keys=keys,
+    late = add_members(s.state, U2, [U5.id], keys=keys, now_ms=NOW + 20)
+    early = add_members(s.state, U2, [account("early").id], keys=keys,
                         now_ms=NOW + 5)
-    revocations = revoke_members(s.state, s.key, [U2.ed25519_public], now_ms=NOW + 10)
+    revocations = revoke_members(s.state, s.key, [U2.id], now_ms=NOW + 10)
     state = s.state.add(*late, *early, *revocations)
     # Both are gone from the membership now (below a revoked link), but only the late one
     # is void: the early one was a member between its addition and user2's revocation.
     members = state.members(now_ms=NOW + 30)
-    assert U5.ed25519_public not in members
-    early_key = account("early").ed25519_public
+    assert U5.id not in members
+    early_key = account("early").id
     assert early_key not in members
     assert state.rights_of(early_key, now_ms=NOW + 30, at_ms=NOW + 6) == {"read", "forward"}
-    assert state.rights_of(U5.ed25519_public, now_ms=NOW + 30, at_ms=NOW + 21) == frozenset()
+    assert state.rights_of(U5.id, now_ms=NOW + 30, at_ms=NOW + 21) == frozenset()
 
 
 def test_concurrent_rotations_give_two_heads_both_accepted_and_the_next_merges() -> None:
@@ -375,7 +375,7 @@ def test_concurrent_rotations_give_two_heads_both_accepted_and_the_next_merges()
     final = merged.add(e5)
     assert final.heads == (e5.epoch_id,)
     # A member added after the merge reads every epoch through the chain back.
-    late = add_members(final, U4, [U5.ed25519_public], keys=final.epoch_keys(U4),
+    late = add_members(final, U4, [U5.id], keys=final.epoch_keys(U4),
                        now_ms=NOW + 40, rng=s.rng)
     final = final.add(*late)
     keys = final.epoch_keys(U5)
@@ -387,7 +387,7 @@ def test_a_rotation_concurrent_with_a_revocation_leaves_an_unclean_head() -> Non
     s = Seald(RIGHTS_POLICY)
     base = s.state
     epoch, _ = rotate(base, U4, keys=base.epoch_keys(U4), now_ms=NOW + 10, rng=s.rng)
-    revocations = revoke_members(base, s.key, [U3.ed25519_public], now_ms=NOW + 10)
+    revocations = revoke_members(base, s.key, [U3.id], now_ms=NOW + 10)
     state = base.add(epoch, *revocations)
     assert state.heads == (epoch.epoch_id,)
     assert state.needs_rotation(now_ms=NOW + 20)
@@ -395,7 +395,7 @@ def test_a_rotation_concurrent_with_a_revocation_leaves_an_unclean_head() -> Non
     fixed, _ = rotate(state, s.key, keys=state.epoch_keys(U1), now_ms=NOW + 21, rng=s.rng)
     state = state.add(fixed)
     assert state.current_epoch(now_ms=NOW + 22) == fixed.epoch_id
-    assert U3.ed25519_public not in state.holders(fixed.epoch_id)
+    assert U3.id not in state.holders(fixed.epoch_id)
 
 
 def test_only_revokers_rotate() -> None:
@@ -417,7 +417,7 @@ def test_revoking_the_whole_session() -> None:
     end = end_session(s.state, U4, now_ms=NOW + 10)
     state = s.state.add(end)
     assert state.ended and not s.state.ended
-    more = add_members(s.state, s.key, [U5.ed25519_public], keys=s.state.epoch_keys(U1),
+    more = add_members(s.state, s.key, [U5.id], keys=s.state.epoch_keys(U1),
                        now_ms=NOW + 11)
     with pytest.raises(SessionRevoked) as info:
         check_record(state, more[0], now_ms=NOW + 12)
@@ -440,7 +440,7 @@ def test_check_record_refusals() -> None:
     assert check_record(empty, s.new.records[0], now_ms=NOW) == s.new.records[0]
     with pytest.raises(UnknownSession):
         check_record(s.state, _regenesis(s), now_ms=NOW)
-    future = add_members(s.state, s.key, [U5.ed25519_public], keys=s.state.epoch_keys(U1),
+    future = add_members(s.state, s.key, [U5.id], keys=s.state.epoch_keys(U1),
                          now_ms=NOW)
     future_record = make_member(s.key, future[0].chain, now_ms=NOW + 5 * MINUTE)
     with pytest.raises(RecordFromFuture) as info:
@@ -453,7 +453,7 @@ def test_check_record_refusals() -> None:
 def _regenesis(s: Seald) -> Any:
     from veil.onion.group.records import make_genesis
 
-    return make_genesis(s.key, U2.ed25519_public, policy=DELEGATION, metadata=None, now_ms=NOW)
+    return make_genesis(s.key, U2.id, policy=DELEGATION, metadata=None, now_ms=NOW)
 
 
 def test_two_geneses_resolve_by_digest_and_flag_the_conflict() -> None:
@@ -546,7 +546,7 @@ def test_group_messages_are_signed_and_checked_against_membership_at_their_date(
     with pytest.raises(BadAuthor):
         decrypt_message(stranger, state, keys, now_ms=NOW + 6)
     # Revoked at NOW + 10: its message of NOW + 5 stays readable, one of NOW + 11 not.
-    revoked = state.add(*revoke_members(state, s.key, [U3.ed25519_public], now_ms=NOW + 10))
+    revoked = state.add(*revoke_members(state, s.key, [U3.id], now_ms=NOW + 10))
     assert decrypt_message(text, revoked, keys, now_ms=NOW + 20).author == U3.ed25519_public
     late = encrypt_message(state.session_id, epoch, key, "hi", author=U3, timestamp_ms=NOW + 11)
     with pytest.raises(BadAuthor):
@@ -611,31 +611,31 @@ def test_an_adder_gives_only_what_one_of_its_chains_holds() -> None:
     s = Seald(RIGHTS_POLICY)
     keys = s.state.epoch_keys(U1)
     state = s.state.add(
-        *add_members(s.state, s.key, {U5.ed25519_public: {"read", "forward"}}, keys=keys,
+        *add_members(s.state, s.key, {U5.id: {"read", "forward"}}, keys=keys,
                      now_ms=NOW + 2),
     )
     state = state.add(
-        *add_members(state, s.key, {U5.ed25519_public: {"read", "revoke"}}, keys=keys,
+        *add_members(state, s.key, {U5.id: {"read", "revoke"}}, keys=keys,
                      now_ms=NOW + 3),
     )
-    assert state.rights_of(U5.ed25519_public, now_ms=NOW + 4) == ALL_RIGHTS
+    assert state.rights_of(U5.id, now_ms=NOW + 4) == ALL_RIGHTS
     with pytest.raises(RightMissing) as info:
-        add_members(state, U5, {account("y").ed25519_public: ALL_RIGHTS},
+        add_members(state, U5, {account("y").id: ALL_RIGHTS},
                     keys=state.epoch_keys(U5), now_ms=NOW + 4)
     assert info.value.right == "revoke"
-    add_members(state, U5, {account("y").ed25519_public: {"read", "forward"}},
+    add_members(state, U5, {account("y").id: {"read", "forward"}},
                 keys=state.epoch_keys(U5), now_ms=NOW + 4)
 
 
 def test_membership_links_expire() -> None:
     day = 86_400_000
-    new = create_session(U1, {U2.ed25519_public: {"read"}}, now_ms=NOW, lifetime_ms=day,
+    new = create_session(U1, {U2.id: {"read"}}, now_ms=NOW, lifetime_ms=day,
                          rng=counter_rng(b"expiring"))
     state = new.state
-    assert U2.ed25519_public in state.members(now_ms=NOW + day - 2 * MINUTE)
-    assert U2.ed25519_public not in state.members(now_ms=NOW + day + 2 * MINUTE)
+    assert U2.id in state.members(now_ms=NOW + day - 2 * MINUTE)
+    assert U2.id not in state.members(now_ms=NOW + day + 2 * MINUTE)
     # A record whose link already expired is refused by a node.
-    (record,) = [r for r in new.records if getattr(r, "member", None) == U2.ed25519_public]
+    (record,) = [r for r in new.records if getattr(r, "member", None) == U2.id]
     fresh = SessionState(state.session_id, [new.records[0]])
     with pytest.raises(NotAMember):
         check_record(fresh, record, now_ms=NOW + day + 2 * MINUTE)
@@ -660,28 +660,28 @@ def test_an_epoch_for_the_most_members_fits_a_record() -> None:
     from veil.onion.group.records import make_epoch
 
     s = Seald(RIGHTS_POLICY)
-    members = [account(f"many/{i}").ed25519_public for i in range(MAX_WRAPS)]
-    authority = s.state.chain_for(U4.ed25519_public, "revoke", now_ms=NOW)
+    members = [account(f"many/{i}").id for i in range(MAX_WRAPS)]
+    authority = s.state.chain_for(U4.id, "revoke", now_ms=NOW)
     epoch, _ = make_epoch(U4, s.state.session, members, authority=authority, now_ms=NOW + 1,
                           parents=s.state.epoch_keys(U4).items())
     assert len(epoch.encoded) <= MAX_RECORD_SIZE
     assert check_record(s.state, epoch.encoded, now_ms=NOW + 1) == epoch
     with pytest.raises(InvalidValue):
-        make_epoch(s.key, s.state.session, [*members, U1.ed25519_public], now_ms=NOW)
+        make_epoch(s.key, s.state.session, [*members, U1.id], now_ms=NOW)
 
 
 def test_a_session_created_for_others_only() -> None:
     """encrypt_for_self=False: the creator's key is wrapped for no epoch, yet it stays
     the administrator (session key): it revokes, rotates without the history, ends."""
     rng = counter_rng(b"for-others")
-    new = create_session(U1, {U2.ed25519_public: {"read"}, U3.ed25519_public: {"read"}},
+    new = create_session(U1, {U2.id: {"read"}, U3.id: {"read"}},
                          encrypt_for_self=False, now_ms=NOW, rng=rng)
     state = new.state
-    assert set(state.members(now_ms=NOW)) == {U2.ed25519_public, U3.ed25519_public}
+    assert set(state.members(now_ms=NOW)) == {U2.id, U3.id}
     assert state.epoch_keys(U1) == {}
-    assert U1.ed25519_public not in state.holders(new.epoch)
+    assert U1.id not in state.holders(new.epoch)
     assert not state.needs_rotation(now_ms=NOW)
-    state = state.add(*revoke_members(state, new.session_key, [U3.ed25519_public],
+    state = state.add(*revoke_members(state, new.session_key, [U3.id],
                                       now_ms=NOW + 1))
     with pytest.raises(UnknownEpoch):
         rotate(state, new.session_key, keys={}, now_ms=NOW + 2)
@@ -708,3 +708,22 @@ def test_a_revoked_member_cannot_decrypt_a_file_of_the_new_epoch() -> None:
         FileDecryptor({**stolen, **state.epoch_keys(U2)}).update(blob)
     dec = FileDecryptor(state.epoch_keys(U4), session=state.session_id)
     assert dec.update(blob) + dec.finish() == b"secret"
+
+
+def test_members_are_accounts_and_a_key_audience_is_no_membership_link() -> None:
+    """Members are named by their account (contract A of issue 13): the membership link's
+    audience is the account, exercised by its own Ed25519 key; a member record whose
+    link names an Ed25519 key is malformed."""
+    s = Seald(RIGHTS_POLICY)
+    (chain,) = s.state.live_chains(U2.id, now_ms=NOW)
+    assert chain.links[-1].audience == b"\x05" + U2.x25519_public
+    authorize(chain, signer=U2.ed25519_public, account=s.state.session_id,
+              method="retrieve", namespace=2, now_ms=NOW)
+    resources = chain.links[-1].resources
+    link = issue_link(s.key, U5.ed25519_public, resources, now_ms=NOW,
+                      expires_ms=NOW + 1000)
+    with pytest.raises(errors.MalformedRecord, match="account"):
+        make_member(s.key, Chain.from_links([link]), now_ms=NOW)
+    assert s.state.creator == U1.id
+    with pytest.raises(errors.InvalidValue):
+        create_session(U1, [U2.ed25519_public], now_ms=NOW)  # type: ignore[list-item]

@@ -58,9 +58,9 @@ def _scenario() -> tuple[SessionState, list[bytes], Any]:
     new = create_session(
         u["u1"],
         {
-            u["u2"].ed25519_public: {"read", "forward"},
-            u["u4"].ed25519_public: ALL_RIGHTS,
-            u["u6"].ed25519_public: ALL_RIGHTS,
+            u["u2"].id: {"read", "forward"},
+            u["u4"].id: ALL_RIGHTS,
+            u["u6"].id: ALL_RIGHTS,
         },
         policy=RIGHTS_POLICY,
         now_ms=NOW,
@@ -75,25 +75,25 @@ def _scenario() -> tuple[SessionState, list[bytes], Any]:
         out.extend(records)
         state = state.add(*records)
 
-    take(*add_members(state, u["u2"], [u["u3"].ed25519_public], keys=state.epoch_keys(u["u2"]),
+    take(*add_members(state, u["u2"], [u["u3"].id], keys=state.epoch_keys(u["u2"]),
                       now_ms=NOW + 1, rng=rng))
-    take(*add_members(state, u["u4"], {u["u5"].ed25519_public: {"read"}},
+    take(*add_members(state, u["u4"], {u["u5"].id: {"read"}},
                       keys=state.epoch_keys(u["u4"]), now_ms=NOW + 2, rng=rng))
     base = state
     e1, _ = rotate(base, key, keys=base.epoch_keys(u["u1"]), now_ms=NOW + 3, rng=rng)
     e4, _ = rotate(base, u["u4"], keys=base.epoch_keys(u["u4"]), now_ms=NOW + 3, rng=rng)
     take(e1, e4)
     # user2's revocation of user3, made by hand: refused under the rights policy.
-    (chain3,) = state.live_chains(u["u3"].ed25519_public, now_ms=NOW + 4)
+    (chain3,) = state.live_chains(u["u3"].id, now_ms=NOW + 4)
     take(make_revoke(revoke(u["u2"], chain3, now_ms=NOW + 4)))
     # Two administrators revoke each other: the earlier wins.
-    r46 = revoke_members(state, u["u4"], [u["u6"].ed25519_public], now_ms=NOW + 5)
-    r64 = revoke_members(state, u["u6"], [u["u4"].ed25519_public], now_ms=NOW + 6)
+    r46 = revoke_members(state, u["u4"], [u["u6"].id], now_ms=NOW + 5)
+    r64 = revoke_members(state, u["u6"], [u["u4"].id], now_ms=NOW + 6)
     take(*r46, *r64)
     # user2 adds user7 after its revocation: void.
-    late = add_members(state, u["u2"], [u["u7"].ed25519_public], keys=state.epoch_keys(u["u2"]),
+    late = add_members(state, u["u2"], [u["u7"].id], keys=state.epoch_keys(u["u2"]),
                        now_ms=NOW + 9, rng=rng)
-    take(*revoke_members(state, key, [u["u2"].ed25519_public], now_ms=NOW + 8))
+    take(*revoke_members(state, key, [u["u2"].id], now_ms=NOW + 8))
     take(*late)
     e5, _ = rotate(state, key, keys=state.epoch_keys(u["u1"]), now_ms=NOW + 10, rng=rng)
     take(e5)
@@ -127,13 +127,13 @@ REFERENCE = summary(STATE)
 def test_the_scenario_is_what_it_says() -> None:
     members = STATE.members(now_ms=LATER)
     u = USERS
-    assert set(members) == {u["u1"].ed25519_public, u["u4"].ed25519_public,
-                            u["u5"].ed25519_public}
+    assert set(members) == {u["u1"].id, u["u4"].id,
+                            u["u5"].id}
     assert len(STATE.rejected) == 1  # the adder's revocation, refused by the policy
     assert len(STATE.void) == 2  # user6's revocation after its own, user2's late addition
     assert len(STATE.heads) == 1 and len(STATE.epochs) == 4
-    assert STATE.added_by(u["u7"].ed25519_public) == ()
-    assert not STATE.rights_of(u["u7"].ed25519_public, now_ms=LATER, at_ms=NOW + 9)
+    assert STATE.added_by(u["u7"].id) == ()
+    assert not STATE.rights_of(u["u7"].id, now_ms=LATER, at_ms=NOW + 9)
 
 
 _SETTINGS = settings(max_examples=40, deadline=None,
@@ -275,7 +275,7 @@ def test_random_concurrent_histories_merge_in_any_order(data: st.DataObject) -> 
     rng = counter_rng(b"history")
     new = create_session(
         users[0],
-        {users[1].ed25519_public: ALL_RIGHTS, users[2].ed25519_public: {"read", "forward"}},
+        {users[1].id: ALL_RIGHTS, users[2].id: {"read", "forward"}},
         policy=data.draw(st.sampled_from([RIGHTS_POLICY, DELEGATION])),
         now_ms=NOW,
         rng=rng,
@@ -293,7 +293,7 @@ def test_random_concurrent_histories_merge_in_any_order(data: st.DataObject) -> 
         )
         actor = data.draw(st.sampled_from(actors))
         reader = users[0] if actor is new.session_key else actor
-        target = data.draw(st.sampled_from(users[1:5])).ed25519_public
+        target = data.draw(st.sampled_from(users[1:5])).id
         op = data.draw(st.sampled_from(["add", "revoke", "rotate"]))
         try:
             if op == "add":
@@ -319,5 +319,5 @@ def test_random_concurrent_histories_merge_in_any_order(data: st.DataObject) -> 
     assert summary(left.merge(right)) == reference
     # Whatever happened, the creator stays, with every right.
     state = SessionState(sid, encoded)
-    assert state.rights_of(users[0].ed25519_public, now_ms=LATER) == ALL_RIGHTS
-    assert users[0].ed25519_public in state.members(now_ms=LATER)
+    assert state.rights_of(users[0].id, now_ms=LATER) == ALL_RIGHTS
+    assert users[0].id in state.members(now_ms=LATER)

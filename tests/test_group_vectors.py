@@ -42,7 +42,7 @@ def make_vectors() -> dict[str, Any]:
     creator, member = Account(CREATOR_SEED), Account(MEMBER_SEED)
     new = create_session(
         creator,
-        {member.ed25519_public: {"read"}},
+        {member.id: {"read"}},
         metadata="vector",
         policy="delegation",
         now_ms=NOW,
@@ -117,7 +117,7 @@ def test_vectors_follow_the_documented_construction() -> None:
     sid = bytes.fromhex(v["session_id"][2:])
     # The genesis, rebuilt with cbor2 and signed by libsodium directly.
     session_sk = sodium.crypto_sign_seed_keypair(bytes.fromhex(v["session_seed"]))[1]
-    body = {"k": "genesis", "v": 1, "sid": sid, "creator": creator.ed25519_public,
+    body = {"k": "genesis", "v": 1, "sid": sid, "creator": creator.x25519_public,
             "policy": "delegation", "meta": "vector", "iat": v["now_ms"]}
     sig = sodium.crypto_sign(
         b"veil/group-genesis/v1\x00" + cbor2.dumps(body, canonical=True), session_sk
@@ -126,7 +126,7 @@ def test_vectors_follow_the_documented_construction() -> None:
     # The epoch's key, unwrapped for the member by hand.
     epoch = cbor2.loads(bytes.fromhex(v["epoch_record"]))
     assert epoch["iss"] == sid and epoch["parents"] == []
-    (wrap,) = [w["key"] for w in epoch["wraps"] if w["to"] == member.ed25519_public]
+    (wrap,) = [w["key"] for w in epoch["wraps"] if w["to"] == member.x25519_public]
     eph, sealed = wrap[:32], wrap[32:]
     shared = sodium.crypto_scalarmult(member.x25519_secret, eph)
     okm = _kdf(shared, b"veil/grp-wrap", 56, eph + member.x25519_public + sid + epoch["salt"])
@@ -155,6 +155,10 @@ def test_vectors_follow_the_documented_construction() -> None:
     signed = sid + epoch_id + inner["from"] + inner["ts"].to_bytes(8, "big") + inner["body"]
     sodium.crypto_sign_open(inner["sig"] + b"veil/group-msg/v1\x00" + signed,
                             creator.ed25519_public)
+    # The member's link names its account as audience: 0x05 + its X25519 key.
+    member_record = cbor2.loads(bytes.fromhex(v["member_record"]))
+    (link,) = cbor2.loads(member_record["chain"])
+    assert cbor2.loads(link)["aud"] == b"\x05" + member.x25519_public
     # And through the library: the member reads both messages.
     records = [bytes.fromhex(v[name]) for name in
                ("genesis", "creator_record", "member_record", "epoch_record")]

@@ -13,11 +13,14 @@ signature is :func:`veil.onion.crypto.sign` under the kind's own domain, over th
 without ``sig``::
 
     genesis  (group-genesis/v1, signed by the session key)
-      k "genesis", v 1, sid, creator: the creator's Ed25519 key, policy: "rights" or
+      k "genesis", v 1, sid, creator: the creator's account (its X25519 key, the ID
+      ``05...`` without its prefix), policy: "rights" or
       "delegation", meta: text (optional, <= 1024 characters, not encrypted), iat, sig
     member   (group-member/v1, signed by the adder: the last link's issuer)
       k "member", v 1, sid, chain: a capability chain (bytes) from the session key to
-      the new member's Ed25519 key, whose links carry right sets
+      the new member's account (every link's audience is an account, ``05...``: a
+      member is known to others by its account ID, from which its Ed25519 key cannot
+      be recovered; its own Ed25519 key exercises the link), whose links carry right sets
       (:mod:`~veil.onion.group.rights`), wraps: [{epoch: id, key: wrap}] (<= 16: the
       heads' keys, wrapped for the new member), iat, sig
     revoke   (no signature of its own: the capability revocation inside is signed)
@@ -26,7 +29,7 @@ without ``sig``::
     epoch    (group-epoch/v1, signed by the session key or a holder of revoke)
       k "epoch", v 1, sid, salt: 16 random bytes, parents: [epoch id] (sorted, <= 16;
       empty for a first epoch), commit: the key's commitment, back: the parents' keys
-      encrypted under the new key, wraps: [{to: member's Ed25519 key, key: wrap}]
+      encrypted under the new key, wraps: [{to: member's X25519 key, key: wrap}]
       (sorted by "to", <= 400), iss: the signer's Ed25519 key, auth: the signer's
       membership chain (absent when the session key signs), iat, sig
     end      (group-end/v1, signed by the session key or a holder of revoke)
@@ -78,7 +81,7 @@ from ..errors import (
     SchemaError,
     TooLarge,
 )
-from ..keys import GroupId
+from ..keys import AccountId, GroupId, is_valid_x25519_public
 from .limits import (
     BACK_PURPOSE,
     COMMIT_PURPOSE,
@@ -246,10 +249,19 @@ class _Base:
 
 @dataclass(frozen=True, slots=True, repr=False)
 class GenesisRecord(_Base):
+    #: The creator's account's X25519 key (:attr:`creator_id` is its AccountId).
     creator: bytes
     policy: str
     metadata: str | None
     signature: bytes
+
+    @property
+    def creator_id(self) -> AccountId:
+        """The creator's account (:class:`InvalidId` if the key is not valid)."""
+        return AccountId(self.creator)
+
+    def creator_is_valid(self) -> bool:
+        return is_valid_x25519_public(self.creator)
 
     def verify_signature(self) -> None:
         _verify(self.session, GENESIS_DOMAIN, self._map, self.signature, "genesis")
@@ -264,14 +276,16 @@ class MemberRecord(_Base):
 
     @property
     def adder(self) -> bytes:
-        """The key that added the member: the last link's issuer (the session key for a
-        member added by the session itself)."""
+        """The Ed25519 key that added the member: the last link's issuer (the session
+        key for a member added by the session itself)."""
         return self.chain.links[-1].issuer
 
     @property
-    def member(self) -> bytes:
-        """The new member's Ed25519 key: the last link's audience."""
-        return self.chain.audience
+    def member(self) -> AccountId:
+        """The new member's account: the last link's audience."""
+        account = self.chain.links[-1].audience_account
+        assert account is not None  # checked by decode_record
+        return account
 
     def verify_signature(self) -> None:
         _verify(self.adder, MEMBER_DOMAIN, self._map, self.signature, "member record")
@@ -306,9 +320,10 @@ class EpochRecord(_Base):
     def epoch_id(self) -> bytes:
         return self.digest
 
-    def wrap_for(self, member: bytes) -> bytes | None:
+    def wrap_for(self, member: AccountId) -> bytes | None:
+        """The key wrapped for ``member``'s account, or None."""
         for to, wrapped in self.wraps:
-            if to == member:
+            if to == member.x25519_public:
                 return wrapped
         return None
 
@@ -373,10 +388,13 @@ def decode_record(data: bytes) -> Record:
         wraps = tuple((w["epoch"], w["key"]) for w in obj["wraps"])
         if [w[0] for w in wraps] != sorted({w[0] for w in wraps}):
             raise MalformedRecord("a member record's wraps are sorted by epoch, no repeats")
+        chain = _decode_chain(obj["chain"], "member record")
+        if any(link.audience_account is None for link in chain.links):
+            raise MalformedRecord("a membership link's audience is a member's account")
         return MemberRecord(
             **base,
             issued_ms=obj["iat"],
-            chain=_decode_chain(obj["chain"], "member record"),
+            chain=chain,
             wraps=wraps,
             signature=obj["sig"],
         )
@@ -432,16 +450,16 @@ def _wrap_key_nonce(
     return okm[:KEY_BYTES], okm[KEY_BYTES:]
 
 
-def _x25519_of_member(member: bytes) -> bytes:
-    if not isinstance(member, bytes) or not crypto.ed25519_is_valid_point(member):
-        raise InvalidKey("a member is a 32-byte Ed25519 public key")
-    return crypto.ed25519_to_x25519_public(member)
+def _x25519_of_member(member: AccountId) -> bytes:
+    if not isinstance(member, AccountId):
+        raise InvalidKey("a member is named by its AccountId")
+    return member.x25519_public
 
 
 def wrap_key(
-    key: bytes, member: bytes, session: bytes, salt: bytes, *, rng: Rng = system_rng
+    key: bytes, member: AccountId, session: bytes, salt: bytes, *, rng: Rng = system_rng
 ) -> bytes:
-    """``key`` sealed for the member whose Ed25519 key is ``member`` (module note)."""
+    """``key`` sealed for the member's account (its X25519 key; module note)."""
     member_x = _x25519_of_member(member)
     eph_sk, eph_pk = crypto.x25519_keypair(rng)
     k, n = _wrap_key_nonce(crypto.x25519(eph_sk, member_x), eph_pk, member_x, session, salt)
@@ -497,7 +515,7 @@ def _sign(signer: Signer, domain: bytes, body: dict[str, Any]) -> bytes:
 
 def make_genesis(
     session_key: Signer,
-    creator: bytes,
+    creator: AccountId,
     *,
     policy: str,
     metadata: str | None,
@@ -514,7 +532,7 @@ def make_genesis(
         "k": "genesis",
         "v": VERSION,
         "sid": session_key.ed25519_public,
-        "creator": creator,
+        "creator": creator.x25519_public,
         "policy": policy,
         "iat": now_ms,
     }
@@ -571,20 +589,20 @@ def make_revoke(revocation: Revocation) -> RevokeRecord:
 def make_epoch(
     signer: Signer,
     session: bytes,
-    members: Sequence[bytes],
+    members: Sequence[AccountId],
     *,
     parents: Iterable[tuple[bytes, bytes | None]] = (),
     authority: Chain | None = None,
     now_ms: int,
     rng: Rng = system_rng,
 ) -> tuple[EpochRecord, bytes]:
-    """A new key epoch: a fresh key wrapped for ``members`` (Ed25519 keys), naming
+    """A new key epoch: a fresh key wrapped for ``members`` (accounts), naming
     ``parents`` (``(epoch ID, key)`` pairs: the heads it merges; a key of None: the
     signer does not hold it, and the epoch carries no parent's key), signed by
     ``signer`` (the session key, or a holder of revoke whose chain is ``authority``).
     Returns the record and the new key."""
     _check_time(now_ms)
-    members = sorted(set(members))
+    members = sorted(set(members), key=lambda m: _x25519_of_member(m))
     if len(members) > MAX_WRAPS:
         raise InvalidValue(f"an epoch wraps its key for at most {MAX_WRAPS} members")
     parent_keys = dict(parents)
@@ -611,7 +629,10 @@ def make_epoch(
         "parents": order,
         "commit": epoch_commitment(key, session, salt),
         "back": back,
-        "wraps": [{"to": m, "key": wrap_key(key, m, session, salt, rng=rng)} for m in members],
+        "wraps": [
+            {"to": m.x25519_public, "key": wrap_key(key, m, session, salt, rng=rng)}
+            for m in members
+        ],
         "iss": signer.ed25519_public,
         "iat": now_ms,
     }

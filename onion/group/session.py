@@ -45,13 +45,14 @@ from ..capability import (
 )
 from ..crypto import Rng, system_rng
 from ..errors import (
+    InvalidValue,
     NotAMember,
     NotEntitledToRevoke,
     RevocationNotAllowed,
     RightMissing,
     UnknownEpoch,
 )
-from ..keys import Account, GroupId
+from ..keys import Account, AccountId, GroupId, account_id_of_ed25519
 from .records import (
     RIGHTS_POLICY,
     EndRecord,
@@ -105,16 +106,20 @@ class NewSession:
 
 
 def _recipients(
-    recipients: Mapping[bytes, Iterable[str]] | Iterable[bytes],
-) -> dict[bytes, frozenset[str]]:
+    recipients: Mapping[AccountId, Iterable[str]] | Iterable[AccountId],
+) -> dict[AccountId, frozenset[str]]:
     if isinstance(recipients, Mapping):
-        return {key: check_rights(rights) for key, rights in recipients.items()}
-    return {key: DEFAULT_RIGHTS for key in recipients}
+        out = {key: check_rights(rights) for key, rights in recipients.items()}
+    else:
+        out = {key: DEFAULT_RIGHTS for key in recipients}
+    if not all(isinstance(key, AccountId) for key in out):
+        raise InvalidValue("members are named by their AccountId")
+    return out
 
 
 def create_session(
     creator: Account,
-    recipients: Mapping[bytes, Iterable[str]] | Iterable[bytes] = (),
+    recipients: Mapping[AccountId, Iterable[str]] | Iterable[AccountId] = (),
     *,
     metadata: str | None = None,
     policy: str = RIGHTS_POLICY,
@@ -123,23 +128,23 @@ def create_session(
     lifetime_ms: int = MAX_LIFETIME_MS,
     rng: Rng = system_rng,
 ) -> NewSession:
-    """A new session (see the module note). ``recipients``: Ed25519 keys, with their
+    """A new session (see the module note). ``recipients``: accounts, with their
     rights (default ``read`` and ``forward``) when given as a mapping."""
     members = _recipients(recipients)
-    members.pop(creator.ed25519_public, None)
+    members.pop(creator.id, None)
     session_key = SessionKey.generate(rng)
     sid = session_key.ed25519_public
     group = GroupId(sid)
     genesis = make_genesis(
-        session_key, creator.ed25519_public, policy=policy, metadata=metadata, now_ms=now_ms
+        session_key, creator.id, policy=policy, metadata=metadata, now_ms=now_ms
     )
     if encrypt_for_self:
-        members = {creator.ed25519_public: ALL_RIGHTS, **members}
+        members = {creator.id: ALL_RIGHTS, **members}
     records: list[Record] = [genesis]
-    for key, rights in members.items():
+    for member, rights in members.items():
         chain = delegate(
             session_key,
-            key,
+            member,
             resources_of_rights(group, rights),
             now_ms=now_ms,
             lifetime_ms=lifetime_ms,
@@ -156,16 +161,17 @@ def _acting_chain(state: SessionState, actor: Signer, right: str, now_ms: int) -
     """None for the session key; else the actor's live chain with ``right``."""
     if actor.ed25519_public == state.session:
         return None
-    chain = state.chain_for(actor.ed25519_public, right, now_ms=now_ms)
+    account = account_id_of_ed25519(actor.ed25519_public)
+    chain = state.chain_for(account, right, now_ms=now_ms)
     if chain is None:
-        if not state.live_chains(actor.ed25519_public, now_ms=now_ms):
+        if not state.live_chains(account, now_ms=now_ms):
             raise NotAMember("the actor is not a live member of the session")
         raise RightMissing(f"the actor does not hold {right}", right=right)
     return chain
 
 
 def _heads_wrapped(
-    state: SessionState, member: bytes, keys: Mapping[bytes, bytes], rng: Rng
+    state: SessionState, member: AccountId, keys: Mapping[bytes, bytes], rng: Rng
 ) -> list[tuple[bytes, bytes]]:
     wraps = []
     for head in state.heads:
@@ -179,14 +185,14 @@ def _heads_wrapped(
 def add_members(
     state: SessionState,
     adder: Signer,
-    members: Mapping[bytes, Iterable[str]] | Iterable[bytes],
+    members: Mapping[AccountId, Iterable[str]] | Iterable[AccountId],
     *,
     keys: Mapping[bytes, bytes],
     now_ms: int,
     lifetime_ms: int = MAX_LIFETIME_MS,
     rng: Rng = system_rng,
 ) -> list[MemberRecord]:
-    """Member records that add ``members`` (Ed25519 keys, with rights; default ``read``
+    """Member records that add ``members`` (accounts, with rights; default ``read``
     and ``forward``), by ``adder``: the session key, or a member holding ``forward``
     and every right it gives (:class:`~veil.onion.errors.RightMissing` otherwise).
     ``keys`` are the adder's epoch keys (:meth:`SessionState.epoch_keys`)."""
@@ -199,7 +205,9 @@ def add_members(
         if acting is None:
             new = delegate(adder, key, resources, now_ms=now_ms, lifetime_ms=lifetime_ms, rng=rng)
         else:
-            parent = _chain_holding(state, adder.ed25519_public, rights, now_ms)
+            parent = _chain_holding(
+                state, account_id_of_ed25519(adder.ed25519_public), rights, now_ms
+            )
             new = redelegate(
                 parent,
                 adder,
@@ -217,7 +225,9 @@ def add_members(
     return out
 
 
-def _chain_holding(state: SessionState, adder: bytes, rights: frozenset[str], now_ms: int) -> Chain:
+def _chain_holding(
+    state: SessionState, adder: AccountId, rights: frozenset[str], now_ms: int
+) -> Chain:
     """The adder's live chain (the longest-lived) that holds ``forward`` and every
     right it gives; :class:`RightMissing` naming a right it lacks otherwise."""
     chains = [
@@ -233,7 +243,7 @@ def _chain_holding(state: SessionState, adder: bytes, rights: frozenset[str], no
 
 
 def revoke_members(
-    state: SessionState, revoker: Signer, members: Iterable[bytes], *, now_ms: int
+    state: SessionState, revoker: Signer, members: Iterable[AccountId], *, now_ms: int
 ) -> list[RevokeRecord]:
     """Revocation records of every live link of each member, by ``revoker`` (the
     session key, a holder of revoke, or under the ``delegation`` policy a member
@@ -241,7 +251,9 @@ def revoke_members(
     (:class:`~veil.onion.errors.RevocationNotAllowed` and kin)."""
     authority = None
     if revoker.ed25519_public != state.session:
-        authority = state.chain_for(revoker.ed25519_public, REVOKE_RIGHT, now_ms=now_ms)
+        authority = state.chain_for(
+            account_id_of_ed25519(revoker.ed25519_public), REVOKE_RIGHT, now_ms=now_ms
+        )
     out = []
     for member in members:
         if member == state.creator:
@@ -278,7 +290,7 @@ def rotate(
     *,
     keys: Mapping[bytes, bytes],
     now_ms: int,
-    members: Iterable[bytes] | None = None,
+    members: Iterable[AccountId] | None = None,
     carry_history: bool = True,
     rng: Rng = system_rng,
 ) -> tuple[EpochRecord, bytes]:

@@ -27,11 +27,12 @@ How the set is read:
    reading from a hostile node cannot tell it from a late delivery; members it adds
    that way are below its revoked link, so they gain nothing.
 
-Membership. A member is an Ed25519 key (its account ID ``05...`` is derived: the X25519
-map of that key) with at least one *live* chain: a member record's chain from the
-session key, inside its validity (with the clock skew) and with no link revoked. Its
-rights are the union of its live chains' right sets. The creator holds every right
-(it holds the session key, and nobody can revoke it).
+Membership. A member is an account (``05...``: every membership link's audience is an
+account, exercised by the account's own Ed25519 key) with at least one *live* chain:
+a member record's chain from the session key, inside its validity (with the clock
+skew) and with no link revoked. Its rights are the union of its live chains' right
+sets. The creator (the genesis names its account) holds every right (it holds the
+session key, and nobody can revoke it).
 
 **Members added by a revoked member.** Revoking a member revokes its links, and a
 capability revoked revokes everything below it: the members it added (directly or
@@ -64,13 +65,14 @@ from typing import Protocol
 
 from .. import crypto
 from ..capability import Chain, verify_revocation
-from ..capability.links import Capability
+from ..capability.links import Capability, audience_matches
 from ..errors import (
     BadAuthor,
     BadRecordSignature,
     CapabilityError,
     GroupError,
     IntegrityError,
+    InvalidId,
     InvalidKey,
     InvalidValue,
     MalformedRecord,
@@ -121,13 +123,12 @@ class KeyHolder(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """A live member: its Ed25519 key, account ID, rights, who added it, its chains."""
+    """A live member: its account ID, rights, who added it, its chains."""
 
-    key: bytes
     account: AccountId
     rights: Rights
-    #: The Ed25519 keys that added it (the creator's for the session key), sorted.
-    added_by: tuple[bytes, ...]
+    #: The accounts that added it (the creator's for the session key), sorted.
+    added_by: tuple[AccountId, ...]
     chains: tuple[Chain, ...]
 
 
@@ -139,6 +140,14 @@ class _Judged:
     error: GroupError | CapabilityError | None
     signer_links: tuple[bytes, ...] = ()
     signer: bytes = b""
+
+
+def _account_of_key(x25519_public: bytes) -> AccountId:
+    """An AccountId of a key read from a verified record, without the point check (a
+    key that is not valid names no account that a request can match)."""
+    account: AccountId = object.__new__(AccountId)
+    object.__setattr__(account, "x25519_public", x25519_public)
+    return account
 
 
 def _times_ok(links: Iterable[Capability], at_ms: int, skew_ms: int) -> bool:
@@ -190,7 +199,7 @@ def _authority(
         return ()
     if authority is None:
         raise RightMissing("only the session key or a holder of revoke may", right=REVOKE_RIGHT)
-    if authority.audience != signer:
+    if not audience_matches(authority.audience, signer):
         raise RightMissing("the authority chain is not the signer's", right=REVOKE_RIGHT)
     rights = _verified_chain(session, authority, at_ms, skew_ms)
     if REVOKE_RIGHT not in rights:
@@ -203,8 +212,8 @@ def _judge(genesis: GenesisRecord, record: Record, skew_ms: int) -> _Judged:
     session = GroupId(genesis.session)
     try:
         if isinstance(record, GenesisRecord):
-            if not crypto.ed25519_is_valid_point(record.creator):
-                raise MalformedRecord("the genesis's creator is not a valid Ed25519 key")
+            if not record.creator_is_valid():
+                raise MalformedRecord("the genesis's creator is not a valid account key")
             record.verify_signature()
             return _Judged(None, (), record.session)
         if isinstance(record, MemberRecord):
@@ -227,7 +236,7 @@ def _judge_revoke(
     revocation = record.revocation
     proof = revocation.proof
     revoker = revocation.revoker
-    if proof.links[-1].audience == genesis.creator:
+    if proof.links[-1].audience == b"\x05" + genesis.creator:
         raise RevocationNotAllowed("no one can revoke the session's creator")
     _check_rights_chain(session, proof)
     try:
@@ -418,8 +427,9 @@ class SessionState:
     # --- reading ----------------------------------------------------------------------
 
     @property
-    def creator(self) -> bytes | None:
-        return self.genesis.creator if self.genesis else None
+    def creator(self) -> AccountId | None:
+        """The creator's account (it holds every right and cannot be revoked)."""
+        return self.genesis.creator_id if self.genesis else None
 
     @property
     def policy(self) -> str | None:
@@ -444,7 +454,9 @@ class SessionState:
                 return False
         return True
 
-    def live_chains(self, member: bytes, *, now_ms: int, at_ms: int | None = None) -> list[Chain]:
+    def live_chains(
+        self, member: AccountId, *, now_ms: int, at_ms: int | None = None
+    ) -> list[Chain]:
         """``member``'s live chains now (``at_ms`` None: every revocation counts) or at
         ``at_ms`` (only revocations dated at or before it count)."""
         return [
@@ -453,9 +465,9 @@ class SessionState:
             if r.member == member and self._live(r.chain, at_ms, now_ms)
         ]
 
-    def rights_of(self, member: bytes, *, now_ms: int, at_ms: int | None = None) -> Rights:
+    def rights_of(self, member: AccountId, *, now_ms: int, at_ms: int | None = None) -> Rights:
         """``member``'s rights (empty: not a member); the creator holds every right."""
-        if self.genesis is not None and member == self.genesis.creator:
+        if self.genesis is not None and member.x25519_public == self.genesis.creator:
             return ALL_RIGHTS
         session = self.session_id
         return frozenset().union(
@@ -465,41 +477,48 @@ class SessionState:
             )
         )
 
-    def _adder(self, record: MemberRecord) -> bytes:
+    def _adder(self, record: MemberRecord) -> AccountId:
         adder = record.adder
         if adder == self.session and self.genesis is not None:
-            return self.genesis.creator
-        return adder
+            return self.genesis.creator_id
+        return account_id_of_ed25519(adder)
 
-    def added_by(self, member: bytes) -> tuple[bytes, ...]:
-        """Every key that ever validly added ``member`` (the creator for the session key)."""
-        return tuple(sorted({self._adder(r) for r in self.member_records if r.member == member}))
+    def added_by(self, member: AccountId) -> tuple[AccountId, ...]:
+        """Every account that ever validly added ``member`` (the creator for the session
+        key)."""
+        return tuple(
+            sorted(
+                {self._adder(r) for r in self.member_records if r.member == member},
+                key=str,
+            )
+        )
 
-    def members(self, *, now_ms: int) -> dict[bytes, Member]:
-        """The live members now, by Ed25519 key."""
+    def members(self, *, now_ms: int) -> dict[AccountId, Member]:
+        """The live members now, by account."""
         out = {}
-        for key in sorted({r.member for r in self.member_records}):
+        for key in sorted({r.member for r in self.member_records}, key=str):
             chains = self.live_chains(key, now_ms=now_ms)
             if not chains:
                 continue
             out[key] = Member(
-                key=key,
-                account=account_id_of_ed25519(key),
+                account=key,
                 rights=self.rights_of(key, now_ms=now_ms),
                 added_by=self.added_by(key),
                 chains=tuple(chains),
             )
         return out
 
-    def revoked_members(self, *, now_ms: int) -> tuple[bytes, ...]:
-        """Keys once added that hold no live chain now and had a link revoked."""
+    def revoked_members(self, *, now_ms: int) -> tuple[AccountId, ...]:
+        """Accounts once added that hold no live chain now and had a link revoked."""
         out = set()
         for r in self.member_records:
             if any(link.digest in self.revoked_links for link in r.chain.links):
                 out.add(r.member)
-        return tuple(sorted(m for m in out if not self.live_chains(m, now_ms=now_ms)))
+        return tuple(
+            sorted((m for m in out if not self.live_chains(m, now_ms=now_ms)), key=str)
+        )
 
-    def chain_for(self, member: bytes, right: str, *, now_ms: int) -> Chain | None:
+    def chain_for(self, member: AccountId, right: str, *, now_ms: int) -> Chain | None:
         """A live chain of ``member`` that holds ``right`` (the longest-lived), or None."""
         session = self.session_id
         chains = [
@@ -512,27 +531,41 @@ class SessionState:
         return max(chains, key=lambda c: (len(rights_of_resources(session, c.resources)),
                                           c.expires_ms, -len(c.links)))
 
-    def check_author(self, author: bytes, at_ms: int, *, now_ms: int) -> None:
-        """:class:`BadAuthor` unless ``author`` held ``read`` at ``at_ms`` (a group
-        message's date): membership at the time it was sent."""
+    def check_author(self, author: bytes | AccountId, at_ms: int, *, now_ms: int) -> None:
+        """:class:`BadAuthor` unless ``author`` (its Ed25519 key or account) held
+        ``read`` at ``at_ms`` (a group message's date): membership at the time it was
+        sent."""
+        if isinstance(author, bytes):
+            try:
+                author = account_id_of_ed25519(author)
+            except (InvalidKey, InvalidId):
+                raise BadAuthor("the author's key is not a valid Ed25519 key") from None
         if READ not in self.rights_of(author, now_ms=now_ms, at_ms=at_ms):
             raise BadAuthor("the author was not a member when the message was sent")
 
     # --- epochs -----------------------------------------------------------------------
 
-    def holders(self, epoch: bytes) -> frozenset[bytes]:
-        """The keys an epoch's key was wrapped for (its record's and member records')."""
+    def _holder_keys(self, epoch: bytes) -> frozenset[bytes]:
         record = self.epochs.get(epoch)
         out = {to for to, _ in record.wraps} if record else set()
-        out.update(r.member for r in self.member_records if any(e == epoch for e, _ in r.wraps))
+        out.update(
+            r.member.x25519_public
+            for r in self.member_records
+            if any(e == epoch for e, _ in r.wraps)
+        )
         return frozenset(out)
+
+    def holders(self, epoch: bytes) -> frozenset[AccountId]:
+        """The accounts an epoch's key was wrapped for (its record's and member
+        records')."""
+        return frozenset(_account_of_key(k) for k in self._holder_keys(epoch))
 
     def clean_heads(self, *, now_ms: int) -> tuple[bytes, ...]:
         """The heads whose key only live members (and the creator) hold."""
-        members = set(self.members(now_ms=now_ms))
+        members = {m.x25519_public for m in self.members(now_ms=now_ms)}
         if self.genesis is not None:
             members.add(self.genesis.creator)
-        return tuple(h for h in self.heads if self.holders(h) <= members)
+        return tuple(h for h in self.heads if self._holder_keys(h) <= members)
 
     def current_epoch(self, *, now_ms: int) -> bytes | None:
         """The head to encrypt under (the module note), or None."""
@@ -548,7 +581,7 @@ class SessionState:
         """Every epoch key ``reader`` can get: its wraps (epochs' and member records'),
         each checked against its epoch's commitment, then every ancestor's through the
         chain back. Wraps that do not open or do not match are skipped."""
-        me = reader.ed25519_public
+        me = _account_of_key(reader.x25519_public)
         keys: dict[bytes, bytes] = {}
 
         def take(epoch_id: bytes, wrapped: bytes) -> None:
