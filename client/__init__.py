@@ -12,7 +12,8 @@ The names below are imported lazily (PEP 562): ``import veil.client.errors`` (or
 sub-modules keep no import order among themselves. ``__all__`` is the public API; the
 modules it comes from are :mod:`veil.client.veil_client` (the client),
 :mod:`veil.client.messaging`, :mod:`veil.client.home`, :mod:`veil.client.files`,
-:mod:`veil.client.delegation` (delegated session keys) and the policies' modules, and
+:mod:`veil.client.delegation` (delegated session keys), :mod:`veil.client.sessions`
+(encryption sessions) and the policies' modules, and
 :mod:`veil.client.errors`.
 """
 
@@ -56,26 +57,39 @@ if TYPE_CHECKING:
     )
     from veil.client.onion_client import RequestPolicy
     from veil.client.paths import PathPolicy
+    from veil.client.sessions import local_sessions
+    from veil.client.sessions.backend import MemoryBackend
+    from veil.client.sessions.cache import CacheEntry, HomeCacheStore, MemoryCacheStore
+    from veil.client.sessions.chat import GroupMessage
+    from veil.client.sessions.files import DecryptedFile
+    from veil.client.sessions.session import EncryptionSession, SessionManager
     from veil.client.transport import HttpxTransport, Transport, TransportConfig
     from veil.client.veil_client import ClientConfig, Revoked, VeilClient, open_client
-    from veil.onion.errors import InvalidTtl
+    from veil.onion.errors import InvalidTtl, RawMessageHasNoSession, SessionRevoked
 
 __all__ = [
     "DEFAULT_TTL_S",
     "MAX_MESSAGE_BYTES",
     "AuthorityUnreachable",
+    "CacheEntry",
     "ClientConfig",
     "ClientError",
+    "DecryptedFile",
     "DelegatedSession",
     "Delegation",
     "DelegationError",
     "DirectoryPolicy",
+    "EncryptionSession",
+    "GroupMessage",
     "Home",
+    "HomeCacheStore",
     "HomeError",
     "HttpxTransport",
     "InboxMessage",
     "InvalidArgument",
     "InvalidTtl",
+    "MemoryBackend",
+    "MemoryCacheStore",
     "MessageTooLarge",
     "NoIdentity",
     "NotAuthorized",
@@ -84,11 +98,14 @@ __all__ = [
     "PassphraseRequired",
     "PathPolicy",
     "PeerRefused",
+    "RawMessageHasNoSession",
     "RequestPolicy",
     "Revoked",
     "SeedRequired",
     "Sent",
     "SessionExpired",
+    "SessionManager",
+    "SessionRevoked",
     "SessionStore",
     "StateError",
     "Transport",
@@ -98,6 +115,7 @@ __all__ = [
     "WrongPassphrase",
     "authorize",
     "list_issued",
+    "local_sessions",
     "open_client",
     "open_sealed",
     "read_network_file",
@@ -145,6 +163,17 @@ _ORIGIN = {
     "open_client": "veil.client.veil_client",
     "open_sealed": "veil.client.messaging",
     "read_network_file": "veil.client.files",
+    "CacheEntry": "veil.client.sessions.cache",
+    "DecryptedFile": "veil.client.sessions.files",
+    "EncryptionSession": "veil.client.sessions.session",
+    "GroupMessage": "veil.client.sessions.chat",
+    "HomeCacheStore": "veil.client.sessions.cache",
+    "MemoryBackend": "veil.client.sessions.backend",
+    "MemoryCacheStore": "veil.client.sessions.cache",
+    "SessionManager": "veil.client.sessions.session",
+    "local_sessions": "veil.client.sessions",
+    "SessionRevoked": "veil.onion.errors",
+    "RawMessageHasNoSession": "veil.onion.errors",
 }
 
 

@@ -90,6 +90,9 @@ from veil.client.messaging import (
 from veil.client.network_clock import LocalClock, NetworkClock, local_clock_ms
 from veil.client.onion_client import Answer, OnionClient, RequestPolicy
 from veil.client.paths import PathPolicy, PathSelector
+from veil.client.sessions import HomeCacheStore, NetworkBackend, SessionManager, make_cache
+from veil.client.sessions.files import DecryptedFile
+from veil.client.sessions.session import EncryptionSession, RecipientsLike
 from veil.client.state import ClientState, open_state
 from veil.client.transport import HttpxTransport, Transport, TransportConfig
 from veil.onion import rpc
@@ -97,7 +100,7 @@ from veil.onion.capability import Chain, DelegatedSigner, SessionKey
 from veil.onion.capability import revoke as sign_revocation
 from veil.onion.directory import Consensus, NetworkFile
 from veil.onion.errors import InvalidTtl, NetworkError, VeilError
-from veil.onion.keys import Account, AccountId
+from veil.onion.keys import Account, AccountId, GroupId
 from veil.onion.packet import Hop
 
 __all__ = ["ClientConfig", "Revoked", "VeilClient", "open_client"]
@@ -116,6 +119,13 @@ class ClientConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     #: A long-poll's wait at the node, seconds (1 to onion.rpc.MAX_WAIT_S).
     wait_s: int = DEFAULT_WAIT_S
+    #: Encryption sessions' cache, as Seald's: seconds an entry lives (0: no cache, the
+    #: default; -1: no expiry), seconds between cleanups (None: the TTL, at least 10 s;
+    #: -1: none), and the store: "memory" (per client), "home" (persistent, sealed under
+    #: a key of the account), or an object with set/get/keys/delete (plain or async).
+    encryption_session_cache_ttl: float = 0
+    encryption_session_cache_cleanup_interval: float | None = None
+    encryption_session_cache: Any = "memory"
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +193,9 @@ class VeilClient:
         )
         me: Account | DelegatedSession = account if account is not None else delegated  # type: ignore[assignment]
         self.receiver = Receiver(self.onion, me, state, wait_s=config.wait_s)
+        self._sessions: SessionManager | None = None
+        if account is not None:
+            self._sessions = _session_manager(self, account)
 
     @property
     def account_id(self) -> AccountId:
@@ -231,6 +244,60 @@ class VeilClient:
         """Messages this client has recorded (whether or not a caller saw them), oldest
         first, with ``seq`` above ``after_seq``; at most ``limit``. No network."""
         return self.receiver.recorded(after_seq=after_seq, limit=limit)
+
+    # --- encryption sessions (veil.client.sessions) -----------------------------------------
+
+    @property
+    def sessions(self) -> SessionManager:
+        """This account's encryption sessions (needs the seed: members unwrap keys)."""
+        if self._sessions is None:
+            raise SeedRequired("encryption sessions need the account's seed")
+        return self._sessions
+
+    async def create_encryption_session(
+        self,
+        recipients: RecipientsLike = (),
+        *,
+        metadata: str | None = None,
+        encrypt_for_self: bool = True,
+        policy: str = "rights",
+        rights: Iterable[str] | None = None,
+    ) -> EncryptionSession:
+        """A new encryption session (Seald's ``createEncryptionSession``): see
+        :meth:`veil.client.sessions.SessionManager.create_encryption_session`."""
+        return await self.sessions.create_encryption_session(
+            recipients,
+            metadata=metadata,
+            encrypt_for_self=encrypt_for_self,
+            policy=policy,
+            rights=rights,
+        )
+
+    async def retrieve_encryption_session(
+        self,
+        session_id: GroupId | str | None = None,
+        *,
+        encrypted_message: str | bytes | None = None,
+        use_cache: bool = True,
+    ) -> EncryptionSession:
+        """A session by its ID or from one of its (JSON) messages."""
+        return await self.sessions.retrieve_encryption_session(
+            session_id, encrypted_message=encrypted_message, use_cache=use_cache
+        )
+
+    async def decrypt_file(
+        self, data: Any, out: Any = None, *, use_cache: bool = True, progress: Any = None
+    ) -> DecryptedFile:
+        """Decrypt a file of any session this account reads (found from its header)."""
+        return await self.sessions.decrypt_file(data, out, use_cache=use_cache, progress=progress)
+
+    async def decrypt_message(self, message: str | bytes, *, use_cache: bool = True) -> str:
+        """Decrypt a (JSON) message of any session this account reads."""
+        return await self.sessions.decrypt_message(message, use_cache=use_cache)
+
+    async def clean_cache(self) -> int:
+        """Drop the expired entries of the sessions' cache now; how many."""
+        return await self.sessions.clean_cache()
 
     # --- the account's namespaces: signed requests ---------------------------------------
 
@@ -645,6 +712,8 @@ async def open_client(
                 await nursery.start(client.directory.run)
                 nursery.start_soon(client._maintain)
                 nursery.start_soon(client.onion.prepared.run)
+                if client._sessions is not None:
+                    await nursery.start(client._sessions.cache.run)
                 if ours is not None:
                     # Ours: it may hand read responses to run() (client/transport.py). A
                     # transport given by the caller is the caller's to run, or not.
@@ -662,6 +731,25 @@ async def open_client(
         with trio.CancelScope(shield=True):
             await own_transport.aclose()
             await trio.to_thread.run_sync(state.close)
+
+
+def _session_manager(client: VeilClient, account: Account) -> SessionManager:
+    config = client.config
+    cache = make_cache(
+        config.encryption_session_cache_ttl,
+        config.encryption_session_cache_cleanup_interval,
+        config.encryption_session_cache,
+        home=client.home.path,
+        account=account,
+    )
+    return SessionManager(
+        account,
+        NetworkBackend(client),
+        cache=cache,
+        admin_keys=HomeCacheStore(client.home.path / "session-keys", account),
+        chat_path=client.home.path / "group-chat.sqlite",
+        clock_ms=client.clock.now,
+    )
 
 
 def _shown_target(target: RevocationTarget) -> str:

@@ -1,0 +1,587 @@
+"""Encryption sessions, Seald-style: :class:`EncryptionSession`, create and retrieve.
+
+Design note
+-----------
+A session is one symmetric key per epoch for many messages and files, with members and
+their rights (``read``, ``forward``, ``revoke``), as in Seald's SDK; its rules are the
+sans-IO core's (:mod:`veil.onion.group`), its records live in the swarm of its ID
+(:mod:`veil.client.sessions.backend`). This module is the API a user holds::
+
+    session = await client.create_encryption_session([bob, carol], metadata="q3")
+    text = session.encrypt_message("hello")          # '{"sessionId": "03...", "data": ...}'
+    same = await client.retrieve_encryption_session(encrypted_message=text)
+    same.decrypt_message(text)                       # 'hello'
+    await session.add_recipients([dave], rights=["read"])
+    await session.revoke_recipients([carol])         # rotates: carol reads nothing newer
+    await session.revoke()                           # the whole session: SessionRevoked
+
+Members are named by account ID (``05...``; text or :class:`~veil.onion.keys.AccountId`).
+
+* **Create** builds the genesis, a membership link for each member and the first key
+  epoch (core), stores them in order, and keeps the session key (the creator's
+  administrator key) sealed in the home (:mod:`veil.client.sessions.cache`'s
+  :class:`~veil.client.sessions.cache.HomeCacheStore`, never expiring), so that a
+  creator that did not encrypt for itself still administers it after a restart.
+* **Retrieve** by ID or from a JSON message (a raw one cannot name its session:
+  :class:`~veil.onion.errors.RawMessageHasNoSession`, as in Seald); the cache is asked
+  first unless ``use_cache=False``. The records fetched are checked again here (the
+  core's state judges every record), so a node serving forged ones gains nothing.
+* **Revoking members** writes revocation records (by the session key, a holder of
+  ``revoke``, or under the ``delegation`` policy an upstream adder), then at once a new
+  key epoch wrapped for the remaining readers: what is encrypted afterwards is under a
+  key the revoked member never held. Nodes stop serving it the session. The members it
+  had added lose their membership *through it* too (a revoked link revokes what is
+  below it), unless another live chain holds them; ``keep_added=True`` re-adds them
+  (by the revoker, with their rights) before the rotation.
+* **Revoking the session** stores its end record: nodes then refuse its stores and
+  reads, delete its messages, and every member's next use fails with
+  :class:`~veil.onion.errors.SessionRevoked`; the cache entries are dropped.
+
+Message and file encryption are local (the session's current epoch key): no request.
+Group chat (:meth:`EncryptionSession.send`, :meth:`EncryptionSession.messages`) is in
+:mod:`veil.client.sessions.chat`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from veil.client.errors import InvalidArgument
+from veil.client.sessions._core import account_of, core_member, core_reader
+from veil.client.sessions.backend import Actor, SessionBackend
+from veil.client.sessions.cache import (
+    CacheConfig,
+    CacheEntry,
+    MemoryCacheStore,
+    SessionCache,
+    _maybe,
+)
+from veil.client.sessions.files import (
+    DecryptedFile,
+    decrypt_stream,
+    default_name,
+    encrypt_stream,
+    peek_header,
+    source_size,
+)
+from veil.onion import group as core
+from veil.onion.capability import SessionKey
+from veil.onion.errors import (
+    InvalidId,
+    InvalidValue,
+    NotAMember,
+    SessionRevoked,
+    UnknownEpoch,
+    UnknownSession,
+)
+from veil.onion.keys import Account, AccountId, GroupId
+
+if TYPE_CHECKING:
+    from veil.client.sessions.chat import ChatStore, GroupMessage
+
+__all__ = ["EncryptionSession", "SessionManager"]
+
+RecipientsLike = Iterable[AccountId | str] | Mapping[AccountId | str, Iterable[str]]
+#: Group messages wait this long in the session's swarm by default (as 1:1 messages).
+DEFAULT_MESSAGE_TTL_S = 14 * 24 * 3600
+
+
+def _account_id(value: AccountId | str) -> AccountId:
+    if isinstance(value, AccountId):
+        return value
+    try:
+        return AccountId.parse(str(value))
+    except InvalidId as exc:
+        raise InvalidArgument(f"not an account ID: {value!r} ({exc})") from None
+
+
+def _session_id(value: GroupId | str) -> GroupId:
+    if isinstance(value, GroupId):
+        return value
+    try:
+        return GroupId.parse(str(value))
+    except InvalidId as exc:
+        raise InvalidArgument(f"not a session ID: {value!r} ({exc})") from None
+
+
+def _serialize(state: core.SessionState, keys: Mapping[bytes, bytes]) -> bytes:
+    return json.dumps(
+        {
+            "sid": str(state.session_id),
+            "records": [r.hex() for r in state.encoded()],
+            "keys": {e.hex(): k.hex() for e, k in keys.items()},
+        }
+    ).encode()
+
+
+def _deserialize(data: bytes) -> tuple[core.SessionState, dict[bytes, bytes]]:
+    doc = json.loads(data)
+    state = core.SessionState(GroupId.parse(doc["sid"]), [bytes.fromhex(r) for r in doc["records"]])
+    keys = {bytes.fromhex(e): bytes.fromhex(k) for e, k in doc["keys"].items()}
+    return state, keys
+
+
+class SessionManager:
+    """A client's sessions: create, retrieve, the cache, files by header. One per
+    client (``client.sessions``); the client's methods of the same names call it."""
+
+    def __init__(
+        self,
+        account: Account,
+        backend: SessionBackend,
+        *,
+        cache: SessionCache | None = None,
+        admin_keys: Any = None,
+        chat: ChatStore | None = None,
+        chat_path: str | os.PathLike[str] | None = None,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.account = account
+        self.backend = backend
+        self.cache = cache or SessionCache(CacheConfig())
+        self.admin_keys = admin_keys if admin_keys is not None else MemoryCacheStore()
+        self.chat = chat
+        self.chat_path = chat_path
+        self._clock = clock_ms
+
+    def now_ms(self) -> int:
+        if self._clock is not None:
+            return int(self._clock())
+        return self.cache.now_ms()
+
+    # --- Seald's API ---------------------------------------------------------------------
+
+    async def create_encryption_session(
+        self,
+        recipients: RecipientsLike = (),
+        *,
+        metadata: str | None = None,
+        encrypt_for_self: bool = True,
+        policy: str = core.RIGHTS_POLICY,
+        rights: Iterable[str] | None = None,
+    ) -> EncryptionSession:
+        """A new session for ``recipients`` (account IDs; a mapping gives each its
+        rights, else ``rights`` or the default ``read`` and ``forward``); the creator
+        holds every right (unless ``encrypt_for_self=False``: it then keeps only the
+        session key, to administer a session it cannot read). ``policy`` says who may
+        revoke: ``rights`` (holders of ``revoke``) or ``delegation`` (also adders, of
+        those they added)."""
+        if policy not in core.POLICIES:
+            raise InvalidArgument(f"policy is one of {', '.join(sorted(core.POLICIES))}")
+        wanted = self._members(recipients, rights)
+        created = core.create_session(
+            self.account,
+            wanted,
+            metadata=metadata,
+            policy=policy,
+            encrypt_for_self=encrypt_for_self,
+            now_ms=self.now_ms(),
+        )
+        sid = str(created.session_id)
+        seed_entry = CacheEntry(created.session_key.seed, self.now_ms())
+        await _maybe(self.admin_keys.set(sid, seed_entry))
+        actor = Actor(self.account, created.session_key)
+        await self.backend.store_records(actor, created.state, [r.encoded for r in created.records])
+        keys = {created.epoch: created.epoch_key}
+        session = EncryptionSession(self, created.state, keys, created.session_key)
+        await self._cache_set(session)
+        return session
+
+    def _members(
+        self, recipients: RecipientsLike, rights: Iterable[str] | None
+    ) -> dict[Any, frozenset[str]]:
+        if isinstance(recipients, str | AccountId):
+            recipients = [recipients]
+        default = core.check_rights(rights) if rights is not None else core.DEFAULT_RIGHTS
+        out: dict[Any, frozenset[str]] = {}
+        if isinstance(recipients, Mapping):
+            for who, given in recipients.items():
+                out[core_member(_account_id(who), self.account)] = core.check_rights(given)
+        else:
+            for who in recipients:
+                out[core_member(_account_id(who), self.account)] = default
+        return out
+
+    async def retrieve_encryption_session(
+        self,
+        session_id: GroupId | str | None = None,
+        *,
+        encrypted_message: str | bytes | None = None,
+        use_cache: bool = True,
+    ) -> EncryptionSession:
+        """The session named by ``session_id`` or by ``encrypted_message`` (its JSON
+        form; a raw message is :class:`~veil.onion.errors.RawMessageHasNoSession`)."""
+        if (session_id is None) == (encrypted_message is None):
+            raise InvalidArgument("give a session ID or an encrypted message")
+        sid = (
+            _session_id(session_id)
+            if session_id is not None
+            else core.message_session_id(encrypted_message)  # type: ignore[arg-type]
+        )
+        if use_cache:
+            cached = await self.cache.get(str(sid))
+            if cached is not None:
+                try:
+                    state, keys = _deserialize(cached)
+                except (ValueError, KeyError, TypeError, InvalidId):
+                    await self.cache.delete(str(sid))
+                else:
+                    return EncryptionSession(self, state, keys, await self._admin_key(sid))
+        session_key = await self._admin_key(sid)
+        actor = Actor(self.account, session_key)
+        records = await self._guard(sid, self.backend.fetch_records(actor, sid))
+        state = core.SessionState(sid, records)
+        if state.genesis is None:
+            raise UnknownSession("the swarm holds no valid genesis for this session")
+        session = EncryptionSession(self, state, {}, session_key)
+        session._check_live()
+        session._keys = state.epoch_keys(core_reader(self.account))
+        if (
+            not session._keys
+            and session_key is None
+            and core_member(self.account.id, self.account)
+            not in state.members(now_ms=self.now_ms())
+        ):
+            raise NotAMember("this account is not a member of the session")
+        await self._cache_set(session)
+        return session
+
+    async def decrypt_file(
+        self, data: Any, out: Any = None, *, use_cache: bool = True, progress: Any = None
+    ) -> DecryptedFile:
+        """Decrypt a file of any session this account reads: the session is found from
+        the file's header (as Seald's ``decryptFile``)."""
+        header, source, first = await peek_header(data)
+        session = await self.retrieve_encryption_session(header.session_id, use_cache=use_cache)
+        if header.epoch not in session._keys and use_cache:
+            session = await self.retrieve_encryption_session(header.session_id, use_cache=False)
+        return await session.decrypt_file(source, out, progress=progress, _first=first)
+
+    async def decrypt_message(self, text: str | bytes, *, use_cache: bool = True) -> str:
+        """Decrypt a JSON message of any session this account reads (retrieved, and
+        refreshed once if the message names an epoch it does not hold)."""
+        session = await self.retrieve_encryption_session(
+            encrypted_message=text, use_cache=use_cache
+        )
+        try:
+            return session.decrypt_message(text)
+        except UnknownEpoch:
+            await session.refresh()
+            return session.decrypt_message(text)
+
+    async def clean_cache(self) -> int:
+        """Drop the expired cache entries now; how many."""
+        return await self.cache.clean()
+
+    # --- inside -------------------------------------------------------------------------
+
+    async def _admin_key(self, sid: GroupId) -> SessionKey | None:
+        entry = await _maybe(self.admin_keys.get(str(sid)))
+        data = getattr(entry, "data", None)
+        if isinstance(data, bytes) and len(data) == 32:
+            key = SessionKey(data)
+            if key.ed25519_public == sid.ed25519_public:
+                return key
+        return None
+
+    async def _cache_set(self, session: EncryptionSession) -> None:
+        await self.cache.set(str(session.session_id), _serialize(session.state, session._keys))
+
+    async def _guard(self, sid: GroupId, awaitable: Any) -> Any:
+        """Await a backend call; a revoked session is dropped from the cache."""
+        try:
+            return await awaitable
+        except SessionRevoked:
+            await self.cache.delete(str(sid))
+            raise
+        except NotAMember:
+            await self.cache.delete(str(sid))
+            raise
+
+
+class EncryptionSession:
+    """One session as a member (or its creator) sees it (see the module note)."""
+
+    def __init__(
+        self,
+        manager: SessionManager,
+        state: core.SessionState,
+        keys: dict[bytes, bytes],
+        session_key: SessionKey | None,
+    ) -> None:
+        self._manager = manager
+        self.state = state
+        self._keys = keys
+        self._session_key = session_key
+
+    def __repr__(self) -> str:
+        return f"EncryptionSession({self.session_id}, {len(self.members)} member(s))"
+
+    # --- what it is -------------------------------------------------------------------------
+
+    @property
+    def session_id(self) -> GroupId:
+        return self.state.session_id
+
+    @property
+    def id(self) -> str:
+        return str(self.state.session_id)
+
+    @property
+    def metadata(self) -> str | None:
+        return self.state.metadata
+
+    @property
+    def policy(self) -> str | None:
+        return self.state.policy
+
+    @property
+    def creator(self) -> AccountId | None:
+        creator = self.state.creator
+        return account_of(creator) if creator is not None else None
+
+    @property
+    def members(self) -> dict[AccountId, frozenset[str]]:
+        """The live members and their rights (the creator, when it encrypted for
+        itself, holds every right)."""
+        live = self.state.members(now_ms=self._now())
+        return {account_of(key): frozenset(m.rights) for key, m in live.items()}
+
+    @property
+    def added_by(self) -> dict[AccountId, tuple[AccountId, ...]]:
+        """Who added each live member (the creator for the session key)."""
+        live = self.state.members(now_ms=self._now())
+        return {account_of(k): tuple(account_of(a) for a in m.added_by) for k, m in live.items()}
+
+    @property
+    def revoked(self) -> tuple[AccountId, ...]:
+        return tuple(account_of(k) for k in self.state.revoked_members(now_ms=self._now()))
+
+    @property
+    def ended(self) -> bool:
+        return self.state.ended
+
+    @property
+    def rights(self) -> frozenset[str]:
+        """This account's rights (all of them for the holder of the session key)."""
+        if self._session_key is not None:
+            return core.ALL_RIGHTS
+        return frozenset(self.state.rights_of(self._me, now_ms=self._now()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session_id": self.id,
+            "metadata": self.metadata,
+            "policy": self.policy,
+            "creator": str(self.creator) if self.creator else None,
+            "members": {
+                str(a): sorted(r) for a, r in sorted(self.members.items(), key=lambda x: str(x[0]))
+            },
+            "added_by": {str(a): [str(b) for b in by] for a, by in self.added_by.items()},
+            "revoked": [str(a) for a in self.revoked],
+            "ended": self.ended,
+            "epochs": len(self.state.epochs),
+        }
+
+    # --- inside -----------------------------------------------------------------------------
+
+    def _now(self) -> int:
+        return self._manager.now_ms()
+
+    @property
+    def _me(self) -> Any:
+        return core_member(self._manager.account.id, self._manager.account)
+
+    @property
+    def _actor(self) -> Actor:
+        return Actor(self._manager.account, self._session_key)
+
+    @property
+    def _signer(self) -> Any:
+        """Who signs records: our account when it is a live member, else the session
+        key (a creator that did not encrypt for itself)."""
+        if self._session_key is not None and not self.state.live_chains(
+            self._me, now_ms=self._now()
+        ):
+            return self._session_key
+        return self._manager.account
+
+    def _check_live(self) -> None:
+        if self.state.ended:
+            raise SessionRevoked("the session was revoked")
+
+    def _current(self) -> tuple[bytes, bytes]:
+        self._check_live()
+        epoch = self.state.current_epoch(now_ms=self._now())
+        if epoch is None:
+            raise UnknownEpoch("no clean key epoch: the session needs a rotation (refresh)")
+        key = self._keys.get(epoch)
+        if key is None:
+            raise NotAMember("this account holds no key of the session's current epoch")
+        return epoch, key
+
+    async def _store(self, records: Iterable[core.Record]) -> None:
+        encoded = [r.encoded for r in records]
+        await self._manager._guard(
+            self.session_id, self._manager.backend.store_records(self._actor, self.state, encoded)
+        )
+        self.state = self.state.add(*encoded)
+        self._keys.update(self.state.epoch_keys(core_reader(self._manager.account)))
+        await self._manager._cache_set(self)
+
+    async def refresh(self) -> EncryptionSession:
+        """Fetch the session's records again (new members, epochs, revocations)."""
+        records = await self._manager._guard(
+            self.session_id,
+            self._manager.backend.fetch_records(self._actor, self.session_id, self.state),
+        )
+        self.state = self.state.add(*records)
+        self._check_live()
+        self._keys.update(self.state.epoch_keys(core_reader(self._manager.account)))
+        await self._manager._cache_set(self)
+        return self
+
+    # --- messages -----------------------------------------------------------------------
+
+    def encrypt_message(self, text: str | bytes, *, raw: bool = False) -> str:
+        """``{"sessionId": ..., "data": ...}`` (JSON text), or the base64 data alone
+        with ``raw=True``."""
+        epoch, key = self._current()
+        return core.encrypt_message(self.session_id, epoch, key, text, raw=raw)
+
+    def decrypt_message(self, message: str | bytes) -> str:
+        """The text of a message of this session (JSON or raw)."""
+        return self.open_message(message).text
+
+    def open_message(self, message: str | bytes) -> core.DecryptedMessage:
+        """A message of this session, decrypted, with its epoch and (signed) author."""
+        return core.decrypt_message(message, self.state, self._keys, now_ms=self._now())
+
+    # --- members ------------------------------------------------------------------------
+
+    async def add_recipients(
+        self, recipients: RecipientsLike, *, rights: Iterable[str] | None = None
+    ) -> None:
+        """Add members (right ``forward``; a member gives no right it lacks). Each new
+        member gets the current keys, so it reads the whole session (as in Seald)."""
+        self._check_live()
+        wanted = self._manager._members(recipients, rights)
+        records = core.add_members(
+            self.state, self._signer, wanted, keys=self._keys, now_ms=self._now()
+        )
+        await self._store(records)
+
+    async def revoke_recipients(
+        self, recipients: Iterable[AccountId | str] | AccountId | str, *, keep_added: bool = False
+    ) -> None:
+        """Revoke members (see the module note: the policy says who may), then rotate
+        the key for the remaining readers. ``keep_added``: re-add, by us, the members the
+        revoked ones had added (who would otherwise lose their membership with them)."""
+        self._check_live()
+        if isinstance(recipients, str | AccountId):
+            recipients = [recipients]
+        now = self._now()
+        targets = [core_member(_account_id(r), self._manager.account) for r in recipients]
+        signer = self._signer
+        readd: dict[Any, frozenset[str]] = {}
+        if keep_added:
+            before = self.state.members(now_ms=now)
+        records: list[core.Record] = list(
+            core.revoke_members(self.state, signer, targets, now_ms=now)
+        )
+        after = self.state.add(*records)
+        if keep_added:
+            still = after.members(now_ms=now)
+            readd = {
+                k: frozenset(m.rights)
+                for k, m in before.items()
+                if k not in still and k not in targets
+            }
+            if readd:
+                records += core.add_members(after, signer, readd, keys=self._keys, now_ms=now)
+                after = after.add(*records[-len(readd) :])
+        epoch, _key = core.rotate(
+            after,
+            signer,
+            keys=self._keys,
+            now_ms=now,
+            carry_history=all(h in self._keys for h in after.heads),
+        )
+        records.append(epoch)
+        await self._store(records)
+
+    async def revoke(self) -> None:
+        """Revoke the whole session: nodes refuse it from now on and delete its
+        messages; every member's next use fails with ``SessionRevoked``."""
+        self._check_live()
+        record = core.end_session(self.state, self._signer, now_ms=self._now())
+        state = self.state
+        await self._store([record])
+        # The nodes drop the content on the end record; this is a courtesy.
+        with contextlib.suppress(Exception):
+            await self._manager.backend.delete_all(self._actor, state)
+        await self._manager.cache.delete(self.id)
+
+    # --- files --------------------------------------------------------------------------
+
+    async def encrypt_file(
+        self,
+        data: Any,
+        filename: str | None = None,
+        size: int | None = None,
+        *,
+        out: Any = None,
+        progress: Any = None,
+    ) -> bytes | int:
+        """Encrypt a file (bytes, binary file object, path, trio stream or async
+        iterator of bytes) in constant memory; the encrypted bytes, or with ``out`` (a
+        path, file object or trio stream) the number of bytes written. The header
+        names the session, the file name and (if known) its size."""
+        epoch, key = self._current()
+        name = filename or default_name(data)
+        if name is None:
+            raise InvalidArgument("give the file's name (it travels in the header)")
+        if size is None:
+            size = source_size(data)
+        return await encrypt_stream(
+            self.session_id, epoch, key, data, name, size, out, progress=progress
+        )
+
+    async def decrypt_file(
+        self, data: Any, out: Any = None, *, progress: Any = None, _first: bytes = b""
+    ) -> DecryptedFile:
+        """Decrypt a file of this session (a file of another is ``WrongSession``);
+        the data (or written to ``out``), its name, size and session."""
+        self._check_live()
+        return await decrypt_stream(
+            self._keys, data, out, session=self.session_id, progress=progress, first=_first
+        )
+
+    # --- group chat ---------------------------------------------------------------------
+
+    async def send(self, text: str | bytes, *, ttl_s: float = DEFAULT_MESSAGE_TTL_S) -> str:
+        """Post a signed message to the session's group chat; its hash (hex)."""
+        from veil.client.sessions.chat import send
+
+        return await send(self, text, ttl_s=ttl_s)
+
+    def messages(self, *, follow: bool = True) -> AsyncIterator[GroupMessage]:
+        """The chat's new messages, exactly once across restarts (recorded before they
+        are yielded); long-polled, endless unless ``follow=False``."""
+        from veil.client.sessions.chat import messages
+
+        return messages(self, follow=follow)
+
+    def history(self, *, limit: int = 100) -> list[GroupMessage]:
+        """The chat messages this home has recorded, oldest first (no network)."""
+        from veil.client.sessions.chat import history
+
+        return history(self, limit=limit)
+
+    def _require_value(self, value: object) -> None:
+        if value is None:
+            raise InvalidValue("missing value")
