@@ -495,6 +495,47 @@ class VoteMismatch(DirectoryError):
     another epoch, or parameters (interval, swarm size) that differ from ours."""
 
 
+# --- channels and bots (issue 14) ---------------------------------------------------
+
+
+class ChannelError(ProtocolError):
+    """A channel post that cannot be accepted (veil.onion.channel)."""
+
+
+class PostTooLarge(ChannelError, TooLarge):
+    """A post over its size limit, refused before it is parsed."""
+
+
+class MalformedPost(ChannelError):
+    """A post that is not a well-formed, canonical post map (bad CBOR, a missing or
+    mistyped field, a tag or title out of bounds)."""
+
+
+class WrongChannel(ChannelError):
+    """A post for another channel than the one it was read from."""
+
+
+class BadPostSignature(ChannelError):
+    """A post whose signature does not verify, or signed by a key that is neither the
+    channel's nor allowed to ``post`` for it by its capability chain."""
+
+    status = "unauthorized"
+
+
+class PostFromFuture(ChannelError):
+    """A post dated further in the future than the clock skew allows."""
+
+    status = "clock_skew"
+
+
+class InvalidLink(InvalidValue):
+    """A ``veil://`` link (channel invite, bot deep link) that does not parse."""
+
+
+class InvalidCommand(InvalidValue):
+    """A bot command (``/cmd args``) that does not parse: a bad name, too long."""
+
+
 # --- failures of the network itself ------------------------------------------------
 
 
