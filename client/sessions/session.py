@@ -78,6 +78,7 @@ from veil.onion.errors import (
     UnknownEpoch,
     UnknownSession,
 )
+from veil.onion.group import REVOKE_RIGHT
 from veil.onion.keys import Account, AccountId, GroupId
 
 if TYPE_CHECKING:
@@ -186,7 +187,8 @@ class SessionManager:
         await _maybe(self.admin_keys.set(sid, seed_entry))
         actor = Actor(self.account, created.session_key)
         await self.backend.store_records(actor, created.state, [r.encoded for r in created.records])
-        keys = {created.epoch: created.epoch_key}
+        # A creator that does not encrypt for itself forgets the key (as Seald's).
+        keys = {created.epoch: created.epoch_key} if encrypt_for_self else {}
         session = EncryptionSession(self, created.state, keys, created.session_key)
         await self._cache_set(session)
         return session
@@ -418,7 +420,10 @@ class EncryptionSession:
         self._check_live()
         epoch = self.state.current_epoch(now_ms=self._now())
         if epoch is None:
-            raise UnknownEpoch("no clean key epoch: the session needs a rotation (refresh)")
+            raise UnknownEpoch(
+                "no clean key epoch: a member was revoked and the key awaits its rotation "
+                "by a holder of revoke (refresh)"
+            )
         key = self._keys.get(epoch)
         if key is None:
             raise NotAMember("this account holds no key of the session's current epoch")
@@ -443,6 +448,7 @@ class EncryptionSession:
         self._check_live()
         self._keys.update(self.state.epoch_keys(core_reader(self._manager.account)))
         await self._manager._cache_set(self)
+        await self._rotate_if_needed()
         return self
 
     # --- messages -----------------------------------------------------------------------
@@ -504,15 +510,31 @@ class EncryptionSession:
             if readd:
                 records += core.add_members(after, signer, readd, keys=self._keys, now_ms=now)
                 after = after.add(*records[-len(readd) :])
+        if REVOKE_RIGHT in self.rights:
+            epoch, _key = core.rotate(
+                after,
+                signer,
+                keys=self._keys,
+                now_ms=now,
+                carry_history=all(h in self._keys for h in after.heads),
+            )
+            records.append(epoch)
+        # Else (an adder revoking under the delegation policy, without revoke) the
+        # session waits for a holder of revoke to rotate: its next refresh does.
+        await self._store(records)
+
+    async def _rotate_if_needed(self) -> None:
+        now = self._now()
+        if not self.state.needs_rotation(now_ms=now) or REVOKE_RIGHT not in self.rights:
+            return
         epoch, _key = core.rotate(
-            after,
-            signer,
+            self.state,
+            self._signer,
             keys=self._keys,
             now_ms=now,
-            carry_history=all(h in self._keys for h in after.heads),
+            carry_history=all(h in self._keys for h in self.state.heads),
         )
-        records.append(epoch)
-        await self._store(records)
+        await self._store([epoch])
 
     async def revoke(self) -> None:
         """Revoke the whole session: nodes refuse it from now on and delete its
