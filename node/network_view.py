@@ -33,7 +33,7 @@ import trio
 
 from veil.onion.directory import Consensus, ConsensusNode, Swarm
 from veil.onion.errors import NotFound
-from veil.onion.keys import AccountId
+from veil.onion.keys import GroupId, OwnerId
 
 from .logging import log_event
 
@@ -122,17 +122,20 @@ class NetworkView:
         assert self.consensus is not None
         return self.consensus.swarms[me.swarm_id]
 
-    def swarm_for(self, account: AccountId | str) -> Swarm | None:
+    def swarm_for(self, account: OwnerId | str) -> Swarm | None:
         """The swarm that stores ``account`` (None if standalone, no consensus yet, or
         a consensus without nodes). :class:`~veil.onion.errors.InvalidId` for a bad ID text."""
         if self.consensus is None:
             return None
         try:
-            return self.consensus.swarm_of(account)
+            # A group (an encryption session) sits on the ring by its Ed25519 key.
+            return self.consensus.swarm_of(
+                account.ring_position if isinstance(account, GroupId) else account
+            )
         except NotFound:
             return None
 
-    def is_mine(self, account: AccountId | str) -> bool:
+    def is_mine(self, account: OwnerId | str) -> bool:
         """True if this node stores ``account``: always when standalone; otherwise when
         this node is listed and ``account`` maps to its swarm (False before the first
         consensus: check :attr:`ready` to tell "not yet" from "not mine")."""

@@ -120,7 +120,7 @@ from veil.onion.errors import (
     VeilError,
     wire_status,
 )
-from veil.onion.keys import AccountId
+from veil.onion.keys import OwnerId, owner_key
 from veil.onion.wallclock import wall_clock_ms
 
 from .ratelimit import TokenBucketLimiter
@@ -196,11 +196,11 @@ class ServiceCounters:
 class SwarmCheck(Protocol):
     """Which accounts this node serves (node/swarm_guard.py's SwarmGuard)."""
 
-    def check(self, account: AccountId) -> None:
+    def check(self, account: OwnerId) -> None:
         """Return if ``account`` is this node's; raise Unavailable or WrongSwarm if not."""
         ...
 
-    def get_swarm(self, account: AccountId) -> rpc.GetSwarmResult:
+    def get_swarm(self, account: OwnerId) -> rpc.GetSwarmResult:
         """``account``'s swarm; raise Unavailable or NotFound if there is none to give."""
         ...
 
@@ -460,7 +460,7 @@ class StorageService:
         """Store ``req``'s message until ``now`` (the node's clock, ms) plus its TTL,
         with the owner's proof outside the inbox (replication carries it)."""
         if req.namespace == rpc.INBOX and not self._buckets.allow(
-            req.account.x25519_public, trio.current_time()
+            owner_key(req.account), trio.current_time()
         ):
             self.counters.rate_limited += 1
             raise RateLimited("too many messages to this inbox; try again later")
@@ -477,7 +477,7 @@ class StorageService:
                     replica_expiry = min(replica_expiry, rpc.expiry_limit(rpc.decode_proof(proof)))
                 await self.replication.replicate(
                     ReplicaMessage(
-                        req.account.x25519_public,
+                        owner_key(req.account),
                         req.namespace,
                         outcome.hash,
                         req.data,
@@ -488,7 +488,7 @@ class StorageService:
                 )
         return rpc.StoreResult(outcome.hash, outcome.expiry_ms, outcome.created)
 
-    async def _read(self, account: AccountId, req: rpc.RetrieveRequest) -> rpc.RetrieveResult:
+    async def _read(self, account: OwnerId, req: rpc.RetrieveRequest) -> rpc.RetrieveResult:
         found = await self.store.retrieve(
             account,
             req.namespace,

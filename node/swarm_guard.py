@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from veil.onion import rpc
 from veil.onion.errors import NotFound, Unavailable
-from veil.onion.keys import AccountId
+from veil.onion.keys import OwnerId
 
 from .network_view import NetworkView
 
@@ -40,7 +40,7 @@ class SwarmGuard:
     def __init__(self, view: NetworkView) -> None:
         self.view = view
 
-    def check(self, account: AccountId) -> None:
+    def check(self, account: OwnerId) -> None:
         """Return if this node serves ``account``; else raise Unavailable or SwarmMoved."""
         view = self.view
         if view.standalone or view.is_mine(account):
@@ -54,7 +54,7 @@ class SwarmGuard:
             f"account is stored by swarm {swarm.swarm_id}, not this node's", rpc.SwarmInfo.of(swarm)
         )
 
-    def get_swarm(self, account: AccountId) -> rpc.GetSwarmResult:
+    def get_swarm(self, account: OwnerId) -> rpc.GetSwarmResult:
         """``account``'s swarm (see the module note for the errors)."""
         view = self.view
         if view.standalone:

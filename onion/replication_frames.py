@@ -123,7 +123,8 @@ Kinds::
                [, "revocations": [a revocation record, ...]]}  its reply
     forward   {"request": a client's signed storage request}  POST /replicate/forward
     forwarded {"re", "reply": the storage reply}             its reply
-    msg       {"a": account X25519 key (32), "ns": int, "h": hash (32), "d": data,
+    msg       {"a": owner key (32: an account's X25519 key; 33: 0x03 + a group's
+               Ed25519 key), "ns": int, "h": hash (32), "d": data,
                "ts": ms stored first, "exp": expiry ms,
                "p": the owner's proof (bytes, at most rpc.MAX_PROOF_BYTES; outside the
                     inbox only)}
@@ -156,7 +157,6 @@ others.
 from __future__ import annotations
 
 import collections
-import functools
 import os
 import struct
 from collections.abc import Callable, Sequence
@@ -178,7 +178,7 @@ from veil.onion.errors import (
     SchemaError,
     Unauthorized,
 )
-from veil.onion.keys import AccountId, NodeKeys
+from veil.onion.keys import NodeKeys, OwnerId, owner_of_key
 from veil.onion.replica import ReplicaMessage, ReplicaPage
 
 __all__ = [
@@ -241,6 +241,8 @@ _NONCE_BYTES: Final = 16
 SCOPE_BYTES: Final = 24
 
 _KEY = Field(bytes, size=32)
+#: A message's owner: an account's X25519 key (32), or 0x03 + a group's Ed25519 key (33).
+_OWNER = Field(bytes, min_len=32, max_len=33)
 #: The padded plaintext starts with the length of the inner CBOR (big-endian u32).
 _LENGTH = struct.Struct(">I")
 _FRAME = Schema(
@@ -260,7 +262,7 @@ _INNER = Schema(
 _MESSAGE = Schema(
     "message",
     {
-        "a": _KEY,
+        "a": _OWNER,
         "ns": Field(int, min=rpc.NAMESPACE_MIN, max=rpc.NAMESPACE_MAX),
         "h": _KEY,
         "d": Field(bytes, min_len=1, max_len=rpc.MAX_BODY),
@@ -835,12 +837,11 @@ def open_forwarded(
 # --- the rules a message must keep --------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=65536)
-def _account(key: bytes) -> AccountId | None:
-    # The point check costs tens of microseconds and a batch often repeats accounts;
-    # the answer is a pure function of the key, so a bounded cache is safe.
+def _account(key: bytes) -> OwnerId | None:
+    # owner_of_key caches: the point check costs tens of microseconds and a batch often
+    # repeats accounts; the answer is a pure function of the key.
     try:
-        return AccountId(key)
+        return owner_of_key(key)
     except InvalidId:
         return None
 
@@ -852,8 +853,8 @@ def check_message(
     skew_ms: int = CLOCK_SKEW_MS,
     is_revoked: RevocationLookup | None = None,
     chains: ChainCache | None = None,
-) -> AccountId:
-    """The message's account, if the message keeps the protocol's rules; else
+) -> OwnerId:
+    """The message's owner (an account or a group), if the message keeps the protocol's rules; else
     :class:`ProtocolError` (or its :class:`Unauthorized` for a proof that fails).
 
     The account key must be a valid X25519 key, the hash must be
@@ -868,7 +869,7 @@ def check_message(
     """
     account = _account(m.account)
     if account is None:
-        raise ProtocolError("message account is not a valid X25519 key")
+        raise ProtocolError("message owner is not a valid account or group key")
     if not crypto.ct_equal(rpc.message_hash(account, m.namespace, m.data), m.hash):
         raise ProtocolError("message hash does not match its account, namespace and data")
     if m.timestamp_ms > now_ms + skew_ms:

@@ -52,7 +52,7 @@ from veil.onion import rpc
 from veil.onion.capability import ChainCache, verify_revocation
 from veil.onion.directory import ConsensusNode
 from veil.onion.errors import ProtocolError, Unauthorized, VeilError
-from veil.onion.keys import AccountId
+from veil.onion.keys import AccountId, owner_key
 from veil.onion.replica import ReplicaMessage
 
 from ..config import ReplicationConfig
@@ -170,7 +170,7 @@ class AntiEntropy:
                 log, logging.INFO, "pulled_refused", peer=peer.node_id_hex[:16], error=str(exc)
             )
             return
-        if not self._is_mine_key(owner.x25519_public):
+        if not self._is_mine_key(owner_key(owner)):
             return
         created = await self.store.store_revocation(
             owner,
@@ -255,7 +255,7 @@ class AntiEntropy:
                 log, logging.INFO, "pulled_refused", peer=peer.node_id_hex[:16], error=str(exc)
             )
             return
-        if not self._is_mine_key(req.account.x25519_public):
+        if not self._is_mine_key(owner_key(req.account)):
             return
         hashes = req.hashes if isinstance(req, rpc.DeleteRequest) else None
         deleted = await self.store.apply_deletion(

@@ -26,8 +26,11 @@ def sync_scope(consensus: Consensus, swarm_id: int) -> bytes:
 
 
 def ring_position(account_key: bytes) -> int:
-    """An account's ring position from its 32-byte X25519 key (as
-    :attr:`veil.onion.keys.AccountId.ring_position`, without the point check)."""
+    """An owner's ring position from its storage key: an account's 32-byte X25519 key
+    (as :attr:`veil.onion.keys.AccountId.ring_position`, without the point check), or a
+    group's 0x03 + Ed25519 key (:attr:`veil.onion.keys.GroupId.ring_position`)."""
+    if len(account_key) == 33:
+        account_key = account_key[1:]
     pos = 0
     for i in range(0, 32, 8):
         pos ^= int.from_bytes(account_key[i : i + 8], "big")

@@ -76,7 +76,7 @@ from typing import Literal
 import trio
 
 from veil.onion import crypto, rpc
-from veil.onion.keys import AccountId
+from veil.onion.keys import OwnerId, owner_key
 from veil.onion.replica import ReplicaMessage, ReplicaPage
 
 from ..errors import StoreClosed, StoreError
@@ -165,7 +165,7 @@ class MessageStore:
 
     async def store(
         self,
-        account: AccountId,
+        account: OwnerId,
         namespace: int,
         hash: bytes,
         data: bytes,
@@ -180,33 +180,33 @@ class MessageStore:
         """
         return await self._submit(
             writes.store_message(
-                account.x25519_public, namespace, hash, data, self.clock(), expiry_ms, proof
+                owner_key(account), namespace, hash, data, self.clock(), expiry_ms, proof
             )
         )
 
     async def delete(
-        self, account: AccountId, namespace: int, hashes: Sequence[bytes]
+        self, account: OwnerId, namespace: int, hashes: Sequence[bytes]
     ) -> list[bytes]:
         """Delete these messages, leaving a tombstone for each hash (see the module
         note); return the hashes that were there (expired ones too)."""
         now = self.clock()
         unknown_until = now + rpc.max_ttl_ms(namespace) + rpc.CLOCK_SKEW_MS
         return await self._submit(
-            writes.delete_messages(account.x25519_public, namespace, hashes, now, unknown_until)
+            writes.delete_messages(owner_key(account), namespace, hashes, now, unknown_until)
         )
 
     async def record_deletion(
-        self, account: AccountId, digest: bytes, request: bytes, until_ms: int
+        self, account: OwnerId, digest: bytes, request: bytes, until_ms: int
     ) -> bool:
         """Keep the owner's signed delete or delete_all ``request`` for anti-entropy
         until ``until_ms``; False if it was kept already."""
         return await self._submit(
-            writes.record_deletion(account.x25519_public, digest, request, until_ms)
+            writes.record_deletion(owner_key(account), digest, request, until_ms)
         )
 
     async def apply_deletion(
         self,
-        account: AccountId,
+        account: OwnerId,
         namespace: int | None,
         hashes: Sequence[bytes] | None,
         *,
@@ -220,7 +220,7 @@ class MessageStore:
         One transaction (a delete_all of a large account holds the writer that long)."""
         return await self._submit(
             writes.apply_deletion(
-                account.x25519_public,
+                owner_key(account),
                 namespace,
                 None if hashes is None else list(hashes),
                 signed_ms,
@@ -232,18 +232,18 @@ class MessageStore:
         )
 
     async def store_revocation(
-        self, account: AccountId, link: bytes, record: bytes, link_expiry_ms: int, until_ms: int
+        self, account: OwnerId, link: bytes, record: bytes, link_expiry_ms: int, until_ms: int
     ) -> bool:
         """Keep a verified revocation ``record`` of the delegated link ``link`` (served to
         peers until ``link_expiry_ms``, kept until ``until_ms``); from the commit on,
         :meth:`is_revoked` answers True for the link. False if the link was revoked here
         already (the record kept first stays)."""
         created = await self._submit(
-            writes.store_revocation(account.x25519_public, link, record, link_expiry_ms, until_ms)
+            writes.store_revocation(owner_key(account), link, record, link_expiry_ms, until_ms)
         )
         known = self._revoked.get(link)
         if known is None or known[1] < until_ms:
-            self._revoked[link] = (account.x25519_public, until_ms)
+            self._revoked[link] = (owner_key(account), until_ms)
         return bool(created)
 
     def is_revoked(self, link: bytes) -> bool:
@@ -269,7 +269,7 @@ class MessageStore:
         await trio.lowlevel.checkpoint()
         return reads.account_revocations(self._reader_or_raise(), account, self.clock())
 
-    async def delete_all(self, account: AccountId, namespace: int | None) -> int:
+    async def delete_all(self, account: OwnerId, namespace: int | None) -> int:
         """Delete all the account's messages in ``namespace`` (None: every namespace),
         each leaving a tombstone.
 
@@ -277,7 +277,7 @@ class MessageStore:
         account does not hold other writes back; returns how many rows were deleted. If
         cancelled or failing part-way, the batches already committed stay deleted.
         """
-        key = account.x25519_public
+        key = owner_key(account)
         total = 0
         while True:
             n = await self._submit(
@@ -297,12 +297,12 @@ class MessageStore:
         await self._submit(writes.forget_request(digest))
 
     async def expire(
-        self, account: AccountId, namespace: int, hashes: Sequence[bytes], expiry_ms: int
+        self, account: OwnerId, namespace: int, hashes: Sequence[bytes], expiry_ms: int
     ) -> list[bytes]:
         """Set the expiry of these (unexpired) messages; return the hashes updated."""
         return await self._submit(
             writes.expire_messages(
-                account.x25519_public, namespace, hashes, expiry_ms, self.clock()
+                owner_key(account), namespace, hashes, expiry_ms, self.clock()
             )
         )
 
@@ -391,7 +391,7 @@ class MessageStore:
 
     async def retrieve(
         self,
-        account: AccountId,
+        account: OwnerId,
         namespace: int,
         *,
         after_hash: bytes | None = None,
@@ -412,7 +412,7 @@ class MessageStore:
         await trio.lowlevel.checkpoint()
         return reads.retrieve(
             self._reader_or_raise(),
-            account.x25519_public,
+            owner_key(account),
             namespace,
             self.clock(),
             after_hash,
@@ -421,11 +421,11 @@ class MessageStore:
             item_overhead,
         )
 
-    async def get(self, account: AccountId, namespace: int, hash: bytes) -> StoredMessage | None:
+    async def get(self, account: OwnerId, namespace: int, hash: bytes) -> StoredMessage | None:
         """One unexpired message by hash, or None."""
         await trio.lowlevel.checkpoint()
         return reads.get(
-            self._reader_or_raise(), account.x25519_public, namespace, hash, self.clock()
+            self._reader_or_raise(), owner_key(account), namespace, hash, self.clock()
         )
 
     async def replica_page(
@@ -545,14 +545,14 @@ class MessageStore:
     # --- long-poll support -------------------------------------------------------------
 
     @contextmanager
-    def watch(self, account: AccountId, namespace: int) -> Iterator[trio.Event]:
+    def watch(self, account: OwnerId, namespace: int) -> Iterator[trio.Event]:
         """An event set after the next commit that stores a new message here.
 
         Enter it before reading, then wait on the event if the read found nothing: a
         store that commits between the two still sets the event. The map of watched keys
         holds only keys that someone is watching (it is cleaned up on exit).
         """
-        key = (account.x25519_public, namespace)
+        key = (owner_key(account), namespace)
         entry = self._watches.get(key)
         if entry is None:
             entry = self._watches[key] = _Watch()

@@ -12,6 +12,13 @@ limits is refused before anything is built (:class:`~veil.onion.errors.InvalidTt
 also a :class:`ValueError`), and so is a request that a delegated signer's chain does
 not grant (:class:`~veil.onion.errors.ActionNotCovered`, naming the missing action and
 the namespace): every node would refuse it.
+
+Encryption sessions (issue 13): a :class:`~veil.onion.capability.DelegatedSigner` whose
+chain is a member's (owned by a session's group ID,
+:meth:`~veil.onion.capability.DelegatedSigner.for_member`) addresses the request to the
+group ID (``pubkey`` = ``03...``): the member's own key signs, the membership chain
+travels as ``capability``. Nodes take a group's requests in namespaces 1 (the session's
+records) and 2 (its messages) only.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any
 
 from ..capability import DelegatedSigner, Revocation
 from ..errors import ActionNotCovered, UnsignedRequest, WrongAccount
-from ..keys import Account, AccountId
+from ..keys import Account, AccountId, GroupId, parse_owner
 from .limits import INBOX
 from .namespaces import check_ttl_ms, read_needs_auth, store_needs_auth
 from .request_codec import encode_request
@@ -31,14 +38,16 @@ from .signing import sign_params
 Signer = Account | DelegatedSigner
 
 
-def _as_id(who: Account | DelegatedSigner | AccountId | str) -> AccountId:
+def _as_id(
+    who: Account | DelegatedSigner | AccountId | GroupId | str,
+) -> AccountId | GroupId:
     if isinstance(who, Account):
         return who.id
     if isinstance(who, DelegatedSigner):
-        return who.account
-    if isinstance(who, AccountId):
+        return who.owner  # a member's chain: the request goes to the group ID
+    if isinstance(who, AccountId | GroupId):
         return who
-    return AccountId.parse(who)
+    return parse_owner(who)
 
 
 def _check_granted(signer: object, method: str, namespace: int | None) -> None:
@@ -189,5 +198,5 @@ def make_info() -> bytes:
     return encode_request("info", {})
 
 
-def make_get_swarm(account: AccountId | str) -> bytes:
+def make_get_swarm(account: AccountId | GroupId | str) -> bytes:
     return encode_request("get_swarm", {"pubkey": str(_as_id(account))})

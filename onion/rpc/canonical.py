@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Final
 
 from .. import crypto
-from ..keys import AccountId
+from ..keys import AccountId, GroupId, owner_key
 
 MSG_HASH_PURPOSE: Final = b"veil/msg-hash"
 _NS_FIELD_LEN: Final = (2).to_bytes(4, "big")  # the length prefix of a namespace field
@@ -35,11 +35,11 @@ def namespace_bytes(namespace: int | None) -> bytes:
     return b"" if namespace is None else namespace.to_bytes(2, "big", signed=True)
 
 
-def message_hash(account: AccountId, namespace: int, data: bytes) -> bytes:
+def message_hash(account: AccountId | GroupId, namespace: int, data: bytes) -> bytes:
     """The 32-byte hash that names (and deduplicates) a stored message."""
     # The bytes of length_prefixed(key, namespace_bytes(namespace), data), joined in one
     # go: this runs for every store a node answers. tests/test_rpc.py checks the two agree.
-    key = account.x25519_public
+    key = owner_key(account)
     return crypto.hash32(
         b"".join(
             (

@@ -55,7 +55,7 @@ from .. import crypto
 from ..capability import MAX_CHAIN_SIZE, ChainCache, RevocationLookup, authorize
 from ..cbor import Field, Schema, encode
 from ..errors import BadSignature, InvalidId, InvalidKey, ProtocolError, Unauthorized
-from ..keys import AccountId, account_id_of_ed25519
+from ..keys import AccountId, GroupId, account_id_of_ed25519
 from .limits import CLOCK_SKEW_MS, INBOX, MAX_TTL_PRIVATE_MS, MIN_TTL_MS
 from .namespaces import store_needs_auth, ttl_problem
 from .requests import StoreRequest, store_signed_extra
@@ -146,7 +146,7 @@ def expiry_limit(proof: StoreProof) -> int:
 
 
 def verify_store_proof(
-    account: AccountId,
+    account: AccountId | GroupId,
     namespace: int,
     hash: bytes,
     expiry_ms: int,
@@ -189,6 +189,9 @@ def verify_store_proof(
             skew_ms=CLOCK_SKEW_MS,
             is_revoked=is_revoked,
         )
+    elif isinstance(account, GroupId):
+        if decoded.signer != account.ed25519_public:
+            raise Unauthorized("the proof is not signed by the group's key or through a chain")
     else:
         try:
             owner = account_id_of_ed25519(decoded.signer)

@@ -33,7 +33,7 @@ from .. import crypto
 from ..capability.revocations import Revocation
 from ..cbor import Field, Schema
 from ..errors import BadTtl, InvalidId, SchemaError
-from ..keys import AccountId
+from ..keys import AccountId, GroupId, parse_owner
 from .canonical import length_prefixed, message_hash
 from .limits import (
     ID_TEXT_LENGTH,
@@ -82,7 +82,7 @@ def store_signed_extra(ttl_ms: int, hash: bytes) -> bytes:
 @dataclass(frozen=True, slots=True)
 class StoreRequest:
     method: ClassVar[str] = "store"
-    account: AccountId
+    account: AccountId | GroupId
     namespace: int
     data: bytes
     ttl_ms: int
@@ -106,7 +106,7 @@ class StoreRequest:
 @dataclass(frozen=True, slots=True)
 class RetrieveRequest:
     method: ClassVar[str] = "retrieve"
-    account: AccountId
+    account: AccountId | GroupId
     namespace: int
     last_hash: bytes | None = None
     limit: int = RETRIEVE_DEFAULT_LIMIT
@@ -124,7 +124,7 @@ class RetrieveRequest:
 @dataclass(frozen=True, slots=True)
 class DeleteRequest:
     method: ClassVar[str] = "delete"
-    account: AccountId
+    account: AccountId | GroupId
     namespace: int
     hashes: tuple[bytes, ...]
     auth: Auth | None = None
@@ -137,7 +137,7 @@ class DeleteRequest:
 @dataclass(frozen=True, slots=True)
 class DeleteAllRequest:
     method: ClassVar[str] = "delete_all"
-    account: AccountId
+    account: AccountId | GroupId
     #: None: every namespace of the account.
     namespace: int | None
     auth: Auth | None = None
@@ -150,7 +150,7 @@ class DeleteAllRequest:
 @dataclass(frozen=True, slots=True)
 class ExpireRequest:
     method: ClassVar[str] = "expire"
-    account: AccountId
+    account: AccountId | GroupId
     namespace: int
     hashes: tuple[bytes, ...]
     #: The new expiry, ms since the epoch (node's clock).
@@ -174,7 +174,7 @@ class GetSwarmRequest:
     """Which swarm holds an account (answered once the network issue lands)."""
 
     method: ClassVar[str] = "get_swarm"
-    account: AccountId
+    account: AccountId | GroupId
     needs_auth: ClassVar[bool] = False
     auth: ClassVar[None] = None
 
@@ -186,7 +186,7 @@ class RevokeRequest:
     which :func:`~veil.onion.rpc.signing.verify_request` checks."""
 
     method: ClassVar[str] = "revoke"
-    account: AccountId
+    account: AccountId | GroupId
     #: The record as sent, and decoded (format only: not yet verified).
     record: bytes
     revocation: Revocation
@@ -286,9 +286,9 @@ _PARAMS: Final[dict[str, Schema]] = {
 }
 
 
-def _account(params: Mapping[str, Any], path: str) -> AccountId:
+def _account(params: Mapping[str, Any], path: str) -> AccountId | GroupId:
     try:
-        return AccountId.parse(params["pubkey"])
+        return parse_owner(params["pubkey"])
     except InvalidId as exc:
         raise SchemaError(f"{path}.pubkey: {exc}") from None
 

@@ -66,7 +66,7 @@ from ..errors import (
     Unauthorized,
     WrongAccount,
 )
-from ..keys import Account, AccountId, account_id_of_ed25519
+from ..keys import Account, AccountId, GroupId, account_id_of_ed25519, owner_key
 from .canonical import length_prefixed, namespace_bytes
 from .limits import CLOCK_SKEW_MS
 from .requests import (
@@ -84,7 +84,7 @@ DOMAIN: Final = b"storage"
 
 def signing_message(
     method: str,
-    account: AccountId,
+    account: AccountId | GroupId,
     namespace: int | None,
     timestamp_ms: int,
     extra: bytes = b"",
@@ -101,7 +101,7 @@ def signing_message(
     """
     fields = [
         method.encode(),
-        account.x25519_public,
+        owner_key(account),
         namespace_bytes(namespace),
         timestamp_ms.to_bytes(8, "big"),
         extra,
@@ -167,6 +167,11 @@ def verify_request(
             skew_ms=skew_ms,
             is_revoked=is_revoked,
         )
+    elif isinstance(request.account, GroupId):
+        # A session's own key (its creator's administrator key) acts for it directly;
+        # everyone else presents a membership chain.
+        if auth.pubkey_ed25519 != request.account.ed25519_public:
+            raise Unauthorized("a group's request is signed by its key or through a chain")
     else:
         try:
             owner = account_id_of_ed25519(auth.pubkey_ed25519)
