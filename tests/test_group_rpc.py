@@ -51,7 +51,7 @@ def test_member_requests_go_to_the_group_and_verify() -> None:
 
 
 def test_another_account_cannot_use_the_members_chain() -> None:
-    new, signer = _session()
+    _, signer = _session()
     now = _now()
     forged = DelegatedSigner(U2, signer.chain)
     object.__setattr__(forged, "key", U3)  # U3 signs with U2's chain
