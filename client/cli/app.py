@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import veil.client.cli.devnet as devnet
+import veil.client.cli.group as group
 import veil.client.cli.identity as identity
 import veil.client.cli.messaging as messaging
 from veil.client.cli.framework import CommandGroup, run
@@ -26,6 +27,7 @@ __all__ = ["COMMAND_GROUPS", "main"]
 COMMAND_GROUPS: tuple[CommandGroup, ...] = (
     identity.register,
     messaging.register,
+    group.register,
     devnet.register,
 )
 
