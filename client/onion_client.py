@@ -78,7 +78,7 @@ from veil.onion.errors import (
     TooLarge,
     error_for_status,
 )
-from veil.onion.keys import AccountId
+from veil.onion.keys import AccountId, GroupId
 from veil.onion.packet import BAD_BODY_STATUS, Hop, HopError, build_packet
 
 __all__ = ["Answer", "OnionClient", "RequestPolicy"]
@@ -191,14 +191,14 @@ class OnionClient:
         self._rate_limited_backoff = self.policy.rate_limited_backoff
         self._on_clock = on_clock
         self._on_wrong_swarm = on_wrong_swarm
-        self._hints: dict[AccountId, _SwarmHint] = {}
+        self._hints: dict[AccountId | GroupId, _SwarmHint] = {}
         self._saved_offset = clock.offset_ms
         #: Hop key exchanges prepared ahead (filled only while its ``run`` task runs).
         self.prepared = PreparedKeys()
 
     # --- swarms ----------------------------------------------------------------------------
 
-    def swarm_members(self, account: AccountId) -> tuple[Hop, ...]:
+    def swarm_members(self, account: AccountId | GroupId) -> tuple[Hop, ...]:
         """The nodes that hold ``account``: from a wrong_swarm answer newer than our
         consensus if there is one, else from the consensus."""
         consensus = self.paths.consensus
@@ -207,7 +207,9 @@ class OnionClient:
             if hint.epoch >= consensus.epoch:
                 return hint.members
             del self._hints[account]  # our consensus has moved on since
-        return tuple(n.as_hop() for n in consensus.swarm_of(account).members)
+        # A group (an encryption session) sits on the ring by its Ed25519 key.
+        where = account.ring_position if isinstance(account, GroupId) else account
+        return tuple(n.as_hop() for n in consensus.swarm_of(where).members)
 
     # --- one call ----------------------------------------------------------------------------
 
@@ -215,7 +217,7 @@ class OnionClient:
         self,
         build: Callable[[int], bytes],
         *,
-        account: AccountId | None = None,
+        account: AccountId | GroupId | None = None,
         destination: Hop | None = None,
         prefer: bytes | None = None,
         timeout_s: float | None = None,
@@ -263,7 +265,7 @@ class OnionClient:
     async def _try(
         self,
         build: Callable[[int], bytes],
-        account: AccountId | None,
+        account: AccountId | GroupId | None,
         destination: Hop | None,
         prefer: bytes | None,
         per_try: float,
@@ -396,7 +398,7 @@ class OnionClient:
     async def _refused(
         self,
         reply: rpc.Reply,
-        account: AccountId | None,
+        account: AccountId | GroupId | None,
         path: OnionPath,
         target: Hop,
         sent_ms: float,

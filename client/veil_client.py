@@ -546,7 +546,7 @@ class VeilClient:
         self,
         build: Callable[[int], bytes],
         *,
-        account: AccountId | None = None,
+        account: AccountId | GroupId | None = None,
         destination: Hop | None = None,
         timeout_s: float | None = None,
     ) -> rpc.Reply:

@@ -30,7 +30,7 @@ from veil.client.sessions._core import core_member
 from veil.onion import crypto
 from veil.onion import group as core
 from veil.onion.capability import SessionKey
-from veil.onion.errors import NotAMember, RightMissing, UnknownSession
+from veil.onion.errors import NotAMember, RightMissing, SessionRevoked, UnknownSession
 from veil.onion.keys import Account, GroupId
 
 if TYPE_CHECKING:
@@ -203,54 +203,84 @@ class MemoryBackend:
 
 
 class NetworkBackend:
-    """The session's swarm, through ``client``'s onion requests (the module note)."""
+    """The session's swarm, through ``client``'s onion requests (the module note).
+
+    Who signs: the session key when the actor holds it (the creator's administrator
+    key acts for its group directly); else the member's own account with its membership
+    chain that holds the right the request needs (``read`` to read and to post,
+    ``forward`` to store a member record, ``revoke`` for revocations, epochs and the
+    end); a member that holds no state yet signs with its account alone, and the nodes
+    find its membership among the session's records."""
 
     def __init__(self, client: VeilClient) -> None:
         self.client = client
 
-    def _signer(self, actor: Actor, state: core.SessionState, right: str | None) -> Any:
+    def _signer(self, actor: Actor, state: core.SessionState | None, right: str) -> Any:
         from veil.onion.capability import DelegatedSigner
 
-        if actor.session_key is not None and actor.session_key.ed25519_public == state.session:
-            signer = getattr(DelegatedSigner, "for_session", None)
-            if signer is not None:
-                return signer(actor.session_key)
+        if actor.session_key is not None:
+            return actor.session_key
+        if state is None or state.genesis is None:
+            return actor.account
         me = core_member(actor.account.id, actor.account)
         now = self.client.clock.now()
-        chain = state.chain_for(me, right, now_ms=now) if right else None
+        chain = state.chain_for(me, right, now_ms=now)
         if chain is None:
-            chains = state.live_chains(me, now_ms=now)
-            if not chains:
-                if actor.session_key is not None:
-                    return DelegatedSigner.for_session(actor.session_key)  # type: ignore[attr-defined]
+            if not state.live_chains(me, now_ms=now):
                 raise NotAMember("not a live member of the session")
-            if right is not None:
-                raise RightMissing(f"the member does not hold {right}", right=right)
-            chain = max(chains, key=lambda c: c.expires_ms)
+            raise RightMissing(f"the member does not hold {right}", right=right)
         return DelegatedSigner.for_member(actor.account, chain)
 
-    async def _call(self, session_id: GroupId, build: Any) -> Any:
-        reply = await self.client.call(build, account=session_id)  # type: ignore[arg-type]
+    @staticmethod
+    def _build(
+        method: str, signer: Any, group: GroupId, params: dict[str, Any], now_ms: int
+    ) -> bytes:
+        from veil.onion import rpc
+
+        full = {"pubkey": str(group), **params}
+        rpc.sign_params(full, signer, method, now_ms)
+        return rpc.encode_request(method, full)
+
+    async def _call(
+        self,
+        method: str,
+        signer: Any,
+        group: GroupId,
+        params: dict[str, Any],
+        timeout_s: float | None = None,
+    ) -> Any:
+        from veil.client.errors import OnionRequestFailed
+        from veil.onion.errors import ProtocolError
+
+        def build(now_ms: int) -> bytes:
+            return self._build(method, signer, group, params, now_ms)
+
+        try:
+            reply = await self.client.call(
+                build,
+                account=group,
+                timeout_s=timeout_s,
+            )
+        except OnionRequestFailed as exc:
+            # A node's verdict (a revoked member, an ended session) is the error to give.
+            verdicts = [e for e in getattr(exc, "errors", []) if isinstance(e, ProtocolError)]
+            if verdicts:
+                raise _typed(verdicts[-1]) from None
+            raise
+        except ProtocolError as exc:
+            raise _typed(exc) from None
         return reply.result
 
     async def store_records(
         self, actor: Actor, state: core.SessionState, records: Sequence[bytes]
     ) -> None:
-        from veil.onion import rpc
-
         current = state
         for data in records:
             record = core.decode_record(data)
-            if not isinstance(record, core.GenesisRecord):
-                current = current.add(record) if isinstance(record, core.MemberRecord) else current
-            signer = self._signer(actor, current, None)
-
-            def build(now_ms: int, data: bytes = data, signer: Any = signer) -> bytes:
-                return rpc.make_store(
-                    signer, data, MAX_TTL_MS, now_ms=now_ms, namespace=core.STATE_NAMESPACE
-                )
-
-            await self._call(state.session_id, build)
+            right = core.FORWARD if isinstance(record, core.MemberRecord) else core.REVOKE_RIGHT
+            signer = self._signer(actor, current, right)
+            params = {"namespace": core.STATE_NAMESPACE, "data": data, "ttl": MAX_TTL_MS}
+            await self._call("store", signer, state.session_id, params)
             current = current.add(record)
 
     async def fetch_records(
@@ -258,24 +288,18 @@ class NetworkBackend:
     ) -> list[bytes]:
         from veil.onion import rpc
 
-        if known is not None and known.genesis is not None:
-            signer: Any = self._signer(actor, known, None)
-        else:
-            # A member that holds no state yet signs with its account: the nodes find
-            # its membership among the session's records (contract B).
-            signer = actor.account
+        signer = self._signer(actor, known, core.READ)
         out: list[bytes] = []
         last: bytes | None = None
         while True:
-
-            def build(now_ms: int, last: bytes | None = last) -> bytes:
-                return rpc.make_retrieve(
-                    signer, now_ms=now_ms, namespace=core.STATE_NAMESPACE, last_hash=last
-                )
-
-            result = rpc.RetrieveResult.from_wire(await self._call(session_id, build))
+            params: dict[str, Any] = {"namespace": core.STATE_NAMESPACE}
+            if last is not None:
+                params["last_hash"] = last
+            result = rpc.RetrieveResult.from_wire(
+                await self._call("retrieve", signer, session_id, params)
+            )
             out.extend(m.data for m in result.messages)
-            if not result.messages or not getattr(result, "more", False):
+            if not result.messages or not result.more:
                 return out
             last = result.messages[-1].hash
 
@@ -285,14 +309,11 @@ class NetworkBackend:
         from veil.onion import rpc
 
         signer = self._signer(actor, state, core.READ)
-
-        def build(now_ms: int) -> bytes:
-            return rpc.make_store(
-                signer, data, ttl_ms, now_ms=now_ms, namespace=core.MESSAGES_NAMESPACE
-            )
-
-        result = rpc.StoreResult.from_wire(await self._call(state.session_id, build))
-        return bytes(getattr(result, "hash", b"")) or crypto.hash32(data)
+        params = {"namespace": core.MESSAGES_NAMESPACE, "data": data, "ttl": ttl_ms}
+        result = rpc.StoreResult.from_wire(
+            await self._call("store", signer, state.session_id, params)
+        )
+        return result.hash
 
     async def fetch_messages(
         self,
@@ -305,32 +326,39 @@ class NetworkBackend:
         from veil.onion import rpc
 
         signer = self._signer(actor, state, core.READ)
-        wait = int(wait_s)
-
-        def build(now_ms: int) -> bytes:
-            return rpc.make_retrieve(
-                signer,
-                now_ms=now_ms,
-                namespace=core.MESSAGES_NAMESPACE,
-                last_hash=after,
-                wait_s=wait,
+        wait = int(min(wait_s, rpc.MAX_WAIT_S))
+        params: dict[str, Any] = {"namespace": core.MESSAGES_NAMESPACE}
+        if after is not None:
+            params["last_hash"] = after
+        if wait:
+            params["wait"] = wait
+        result = rpc.RetrieveResult.from_wire(
+            await self._call(
+                "retrieve", signer, state.session_id, params, timeout_s=(wait + 15) or None
             )
-
-        reply = await self.client.call(
-            build,
-            account=state.session_id,  # type: ignore[arg-type]
-            timeout_s=(wait + 15) if wait else None,
         )
-        assert reply.result is not None
-        result = rpc.RetrieveResult.from_wire(reply.result)
         return [StoredMessage(m.hash, m.data) for m in result.messages]
 
     async def delete_all(self, actor: Actor, state: core.SessionState) -> None:
-        from veil.onion import rpc
+        # Only the session key deletes a session's messages (no right grants delete);
+        # on the end record the nodes drop them anyway.
+        if actor.session_key is None:
+            return
+        params = {"namespace": core.MESSAGES_NAMESPACE}
+        await self._call("delete_all", actor.session_key, state.session_id, params)
 
-        signer = self._signer(actor, state, core.REVOKE_RIGHT)
 
-        def build(now_ms: int) -> bytes:
-            return rpc.make_delete_all(signer, namespace=core.MESSAGES_NAMESPACE, now_ms=now_ms)
+def _typed(error: Exception) -> Exception:
+    """A node's refusal as the session error it stands for (a node answers a wire
+    status; the client knows what a session request refused that way means)."""
+    from veil.onion.errors import GroupError
 
-        await self._call(state.session_id, build)
+    if isinstance(error, GroupError):
+        return error
+    status = getattr(error, "status", "")
+    text = str(error)
+    if "revoked" in text and "session" in text:
+        return SessionRevoked(text)
+    if status == "unauthorized":
+        return NotAMember(f"the session's nodes refused: {text}")
+    return error
