@@ -179,7 +179,9 @@ class Bot:
         for topic in self.topics:
             _check_topic(topic)
         self.store = BotStore(directory if directory is not None else client.home.path / "bot")
-        self._now = now_ms or (lambda: int(client.clock.now()))
+        #: The bot's clock (ms): codes, states and jobs are the bot's own business, on
+        #: its local wall clock; messages are dated by the network's (the client's).
+        self._now = now_ms or (lambda: int(time.time() * 1000))
         self.codes = CodeBook(self.store, self._now)
         self._commands: dict[str, _Command] = {}
         self._catch_all: Handler | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import veil.client.cli.bot as bot
 import veil.client.cli.devnet as devnet
 import veil.client.cli.group as group
 import veil.client.cli.identity as identity
@@ -28,6 +29,7 @@ COMMAND_GROUPS: tuple[CommandGroup, ...] = (
     identity.register,
     messaging.register,
     group.register,
+    bot.register,
     devnet.register,
 )
 
