@@ -120,9 +120,10 @@ from veil.onion.errors import (
     VeilError,
     wire_status,
 )
-from veil.onion.keys import OwnerId, owner_key
+from veil.onion.keys import GroupId, OwnerId, owner_key, owner_of_key
 from veil.onion.wallclock import wall_clock_ms
 
+from .groups import GroupGuard, GroupStates
 from .ratelimit import TokenBucketLimiter
 from .store import (
     MessageStore,
@@ -175,6 +176,11 @@ class ServiceConfig:
     sweep_batch: int = 1000
     #: Verified capability chains kept (delegated keys), least recently used dropped.
     max_cached_chains: int = 10_000
+    #: Encryption sessions' states kept in memory (least recently used dropped), and
+    #: each session's record count and bytes (node/groups.py).
+    max_group_states: int = 1024
+    max_group_records: int = 2000
+    max_group_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -191,6 +197,8 @@ class ServiceCounters:
     evicted_polls: int = 0
     #: Messages newly stored (not counting duplicates).
     stored: int = 0
+    #: Copies of sessions' records or messages refused from peers (node/groups.py).
+    group_replicas_refused: int = 0
 
 
 class SwarmCheck(Protocol):
@@ -300,6 +308,18 @@ class StorageService:
         self.waiters = WaiterSlots(config.max_waiters, config.max_waiters_per_source)
         #: Verified capability chains (delegated keys), by digest.
         self.chains = ChainCache(config.max_cached_chains)
+        #: Encryption sessions' states and checks (node/groups.py).
+        self.groups = GroupGuard(
+            GroupStates(
+                store,
+                max_groups=config.max_group_states,
+                max_records=config.max_group_records,
+                max_bytes=config.max_group_bytes,
+                skew_ms=config.clock_skew_ms,
+            ),
+            clock,
+            config.clock_skew_ms,
+        )
         #: The swarm check; None: every account is served (a standalone node).
         self.swarms: SwarmCheck | None = None
         #: Where created messages go for replication; None: nowhere.
@@ -335,14 +355,21 @@ class StorageService:
                 req, rpc.InfoRequest | rpc.GetSwarmRequest
             ):
                 self.swarms.check(req.account)
+            group = not isinstance(req, rpc.InfoRequest) and isinstance(req.account, GroupId)
+            if group:
+                self.groups.check_shape(req)
             now = self.clock()
-            rpc.verify_request(
+            proven = rpc.verify_request(
                 req,
                 now,
                 self.config.clock_skew_ms,
-                is_revoked=self.store.is_revoked,
+                # A group's revocations are its records (checked by self.groups), not
+                # the account revocations of the revoke RPC.
+                is_revoked=None if group else self.store.is_revoked,
                 chains=self.chains,
             )
+            if group:
+                await self.groups.check_request(req, proven)
             if type(req) is rpc.StoreRequest:
                 # The hot path (most requests a node answers): no dispatch, and the reply
                 # assembled by rpc.store_reply (the same bytes as ok_reply's).
@@ -471,6 +498,8 @@ class StorageService:
         )
         if outcome.created:
             self.counters.stored += 1
+            if isinstance(req.account, GroupId):
+                await self.groups.stored(req.account, req.namespace, req.data)
             if self.replication is not None:
                 replica_expiry = outcome.expiry_ms
                 if proof is not None:  # what receivers accept (see onion/rpc/proof.py)
@@ -487,6 +516,31 @@ class StorageService:
                     )
                 )
         return rpc.StoreResult(outcome.hash, outcome.expiry_ms, outcome.created)
+
+    async def store_replicas(self, messages: list[ReplicaMessage]) -> list[bool]:
+        """Store copies from peers (through ``check_message`` already): a group's go
+        through :meth:`GroupGuard.admit_replica` first (refused ones are dropped and
+        counted); returns, per message *stored*, whether it was new here."""
+        admitted: list[tuple[ReplicaMessage, GroupId | None]] = []
+        for m in messages:
+            owner = owner_of_key(m.account)
+            if isinstance(owner, GroupId):
+                try:
+                    await self.groups.admit_replica(owner, m)
+                except VeilError as exc:
+                    self.counters.group_replicas_refused += 1
+                    log.info("group replica refused: %s", wire_status(exc))
+                    continue
+                admitted.append((m, owner))
+            else:
+                admitted.append((m, None))
+        if not admitted:
+            return []
+        created = await self.store.store_replicated([m for m, _ in admitted])
+        for (m, group), new in zip(admitted, created, strict=True):
+            if new and group is not None:
+                await self.groups.stored(group, m.namespace, m.data)
+        return created
 
     async def _read(self, account: OwnerId, req: rpc.RetrieveRequest) -> rpc.RetrieveResult:
         found = await self.store.retrieve(

@@ -30,6 +30,7 @@ STATUS_CODES: dict[str, int] = {
     "not_found": 404,
     "clock_skew": 406,
     "replayed": 409,
+    "gone": 410,
     "too_large": 413,
     "wrong_swarm": 421,
     "rate_limited": 429,
@@ -365,10 +366,11 @@ class UnknownSession(GroupError):
 
 
 class SessionRevoked(GroupError):
-    """The whole session was revoked: nodes refuse its stores and reads, clients refuse
-    to use it."""
+    """The whole session was revoked: nodes refuse its stores and reads (wire status
+    ``gone``, 410: the session existed and is over, which ``not_found`` could not tell
+    a client), clients refuse to use it."""
 
-    status = "not_found"
+    status = "gone"
 
 
 class NotAMember(GroupError):
@@ -570,6 +572,7 @@ _BY_STATUS: dict[str, type[WireError]] = {
     "bad_request": ProtocolError,
     "unauthorized": Unauthorized,
     "not_found": NotFound,
+    "gone": SessionRevoked,
     "clock_skew": ClockSkew,
     "replayed": ReplayedPacket,
     "too_large": TooLarge,

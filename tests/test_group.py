@@ -421,7 +421,7 @@ def test_revoking_the_whole_session() -> None:
                        now_ms=NOW + 11)
     with pytest.raises(SessionRevoked) as info:
         check_record(state, more[0], now_ms=NOW + 12)
-    assert info.value.status == "not_found"
+    assert info.value.status == "gone" and info.value.http_status == 410
     # Storing the very same end record again is harmless.
     assert check_record(state, end.encoded, now_ms=NOW + 12) == end
 
@@ -581,7 +581,7 @@ def test_every_group_error_is_typed_with_its_status() -> None:
         "BadRecordSignature": "unauthorized",
         "WrongSession": "bad_request",
         "UnknownSession": "not_found",
-        "SessionRevoked": "not_found",
+        "SessionRevoked": "gone",
         "NotAMember": "unauthorized",
         "RightMissing": "unauthorized",
         "RevocationNotAllowed": "unauthorized",

@@ -43,7 +43,7 @@ whose proof's chain is revoked is refused): the order costs at most a round's de
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -88,8 +88,11 @@ class AntiEntropy:
         config: ReplicationConfig,
         counters: ReplicationCounters,
         chains: ChainCache | None = None,
+        store_replicas: Callable[[list[ReplicaMessage]], Awaitable[list[bool]]] | None = None,
     ) -> None:
         self.view = view
+        #: How pulled copies are stored: the service's (sessions' checks), or the store's.
+        self.store_replicas = store_replicas or store.store_replicated
         self.store = store
         self.requests = requests
         self.clock = clock
@@ -197,7 +200,7 @@ class AntiEntropy:
                 return
             mine = [m for m in self._checked(peer, page.messages) if self._is_mine_key(m.account)]
             if mine:
-                created = await self.store.store_replicated(mine)
+                created = await self.store_replicas(mine)
                 self.counters.pulled += sum(created)
             if page.next_seq != cursor:
                 cursor = page.next_seq

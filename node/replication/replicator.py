@@ -99,6 +99,7 @@ class Replicator:
             config=config,
             counters=self.counters,
             chains=service.chains,
+            store_replicas=service.store_replicas,
         )
         self._handover = Handover(
             view=view,

@@ -1,0 +1,260 @@
+"""Encryption sessions at the node: each group's state, and the checks of its requests.
+
+Design note
+-----------
+An encryption session (issue 13) lives in the swarm of its group ID (``03...``): its
+signed records in namespace 1 (:data:`~veil.onion.group.STATE_NAMESPACE`), its messages
+(opaque ciphertext) in namespace 2 (:data:`~veil.onion.group.MESSAGES_NAMESPACE`). The
+rules are :mod:`veil.onion.group`'s; this module applies them to the node's store.
+
+Requests (:meth:`GroupGuard.check_request`, called by the storage service after the
+request's chain and signature were verified, without the account revocation index):
+
+* only namespaces 1 and 2; ``delete``, ``delete_all`` and ``expire`` only in 2 (records
+  are a grow-only set: deleting or shortening a revocation would give a revoked member
+  its access back on this node), and never ``delete_all`` of every namespace;
+* a request signed through a chain is refused if a link of the chain is revoked *by the
+  session's records* (:attr:`~veil.onion.group.SessionState.revoked_links`: group
+  revocations are RevokeRecords in namespace 1, not the ``revoke`` RPC);
+* :func:`~veil.onion.group.check_access`: after the session's end, every store and read
+  is refused with :class:`~veil.onion.errors.SessionRevoked` (wire status ``gone``);
+* a store into namespace 1 is one record, judged by
+  :func:`~veil.onion.group.check_record` against the state this node holds (size checked
+  before parsing; the first record must be the genesis, signed by the session key,
+  which is the group ID's key).
+
+State. :class:`GroupStates` keeps a :class:`~veil.onion.group.SessionState` per group
+in memory, loaded lazily from the records the store holds in namespace 1, at most
+``max_groups`` of them (least recently used dropped first: it is rebuilt from the store
+when needed again), each built from at most ``max_records`` records of at most
+``max_bytes`` bytes in all (a group over either is refused new records,
+:class:`~veil.onion.errors.TooLarge`). Records are only added (never deleted, except by
+their TTL: a state loaded again after a sweep no longer holds expired records).
+
+The session's end. Once an end record is accepted (from a client or a peer), the node
+deletes the session's messages (namespace 2, leaving the store's tombstones, so that no
+copy comes back by replication) and keeps namespace 1 (the end record, the genesis and
+the chains that prove it: the tombstone) until their TTL runs out.
+
+Replication (:meth:`GroupGuard.admit_replica`). A copy from a peer has passed
+:func:`~veil.onion.replication_frames.check_message` (its store proof, with its chain,
+at its signed time). For a group it must also:
+
+* not be for an ended session (except records of namespace 1, so the end and what
+  proves it reach every member);
+* in namespace 2: carry a proof whose chain has no link revoked by the session's
+  records;
+* in namespace 1: be a record of this session that the state judges valid on its own
+  (signatures, chains, rights, policy: :attr:`~veil.onion.group.SessionState.rejected`
+  stays without it). Records arrive in any order, and the state is a function of the
+  *set*: a record whose genesis is not here yet is accepted (the state keeps it aside
+  until its genesis comes, then judges it), and a record signed before its signer's
+  revocation but delivered after it is accepted (the state dates it), while
+  :func:`~veil.onion.group.check_record` (clients' stores) asks about *now*. A record
+  the state rejects is refused.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+from veil.onion import rpc
+from veil.onion.capability import Chain, Proven
+from veil.onion.errors import (
+    CapabilityError,
+    CapabilityRevoked,
+    GroupError,
+    ProtocolError,
+    SessionRevoked,
+    TooLarge,
+    VeilError,
+)
+from veil.onion.group import (
+    MESSAGES_NAMESPACE,
+    STATE_NAMESPACE,
+    EndRecord,
+    SessionState,
+    check_access,
+    check_record,
+    decode_record,
+)
+from veil.onion.keys import GroupId
+from veil.onion.replica import ReplicaMessage
+
+from .store import MessageStore
+
+__all__ = ["GroupGuard", "GroupStates"]
+
+#: Namespaces a group's requests may name.
+GROUP_NAMESPACES = frozenset({STATE_NAMESPACE, MESSAGES_NAMESPACE})
+
+
+class GroupStates:
+    """The sessions' states this node holds (see the module note)."""
+
+    def __init__(
+        self,
+        store: MessageStore,
+        *,
+        max_groups: int = 1024,
+        max_records: int = 2000,
+        max_bytes: int = 8 * 1024 * 1024,
+        skew_ms: int = rpc.CLOCK_SKEW_MS,
+    ) -> None:
+        self.store = store
+        self.max_groups = max_groups
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.skew_ms = skew_ms
+        self._states: OrderedDict[bytes, tuple[SessionState, int]] = OrderedDict()
+
+    async def get(self, group: GroupId) -> SessionState:
+        key = group.ed25519_public
+        found = self._states.get(key)
+        if found is not None:
+            self._states.move_to_end(key)
+            return found[0]
+        records: list[bytes] = []
+        size = 0
+        after: bytes | None = None
+        while len(records) < self.max_records:
+            page = await self.store.retrieve(
+                group,
+                STATE_NAMESPACE,
+                after_hash=after,
+                limit=min(256, self.max_records - len(records)),
+                max_bytes=self.max_bytes,
+            )
+            for m in page.messages:
+                records.append(m.data)
+                size += len(m.data)
+            if not page.more or not page.messages:
+                break
+            after = page.messages[-1].hash
+        state = SessionState(group, records, skew_ms=self.skew_ms)
+        self._put(key, state, size)
+        return state
+
+    def _put(self, key: bytes, state: SessionState, size: int) -> None:
+        self._states[key] = (state, size)
+        self._states.move_to_end(key)
+        while len(self._states) > self.max_groups:
+            self._states.popitem(last=False)
+
+    def room_for(self, state: SessionState, data: bytes) -> None:
+        """:class:`TooLarge` if one more record of ``data`` would exceed the limits."""
+        size = self._states.get(state.session, (state, 0))[1]
+        if len(state.records) >= self.max_records or size + len(data) > self.max_bytes:
+            raise TooLarge("this session holds as many records as this node keeps")
+
+    def added(self, state: SessionState, data: bytes) -> SessionState:
+        """The state with the record ``data`` added (kept as this group's state)."""
+        size = self._states.get(state.session, (state, 0))[1]
+        new = state.add(data)
+        self._put(state.session, new, size + len(data))
+        return new
+
+    def forget(self, group: GroupId) -> None:
+        self._states.pop(group.ed25519_public, None)
+
+
+def _revoked_link(state: SessionState, digests: tuple[bytes, ...] | list[bytes]) -> None:
+    for depth, digest in enumerate(digests):
+        if digest in state.revoked_links:
+            raise CapabilityRevoked(f"link {depth} of the chain is revoked by the session")
+
+
+class GroupGuard:
+    """A node's checks of a group's requests and replicated copies (module note)."""
+
+    def __init__(self, states: GroupStates, clock: Callable[[], int], skew_ms: int) -> None:
+        self.states = states
+        self.store = states.store
+        self.clock = clock
+        self.skew_ms = skew_ms
+
+    @staticmethod
+    def check_shape(req: rpc.Request) -> None:
+        """Before any signature: namespaces 1 and 2 only, and no delete, delete_all or
+        expire of the records; no revoke RPC for a group."""
+        if isinstance(req, rpc.RevokeRequest):
+            raise ProtocolError("a session's revocations are records in its namespace 1")
+        if isinstance(req, rpc.InfoRequest | rpc.GetSwarmRequest):
+            return
+        namespace = req.namespace
+        if namespace not in GROUP_NAMESPACES:
+            raise ProtocolError(
+                f"a session's requests name namespace {STATE_NAMESPACE} (records) or "
+                f"{MESSAGES_NAMESPACE} (messages)"
+            )
+        if namespace == STATE_NAMESPACE and isinstance(
+            req, rpc.DeleteRequest | rpc.DeleteAllRequest | rpc.ExpireRequest
+        ):
+            raise ProtocolError("a session's records are only added (they expire by TTL)")
+
+    async def check_request(self, req: rpc.Request, proven: Proven | None) -> None:
+        """After the chain and signature: the session's revocations, its end, and a
+        record's own judgement (see the module note)."""
+        if isinstance(req, rpc.InfoRequest | rpc.GetSwarmRequest | rpc.RevokeRequest):
+            return
+        group = req.account
+        assert isinstance(group, GroupId)
+        state = await self.states.get(group)
+        if proven is not None:
+            _revoked_link(state, proven.link_digests)
+        check_access(state, method=req.method, namespace=req.namespace)
+        if isinstance(req, rpc.StoreRequest) and req.namespace == STATE_NAMESPACE:
+            now = self.clock()
+            record = check_record(state, req.data, now_ms=now, skew_ms=self.skew_ms)
+            if record.digest not in state.records:
+                self.states.room_for(state, req.data)
+
+    async def stored(self, group: GroupId, namespace: int, data: bytes) -> None:
+        """A record or message was stored here (by a client or a peer): keep the state
+        up to date, and end the session if the record is its end."""
+        if namespace != STATE_NAMESPACE:
+            return
+        state = await self.states.get(group)
+        was_ended = state.ended
+        try:
+            digest = decode_record(data).digest
+        except GroupError:
+            return
+        if digest not in state.records:
+            state = self.states.added(state, data)
+        if state.ended and not was_ended:
+            await self.store.delete_all(group, MESSAGES_NAMESPACE)
+
+    async def admit_replica(self, group: GroupId, m: ReplicaMessage) -> None:
+        """Whether a copy from a peer (already through ``check_message``) may be stored:
+        returns, or raises the typed error that refuses it (module note)."""
+        if m.namespace not in GROUP_NAMESPACES:
+            raise ProtocolError("a session's messages are in namespaces 1 and 2")
+        state = await self.states.get(group)
+        if m.namespace == MESSAGES_NAMESPACE:
+            if state.ended:
+                raise SessionRevoked("the session was revoked")
+            proof = rpc.decode_proof(m.proof) if m.proof is not None else None
+            if proof is not None and proof.capability is not None:
+                try:
+                    chain = Chain.decode(proof.capability)
+                except CapabilityError as exc:  # pragma: no cover - check_message did
+                    raise ProtocolError(str(exc)) from None
+                _revoked_link(state, [link.digest for link in chain.links])
+            return
+        try:
+            record = decode_record(m.data)
+        except VeilError:
+            raise
+        if record.session != state.session:
+            raise ProtocolError("the record is of another session")
+        if record.digest in state.records:
+            return
+        if state.ended and not isinstance(record, EndRecord):
+            raise SessionRevoked("the session was revoked")
+        self.states.room_for(state, m.data)
+        trial = state.add(record)
+        error = trial.rejected.get(record.digest)
+        if error is not None:
+            raise error
