@@ -79,6 +79,10 @@ from veil.onion.envelope import MAX_CONTENT, open_envelope, seal
 from veil.onion.errors import InvalidTtl, NetworkError, ProtocolError, TooLarge, Unauthorized
 from veil.onion.keys import Account, AccountId
 
+#: The first bytes of an encryption session's invitation (see
+#: :mod:`veil.client.sessions.invites`, which imports this module's neighbours).
+GROUP_INVITE_PREFIX = b"veil-group-invite/v1\n"
+
 __all__ = [
     "DEFAULT_TTL_S",
     "MAX_MESSAGE_BYTES",
@@ -332,6 +336,16 @@ class Receiver:
         except ProtocolError:
             # Not for us, altered, or badly signed: recorded without a sender, so it is
             # neither fetched again nor shown.
+            return InboundMessage(
+                hash=message.hash,
+                sender=None,
+                timestamp_ms=0,
+                content=b"",
+                received_at_ms=received,
+            )
+        if opened.content.startswith(GROUP_INVITE_PREFIX):
+            # An encryption session's invitation (veil.client.sessions.invites): for the
+            # sessions' code, which reads it from the inbox; recorded, never shown.
             return InboundMessage(
                 hash=message.hash,
                 sender=None,

@@ -84,6 +84,10 @@ class SessionBackend(Protocol):
 
     async def delete_all(self, actor: Actor, state: core.SessionState) -> None: ...
 
+    async def invite(
+        self, actor: Actor, state: core.SessionState, records: Sequence[core.MemberRecord]
+    ) -> None: ...
+
 
 # --- in memory ---------------------------------------------------------------------------
 
@@ -198,6 +202,12 @@ class MemoryBackend:
         group = self._group(state.session_id)
         group.messages.clear()
 
+    async def invite(
+        self, actor: Actor, state: core.SessionState, records: Sequence[core.MemberRecord]
+    ) -> None:
+        """Nothing to do: this store finds a member by its account."""
+        await trio.lowlevel.checkpoint()
+
 
 # --- through the network ---------------------------------------------------------------
 
@@ -215,7 +225,7 @@ class NetworkBackend:
     def __init__(self, client: VeilClient) -> None:
         self.client = client
 
-    def _signer(self, actor: Actor, state: core.SessionState | None, right: str) -> Any:
+    def _signer(self, actor: Actor, state: core.SessionState | None, *rights: str) -> Any:
         from veil.onion.capability import DelegatedSigner
 
         if actor.session_key is not None:
@@ -224,12 +234,13 @@ class NetworkBackend:
             return actor.account
         me = core_member(actor.account.id, actor.account)
         now = self.client.clock.now()
-        chain = state.chain_for(me, right, now_ms=now)
-        if chain is None:
-            if not state.live_chains(me, now_ms=now):
-                raise NotAMember("not a live member of the session")
-            raise RightMissing(f"the member does not hold {right}", right=right)
-        return DelegatedSigner.for_member(actor.account, chain)
+        for right in rights:
+            chain = state.chain_for(me, right, now_ms=now)
+            if chain is not None:
+                return DelegatedSigner.for_member(actor.account, chain)
+        if not state.live_chains(me, now_ms=now):
+            raise NotAMember("not a live member of the session")
+        raise RightMissing(f"the member does not hold {rights[0]}", right=rights[0])
 
     @staticmethod
     def _build(
@@ -277,8 +288,15 @@ class NetworkBackend:
         current = state
         for data in records:
             record = core.decode_record(data)
-            right = core.FORWARD if isinstance(record, core.MemberRecord) else core.REVOKE_RIGHT
-            signer = self._signer(actor, current, right)
+            if isinstance(record, core.MemberRecord):
+                rights: tuple[str, ...] = (core.FORWARD,)
+            elif isinstance(record, core.RevokeRecord):
+                # Under the delegation policy an adder revokes whom it added: storing
+                # needs only the store that forward also grants.
+                rights = (core.REVOKE_RIGHT, core.FORWARD)
+            else:
+                rights = (core.REVOKE_RIGHT,)
+            signer = self._signer(actor, current, *rights)
             params = {"namespace": core.STATE_NAMESPACE, "data": data, "ttl": MAX_TTL_MS}
             await self._call("store", signer, state.session_id, params)
             current = current.add(record)
@@ -286,9 +304,25 @@ class NetworkBackend:
     async def fetch_records(
         self, actor: Actor, session_id: GroupId, known: core.SessionState | None = None
     ) -> list[bytes]:
+        signer = self._signer(actor, known, core.READ)
+        if signer is actor.account:
+            try:
+                return await self._fetch_records(signer, session_id)
+            except NotAMember:
+                # The nodes did not find our membership by our account: an invitation
+                # in our inbox holds our chain (veil.client.sessions.invites).
+                from veil.client.sessions.invites import find_chain
+                from veil.onion.capability import DelegatedSigner
+
+                chain = await find_chain(self.client, actor.account, session_id)
+                if chain is None:
+                    raise
+                signer = DelegatedSigner.for_member(actor.account, chain)
+        return await self._fetch_records(signer, session_id)
+
+    async def _fetch_records(self, signer: Any, session_id: GroupId) -> list[bytes]:
         from veil.onion import rpc
 
-        signer = self._signer(actor, known, core.READ)
         out: list[bytes] = []
         last: bytes | None = None
         while True:
@@ -347,6 +381,46 @@ class NetworkBackend:
         params = {"namespace": core.MESSAGES_NAMESPACE}
         await self._call("delete_all", actor.session_key, state.session_id, params)
 
+    async def invite(
+        self, actor: Actor, state: core.SessionState, records: Sequence[core.MemberRecord]
+    ) -> None:
+        """Send each new member its chain (:mod:`veil.client.sessions.invites`), a few
+        at a time; a member that cannot be reached still finds the nodes may serve it."""
+        from veil.client.sessions.invites import INVITE_TTL_S, invite_content
+
+        me = actor.account.id
+        todo = [r for r in records if core_member_account(r) != me]
+        limit = trio.CapacityLimiter(INVITE_CONCURRENCY)
+        failures: list[BaseException] = []
+
+        async def one(record: core.MemberRecord) -> None:
+            async with limit:
+                try:
+                    await self.client.send(
+                        core_member_account(record),
+                        invite_content(state.session_id, record.chain),
+                        ttl_s=INVITE_TTL_S,
+                    )
+                except Exception as exc:
+                    failures.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for record in todo:
+                nursery.start_soon(one, record)
+        if failures and len(failures) == len(todo):
+            raise failures[0]
+
+
+#: Invitations sent at once (each is one onion request to the member's swarm).
+INVITE_CONCURRENCY = 16
+
+
+def core_member_account(record: core.MemberRecord) -> Any:
+    """The account a member record adds."""
+    from veil.client.sessions._core import account_of
+
+    return account_of(record.member)
+
 
 def _typed(error: Exception) -> Exception:
     """A node's refusal as the session error it stands for (a node answers a wire
@@ -357,7 +431,7 @@ def _typed(error: Exception) -> Exception:
         return error
     status = getattr(error, "status", "")
     text = str(error)
-    if "revoked" in text and "session" in text:
+    if status == "gone" or (status == "not_found" and "session was revoked" in text):
         return SessionRevoked(text)
     if status == "unauthorized":
         return NotAMember(f"the session's nodes refused: {text}")

@@ -187,6 +187,11 @@ class SessionManager:
         await _maybe(self.admin_keys.set(sid, seed_entry))
         actor = Actor(self.account, created.session_key)
         await self.backend.store_records(actor, created.state, [r.encoded for r in created.records])
+        await self.backend.invite(
+            actor,
+            created.state,
+            [r for r in created.records if isinstance(r, core.MemberRecord)],
+        )
         # A creator that does not encrypt for itself forgets the key (as Seald's).
         keys = {created.epoch: created.epoch_key} if encrypt_for_self else {}
         session = EncryptionSession(self, created.state, keys, created.session_key)
@@ -503,6 +508,7 @@ class EncryptionSession:
             self.state, self._signer, wanted, keys=self._keys, now_ms=self._now()
         )
         await self._store(records)
+        await self._manager.backend.invite(self._actor, self.state, records)
 
     async def revoke_recipients(
         self, recipients: Iterable[AccountId | str] | AccountId | str, *, keep_added: bool = False
