@@ -13,8 +13,8 @@ sub-modules keep no import order among themselves. ``__all__`` is the public API
 modules it comes from are :mod:`veil.client.veil_client` (the client),
 :mod:`veil.client.messaging`, :mod:`veil.client.home`, :mod:`veil.client.files`,
 :mod:`veil.client.delegation` (delegated session keys), :mod:`veil.client.sessions`
-(encryption sessions) and the policies' modules, and
-:mod:`veil.client.errors`.
+(encryption sessions), :mod:`veil.client.bot` (bots and one-time codes) and the
+policies' modules, and :mod:`veil.client.errors`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from veil.client.bot import (
+        Bot,
+        BotContext,
+        BotError,
+        BroadcastProgress,
+        BroadcastResult,
+        CodeAlreadyUsed,
+        CodeCheck,
+        TooManyCodes,
+        UnknownTicket,
+    )
     from veil.client.consensus import DirectoryPolicy
     from veil.client.delegation.issued import Delegation, list_issued
     from veil.client.delegation.session import DelegatedSession, authorize
@@ -71,9 +82,16 @@ __all__ = [
     "DEFAULT_TTL_S",
     "MAX_MESSAGE_BYTES",
     "AuthorityUnreachable",
+    "Bot",
+    "BotContext",
+    "BotError",
+    "BroadcastProgress",
+    "BroadcastResult",
     "CacheEntry",
     "ClientConfig",
     "ClientError",
+    "CodeAlreadyUsed",
+    "CodeCheck",
     "DecryptedFile",
     "DelegatedSession",
     "Delegation",
@@ -108,9 +126,11 @@ __all__ = [
     "SessionRevoked",
     "SessionStore",
     "StateError",
+    "TooManyCodes",
     "Transport",
     "TransportConfig",
     "UnknownDelegation",
+    "UnknownTicket",
     "VeilClient",
     "WrongPassphrase",
     "authorize",
@@ -174,6 +194,15 @@ _ORIGIN = {
     "local_sessions": "veil.client.sessions",
     "SessionRevoked": "veil.onion.errors",
     "RawMessageHasNoSession": "veil.onion.errors",
+    "Bot": "veil.client.bot",
+    "BotContext": "veil.client.bot",
+    "BotError": "veil.client.bot",
+    "BroadcastProgress": "veil.client.bot",
+    "BroadcastResult": "veil.client.bot",
+    "CodeAlreadyUsed": "veil.client.bot",
+    "CodeCheck": "veil.client.bot",
+    "TooManyCodes": "veil.client.bot",
+    "UnknownTicket": "veil.client.bot",
 }
 
 
