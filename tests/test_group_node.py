@@ -377,3 +377,22 @@ async def test_ending_the_session_deletes_its_messages_and_refuses_everything(
 
 async def post_request(signer: Any, data: bytes) -> bytes:
     return rpc.make_store(signer, data, HOUR, namespace=2, now_ms=now_ms())
+
+
+async def test_a_member_without_revoke_cannot_end_rotate_or_revoke(node: NodeHandle) -> None:
+    """The hostile versions of what a member with forward (and no revoke) may send:
+    an end, a key epoch, a revocation, each signed by itself with its own chain."""
+    from veil.onion.group.records import make_end, make_epoch
+
+    forwarder, target = Account.generate(), Account.generate()
+    s = await new_session(node, {forwarder: {"read", "forward"}, target: {"read"}})
+    chain = s.state.chain_for(forwarder.id, "forward", now_ms=now_ms())
+    assert chain is not None
+    end = make_end(forwarder, s.state.session, authority=chain, now_ms=now_ms())
+    epoch, _ = make_epoch(forwarder, s.state.session, [forwarder.id], authority=chain,
+                          parents=[(h, s.keys.get(h)) for h in s.state.heads], now_ms=now_ms())
+    for record in (end, epoch):
+        status, error = await refused(node, await _store_as(s, forwarder, record.encoded))
+        assert status == "unauthorized" and "revoke" in error, (record, error)
+    # The session goes on: the target still reads.
+    assert await messages(node, s.signer(target)) == []
