@@ -10,7 +10,8 @@ What is measured (in one run)
 * ``file_encrypt_mb_s`` / ``file_decrypt_mb_s``: :meth:`EncryptionSession.encrypt_file`
   and ``decrypt_file`` of ``FILE_MB`` MB from memory into a sink that drops the bytes,
   beside ``raw_secretstream_push_mb_s`` / ``_pull_mb_s`` (bare libsodium secretstream
-  over the same 64 KiB chunks); target ratio at least 0.8.
+  over the same 64 KiB chunks), interleaved, best of ``FILE_ROUNDS`` each; target
+  ratio at least 0.8.
 * ``revoke_one_of_100_ms``: on a devnet, a session of 100 members (plus its creator),
   revoking one: the revocation record and the new key epoch wrapped for the 99 others
   built and stored at the session's swarm through onion requests (end to end, as
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 FILE_MB = 200
+FILE_ROUNDS = 3
 MSG_BYTES = 1024
 MSG_COUNT = 20_000
 MEMBERS = 100
@@ -95,47 +97,50 @@ async def _files(session: Any) -> dict[str, float]:
 
     data = os.urandom(FILE_MB * 1024 * 1024)
     mb = len(data) / 1e6
-    # Both sides write into a sink that drops the bytes: the figures are the
-    # encryption's, not the allocator's.
-    start = time.perf_counter()
-    await session.encrypt_file(data, "bench.bin", out=_Null())
-    enc = mb / (time.perf_counter() - start)
-    sealed = io.BytesIO()
-    await session.encrypt_file(data, "bench.bin", out=sealed)
-    sealed.seek(0)
-    start = time.perf_counter()
-    await session.decrypt_file(sealed, _Null())
-    dec = mb / (time.perf_counter() - start)
-    del sealed
     view = memoryview(data)
     key = os.urandom(32)
     push_ = s.crypto_secretstream_xchacha20poly1305_push
-    start = time.perf_counter()
-    state = s.crypto_secretstream_xchacha20poly1305_state()
-    header = s.crypto_secretstream_xchacha20poly1305_init_push(state, key)
-    sink = _Null()
-    for i in range(0, len(data), FILE_CHUNK):
-        sink.write(push_(state, bytes(view[i : i + FILE_CHUNK]), None, 0))
-    push = mb / (time.perf_counter() - start)
+    pull_ = s.crypto_secretstream_xchacha20poly1305_pull
+    sealed = io.BytesIO()
+    await session.encrypt_file(data, "bench.bin", out=sealed)
     state = s.crypto_secretstream_xchacha20poly1305_state()
     header = s.crypto_secretstream_xchacha20poly1305_init_push(state, key)
     chunks = [
         push_(state, bytes(view[i : i + FILE_CHUNK]), None, 0)
         for i in range(0, len(data), FILE_CHUNK)
     ]
-    start = time.perf_counter()
-    state = s.crypto_secretstream_xchacha20poly1305_state()
-    s.crypto_secretstream_xchacha20poly1305_init_pull(state, header, key)
-    for chunk in chunks:
-        sink.write(s.crypto_secretstream_xchacha20poly1305_pull(state, chunk, None)[0])
-    pull = mb / (time.perf_counter() - start)
+    best = {"enc": 0.0, "dec": 0.0, "push": 0.0, "pull": 0.0}
+    # Interleaved, best of FILE_ROUNDS each: the machine's noise hits both sides alike.
+    # Every side writes into a sink that drops the bytes: the figures are the
+    # encryption's, not the allocator's.
+    for _ in range(FILE_ROUNDS):
+        start = time.perf_counter()
+        await session.encrypt_file(data, "bench.bin", out=_Null())
+        best["enc"] = max(best["enc"], mb / (time.perf_counter() - start))
+        sealed.seek(0)
+        start = time.perf_counter()
+        await session.decrypt_file(sealed, _Null())
+        best["dec"] = max(best["dec"], mb / (time.perf_counter() - start))
+        sink = _Null()
+        start = time.perf_counter()
+        state = s.crypto_secretstream_xchacha20poly1305_state()
+        s.crypto_secretstream_xchacha20poly1305_init_push(state, key)
+        for i in range(0, len(data), FILE_CHUNK):
+            sink.write(push_(state, bytes(view[i : i + FILE_CHUNK]), None, 0))
+        best["push"] = max(best["push"], mb / (time.perf_counter() - start))
+        start = time.perf_counter()
+        state = s.crypto_secretstream_xchacha20poly1305_state()
+        s.crypto_secretstream_xchacha20poly1305_init_pull(state, header, key)
+        for chunk in chunks:
+            sink.write(pull_(state, chunk, None)[0])
+        best["pull"] = max(best["pull"], mb / (time.perf_counter() - start))
     return {
-        "file_encrypt_mb_s": enc,
-        "file_decrypt_mb_s": dec,
-        "raw_secretstream_push_mb_s": push,
-        "raw_secretstream_pull_mb_s": pull,
-        "file_encrypt_ratio": enc / push,
-        "file_decrypt_ratio": dec / pull,
+        "file_encrypt_mb_s": best["enc"],
+        "file_decrypt_mb_s": best["dec"],
+        "raw_secretstream_push_mb_s": best["push"],
+        "raw_secretstream_pull_mb_s": best["pull"],
+        "file_encrypt_ratio": best["enc"] / best["push"],
+        "file_decrypt_ratio": best["dec"] / best["pull"],
     }
 
 
@@ -216,7 +221,9 @@ def run() -> dict[str, float]:
 
 def describe(r: dict[str, float]) -> str:
     def ms(v: float) -> str:
-        return "n/a" if math.isnan(v) else f"{v:.1f} ms"
+        if math.isnan(v):
+            return "n/a"
+        return f"{v * 1000:.0f} us" if v < 1 else f"{v:.1f} ms"
 
     return "\n".join(
         [

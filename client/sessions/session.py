@@ -87,6 +87,8 @@ if TYPE_CHECKING:
 __all__ = ["EncryptionSession", "SessionManager"]
 
 RecipientsLike = Iterable[AccountId | str] | Mapping[AccountId | str, Iterable[str]]
+#: Session states kept built from their cache entries (see SessionManager._parse).
+PARSED_STATES = 64
 #: Group messages wait this long in the session's swarm by default (as 1:1 messages).
 DEFAULT_MESSAGE_TTL_S = 14 * 24 * 3600
 
@@ -146,6 +148,8 @@ class SessionManager:
         self.cache = cache or SessionCache(CacheConfig())
         self.admin_keys = admin_keys if admin_keys is not None else MemoryCacheStore()
         self.chat = chat
+        #: The states last built from cache entries: sid -> (entry bytes, state, keys).
+        self._parsed: dict[str, tuple[bytes, core.SessionState, dict[bytes, bytes]]] = {}
         self.chat_path = chat_path
         self._clock = clock_ms
 
@@ -233,7 +237,7 @@ class SessionManager:
             cached = await self.cache.get(str(sid))
             if cached is not None:
                 try:
-                    state, keys = _deserialize(cached)
+                    state, keys = self._parse(str(sid), cached)
                 except (ValueError, KeyError, TypeError, InvalidId):
                     await self.cache.delete(str(sid))
                 else:
@@ -295,8 +299,30 @@ class SessionManager:
                 return key
         return None
 
+    def _parse(self, sid: str, data: bytes) -> tuple[core.SessionState, dict[bytes, bytes]]:
+        """A cached entry's state and keys. Building a state verifies every record, so
+        the last one built from the same bytes is reused (states are immutable)."""
+        hit = self._parsed.get(sid)
+        if hit is not None and hit[0] == data:
+            return hit[1], dict(hit[2])
+        state, keys = _deserialize(data)
+        self._remember(sid, data, state, keys)
+        return state, dict(keys)
+
+    def _remember(
+        self, sid: str, data: bytes, state: core.SessionState, keys: dict[bytes, bytes]
+    ) -> None:
+        self._parsed.pop(sid, None)
+        self._parsed[sid] = (data, state, dict(keys))
+        while len(self._parsed) > PARSED_STATES:
+            self._parsed.pop(next(iter(self._parsed)))
+
     async def _cache_set(self, session: EncryptionSession) -> None:
-        await self.cache.set(str(session.session_id), _serialize(session.state, session._keys))
+        if not self.cache.config.enabled:
+            return
+        data = _serialize(session.state, session._keys)
+        self._remember(session.id, data, session.state, session._keys)
+        await self.cache.set(session.id, data)
 
     async def _guard(self, sid: GroupId, awaitable: Any) -> Any:
         """Await a backend call; a revoked session is dropped from the cache."""
