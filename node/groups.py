@@ -21,7 +21,13 @@ request's chain and signature were verified, without the account revocation inde
 * a store into namespace 1 is one record, judged by
   :func:`~veil.onion.group.check_record` against the state this node holds (size checked
   before parsing; the first record must be the genesis, signed by the session key,
-  which is the group ID's key).
+  which is the group ID's key);
+* TTLs (:func:`check_record_ttl`): a revocation record is stored at least until the
+  link it revokes expires, and the end for the longest TTL (30 days), since a record
+  that the store sweeps no longer counts: a short-lived revocation would give the
+  revoked member its access back. (A membership link lives at most 30 days, as long as
+  anything in a private namespace: a session that lives longer re-adds its members and
+  re-stores its genesis, whose bytes are the same, before they expire.)
 
 State. :class:`GroupStates` keeps a :class:`~veil.onion.group.SessionState` per group
 in memory, loaded lazily from the records the store holds in namespace 1, at most
@@ -62,6 +68,7 @@ from collections.abc import Callable
 from veil.onion import rpc
 from veil.onion.capability import Chain, Proven
 from veil.onion.errors import (
+    BadTtl,
     CapabilityError,
     CapabilityRevoked,
     GroupError,
@@ -74,6 +81,8 @@ from veil.onion.group import (
     MESSAGES_NAMESPACE,
     STATE_NAMESPACE,
     EndRecord,
+    Record,
+    RevokeRecord,
     SessionState,
     check_access,
     check_record,
@@ -159,6 +168,16 @@ class GroupStates:
         self._states.pop(group.ed25519_public, None)
 
 
+def check_record_ttl(record: Record, ttl_ms: int, now_ms: int) -> None:
+    """:class:`BadTtl` for a revocation stored for less than its revoked link may still
+    live, or an end stored for less than the longest TTL: once swept, either would give
+    the session back to those it was taken from, on this node."""
+    if isinstance(record, RevokeRecord) and ttl_ms < record.revocation.expires_ms - now_ms:
+        raise BadTtl("a revocation is kept at least until its revoked link expires")
+    if isinstance(record, EndRecord) and ttl_ms < rpc.MAX_TTL_PRIVATE_MS:
+        raise BadTtl(f"a session's end is kept for the longest TTL ({rpc.MAX_TTL_PRIVATE_MS} ms)")
+
+
 def _revoked_link(state: SessionState, digests: tuple[bytes, ...] | list[bytes]) -> None:
     for depth, digest in enumerate(digests):
         if digest in state.revoked_links:
@@ -207,6 +226,7 @@ class GroupGuard:
         if isinstance(req, rpc.StoreRequest) and req.namespace == STATE_NAMESPACE:
             now = self.clock()
             record = check_record(state, req.data, now_ms=now, skew_ms=self.skew_ms)
+            check_record_ttl(record, req.ttl_ms, now)
             if record.digest not in state.records:
                 self.states.room_for(state, req.data)
 
@@ -253,6 +273,8 @@ class GroupGuard:
             return
         if state.ended and not isinstance(record, EndRecord):
             raise SessionRevoked("the session was revoked")
+        if m.proof is not None:
+            check_record_ttl(record, rpc.decode_proof(m.proof).ttl_ms, m.timestamp_ms)
         self.states.room_for(state, m.data)
         trial = state.add(record)
         error = trial.rejected.get(record.digest)

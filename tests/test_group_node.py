@@ -396,3 +396,20 @@ async def test_a_member_without_revoke_cannot_end_rotate_or_revoke(node: NodeHan
         assert status == "unauthorized" and "revoke" in error, (record, error)
     # The session goes on: the target still reads.
     assert await messages(node, s.signer(target)) == []
+
+
+async def test_a_revocation_or_an_end_is_kept_as_long_as_what_it_stops(
+    node: NodeHandle,
+) -> None:
+    member = Account.generate()
+    s = await new_session(node, {member: {"read"}})
+    admin = s.creator_signer()
+    (revocation,) = revoke_members(s.state, s.creator, [member.id], now_ms=now_ms())
+    short = rpc.make_store(admin, revocation.encoded, HOUR, namespace=1, now_ms=now_ms())
+    status, error = await refused(node, short)
+    assert status == "bad_request" and "revoked link" in error
+    end = end_session(s.state, s.creator, now_ms=now_ms())
+    short = rpc.make_store(admin, end.encoded, RECORD_TTL - 1, namespace=1, now_ms=now_ms())
+    status, error = await refused(node, short)
+    assert status == "bad_request" and "longest TTL" in error
+    assert await messages(node, s.signer(member)) == []  # neither counted
