@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import veil.client.cli.bot as bot
+import veil.client.cli.channel as channel
 import veil.client.cli.devnet as devnet
 import veil.client.cli.group as group
 import veil.client.cli.identity as identity
@@ -29,6 +30,7 @@ COMMAND_GROUPS: tuple[CommandGroup, ...] = (
     identity.register,
     messaging.register,
     group.register,
+    channel.register,
     bot.register,
     devnet.register,
 )
