@@ -78,7 +78,7 @@ async def test_a_non_member_gets_nothing() -> None:
 
 
 async def test_a_message_of_another_session_or_tampered_is_refused() -> None:
-    (_u1, u2), (m1, m2) = _people(2)
+    (_u1, u2), (m1, _m2) = _people(2)
     a = await m1.create_encryption_session([u2.id])
     b = await m1.create_encryption_session([u2.id])
     with pytest.raises(WrongSession):
@@ -147,7 +147,7 @@ async def test_a_member_without_forward_cannot_add() -> None:
 
 
 async def test_a_revoked_member_reads_nothing_sent_after() -> None:
-    (u1, u2, u3), (m1, m2, m3) = _people(3)
+    (_u1, u2, u3), (m1, m2, m3) = _people(3)
     s1 = await m1.create_encryption_session([u2.id, u3.id])
     s2 = await m2.retrieve_encryption_session(s1.id)
     before = s1.encrypt_message("before")

@@ -180,7 +180,7 @@ async def test_tampering_each_is_typed(tmp_path) -> None:  # type: ignore[no-unt
 
 
 async def test_a_file_of_another_session_or_epoch() -> None:
-    session, _data, sealed = await _sealed()
+    _session, _data, sealed = await _sealed()
     other_session, _ = await _pair()
     with pytest.raises(WrongSession):
         await other_session.decrypt_file(sealed)
