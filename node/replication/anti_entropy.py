@@ -52,10 +52,11 @@ from veil.onion import rpc
 from veil.onion.capability import ChainCache, verify_revocation
 from veil.onion.directory import ConsensusNode
 from veil.onion.errors import ProtocolError, Unauthorized, VeilError
-from veil.onion.keys import AccountId, owner_key
+from veil.onion.keys import AccountId, GroupId, owner_key
 from veil.onion.replica import ReplicaMessage
 
 from ..config import ReplicationConfig
+from ..groups import GroupGuard
 from ..logging import log_event
 from ..network_view import NetworkView
 from ..store import MessageStore, deletion_digest, deletion_until
@@ -245,6 +246,8 @@ class AntiEntropy:
                 raise ProtocolError("only deletes and delete_alls are kept as deletions")
             if req.auth is None:
                 raise Unauthorized("a deletion must be signed by the owner")
+            if isinstance(req.account, GroupId):
+                GroupGuard.check_shape(req)  # a session's records are never deleted
             # The signature, its key and its method; not its age (the clock is its own).
             # A delegated key's delete is judged by its chain at its signed time, and
             # refused once the chain is known revoked here (its time is the key
