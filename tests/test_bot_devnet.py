@@ -351,3 +351,58 @@ async def test_a_broadcast_resumes_after_sigkill_and_everyone_gets_it_once(
                 nursery.start_soon(count, sub)
     assert sorted(set(counts.values())) == [1], counts
     print(f"broadcast to {SUBSCRIBERS} with a SIGKILL at {killed_at}: {elapsed:.1f} s")
+
+
+def test_veil_bot_run_serves_a_person_and_a_cli_broadcast_reaches_them(
+    net: Devnet, tmp_path: Path
+) -> None:
+    bot_home, bot_account = new_home(tmp_path, "bot")
+    person_home, _ = new_home(tmp_path, "person")
+    server = subprocess.Popen(
+        veil(bot_home.path, net.network_file, "--json", "bot", "run", "--name", "CLI bot"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    try:
+        sent = subprocess.run(
+            veil(
+                person_home.path, net.network_file, "send", str(bot_account.id), "/subscribe news"
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=REPO,
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert server.stdout is not None
+        line = json.loads(server.stdout.readline())
+        assert line["text"] == "/subscribe news"
+        cast = subprocess.run(
+            veil(bot_home.path, net.network_file, "--json", "bot", "broadcast", "news", "hi all"),
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+            cwd=REPO,
+        )
+        assert cast.returncode == 0, cast.stderr
+        assert json.loads(cast.stdout.splitlines()[-1])["result"]["sent"] == 1
+        inbox = subprocess.run(
+            veil(person_home.path, net.network_file, "--json", "inbox"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=REPO,
+        )
+        texts = [json.loads(x).get("text") for x in inbox.stdout.splitlines()]
+        assert "hi all" in texts and "Subscribed to news. /unsubscribe news to stop." in texts
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
