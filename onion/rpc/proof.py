@@ -44,6 +44,12 @@ but no member accepts a *new* copy whose chain is revoked, by push, pull or hand
 The signed time is the key holder's claim, so a holder of a revoked key could otherwise
 backdate a store to before the revocation and have any listed node push it. The cost:
 a member that missed a delegated store before the revocation does not get it after.
+
+Groups (issue 13). A session's records and messages are stored under its group ID and
+replicate the same way: the proof's key is the session's own key, or a member's key
+with its membership chain in ``cap`` (the chain's owner must be the group, checked by
+:func:`~veil.onion.capability.authorize`). The session's own revocations (its records)
+are the receiving node's to apply (node/groups.py).
 """
 
 from __future__ import annotations

@@ -34,6 +34,16 @@ Who may act for an account. :func:`verify_request` is the one place it is decide
   :class:`~veil.onion.capability.ChainCache` when the caller passes one, so that a
   delegated request costs one signature check, as an owner-signed one does.
 
+Groups (issue 13, encryption sessions). A request's ``pubkey`` may be a group ID
+(``03...``): it is then signed by the session's own key (``pubkey_ed25519`` is the
+group's key), or through a capability chain from it (a member's, whose audience is the
+member's account, exercised by the account's own Ed25519 key; see
+:mod:`veil.onion.capability.links`). The owner's field in the signed bytes is
+:func:`veil.onion.keys.owner_key`: an account's X25519 key as before, ``0x03`` + the
+group's key for a group, so that a signature for one is never one for the other. Which
+namespaces and which revocations count for a group is the node's
+(node/groups.py: the session's records, not the ``revoke`` RPC).
+
 ``revoke`` requests are unsigned; their record is, and :func:`verify_request` checks it
 with :func:`veil.onion.capability.verify_revocation` (the node's clock and skew; the
 revocations kept, for an administrator's authority chain) and that it is the
