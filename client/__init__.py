@@ -13,8 +13,8 @@ sub-modules keep no import order among themselves. ``__all__`` is the public API
 modules it comes from are :mod:`veil.client.veil_client` (the client),
 :mod:`veil.client.messaging`, :mod:`veil.client.home`, :mod:`veil.client.files`,
 :mod:`veil.client.delegation` (delegated session keys), :mod:`veil.client.sessions`
-(encryption sessions), :mod:`veil.client.bot` (bots and one-time codes) and the
-policies' modules, and :mod:`veil.client.errors`.
+(encryption sessions), :mod:`veil.client.bot` (bots and one-time codes),
+:mod:`veil.client.channels` (channels) and the policies' modules, and :mod:`veil.client.errors`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,14 @@ if TYPE_CHECKING:
         CodeCheck,
         TooManyCodes,
         UnknownTicket,
+    )
+    from veil.client.channels import (
+        Channel,
+        ChannelInfo,
+        create_channel,
+        follow,
+        list_channels,
+        open_channel,
     )
     from veil.client.consensus import DirectoryPolicy
     from veil.client.delegation.issued import Delegation, list_issued
@@ -88,6 +96,8 @@ __all__ = [
     "BroadcastProgress",
     "BroadcastResult",
     "CacheEntry",
+    "Channel",
+    "ChannelInfo",
     "ClientConfig",
     "ClientError",
     "CodeAlreadyUsed",
@@ -134,8 +144,12 @@ __all__ = [
     "VeilClient",
     "WrongPassphrase",
     "authorize",
+    "create_channel",
+    "follow",
+    "list_channels",
     "list_issued",
     "local_sessions",
+    "open_channel",
     "open_client",
     "open_sealed",
     "read_network_file",
@@ -203,6 +217,12 @@ _ORIGIN = {
     "CodeCheck": "veil.client.bot",
     "TooManyCodes": "veil.client.bot",
     "UnknownTicket": "veil.client.bot",
+    "Channel": "veil.client.channels",
+    "ChannelInfo": "veil.client.channels",
+    "create_channel": "veil.client.channels",
+    "follow": "veil.client.channels",
+    "list_channels": "veil.client.channels",
+    "open_channel": "veil.client.channels",
 }
 
 
