@@ -72,6 +72,9 @@ Example, with the defaults::
     sweep_interval = 30.0
     sweep_batch = 1000
     max_cached_chains = 10000    # verified capability chains kept (delegated keys)
+    max_group_states = 1024      # encryption sessions' states kept in memory (LRU)
+    max_group_records = 2000     # records one session may hold at this node
+    max_group_bytes = 8388608    # and their bytes
 
     [debug]
     clock_control = false        # tests only: POST /debug/clock moves the node's clock

@@ -93,6 +93,12 @@ from then on every request under the link, or under a link below it, is refused
 delete is, whether it was new here or not (a client that sends it again after a
 failure reaches the members it missed); anti-entropy carries it to the rest.
 
+Encryption sessions (issue 13): a request whose ``pubkey`` is a group ID (``03...``) is
+checked by :attr:`StorageService.groups` (node/groups.py): namespaces 1 and 2 only,
+the session's own revocations (its records, not the ``revoke`` RPC), its end, and each
+record against the session's state; copies from peers go through
+:meth:`StorageService.store_replicas`, which judges a group's the same way.
+
 Metrics: :attr:`StorageService.counters` (requests by method and status, rate-limited
 stores, waiting polls) and :meth:`StorageService.stats` (the store's counters).
 """
