@@ -34,11 +34,12 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from veil.client.devnet import Devnet
 
-__all__ = ["FAST_INTERVAL_MS", "devnet", "running_devnet"]
+__all__ = ["FAST_INTERVAL_MS", "GROUP_NODE_CONFIG", "devnet", "group_net_fixture", "running_devnet"]
 
 #: Consensus interval of test devnets (ms).
 FAST_INTERVAL_MS = 1000
@@ -97,3 +98,18 @@ async def running_devnet(tmp_path: Path, **kwargs: Any) -> AsyncIterator[Devnet]
         raise
     with trio.CancelScope(shield=True):
         await trio.to_thread.run_sync(manager.__exit__, None, None, None)
+
+
+#: Node settings of the devnet the encryption-session tests share (quick replication).
+GROUP_NODE_CONFIG = {"replication": {"sync_interval": 0.5, "ack_timeout": 10.0}}
+
+
+@pytest.fixture(scope="session", name="group_net")
+def group_net_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
+    """One devnet for every encryption-session test module of the run (issue 13):
+    import it into the module (``from tests.devnetutil import group_net_fixture``) and
+    name ``group_net`` as an argument."""
+    with devnet(
+        tmp_path_factory.mktemp("groups"), nodes=5, swarm_size=3, node_config=GROUP_NODE_CONFIG
+    ) as running:
+        yield running

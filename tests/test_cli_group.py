@@ -8,18 +8,16 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.devnetutil import devnet
+from tests.devnetutil import group_net_fixture  # noqa: F401 (the shared devnet)
 from veil.client.devnet import Devnet
 from veil.client.home import Home
 from veil.onion.keys import Account
 
 REPO = Path(__file__).resolve().parent.parent
-NODE_CONFIG = {"replication": {"sync_interval": 0.5, "ack_timeout": 10.0}}
 
 
 def veil(home: Path, network: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
@@ -80,17 +78,9 @@ def test_help_and_argument_errors_need_no_network(tmp_path: Path) -> None:
     assert usage.returncode == 2  # -o is required
 
 
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
-    with devnet(
-        tmp_path_factory.mktemp("cli-groups"), nodes=4, swarm_size=3, node_config=NODE_CONFIG
-    ) as running:
-        yield running
-
-
 @pytest.mark.slow
-def test_a_session_from_create_to_revoke_all(net: Devnet, tmp_path: Path) -> None:
-    network = net.network_file
+def test_a_session_from_create_to_revoke_all(group_net: Devnet, tmp_path: Path) -> None:
+    network = group_net.network_file
     alice, _a = person(tmp_path, "alice")
     bob, b_id = person(tmp_path, "bob")
     carol, c_id = person(tmp_path, "carol")
@@ -162,3 +152,36 @@ def test_a_session_from_create_to_revoke_all(net: Devnet, tmp_path: Path) -> Non
     assert ok(veil(alice, network, "group", "revoke-all", sid, "--json"))["ended"] is True
     gone = veil(bob, network, "group", "send", sid, "anyone?")
     assert gone.returncode == 1 and "revoked" in gone.stderr
+
+
+def test_a_progress_bar_only_on_a_terminal_for_large_files() -> None:
+    import io
+
+    import trio
+
+    from veil.client.cli import group
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    class Ctx:
+        json = False
+        stderr = Tty()
+
+    seen: list[object] = []
+
+    async def run(progress: object) -> int:
+        seen.append(progress)
+        if progress is not None:
+            progress(group.PROGRESS_MIN_BYTES, group.PROGRESS_MIN_BYTES)  # type: ignore[operator]
+        return 0
+
+    big, small = group.PROGRESS_MIN_BYTES, 1000
+    trio.run(group._with_progress, Ctx(), big, "encrypting", run)
+    trio.run(group._with_progress, Ctx(), small, "encrypting", run)
+    Ctx.json = True
+    trio.run(group._with_progress, Ctx(), big, "encrypting", run)
+    Ctx.json, Ctx.stderr = False, io.StringIO()  # type: ignore[assignment]
+    trio.run(group._with_progress, Ctx(), big, "encrypting", run)
+    assert [p is not None for p in seen] == [True, False, False, False]

@@ -9,14 +9,14 @@ tests/test_sessions*.py; the CLI in tests/test_cli_group.py."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from tests.devnetutil import devnet
+from tests.devnetutil import group_net_fixture  # noqa: F401 (the shared devnet)
 from veil.client import RawMessageHasNoSession, SessionRevoked, VeilClient, open_client
 from veil.client.devnet import Devnet
 from veil.client.home import Home
@@ -30,26 +30,16 @@ from veil.onion.keys import Account
 
 pytestmark = [pytest.mark.slow, pytest.mark.trio]
 
-NODE_CONFIG = {"replication": {"sync_interval": 0.5, "ack_timeout": 10.0}}
-
-
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
-    with devnet(
-        tmp_path_factory.mktemp("groups"), nodes=5, swarm_size=3, node_config=NODE_CONFIG
-    ) as running:
-        yield running
-
 
 @contextlib.asynccontextmanager
-async def clients(net: Devnet, tmp_path: Path, n: int) -> AsyncIterator[list[VeilClient]]:
+async def clients(group_net: Devnet, tmp_path: Path, n: int) -> AsyncIterator[list[VeilClient]]:
     async with contextlib.AsyncExitStack() as stack:
         out = []
         for i in range(n):
             home = Home(tmp_path / f"user{i + 1}")
             account = Account.generate()
             home.save_identity(account)
-            out.append(await stack.enter_async_context(open_client(home, net.network_file)))
+            out.append(await stack.enter_async_context(open_client(home, group_net.network_file)))
         yield out
 
 
@@ -57,8 +47,10 @@ def ids(*cs: VeilClient) -> list[Any]:
     return [c.account_id for c in cs]
 
 
-async def test_retrieval_by_id_and_by_message_and_raw_refused(net: Devnet, tmp_path: Path) -> None:
-    async with clients(net, tmp_path, 3) as (c1, c2, c3):
+async def test_retrieval_by_id_and_by_message_and_raw_refused(
+    group_net: Devnet, tmp_path: Path
+) -> None:
+    async with clients(group_net, tmp_path, 3) as (c1, c2, c3):
         s1 = await c1.create_encryption_session([c2.account_id], metadata="by id")
         text = s1.encrypt_message("hello over the swarm")
         s2 = await c2.retrieve_encryption_session(encrypted_message=text)
@@ -74,8 +66,8 @@ async def test_retrieval_by_id_and_by_message_and_raw_refused(net: Devnet, tmp_p
 
 
 @pytest.mark.parametrize("policy", ["rights", "delegation"])
-async def test_chain_user1_user2_user3(net: Devnet, tmp_path: Path, policy: str) -> None:
-    async with clients(net, tmp_path, 3) as (c1, c2, c3):
+async def test_chain_user1_user2_user3(group_net: Devnet, tmp_path: Path, policy: str) -> None:
+    async with clients(group_net, tmp_path, 3) as (c1, c2, c3):
         s1 = await c1.create_encryption_session([c2.account_id], policy=policy)
         s2 = await c2.retrieve_encryption_session(s1.id)
         await s2.add_recipients([c3.account_id])
@@ -104,9 +96,9 @@ async def test_chain_user1_user2_user3(net: Devnet, tmp_path: Path, policy: str)
 
 
 async def test_members_added_by_a_revoked_member_lose_access_through_it(
-    net: Devnet, tmp_path: Path
+    group_net: Devnet, tmp_path: Path
 ) -> None:
-    async with clients(net, tmp_path, 3) as (c1, c2, c3):
+    async with clients(group_net, tmp_path, 3) as (c1, c2, c3):
         s1 = await c1.create_encryption_session([c2.account_id])
         s2 = await c2.retrieve_encryption_session(s1.id)
         await s2.add_recipients([c3.account_id])
@@ -118,9 +110,9 @@ async def test_members_added_by_a_revoked_member_lose_access_through_it(
 
 
 async def test_a_revoked_member_with_every_key_and_byte_reads_nothing_newer(
-    net: Devnet, tmp_path: Path
+    group_net: Devnet, tmp_path: Path
 ) -> None:
-    async with clients(net, tmp_path, 3) as (c1, c2, c3):
+    async with clients(group_net, tmp_path, 3) as (c1, c2, c3):
         s1 = await c1.create_encryption_session([c2.account_id, c3.account_id])
         s2 = await c2.retrieve_encryption_session(s1.id)
         await s1.send("before")
@@ -143,8 +135,8 @@ async def test_a_revoked_member_with_every_key_and_byte_reads_nothing_newer(
         assert [m.text async for m in s3.messages(follow=False)] == ["before", "chat after"]
 
 
-async def test_whole_session_revocation(net: Devnet, tmp_path: Path) -> None:
-    async with clients(net, tmp_path, 3) as (c1, c2, c3):
+async def test_whole_session_revocation(group_net: Devnet, tmp_path: Path) -> None:
+    async with clients(group_net, tmp_path, 3) as (c1, c2, c3):
         s1 = await c1.create_encryption_session([c2.account_id, c3.account_id])
         s2 = await c2.retrieve_encryption_session(s1.id)
         s3 = await c3.retrieve_encryption_session(s1.id)
@@ -158,16 +150,18 @@ async def test_whole_session_revocation(net: Devnet, tmp_path: Path) -> None:
             await c2.retrieve_encryption_session(s1.id, use_cache=False)
 
 
-async def test_forward_is_needed_to_add(net: Devnet, tmp_path: Path) -> None:
-    async with clients(net, tmp_path, 3) as (c1, c2, c3):
+async def test_forward_is_needed_to_add(group_net: Devnet, tmp_path: Path) -> None:
+    async with clients(group_net, tmp_path, 3) as (c1, c2, c3):
         s1 = await c1.create_encryption_session({c2.account_id: ["read"]})
         s2 = await c2.retrieve_encryption_session(s1.id)
         with pytest.raises(RightMissing):
             await s2.add_recipients([c3.account_id])
 
 
-async def test_a_file_is_found_by_its_header_and_chat_flows(net: Devnet, tmp_path: Path) -> None:
-    async with clients(net, tmp_path, 2) as (c1, c2):
+async def test_a_file_is_found_by_its_header_and_chat_flows(
+    group_net: Devnet, tmp_path: Path
+) -> None:
+    async with clients(group_net, tmp_path, 2) as (c1, c2):
         s1 = await c1.create_encryption_session([c2.account_id])
         data = b"a file for the group" * 5000
         sealed = await s1.encrypt_file(data, "notes.txt")
@@ -192,3 +186,42 @@ async def test_a_file_is_found_by_its_header_and_chat_flows(net: Devnet, tmp_pat
                 await s1.send("one")
                 await s1.send("two")
         assert got == ["one", "two"]
+
+
+async def test_invitations_never_reach_the_application(group_net: Devnet, tmp_path: Path) -> None:
+    async with clients(group_net, tmp_path, 2) as (c1, c2):
+        s1 = await c1.create_encryption_session([c2.account_id])
+        await c1.send(c2.account_id, "a plain 1:1 message", ttl_s=600)
+        fetched = await c2.fetch()
+        assert [m.text for m in fetched] == ["a plain 1:1 message"]
+        # The invitation was recorded but not shown, and the member still finds it.
+        s2 = await c2.retrieve_encryption_session(s1.id)
+        assert s2.decrypt_message(s1.encrypt_message("found")) == "found"
+
+
+async def test_a_creator_for_others_only_administers_after_a_restart(
+    group_net: Devnet, tmp_path: Path
+) -> None:
+    home = Home(tmp_path / "service")
+    home.save_identity(Account.generate())
+    async with clients(group_net, tmp_path, 2) as (c2, c3):
+        async with open_client(home, group_net.network_file) as service:
+            session = await service.create_encryption_session(
+                [c2.account_id, c3.account_id], encrypt_for_self=False
+            )
+            assert service.account_id not in session.members
+        # A restart: the session key was kept, sealed, in the home.
+        async with open_client(home, group_net.network_file) as service:
+            again = await service.retrieve_encryption_session(session.id)
+            assert again.rights == {"read", "forward", "revoke"}
+            seed = again._session_key.seed  # type: ignore[union-attr]
+            await again.revoke_recipients([c3.account_id])
+        s2 = await c2.retrieve_encryption_session(session.id)
+        text = s2.encrypt_message("after the service revoked user3")
+        with pytest.raises(NotAMember):
+            await c3.retrieve_encryption_session(session.id, use_cache=False)
+        assert s2.decrypt_message(text) == "after the service revoked user3"
+    keys = (home.path / "session-keys").iterdir()
+    raw = b"".join(p.read_bytes() for p in keys)
+    assert str(session.id).encode() in raw  # named, sealed: the key is not in clear
+    assert seed not in raw and seed.hex().encode() not in raw
