@@ -463,10 +463,11 @@ class Bot:
         )
         who = f"{self.name} ({str(self.id)[:12]}...)"
         text = code_message(new.code, purpose, who, int(ttl))
+        # The message leaves the swarm when the code expires: its TTL is what is left of
+        # the ticket's lifetime (at least the swarm's minimum), not counted from now.
+        ttl_ms = max(rpc.MIN_TTL_MS, new.expires_ms - self._now())
         try:
-            result = await self.send_sealed(
-                recipient, self.seal_for(recipient, text), round(ttl * 1000)
-            )
+            result = await self.send_sealed(recipient, self.seal_for(recipient, text), ttl_ms)
         except BaseException:
             with trio.CancelScope(shield=True):
                 self.codes.drop(new.ticket)

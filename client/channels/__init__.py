@@ -38,6 +38,7 @@ invite link) are not built here: they wait for the encryption-session client
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sqlite3
@@ -417,6 +418,10 @@ class Follower:
                 wait_s = 0 if result.more else self.rng.randint(*WAIT_RANGE_S)
         finally:
             self.db.close()
+            if self.onion is not None:  # stop following the consensus for this channel
+                listeners = getattr(self.client.directory, "_listeners", [])
+                with contextlib.suppress(ValueError):
+                    listeners.remove(self.paths.set_consensus)
 
 
 def follow(
