@@ -602,6 +602,7 @@ class EncryptionSession:
         with contextlib.suppress(Exception):
             await self._manager.backend.delete_all(self._actor, state)
         await self._manager.cache.delete(self.id)
+        await _maybe(self._manager.admin_keys.delete(self.id))
 
     # --- files --------------------------------------------------------------------------
 
