@@ -224,6 +224,8 @@ class NetworkBackend:
 
     def __init__(self, client: VeilClient) -> None:
         self.client = client
+        #: Per session: the swarm member whose order our chat position follows.
+        self._synced: dict[bytes, bytes] = {}
 
     def _signer(self, actor: Actor, state: core.SessionState | None, *rights: str) -> Any:
         from veil.onion.capability import DelegatedSigner
@@ -259,6 +261,18 @@ class NetworkBackend:
         group: GroupId,
         params: dict[str, Any],
         timeout_s: float | None = None,
+        prefer: bytes | None = None,
+    ) -> Any:
+        return (await self._answer(method, signer, group, params, timeout_s, prefer)).reply.result
+
+    async def _answer(
+        self,
+        method: str,
+        signer: Any,
+        group: GroupId,
+        params: dict[str, Any],
+        timeout_s: float | None = None,
+        prefer: bytes | None = None,
     ) -> Any:
         from veil.client.errors import OnionRequestFailed
         from veil.onion.errors import ProtocolError
@@ -267,10 +281,8 @@ class NetworkBackend:
             return self._build(method, signer, group, params, now_ms)
 
         try:
-            reply = await self.client.call(
-                build,
-                account=group,
-                timeout_s=timeout_s,
+            return await self.client.onion.call(
+                build, account=group, timeout_s=timeout_s, prefer=prefer
             )
         except OnionRequestFailed as exc:
             # A node's verdict (a revoked member, an ended session) is the error to give.
@@ -280,7 +292,6 @@ class NetworkBackend:
             raise
         except ProtocolError as exc:
             raise _typed(exc) from None
-        return reply.result
 
     async def store_records(
         self, actor: Actor, state: core.SessionState, records: Sequence[bytes]
@@ -361,16 +372,35 @@ class NetworkBackend:
 
         signer = self._signer(actor, state, core.READ)
         wait = int(min(wait_s, rpc.MAX_WAIT_S))
+        # Swarm members may hold the messages in different orders (replication), so a
+        # position saved while reading one can skip messages at another: as the 1:1
+        # receiver does, read a member from the start the first time (the chat store
+        # drops by hash what it holds), then follow the position while it answers.
+        synced = self._synced.get(state.session)
         params: dict[str, Any] = {"namespace": core.MESSAGES_NAMESPACE}
-        if after is not None:
+        if after is not None and synced is not None:
             params["last_hash"] = after
         if wait:
             params["wait"] = wait
-        result = rpc.RetrieveResult.from_wire(
-            await self._call(
-                "retrieve", signer, state.session_id, params, timeout_s=(wait + 15) or None
+        try:
+            answer = await self._answer(
+                "retrieve",
+                signer,
+                state.session_id,
+                params,
+                timeout_s=(wait + 15) or None,
+                prefer=synced,
             )
-        )
+        except BaseException:
+            self._synced.pop(state.session, None)
+            raise
+        node = answer.node.node_id
+        if "last_hash" not in params:
+            self._synced[state.session] = node
+        elif node != synced:
+            self._synced.pop(state.session, None)  # another member answered: re-read it
+        assert answer.reply.result is not None
+        result = rpc.RetrieveResult.from_wire(answer.reply.result)
         return [StoredMessage(m.hash, m.data) for m in result.messages]
 
     async def delete_all(self, actor: Actor, state: core.SessionState) -> None:

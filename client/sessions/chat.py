@@ -226,6 +226,7 @@ async def messages(session: EncryptionSession, *, follow: bool) -> AsyncIterator
             backoff = min(backoff * 2, MAX_BACKOFF_S)
             continue
         backoff = 1.0
+        before = after
         for stored in page:
             try:
                 opened = session.open_message(stored.data)
@@ -254,7 +255,7 @@ async def messages(session: EncryptionSession, *, follow: bool) -> AsyncIterator
                     opened.timestamp_ms,
                     opened.body,
                 )
-        if not follow and not page:
+        if not follow and (not page or (page and page[-1].hash == before)):
             return
 
 
