@@ -95,6 +95,9 @@ async def test_follow_verifies_drops_forgeries_and_resumes_exactly_once(
             pub, channel.signer, make_post(mallory, "elsewhere", now_ms=pub.clock.now()).encoded
         )
         await channel.post("second")
+    # The channel's seed is kept sealed under the home account's key.
+    stored = b"".join(p.read_bytes() for p in pub_home.path.glob("channels.sqlite*"))
+    assert channel.signer.seed not in stored and channel.signer.seed.hex().encode() not in stored
 
     async with open_client(fol_home, net.network_file) as client:
         follower = Follower(client, channel.id)

@@ -5,8 +5,10 @@ Design note
 A channel is an account whose public-read namespace
 (:data:`~veil.onion.channel.CHANNEL_NAMESPACE`) holds its posts
 (:mod:`veil.onion.channel.posts`). This module keeps what a home knows of channels in
-``HOME/channels.sqlite`` (mode 0600): the channels it *owns* (name and seed) and the
-channels it *follows* (position and the hashes already taken, per channel).
+``HOME/channels.sqlite`` (mode 0600): the channels it *owns* (name, and seed sealed
+under a key derived from the home account's seed, so the file alone gives no channel
+away: XChaCha20-Poly1305, the channel's ID as associated data) and the channels it
+*follows* (position and the hashes already taken, per channel).
 
 **Posting** (:meth:`Channel.post`): the post is signed (by the channel's key, or by a
 delegated key allowed to ``post``: a posting job that holds no seed,
@@ -53,7 +55,7 @@ import trio
 from veil.client.errors import InvalidArgument, StateError
 from veil.client.home import Home
 from veil.client.paths import PathSelector
-from veil.onion import rpc
+from veil.onion import crypto, rpc
 from veil.onion.capability import DelegatedSigner
 from veil.onion.channel import (
     CHANNEL_NAMESPACE,
@@ -65,7 +67,13 @@ from veil.onion.channel import (
     parse_channel_invite,
     verify_post,
 )
-from veil.onion.errors import ChannelError, InvalidId, NetworkError, ProtocolError
+from veil.onion.errors import (
+    ChannelError,
+    IntegrityError,
+    InvalidId,
+    NetworkError,
+    ProtocolError,
+)
 from veil.onion.keys import Account, AccountId
 
 if TYPE_CHECKING:
@@ -208,7 +216,7 @@ def create_channel(client: VeilClient, name: str) -> Channel:
     try:
         db.execute(
             "INSERT INTO owned (channel, name, seed, created_ms) VALUES (?, ?, ?, ?)",
-            (str(account.id), name, account.seed, int(time.time() * 1000)),
+            (str(account.id), name, _seal_seed(client, account), int(time.time() * 1000)),
         )
     except sqlite3.IntegrityError:
         raise InvalidArgument(f"this home has a channel named {name!r} already") from None
@@ -217,28 +225,51 @@ def create_channel(client: VeilClient, name: str) -> Channel:
     return Channel(client, account, name=name)
 
 
-def _owned(where: VeilClient | Home, name_or_id: str) -> tuple[str, bytes]:
+_SEED_PURPOSE: Final = b"veil/chan-seed"
+
+
+def _seed_key(client: VeilClient) -> bytes:
+    owner = client._seed("a channel's seed (kept sealed under the home account's key)")
+    return crypto.kdf(owner.seed, _SEED_PURPOSE)
+
+
+def _seal_seed(client: VeilClient, channel: Account) -> bytes:
+    nonce = os.urandom(crypto.XNONCE_BYTES)
+    ad = channel.id.x25519_public
+    return nonce + crypto.aead_seal(_seed_key(client), nonce, channel.seed, ad)
+
+
+def _owned(where: VeilClient | Home, name_or_id: str) -> tuple[str, AccountId, bytes]:
     db = _db(where)
     try:
         row = db.execute(
-            "SELECT name, seed FROM owned WHERE name = ? OR channel = ?", (name_or_id, name_or_id)
+            "SELECT name, channel, seed FROM owned WHERE name = ? OR channel = ?",
+            (name_or_id, name_or_id),
         ).fetchone()
     finally:
         db.close()
     if row is None:
         raise InvalidArgument(f"this home owns no channel {name_or_id[:80]!r}")
-    return row[0], row[1]
+    return row[0], AccountId.parse(row[1]), row[2]
 
 
 def open_channel(client: VeilClient, name_or_id: str) -> Channel:
-    """A channel this home owns, by name or ID."""
-    name, seed = _owned(client, name_or_id)
-    return Channel(client, Account(seed), name=name)
+    """A channel this home owns, by name or ID (its seed unsealed with the account's)."""
+    name, channel, sealed = _owned(client, name_or_id)
+    nonce, box = sealed[: crypto.XNONCE_BYTES], sealed[crypto.XNONCE_BYTES :]
+    try:
+        seed = crypto.aead_open(_seed_key(client), nonce, box, channel.x25519_public)
+    except IntegrityError:
+        raise StateError(f"channel {name!r}: its seed does not open with this account") from None
+    account = Account(seed)
+    if account.id != channel:
+        raise StateError(f"channel {name!r}: its seed is not the channel's")
+    return Channel(client, account, name=name)
 
 
 def channel_invite(where: VeilClient | Home, name_or_id: str) -> str:
-    """The link of a channel this home owns (no network)."""
-    return format_channel_invite(Account(_owned(where, name_or_id)[1]).id)
+    """The link of a channel this home owns (no network, no seed)."""
+    return format_channel_invite(_owned(where, name_or_id)[1])
 
 
 def list_channels(client: VeilClient | Home) -> list[ChannelInfo]:
