@@ -297,20 +297,48 @@ class NetworkBackend:
         self, actor: Actor, state: core.SessionState, records: Sequence[bytes]
     ) -> None:
         current = state
-        for data in records:
-            record = core.decode_record(data)
-            if isinstance(record, core.MemberRecord):
-                rights: tuple[str, ...] = (core.FORWARD,)
-            elif isinstance(record, core.RevokeRecord):
-                # Under the delegation policy an adder revokes whom it added: storing
-                # needs only the store that forward also grants.
-                rights = (core.REVOKE_RIGHT, core.FORWARD)
+        decoded = [core.decode_record(data) for data in records]
+        i = 0
+        while i < len(decoded):
+            # Consecutive member records depend on nothing but what came before them
+            # (the genesis, the adder's chain): they are stored a few at a time. The
+            # rest in order: a node judges each record against what it already holds.
+            j = i + 1
+            if isinstance(decoded[i], core.MemberRecord):
+                while j < len(decoded) and isinstance(decoded[j], core.MemberRecord):
+                    j += 1
+            batch = decoded[i:j]
+
+            async def one(
+                record: core.Record, state_now: core.SessionState, limit: trio.CapacityLimiter
+            ) -> None:
+                async with limit:
+                    await self._store_one(actor, state_now, record)
+
+            if len(batch) == 1:
+                await self._store_one(actor, current, batch[0])
             else:
-                rights = (core.REVOKE_RIGHT,)
-            signer = self._signer(actor, current, *rights)
-            params = {"namespace": core.STATE_NAMESPACE, "data": data, "ttl": MAX_TTL_MS}
-            await self._call("store", signer, state.session_id, params)
-            current = current.add(record)
+                limiter = trio.CapacityLimiter(STORE_CONCURRENCY)
+                async with trio.open_nursery() as nursery:
+                    for record in batch:
+                        nursery.start_soon(one, record, current, limiter)
+            current = current.add(*batch)
+            i = j
+
+    async def _store_one(
+        self, actor: Actor, current: core.SessionState, record: core.Record
+    ) -> None:
+        if isinstance(record, core.MemberRecord):
+            rights: tuple[str, ...] = (core.FORWARD,)
+        elif isinstance(record, core.RevokeRecord):
+            # Under the delegation policy an adder revokes whom it added: storing
+            # needs only the store that forward also grants.
+            rights = (core.REVOKE_RIGHT, core.FORWARD)
+        else:
+            rights = (core.REVOKE_RIGHT,)
+        signer = self._signer(actor, current, *rights)
+        params = {"namespace": core.STATE_NAMESPACE, "data": record.encoded, "ttl": MAX_TTL_MS}
+        await self._call("store", signer, current.session_id, params)
 
     async def fetch_records(
         self, actor: Actor, session_id: GroupId, known: core.SessionState | None = None
@@ -441,6 +469,8 @@ class NetworkBackend:
             raise failures[0]
 
 
+#: Member records stored at once (creating or adding many members).
+STORE_CONCURRENCY = 16
 #: Invitations sent at once (each is one onion request to the member's swarm).
 INVITE_CONCURRENCY = 16
 
