@@ -6,7 +6,8 @@
   swarm through onion requests, or memory);
 * :mod:`~veil.client.sessions.cache`: the TTL cache, pluggable, in memory or in the home;
 * :mod:`~veil.client.sessions.files`: files over bytes, file objects, paths and streams;
-* :mod:`~veil.client.sessions.chat`: group chat, exactly once across restarts.
+* :mod:`~veil.client.sessions.chat`: group chat, exactly once across restarts;
+* :mod:`~veil.client.sessions.invites`: how a new member learns its membership chain.
 
 The rules (records, state, rights, messages, files) are the sans-IO core's,
 :mod:`veil.onion.group`.
