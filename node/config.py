@@ -75,6 +75,7 @@ Example, with the defaults::
     max_group_states = 1024      # encryption sessions' states kept in memory (LRU)
     max_group_records = 2000     # records one session may hold at this node
     max_group_bytes = 8388608    # and their bytes
+    max_group_cache_bytes = 67108864  # records' bytes of all the states kept in memory
 
     [debug]
     clock_control = false        # tests only: POST /debug/clock moves the node's clock

@@ -26,16 +26,22 @@ request's chain and signature were verified, without the account revocation inde
   link it revokes expires, and the end for the longest TTL (30 days), since a record
   that the store sweeps no longer counts: a short-lived revocation would give the
   revoked member its access back. (A membership link lives at most 30 days, as long as
-  anything in a private namespace: a session that lives longer re-adds its members and
-  re-stores its genesis, whose bytes are the same, before they expire.)
+  anything in a private namespace, and so does the genesis: storing the same bytes
+  again does not extend a message's life, so a session lives at most 30 days at the
+  nodes from its genesis's store; see the README.)
 
 State. :class:`GroupStates` keeps a :class:`~veil.onion.group.SessionState` per group
 in memory, loaded lazily from the records the store holds in namespace 1, at most
 ``max_groups`` of them (least recently used dropped first: it is rebuilt from the store
 when needed again), each built from at most ``max_records`` records of at most
 ``max_bytes`` bytes in all (a group over either is refused new records,
-:class:`~veil.onion.errors.TooLarge`). Records are only added (never deleted, except by
-their TTL: a state loaded again after a sweep no longer holds expired records).
+:class:`~veil.onion.errors.TooLarge`), and all of them at most ``max_total_bytes`` of
+records (least recently used dropped first). A cold load builds the state, checking
+every record's signatures, in a worker thread (not on the trio thread); its cost, a
+fraction of a millisecond a record, is what a member of many sessions can make a node
+spend by cycling through more sessions than it keeps: bounded by ``max_records``.
+Records are only added (never deleted, except by their TTL: a state loaded again after
+a sweep no longer holds expired records).
 
 The session's end. Once an end record is accepted (from a client or a peer), the node
 deletes the session's messages (namespace 2, leaving the store's tombstones, so that no
@@ -62,8 +68,11 @@ at its signed time). For a group it must also:
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable
+
+import trio
 
 from veil.onion import rpc
 from veil.onion.capability import Chain, Proven
@@ -109,14 +118,20 @@ class GroupStates:
         max_groups: int = 1024,
         max_records: int = 2000,
         max_bytes: int = 8 * 1024 * 1024,
+        max_total_bytes: int = 64 * 1024 * 1024,
         skew_ms: int = rpc.CLOCK_SKEW_MS,
     ) -> None:
         self.store = store
         self.max_groups = max_groups
         self.max_records = max_records
         self.max_bytes = max_bytes
+        self.max_total_bytes = max_total_bytes
         self.skew_ms = skew_ms
         self._states: OrderedDict[bytes, tuple[SessionState, int]] = OrderedDict()
+        #: The records' bytes of the states kept (bounded by ``max_total_bytes``).
+        self.total_bytes = 0
+        #: States built from the store (cold loads), a counter.
+        self.loads = 0
 
     async def get(self, group: GroupId) -> SessionState:
         key = group.ed25519_public
@@ -127,29 +142,47 @@ class GroupStates:
         records: list[bytes] = []
         size = 0
         after: bytes | None = None
-        while len(records) < self.max_records:
+        while True:
             page = await self.store.retrieve(
                 group,
                 STATE_NAMESPACE,
                 after_hash=after,
-                limit=min(256, self.max_records - len(records)),
-                max_bytes=self.max_bytes,
+                limit=min(256, self.max_records + 1 - len(records)),
+                max_bytes=self.max_bytes + 1,
             )
             for m in page.messages:
                 records.append(m.data)
                 size += len(m.data)
+            if len(records) > self.max_records or size > self.max_bytes:
+                # More than this node keeps (its limits were lowered since): a part of
+                # the records could leave a revocation out, so refuse, never guess.
+                raise TooLarge("this session holds more records than this node keeps")
             if not page.more or not page.messages:
                 break
             after = page.messages[-1].hash
-        state = SessionState(group, records, skew_ms=self.skew_ms)
+        # Building a state checks every record's signatures (a fraction of a ms each):
+        # off the trio thread, so that a cold load does not stall the node's requests.
+        state = await trio.to_thread.run_sync(
+            functools.partial(SessionState, group, records, skew_ms=self.skew_ms)
+        )
+        self.loads += 1
+        found = self._states.get(key)
+        if found is not None:  # loaded meanwhile by another request (and maybe added to)
+            return found[0]
         self._put(key, state, size)
         return state
 
     def _put(self, key: bytes, state: SessionState, size: int) -> None:
+        old = self._states.pop(key, None)
+        if old is not None:
+            self.total_bytes -= old[1]
         self._states[key] = (state, size)
-        self._states.move_to_end(key)
-        while len(self._states) > self.max_groups:
-            self._states.popitem(last=False)
+        self.total_bytes += size
+        while len(self._states) > 1 and (
+            len(self._states) > self.max_groups or self.total_bytes > self.max_total_bytes
+        ):
+            _, (_, dropped) = self._states.popitem(last=False)
+            self.total_bytes -= dropped
 
     def room_for(self, state: SessionState, data: bytes) -> None:
         """:class:`TooLarge` if one more record of ``data`` would exceed the limits."""
@@ -165,7 +198,9 @@ class GroupStates:
         return new
 
     def forget(self, group: GroupId) -> None:
-        self._states.pop(group.ed25519_public, None)
+        old = self._states.pop(group.ed25519_public, None)
+        if old is not None:
+            self.total_bytes -= old[1]
 
 
 def check_record_ttl(record: Record, ttl_ms: int, now_ms: int) -> None:

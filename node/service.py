@@ -187,6 +187,7 @@ class ServiceConfig:
     max_group_states: int = 1024
     max_group_records: int = 2000
     max_group_bytes: int = 8 * 1024 * 1024
+    max_group_cache_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -321,6 +322,7 @@ class StorageService:
                 max_groups=config.max_group_states,
                 max_records=config.max_group_records,
                 max_bytes=config.max_group_bytes,
+                max_total_bytes=config.max_group_cache_bytes,
                 skew_ms=config.clock_skew_ms,
             ),
             clock,

@@ -21,6 +21,7 @@ from tests.capabilityutil import raw_link
 from veil.node.service import StorageService, open_storage_service
 from veil.onion import capability as cap
 from veil.onion import rpc
+from veil.onion.errors import TooLarge
 from veil.onion.group import (
     create_session,
     end_session,
@@ -143,3 +144,41 @@ async def test_a_record_of_another_session_or_garbage_is_not_stored(
     assert await service.store_replicas([copy(admin, 1, r.encoded, t) for r in new.records])
     for data in (other.records[0].encoded, b"\xa0", b"not cbor"):
         assert await service.store_replicas([copy(admin, 1, data, t)]) == []
+
+
+async def test_states_are_kept_least_recently_used_within_their_bounds(
+    service: StorageService,
+) -> None:
+    from veil.node.groups import GroupStates
+
+    states = GroupStates(service.store, max_groups=2, max_total_bytes=1 << 20)
+    creator = Account.generate()
+    sessions = [create_session(creator, [], now_ms=now_ms()) for _ in range(3)]
+    for new in sessions:
+        chain = new.state.chain_for(creator.id, "read", now_ms=now_ms())
+        assert chain is not None
+        admin = cap.DelegatedSigner.for_member(creator, chain)
+        t = now_ms()
+        await service.store_replicas([copy(admin, 1, r.encoded, t) for r in new.records])
+    for new in sessions:
+        assert (await states.get(new.session_id)).genesis == new.records[0]
+    assert states.loads == 3 and len(states._states) == 2
+    await states.get(sessions[2].session_id)  # kept: no load
+    assert states.loads == 3
+    await states.get(sessions[0].session_id)  # dropped: loaded again
+    assert states.loads == 4
+    assert 0 < states.total_bytes <= 1 << 20
+    tiny = GroupStates(service.store, max_total_bytes=1)
+    for new in sessions:
+        await tiny.get(new.session_id)
+    assert len(tiny._states) == 1  # over the bytes: only the last one kept
+    # Over its record limit, a session takes no more records.
+    few = GroupStates(service.store, max_records=3)
+    state = await few.get(sessions[0].session_id)  # genesis, creator, epoch
+    with pytest.raises(TooLarge, match="as many records"):
+        few.room_for(state, b"x")
+    # A session with more records than a node keeps (its limits lowered since) is
+    # refused, not loaded in part (a part could leave a revocation out).
+    fewer = GroupStates(service.store, max_records=2)
+    with pytest.raises(TooLarge, match="more records"):
+        await fewer.get(sessions[0].session_id)
