@@ -8,6 +8,7 @@ import json
 
 import pytest
 import trio
+import trio.testing
 
 from veil.client import (
     EncryptionSession,
@@ -27,8 +28,6 @@ from veil.onion.errors import (
 )
 from veil.onion.keys import Account
 
-pytestmark = pytest.mark.trio
-
 
 def _people(n: int, backend: MemoryBackend | None = None):  # type: ignore[no-untyped-def]
     backend = backend or MemoryBackend()
@@ -47,6 +46,7 @@ async def _chain(policy: str):  # type: ignore[no-untyped-def]
     return (u1, u2, u3), (s1, s2, s3)
 
 
+@pytest.mark.trio
 async def test_create_encrypt_retrieve_by_id_and_by_message() -> None:
     (u1, u2), (m1, m2) = _people(2)
     s1 = await m1.create_encryption_session([str(u2.id)], metadata="q3 report")
@@ -70,6 +70,7 @@ async def test_create_encrypt_retrieve_by_id_and_by_message() -> None:
         await m2.retrieve_encryption_session()
 
 
+@pytest.mark.trio
 async def test_a_non_member_gets_nothing() -> None:
     (_u1, u2, _u3), (m1, _m2, m3) = _people(3)
     s1 = await m1.create_encryption_session([u2.id])
@@ -77,6 +78,7 @@ async def test_a_non_member_gets_nothing() -> None:
         await m3.retrieve_encryption_session(s1.id)
 
 
+@pytest.mark.trio
 async def test_a_message_of_another_session_or_tampered_is_refused() -> None:
     (_u1, u2), (m1, _m2) = _people(2)
     a = await m1.create_encryption_session([u2.id])
@@ -90,6 +92,7 @@ async def test_a_message_of_another_session_or_tampered_is_refused() -> None:
 
 
 @pytest.mark.parametrize("policy", ["rights", "delegation"])
+@pytest.mark.trio
 async def test_chain_user1_user2_user3(policy: str) -> None:
     (u1, u2, u3), (s1, s2, s3) = await _chain(policy)
     assert set(s1.members) == {u1.id, u2.id, u3.id}
@@ -117,6 +120,7 @@ async def test_chain_user1_user2_user3(policy: str) -> None:
     assert s2.decrypt_message(after) == "after user3"
 
 
+@pytest.mark.trio
 async def test_revoking_a_member_revokes_those_it_added_unless_kept() -> None:
     (u1, u2, u3), (s1, _s2, s3) = await _chain("rights")
     await s1.revoke_recipients([u2.id])
@@ -131,6 +135,7 @@ async def test_revoking_a_member_revokes_those_it_added_unless_kept() -> None:
     assert s3.decrypt_message(s1.encrypt_message("still here")) == "still here"
 
 
+@pytest.mark.trio
 async def test_a_member_without_forward_cannot_add() -> None:
     (u1, u2, u3), (m1, m2, _m3) = _people(3)
     s1 = await m1.create_encryption_session({u2.id: ["read"]})
@@ -146,6 +151,7 @@ async def test_a_member_without_forward_cannot_add() -> None:
     assert u1.id in s1b.members
 
 
+@pytest.mark.trio
 async def test_a_revoked_member_reads_nothing_sent_after() -> None:
     (_u1, u2, u3), (m1, m2, m3) = _people(3)
     s1 = await m1.create_encryption_session([u2.id, u3.id])
@@ -169,6 +175,7 @@ async def test_a_revoked_member_reads_nothing_sent_after() -> None:
     assert s3.decrypt_message(after) == "after"
 
 
+@pytest.mark.trio
 async def test_whole_session_revocation() -> None:
     (_u1, u2, u3), (m1, m2, m3) = _people(3)
     s1 = await m1.create_encryption_session([u2.id, u3.id])
@@ -190,6 +197,7 @@ async def test_whole_session_revocation() -> None:
             pass
 
 
+@pytest.mark.trio
 async def test_a_creator_that_does_not_encrypt_for_itself() -> None:
     (u1, u2, u3), (m1, m2, _m3) = _people(3)
     s1 = await m1.create_encryption_session([u2.id, u3.id], encrypt_for_self=False)
@@ -204,6 +212,7 @@ async def test_a_creator_that_does_not_encrypt_for_itself() -> None:
     assert set(s2.members) == {u2.id}
 
 
+@pytest.mark.trio
 async def test_group_chat_exactly_once_across_restarts(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from veil.client.sessions import SessionManager
 
@@ -233,6 +242,7 @@ async def test_group_chat_exactly_once_across_restarts(tmp_path) -> None:  # typ
     assert [m.text for m in s2.history()] == ["m0", "m1", "m2", "m3"]
 
 
+@pytest.mark.trio
 async def test_messages_long_poll_wakes_on_send() -> None:
     (_u1, u2), (m1, m2) = _people(2)
     s1 = await m1.create_encryption_session([u2.id])
@@ -249,3 +259,21 @@ async def test_messages_long_poll_wakes_on_send() -> None:
         await trio.sleep(0.05)
         await s1.send("wake up")
     assert got == ["wake up"]
+
+
+def test_a_stale_session_refreshes_before_it_encrypts_a_file_or_sends() -> None:
+    clock = trio.testing.MockClock(autojump_threshold=0)
+
+    async def scenario() -> None:
+        (_u1, u2, u3), (m1, m2, m3) = _people(3)
+        s1 = await m1.create_encryption_session([u2.id, u3.id])
+        s2 = await m2.retrieve_encryption_session(s1.id)
+        s3 = await m3.retrieve_encryption_session(s1.id)  # will be stale
+        await s1.revoke_recipients([u2.id])
+        await trio.sleep(11)  # older than refresh_after_s (10 s)
+        sealed = await s3.encrypt_file(b"after the revocation", "a.txt")
+        with pytest.raises(UnknownEpoch):
+            await s2.decrypt_file(sealed)  # u2's keys, all of them: not this epoch
+        assert (await s1.decrypt_file(sealed)).data == b"after the revocation"
+
+    trio.run(scenario, clock=clock)

@@ -87,6 +87,8 @@ if TYPE_CHECKING:
 __all__ = ["EncryptionSession", "SessionManager"]
 
 RecipientsLike = Iterable[AccountId | str] | Mapping[AccountId | str, Iterable[str]]
+#: send() and encrypt_file() refresh a session's state older than this, seconds.
+DEFAULT_REFRESH_AFTER_S = 10.0
 #: Session states kept built from their cache entries (see SessionManager._parse).
 PARSED_STATES = 64
 #: Group messages wait this long in the session's swarm by default (as 1:1 messages).
@@ -142,6 +144,7 @@ class SessionManager:
         chat: ChatStore | None = None,
         chat_path: str | os.PathLike[str] | None = None,
         clock_ms: Callable[[], int] | None = None,
+        refresh_after_s: float | None = DEFAULT_REFRESH_AFTER_S,
     ) -> None:
         self.account = account
         self.backend = backend
@@ -151,6 +154,8 @@ class SessionManager:
         #: The states last built from cache entries: sid -> (entry bytes, state, keys).
         self._parsed: dict[str, tuple[bytes, core.SessionState, dict[bytes, bytes]]] = {}
         self.chat_path = chat_path
+        #: send() and encrypt_file() refresh a state older than this (None: never).
+        self.refresh_after_s = refresh_after_s
         self._clock = clock_ms
 
     def now_ms(self) -> int:
@@ -199,6 +204,7 @@ class SessionManager:
         # A creator that does not encrypt for itself forgets the key (as Seald's).
         keys = {created.epoch: created.epoch_key} if encrypt_for_self else {}
         session = EncryptionSession(self, created.state, keys, created.session_key)
+        session._fetched_ms = self.now_ms()
         await self._cache_set(session)
         return session
 
@@ -249,6 +255,7 @@ class SessionManager:
         if state.genesis is None:
             raise UnknownSession("the swarm holds no valid genesis for this session")
         session = EncryptionSession(self, state, {}, session_key)
+        session._fetched_ms = self.now_ms()
         session._check_live()
         session._keys = state.epoch_keys(core_reader(self.account))
         if (
@@ -351,6 +358,8 @@ class EncryptionSession:
         self._keys = keys
         self._session_key = session_key
         self._current_cache: tuple[core.SessionState, int, bytes, bytes] | None = None
+        #: When the state was last read from (or written to) the swarm; None: from a cache.
+        self._fetched_ms: int | None = None
 
     def __repr__(self) -> str:
         return f"EncryptionSession({self.session_id}, {len(self.members)} member(s))"
@@ -476,6 +485,8 @@ class EncryptionSession:
         self.state = self.state.add(*encoded)
         self._keys.update(self.state.epoch_keys(core_reader(self._manager.account)))
         await self._manager._cache_set(self)
+        if self._fetched_ms is None:
+            self._fetched_ms = self._now()
 
     async def refresh(self) -> EncryptionSession:
         """Fetch the session's records again (new members, epochs, revocations)."""
@@ -484,17 +495,31 @@ class EncryptionSession:
             self._manager.backend.fetch_records(self._actor, self.session_id, self.state),
         )
         self.state = self.state.add(*records)
+        self._fetched_ms = self._now()
         self._check_live()
         self._keys.update(self.state.epoch_keys(core_reader(self._manager.account)))
         await self._manager._cache_set(self)
         await self._rotate_if_needed()
         return self
 
+    async def _fresh(self) -> None:
+        """Refresh a state older than the manager's ``refresh_after_s`` (or from a
+        cache): encrypting under an epoch rotated since would give a revoked member
+        what is sent."""
+        limit = self._manager.refresh_after_s
+        if limit is None:
+            return
+        fetched = self._fetched_ms
+        if fetched is None or self._now() - fetched > limit * 1000:
+            await self.refresh()
+
     # --- messages -----------------------------------------------------------------------
 
     def encrypt_message(self, text: str | bytes, *, raw: bool = False) -> str:
         """``{"sessionId": ..., "data": ...}`` (JSON text), or the base64 data alone
-        with ``raw=True``."""
+        with ``raw=True``. Local: it uses the state this object holds, so after another
+        member's revocation :meth:`refresh` first (:meth:`send` and :meth:`encrypt_file`
+        refresh a state older than ``refresh_after_s`` by themselves)."""
         epoch, key = self._current()
         return core.encrypt_message(self.session_id, epoch, key, text, raw=raw)
 
@@ -619,6 +644,7 @@ class EncryptionSession:
         iterator of bytes) in constant memory; the encrypted bytes, or with ``out`` (a
         path, file object or trio stream) the number of bytes written. The header
         names the session, the file name and (if known) its size."""
+        await self._fresh()
         epoch, key = self._current()
         name = filename or default_name(data)
         if name is None:
@@ -645,6 +671,7 @@ class EncryptionSession:
         """Post a signed message to the session's group chat; its hash (hex)."""
         from veil.client.sessions.chat import send
 
+        await self._fresh()
         return await send(self, text, ttl_s=ttl_s)
 
     def messages(self, *, follow: bool = True) -> AsyncIterator[GroupMessage]:
