@@ -5,12 +5,14 @@ Design note
 One command per operation of :mod:`veil.client.sessions`, each with ``--json``. A
 session's state comes from its swarm; the commands keep sessions in the home's
 persistent cache (sealed under a key of the account: :class:`HomeCacheStore`) for an
-hour, so that encrypting or decrypting several files or messages in a row asks the
-network once. ``group show`` and the commands that change a session always fetch it
-afresh. Files are streamed (constant memory); on a terminal, files over
-:data:`PROGRESS_MIN_BYTES` show a progress bar (``rich``) on stderr, never under
-``--json``. A decrypted file is written next to ``-o OUT`` and renamed into place only
-once it has verified, so a tampered file leaves nothing behind.
+hour, so that decrypting several files or messages in a row asks the network once (and
+again only for a message of an epoch it does not hold). What encrypts (``encrypt``,
+``encrypt-file``, ``send``), ``group show`` and the commands that change a session
+fetch it afresh: a cached state may predate a revocation. Files are streamed (constant
+memory); on a terminal, files over :data:`PROGRESS_MIN_BYTES` show a progress bar
+(``rich``) on stderr, never under ``--json``. A decrypted file is written next to
+``-o OUT`` and renamed into place only once it has verified, so a tampered file leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -389,9 +391,9 @@ def _encrypt(ctx: Context) -> None:
     text = _text(ctx, ctx.args.text)
 
     async def job(client: VeilClient) -> str:
-        session = await client.retrieve_encryption_session(sid)
-        if session.state.needs_rotation(now_ms=client.clock.now()):
-            session = await client.retrieve_encryption_session(sid, use_cache=False)
+        # Fresh: a cached state may predate a revocation (encrypting under the old
+        # epoch would give the revoked member this message).
+        session = await client.retrieve_encryption_session(sid, use_cache=False)
         return session.encrypt_message(text, raw=ctx.args.raw)
 
     message = _run(ctx, job)
