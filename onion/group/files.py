@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import nacl.bindings as sodium
-import nacl.exceptions
+from nacl._sodium import ffi, lib
 
 from .. import crypto
 from ..cbor import Field, Schema, encode
@@ -93,6 +93,49 @@ _SS_HEADER: Final = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES
 _TAG_MESSAGE: Final = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
 _TAG_FINAL: Final = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
 _SEALED_CHUNK: Final = FILE_CHUNK + _ABYTES
+# cffi output buffers are overwritten whole by libsodium: no zero-fill.
+_alloc = ffi.new_allocator(should_clear_after_alloc=False)
+
+Buffer = bytes | bytearray | memoryview
+
+
+def _ss_push(state: Any, chunks: list[Buffer], ad: bytes | None, tag: int) -> bytes:
+    """libsodium's secretstream push of each of ``chunks`` (any buffers, read in place:
+    pynacl's wrapper takes ``bytes`` only, which would copy every chunk sliced from an
+    input), ``ad`` with the first and ``tag`` on each, into one output: one copy in all."""
+    total = sum(len(c) for c in chunks) + _ABYTES * len(chunks)
+    out = _alloc("unsigned char[]", max(total, 1))
+    off = 0
+    for chunk in chunks:
+        n = len(chunk)
+        rc = lib.crypto_secretstream_xchacha20poly1305_push(
+            state.statebuf, out + off, ffi.NULL, ffi.from_buffer(chunk), n,
+            ad if ad else ffi.NULL, len(ad) if ad else 0, tag,
+        )  # fmt: skip
+        if rc != 0:  # pragma: no cover (libsodium does not fail a push)
+            raise InvalidValue("secretstream push failed")
+        ad = None
+        off += n + _ABYTES
+    return ffi.buffer(out, total)[:]
+
+
+def _ss_pull(state: Any, out: Any, sealed: Buffer, ad: bytes | None) -> int | None:
+    """libsodium's secretstream pull of ``sealed`` (any buffer, read in place) into the
+    cffi pointer ``out``: the chunk's tag, or None when it does not verify."""
+    clen = len(sealed)
+    if clen < _ABYTES:
+        return None
+    tag = ffi.new("unsigned char *")
+    rc = lib.crypto_secretstream_xchacha20poly1305_pull(
+        state.statebuf, out, ffi.NULL, tag, ffi.from_buffer(sealed), clen,
+        ad if ad else ffi.NULL, len(ad) if ad else 0,
+    )  # fmt: skip
+    return int(tag[0]) if rc == 0 else None
+
+
+def _view(data: Buffer) -> memoryview:
+    return data.cast("B") if isinstance(data, memoryview) else memoryview(data)
+
 
 _HEADER: Final = Schema(
     "file header",
@@ -217,15 +260,20 @@ class FileEncryptor:
         )
         self._pending: bytes | None = self._prefix + stream_header
         self._first = True
-        self._buffer = bytearray()
+        # What follows the chunks pushed so far, at most one chunk: kept back, since only
+        # finish() knows the last. Held by reference when it is an immutable whole chunk
+        # of the input; a bytearray when pieces had to be joined.
+        self._tail: Buffer = b""
         self._size = size
         self._seen = 0
         self._done = False
 
-    def _push(self, chunk: bytes, tag: int) -> bytes:
+    def _push(self, chunks: list[Buffer], tag: int) -> bytes:
+        if not chunks:
+            return b""
         ad = self._prefix if self._first else None
         self._first = False
-        return sodium.crypto_secretstream_xchacha20poly1305_push(self._state, chunk, ad, tag)
+        return _ss_push(self._state, chunks, ad, tag)
 
     def _take_pending(self) -> bytes:
         out, self._pending = self._pending or b"", None
@@ -240,13 +288,36 @@ class FileEncryptor:
             raise InvalidValue(f"more than the declared {self._size} bytes")
         if self._seen > MAX_FILE_SIZE:
             raise InvalidValue(f"a file is at most {MAX_FILE_SIZE} bytes")
-        self._buffer += data
-        out = [self._take_pending()]
-        # Keep the last chunk back: only finish() knows it is the last.
-        while len(self._buffer) > FILE_CHUNK:
-            out.append(self._push(bytes(self._buffer[:FILE_CHUNK]), _TAG_MESSAGE))
-            del self._buffer[:FILE_CHUNK]
-        return b"".join(out)
+        view = _view(data)
+        pending = self._take_pending()
+        if not view:
+            return pending
+        chunks: list[Buffer] = []
+        tail = self._tail
+        if tail:
+            if len(tail) < FILE_CHUNK:
+                # Complete the chunk kept back with the head of the input.
+                if not isinstance(tail, bytearray):
+                    tail = bytearray(tail)
+                need = FILE_CHUNK - len(tail)
+                tail += view[:need]
+                view = view[need:]
+            if not view:
+                self._tail = tail
+                return pending
+            chunks.append(tail)
+        # Whole chunks straight from the input (memoryview slices, no copies); the last
+        # piece (1 to FILE_CHUNK bytes) is kept back: only finish() knows it is the last.
+        n = len(view)
+        start = 0
+        while n - start > FILE_CHUNK:
+            chunks.append(view[start : start + FILE_CHUNK])
+            start += FILE_CHUNK
+        out = self._push(chunks, _TAG_MESSAGE)
+        rest = view[start:]
+        # An immutable input is held by reference; a mutable one may change under us.
+        self._tail = rest if rest.readonly else bytes(rest)
+        return pending + out if pending else out
 
     def finish(self) -> bytes:
         """The final chunk (and the header, for a file that had no update)."""
@@ -255,8 +326,8 @@ class FileEncryptor:
         if self._size is not None and self._seen != self._size:
             raise InvalidValue(f"the file has {self._seen} bytes, not the declared {self._size}")
         self._done = True
-        out = self._take_pending() + self._push(bytes(self._buffer), _TAG_FINAL)
-        self._buffer.clear()
+        out = self._take_pending() + self._push([self._tail], _TAG_FINAL)
+        self._tail = b""
         return out
 
 
@@ -317,24 +388,24 @@ class FileDecryptor:
         self._failed = True
         return error
 
-    def _pull(self, sealed: bytes) -> tuple[bytes, int]:
+    def _pull(self, sealed: Buffer, out: Any) -> int:
+        """Pull one sealed chunk into the cffi pointer ``out``; its tag."""
         assert self._header is not None
         ad = None if self._verified else self._header.prefix
-        try:
-            plain, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(self._state, sealed, ad)
-        except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError, RuntimeError):
+        tag = _ss_pull(self._state, out, sealed, ad)
+        if tag is None:
             raise self._fail(
                 FileTampered("a chunk does not verify: altered, reordered, or cut short")
-            ) from None
+            )
         self._verified = True
-        self._written += len(plain)
+        self._written += len(sealed) - _ABYTES
         if tag not in (_TAG_MESSAGE, _TAG_FINAL):
             raise self._fail(FileTampered(f"a chunk with the unexpected tag {tag}"))
         size = self._header.size
         if size is not None and (tag == _TAG_FINAL) != (self._written == size):
             raise self._fail(FileTampered("the final chunk is not where the size says"))
         self._final = tag == _TAG_FINAL
-        return plain, tag
+        return tag
 
     def update(self, data: bytes | bytearray | memoryview) -> bytes:
         """Take the next piece of the file; return the plaintext verified so far."""
@@ -344,17 +415,40 @@ class FileDecryptor:
             if len(data):
                 raise self._fail(FileExtended("bytes after the final chunk"))
             return b""
-        self._buffer += data
-        if self._header is None and not self._start():
-            return b""
-        out = []
-        # A full sealed chunk may be the last one: it is pulled, and its tag says so.
-        while not self._final and len(self._buffer) >= (need := self._next_length()):
-            out.append(self._pull(bytes(self._buffer[:need]))[0])
-            del self._buffer[:need]
-        if self._final and self._buffer:
-            raise self._fail(FileExtended("bytes after the final chunk"))
-        return b"".join(out)
+        view = _view(data)
+        if self._header is None:
+            self._buffer += view
+            if not self._start():
+                return b""
+            view = memoryview(bytes(self._buffer))
+            self._buffer = bytearray()
+        # The plaintext of this update goes into one output (no larger than the input
+        # and the partial chunk kept back): one copy in all.
+        out = _alloc("unsigned char[]", max(len(self._buffer) + len(view), 1))
+        off = 0
+        if self._buffer:
+            # Complete the partial chunk kept from the last piece with the head of this one.
+            need = self._next_length() - len(self._buffer)
+            if len(view) < need:
+                self._buffer += view
+                return b""
+            self._buffer += view[:need]
+            view = view[need:]
+            self._pull(self._buffer, out)
+            off += len(self._buffer) - _ABYTES
+            self._buffer = bytearray()
+        # Whole sealed chunks straight from the input (memoryview slices, no copies). A
+        # full sealed chunk may be the last one: it is pulled, and its tag says so.
+        start, n = 0, len(view)
+        while not self._final and n - start >= (need := self._next_length()):
+            self._pull(view[start : start + need], out + off)
+            off += need - _ABYTES
+            start += need
+        if start < n:
+            if self._final:
+                raise self._fail(FileExtended("bytes after the final chunk"))
+            self._buffer += view[start:]
+        return ffi.buffer(out, off)[:]
 
     def finish(self) -> bytes:
         """The end of the input: the last plaintext, or the error of a file cut short."""
@@ -367,8 +461,11 @@ class FileDecryptor:
         if self._header.size is not None or len(self._buffer) < _ABYTES:
             raise self._fail(FileTruncated("the file ends before its final chunk"))
         # The size is not declared: what is left is the final chunk, or the file was cut.
-        plain, tag = self._pull(bytes(self._buffer))
-        self._buffer.clear()
+        n = len(self._buffer) - _ABYTES
+        out = _alloc("unsigned char[]", max(n, 1))
+        tag = self._pull(self._buffer, out)
+        plain = ffi.buffer(out, n)[:]
+        self._buffer = bytearray()
         if tag != _TAG_FINAL:
             raise self._fail(FileTruncated("the file ends with no final chunk"))
         return plain
