@@ -530,6 +530,17 @@ class PostFromFuture(ChannelError):
     status = "clock_skew"
 
 
+class PostLocked(ChannelError):
+    """A private channel's post, signed by the channel, that the reader cannot open: it
+    holds no key, or the post is under another epoch's key (the invite was revoked, or
+    the post is older than the invite). ``epoch``: the post's epoch ID; ``previous``:
+    the epoch ID it names as the one before (None if none); ``timestamp_ms``: its time."""
+
+    epoch: bytes | None = None
+    previous: bytes | None = None
+    timestamp_ms: int | None = None
+
+
 class InvalidLink(InvalidValue):
     """A ``veil://`` link (channel invite, bot deep link) that does not parse."""
 

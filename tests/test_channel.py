@@ -24,9 +24,11 @@ from veil.onion.capability import DelegatedSigner, SessionKey, delegate, parse_r
 from veil.onion.channel import (
     MAX_POST_BYTES,
     POST_DOMAIN,
+    PRIVATE_POST_DOMAIN,
     BotLink,
     ChannelInvite,
     Command,
+    epoch_id,
     format_bot_link,
     format_channel_invite,
     make_post,
@@ -44,6 +46,7 @@ from veil.onion.errors import (
     InvalidValue,
     MalformedPost,
     PostFromFuture,
+    PostLocked,
     PostTooLarge,
     WrongChannel,
 )
@@ -306,6 +309,139 @@ def test_the_command_parser_refuses_garbage_with_typed_errors(text: str) -> None
         parse_command(text)
 
 
+# --- private posts ------------------------------------------------------------------------
+
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+
+
+def test_a_private_post_opens_with_its_key_only() -> None:
+    channel = account("private")
+    post = make_post(
+        channel, "secret", now_ms=NOW, title="T", priority=5, tags=["x"], epoch_key=KEY
+    )
+    assert post.private and post.epoch == epoch_id(KEY, channel.id)
+    for field in (b"secret", b"T"):
+        assert field not in post.encoded  # nodes see only ciphertext
+    got = verify_post(post.encoded, channel=channel.id, key=KEY)
+    assert (got.text, got.title, got.priority, got.tags, got.private) == (
+        "secret",
+        "T",
+        5,
+        ("x",),
+        True,
+    )
+    assert got.to_json()["private"] is True
+    with pytest.raises(PostLocked) as no_key:
+        verify_post(post.encoded, channel=channel.id)
+    assert no_key.value.epoch == post.epoch and no_key.value.timestamp_ms == NOW
+    with pytest.raises(PostLocked):
+        verify_post(post.encoded, channel=channel.id, key=OTHER_KEY)
+    # A public post is read whatever key the reader holds.
+    plain = make_post(channel, "open", now_ms=NOW)
+    assert verify_post(plain.encoded, channel=channel.id, key=KEY).text == "open"
+    assert not plain.private
+
+
+def test_private_posts_have_padded_boxes_and_fresh_nonces() -> None:
+    channel = account("private")
+    short = make_post(channel, "a", now_ms=NOW, epoch_key=KEY)
+    longer = make_post(channel, "a" * 100, now_ms=NOW, epoch_key=KEY)
+    box = cbor2.loads(short.encoded)["box"]
+    assert len(box) == 256 and len(cbor2.loads(longer.encoded)["box"]) == 256
+    again = make_post(channel, "a", now_ms=NOW, epoch_key=KEY)
+    assert cbor2.loads(again.encoded)["box"] != box
+
+
+def test_a_rotated_epoch_names_the_previous_one() -> None:
+    channel = account("private")
+    post = make_post(
+        channel, "new", now_ms=NOW, epoch_key=OTHER_KEY, previous=epoch_id(KEY, channel.id)
+    )
+    with pytest.raises(PostLocked) as old:
+        verify_post(post.encoded, channel=channel.id, key=KEY)
+    assert old.value.previous == epoch_id(KEY, channel.id)
+    assert verify_post(post.encoded, channel=channel.id, key=OTHER_KEY).text == "new"
+    with pytest.raises(InvalidValue):
+        make_post(channel, "x", now_ms=NOW, previous=bytes(32))  # public: no epoch
+    with pytest.raises(InvalidValue):
+        make_post(channel, "x", now_ms=NOW, epoch_key=b"short")
+
+
+def resign(channel: Account, obj: dict[str, Any]) -> bytes:
+    obj = dict(obj)
+    obj.pop("sig", None)
+    unsigned = cbor2.dumps(obj, canonical=True)
+    obj["sig"] = channel.sign(PRIVATE_POST_DOMAIN, unsigned)
+    return cbor2.dumps(obj, canonical=True)
+
+
+def test_a_tampered_private_post_is_refused() -> None:
+    channel = account("private")
+    post = make_post(channel, "secret", now_ms=NOW, epoch_key=KEY)
+    obj = cbor2.loads(post.encoded)
+    box = bytearray(obj["box"])
+    box[40] ^= 1
+    # Unsigned change: the signature fails first (a node cannot alter a post).
+    with pytest.raises(BadPostSignature):
+        verify_post(cbor2.dumps({**obj, "box": bytes(box)}, canonical=True), key=KEY)
+    # Signed by the channel but not a box under its epoch: malformed, not locked.
+    with pytest.raises(MalformedPost):
+        verify_post(resign(channel, {**obj, "box": bytes(box)}), key=KEY)
+    # The box is bound to its post ID and epoch (AD): moved, it does not open.
+    with pytest.raises(MalformedPost):
+        verify_post(resign(channel, {**obj, "id": bytes(16)}), key=KEY)
+    other = make_post(channel, "x", now_ms=NOW, epoch_key=OTHER_KEY)
+    moved = {**cbor2.loads(other.encoded), "box": obj["box"]}
+    with pytest.raises(MalformedPost):
+        verify_post(resign(channel, moved), key=OTHER_KEY)
+    # Another channel's box, re-signed by this one: the channel is in the AD.
+    stranger = account("stranger")
+    theirs = cbor2.loads(make_post(stranger, "y", now_ms=NOW, epoch_key=KEY).encoded)
+    with pytest.raises(MalformedPost):
+        verify_post(resign(channel, {**obj, "box": theirs["box"]}), key=KEY)
+    # Signed by another key: refused before any decryption.
+    with pytest.raises(BadPostSignature):
+        verify_post(resign(stranger, obj), key=KEY)
+    # A public post's domain does not sign a private one.
+    unsigned = dict(obj)
+    unsigned.pop("sig")
+    forged = {**obj, "sig": channel.sign(POST_DOMAIN, cbor2.dumps(unsigned, canonical=True))}
+    with pytest.raises(BadPostSignature):
+        verify_post(cbor2.dumps(forged, canonical=True), key=KEY)
+
+
+def test_a_delegated_key_posts_privately() -> None:
+    channel = account("private")
+    post = make_post(delegated_poster(channel), "job", now_ms=NOW, epoch_key=KEY)
+    got = verify_post(post.encoded, channel=channel.id, key=KEY)
+    assert got.delegated and got.text == "job"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=10_000), st.integers(min_value=1, max_value=255))
+def test_a_mutated_private_post_never_opens_as_another(at: int, value: int) -> None:
+    channel = account("private")
+    post = make_post(channel, "secret", now_ms=NOW, epoch_key=KEY, rng=counter_rng(b"m"))
+    data = bytearray(post.encoded)
+    data[at % len(data)] ^= value
+    with contextlib.suppress(ChannelError):
+        got = verify_post(bytes(data), channel=channel.id, key=KEY)
+        assert got.text == "secret"  # only a change that re-encodes the same post
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["v", "ch", "id", "ts", "ep", "pe", "box", "k", "sig", "text"]),
+        st.one_of(st.integers(0, 3), st.binary(max_size=300), st.text(max_size=10)),
+    )
+)
+def test_the_private_parser_refuses_garbage_with_typed_errors(obj: dict[str, Any]) -> None:
+    with contextlib.suppress(ChannelError):
+        verify_post(cbor2.dumps(obj, canonical=True), key=KEY)
+
+
 # --- known answers ------------------------------------------------------------------------
 
 
@@ -331,6 +467,27 @@ def make_vectors() -> dict[str, Any]:
         "post": plain.encoded.hex(),
         "delegated_post": delegated.encoded.hex(),
         "invite": format_channel_invite(channel.id, bytes(range(32))),
+        "private_domain": PRIVATE_POST_DOMAIN.decode(),
+        "private_key": KEY.hex(),
+        "private_epoch": epoch_id(KEY, channel.id).hex(),
+        "private_post": make_post(
+            channel,
+            "hello, invited",
+            now_ms=NOW + 2000,
+            title="Inside",
+            priority=2,
+            tags=["members"],
+            epoch_key=KEY,
+            rng=counter_rng(b"private"),
+        ).encoded.hex(),
+        "private_post_rotated": make_post(
+            channel,
+            "after the revocation",
+            now_ms=NOW + 3000,
+            epoch_key=OTHER_KEY,
+            previous=epoch_id(KEY, channel.id),
+            rng=counter_rng(b"rotated"),
+        ).encoded.hex(),
         "bot_link": format_bot_link(channel.id, "welcome"),
     }
 
@@ -358,6 +515,33 @@ def test_known_answers() -> None:
     assert cbor2.dumps({**obj, "sig": sig}, canonical=True).hex() == want["post"]
     assert parse_channel_invite(want["invite"]).key == bytes(range(32))
     assert parse_bot_link(want["bot_link"]).start == "welcome"
+    # The private post, opened with hashlib and libsodium directly.
+    import hashlib
+
+    key = bytes.fromhex(want["private_key"])
+    priv = cbor2.loads(bytes.fromhex(want["private_post"]))
+    sig = priv.pop("sig")
+    signed = (
+        b"veil/" + want["private_domain"].encode() + b"\x00" + cbor2.dumps(priv, canonical=True)
+    )
+    sodium.crypto_sign_open(sig + signed, priv["k"])
+    ch = channel.id.x25519_public
+    epoch = hashlib.blake2b(ch, digest_size=32, key=key, person=b"veil/chan-epoch").digest()
+    assert priv["ep"] == epoch == bytes.fromhex(want["private_epoch"])
+    box_key = hashlib.blake2b(ch + epoch, digest_size=32, key=key, person=b"veil/chan-boxkey")
+    padded = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        priv["box"][24:],
+        b"veil/channel-box/v1\x00" + ch + epoch + priv["id"],
+        priv["box"][:24],
+        box_key.digest(),
+    )
+    assert len(priv["box"]) == 256
+    inner = cbor2.loads(padded[: padded.rindex(b"\x80")])
+    assert inner == {"text": "hello, invited", "title": "Inside", "pri": 2, "tags": ["members"]}
+    got = verify_post(bytes.fromhex(want["private_post"]), channel=channel.id, key=key)
+    assert (got.text, got.priority) == ("hello, invited", 2)
+    rotated = cbor2.loads(bytes.fromhex(want["private_post_rotated"]))
+    assert rotated["pe"] == epoch and rotated["v"] == 2
 
 
 if __name__ == "__main__":

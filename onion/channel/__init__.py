@@ -3,7 +3,8 @@ the bot command grammar.
 
 * :mod:`~veil.onion.channel.posts`: :func:`make_post`, :func:`verify_post`, :class:`Post`
   (deterministic CBOR, signed under ``channel-post/v1`` by the channel's key or by a
-  delegated key allowed to ``post``);
+  delegated key allowed to ``post``; a private channel's posts encrypted under its
+  epoch key, :func:`epoch_id`);
 * :mod:`~veil.onion.channel.links`: ``veil://channel/<id>#<key>`` invites and
   ``veil://bot/<id>?start=param`` deep links;
 * :mod:`~veil.onion.channel.commands`: ``/cmd args``.
@@ -29,13 +30,16 @@ from .links import (
 from .posts import (
     CHANNEL_NAMESPACE,
     DEFAULT_PRIORITY,
+    EPOCH_KEY_BYTES,
     MAX_POST_BYTES,
     MAX_TAG_CHARS,
     MAX_TAGS,
     MAX_TEXT_CHARS,
     MAX_TITLE_CHARS,
     POST_DOMAIN,
+    PRIVATE_POST_DOMAIN,
     Post,
+    epoch_id,
     make_post,
     verify_post,
 )
@@ -43,6 +47,7 @@ from .posts import (
 __all__ = [
     "CHANNEL_NAMESPACE",
     "DEFAULT_PRIORITY",
+    "EPOCH_KEY_BYTES",
     "INVITE_KEY_BYTES",
     "MAX_COMMAND_CHARS",
     "MAX_POST_BYTES",
@@ -51,10 +56,12 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "MAX_TITLE_CHARS",
     "POST_DOMAIN",
+    "PRIVATE_POST_DOMAIN",
     "BotLink",
     "ChannelInvite",
     "Command",
     "Post",
+    "epoch_id",
     "format_bot_link",
     "format_channel_invite",
     "make_post",

@@ -28,6 +28,26 @@ with the network's clock skew, as an owner's proof is checked
 (:mod:`veil.onion.rpc.proof`): a post stored yesterday by a key that has since expired
 is still the channel's. Revocations are the caller's (``is_revoked``).
 
+**Private posts** (version 2) hide everything a follower reads behind the channel's
+current *epoch key* ``K`` (32 random bytes the channel keeps; it travels only in the
+invite link's fragment). The post map is::
+
+    {"v": 2, "ch": ..., "id": ..., "ts": ms, "ep": epoch ID (32), ["pe": previous
+     epoch ID (32),] "box": nonce (24) || ciphertext, "k": ..., ["cap": ...], "sig": ...}
+
+with ``ep = BLAKE2b(key=K, person="veil/chan-epoch", ch)`` (one-way: the ID names the
+key, it does not give it) and ``box`` the XChaCha20-Poly1305 encryption, under
+``k = BLAKE2b(key=K, person="veil/chan-boxkey", ch || ep)``, of the canonical CBOR
+``{"text", ["title",] "pri", "tags"}`` padded with Padmé (:mod:`veil.onion.padding`,
+the whole box on the grid, 256 bytes at least), the associated data
+``"veil/channel-box/v1" NUL || ch || ep || id``: a box opens only in its own channel,
+epoch and post. The priority is inside (a node sees no field a follower reads). The
+signature (domain :data:`PRIVATE_POST_DOMAIN`) covers the map without ``sig``, so the
+ciphertext is the channel's: followers check authorship before decrypting, and a node,
+which sees only this map, checks the store's signature as for any post. ``pe`` names
+the epoch before (set after the invite is revoked): a follower holding that epoch's
+key learns its invite was revoked even when no older post is left.
+
 Every size is bounded before anything is parsed (:data:`MAX_POST_BYTES`), then each
 field by the schema; every refusal is a typed :class:`~veil.onion.errors.ChannelError`.
 """
@@ -38,21 +58,23 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Final
 
-from .. import crypto
+from .. import crypto, padding
 from ..capability import MAX_CHAIN_SIZE, RevocationLookup, authorize
 from ..capability.signer import DelegatedSigner
-from ..cbor import Field, Schema, encode
+from ..cbor import Field, Schema, decode, encode
 from ..crypto import Rng, system_rng
 from ..errors import (
     BadPostSignature,
     BadSignature,
     CapabilityError,
     DecodeError,
+    IntegrityError,
     InvalidId,
     InvalidKey,
     InvalidValue,
     MalformedPost,
     PostFromFuture,
+    PostLocked,
     PostTooLarge,
     SchemaError,
     TooLarge,
@@ -64,6 +86,7 @@ from ..rpc.limits import CLOCK_SKEW_MS
 __all__ = [
     "CHANNEL_NAMESPACE",
     "DEFAULT_PRIORITY",
+    "EPOCH_KEY_BYTES",
     "MAX_POST_BYTES",
     "MAX_TAGS",
     "MAX_TAG_CHARS",
@@ -71,7 +94,10 @@ __all__ = [
     "MAX_TITLE_CHARS",
     "POST_DOMAIN",
     "POST_VERSION",
+    "PRIVATE_POST_DOMAIN",
+    "PRIVATE_POST_VERSION",
     "Post",
+    "epoch_id",
     "make_post",
     "verify_post",
 ]
@@ -90,9 +116,20 @@ DEFAULT_PRIORITY: Final = 3
 NONCE_BYTES: Final = 16
 #: A whole post: UTF-8 text and title at 4 bytes a character, tags, a chain, the rest.
 MAX_POST_BYTES: Final = (
-    4 * (MAX_TEXT_CHARS + MAX_TITLE_CHARS + MAX_TAGS * MAX_TAG_CHARS) + MAX_CHAIN_SIZE + 512
+    4 * (MAX_TEXT_CHARS + MAX_TITLE_CHARS + MAX_TAGS * MAX_TAG_CHARS) + MAX_CHAIN_SIZE + 2048
 )
 _MAX_TIME_MS: Final = 2**63 - 1
+PRIVATE_POST_VERSION: Final = 2
+#: The signature domain of private (encrypted) posts.
+PRIVATE_POST_DOMAIN: Final = b"channel-private/v1"
+EPOCH_KEY_BYTES: Final = 32
+_EPOCH_PURPOSE: Final = b"veil/chan-epoch"
+_BOX_KEY_PURPOSE: Final = b"veil/chan-boxkey"
+_BOX_AD: Final = b"veil/channel-box/v1\x00"
+_BOX_OVERHEAD: Final = crypto.XNONCE_BYTES + crypto.AEAD_TAG_BYTES
+#: The plaintext bound of a box (text, title and tags at 4 bytes a character, the rest).
+_MAX_INNER: Final = 4 * (MAX_TEXT_CHARS + MAX_TITLE_CHARS + MAX_TAGS * MAX_TAG_CHARS) + 128
+_MAX_BOX: Final = padding.padded_length(_MAX_INNER, overhead=_BOX_OVERHEAD)
 
 _FIELDS: Final = {
     "v": Field(int, choices=frozenset({POST_VERSION})),
@@ -108,6 +145,25 @@ _FIELDS: Final = {
 }
 _POST = Schema("channel_post", {**_FIELDS, "sig": Field(bytes, size=crypto.SIG_BYTES)})
 _UNSIGNED = Schema("channel_post_unsigned", _FIELDS)
+_PRIVATE_FIELDS: Final = {
+    "v": Field(int, choices=frozenset({PRIVATE_POST_VERSION})),
+    "ch": _FIELDS["ch"],
+    "id": _FIELDS["id"],
+    "ts": _FIELDS["ts"],
+    "ep": Field(bytes, size=32),
+    "pe": Field(bytes, size=32, required=False),
+    "box": Field(bytes, min_len=_BOX_OVERHEAD, max_len=_MAX_BOX),
+    "k": _FIELDS["k"],
+    "cap": _FIELDS["cap"],
+}
+_PRIVATE = Schema(
+    "channel_private_post", {**_PRIVATE_FIELDS, "sig": Field(bytes, size=crypto.SIG_BYTES)}
+)
+_PRIVATE_UNSIGNED = Schema("channel_private_post_unsigned", _PRIVATE_FIELDS)
+_INNER = Schema(
+    "channel_post_body",
+    {key: _FIELDS[key] for key in ("text", "title", "pri", "tags")},
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +182,12 @@ class Post:
     signer: bytes
     delegated: bool
     encoded: bytes
+    #: A private post's epoch ID (None: a public post).
+    epoch: bytes | None = None
+
+    @property
+    def private(self) -> bool:
+        return self.epoch is not None
 
     def to_json(self) -> dict[str, object]:
         """A JSON-able view (``veil channel follow --json``)."""
@@ -138,6 +200,7 @@ class Post:
             "priority": self.priority,
             "tags": list(self.tags),
             "delegated": self.delegated,
+            "private": self.private,
         }
 
 
@@ -167,11 +230,17 @@ def make_post(
     priority: int = DEFAULT_PRIORITY,
     tags: tuple[str, ...] | list[str] = (),
     channel: AccountId | None = None,
+    epoch_key: bytes | None = None,
+    previous: bytes | None = None,
     rng: Rng = system_rng,
 ) -> Post:
     """A signed post of ``channel`` (default: the signer's own account, or the
     delegated signer's owner). :class:`~veil.onion.errors.InvalidValue` for text,
-    title, priority or tags out of bounds (nothing is signed)."""
+    title, priority or tags out of bounds (nothing is signed).
+
+    With ``epoch_key`` (a private channel's current key) the post is private: its text, title,
+    priority and tags are encrypted (see the module note); ``previous`` is the epoch ID
+    before this one, if any."""
     _check_text(text, "text", MAX_TEXT_CHARS)
     if title is not None:
         _check_text(title, "title", MAX_TITLE_CHARS, empty_ok=False)
@@ -197,18 +266,24 @@ def make_post(
         cap = None
     if isinstance(now_ms, bool) or not isinstance(now_ms, int) or not 0 <= now_ms <= _MAX_TIME_MS:
         raise InvalidValue("now_ms is a time in ms")
+    inner: dict[str, object] = {"text": text, "pri": priority, "tags": list(tags)}
+    if title is not None:
+        inner["title"] = title
+    post_id = rng(NONCE_BYTES)
+    if epoch_key is not None:
+        return _make_private(
+            signer, channel, post_id, now_ms, inner, epoch_key, previous, key, cap, rng
+        )
+    if previous is not None:
+        raise InvalidValue("a previous epoch is for a private post")
     body: dict[str, object] = {
         "v": POST_VERSION,
         "ch": channel.x25519_public,
-        "id": rng(NONCE_BYTES),
+        "id": post_id,
         "ts": now_ms,
-        "text": text,
-        "pri": priority,
-        "tags": list(tags),
+        **inner,
         "k": key,
     }
-    if title is not None:
-        body["title"] = title
     if cap is not None:
         body["cap"] = cap
     unsigned = _UNSIGNED.encode(body)
@@ -217,6 +292,84 @@ def make_post(
     if len(encoded) > MAX_POST_BYTES:  # cannot happen within the bounds; kept as a guard
         raise InvalidValue("post too large")
     return _post_of(body, encoded, channel)
+
+
+def epoch_id(key: bytes, channel: AccountId) -> bytes:
+    """The ID of a private channel's epoch key ``key`` (one-way: it names the key)."""
+    if not isinstance(key, bytes) or len(key) != EPOCH_KEY_BYTES:
+        raise InvalidValue(f"an epoch key is {EPOCH_KEY_BYTES} bytes")
+    return crypto.kdf(key, _EPOCH_PURPOSE, 32, channel.x25519_public)
+
+
+def _box_key(key: bytes, ch: bytes, epoch: bytes) -> bytes:
+    return crypto.kdf(key, _BOX_KEY_PURPOSE, crypto.KEY_BYTES, ch + epoch)
+
+
+def _make_private(
+    signer: Account | DelegatedSigner,
+    channel: AccountId,
+    post_id: bytes,
+    now_ms: int,
+    inner: dict[str, object],
+    epoch_key: bytes,
+    previous: bytes | None,
+    key: bytes,
+    cap: bytes | None,
+    rng: Rng,
+) -> Post:
+    ch = channel.x25519_public
+    epoch = epoch_id(epoch_key, channel)
+    if previous is not None and (not isinstance(previous, bytes) or len(previous) != 32):
+        raise InvalidValue("a previous epoch ID is 32 bytes")
+    padded = padding.pad(_INNER.encode(inner), overhead=_BOX_OVERHEAD)
+    nonce = rng(crypto.XNONCE_BYTES)
+    box = nonce + crypto.aead_seal(
+        _box_key(epoch_key, ch, epoch), nonce, padded, _BOX_AD + ch + epoch + post_id
+    )
+    body: dict[str, object] = {
+        "v": PRIVATE_POST_VERSION,
+        "ch": ch,
+        "id": post_id,
+        "ts": now_ms,
+        "ep": epoch,
+        "box": box,
+        "k": key,
+    }
+    if previous is not None:
+        body["pe"] = previous
+    if cap is not None:
+        body["cap"] = cap
+    unsigned = _PRIVATE_UNSIGNED.encode(body)
+    body["sig"] = signer.sign(PRIVATE_POST_DOMAIN, unsigned)
+    encoded = _PRIVATE.encode(body)
+    if len(encoded) > MAX_POST_BYTES:  # cannot happen within the bounds; kept as a guard
+        raise InvalidValue("post too large")
+    return _post_of({**body, **inner}, encoded, channel)
+
+
+def _open_box(obj: dict[str, object], key: bytes, channel: AccountId) -> dict[str, object]:
+    """The body of a verified private post whose epoch is ``key``'s (MalformedPost if it
+    does not open: the channel signed something that is not a box)."""
+    ch = channel.x25519_public
+    epoch = obj["ep"]
+    box = obj["box"]
+    post_id = obj["id"]
+    assert isinstance(epoch, bytes) and isinstance(box, bytes) and isinstance(post_id, bytes)
+    nonce, sealed = box[: crypto.XNONCE_BYTES], box[crypto.XNONCE_BYTES :]
+    try:
+        padded = crypto.aead_open(
+            _box_key(key, ch, epoch), nonce, sealed, _BOX_AD + ch + epoch + post_id
+        )
+        inner = _INNER.decode(
+            padding.unpad(padded), max_size=_MAX_INNER, max_depth=2, canonical=True
+        )
+        for tag in inner["tags"]:
+            _check_tag(tag)
+    except IntegrityError:
+        raise MalformedPost("the private post's box does not open under its epoch") from None
+    except (DecodeError, SchemaError, TooLarge, InvalidValue) as exc:
+        raise MalformedPost(f"the private post's body: {exc}") from None
+    return inner
 
 
 def _post_of(obj: dict[str, object], encoded: bytes, channel: AccountId) -> Post:
@@ -234,6 +387,7 @@ def _post_of(obj: dict[str, object], encoded: bytes, channel: AccountId) -> Post
         signer=obj["k"],  # type: ignore[arg-type]
         delegated="cap" in obj,
         encoded=encoded,
+        epoch=obj.get("ep"),  # type: ignore[arg-type]
     )
 
 
@@ -245,8 +399,10 @@ def verify_post(
     namespace: int = CHANNEL_NAMESPACE,
     skew_ms: int = CLOCK_SKEW_MS,
     is_revoked: RevocationLookup | None = None,
+    key: bytes | None = None,
 ) -> Post:
-    """Parse and check a post read from ``channel`` (None: any channel, the post's own).
+    """Parse and check a post read from ``channel`` (None: any channel, the post's own);
+    ``key``: the private channel's epoch key the reader holds (from its invite).
 
     In order, each with its typed error: the size (:class:`PostTooLarge`, before
     parsing); canonical CBOR of the post's schema and tags without spaces
@@ -255,14 +411,19 @@ def verify_post(
     a chain letting it ``post`` in ``namespace`` at the post's time
     (:class:`BadPostSignature`, caused by the chain's
     :class:`~veil.onion.errors.CapabilityError`); the signature (:class:`BadPostSignature`).
+    A private post, then: :class:`PostLocked` if ``key`` is None or not the post's
+    epoch's (compared in constant time), :class:`MalformedPost` if its box does not
+    open or holds no post body. A public post is read whatever ``key`` is.
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MalformedPost("a post is bytes")
     if len(data) > MAX_POST_BYTES:
         raise PostTooLarge(f"post of {len(data)} bytes; the most is {MAX_POST_BYTES}")
     try:
-        obj = _POST.decode(bytes(data), max_size=MAX_POST_BYTES, max_depth=2, canonical=True)
-        for tag in obj["tags"]:
+        raw = decode(bytes(data), max_size=MAX_POST_BYTES, max_depth=2, canonical=True)
+        private = isinstance(raw, dict) and raw.get("v") == PRIVATE_POST_VERSION
+        obj = (_PRIVATE if private else _POST).check(raw)
+        for tag in obj.get("tags", ()):
             _check_tag(tag)
         owner = AccountId(obj["ch"])
     except TooLarge as exc:
@@ -300,7 +461,20 @@ def verify_post(
     unsigned = dict(obj)
     signature = unsigned.pop("sig")
     try:
-        crypto.verify(signer, POST_DOMAIN, encode(unsigned), signature)
+        crypto.verify(
+            signer, PRIVATE_POST_DOMAIN if private else POST_DOMAIN, encode(unsigned), signature
+        )
     except BadSignature:
         raise BadPostSignature("the post's signature does not verify") from None
-    return _post_of(obj, bytes(data), owner)
+    if not private:
+        return _post_of(obj, bytes(data), owner)
+    epoch: bytes = obj["ep"]
+    if key is None or not crypto.ct_equal(epoch_id(key, owner), epoch):
+        locked = PostLocked(
+            "a private post; this reader holds no key"
+            if key is None
+            else "a private post under another key than the reader's"
+        )
+        locked.epoch, locked.previous, locked.timestamp_ms = epoch, obj.get("pe"), timestamp
+        raise locked
+    return _post_of({**obj, **_open_box(obj, key, owner)}, bytes(data), owner)
