@@ -1,4 +1,5 @@
-"""``veil channel create|post|follow|invite|list``: channels from the command line.
+"""``veil channel create|post|follow|invite|revoke-invite|list``: channels from the
+command line.
 
 Design notes
 ------------
@@ -9,7 +10,13 @@ Design notes
   follow of this home stopped; ``--since`` skips posts older than a duration (``10m``,
   ``2h``, ``1d``), a time in ms, or ``all``. Posts that do not verify are dropped,
   counted (``list`` shows the count) and never printed.
-* Private channels (an invite with ``#key``) are refused: not built yet.
+* ``create NAME --private`` makes a private channel: its posts are encrypted under a
+  key that travels only in its invite link, after ``#``. ``invite NAME`` prints that
+  link (with the key: share it with followers only); ``revoke-invite NAME`` draws a new
+  key for future posts and prints the new link (no network: the next post uses it).
+  ``follow`` takes the invite and nothing else (no identity is used or sent); posts it
+  cannot open are counted (``list``: "locked") and said once on stderr, in particular
+  that the invite was revoked.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ def register(reg: Registrar) -> None:
     ch = reg.group("channel", help="publish and follow channels (followers stay unnamed)")
     create = ch.command("create", _create, help="create a channel (a new account)")
     create.add_argument("name", metavar="NAME")
+    create.add_argument(
+        "--private", action="store_true", help="posts encrypted; the key is in the invite"
+    )
     post = ch.command("post", _post, help="publish a post to a channel this home owns")
     post.add_argument("channel", metavar="CHANNEL", help="its name or ID")
     post.add_argument("text", metavar="TEXT")
@@ -43,8 +53,12 @@ def register(reg: Registrar) -> None:
     follow.add_argument("channel", metavar="CHANNEL_OR_INVITE")
     follow.add_argument("--since", default=None, help="10m, 2h, 1d, a time in ms, or all")
     follow.add_argument("--count", type=int, default=0, metavar="N", help="stop after N posts")
-    invite = ch.command("invite", _invite, help="print a channel's link")
+    invite = ch.command("invite", _invite, help="print a channel's link (a private one's key)")
     invite.add_argument("channel", metavar="CHANNEL", help="its name or ID")
+    revoke = ch.command(
+        "revoke-invite", _revoke, help="new key for future posts of a private channel"
+    )
+    revoke.add_argument("channel", metavar="CHANNEL", help="its name or ID")
     ch.command("list", _list, help="channels this home owns and follows")
 
 
@@ -84,13 +98,20 @@ def _create(ctx: Context) -> None:
     from veil.client.channels import create_channel
 
     async def job(client: VeilClient) -> Any:
-        return create_channel(client, ctx.args.name)
+        return create_channel(client, ctx.args.name, private=ctx.args.private)
 
     channel = _run(ctx, job)
     ctx.emit(
-        {"id": str(channel.id), "name": channel.name, "invite": channel.invite},
+        {
+            "id": str(channel.id),
+            "name": channel.name,
+            "private": channel.private,
+            "invite": channel.invite,
+        },
         f"{channel.id}\n{channel.invite}",
     )
+    if channel.private and not ctx.json:
+        ctx.note("private channel: the invite carries its key; share it with followers only")
 
 
 def _post(ctx: Context) -> None:
@@ -114,9 +135,12 @@ def _follow(ctx: Context) -> None:
     since = _since(ctx.args.since)
     limit = ctx.args.count
 
+    def notice(kind: str, text: str) -> None:
+        ctx.note(text)
+
     async def job(client: VeilClient) -> None:
         count = 0
-        async for post in follow(client, ctx.args.channel, since=since):
+        async for post in follow(client, ctx.args.channel, since=since, on_notice=notice):
             if ctx.json:
                 ctx.stdout.write(json.dumps(post.to_json()) + "\n")
             else:
@@ -131,10 +155,25 @@ def _follow(ctx: Context) -> None:
 
 
 def _invite(ctx: Context) -> None:
-    from veil.client.channels import channel_invite
+    from veil.client.channels import _owned, _private_row, channel_invite
 
-    link = channel_invite(ctx.home, ctx.args.channel)
-    ctx.emit({"invite": link}, link)
+    home = ctx.home
+    _, ident, _ = _owned(home, ctx.args.channel)
+    private = _private_row(home, ident) is not None
+    link = channel_invite(home, ctx.args.channel, account=ctx.account() if private else None)
+    ctx.emit({"invite": link, "private": private}, link)
+
+
+def _revoke(ctx: Context) -> None:
+    from veil.client.channels import channel_invite, revoke_invite
+
+    home = ctx.home
+    account = ctx.account()
+    revoke_invite(home, ctx.args.channel, account=account)
+    link = channel_invite(home, ctx.args.channel, account=account)
+    ctx.emit({"invite": link, "private": True}, link)
+    if not ctx.json:
+        ctx.note("the old invite reads the posts made before; this one, the posts from now on")
 
 
 def _list(ctx: Context) -> None:
@@ -146,7 +185,14 @@ def _list(ctx: Context) -> None:
         return
     lines = [
         f"{'owns   ' if i.owned else 'follows'} {i.id} {i.name or ''}"
-        + ("" if i.owned else f" ({i.taken} posts, {i.dropped} dropped)")
+        + (" (private)" if i.owned and i.private else "")
+        + (
+            ""
+            if i.owned
+            else f" ({i.taken} posts, {i.dropped} dropped"
+            + (f", {i.locked} locked" if i.locked else "")
+            + ")"
+        )
         for i in infos
     ]
     ctx.emit({}, "\n".join(lines) or "(none)")
