@@ -318,17 +318,17 @@ OTHER_KEY = bytes(range(1, 33))
 def test_a_private_post_opens_with_its_key_only() -> None:
     channel = account("private")
     post = make_post(
-        channel, "secret", now_ms=NOW, title="T", priority=5, tags=["x"], epoch_key=KEY
+        channel, "secret", now_ms=NOW, title="Title", priority=5, tags=["tagged"], epoch_key=KEY
     )
     assert post.private and post.epoch == epoch_id(KEY, channel.id)
-    for field in (b"secret", b"T"):
-        assert field not in post.encoded  # nodes see only ciphertext
+    for field in (b"secret", b"Title", b"tagged", b"text", b"title", b"pri", b"tags"):
+        assert field not in post.encoded  # nodes see only ciphertext (no field names either)
     got = verify_post(post.encoded, channel=channel.id, key=KEY)
     assert (got.text, got.title, got.priority, got.tags, got.private) == (
         "secret",
-        "T",
+        "Title",
         5,
-        ("x",),
+        ("tagged",),
         True,
     )
     assert got.to_json()["private"] is True
