@@ -62,6 +62,46 @@ def register(reg: Registrar) -> None:
     cast.add_argument("--rate", type=float, default=30.0, metavar="PER_S", help="sends a second")
     subs = bot.command("subscribers", _subscribers, help="list the subscribers of a topic")
     subs.add_argument("topic", metavar="TOPIC")
+    serve = bot.command(
+        "serve",
+        _serve,
+        help="run the bot and its HTTP gateway (codes, messages, posts) until Ctrl-C",
+        description="The bot and its HTTP API in one process; GET /openapi.json documents it.",
+    )
+    serve.add_argument(
+        "--listen", default="127.0.0.1:8787", metavar="HOST:PORT", help="default 127.0.0.1:8787"
+    )
+    serve.add_argument("--name", default=None, help="the bot's name, shown in help and codes")
+    serve.add_argument(
+        "--topic", action="append", default=[], metavar="TOPIC", help="a topic (repeat)"
+    )
+    serve.add_argument("--tls-cert", default=None, metavar="FILE", help="serve HTTPS")
+    serve.add_argument("--tls-key", default=None, metavar="FILE", help="the certificate's key")
+    serve.add_argument(
+        "--allow-public",
+        action="store_true",
+        help="bind a non-loopback address without TLS (a TLS proxy in front)",
+    )
+    serve.add_argument(
+        "--call-timeout",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="give a request's network work up after S seconds (503)",
+    )
+    token = bot.group("token", help="the HTTP gateway's bearer tokens")
+    create = token.command("create", _token_create, help="make a token (shown once)")
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        metavar="SCOPE",
+        help="codes, messages, channels, broadcast or read (repeat, or comma-separated)",
+    )
+    create.add_argument("--name", default="", help="a note: what the token is for")
+    token.command("list", _token_list, help="list the tokens (never their secrets)")
+    revoke = token.command("revoke", _token_revoke, help="revoke a token")
+    revoke.add_argument("token_id", metavar="ID", help="the token's ID (or the token)")
     code = bot.group("code", help="one-time codes (2FA)")
     send = code.command("send", _code_send, help="send a one-time code to an account")
     send.add_argument("recipient", metavar="ID", help="the recipient's account ID")
@@ -265,3 +305,99 @@ def _code_cancel(ctx: Context) -> None:
     finally:
         book.store.close()
     ctx.emit(result.to_json(), result.status)
+
+
+# --- the HTTP gateway ----------------------------------------------------------------------
+
+
+def _gateway_store(ctx: Context) -> Any:
+    from veil.client.gateway import GatewayStore
+
+    return GatewayStore(ctx.home.path / "bot")
+
+
+def _serve(ctx: Context) -> None:
+    import json
+
+    from veil.client.gateway import check_listen, parse_listen
+
+    args = ctx.args
+    listen = parse_listen(args.listen)
+    check_listen(
+        listen, certfile=args.tls_cert, keyfile=args.tls_key, allow_public=args.allow_public
+    )
+    if args.call_timeout <= 0:
+        raise UsageError("--call-timeout is a positive number of seconds")
+    topics = {t: "" for t in args.topic} or None
+
+    async def job(bot: Bot) -> None:
+        import trio
+
+        from veil.client.gateway import Gateway, create_app, serve_gateway
+
+        store = _gateway_store(ctx)
+        try:
+            gateway = Gateway(bot, store, call_timeout_s=args.call_timeout)
+            app = create_app(gateway)
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(
+                    lambda task_status: serve_gateway(
+                        gateway,
+                        app,
+                        listen,
+                        certfile=args.tls_cert,
+                        keyfile=args.tls_key,
+                        task_status=task_status,
+                    )
+                )
+                ctx.note(f"bot {bot.id} serving HTTP on {', '.join(binds)}; Ctrl-C to stop")
+                if ctx.json:
+                    ctx.stdout.write(json.dumps({"bot": str(bot.id), "listen": binds}) + "\n")
+                    ctx.stdout.flush()
+        finally:
+            store.close()
+
+    _with_bot(ctx, job, name=args.name, topics=topics)
+
+
+def _token_create(ctx: Context) -> None:
+    from veil.client.gateway import TokenBook
+
+    scopes = [s.strip() for item in ctx.args.scope for s in item.split(",") if s.strip()]
+    store = _gateway_store(ctx)
+    try:
+        token, info = TokenBook(store).create(scopes, ctx.args.name)
+    finally:
+        store.close()
+    if not ctx.json:
+        ctx.note(f"token {info.token_id} ({' '.join(info.scopes)}); shown once, keep it secret")
+    ctx.emit({"token": token, **info.to_json()}, token)
+
+
+def _token_list(ctx: Context) -> None:
+    from veil.client.gateway import TokenBook
+
+    store = _gateway_store(ctx)
+    try:
+        tokens = TokenBook(store).list()
+    finally:
+        store.close()
+    lines = [
+        f"{t.token_id}  {' '.join(t.scopes):30}  "
+        f"{'revoked' if t.revoked_ms else 'live':8}  {t.name}"
+        for t in tokens
+    ]
+    ctx.emit({"tokens": [t.to_json() for t in tokens]}, "\n".join(lines) or "(none)")
+
+
+def _token_revoke(ctx: Context) -> None:
+    from veil.client.gateway import TokenBook
+
+    store = _gateway_store(ctx)
+    try:
+        done = TokenBook(store).revoke(ctx.args.token_id)
+    finally:
+        store.close()
+    if not done:
+        raise CliError(f"no live token {ctx.args.token_id[:40]!r}")
+    ctx.emit({"revoked": ctx.args.token_id}, f"revoked {ctx.args.token_id}")
