@@ -221,6 +221,27 @@ async def test_a_posting_job_with_a_delegated_post_key(net: Devnet, tmp_path: Pa
         assert post.text == "posted by the job" and post.delegated
 
 
+async def test_a_private_channels_posting_job_holds_the_invite(net: Devnet, tmp_path: Path) -> None:
+    pub_home, _ = new_home(tmp_path, "publisher")
+    async with open_client(pub_home, net.network_file) as pub:
+        channel = create_channel(pub, "private-jobs", private=True)
+        assert isinstance(channel.signer, Account)
+        key = SessionKey.generate()
+        chain = delegate(
+            channel.signer,
+            key.ed25519_public,
+            list(parse_resources("self:-1:post", self_owner=channel.id)),
+            now_ms=pub.clock.now(),
+            lifetime_ms=3_600_000,
+        )
+        job = Channel.delegated(pub, DelegatedSigner(key, chain), invite=channel.invite)
+        assert job.private
+        await job.post("posted privately by the job")
+    async with open_client(Home(tmp_path / "f"), net.network_file, account=Account.generate()) as c:
+        (post,) = await take(follow(c, channel.invite), 1)
+        assert post.text == "posted privately by the job" and post.delegated and post.private
+
+
 def _veil(
     home: Path, network: Path, *args: str, timeout: float = 90
 ) -> subprocess.CompletedProcess[str]:

@@ -114,7 +114,8 @@ MAX_TAGS: Final = 8
 MAX_TAG_CHARS: Final = 32
 DEFAULT_PRIORITY: Final = 3
 NONCE_BYTES: Final = 16
-#: A whole post: UTF-8 text and title at 4 bytes a character, tags, a chain, the rest.
+#: A whole post: UTF-8 text and title at 4 bytes a character, tags, a chain, the rest
+#: (a private post's padding, nonce and tag included).
 MAX_POST_BYTES: Final = (
     4 * (MAX_TEXT_CHARS + MAX_TITLE_CHARS + MAX_TAGS * MAX_TAG_CHARS) + MAX_CHAIN_SIZE + 2048
 )
