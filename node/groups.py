@@ -7,6 +7,14 @@ signed records in namespace 1 (:data:`~veil.onion.group.STATE_NAMESPACE`), its m
 (opaque ciphertext) in namespace 2 (:data:`~veil.onion.group.MESSAGES_NAMESPACE`). The
 rules are :mod:`veil.onion.group`'s; this module applies them to the node's store.
 
+Who reads. A request is signed by the session key, through a membership chain, or
+(a ``retrieve`` of namespace 1 or 2 only) by a member's own account key with no chain:
+:meth:`GroupGuard.reader` gives :func:`~veil.onion.rpc.verify_request` (the one place
+that decides) the lookup it asks, from the session's state as this node holds it: the
+account ``account_id_of_ed25519(pubkey_ed25519)`` is a live member now (not revoked,
+link not expired) with ``read``, and the session has not ended. So a new member reads
+its session without an invitation, from any node that holds the records adding it.
+
 Requests (:meth:`GroupGuard.check_request`, called by the storage service after the
 request's chain and signature were verified, without the account revocation index):
 
@@ -97,7 +105,7 @@ from veil.onion.group import (
     check_record,
     decode_record,
 )
-from veil.onion.keys import GroupId
+from veil.onion.keys import AccountId, GroupId
 from veil.onion.replica import ReplicaMessage
 
 from .store import MessageStore
@@ -246,6 +254,28 @@ class GroupGuard:
             req, rpc.DeleteRequest | rpc.DeleteAllRequest | rpc.ExpireRequest
         ):
             raise ProtocolError("a session's records are only added (they expire by TTL)")
+
+    async def reader(self, req: rpc.Request) -> rpc.GroupReader | None:
+        """For a group's retrieve signed without a chain by a key that is not the
+        group's: the lookup :func:`~veil.onion.rpc.verify_request` asks whether the
+        signer's account may read (a live member with ``read`` in the session's state as
+        this node holds it, namespaces 1 and 2); None for every other request."""
+        if not isinstance(req, rpc.RetrieveRequest):
+            return None
+        auth = req.auth
+        if auth is None or auth.capability is not None:
+            return None
+        group = req.account
+        assert isinstance(group, GroupId)
+        if auth.pubkey_ed25519 == group.ed25519_public:
+            return None
+        state = await self.states.get(group)
+        now = self.clock()
+
+        def reads(account: AccountId, namespace: int) -> bool:
+            return namespace in GROUP_NAMESPACES and state.may_read(account, now_ms=now)
+
+        return reads
 
     async def check_request(self, req: rpc.Request, proven: Proven | None) -> None:
         """After the chain and signature: the session's revocations, its end, and a

@@ -375,6 +375,9 @@ class StorageService:
                 # the account revocations of the revoke RPC.
                 is_revoked=None if group else self.store.is_revoked,
                 chains=self.chains,
+                # A member's retrieve signed by its own account key: its membership in
+                # the session's state as this node holds it (node/groups.py).
+                group_reader=await self.groups.reader(req) if group else None,
             )
             if group:
                 await self.groups.check_request(req, proven)

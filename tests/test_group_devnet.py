@@ -225,3 +225,41 @@ async def test_a_creator_for_others_only_administers_after_a_restart(
     raw = b"".join(p.read_bytes() for p in keys)
     assert str(session.id).encode() in raw  # named, sealed: the key is not in clear
     assert seed not in raw and seed.hex().encode() not in raw
+
+
+async def test_a_member_reads_its_session_without_an_invitation(
+    group_net: Devnet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No invitation is sent, and none is looked for: the nodes find the member's
+    membership among the records they hold, for a retrieve signed by its account."""
+    from veil.client.sessions import backend, invites
+
+    async def no_invite(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    looked: list[Any] = []
+
+    async def no_chain(client: Any, account: Any, session_id: Any) -> None:
+        looked.append(account.id)  # the fallback, for a node that does not know it
+        return None
+
+    monkeypatch.setattr(backend.NetworkBackend, "invite", no_invite)
+    monkeypatch.setattr(invites, "find_chain", no_chain)
+    async with clients(group_net, tmp_path, 3) as (c1, c2, c3):
+        s1 = await c1.create_encryption_session([c2.account_id])
+        text = s1.encrypt_message("no invitation needed")
+        s2 = await c2.retrieve_encryption_session(encrypted_message=text)
+        assert s2.decrypt_message(text) == "no invitation needed"
+        # Added later by a member, the same.
+        await s2.add_recipients([c3.account_id])
+        s3 = await c3.retrieve_encryption_session(s1.id)
+        assert s3.decrypt_message(s2.encrypt_message("and later")) == "and later"
+        assert looked == []
+        # A stranger is refused, and so is a revoked member (by its account alone too).
+        async with clients(group_net, tmp_path / "x", 1) as (c4,):
+            with pytest.raises(NotAMember):
+                await c4.retrieve_encryption_session(s1.id)
+        await s1.refresh()
+        await s1.revoke_recipients([c3.account_id])
+        with pytest.raises((NotAMember, SessionRevoked)):
+            await c3.retrieve_encryption_session(s1.id, use_cache=False)

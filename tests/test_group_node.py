@@ -413,3 +413,92 @@ async def test_a_revocation_or_an_end_is_kept_as_long_as_what_it_stops(
     status, error = await refused(node, short)
     assert status == "bad_request" and "longest TTL" in error
     assert await messages(node, s.signer(member)) == []  # neither counted
+
+
+# --- a member reads with its own account key alone ----------------------------------------
+
+
+async def test_a_member_reads_the_session_with_its_own_key_alone(node: NodeHandle) -> None:
+    """No chain, no invitation: the node finds the member's live membership (with read)
+    in the session's state it holds, for retrieves of namespaces 1 and 2 only."""
+    reader, writer = Account.generate(), Account.generate()
+    s = await new_session(node, {reader: {"read"}, writer: {"read", "forward"}})
+    (await post(node, s.signer(writer), b"hello")).raise_for_status()
+    for ns, expected in ((1, len(s.state.records)), (2, 1)):
+        reply = await send(node, signed(reader, "retrieve", {"pubkey": str(s.group),
+                                                             "namespace": ns}, None))
+        assert reply.status == "ok", reply
+        assert len(rpc.RetrieveResult.from_wire(reply.result).messages) == expected
+    # Reading only: a store (of a message or a record) signed by the account alone is
+    # refused, and so is any namespace but 1 and 2.
+    for ns in (1, 2):
+        params = {"pubkey": str(s.group), "namespace": ns, "data": b"x", "ttl": HOUR}
+        status, _ = await refused(node, signed(reader, "store", params, None))
+        assert status == "unauthorized"
+    status, _ = await refused(node, signed(reader, "retrieve", {"pubkey": str(s.group),
+                                                                "namespace": 3}, None))
+    assert status in ("bad_request", "unauthorized")
+
+
+async def test_a_non_member_signing_with_its_own_key_is_refused(node: NodeHandle) -> None:
+    member = Account.generate()
+    s = await new_session(node, {member: {"read"}})
+    stranger = Account.generate()
+    for ns in (1, 2):
+        status, error = await refused(
+            node, signed(stranger, "retrieve", {"pubkey": str(s.group), "namespace": ns}, None)
+        )
+        assert status == "unauthorized", error
+    # A member of another session is a stranger to this one.
+    other = await new_session(node, {stranger: {"read"}})
+    assert await messages(node, other.signer(stranger)) == []
+    status, _ = await refused(
+        node, signed(stranger, "retrieve", {"pubkey": str(s.group), "namespace": 1}, None)
+    )
+    assert status == "unauthorized"
+
+
+async def test_a_revoked_member_signing_with_its_own_key_is_refused(node: NodeHandle) -> None:
+    member, other = Account.generate(), Account.generate()
+    s = await new_session(node, {member: {"read", "forward"}, other: {"read"}})
+    own = {"pubkey": str(s.group), "namespace": 1}
+    assert (await send(node, signed(member, "retrieve", own, None))).status == "ok"
+    await stored(node, s, *revoke_members(s.state, s.creator, [member.id], now_ms=now_ms()))
+    for ns in (1, 2):
+        status, error = await refused(
+            node, signed(member, "retrieve", {"pubkey": str(s.group), "namespace": ns}, None)
+        )
+        assert status == "unauthorized", error
+    # The others still read with their own keys.
+    assert (await send(node, signed(other, "retrieve", own, None))).status == "ok"
+    # After the session's end, no one reads with its own key (nor otherwise).
+    await stored(node, s, end_session(s.state, s.key, now_ms=now_ms()))
+    status, _ = await refused(node, signed(other, "retrieve", own, None))
+    assert status in ("gone", "unauthorized")
+
+
+async def test_a_member_whose_link_expired_is_refused(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A node that accepts 1 s of skew, so that a link expires within the test."""
+    import trio
+
+    from tests.nodeutil import running_node
+
+    data = tmp_path_factory.mktemp("groups-expiry") / "node"
+    async with running_node(data, config={"storage": {"clock_skew_ms": 1000}}) as short:
+        member, lasting = Account.generate(), Account.generate()
+        s = await new_session(short, {lasting: {"read"}})
+        (record,) = add_members(s.state, s.key, [member.id], keys=s.keys, now_ms=now_ms(),
+                                lifetime_ms=2500)
+        await stored(short, s, record)
+        own = {"pubkey": str(s.group), "namespace": 1}
+        assert (await send(short, signed(member, "retrieve", own, None))).status == "ok"
+        await trio.sleep(2.5 + 1.0 + 0.5)  # its link's lifetime, the skew, a margin
+        for ns in (1, 2):
+            status, error = await refused(
+                short, signed(member, "retrieve", {"pubkey": str(s.group), "namespace": ns},
+                              None)
+            )
+            assert status == "unauthorized", error
+        assert (await send(short, signed(lasting, "retrieve", own, None))).status == "ok"

@@ -3,12 +3,14 @@
 Design note
 -----------
 A member signs its requests to the session's swarm with its membership chain, and
-that chain is in the session's records, which it cannot read without one. The nodes
-may find a member's chain among the records they hold (then a first retrieve signed by
-the member's account alone is served); where they do not, the adder hands the chain
-over: when it creates a session or adds members, it sends each new member a 1:1 message
-(sealed to it, signed by the adder: :mod:`veil.client.messaging`) holding the session
-ID and the member's chain::
+that chain is in the session's records. A new member's first retrieve is signed by its
+account alone: a node serves it when the session's state it holds has the account as
+a live member with read (node/groups.py), so no invitation is needed. Invitations are
+the fallback for a node that does not hold the records adding the member yet (a store
+not yet replicated to it, a node that lost or never had the session): the adder still
+hands the chain over: when it creates a session or adds members, it sends each new
+member a 1:1 message (sealed to it, signed by the adder:
+:mod:`veil.client.messaging`) holding the session ID and the member's chain::
 
     b"veil-group-invite/v1\\n" + JSON {"session_id": "03...", "chain": "<base64>"}
 

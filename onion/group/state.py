@@ -508,6 +508,14 @@ class SessionState:
             )
         return out
 
+    def may_read(self, account: AccountId, *, now_ms: int) -> bool:
+        """Whether ``account`` is a live member now (in :meth:`members`: a chain neither
+        revoked nor expired) with ``read``, and the session has not ended: what a node
+        asks before it serves a retrieve signed by the account's own key alone."""
+        if self.ended or not self.live_chains(account, now_ms=now_ms):
+            return False
+        return READ in self.rights_of(account, now_ms=now_ms)
+
     def revoked_members(self, *, now_ms: int) -> tuple[AccountId, ...]:
         """Accounts once added that hold no live chain now and had a link revoked."""
         out = set()

@@ -163,7 +163,7 @@ from .results import (
     StoreResult,
     parse_result,
 )
-from .signing import DOMAIN, sign_params, signing_message, verify_request
+from .signing import DOMAIN, GroupReader, sign_params, signing_message, verify_request
 from .swarms import SwarmInfo, SwarmMember, SwarmMoved
 
 __all__ = [
@@ -201,6 +201,7 @@ __all__ = [
     "ExpireResult",
     "GetSwarmRequest",
     "GetSwarmResult",
+    "GroupReader",
     "InfoRequest",
     "InfoResult",
     "Message",

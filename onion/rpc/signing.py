@@ -38,7 +38,14 @@ Groups (issue 13, encryption sessions). A request's ``pubkey`` may be a group ID
 (``03...``): it is then signed by the session's own key (``pubkey_ed25519`` is the
 group's key), or through a capability chain from it (a member's, whose audience is the
 member's account, exercised by the account's own Ed25519 key; see
-:mod:`veil.onion.capability.links`). The owner's field in the signed bytes is
+:mod:`veil.onion.capability.links`), or, for a ``retrieve`` only, by a member's own
+account key with no chain: the node passes ``group_reader``, its answer from the
+session's state as it holds it (a live membership of the account
+``account_id_of_ed25519(pubkey_ed25519)``, not revoked, not expired, with ``read``, and
+the namespace one of the session's), and the request is refused unless it says yes. So
+a new member reads the session's records (and finds its chain there) without an
+invitation; a node that does not know the session yet refuses it (the client then
+falls back to the invitation's chain). The owner's field in the signed bytes is
 :func:`veil.onion.keys.owner_key`: an account's X25519 key as before, ``0x03`` + the
 group's key for a group, so that a signature for one is never one for the other. Which
 namespaces and which revocations count for a group is the node's
@@ -55,6 +62,7 @@ account's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from .. import crypto
@@ -84,12 +92,18 @@ from .requests import (
     GetSwarmRequest,
     InfoRequest,
     Request,
+    RetrieveRequest,
     RevokeRequest,
     parse_request,
 )
 
 #: The signature domain of every storage request.
 DOMAIN: Final = b"storage"
+
+#: A node's answer, from a session's state as it holds it, to "may this account read
+#: this namespace of the group now": ``reader(account, namespace) -> bool`` (see the
+#: module note, "Groups").
+GroupReader = Callable[[AccountId, int], bool]
 
 
 def signing_message(
@@ -130,6 +144,7 @@ def verify_request(
     *,
     is_revoked: RevocationLookup | None = None,
     chains: ChainCache | None = None,
+    group_reader: GroupReader | None = None,
 ) -> Proven | None:
     """Check a request's signature, if it needs one or carries one; what a delegated
     key's chain proved (None for the account's own key, or an unsigned request).
@@ -141,7 +156,9 @@ def verify_request(
     a revocation record that does not authorize the request (see the module note). A
     request that carries a signature it does not need is still checked: a bad
     signature is never ignored. ``is_revoked`` is the node's revocation lookup;
-    ``chains`` its cache of verified chains (None: verify every chain in full).
+    ``chains`` its cache of verified chains (None: verify every chain in full);
+    ``group_reader`` the node's membership lookup for a group's retrieve signed by a
+    member's own account key (None: such a request is refused).
     """
     if type(request) is RevokeRequest:
         record = verify_revocation(
@@ -179,9 +196,15 @@ def verify_request(
         )
     elif isinstance(request.account, GroupId):
         # A session's own key (its creator's administrator key) acts for it directly;
-        # everyone else presents a membership chain.
-        if auth.pubkey_ed25519 != request.account.ed25519_public:
-            raise Unauthorized("a group's request is signed by its key or through a chain")
+        # a member reads with its own account key when the node's state of the session
+        # holds its live membership with read; everyone else presents a chain.
+        if auth.pubkey_ed25519 != request.account.ed25519_public and not _member_reads(
+            request, auth.pubkey_ed25519, group_reader
+        ):
+            raise Unauthorized(
+                "a group's request is signed by its key, through a chain, or (a retrieve) "
+                "by a live member with read"
+            )
     else:
         try:
             owner = account_id_of_ed25519(auth.pubkey_ed25519)
@@ -203,6 +226,18 @@ def verify_request(
     except BadSignature:
         raise Unauthorized(f"signature does not verify for {request.method}") from None
     return proven
+
+
+def _member_reads(request: Request, pubkey: bytes, reader: GroupReader | None) -> bool:
+    """Whether a group's request without a chain, signed by ``pubkey``, is a retrieve by
+    an account that ``reader`` (the node's state of the session) says may read."""
+    if reader is None or type(request) is not RetrieveRequest:
+        return False
+    try:
+        account = account_id_of_ed25519(pubkey)
+    except (InvalidKey, InvalidId):
+        return False
+    return reader(account, request.namespace)
 
 
 def sign_params(
