@@ -727,3 +727,102 @@ def test_members_are_accounts_and_a_key_audience_is_no_membership_link() -> None
     assert s.state.creator == U1.id
     with pytest.raises(errors.InvalidValue):
         create_session(U1, [U2.ed25519_public], now_ms=NOW)  # type: ignore[list-item]
+
+
+# --- rotation after a delegated revocation --------------------------------------------
+
+
+def _unreadable_to_u3(state: SessionState, message: str, old_keys: dict[bytes, bytes]) -> None:
+    stolen = {**old_keys, **state.epoch_keys(U3)}
+    with pytest.raises(UnknownEpoch):
+        decrypt_message(message, state, stolen, now_ms=NOW + 30)
+
+
+@pytest.mark.parametrize("policy", [RIGHTS_POLICY, DELEGATION])
+def test_the_revoker_of_user3_rotates_in_the_same_step(policy: str) -> None:
+    """user1 adds user2, user2 adds user3. Under delegation user2 (no revoke right)
+    revokes user3 and writes the next epoch itself, naming its revocation; under rights
+    only user1 may, and does. Either way a message user1 or user2 encrypts afterwards is
+    unreadable to user3 with every key it ever held."""
+    s = Seald(policy)
+    old_keys = s.state.epoch_keys(U3)
+    revoker = U2 if policy == DELEGATION else U1
+    if policy == RIGHTS_POLICY:
+        assert not can_revoke(s, U2, U3)
+    revs = revoke_members(s.state, revoker, [U3.id], now_ms=NOW + 10)
+    state = s.state.add(*revs)
+    assert state.needs_rotation(now_ms=NOW + 11)
+    epoch, _key = rotate(
+        state, revoker, keys=state.epoch_keys(revoker), now_ms=NOW + 11, follows=revs,
+        rng=s.rng,
+    )
+    # Only an entitled rotator without revoke names its revocations.
+    assert epoch.follows == (tuple(sorted(r.digest for r in revs)) if revoker == U2 else ())
+    assert check_record(state, epoch, now_ms=NOW + 12) == epoch  # what a node asks
+    state = state.add(epoch)
+    assert not state.rejected and not state.needs_rotation(now_ms=NOW + 12)
+    assert state.current_epoch(now_ms=NOW + 12) == epoch.epoch_id
+    for writer in (U1, U2):
+        keys = state.epoch_keys(writer)
+        message = encrypt_message(
+            state.session_id, epoch.epoch_id, keys[epoch.epoch_id], "after", rng=s.rng
+        )
+        _unreadable_to_u3(state, message, old_keys)
+        assert decrypt_message(message, state, state.epoch_keys(U4), now_ms=NOW + 30).body == (
+            b"after"
+        )
+
+
+def test_an_epoch_follows_only_its_signers_own_revocations_within_their_window() -> None:
+    from veil.onion.group.limits import FOLLOW_WINDOW_MS
+    from veil.onion.group.records import make_epoch
+
+    s = Seald(DELEGATION)
+    by_u1 = revoke_members(s.state, U1, [U3.id], now_ms=NOW + 10)
+    state = s.state.add(*by_u1)
+    keys = state.epoch_keys(U2)
+    chain = state.chain_for(U2.id, "read", now_ms=NOW + 11)
+    readers = [m for m, info in state.members(now_ms=NOW + 11).items() if "read" in info.rights]
+
+    def epoch_by_u2(follows: list[bytes], at: int, members: list[Any] = readers) -> Any:
+        return make_epoch(
+            U2, state.session, members, parents=[(h, keys[h]) for h in state.heads],
+            authority=chain, follows=follows, now_ms=at, rng=s.rng,
+        )[0]
+
+    # user2 names user1's revocation: not its own, refused by nodes and by the state.
+    forged = epoch_by_u2([r.digest for r in by_u1], NOW + 11)
+    with pytest.raises(RightMissing):
+        check_record(state, forged, now_ms=NOW + 12)
+    assert isinstance(state.add(forged).rejected[forged.digest], RightMissing)
+    assert forged.epoch_id not in state.add(forged).epochs
+    # Without naming any revocation, user2 (no revoke) writes no epoch (as before).
+    with pytest.raises(RightMissing):
+        rotate(state, U2, keys=keys, now_ms=NOW + 11)
+    # Its own revocation of user3, but the epoch dated after the window: refused.
+    own = revoke_members(s.state, U2, [U3.id], now_ms=NOW + 10)
+    state = s.state.add(*own)
+    late = epoch_by_u2([r.digest for r in own], NOW + 10 + FOLLOW_WINDOW_MS + 1)
+    assert isinstance(state.add(late).rejected[late.digest], RightMissing)
+    with pytest.raises(RightMissing):
+        check_record(state, late, now_ms=late.issued_ms)
+    # A revocation not yet here: the epoch waits aside (neither counted nor rejected),
+    # and a node refuses to store it before the revocation.
+    early = epoch_by_u2([r.digest for r in own], NOW + 11)
+    waiting = s.state.add(early)
+    assert early.digest not in waiting.rejected and early.epoch_id not in waiting.epochs
+    with pytest.raises(RightMissing):
+        check_record(s.state, early, now_ms=NOW + 12)
+    assert early.epoch_id in waiting.add(*own).epochs  # it counts once it arrives
+    # Backdated into the window but stored later: a node refuses it.
+    with pytest.raises(RightMissing):
+        check_record(state, early, now_ms=NOW + 12 + 2 * MINUTE)
+    # Leaving a member with read out (user4): a node refuses it.
+    without_u4 = epoch_by_u2([r.digest for r in own], NOW + 11,
+                             members=[m for m in readers if m != U4.id])
+    with pytest.raises(RightMissing):
+        check_record(state, without_u4, now_ms=NOW + 12)
+    # The revoked user3 cannot use the rule (its revocation of no one does not exist,
+    # and its membership is revoked): rotate refuses it.
+    with pytest.raises((NotAMember, RevocationNotAllowed)):
+        revoke_members(state, U3, [U2.id], now_ms=NOW + 12)

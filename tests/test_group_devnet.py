@@ -84,8 +84,16 @@ async def test_chain_user1_user2_user3(group_net: Devnet, tmp_path: Path, policy
                 await s2.revoke_recipients([c3.account_id])
             await s1.revoke_recipients([c3.account_id])
         else:
+            # user2 (no revoke right) revokes whom it added and writes the next epoch
+            # itself, naming its revocation; the nodes accept both.
             await s2.revoke_recipients([c3.account_id])
-            await s1.refresh()  # rotates: the revoker held no revoke right
+            by_user2 = s2.encrypt_message("after user3, by user2")
+            with pytest.raises(UnknownEpoch):
+                s3.decrypt_message(by_user2)
+            epochs = len(s2.state.epochs)
+            await s1.refresh()
+            assert len(s1.state.epochs) == epochs  # nothing left for user1 to rotate
+            assert s1.decrypt_message(by_user2) == "after user3, by user2"
         after = s1.encrypt_message("after user3")
         with pytest.raises(UnknownEpoch):
             s3.decrypt_message(after)

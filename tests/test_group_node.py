@@ -502,3 +502,53 @@ async def test_a_member_whose_link_expired_is_refused(
             )
             assert status == "unauthorized", error
         assert (await send(short, signed(lasting, "retrieve", own, None))).status == "ok"
+
+
+# --- rotation after a delegated revocation --------------------------------------------
+
+
+async def test_an_adder_without_revoke_rotates_after_its_own_revocation_only(
+    node: NodeHandle,
+) -> None:
+    """Under delegation, user2 (read, forward) revokes user3, whom it added, and stores
+    the epoch that follows; an epoch naming someone else's revocation, or leaving a
+    reader out, is refused."""
+    from veil.onion.errors import UnknownEpoch
+    from veil.onion.group import decrypt_message, encrypt_message, rotate
+
+    u2, u3, u4 = Account.generate(), Account.generate(), Account.generate()
+    s = await new_session(node, {u2: {"read", "forward"}, u4: {"read"}}, policy="delegation")
+    (added,) = add_members(s.state, u2, [u3.id], keys=s.state.epoch_keys(u2), now_ms=now_ms())
+    (await put_record(node, s.signer(u2), added.encoded)).raise_for_status()
+    s.state = s.state.add(added)
+    old_keys = s.state.epoch_keys(u3)
+    revs = revoke_members(s.state, u2, [u3.id], now_ms=now_ms())
+    for r in revs:
+        (await put_record(node, s.signer(u2), r.encoded)).raise_for_status()
+    state = s.state.add(*revs)
+    keys = state.epoch_keys(u2)
+    # Leaving user4 out: refused.
+    from veil.onion.group.records import make_epoch
+
+    narrow, _ = make_epoch(
+        u2, state.session, [s.creator.id, u2.id], parents=[(h, keys[h]) for h in state.heads],
+        authority=state.chain_for(u2.id, "read", now_ms=now_ms()),
+        follows=[r.digest for r in revs], now_ms=now_ms(),
+    )
+    status, error = await refused(node, await _store_as_state(state, u2, narrow.encoded))
+    assert status == "unauthorized" and "every member" in error, error
+    # Its own: accepted; what user2 encrypts then is closed to user3.
+    epoch, key = rotate(state, u2, keys=keys, now_ms=now_ms(), follows=revs)
+    (await send(node, await _store_as_state(state, u2, epoch.encoded))).raise_for_status()
+    state = state.add(epoch)
+    message = encrypt_message(state.session_id, epoch.epoch_id, key, "after")
+    with pytest.raises(UnknownEpoch):
+        decrypt_message(message, state, {**old_keys, **state.epoch_keys(u3)}, now_ms=now_ms())
+    assert set(await messages(node, s.signer(u4), namespace=1)) >= {epoch.encoded}
+
+
+async def _store_as_state(state: SessionState, member: Account, data: bytes) -> bytes:
+    chain = state.chain_for(member.id, "forward", now_ms=now_ms())
+    assert chain is not None
+    signer = cap.DelegatedSigner.for_member(member, chain)
+    return rpc.make_store(signer, data, RECORD_TTL, namespace=1, now_ms=now_ms())

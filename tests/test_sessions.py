@@ -108,8 +108,16 @@ async def test_chain_user1_user2_user3(policy: str) -> None:
             await s2.revoke_recipients([u3.id])
         await s1.revoke_recipients([u3.id])
     else:
-        await s2.revoke_recipients([u3.id])  # the adder revokes whom it added
-        await s1.refresh()  # a holder of revoke rotates the key on its next refresh
+        await s2.revoke_recipients([u3.id])  # the adder revokes whom it added, and rotates
+        # user2 (no revoke right) wrote the new epoch itself, in the same step: before
+        # anyone else refreshes, what it encrypts is closed to user3.
+        by_user2 = s2.encrypt_message("after user3, by user2")
+        with pytest.raises(UnknownEpoch):
+            s3.decrypt_message(by_user2)
+        epochs = len(s2.state.epochs)
+        await s1.refresh()
+        assert len(s1.state.epochs) == epochs  # no rotation was left for user1 to do
+        assert s1.decrypt_message(by_user2) == "after user3, by user2"
     assert set(s1.members) == {u1.id, u2.id}
     after = s1.encrypt_message("after user3")
     with pytest.raises(UnknownEpoch):

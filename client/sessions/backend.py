@@ -330,9 +330,11 @@ class NetworkBackend:
     ) -> None:
         if isinstance(record, core.MemberRecord):
             rights: tuple[str, ...] = (core.FORWARD,)
-        elif isinstance(record, core.RevokeRecord):
-            # Under the delegation policy an adder revokes whom it added: storing
-            # needs only the store that forward also grants.
+        elif isinstance(record, core.RevokeRecord) or (
+            isinstance(record, core.EpochRecord) and record.follows
+        ):
+            # Under the delegation policy an adder revokes whom it added, and writes the
+            # epoch that follows: storing needs only the store that forward also grants.
             rights = (core.REVOKE_RIGHT, core.FORWARD)
         else:
             rights = (core.REVOKE_RIGHT,)

@@ -28,8 +28,9 @@ Members are named by account ID (``05...``; text or :class:`~veil.onion.keys.Acc
   core's state judges every record), so a node serving forged ones gains nothing.
 * **Revoking members** writes revocation records (by the session key, a holder of
   ``revoke``, or under the ``delegation`` policy an upstream adder), then at once a new
-  key epoch wrapped for the remaining readers: what is encrypted afterwards is under a
-  key the revoked member never held. Nodes stop serving it the session. The members it
+  key epoch wrapped for the remaining readers, by the revoker itself (an adder without
+  ``revoke`` names its revocations in the epoch, which entitles it): what is encrypted
+  afterwards is under a key the revoked member never held. Nodes stop serving it the session. The members it
   had added lose their membership *through it* too (a revoked link revokes what is
   below it), unless another live chain holds them; ``keep_added=True`` re-adds them
   (by the revoker, with their rights) before the rotation.
@@ -590,17 +591,25 @@ class EncryptionSession:
             if readd:
                 records += core.add_members(after, signer, readd, keys=self._keys, now_ms=now)
                 after = after.add(*records[-len(readd) :])
-        if REVOKE_RIGHT in self.rights:
+        # The new epoch in the same step. Without revoke (an adder revoking whom it added,
+        # under the delegation policy), the revocations just made entitle us to it: the
+        # epoch names them (veil.onion.group.state, "Rotation after a delegated
+        # revocation").
+        made = (
+            []
+            if REVOKE_RIGHT in self.rights
+            else [r for r in records if isinstance(r, core.RevokeRecord)]
+        )
+        if REVOKE_RIGHT in self.rights or made:
             epoch, _key = core.rotate(
                 after,
                 signer,
                 keys=self._keys,
                 now_ms=now,
                 carry_history=all(h in self._keys for h in after.heads),
+                follows=made,
             )
             records.append(epoch)
-        # Else (an adder revoking under the delegation policy, without revoke) the
-        # session waits for a holder of revoke to rotate: its next refresh does.
         await self._store(records)
 
     async def _rotate_if_needed(self) -> None:

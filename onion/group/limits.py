@@ -37,6 +37,11 @@ MAX_WRAPS: Final = 400
 MAX_MEMBER_WRAPS: Final = 16
 #: Parents one key epoch names (the heads it merges).
 MAX_PARENTS: Final = 16
+#: An epoch names at most this many revocations it follows (its "revs").
+MAX_FOLLOWS: Final = 16
+#: An epoch that a member writes by virtue of its revocations (no ``revoke`` right) is
+#: dated at most this long after each of them (10 minutes).
+FOLLOW_WINDOW_MS: Final = 10 * 60 * 1000
 #: Characters of a session's metadata (not encrypted, as Seald's).
 MAX_METADATA: Final = 1024
 #: Records a session state is built from (a node's and a client's bound).

@@ -26,12 +26,15 @@ without ``sig``::
     revoke   (no signature of its own: the capability revocation inside is signed)
       k "revoke", v 1, sid, rev: a capability revocation record (bytes) of a link of
       the session (:mod:`veil.onion.capability.revocations`)
-    epoch    (group-epoch/v1, signed by the session key or a holder of revoke)
+    epoch    (group-epoch/v1, signed by the session key or a holder of revoke, or by
+             the maker of the revocations it follows)
       k "epoch", v 1, sid, salt: 16 random bytes, parents: [epoch id] (sorted, <= 16;
       empty for a first epoch), commit: the key's commitment, back: the parents' keys
       encrypted under the new key, wraps: [{to: member's X25519 key, key: wrap}]
       (sorted by "to", <= 400), iss: the signer's Ed25519 key, auth: the signer's
-      membership chain (absent when the session key signs), iat, sig
+      membership chain (absent when the session key signs), revs (optional): [revoke
+      record digest] (sorted, 1 to 16): the revocations by the signer this epoch
+      follows (see state.py: "Rotation after a delegated revocation"), iat, sig
     end      (group-end/v1, signed by the session key or a holder of revoke)
       k "end", v 1, sid, iss, auth (as an epoch's), iat, sig
 
@@ -90,6 +93,7 @@ from .limits import (
     EPOCH_DOMAIN,
     GENESIS_DOMAIN,
     KEY_BYTES,
+    MAX_FOLLOWS,
     MAX_MEMBER_WRAPS,
     MAX_METADATA,
     MAX_PARENTS,
@@ -188,6 +192,7 @@ _EPOCH: Final = Schema(
         "wraps": Field(list, max_len=MAX_WRAPS, items=Field(dict, schema=_EPOCH_WRAP)),
         "iss": _KEY,
         "auth": Field(bytes, max_len=MAX_CHAIN_SIZE, required=False),
+        "revs": Field(list, max_len=MAX_FOLLOWS, items=_DIGEST, required=False),
         "iat": _TIME,
         "sig": _SIG,
     },
@@ -315,6 +320,9 @@ class EpochRecord(_Base):
     issuer: bytes
     authority: Chain | None
     signature: bytes
+    #: The revocations (their records' digests) this epoch follows: set when its signer
+    #: writes it by virtue of having made them, without the revoke right (state.py).
+    follows: tuple[bytes, ...]
 
     @property
     def epoch_id(self) -> bytes:
@@ -418,6 +426,11 @@ def decode_record(data: bytes) -> Record:
         wraps = tuple((w["to"], w["key"]) for w in obj["wraps"])
         if [w[0] for w in wraps] != sorted({w[0] for w in wraps}):
             raise MalformedRecord("an epoch's wraps are sorted by member, no repeats")
+        follows = tuple(obj.get("revs", ()))
+        if "revs" in obj and (not follows or list(follows) != sorted(set(follows))):
+            raise MalformedRecord("an epoch's revs are sorted, without repeats, not empty")
+        if follows and authority is None:
+            raise MalformedRecord("an epoch that follows revocations carries its chain")
         return EpochRecord(
             **base,
             issued_ms=obj["iat"],
@@ -429,6 +442,7 @@ def decode_record(data: bytes) -> Record:
             issuer=obj["iss"],
             authority=authority,
             signature=obj["sig"],
+            follows=follows,
         )
     return EndRecord(
         **base,
@@ -593,13 +607,16 @@ def make_epoch(
     *,
     parents: Iterable[tuple[bytes, bytes | None]] = (),
     authority: Chain | None = None,
+    follows: Iterable[bytes] = (),
     now_ms: int,
     rng: Rng = system_rng,
 ) -> tuple[EpochRecord, bytes]:
     """A new key epoch: a fresh key wrapped for ``members`` (accounts), naming
     ``parents`` (``(epoch ID, key)`` pairs: the heads it merges; a key of None: the
     signer does not hold it, and the epoch carries no parent's key), signed by
-    ``signer`` (the session key, or a holder of revoke whose chain is ``authority``).
+    ``signer`` (the session key, or a holder of revoke whose chain is ``authority``,
+    or, naming in ``follows`` the revocation records it made just before, a member
+    entitled to those revocations, ``authority`` its membership chain).
     Returns the record and the new key."""
     _check_time(now_ms)
     members = sorted(set(members), key=lambda m: _x25519_of_member(m))
@@ -638,6 +655,9 @@ def make_epoch(
     }
     if authority is not None:
         body["auth"] = authority.encoded
+    revs = sorted(set(follows))
+    if revs:
+        body["revs"] = revs
     record = decode_record(_sign(signer, EPOCH_DOMAIN, body))
     assert isinstance(record, EpochRecord)
     return record, key

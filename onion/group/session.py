@@ -20,7 +20,9 @@ the state given). Nothing here stores anything: the client does, through the swa
   (so everything below it stops working: see the state's note on the members a
   revoked member had added).
 * :func:`rotate`: a new epoch wrapped for the live members with ``read``, naming every
-  head as parent: after a revocation, and to merge concurrent rotations.
+  head as parent: after a revocation, and to merge concurrent rotations. By the session
+  key or a holder of ``revoke``, or right after its own revocations by a member the
+  policy entitled to them (``follows``: an adder under ``delegation``).
 * :func:`end_session`: the whole session's revocation.
 
 Membership links live at most 30 days (the capability limit,
@@ -53,6 +55,7 @@ from ..errors import (
     UnknownEpoch,
 )
 from ..keys import Account, AccountId, GroupId, account_id_of_ed25519
+from .limits import MAX_FOLLOWS
 from .records import (
     RIGHTS_POLICY,
     EndRecord,
@@ -292,14 +295,32 @@ def rotate(
     now_ms: int,
     members: Iterable[AccountId] | None = None,
     carry_history: bool = True,
+    follows: Iterable[RevokeRecord] = (),
     rng: Rng = system_rng,
 ) -> tuple[EpochRecord, bytes]:
     """A new key epoch for the live members with ``read`` (or ``members``), naming every
     head as its parent, by the session key or a holder of revoke. Returns the record
     and its key. ``carry_history=False`` lets a rotator that holds no head's key (a
     creator with ``encrypt_for_self=False``) rotate anyway: the epoch then carries no
-    earlier key (see :mod:`~veil.onion.group.records`)."""
-    authority = _acting_chain(state, signer, REVOKE_RIGHT, now_ms)
+    earlier key (see :mod:`~veil.onion.group.records`). ``follows``: the revocations
+    the signer has just made (in ``state``), which entitle it to rotate without
+    ``revoke`` (the policy ``delegation``: see :mod:`~veil.onion.group.state`); at most
+    the last 16 are named."""
+    follows = sorted(follows, key=lambda r: (r.issued_ms, r.digest))[-MAX_FOLLOWS:]
+    if follows and signer.ed25519_public != state.session:
+        account = account_id_of_ed25519(signer.ed25519_public)
+        authority = state.chain_for(account, REVOKE_RIGHT, now_ms=now_ms)
+        if authority is None:
+            # Any live chain of the signer: the revocations entitle it, not its rights.
+            chains = state.live_chains(account, now_ms=now_ms)
+            if not chains:
+                raise NotAMember("the actor is not a live member of the session")
+            authority = max(chains, key=lambda c: (c.expires_ms, -len(c.links)))
+        else:
+            follows = []
+    else:
+        authority = _acting_chain(state, signer, REVOKE_RIGHT, now_ms)
+        follows = []
     if members is None:
         live = state.members(now_ms=now_ms)
         members = [key for key, m in live.items() if READ in m.rights]
@@ -314,6 +335,7 @@ def rotate(
         list(members),
         parents=parents,
         authority=authority,
+        follows=[r.digest for r in follows],
         now_ms=now_ms,
         rng=rng,
     )

@@ -41,6 +41,20 @@ also hold a chain that does not pass through it (they were added again by someon
 else, or by the creator). A client that revokes a member and wants to keep those it
 added re-adds them (:func:`~veil.onion.group.session.add_members`) before it rotates.
 
+**Rotation after a delegated revocation.** An epoch is signed by the session key or a
+holder of ``revoke``, or by a member entitled by the policy to revocations it has just
+made (under ``delegation``, an adder revoking whom it added, without ``revoke``): such
+an epoch names them (its ``revs``), and counts only if each is in the set, counts (not
+rejected, not void), was made by the epoch's signer, and the epoch is dated within
+:data:`~veil.onion.group.limits.FOLLOW_WINDOW_MS` (10 minutes) after it; the signer's
+chain (any rights) must be live at the epoch's date, as for any record. Until a named
+revocation arrives, the epoch waits aside (as records wait for the genesis). Nodes
+also ask (:func:`check_record`) that it be dated now and wrap its key for every live
+member with read: the revoker can rotate the key away from whom it revoked, never away
+from anyone else, and only right after revoking. So a revocation by an adder is
+followed by its own rotation, in the same step, and the revoked member reads nothing
+encrypted afterwards.
+
 Key epochs form a DAG by their parents. The heads are the valid epochs no valid epoch
 names as parent; two concurrent rotations give two heads, both accepted, and the next
 rotation names both. :attr:`SessionState.current_epoch` is the head to encrypt under:
@@ -61,7 +75,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Protocol
+from typing import Final, Protocol
 
 from .. import crypto
 from ..capability import Chain, verify_revocation
@@ -86,7 +100,7 @@ from ..errors import (
     WrongSession,
 )
 from ..keys import AccountId, GroupId, account_id_of_ed25519
-from .limits import DEFAULT_SKEW_MS, MAX_RECORDS
+from .limits import DEFAULT_SKEW_MS, FOLLOW_WINDOW_MS, MAX_RECORDS
 from .records import (
     RIGHTS_POLICY,
     EndRecord,
@@ -207,6 +221,23 @@ def _authority(
     return tuple(link.digest for link in authority.links)
 
 
+def _member_authority(
+    session: GroupId, signer: bytes, authority: Chain | None, at_ms: int, skew_ms: int
+) -> tuple[bytes, ...]:
+    """The signer's membership links at ``at_ms``, whatever its rights (the session key
+    needs none): for an epoch that follows the signer's own revocations."""
+    if signer == session.ed25519_public:
+        return ()
+    if authority is None or not audience_matches(authority.audience, signer):
+        raise NotAMember("the epoch's chain is not the signer's membership")
+    _verified_chain(session, authority, at_ms, skew_ms)
+    return tuple(link.digest for link in authority.links)
+
+
+#: An epoch whose followed revocations are not all here yet: kept aside, not judged.
+_PENDING: Final = object()
+
+
 def _judge(genesis: GenesisRecord, record: Record, skew_ms: int) -> _Judged:
     """``record`` on its own (step 2 of the module note)."""
     session = GroupId(genesis.session)
@@ -223,7 +254,15 @@ def _judge(genesis: GenesisRecord, record: Record, skew_ms: int) -> _Judged:
             return _Judged(None, links, record.adder)
         if isinstance(record, RevokeRecord):
             return _judge_revoke(genesis, session, record, skew_ms)
-        links = _authority(session, record.issuer, record.authority, record.issued_ms, skew_ms)
+        if isinstance(record, EpochRecord) and record.follows:
+            # Entitled by the revocations it follows (checked against the set: state).
+            links = _member_authority(
+                session, record.issuer, record.authority, record.issued_ms, skew_ms
+            )
+        else:
+            links = _authority(
+                session, record.issuer, record.authority, record.issued_ms, skew_ms
+            )
         record.verify_signature()
         return _Judged(None, links, record.issuer)
     except (GroupError, CapabilityError) as exc:
@@ -378,6 +417,13 @@ class SessionState:
             if isinstance(record, MemberRecord):
                 self.member_records.append(record)
             elif isinstance(record, EpochRecord):
+                if record.follows:
+                    verdict = self._follow_verdict(record)
+                    if verdict is _PENDING:
+                        continue
+                    if isinstance(verdict, GroupError):
+                        self.rejected[record.digest] = verdict
+                        continue
                 self.epochs[record.digest] = record
             elif self.end is None or (record.issued_ms, record.digest) < (
                 self.end.issued_ms,
@@ -392,6 +438,35 @@ class SessionState:
                 key=lambda e: (self.epochs[e].issued_ms, e),
             )
         )
+
+    def _follow_verdict(self, epoch: EpochRecord) -> GroupError | object | None:
+        """An epoch that follows revocations (see the module note): None when each one
+        it names is here, counts, was made by the epoch's signer, and the epoch is dated
+        within :data:`FOLLOW_WINDOW_MS` after it; :data:`_PENDING` when one is not here
+        yet; else the error that refuses it."""
+        counted = {r.digest for r in self.revocations}
+        for digest in epoch.follows:
+            revocation = self.records.get(digest)
+            if revocation is None:
+                return _PENDING
+            if not isinstance(revocation, RevokeRecord):
+                return MalformedRecord("an epoch's revs name revocation records")
+            if digest not in counted:
+                return RevocationNotAllowed("the epoch follows a revocation that does not count")
+            if revocation.revocation.revoker != epoch.issuer:
+                return RightMissing(
+                    "an epoch follows only its signer's own revocations", right=REVOKE_RIGHT
+                )
+            if not (
+                revocation.issued_ms
+                <= epoch.issued_ms
+                <= revocation.issued_ms + FOLLOW_WINDOW_MS
+            ):
+                return RightMissing(
+                    "an epoch that follows a revocation is dated within 10 minutes after it",
+                    right=REVOKE_RIGHT,
+                )
+        return None
 
     def _void(self, judged: _Judged, at_ms: int) -> bool:
         return any(
@@ -684,7 +759,34 @@ def check_record(
         raise NotAMember("the signer's membership has expired")
     if isinstance(record, MemberRecord) and not _times_ok(record.chain.links, now_ms, skew_ms):
         raise NotAMember("the new member's link is not valid now")
+    if isinstance(record, EpochRecord) and record.follows:
+        _check_follower(state, record, now_ms=now_ms, skew_ms=skew_ms)
     return record
+
+
+def _check_follower(state: SessionState, record: EpochRecord, *, now_ms: int, skew_ms: int) -> None:
+    """The present's part of an epoch that follows its signer's revocations: they are
+    all here and count, the epoch is dated now (not backdated into their window), and
+    it wraps its key for every live member with read (so that an adder without revoke
+    cannot leave anyone out of the session by rotating)."""
+    verdict = state._follow_verdict(record)
+    if verdict is _PENDING:
+        raise RightMissing(
+            "the revocations the epoch follows are not known here", right=REVOKE_RIGHT
+        )
+    if isinstance(verdict, GroupError):
+        raise verdict
+    if record.issued_ms < now_ms - skew_ms:
+        raise RightMissing(
+            "an epoch that follows a revocation is stored when it is made", right=REVOKE_RIGHT
+        )
+    wrapped = {to for to, _ in record.wraps}
+    live = state.members(now_ms=now_ms)
+    if any(m.x25519_public not in wrapped for m, info in live.items() if READ in info.rights):
+        raise RightMissing(
+            "an epoch that follows a revocation wraps its key for every member with read",
+            right=REVOKE_RIGHT,
+        )
 
 
 def _signer_chain(record: Record) -> Chain | None:
