@@ -30,10 +30,11 @@ Members are named by account ID (``05...``; text or :class:`~veil.onion.keys.Acc
   ``revoke``, or under the ``delegation`` policy an upstream adder), then at once a new
   key epoch wrapped for the remaining readers, by the revoker itself (an adder without
   ``revoke`` names its revocations in the epoch, which entitles it): what is encrypted
-  afterwards is under a key the revoked member never held. Nodes stop serving it the session. The members it
-  had added lose their membership *through it* too (a revoked link revokes what is
-  below it), unless another live chain holds them; ``keep_added=True`` re-adds them
-  (by the revoker, with their rights) before the rotation.
+  afterwards is under a key the revoked member never held. Nodes stop serving it the
+  session. The members it had added lose their membership *through it* too (a revoked
+  link revokes what is below it), unless another live chain holds them;
+  ``keep_added=True`` re-adds them (by the revoker, with their rights) before the
+  rotation.
 * **Revoking the session** stores its end record: nodes then refuse its stores and
   reads, delete its messages, and every member's next use fails with
   :class:`~veil.onion.errors.SessionRevoked`; the cache entries are dropped.
