@@ -552,3 +552,52 @@ def test_random_reply_bytes_only_raise_typed_errors(data: bytes) -> None:
     if not reply.ok:
         with pytest.raises(VeilError):
             reply.raise_for_status()
+
+
+def test_a_groups_retrieve_signed_by_a_members_own_key_asks_the_nodes_reader() -> None:
+    """verify_request decides: a group's retrieve signed by an account key with no chain
+    passes only when the node's reader (its state of the session) says the account reads
+    that namespace; anything else so signed is refused, and the signature still counts."""
+    from veil.onion.capability import SessionKey
+    from veil.onion.errors import Unauthorized
+
+    from veil.onion.keys import GroupId
+
+    group = GroupId(SessionKey.generate().ed25519_public)
+    member = Account.generate()
+    now = 1_767_225_600_000
+
+    def request(method: str, extra: dict[str, Any], *, signer: Account = member) -> Any:
+        params = {"pubkey": str(group), "namespace": 1, **extra}
+        parsed = rpc.parse_request({"method": method, "params": dict(params)})
+        message = rpc.signing_message(
+            method, parsed.account, parsed.namespace, now, parsed.signed_extra()
+        )
+        params.update(pubkey_ed25519=member.ed25519_public, timestamp=now,
+                      signature=signer.sign(rpc.DOMAIN, message))
+        return rpc.parse_request({"method": method, "params": params})
+
+    asked: list[tuple[Any, int]] = []
+
+    def reader(answer: bool) -> Any:
+        def reads(account: Any, namespace: int) -> bool:
+            asked.append((account, namespace))
+            return answer
+        return reads
+
+    retrieve = request("retrieve", {})
+    assert rpc.verify_request(retrieve, now, group_reader=reader(True)) is None
+    assert asked == [(member.id, 1)]
+    for refusing in (None, reader(False)):
+        with pytest.raises(Unauthorized):
+            rpc.verify_request(retrieve, now, group_reader=refusing)
+    # A store so signed is never a reader's question.
+    asked.clear()
+    store = request("store", {"data": b"x", "ttl": 60_000})
+    with pytest.raises(Unauthorized):
+        rpc.verify_request(store, now, group_reader=reader(True))
+    assert asked == []
+    # The signature must still be the account's.
+    forged = request("retrieve", {}, signer=Account.generate())
+    with pytest.raises(Unauthorized):
+        rpc.verify_request(forged, now, group_reader=reader(True))
