@@ -560,7 +560,6 @@ def test_a_groups_retrieve_signed_by_a_members_own_key_asks_the_nodes_reader() -
     that namespace; anything else so signed is refused, and the signature still counts."""
     from veil.onion.capability import SessionKey
     from veil.onion.errors import Unauthorized
-
     from veil.onion.keys import GroupId
 
     group = GroupId(SessionKey.generate().ed25519_public)
