@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -308,6 +309,30 @@ async def test_messages_channel_posts_subscribers_and_a_broadcast(gw: Gateway) -
         assert progress["sent"] == 1 and progress["total"] == 1, progress
         assert await read_texts(gw, 1) == ["extra! extra!"]
         assert_problem(http.get("/v1/broadcasts/bc_" + "A" * 16), 404)
+
+
+def test_keeps_serving_through_garbage_and_slow_clients(gw: Gateway) -> None:
+    host, port = gw.url.removeprefix("http://").rsplit(":", 1)
+    slow = []
+    for _ in range(50):  # clients that send half a request and stall
+        sock = socket.create_connection((host, int(port)), timeout=10)
+        sock.sendall(b"POST /v1/codes HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n")
+        slow.append(sock)
+    try:
+        with socket.create_connection((host, int(port)), timeout=10) as garbage:
+            garbage.sendall(b"\x00\xff\xfe NOT HTTP\r\n\r\n")
+            answer = garbage.recv(1000)
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 4")
+        with socket.create_connection((host, int(port)), timeout=10) as huge:
+            huge.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000)
+            answer = huge.recv(1000)
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 4")
+        with gw.client() as http:
+            for _ in range(5):
+                assert http.get("/healthz").status_code == 200
+    finally:
+        for sock in slow:
+            sock.close()
 
 
 async def test_openapi_document_is_valid_and_lists_every_route(gw: Gateway) -> None:
