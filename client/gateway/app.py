@@ -77,7 +77,7 @@ UNAVAILABLE_RETRY_S = 5
 MAX_BODY_BYTES = 64 * 1024
 
 _TICKET = r"^tk_[A-Za-z0-9_-]{22}$"
-_ACCOUNT = r"^[0-9a-f]{66}$"
+_ACCOUNT = r"^05[0-9a-f]{64}$"
 _JOB = r"^bc_[A-Za-z0-9_-]{16}$"
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "SubscribersOut",
 ]
 
+_ACCOUNT_ID = r"^05[0-9a-fA-F]{64}$"
 Purpose = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="what the code is for")
 Topic = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="a topic")
 CodeStatus = Literal["pending", "approved", "canceled", "expired", "max_attempts_reached"]
@@ -42,7 +43,7 @@ def _account_id(value: str) -> str:
 
 
 class MessageIn(_In):
-    to: str = Field(max_length=200, description="the recipient's account ID")
+    to: str = Field(pattern=_ACCOUNT_ID, description="the recipient's account ID (05 + 64 hex)")
     text: str = Field(min_length=1, max_length=4000)
     ttl: int = Field(default=7 * 86400, ge=10, le=14 * 86400, description="seconds kept")
 
@@ -55,7 +56,7 @@ class MessageOut(BaseModel):
 
 
 class CodeIn(_In):
-    to: str = Field(max_length=200, description="the recipient's account ID")
+    to: str = Field(pattern=_ACCOUNT_ID, description="the recipient's account ID (05 + 64 hex)")
     purpose: str = Purpose
     ttl: int = Field(default=600, ge=10, le=600, description="the code's lifetime (s)")
     digits: int = Field(default=6, ge=6, le=10)
