@@ -87,6 +87,8 @@ def start_serve(home: Path, network: Path, *extra: str) -> tuple[subprocess.Pope
             "Gateway test",
             "--call-timeout",
             str(CALL_TIMEOUT_S),
+            "--messages-per-minute",
+            "3",
             *extra,
         ],
         stdout=subprocess.PIPE,
@@ -253,6 +255,17 @@ async def test_429_with_retry_after_at_the_code_limit(gw: Gateway) -> None:
         body = assert_problem(limited, 429)
         assert int(limited.headers["retry-after"]) > 0
         assert body["retry_after"] == int(limited.headers["retry-after"])
+
+
+async def test_429_with_retry_after_at_the_message_limit(gw: Gateway) -> None:
+    to = str(Account.generate().id)
+    with gw.client(gw.full) as http:
+        for i in range(3):
+            sent = http.post("/v1/messages", json={"to": to, "text": f"n{i}", "ttl": 60})
+            assert sent.status_code == 201, sent.text
+        limited = http.post("/v1/messages", json={"to": to, "text": "one too many"})
+        assert_problem(limited, 429)
+        assert 0 < int(limited.headers["retry-after"]) <= 60
 
 
 async def test_idempotency_replay_and_other_body(gw: Gateway) -> None:

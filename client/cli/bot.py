@@ -89,6 +89,13 @@ def register(reg: Registrar) -> None:
         metavar="S",
         help="give a request's network work up after S seconds (503)",
     )
+    serve.add_argument(
+        "--messages-per-minute",
+        type=int,
+        default=20,
+        metavar="N",
+        help="messages to one recipient a minute through POST /v1/messages (more: 429)",
+    )
     token = bot.group("token", help="the HTTP gateway's bearer tokens")
     create = token.command("create", _token_create, help="make a token (shown once)")
     create.add_argument(
@@ -328,6 +335,8 @@ def _serve(ctx: Context) -> None:
     )
     if args.call_timeout <= 0:
         raise UsageError("--call-timeout is a positive number of seconds")
+    if args.messages_per_minute < 1:
+        raise UsageError("--messages-per-minute is at least 1")
     topics = {t: "" for t in args.topic} or None
 
     async def job(bot: Bot) -> None:
@@ -337,7 +346,12 @@ def _serve(ctx: Context) -> None:
 
         store = _gateway_store(ctx)
         try:
-            gateway = Gateway(bot, store, call_timeout_s=args.call_timeout)
+            gateway = Gateway(
+                bot,
+                store,
+                call_timeout_s=args.call_timeout,
+                messages_per_minute=args.messages_per_minute,
+            )
             app = create_app(gateway)
             async with trio.open_nursery() as nursery:
                 binds = await nursery.start(

@@ -22,10 +22,10 @@ these routes and the models of :mod:`veil.client.gateway.models`.
 * ``Idempotency-Key`` on every POST (:mod:`veil.client.gateway.idempotency`).
 """
 
-
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -73,6 +73,9 @@ log = logging.getLogger("veil.gateway")
 DEFAULT_CALL_TIMEOUT_S = 20.0
 #: What a 503 tells a client to wait (s).
 UNAVAILABLE_RETRY_S = 5
+#: Messages to one recipient through the gateway per minute (more: 429, Retry-After), so
+#: a leaked token cannot flood someone's inbox. Codes have their own limits (the bot's).
+MESSAGES_PER_MINUTE = 20
 #: A request body larger than this is refused (413) before it is read in full.
 MAX_BODY_BYTES = 64 * 1024
 
@@ -91,14 +94,36 @@ class Gateway:
         store: GatewayStore,
         *,
         call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+        messages_per_minute: int = MESSAGES_PER_MINUTE,
     ) -> None:
         self.bot = bot
+        self.messages_per_minute = messages_per_minute
+        self._sent: dict[str, deque[float]] = {}
         self.store = store
         self.tokens = TokenBook(store)
         self.idempotency = IdempotencyBook(store)
         self.metrics = GatewayMetrics()
         self.call_timeout_s = call_timeout_s
         self.nursery: trio.Nursery | None = None
+
+    def may_send(self, to: str) -> None:
+        """Count a message to ``to``; :class:`Problem` 429 past the per-minute limit."""
+        now = time.monotonic()
+        times = self._sent.setdefault(to, deque())
+        while times and times[0] <= now - 60:
+            times.popleft()
+        if len(times) >= self.messages_per_minute:
+            raise Problem(
+                429,
+                "too-many-messages",
+                "Too many messages to this recipient",
+                f"at most {self.messages_per_minute} a minute to one recipient",
+                retry_after=times[0] + 60 - now,
+            )
+        times.append(now)
+        if len(self._sent) > 100_000:  # forget idle recipients
+            for key in [k for k, v in self._sent.items() if not v or v[-1] <= now - 60]:
+                del self._sent[key]
 
     async def network(self, what: str, work: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``work`` (a call to the veil network) bounded by ``call_timeout_s``."""
@@ -398,6 +423,7 @@ def create_app(gw: Gateway) -> FastAPI:
         """Send a message to an account (scope ``messages``)."""
 
         async def work() -> tuple[int, Any]:
+            gw.may_send(body.to)
             try:
                 digest = await gw.network(
                     "send", lambda: bot.send(body.to, body.text, ttl=body.ttl)
