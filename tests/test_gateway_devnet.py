@@ -348,6 +348,45 @@ def test_keeps_serving_through_garbage_and_slow_clients(gw: Gateway) -> None:
             sock.close()
 
 
+async def test_the_notices_bot_example(net: Devnet, tmp_path: Path) -> None:
+    home = tmp_path / "notices"
+    Home(home).save_identity(Account.generate())
+    person_home = tmp_path / "person"
+    Home(person_home).save_identity(Account.generate())
+    bot = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "examples" / "notices_bot.py"),
+            "--home",
+            str(home),
+            "--network",
+            str(net.network_file),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert bot.stdout is not None and bot.stdin is not None
+        bot_id = bot.stdout.readline().split()[-1]
+        async with open_client(person_home, net.network_file) as person:
+            await person.send(bot_id, "/start")
+            texts: list[str] = []
+            with trio.fail_after(30):
+                async for message in person.messages():
+                    texts.append(message.text)
+                    if texts[-1].startswith("Subscribed"):
+                        break
+            bot.stdin.write("The pool is closed today.\n")
+            bot.stdin.flush()
+            with trio.fail_after(30):
+                async for message in person.messages():
+                    if message.text == "The pool is closed today.":
+                        break
+    finally:
+        stop(bot)
+
+
 async def test_openapi_document_is_valid_and_lists_every_route(gw: Gateway) -> None:
     from openapi_spec_validator import validate
 
