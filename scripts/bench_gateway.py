@@ -17,7 +17,9 @@ small JSON body, no framework), the floor under any request.
   fresh recipients, same concurrency, in rounds interleaved with the gateway's (a noisy
   machine slows both alike); ``gateway_vs_direct`` = their ratio (1.0: the HTTP layer
   costs nothing beside the network).
-* ``bare_rps`` and ``status_rps``: requests per second, ``CONCURRENCY`` at a time, of
+* ``bare_rps`` and ``status_rps``: requests per second, ``CONCURRENCY`` keep-alive
+  connections of a load generator in a child process (raw HTTP/1.1 on trio sockets, so
+  that the client's cost neither shares the server's thread nor hides its cost), of
   ``GET /bare`` and of ``GET /v1/codes/{ticket}`` (a token checked, a ticket read from
   SQLite: the gateway's own work, no network), interleaved; ``overhead_ratio`` =
   ``bare_rps / status_rps`` (how many bare requests one gateway request costs) and
@@ -44,7 +46,7 @@ CONCURRENCY = 8
 WARMUP = 10
 CODES = 150  # per kind (gateway, direct), in ROUNDS interleaved rounds
 ROUNDS = 3
-LOCAL_REQUESTS = 1500  # per kind (bare, status), in ROUNDS rounds
+LOCAL_REQUESTS = 3000  # per kind (bare, status), in ROUNDS rounds
 FOLLOWERS = 8
 DELIVERY_CODES = FOLLOWERS * 5  # 5 codes per recipient and purpose per 10 min
 DELIVERY_TIMEOUT_S = 10.0
@@ -194,19 +196,17 @@ async def _run_all(bot: Any, http: Any, followers: list[Any]) -> dict[str, float
         await http.post("/v1/codes", json={"to": str(Account.generate().id), "purpose": "bench"})
     ).json()["ticket"]
 
-    async def bare(_: int) -> None:
-        assert (await http.get("/bare")).status_code == 200
-
-    async def status(_: int) -> None:
-        assert (await http.get(f"/v1/codes/{ticket}")).status_code == 200
-
-    await _rate(100, bare)
-    await _rate(100, status)
+    # The local figures: a load generator in another process (raw HTTP/1.1 keep-alive
+    # over CONCURRENCY sockets: far cheaper than httpx, and off the server's trio thread).
+    host, port = http.base_url.host, http.base_url.port
+    auth = http.headers["authorization"]
     bare_t = status_t = 0.0
     per_round = LOCAL_REQUESTS // ROUNDS
+    await _load(host, port, "/bare", 100, auth)
+    await _load(host, port, f"/v1/codes/{ticket}", 100, auth)
     for _ in range(ROUNDS):
-        bare_t += per_round / await _rate(per_round, bare)
-        status_t += per_round / await _rate(per_round, status)
+        bare_t += per_round / await _load(host, port, "/bare", per_round, auth)
+        status_t += per_round / await _load(host, port, f"/v1/codes/{ticket}", per_round, auth)
     bare_rps = per_round * ROUNDS / bare_t
     status_rps = per_round * ROUNDS / status_t
 
@@ -254,6 +254,61 @@ async def _run_all(bot: Any, http: Any, followers: list[Any]) -> dict[str, float
     }
 
 
+async def _load(host: str, port: int, path: str, n: int, auth: str) -> float:
+    """Requests per second of ``n`` GETs of ``path``, from a child process."""
+    import sys
+
+    import trio
+
+    done = await trio.run_process(
+        [sys.executable, __file__, "--load", host, str(port), path, str(n), auth],
+        capture_stdout=True,
+    )
+    return float(done.stdout.decode().strip())
+
+
+def _load_main(host: str, port: int, path: str, n: int, auth: str) -> None:
+    """The child: ``CONCURRENCY`` keep-alive sockets sharing ``n`` requests."""
+    import trio
+
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\n\r\n").encode()
+    left = [n]
+
+    async def worker() -> None:
+        stream = await trio.open_tcp_stream(host, port)
+        buffer = b""
+        async with stream:
+            while left[0] > 0:
+                left[0] -= 1
+                await stream.send_all(request)
+                while True:
+                    head, sep, rest = buffer.partition(b"\r\n\r\n")
+                    if sep:
+                        length = 0
+                        for line in head.split(b"\r\n")[1:]:
+                            name, _, value = line.partition(b":")
+                            if name.strip().lower() == b"content-length":
+                                length = int(value)
+                        if not head.startswith(b"HTTP/1.1 200"):
+                            raise SystemExit(f"load: {head[:80]!r}")
+                        if len(rest) >= length:
+                            buffer = rest[length:]
+                            break
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        raise SystemExit("load: connection closed")
+                    buffer += chunk
+
+    async def main() -> float:
+        t0 = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(CONCURRENCY):
+                nursery.start_soon(worker)
+        return n / (time.perf_counter() - t0)
+
+    print(trio.run(main))
+
+
 def describe(r: dict[str, float]) -> str:
     return "\n".join(
         [
@@ -268,3 +323,10 @@ def describe(r: dict[str, float]) -> str:
             f"p99 {r['delivery_ms_p99']:.1f} ms ({r['delivery_codes']:.0f} codes)",
         ]
     )
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 7 and sys.argv[1] == "--load":
+        _load_main(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6])
