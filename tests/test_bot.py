@@ -185,6 +185,11 @@ async def test_a_broadcast_resumes_after_a_crash_with_the_same_bytes(
     (result,) = await again.resume_broadcasts(progress=seen.append, rate_per_s=1000)
     assert (result.sent, result.failed, result.total) == (20, 0, 20)
     assert seen[-1].pending == 0 and seen[-1].sent == 20
+    # Every report adds up to the job and moves one subscriber on from the one before
+    # (kept in step in memory, not counted again from the table for each item).
+    assert seen[0] == BroadcastProgress(job, 8, 0, 12)
+    assert all(p.sent + p.failed + p.pending == 20 for p in seen)
+    assert [p.sent for p in seen] == list(range(8, 21))
     # Each person has one envelope, which opens to the message from the bot; the ones
     # stored before the crash were sent again byte for byte (at most the one in flight).
     per_person: dict[AccountId, int] = {}

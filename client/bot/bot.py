@@ -577,10 +577,17 @@ class Bot:
         limiter = trio.CapacityLimiter(concurrency)
         interval = 1.0 / rate_per_s
         next_slot = [trio.current_time()]
+        # Counted once from the table, then kept in step with each item's update: a
+        # count query per item made a job of N items cost O(N^2) (2.8 ms an item, on the
+        # event loop, at 10,000 subscribers).
+        counts = self.broadcast_progress(job_id)
+        tally = {"sent": counts.sent, "failed": counts.failed, "pending": counts.pending}
 
         def report() -> None:
             if progress is not None:
-                progress(self.broadcast_progress(job_id))
+                progress(
+                    BroadcastProgress(job_id, tally["sent"], tally["failed"], tally["pending"])
+                )
 
         async def one(recipient: str, envelope: bytes) -> None:
             to = AccountId.parse(recipient)
@@ -602,6 +609,8 @@ class Bot:
                 "WHERE job_id = ? AND recipient = ?",
                 (status, tries, job_id, recipient),
             )
+            tally["pending"] -= 1
+            tally[status] += 1
             report()
 
         async def paced(recipient: str, envelope: bytes) -> None:
