@@ -57,6 +57,7 @@ closes every pool.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from typing import Protocol
@@ -114,12 +115,23 @@ class TransportConfig:
     connect_timeout_s: float = 5.0
     #: Seconds an idle keep-alive connection is kept (below the nodes' idle timeout, 30 s).
     keepalive_expiry_s: float = 20.0
+    #: The local IP address outgoing connections are made from (an IP literal, e.g.
+    #: ``"127.0.0.77"`` to tell a test client apart from the devnet's nodes, which all
+    #: use 127.0.0.1; or one address of a multi-homed host). None: the OS chooses.
+    local_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.pool_size < 1:
             raise InvalidArgument("pool_size must be at least 1")
         if self.connect_timeout_s <= 0 or self.keepalive_expiry_s <= 0:
             raise InvalidArgument("timeouts must be positive")
+        if self.local_address is not None:
+            try:
+                ipaddress.ip_address(self.local_address)
+            except ValueError:
+                raise InvalidArgument(
+                    f"local_address must be an IP address, not {self.local_address!r}"
+                ) from None
 
 
 class _Peer:
@@ -180,6 +192,7 @@ class HttpxTransport:
                 # encrypted, answers authenticated by signatures): no TLS context to
                 # build, which with the system's CA bundle costs about 40 ms per peer.
                 verify=False,
+                local_address=self.config.local_address,
             )
             peer = self._peers[key] = _Peer(pool, f"http://{format_hostport(host, port)}", size)
         return peer

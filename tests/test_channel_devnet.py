@@ -2,6 +2,8 @@
 verified, drops a forged one (and counts it), resumes exactly once after a restart; two
 channels followed by one client use their own path selectors; the follower's identity
 is in no node's files; a posting job with a delegated ``post`` key; the CLI end to end.
+(What the network really sees, the follower's address and the two channels' real
+paths and poll times, is checked in tests/test_channel_privacy.py.)
 
 Private channels: a follower with the invite reads the posts; one with the public ID
 only reads nothing and does not crash; after the invite is revoked, the old invite's
