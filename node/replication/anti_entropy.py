@@ -53,7 +53,7 @@ from veil.onion.capability import ChainCache, verify_revocation
 from veil.onion.directory import ConsensusNode
 from veil.onion.errors import ProtocolError, Unauthorized, VeilError
 from veil.onion.keys import AccountId, GroupId, owner_key
-from veil.onion.replica import ReplicaMessage
+from veil.onion.replica import ReplicaMessage, ReplicaPage
 
 from ..config import ReplicationConfig
 from ..groups import GroupGuard
@@ -127,20 +127,37 @@ class AntiEntropy:
                 nursery.start_soon(self._pull_from, peer, scope)
 
     async def _pull_from(self, peer: ConsensusNode, scope: bytes) -> None:
-        await self._pull_rows(peer, scope)
-        await self._pull_deletions(peer, scope)
-        await self._pull_revocations(peer, scope)
+        await self._pull_pages(peer, scope, peer.node_id, {}, self._take_rows)
+        # Deletions and revocations are pulled after cursors of their own, kept as the
+        # rows' is under the peer's ID with a suffix, so the three never replace each
+        # other.
+        await self._pull_pages(
+            peer, scope, peer.node_id + _DELETIONS, {"deletions": True}, self._take_deletions
+        )
+        await self._pull_pages(
+            peer,
+            scope,
+            peer.node_id + _REVOCATIONS,
+            {"revocations": True},
+            self._take_revocations,
+        )
 
-    async def _pull_revocations(self, peer: ConsensusNode, scope: bytes) -> None:
-        """Pull the revocation records ``peer`` keeps after our cursor (kept under the
-        peer's ID with the suffix :data:`_REVOCATIONS`), verify each again and keep it
-        (see the module note)."""
-        key = peer.node_id + _REVOCATIONS
+    async def _pull_pages(
+        self,
+        peer: ConsensusNode,
+        scope: bytes,
+        key: bytes,
+        what: dict[str, bool],
+        take: Callable[[ConsensusNode, ReplicaPage], Awaitable[None]],
+    ) -> None:
+        """Pull ``peer``'s pages of one kind (``what``: rows, deletions or revocations)
+        after the cursor kept under ``key``, hand each to ``take``, and move the cursor
+        past it. A failed pull ends this round (the next round starts from the cursor)."""
         cursor = await self.store.sync_cursor(key, scope)
         for _ in range(self.config.max_pages):
             self.counters.pulls += 1
             try:
-                page = await self.requests.pull(peer, cursor, scope, revocations=True)
+                page = await self.requests.pull(peer, cursor, scope, **what)
                 if page.next_seq < cursor:
                     raise ProtocolError("the page goes back before the cursor")
             except VeilError as exc:
@@ -149,13 +166,28 @@ class AntiEntropy:
                     log, logging.DEBUG, "pull_failed", peer=peer.node_id_hex[:16], error=str(exc)
                 )
                 return
-            for record in page.revocations:
-                await self._keep_revocation(peer, record)
+            await take(peer, page)
             if page.next_seq != cursor:
                 cursor = page.next_seq
                 await self.store.set_sync_cursor(key, scope, cursor)
             if not page.more:
                 return
+
+    async def _take_rows(self, peer: ConsensusNode, page: ReplicaPage) -> None:
+        mine = [m for m in self._checked(peer, page.messages) if self._is_mine_key(m.account)]
+        if mine:
+            created = await self.store_replicas(mine)
+            self.counters.pulled += sum(created)
+
+    async def _take_deletions(self, peer: ConsensusNode, page: ReplicaPage) -> None:
+        """Apply the signed deletes we missed (see :meth:`_apply`)."""
+        for request in page.deletes:
+            await self._apply(peer, request)
+
+    async def _take_revocations(self, peer: ConsensusNode, page: ReplicaPage) -> None:
+        """Verify each revocation record again and keep it (see the module note)."""
+        for record in page.revocations:
+            await self._keep_revocation(peer, record)
 
     async def _keep_revocation(self, peer: ConsensusNode, record: bytes) -> None:
         """Keep a revocation record a peer holds, once verified here (as a client's
@@ -184,57 +216,6 @@ class AntiEntropy:
             revocation.expires_ms + rpc.MAX_TTL_PRIVATE_MS + 2 * skew,
         )
         self.counters.revocations_pulled += int(created)
-
-    async def _pull_rows(self, peer: ConsensusNode, scope: bytes) -> None:
-        cursor = await self.store.sync_cursor(peer.node_id, scope)
-        for _ in range(self.config.max_pages):
-            self.counters.pulls += 1
-            try:
-                page = await self.requests.pull(peer, cursor, scope)
-                if page.next_seq < cursor:
-                    raise ProtocolError("the page goes back before the cursor")
-            except VeilError as exc:
-                self.counters.pull_failures += 1
-                log_event(
-                    log, logging.DEBUG, "pull_failed", peer=peer.node_id_hex[:16], error=str(exc)
-                )
-                return
-            mine = [m for m in self._checked(peer, page.messages) if self._is_mine_key(m.account)]
-            if mine:
-                created = await self.store_replicas(mine)
-                self.counters.pulled += sum(created)
-            if page.next_seq != cursor:
-                cursor = page.next_seq
-                await self.store.set_sync_cursor(peer.node_id, scope, cursor)
-            if not page.more:
-                return
-
-    async def _pull_deletions(self, peer: ConsensusNode, scope: bytes) -> None:
-        """Pull the signed deletes ``peer`` keeps after our cursor, and apply those we
-        missed (see :meth:`_apply`). The cursor is kept as the rows' is, under the
-        peer's ID with a suffix (:data:`_DELETIONS`), so the two never replace each
-        other."""
-        key = peer.node_id + _DELETIONS
-        cursor = await self.store.sync_cursor(key, scope)
-        for _ in range(self.config.max_pages):
-            self.counters.pulls += 1
-            try:
-                page = await self.requests.pull(peer, cursor, scope, deletions=True)
-                if page.next_seq < cursor:
-                    raise ProtocolError("the page goes back before the cursor")
-            except VeilError as exc:
-                self.counters.pull_failures += 1
-                log_event(
-                    log, logging.DEBUG, "pull_failed", peer=peer.node_id_hex[:16], error=str(exc)
-                )
-                return
-            for request in page.deletes:
-                await self._apply(peer, request)
-            if page.next_seq != cursor:
-                cursor = page.next_seq
-                await self.store.set_sync_cursor(key, scope, cursor)
-            if not page.more:
-                return
 
     async def _apply(self, peer: ConsensusNode, request: bytes) -> None:
         """Apply a delete or delete_all a peer executed: only the owner's signed request
