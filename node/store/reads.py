@@ -196,6 +196,55 @@ def _replica(
     return ReplicaMessage(account, namespace, h, data, timestamp, expiry, proof)
 
 
+def _blob_page(
+    conn: sqlite3.Connection,
+    query: tuple[str, str],
+    after_seq: int,
+    now: int,
+    accept: Callable[[bytes], bool],
+    limit: int,
+    max_bytes: int,
+    scan_limit: int,
+) -> tuple[list[bytes], int, bool]:
+    """One page of signed blobs kept for replication (deletions, revocations): the
+    blobs of live rows of accepted accounts after ``after_seq``, at most ``limit`` and
+    ``max_bytes``, looking at ``scan_limit`` rows at most; and where the next page
+    starts, and whether rows may remain. ``query`` is (the scan, the fetch of one blob
+    by seq), fixed strings of this module."""
+    scan, fetch = query
+    rows = conn.execute(scan, (after_seq, scan_limit)).fetchall()
+    taken: list[int] = []
+    used = 0
+    next_seq = after_seq
+    full = False
+    for seq, account, live_until, size in rows:
+        if live_until > now and accept(account):
+            if len(taken) >= limit or (taken and used + size > max_bytes):
+                full = True
+                break
+            used += size
+            taken.append(seq)
+        next_seq = seq
+    blobs: list[bytes] = []
+    for seq in taken:
+        row = conn.execute(fetch, (seq,)).fetchone()
+        if row is not None:
+            blobs.append(row[0])
+    return blobs, next_seq, full or len(rows) == scan_limit
+
+
+_DELETIONS_QUERY = (
+    "SELECT seq, account, expiry, length(request) FROM deletions"
+    " WHERE seq > ? ORDER BY seq LIMIT ?",
+    "SELECT request FROM deletions WHERE seq = ?",
+)
+_REVOCATIONS_QUERY = (
+    "SELECT seq, account, link_expiry, length(record) FROM revocations"
+    " WHERE seq > ? ORDER BY seq LIMIT ?",
+    "SELECT record FROM revocations WHERE seq = ?",
+)
+
+
 def deletion_page(
     conn: sqlite3.Connection,
     after_seq: int,
@@ -206,29 +255,10 @@ def deletion_page(
     scan_limit: int,
 ) -> ReplicaPage:
     """See :meth:`MessageStore.deletion_page`."""
-    rows = conn.execute(
-        "SELECT seq, account, expiry, length(request) FROM deletions"
-        " WHERE seq > ? ORDER BY seq LIMIT ?",
-        (after_seq, scan_limit),
-    ).fetchall()
-    taken: list[int] = []
-    used = 0
-    next_seq = after_seq
-    full = False
-    for seq, account, expiry, size in rows:
-        if expiry > now and accept(account):
-            if len(taken) >= limit or (taken and used + size > max_bytes):
-                full = True
-                break
-            used += size
-            taken.append(seq)
-        next_seq = seq
-    deletes: list[bytes] = []
-    for seq in taken:
-        row = conn.execute("SELECT request FROM deletions WHERE seq = ?", (seq,)).fetchone()
-        if row is not None:
-            deletes.append(row[0])
-    return ReplicaPage([], next_seq, full or len(rows) == scan_limit, tuple(deletes))
+    deletes, next_seq, more = _blob_page(
+        conn, _DELETIONS_QUERY, after_seq, now, accept, limit, max_bytes, scan_limit
+    )
+    return ReplicaPage([], next_seq, more, tuple(deletes))
 
 
 def revocation_page(
@@ -241,29 +271,10 @@ def revocation_page(
     scan_limit: int,
 ) -> ReplicaPage:
     """See :meth:`MessageStore.revocation_page`."""
-    rows = conn.execute(
-        "SELECT seq, account, link_expiry, length(record) FROM revocations"
-        " WHERE seq > ? ORDER BY seq LIMIT ?",
-        (after_seq, scan_limit),
-    ).fetchall()
-    taken: list[int] = []
-    used = 0
-    next_seq = after_seq
-    full = False
-    for seq, account, link_expiry, size in rows:
-        if link_expiry > now and accept(account):
-            if len(taken) >= limit or (taken and used + size > max_bytes):
-                full = True
-                break
-            used += size
-            taken.append(seq)
-        next_seq = seq
-    records: list[bytes] = []
-    for seq in taken:
-        row = conn.execute("SELECT record FROM revocations WHERE seq = ?", (seq,)).fetchone()
-        if row is not None:
-            records.append(row[0])
-    return ReplicaPage([], next_seq, full or len(rows) == scan_limit, revocations=tuple(records))
+    records, next_seq, more = _blob_page(
+        conn, _REVOCATIONS_QUERY, after_seq, now, accept, limit, max_bytes, scan_limit
+    )
+    return ReplicaPage([], next_seq, more, revocations=tuple(records))
 
 
 def account_revocations(conn: sqlite3.Connection, account: bytes, now: int) -> list[bytes]:
