@@ -50,20 +50,18 @@ in all; each delivery waits at most ``DELIVERY_TIMEOUT_S``.
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from benchnet import NODES, DeliveryMissing, percentile, run_on_devnet
 
 if TYPE_CHECKING:
     from veil.client.bot import Bot
     from veil.client.veil_client import VeilClient
     from veil.onion.keys import AccountId
 
-NODES = 10
-SWARM_SIZE = 5
-INTERVAL_MS = 2000  # consensus interval of the devnet
 CONCURRENCY = 8  # veil.client.bot.bot.DEFAULT_CONCURRENCY
 WARMUP = 20
 CODES = 300  # per kind (codes, plain sends), in ROUNDS interleaved rounds
@@ -82,45 +80,8 @@ DELIVERY_TIMEOUT_S = 10.0
 SETTLE_S = 0.03
 
 
-class DeliveryMissing(Exception):
-    """A code sent was not delivered in time: no delivery figure can be given."""
-
-
 def run() -> dict[str, float]:
-    from veil.client.devnet import Devnet, DevnetError
-
-    with tempfile.TemporaryDirectory(prefix="veil-bench-bot-") as tmp:
-        net = Devnet(Path(tmp) / "devnet", node_config={"replication": {"sync_interval": 10.0}})
-        try:
-            with net:
-                net.up(nodes=NODES, swarm_size=SWARM_SIZE, interval_ms=INTERVAL_MS)
-                import trio
-
-                figures = trio.run(_measure, Path(tmp), net.network_file)
-        except DevnetError as exc:
-            raise SystemExit(f"bench bot: the devnet did not start:\n{exc}") from None
-        except (DeliveryMissing, BaseExceptionGroup) as exc:
-            leaf = _leaf(exc)
-            if isinstance(leaf, DeliveryMissing):
-                raise SystemExit(f"bench bot: {leaf}") from None
-            raise
-    return figures
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _leaf(inner)
-            if isinstance(found, DeliveryMissing):
-                return found
-    return exc
-
-
-def _percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * p // 100))
-    return ordered[int(rank) - 1]
+    return run_on_devnet("bot", _measure)
 
 
 def _fresh_ids(n: int) -> list[AccountId]:
@@ -202,7 +163,7 @@ def _code_book_ms(directory: Path) -> float:
             times.append((time.perf_counter() - t0) * 1000)
     finally:
         store.close()
-    return _percentile(times, 50)
+    return percentile(times, 50)
 
 
 async def _codes_and_sends(bot: Bot, client: VeilClient) -> dict[str, float]:
@@ -269,11 +230,11 @@ async def _delivery(bot: Bot, followers: list[VeilClient]) -> dict[str, float]:
             send_code_rtt.append((t1 - t0) * 1000)
         nursery.cancel_scope.cancel()
     return {
-        "code_delivery_ms_p50": _percentile(delivery, 50),
-        "code_delivery_ms_p99": _percentile(delivery, 99),
-        "code_delivery_from_call_ms_p50": _percentile(from_start, 50),
-        "send_code_ms_p50": _percentile(send_code_rtt, 50),
-        "send_code_ms_p99": _percentile(send_code_rtt, 99),
+        "code_delivery_ms_p50": percentile(delivery, 50),
+        "code_delivery_ms_p99": percentile(delivery, 99),
+        "code_delivery_from_call_ms_p50": percentile(from_start, 50),
+        "send_code_ms_p50": percentile(send_code_rtt, 50),
+        "send_code_ms_p99": percentile(send_code_rtt, 99),
     }
 
 

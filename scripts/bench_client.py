@@ -40,16 +40,14 @@ arrive).
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from benchnet import NODES, DeliveryMissing, percentile, run_on_devnet
+
 from veil.onion.wallclock import wall_clock_ms
 
-NODES = 10
-SWARM_SIZE = 5
-INTERVAL_MS = 2000  # consensus interval of the devnet
 WARMUP = 30
 PINGS = 400
 MESSAGES = 100
@@ -60,50 +58,8 @@ DELIVERY_TIMEOUT_S = 10.0
 SETTLE_S = 0.03
 
 
-class DeliveryMissing(Exception):
-    """A message sent was not delivered in time: no delivery figure can be given."""
-
-
 def run() -> dict[str, float]:
-    from veil.client.devnet import Devnet, DevnetError
-
-    with tempfile.TemporaryDirectory(prefix="veil-bench-client-") as tmp:
-        # A network at rest, as a real one runs: the node's own anti-entropy interval
-        # (10 s), not the devnet's 1 s, which is there so that tests catch up at once
-        # and keeps ten nodes pulling from each other 40 times a second (about a third of
-        # a core on a 2-core machine, taken from the hops being measured).
-        net = Devnet(Path(tmp) / "devnet", node_config={"replication": {"sync_interval": 10.0}})
-        try:
-            with net:
-                net.up(nodes=NODES, swarm_size=SWARM_SIZE, interval_ms=INTERVAL_MS)
-                node_url = net.nodes[0].url
-                import trio
-
-                figures = trio.run(_measure, Path(tmp), net.network_file, node_url)
-        except DevnetError as exc:
-            raise SystemExit(f"bench client: the devnet did not start:\n{exc}") from None
-        except (DeliveryMissing, BaseExceptionGroup) as exc:
-            leaf = _leaf(exc)
-            if isinstance(leaf, DeliveryMissing):
-                raise SystemExit(f"bench client: {leaf}") from None
-            raise
-    return figures
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _leaf(inner)
-            if isinstance(found, DeliveryMissing):
-                return found
-    return exc
-
-
-def _percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * p // 100))
-    return ordered[int(rank) - 1]
+    return run_on_devnet("client", _measure, node_url=True)
 
 
 async def _measure(tmp: Path, network_file: Path, node_url: str) -> dict[str, float]:
@@ -185,25 +141,25 @@ async def _measure(tmp: Path, network_file: Path, node_url: str) -> dict[str, fl
             nursery.cancel_scope.cancel()
         hops = len(sender.paths.paths[0].relays) + 1 if sender.paths.paths else 0
 
-    rtt_p50, floor_p50 = _percentile(rtts, 50), _percentile(floor, 50)
+    rtt_p50, floor_p50 = percentile(rtts, 50), percentile(floor, 50)
     return {
         "nodes": float(NODES),
         "path_hops": float(hops),
         "pings": float(PINGS),
         "messages": float(MESSAGES),
         "onion_rtt_ms_p50": rtt_p50,
-        "onion_rtt_ms_p99": _percentile(rtts, 99),
+        "onion_rtt_ms_p99": percentile(rtts, 99),
         "http_floor_ms_p50": floor_p50,
-        "http_floor_ms_p99": _percentile(floor, 99),
+        "http_floor_ms_p99": percentile(floor, 99),
         "onion_rtt_ratio_p50": rtt_p50 / floor_p50,
-        "h11_floor_ms_p50": _percentile(h11_floor, 50),
-        "bare_onion_ms_p50": _percentile(bare, 50),
-        "client_overhead_ms_p50": rtt_p50 - _percentile(bare, 50),
-        "delivery_ms_p50": _percentile(delivery, 50),
-        "delivery_ms_p99": _percentile(delivery, 99),
-        "delivery_from_send_start_ms_p50": _percentile(from_start, 50),
-        "send_ms_p50": _percentile(send_rtt, 50),
-        "send_ms_p99": _percentile(send_rtt, 99),
+        "h11_floor_ms_p50": percentile(h11_floor, 50),
+        "bare_onion_ms_p50": percentile(bare, 50),
+        "client_overhead_ms_p50": rtt_p50 - percentile(bare, 50),
+        "delivery_ms_p50": percentile(delivery, 50),
+        "delivery_ms_p99": percentile(delivery, 99),
+        "delivery_from_send_start_ms_p50": percentile(from_start, 50),
+        "send_ms_p50": percentile(send_rtt, 50),
+        "send_ms_p99": percentile(send_rtt, 99),
     }
 
 

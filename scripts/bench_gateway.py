@@ -34,14 +34,12 @@ small JSON body, no framework), the floor under any request.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-NODES = 10
-SWARM_SIZE = 5
-INTERVAL_MS = 2000
+from benchnet import NODES, percentile, run_on_devnet
+
 CONCURRENCY = 8
 WARMUP = 10
 CODES = 150  # per kind (gateway, direct), in ROUNDS interleaved rounds
@@ -54,25 +52,7 @@ SETTLE_S = 0.03
 
 
 def run() -> dict[str, float]:
-    from veil.client.devnet import Devnet, DevnetError
-
-    with tempfile.TemporaryDirectory(prefix="veil-bench-gateway-") as tmp:
-        net = Devnet(Path(tmp) / "devnet", node_config={"replication": {"sync_interval": 10.0}})
-        try:
-            with net:
-                net.up(nodes=NODES, swarm_size=SWARM_SIZE, interval_ms=INTERVAL_MS)
-                import trio
-
-                figures = trio.run(_measure, Path(tmp), net.network_file)
-        except DevnetError as exc:
-            raise SystemExit(f"bench gateway: the devnet did not start:\n{exc}") from None
-    return figures
-
-
-def _percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * p // 100))
-    return ordered[int(rank) - 1]
+    return run_on_devnet("gateway", _measure)
 
 
 def _bare_app(gateway_app: Any) -> Any:
@@ -249,8 +229,8 @@ async def _run_all(bot: Any, http: Any, followers: list[Any]) -> dict[str, float
         "status_rps": status_rps,
         "overhead_ratio": bare_rps / status_rps,
         "overhead_ms": 1000 / status_rps - 1000 / bare_rps,
-        "delivery_ms_p50": _percentile(delays, 50),
-        "delivery_ms_p99": _percentile(delays, 99),
+        "delivery_ms_p50": percentile(delays, 50),
+        "delivery_ms_p99": percentile(delays, 99),
     }
 
 
