@@ -541,6 +541,78 @@ class PostLocked(ChannelError):
     timestamp_ms: int | None = None
 
 
+# --- open groups: rooms (issue 16) ---------------------------------------------------
+
+
+class RoomError(ProtocolError):
+    """A room record (metadata, post, moderation) that cannot be accepted
+    (veil.onion.room). ``bad_request`` unless the subclass says otherwise."""
+
+
+class MalformedRoomRecord(RoomError):
+    """Not a well-formed, canonical room record (bad CBOR, a missing or mistyped field,
+    a value out of the format's bounds)."""
+
+
+class RoomRecordTooLarge(RoomError, TooLarge):
+    """A room record over its size limit (refused before parsing), or a post whose text
+    is over the room's own size rule."""
+
+    status = "too_large"
+
+
+class WrongRoom(RoomError):
+    """A record for another room than the one it is checked against."""
+
+
+class UnknownRoom(RoomError):
+    """The room has no valid metadata yet: nothing can be checked against its rules."""
+
+    status = "not_found"
+
+
+class BadRoomSignature(RoomError):
+    """A room record whose signature does not verify, or signed by a key that is not
+    the one the record names (the author's, the owner's)."""
+
+    status = "unauthorized"
+
+
+class NotAModerator(RoomError):
+    """A moderation record signed by neither the room's owner nor a listed moderator."""
+
+    status = "unauthorized"
+
+
+class AuthorBanned(RoomError):
+    """A post by an author the room's owner or a moderator has banned."""
+
+    status = "unauthorized"
+
+
+class InsufficientWork(RoomError):
+    """A post without the proof of work the room's rules ask for, or with one that
+    does not reach the room's difficulty."""
+
+
+class RoomPostOutOfTime(RoomError):
+    """A post or record dated outside the accepted window around the node's clock."""
+
+    status = "clock_skew"
+
+
+class RoomRateLimited(RoomError):
+    """An author over the room's per-author post rate."""
+
+    status = "rate_limited"
+
+
+class StaleRoomMetadata(RoomError):
+    """Room metadata whose sequence number is not above the one already held."""
+
+    status = "replayed"
+
+
 class InvalidLink(InvalidValue):
     """A ``veil://`` link (channel invite, bot deep link) that does not parse."""
 
