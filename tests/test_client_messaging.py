@@ -84,6 +84,41 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
     return buf
 
 
+def test_inbox_follow_with_limit_0_still_shows_what_waited(net: Devnet, tmp_path: Path) -> None:
+    # --limit 0 lists none of the history, but a message that was waiting when the
+    # follower started is new to it: the first fetch takes it, so it must be printed
+    # (it used to be recorded and never shown).
+    home_a, a = new_home(tmp_path, "a")
+    home_b, b = new_home(tmp_path, "b")
+    sent = subprocess.run(
+        _veil(home_a.path, net.network_file, "send", str(b.id), "waiting for you"),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert sent.returncode == 0, sent.stderr
+    follower = subprocess.Popen(
+        _veil(home_b.path, net.network_file, "inbox", "--follow", "--limit", "0", "--json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    try:
+        line = json.loads(_read_line(follower, timeout=60))
+        assert line["text"] == "waiting for you"
+        assert line["from"] == str(a.id)
+    finally:
+        follower.send_signal(signal.SIGINT)
+        try:
+            follower.wait(90)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            follower.wait()
+            raise
+
+
 def test_send_and_inbox_follow_through_the_cli(net: Devnet, tmp_path: Path) -> None:
     home_a, a = new_home(tmp_path, "a")
     home_b, b = new_home(tmp_path, "b")

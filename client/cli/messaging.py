@@ -219,7 +219,7 @@ def _inbox(ctx: Context) -> None:
         raise CliError("--limit must be 0 or more")
 
     async def job(client: VeilClient) -> None:
-        await client.fetch()
+        fresh = await client.fetch()
         last_seq = 0
         recorded: list[InboxMessage] = []
         while limit:  # page through the records, keeping the most recent `limit`
@@ -228,6 +228,14 @@ def _inbox(ctx: Context) -> None:
                 break
             last_seq = page[-1].seq
             recorded = (recorded + page)[-limit:]
+        if ctx.args.follow:
+            # The fetch above took these from the network: the iterator below will not
+            # yield them again, so a follower shows them whatever --limit says of the
+            # history (with --limit 0 they were never printed before).
+            # (By hash: a fetched message's seq is 0 until read back from the state.)
+            listed = {m.hash for m in recorded}
+            # Any not listed are older than the window (it holds the newest records).
+            recorded = [m for m in fresh if m.hash not in listed] + recorded
         for m in recorded:
             _show(ctx, m)
         if not ctx.args.follow:
