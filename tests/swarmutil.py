@@ -21,7 +21,9 @@ from typing import TypeVar
 import httpx
 import trio
 
+from veil.client.devnet import Devnet
 from veil.onion import rpc
+from veil.onion.directory import Consensus
 from veil.onion.errors import Unavailable, WrongSwarm
 from veil.onion.keys import Account, AccountId
 from veil.onion.packet import Hop
@@ -124,3 +126,27 @@ async def eventually(
                 return value
             await trio.sleep(0.2)
     raise AssertionError(f"{what}: still not true after {timeout} s")
+
+
+async def settled(net: Devnet) -> Consensus:
+    """The current consensus of ``net``, once every node holds it (or a later one)."""
+    consensus = await trio.to_thread.run_sync(net.consensus)
+
+    async def adopted() -> bool:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            for member in net.nodes:
+                info = (await client.get(f"{member.url}/info", timeout=5)).json()
+                if info.get("epoch", -1) < consensus.epoch:
+                    return False
+        return True
+
+    await eventually(adopted, what="every node adopts the consensus")
+    return consensus
+
+
+def account_in(consensus: Consensus, swarm_id: int) -> Account:
+    """A new account that ``consensus`` maps to the swarm ``swarm_id``."""
+    while True:
+        account = Account.generate()
+        if consensus.swarm_of(account.id).swarm_id == swarm_id:
+            return account

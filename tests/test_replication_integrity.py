@@ -37,12 +37,21 @@ import trio
 
 from tests.devnetutil import devnet, running_devnet
 from tests.nodeutil import now_ms
-from tests.swarmutil import DAY_MS, call, eventually, owner_proof, read_hashes, store
+from tests.swarmutil import (
+    DAY_MS,
+    account_in,
+    call,
+    eventually,
+    owner_proof,
+    read_hashes,
+    settled,
+    store,
+)
 from veil.client.devnet import Devnet
 from veil.node.keystore import load_or_create_keys
 from veil.onion import replication_frames as wire
 from veil.onion import rpc
-from veil.onion.directory import Consensus, ConsensusNode
+from veil.onion.directory import ConsensusNode
 from veil.onion.keys import Account, NodeKeys
 
 pytestmark = pytest.mark.slow
@@ -57,29 +66,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
     ) as running:
         running.wait_for_consensus(lambda c: len(c.swarms) == 2, what="two swarms")
         yield running
-
-
-async def settled(net: Devnet) -> Consensus:
-    """The current consensus, once every node holds it (or a later one)."""
-    consensus = await trio.to_thread.run_sync(net.consensus)
-
-    async def adopted() -> bool:
-        async with httpx.AsyncClient(trust_env=False) as client:
-            for member in net.nodes:
-                info = (await client.get(f"{member.url}/info", timeout=5)).json()
-                if info.get("epoch", -1) < consensus.epoch:
-                    return False
-        return True
-
-    await eventually(adopted, what="every node adopts the consensus")
-    return consensus
-
-
-def account_in(consensus: Consensus, swarm_id: int) -> Account:
-    while True:
-        account = Account.generate()
-        if consensus.swarm_of(account.id).swarm_id == swarm_id:
-            return account
 
 
 def keys_of(net: Devnet, node: ConsensusNode) -> NodeKeys:

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from tests.authorityutil import make_network, node_config
 from tests.devnetutil import devnet
 from tests.nodeutil import now_ms, running_node
-from tests.swarmutil import DAY_MS, call, eventually, read_hashes, store
+from tests.swarmutil import DAY_MS, account_in, call, read_hashes, settled, store
 from veil.client.devnet import Devnet
 from veil.node.keystore import load_or_create_keys
 from veil.node.replication import ring_position, sync_scope
@@ -53,29 +53,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
     with devnet(tmp_path_factory.mktemp("swarms"), nodes=4, swarm_size=2) as running:
         running.wait_for_consensus(lambda c: len(c.swarms) == 2, what="two swarms")
         yield running
-
-
-async def settled(net: Devnet) -> Consensus:
-    """The current consensus, once every node holds it (or a later one)."""
-    consensus = await trio.to_thread.run_sync(net.consensus)
-
-    async def adopted() -> bool:
-        async with httpx.AsyncClient(trust_env=False) as client:
-            for member in net.nodes:
-                info = (await client.get(f"{member.url}/info", timeout=5)).json()
-                if info.get("epoch", -1) < consensus.epoch:
-                    return False
-        return True
-
-    await eventually(adopted, what="every node adopts the consensus")
-    return consensus
-
-
-def account_in(consensus: Consensus, swarm_id: int) -> Account:
-    while True:
-        account = Account.generate()
-        if consensus.swarm_of(account.id).swarm_id == swarm_id:
-            return account
 
 
 def other_swarm(consensus: Consensus, swarm_id: int) -> int:
