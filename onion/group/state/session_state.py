@@ -1,4 +1,4 @@
-"""A session's state: a pure function of a set of records, and the node's check.
+"""A session's state: a pure function of a set of records.
 
 Design note
 -----------
@@ -49,11 +49,11 @@ rejected, not void), was made by the epoch's signer, and the epoch is dated with
 :data:`~veil.onion.group.limits.FOLLOW_WINDOW_MS` (10 minutes) after it; the signer's
 chain (any rights) must be live at the epoch's date, as for any record. Until a named
 revocation arrives, the epoch waits aside (as records wait for the genesis). Nodes
-also ask (:func:`check_record`) that it be dated now and wrap its key for every live
-member with read: the revoker can rotate the key away from whom it revoked, never away
-from anyone else, and only right after revoking. So a revocation by an adder is
-followed by its own rotation, in the same step, and the revoked member reads nothing
-encrypted afterwards.
+also ask (:func:`~veil.onion.group.state.node_checks.check_record`) that it be dated
+now and wrap its key for every live member with read: the revoker can rotate the key
+away from whom it revoked, never away from anyone else, and only right after revoking.
+So a revocation by an adder is followed by its own rotation, in the same step, and the
+revoked member reads nothing encrypted afterwards.
 
 Key epochs form a DAG by their parents. The heads are the valid epochs no valid epoch
 names as parent; two concurrent rotations give two heads, both accepted, and the next
@@ -62,27 +62,30 @@ among the heads whose key no non-member holds (through the epoch's wraps or a me
 record's), the latest by (date, ID); :meth:`SessionState.needs_rotation` says when no
 head qualifies (a member was revoked since), and the client then rotates first.
 
-:func:`check_record` is the node's question, asked before a record is stored: would it
-be accepted now? The same judgement as above, plus the present: the session is not
-ended (:class:`~veil.onion.errors.SessionRevoked`), the record is not dated ahead of the
-clock, its signer's membership is live and holds the right it needs now (a revoked or
-expired member stores nothing), and for a member record the adder holds ``forward`` and
-every right it gives (:class:`~veil.onion.errors.RightMissing`).
+Each record is judged on its own (step 2) in :mod:`~veil.onion.group.state.judging`;
+the node's questions about the present are in
+:mod:`~veil.onion.group.state.node_checks`.
+
+Why one module of about 560 lines: :class:`SessionState` is one immutable object,
+built once from the set (steps 1 to 4: ``_build``, ``_follow_verdict``, ``_void``) and
+then read (members, rights, chains) and asked for keys (heads, epoch keys); the three
+parts work on the same fields the build fills (``records``, ``revoked_links``,
+``member_records``, ``epochs``, ``heads``), so apart they would be one class's methods
+in three files. What can stand alone has left: a record's judgement and the node's
+questions. Measured: the class is about 410 lines (330 of code); the rest is this note
+(about 75 lines), the imports and the two small types beside it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Final, Protocol
 
-from .. import crypto
-from ..capability import Chain, verify_revocation
-from ..capability.links import Capability, audience_matches
-from ..errors import (
+from ... import crypto
+from ...capability import Chain
+from ...errors import (
     BadAuthor,
-    BadRecordSignature,
     CapabilityError,
     GroupError,
     IntegrityError,
@@ -90,19 +93,13 @@ from ..errors import (
     InvalidKey,
     InvalidValue,
     MalformedRecord,
-    NotAMember,
-    NotEntitledToRevoke,
-    RecordFromFuture,
     RevocationNotAllowed,
     RightMissing,
-    SessionRevoked,
-    UnknownSession,
     WrongSession,
 )
-from ..keys import AccountId, GroupId, account_id_of_ed25519
-from .limits import DEFAULT_SKEW_MS, FOLLOW_WINDOW_MS, MAX_RECORDS
-from .records import (
-    RIGHTS_POLICY,
+from ...keys import AccountId, GroupId, account_id_of_ed25519
+from ..limits import DEFAULT_SKEW_MS, FOLLOW_WINDOW_MS, MAX_RECORDS
+from ..records import (
     EndRecord,
     EpochRecord,
     GenesisRecord,
@@ -114,12 +111,10 @@ from .records import (
     open_back,
     unwrap_key,
 )
-from .rights import ALL_RIGHTS, FORWARD, READ, REVOKE_RIGHT, Rights, rights_of_resources
+from ..rights import ALL_RIGHTS, READ, REVOKE_RIGHT, Rights, rights_of_resources
+from .judging import _RECORD_TYPES, _judge, _Judged, _times_ok
 
-__all__ = ["KeyHolder", "Member", "SessionState", "check_access", "check_record"]
-
-
-_RECORD_TYPES = (GenesisRecord, MemberRecord, RevokeRecord, EpochRecord, EndRecord)
+__all__ = ["KeyHolder", "Member", "SessionState"]
 
 
 class KeyHolder(Protocol):
@@ -146,16 +141,6 @@ class Member:
     chains: tuple[Chain, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Judged:
-    """What judging a record on its own gave: its error (None: valid), the links whose
-    revocation before its date voids it (its signer's membership), and its signer."""
-
-    error: GroupError | CapabilityError | None
-    signer_links: tuple[bytes, ...] = ()
-    signer: bytes = b""
-
-
 def _account_of_key(x25519_public: bytes) -> AccountId:
     """An AccountId of a key read from a verified record, without the point check (a
     key that is not valid names no account that a request can match)."""
@@ -164,147 +149,8 @@ def _account_of_key(x25519_public: bytes) -> AccountId:
     return account
 
 
-def _times_ok(links: Iterable[Capability], at_ms: int, skew_ms: int) -> bool:
-    return all(
-        link.not_before_ms <= at_ms + skew_ms and at_ms - skew_ms < link.expires_ms
-        for link in links
-    )
-
-
-def _check_rights_chain(session: GroupId, chain: Chain) -> tuple[Rights, ...]:
-    """Each link's right set, checked down the chain: every parent holds ``forward``
-    and every right it gives (:class:`RightMissing` naming it)."""
-    if chain.owner != session:
-        raise MalformedRecord("the chain is not of this session")
-    rights = tuple(rights_of_resources(session, link.resources) for link in chain.links)
-    for parent, child in pairwise(rights):
-        if FORWARD not in parent:
-            raise RightMissing("a member without forward cannot add members", right=FORWARD)
-        extra = child - parent
-        if extra:
-            right = min(extra)
-            raise RightMissing(f"a member gives no right it lacks ({right})", right=right)
-    return rights
-
-
-def _verified_chain(session: GroupId, chain: Chain, at_ms: int, skew_ms: int) -> Rights:
-    """The chain's right set once its rights, structure, times at ``at_ms`` and
-    signatures are checked (typed errors)."""
-    rights = _check_rights_chain(session, chain)
-    try:
-        chain.check_structure()
-    except CapabilityError as exc:
-        raise MalformedRecord(f"chain: {exc}") from None
-    if not _times_ok(chain.links, at_ms, skew_ms):
-        raise NotAMember("the chain is not valid at the record's date")
-    try:
-        chain.verify_signatures()
-    except CapabilityError:
-        raise BadRecordSignature("a link of the chain does not verify") from None
-    return rights[-1]
-
-
-def _authority(
-    session: GroupId, signer: bytes, authority: Chain | None, at_ms: int, skew_ms: int
-) -> tuple[bytes, ...]:
-    """The signer's membership links if it may act as a revoker at ``at_ms`` (the
-    session key needs none): :class:`RightMissing` otherwise."""
-    if signer == session.ed25519_public:
-        return ()
-    if authority is None:
-        raise RightMissing("only the session key or a holder of revoke may", right=REVOKE_RIGHT)
-    if not audience_matches(authority.audience, signer):
-        raise RightMissing("the authority chain is not the signer's", right=REVOKE_RIGHT)
-    rights = _verified_chain(session, authority, at_ms, skew_ms)
-    if REVOKE_RIGHT not in rights:
-        raise RightMissing("the signer does not hold revoke", right=REVOKE_RIGHT)
-    return tuple(link.digest for link in authority.links)
-
-
-def _member_authority(
-    session: GroupId, signer: bytes, authority: Chain | None, at_ms: int, skew_ms: int
-) -> tuple[bytes, ...]:
-    """The signer's membership links at ``at_ms``, whatever its rights (the session key
-    needs none): for an epoch that follows the signer's own revocations."""
-    if signer == session.ed25519_public:
-        return ()
-    if authority is None or not audience_matches(authority.audience, signer):
-        raise NotAMember("the epoch's chain is not the signer's membership")
-    _verified_chain(session, authority, at_ms, skew_ms)
-    return tuple(link.digest for link in authority.links)
-
-
 #: An epoch whose followed revocations are not all here yet: kept aside, not judged.
 _PENDING: Final = object()
-
-
-def _judge(genesis: GenesisRecord, record: Record, skew_ms: int) -> _Judged:
-    """``record`` on its own (step 2 of the module note)."""
-    session = GroupId(genesis.session)
-    try:
-        if isinstance(record, GenesisRecord):
-            if not record.creator_is_valid():
-                raise MalformedRecord("the genesis's creator is not a valid account key")
-            record.verify_signature()
-            return _Judged(None, (), record.session)
-        if isinstance(record, MemberRecord):
-            _verified_chain(session, record.chain, record.issued_ms, skew_ms)
-            record.verify_signature()
-            links = tuple(link.digest for link in record.chain.links[:-1])
-            return _Judged(None, links, record.adder)
-        if isinstance(record, RevokeRecord):
-            return _judge_revoke(genesis, session, record, skew_ms)
-        if isinstance(record, EpochRecord) and record.follows:
-            # Entitled by the revocations it follows (checked against the set: state).
-            links = _member_authority(
-                session, record.issuer, record.authority, record.issued_ms, skew_ms
-            )
-        else:
-            links = _authority(
-                session, record.issuer, record.authority, record.issued_ms, skew_ms
-            )
-        record.verify_signature()
-        return _Judged(None, links, record.issuer)
-    except (GroupError, CapabilityError) as exc:
-        return _Judged(exc)
-
-
-def _judge_revoke(
-    genesis: GenesisRecord, session: GroupId, record: RevokeRecord, skew_ms: int
-) -> _Judged:
-    revocation = record.revocation
-    proof = revocation.proof
-    revoker = revocation.revoker
-    if proof.links[-1].audience == b"\x05" + genesis.creator:
-        raise RevocationNotAllowed("no one can revoke the session's creator")
-    _check_rights_chain(session, proof)
-    try:
-        verify_revocation(revocation, now_ms=revocation.issued_ms, skew_ms=skew_ms)
-    except NotEntitledToRevoke as exc:
-        raise RevocationNotAllowed(str(exc)) from None
-    if revoker == genesis.session:
-        return _Judged(None, (), revoker)
-    issuers = [link.issuer for link in proof.links]
-    upstream = revoker in issuers
-    if genesis.policy == RIGHTS_POLICY or not upstream:
-        # Under "rights" only a holder of revoke revokes (by its chain); under
-        # "delegation" an upstream issuer may too, and anyone else needs that chain.
-        if revocation.authority is None:
-            raise RevocationNotAllowed(
-                "under the rights policy only holders of revoke may revoke"
-                if genesis.policy == RIGHTS_POLICY
-                else "the revoker neither added the member nor holds revoke"
-            )
-        try:
-            links = _authority(
-                session, revoker, revocation.authority, revocation.issued_ms, skew_ms
-            )
-        except RightMissing as exc:
-            raise RevocationNotAllowed(str(exc)) from None
-        return _Judged(None, links, revoker)
-    # The revoker's own membership: the links above the first one it issued.
-    above = proof.links[: issuers.index(revoker)]
-    return _Judged(None, tuple(link.digest for link in above), revoker)
 
 
 class SessionState:
@@ -458,9 +304,7 @@ class SessionState:
                     "an epoch follows only its signer's own revocations", right=REVOKE_RIGHT
                 )
             if not (
-                revocation.issued_ms
-                <= epoch.issued_ms
-                <= revocation.issued_ms + FOLLOW_WINDOW_MS
+                revocation.issued_ms <= epoch.issued_ms <= revocation.issued_ms + FOLLOW_WINDOW_MS
             ):
                 return RightMissing(
                     "an epoch that follows a revocation is dated within 10 minutes after it",
@@ -469,9 +313,7 @@ class SessionState:
         return None
 
     def _void(self, judged: _Judged, at_ms: int) -> bool:
-        return any(
-            self.revoked_links.get(link, at_ms + 1) <= at_ms for link in judged.signer_links
-        )
+        return any(self.revoked_links.get(link, at_ms + 1) <= at_ms for link in judged.signer_links)
 
     # --- merging ----------------------------------------------------------------------
 
@@ -597,9 +439,7 @@ class SessionState:
         for r in self.member_records:
             if any(link.digest in self.revoked_links for link in r.chain.links):
                 out.add(r.member)
-        return tuple(
-            sorted((m for m in out if not self.live_chains(m, now_ms=now_ms)), key=str)
-        )
+        return tuple(sorted((m for m in out if not self.live_chains(m, now_ms=now_ms)), key=str))
 
     def chain_for(self, member: AccountId, right: str, *, now_ms: int) -> Chain | None:
         """A live chain of ``member`` that holds ``right`` (the longest-lived), or None."""
@@ -611,8 +451,14 @@ class SessionState:
         ]
         if not chains:
             return None
-        return max(chains, key=lambda c: (len(rights_of_resources(session, c.resources)),
-                                          c.expires_ms, -len(c.links)))
+        return max(
+            chains,
+            key=lambda c: (
+                len(rights_of_resources(session, c.resources)),
+                c.expires_ms,
+                -len(c.links),
+            ),
+        )
 
     def check_author(self, author: bytes | AccountId, at_ms: int, *, now_ms: int) -> None:
         """:class:`BadAuthor` unless ``author`` (its Ed25519 key or account) held
@@ -714,97 +560,3 @@ class SessionState:
             f"SessionState({self.session_id}, {len(self.records)} records, "
             f"{len(self.heads)} head(s){', ended' if self.ended else ''})"
         )
-
-
-def check_record(
-    state: SessionState,
-    record: bytes | Record,
-    *,
-    now_ms: int,
-    skew_ms: int = DEFAULT_SKEW_MS,
-) -> Record:
-    """Whether a node accepts ``record`` into ``state``'s session now: the record, or
-    the typed :class:`~veil.onion.errors.GroupError` (or capability error) that refuses
-    it (see the module note)."""
-    if isinstance(record, bytes):
-        record = decode_record(record)
-    elif not isinstance(record, _RECORD_TYPES):
-        raise InvalidValue("a record is its bytes or a decoded record")
-    if record.session != state.session:
-        raise WrongSession("the record is of another session")
-    if record.digest in state.records and record.digest not in state.rejected:
-        return record
-    if state.ended:
-        raise SessionRevoked("the session was revoked")
-    if record.issued_ms > now_ms + skew_ms:
-        raise RecordFromFuture(f"the record is dated {record.issued_ms}, ahead of {now_ms}")
-    genesis = state.genesis
-    if isinstance(record, GenesisRecord):
-        if genesis is not None:
-            raise UnknownSession("the session already has another genesis")
-        genesis = record
-    if genesis is None:
-        raise UnknownSession("the session's genesis is not known")
-    judged = _judge(genesis, record, skew_ms)
-    if judged.error is not None:
-        raise judged.error
-    if isinstance(record, GenesisRecord):
-        return record
-    signer_links = set(judged.signer_links)
-    if any(link in state.revoked_links for link in signer_links):
-        raise NotAMember("the signer's membership was revoked")
-    # The signer's membership must also be live now (not expired since).
-    chain = _signer_chain(record)
-    if chain is not None and not _times_ok(chain.links, now_ms, skew_ms):
-        raise NotAMember("the signer's membership has expired")
-    if isinstance(record, MemberRecord) and not _times_ok(record.chain.links, now_ms, skew_ms):
-        raise NotAMember("the new member's link is not valid now")
-    if isinstance(record, EpochRecord) and record.follows:
-        _check_follower(state, record, now_ms=now_ms, skew_ms=skew_ms)
-    return record
-
-
-def _check_follower(state: SessionState, record: EpochRecord, *, now_ms: int, skew_ms: int) -> None:
-    """The present's part of an epoch that follows its signer's revocations: they are
-    all here and count, the epoch is dated now (not backdated into their window), and
-    it wraps its key for every live member with read (so that an adder without revoke
-    cannot leave anyone out of the session by rotating)."""
-    verdict = state._follow_verdict(record)
-    if verdict is _PENDING:
-        raise RightMissing(
-            "the revocations the epoch follows are not known here", right=REVOKE_RIGHT
-        )
-    if isinstance(verdict, GroupError):
-        raise verdict
-    if record.issued_ms < now_ms - skew_ms:
-        raise RightMissing(
-            "an epoch that follows a revocation is stored when it is made", right=REVOKE_RIGHT
-        )
-    wrapped = {to for to, _ in record.wraps}
-    live = state.members(now_ms=now_ms)
-    if any(m.x25519_public not in wrapped for m, info in live.items() if READ in info.rights):
-        raise RightMissing(
-            "an epoch that follows a revocation wraps its key for every member with read",
-            right=REVOKE_RIGHT,
-        )
-
-
-def _signer_chain(record: Record) -> Chain | None:
-    if isinstance(record, MemberRecord):
-        return Chain.from_links(record.chain.links[:-1]) if len(record.chain.links) > 1 else None
-    if isinstance(record, RevokeRecord):
-        return record.revocation.authority
-    if isinstance(record, EpochRecord | EndRecord):
-        return record.authority
-    return None
-
-
-def check_access(state: SessionState, *, method: str, namespace: int | None) -> None:
-    """What a node adds, for a session's account, to the capability check of a storage
-    request (:func:`~veil.onion.capability.authorize`, with the session's revoked
-    links): after the whole session's revocation it refuses every store and read
-    (:class:`~veil.onion.errors.SessionRevoked`); deletes and expiries stay allowed, so
-    the swarm can drop the session's content. A store into the state namespace also
-    goes through :func:`check_record`."""
-    if state.ended and method in ("store", "retrieve"):
-        raise SessionRevoked("the session was revoked")
