@@ -37,7 +37,7 @@ is cancelled, so are requests in flight; the state file is left consistent.
 Delegated sessions (:mod:`veil.client.delegation`): ``open_client(home, network,
 delegated=session)`` gives a client that acts for ``session.account`` without its
 seed. Each signed request is checked against the session before it is built
-(:meth:`VeilClient._signer`): expired by the network's clock
+(:meth:`VeilClient.signer`): expired by the network's clock
 (:class:`~veil.client.errors.SessionExpired`) or not granted
 (:class:`~veil.client.errors.NotAuthorized`, naming the missing action), and nothing
 leaves. What needs the seed itself (sending a message: the envelope is signed by the
@@ -183,6 +183,8 @@ class VeilClient:
             guard_ids=lambda: [g.node_id for g in self.paths.guards],
         )
         self.directory.on_change(self.paths.set_consensus)
+        self._watchers: list[Callable[[Consensus], None]] = []
+        self.directory.on_change(self._consensus_changed)
         self.onion = OnionClient(
             transport,
             self.paths,
@@ -227,7 +229,7 @@ class VeilClient:
         took it. Safe to call again after a failure: see :mod:`veil.client.messaging`.
         """
         recipient = to if isinstance(to, AccountId) else AccountId.parse(to)
-        account = self._seed("sending a message (the envelope is signed by the account)")
+        account = self.require_seed("sending a message (the envelope is signed by the account)")
         return await send_message(self.onion, account, recipient, content, ttl_s=ttl_s)
 
     def messages(self) -> AsyncIterator[InboxMessage]:
@@ -320,7 +322,7 @@ class VeilClient:
         ):
             signer = self.account_id
         else:
-            signer = self._signer("retrieve", namespace)
+            signer = self.signer("retrieve", namespace)
 
         def build(now_ms: int) -> bytes:
             return rpc.make_retrieve(
@@ -342,7 +344,7 @@ class VeilClient:
             or not math.isfinite(ttl_s)
         ):
             raise InvalidTtl(f"a TTL is a finite number of seconds, not {ttl_s!r}")
-        signer = self._signer("store", namespace)
+        signer = self.signer("store", namespace)
         ttl_ms = round(ttl_s * 1000)
         rpc.check_ttl_ms(ttl_ms, namespace)  # InvalidTtl before anything is sent
 
@@ -367,7 +369,7 @@ class VeilClient:
         self, hashes: Sequence[bytes], *, namespace: int = rpc.INBOX
     ) -> rpc.DeleteResult:
         """Delete these messages of the account in ``namespace`` (action ``delete``)."""
-        signer = self._signer("delete", namespace)
+        signer = self.signer("delete", namespace)
 
         def build(now_ms: int) -> bytes:
             return rpc.make_delete(signer, list(hashes), now_ms=now_ms, namespace=namespace)
@@ -379,7 +381,7 @@ class VeilClient:
     async def delete_all(self, *, namespace: int | None) -> rpc.DeleteAllResult:
         """Delete every message of the account in ``namespace`` (None: in every
         namespace, which a session must hold ``delete`` over all of)."""
-        signer = self._signer("delete_all", namespace)
+        signer = self.signer("delete_all", namespace)
 
         def build(now_ms: int) -> bytes:
             return rpc.make_delete_all(signer, namespace=namespace, now_ms=now_ms)
@@ -392,7 +394,7 @@ class VeilClient:
         self, hashes: Sequence[bytes], expiry_ms: int, *, namespace: int = rpc.INBOX
     ) -> rpc.ExpireResult:
         """Change these messages' expiry to ``expiry_ms`` (action ``expire``)."""
-        signer = self._signer("expire", namespace)
+        signer = self.signer("expire", namespace)
 
         def build(now_ms: int) -> bytes:
             return rpc.make_expire(
@@ -418,7 +420,9 @@ class VeilClient:
         ``expires_in`` seconds (default 7 days), dated by the network's clock and recorded
         in the home as issued. A delegated client re-delegates instead
         (:meth:`delegate`)."""
-        account = self._seed("authorizing a session (its first link is signed by the account)")
+        account = self.require_seed(
+            "authorizing a session (its first link is signed by the account)"
+        )
         session = authorize(
             account, resources, expires_in, statement=statement, now_ms=self.clock.now()
         )
@@ -521,7 +525,10 @@ class VeilClient:
             accepted = 1
         return accepted, len(members)
 
-    def _seed(self, what: str) -> Account:
+    def require_seed(self, what: str) -> Account:
+        """The account's key, for ``what`` needs it (sealing a message, a channel's or
+        room's seed kept under it); :class:`~veil.client.errors.SeedRequired` for a
+        client acting under a delegated session."""
         if self.account is None:
             raise SeedRequired(f"{what} needs the account's seed; a delegated session has none")
         return self.account
@@ -530,15 +537,32 @@ class VeilClient:
         assert self.delegated is not None
         return self.delegated
 
-    def _signer(self, method: str, namespace: int | None) -> Account | DelegatedSigner:
-        """What signs a ``method`` request in ``namespace``: the account, or the
-        delegated session once it is checked (expiry by the network's clock, then the
-        action: :class:`~veil.client.errors.NotAuthorized`; nothing is sent)."""
+    def signer(self, method: str, namespace: int | None) -> Account | DelegatedSigner:
+        """What signs a ``method`` request (or a record stored by one) in ``namespace``:
+        the account, or the delegated session once it is checked (expiry by the network's
+        clock, then the action: :class:`~veil.client.errors.NotAuthorized`; nothing is
+        sent)."""
         if self.account is not None:
             return self.account
         session = self._session()
         session.require(method, namespace, now_ms=self.clock.now())
         return session.signer
+
+    def watch_consensus(self, listener: Callable[[Consensus], None]) -> Callable[[], None]:
+        """Call ``listener(consensus)`` whenever a newer consensus is installed (a
+        follower's own path selector keeps up this way); the function returned stops
+        it (calling it again does nothing)."""
+        self._watchers.append(listener)
+
+        def unwatch() -> None:
+            with contextlib.suppress(ValueError):
+                self._watchers.remove(listener)
+
+        return unwatch
+
+    def _consensus_changed(self, consensus: Consensus) -> None:
+        for listener in list(self._watchers):
+            listener(consensus)
 
     # --- lower level -------------------------------------------------------------------------
 

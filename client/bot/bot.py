@@ -407,7 +407,7 @@ class Bot:
         data = text.encode("utf-8")
         if len(data) > MAX_CONTENT:
             raise InvalidArgument(f"a message is at most {MAX_CONTENT} bytes")
-        account = self.client._seed("a bot's message (signed by the account)")
+        account = self.client.require_seed("a bot's message (signed by the account)")
         return seal(account, to, data, timestamp_ms=self.client.clock.now())
 
     async def send_sealed(self, to: AccountId, envelope: bytes, ttl_ms: int) -> rpc.StoreResult:
