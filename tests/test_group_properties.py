@@ -34,7 +34,7 @@ from veil.onion.group import (
     revoke_members,
     rotate,
 )
-from veil.onion.group import records as records_module
+from veil.onion.group.records import formats as records_module
 from veil.onion.group.records import make_revoke
 from veil.onion.keys import Account
 

@@ -34,60 +34,37 @@ without ``sig``::
       (sorted by "to", <= 400), iss: the signer's Ed25519 key, auth: the signer's
       membership chain (absent when the session key signs), revs (optional): [revoke
       record digest] (sorted, 1 to 16): the revocations by the signer this epoch
-      follows (see state.py: "Rotation after a delegated revocation"), iat, sig
+      follows (see state/session_state.py: "Rotation after a delegated revocation"),
+      iat, sig
     end      (group-end/v1, signed by the session key or a holder of revoke)
       k "end", v 1, sid, iss, auth (as an epoch's), iat, sig
 
-An epoch's ID is its record's digest. Its 32-byte key ``K`` (random) is
-
-* wrapped for each member as in :mod:`veil.onion.envelope`'s seal, written out so that
-  a deterministic ``rng`` reaches the ephemeral key (libsodium's ``crypto_box_seal``
-  draws it inside): ``eph`` random, ``k || n = BLAKE2b(key=X25519(eph, member),
-  person="veil/grp-wrap", eph_pk || member_x25519 || sid || salt)`` (56 bytes),
-  ``wrap = eph_pk || XChaCha20-Poly1305(k, n, K, ad="veil/group-wrap/v1" NUL || sid ||
-  salt || member_x25519)``: a wrap opens only for its member, session and epoch;
-* committed: ``commit = BLAKE2b(key=K, person="veil/grp-commit", sid || salt)``, signed
-  with the record, so every member checks that it got the key everybody got (a
-  rotator cannot give two members two keys);
-* chained back: ``back = XChaCha20-Poly1305(BLAKE2b(key=K, person="veil/grp-back", sid
-  || salt), nonce 0, the parents' keys in "parents" order)`` (a key used once, so the
-  zero nonce is sound): the holder of a head's key holds every earlier key, as a new
-  Seald recipient reads the whole session, and a member revoked before an epoch holds
-  no key of it or after it. ``back`` is empty when the rotator did not hold its
-  parents' keys (a creator that made the session with ``encrypt_for_self=False`` and
-  rotates with the session key alone): the history before it then reaches only those
-  who held it already, and members added later read from that epoch on.
+What an epoch's key is and how it travels (wraps, the commitment, the chain back) is in
+:mod:`~veil.onion.group.records.epoch_keys`; making and signing records in
+:mod:`~veil.onion.group.records.builders`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
-from .. import crypto
-from ..capability import Chain, Revocation, Signer
-from ..capability.limits import MAX_CHAIN_SIZE, MAX_REVOCATION_SIZE
-from ..cbor import Field, Schema, decode, encode
-from ..crypto import Rng, system_rng
-from ..errors import (
+from ... import crypto
+from ...capability import Chain, Revocation
+from ...capability.limits import MAX_CHAIN_SIZE, MAX_REVOCATION_SIZE
+from ...cbor import Field, Schema, decode, encode
+from ...errors import (
     BadRecordSignature,
     BadSignature,
     CapabilityError,
     DecodeError,
-    IntegrityError,
-    InvalidKey,
-    InvalidRights,
-    InvalidValue,
     MalformedRecord,
     RecordTooLarge,
     SchemaError,
     TooLarge,
 )
-from ..keys import AccountId, GroupId, is_valid_x25519_public
-from .limits import (
-    BACK_PURPOSE,
-    COMMIT_PURPOSE,
+from ...keys import AccountId, GroupId, is_valid_x25519_public
+from ..limits import (
     DIGEST_BYTES,
     END_DOMAIN,
     EPOCH_DOMAIN,
@@ -104,9 +81,7 @@ from .limits import (
     RECORD_DIGEST_PURPOSE,
     SALT_BYTES,
     VERSION,
-    WRAP_AD,
     WRAP_BYTES,
-    WRAP_PURPOSE,
 )
 
 __all__ = [
@@ -120,16 +95,7 @@ __all__ = [
     "Record",
     "RevokeRecord",
     "decode_record",
-    "epoch_commitment",
-    "make_end",
-    "make_epoch",
-    "make_genesis",
-    "make_member",
-    "make_revoke",
-    "open_back",
     "record_digest",
-    "unwrap_key",
-    "wrap_key",
 ]
 
 #: The two policies of who may revoke (Seald's current and earlier rules).
@@ -451,232 +417,3 @@ def decode_record(data: bytes) -> Record:
         authority=authority,
         signature=obj["sig"],
     )
-
-
-# --- keys: wraps, commitments, the chain back ----------------------------------------
-
-
-def _wrap_key_nonce(
-    shared: bytes, eph_pk: bytes, member_x: bytes, sid: bytes, salt: bytes
-) -> tuple[bytes, bytes]:
-    context = eph_pk + member_x + sid + salt
-    okm = crypto.kdf(shared, WRAP_PURPOSE, KEY_BYTES + crypto.XNONCE_BYTES, context)
-    return okm[:KEY_BYTES], okm[KEY_BYTES:]
-
-
-def _x25519_of_member(member: AccountId) -> bytes:
-    if not isinstance(member, AccountId):
-        raise InvalidKey("a member is named by its AccountId")
-    return member.x25519_public
-
-
-def wrap_key(
-    key: bytes, member: AccountId, session: bytes, salt: bytes, *, rng: Rng = system_rng
-) -> bytes:
-    """``key`` sealed for the member's account (its X25519 key; module note)."""
-    member_x = _x25519_of_member(member)
-    eph_sk, eph_pk = crypto.x25519_keypair(rng)
-    k, n = _wrap_key_nonce(crypto.x25519(eph_sk, member_x), eph_pk, member_x, session, salt)
-    return eph_pk + crypto.aead_seal(k, n, key, WRAP_AD + session + salt + member_x)
-
-
-def unwrap_key(
-    x25519_secret: bytes, x25519_public: bytes, wrapped: bytes, session: bytes, salt: bytes
-) -> bytes:
-    """The key of a wrap sealed for this X25519 key pair; :class:`IntegrityError` if it
-    does not open (not ours, altered, of another session or epoch)."""
-    if len(wrapped) != WRAP_BYTES:
-        raise IntegrityError("a wrap has the wrong length")
-    eph_pk = wrapped[:32]
-    shared = crypto.x25519(x25519_secret, eph_pk)
-    k, n = _wrap_key_nonce(shared, eph_pk, x25519_public, session, salt)
-    return crypto.aead_open(k, n, wrapped[32:], WRAP_AD + session + salt + x25519_public)
-
-
-def epoch_commitment(key: bytes, session: bytes, salt: bytes) -> bytes:
-    return crypto.kdf(key, COMMIT_PURPOSE, 32, session + salt)
-
-
-def _back_key(key: bytes, session: bytes, salt: bytes) -> bytes:
-    return crypto.kdf(key, BACK_PURPOSE, 32, session + salt)
-
-
-def open_back(epoch: EpochRecord, key: bytes) -> dict[bytes, bytes]:
-    """The parents' keys of ``epoch``, from its key (none if it carries none);
-    :class:`IntegrityError` if the chain back does not open."""
-    if not epoch.back:
-        return {}
-    plain = crypto.aead_open(
-        _back_key(key, epoch.session, epoch.salt), bytes(crypto.XNONCE_BYTES), epoch.back
-    )
-    return {
-        parent: plain[i * KEY_BYTES : (i + 1) * KEY_BYTES] for i, parent in enumerate(epoch.parents)
-    }
-
-
-# --- builders --------------------------------------------------------------------------
-
-
-def _check_time(now_ms: int) -> None:
-    if type(now_ms) is not int or not 0 <= now_ms <= MAX_TIME_MS:
-        raise InvalidValue("now_ms is a time in ms since the epoch")
-
-
-def _sign(signer: Signer, domain: bytes, body: dict[str, Any]) -> bytes:
-    body["sig"] = crypto.sign(signer.ed25519_secret, domain, encode(body))
-    return encode(body)
-
-
-def make_genesis(
-    session_key: Signer,
-    creator: AccountId,
-    *,
-    policy: str,
-    metadata: str | None,
-    now_ms: int,
-) -> GenesisRecord:
-    """The session's first record, signed by its key."""
-    if policy not in POLICIES:
-        raise InvalidRights(f"policy is one of {', '.join(sorted(POLICIES))}")
-    if metadata is not None and (not isinstance(metadata, str) or len(metadata) > MAX_METADATA):
-        raise InvalidValue(f"metadata is text of at most {MAX_METADATA} characters")
-    _x25519_of_member(creator)
-    _check_time(now_ms)
-    body: dict[str, Any] = {
-        "k": "genesis",
-        "v": VERSION,
-        "sid": session_key.ed25519_public,
-        "creator": creator.x25519_public,
-        "policy": policy,
-        "iat": now_ms,
-    }
-    if metadata is not None:
-        body["meta"] = metadata
-    record = decode_record(_sign(session_key, GENESIS_DOMAIN, body))
-    assert isinstance(record, GenesisRecord)
-    return record
-
-
-def make_member(
-    adder: Signer,
-    chain: Chain,
-    *,
-    wraps: Iterable[tuple[bytes, bytes]] = (),
-    now_ms: int,
-) -> MemberRecord:
-    """The record that adds ``chain``'s audience, signed by ``adder`` (the chain's last
-    issuer), with the heads' keys wrapped for it (``(epoch ID, wrap)`` pairs)."""
-    _check_time(now_ms)
-    if adder.ed25519_public != chain.links[-1].issuer:
-        raise InvalidKey("a member record is signed by the issuer of the member's link")
-    if not isinstance(chain.owner, GroupId):
-        raise InvalidValue("a member's chain is of a session (a group), not an account")
-    pairs = sorted(wraps)
-    body: dict[str, Any] = {
-        "k": "member",
-        "v": VERSION,
-        "sid": chain.owner.ed25519_public,
-        "chain": chain.encoded,
-        "wraps": [{"epoch": epoch, "key": key} for epoch, key in pairs],
-        "iat": now_ms,
-    }
-    record = decode_record(_sign(adder, MEMBER_DOMAIN, body))
-    assert isinstance(record, MemberRecord)
-    return record
-
-
-def make_revoke(revocation: Revocation) -> RevokeRecord:
-    """The record that carries a capability revocation of a session's link."""
-    if not isinstance(revocation.owner, GroupId):
-        raise InvalidValue("the revocation is not of a session's link")
-    body = {
-        "k": "revoke",
-        "v": VERSION,
-        "sid": revocation.owner.ed25519_public,
-        "rev": revocation.encoded,
-    }
-    record = decode_record(encode(body))
-    assert isinstance(record, RevokeRecord)
-    return record
-
-
-def make_epoch(
-    signer: Signer,
-    session: bytes,
-    members: Sequence[AccountId],
-    *,
-    parents: Iterable[tuple[bytes, bytes | None]] = (),
-    authority: Chain | None = None,
-    follows: Iterable[bytes] = (),
-    now_ms: int,
-    rng: Rng = system_rng,
-) -> tuple[EpochRecord, bytes]:
-    """A new key epoch: a fresh key wrapped for ``members`` (accounts), naming
-    ``parents`` (``(epoch ID, key)`` pairs: the heads it merges; a key of None: the
-    signer does not hold it, and the epoch carries no parent's key), signed by
-    ``signer`` (the session key, or a holder of revoke whose chain is ``authority``,
-    or, naming in ``follows`` the revocation records it made just before, a member
-    entitled to those revocations, ``authority`` its membership chain).
-    Returns the record and the new key."""
-    _check_time(now_ms)
-    members = sorted(set(members), key=lambda m: _x25519_of_member(m))
-    if len(members) > MAX_WRAPS:
-        raise InvalidValue(f"an epoch wraps its key for at most {MAX_WRAPS} members")
-    parent_keys = dict(parents)
-    if len(parent_keys) > MAX_PARENTS:
-        raise InvalidValue(f"an epoch names at most {MAX_PARENTS} parents")
-    if any(k is not None and len(k) != KEY_BYTES for k in parent_keys.values()):
-        raise InvalidKey("an epoch key is 32 bytes")
-    order = sorted(parent_keys)
-    key = rng(KEY_BYTES)
-    salt = rng(SALT_BYTES)
-    carried = [parent_keys[p] for p in order]
-    back = b""
-    if all(k is not None for k in carried):
-        back = crypto.aead_seal(
-            _back_key(key, session, salt),
-            bytes(crypto.XNONCE_BYTES),
-            b"".join(k for k in carried if k is not None),
-        )
-    body: dict[str, Any] = {
-        "k": "epoch",
-        "v": VERSION,
-        "sid": session,
-        "salt": salt,
-        "parents": order,
-        "commit": epoch_commitment(key, session, salt),
-        "back": back,
-        "wraps": [
-            {"to": m.x25519_public, "key": wrap_key(key, m, session, salt, rng=rng)}
-            for m in members
-        ],
-        "iss": signer.ed25519_public,
-        "iat": now_ms,
-    }
-    if authority is not None:
-        body["auth"] = authority.encoded
-    revs = sorted(set(follows))
-    if revs:
-        body["revs"] = revs
-    record = decode_record(_sign(signer, EPOCH_DOMAIN, body))
-    assert isinstance(record, EpochRecord)
-    return record, key
-
-
-def make_end(
-    signer: Signer, session: bytes, *, authority: Chain | None = None, now_ms: int
-) -> EndRecord:
-    """The whole session's revocation, signed by the session key or a holder of revoke."""
-    _check_time(now_ms)
-    body: dict[str, Any] = {
-        "k": "end",
-        "v": VERSION,
-        "sid": session,
-        "iss": signer.ed25519_public,
-        "iat": now_ms,
-    }
-    if authority is not None:
-        body["auth"] = authority.encoded
-    record = decode_record(_sign(signer, END_DOMAIN, body))
-    assert isinstance(record, EndRecord)
-    return record
