@@ -248,13 +248,14 @@ def test_an_authenticated_body_with_a_bad_frame_is_a_bad_body(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Only a client can make one (the AEAD holds), but it is answered too, not refused.
-    real_frame = P._frame
+    # build_packet looks the framing up in the sender's module.
+    real_frame = P.sender._frame
 
     def overlong_frame(kind: int | None, payload: bytes, size: int) -> bytes:
         framed = real_frame(kind, payload, size)
         return (size + 1).to_bytes(4, "big") + framed[4:]  # a length past its container
 
-    monkeypatch.setattr(P, "_frame", overlong_frame)
+    monkeypatch.setattr(P.sender, "_frame", overlong_frame)
     pkt, opener = build_packet(path_of(NODES[:2]), b"x", now_ms=NOW)
     monkeypatch.undo()
     bad, contexts = _at_destination(pkt, NODES[:2])
