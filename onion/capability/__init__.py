@@ -18,6 +18,8 @@ One module per job, each importing only those above it in this list:
 * :mod:`~veil.onion.capability.links`: one signed capability (a link), session keys,
   audiences (an Ed25519 key, ``did:key``; or an account, ``05...``, exercised by any
   Ed25519 key that maps to it: how encryption-session members are named);
+* :mod:`~veil.onion.capability.chain_checks`: the checks of a chain's links (issuers,
+  attenuation, times, the request, revocations), no cryptography;
 * :mod:`~veil.onion.capability.chains`: chains, :func:`authorize` (a node's call),
   :func:`verify_chain`, :class:`Proven` (what a node caches), the builders;
 * :mod:`~veil.onion.capability.cache`: :class:`ChainCache`, a node's bounded cache of

@@ -43,6 +43,10 @@ Steps 1 to 5 are cheap (no cryptography), so a hostile chain costs a node at mos
 parse of 16 KiB and some comparisons before it is refused; only a chain that passes them
 costs up to 8 signature checks.
 
+The checks of steps 2 to 5 and 7, functions of the links alone, are in
+:mod:`~veil.onion.capability.chain_checks` (shared with the cache and revocation
+records); this module decodes, orders the steps and builds chains.
+
 Caching. :func:`chain_digest` of the bytes (BLAKE2b-256, purpose ``veil/cap-chain``)
 names a chain before it is parsed; :class:`Proven` is what a verification proved
 (owner, audience, resources, the window of validity, the links' digests). A node may
@@ -52,19 +56,16 @@ again: times, request, revocations) instead of verifying again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import Final
 
 from .. import crypto
 from ..cbor import decode, encode
 from ..crypto import Rng, system_rng
 from ..errors import (
-    ActionNotCovered,
     CapabilityExpired,
     CapabilityNotYetValid,
-    CapabilityRevoked,
     CapabilityTooLarge,
     ChainTooLong,
     DecodeError,
@@ -75,11 +76,17 @@ from ..errors import (
     MalformedCapability,
     ResourcesWidened,
     TooLarge,
-    WrongAccount,
-    WrongAudience,
     WrongIssuer,
 )
 from ..keys import AccountId, is_valid_x25519_public
+from .chain_checks import (
+    RevocationLookup,
+    _check_request,
+    _check_revoked,
+    _check_root_issuer,
+    _check_structure,
+    _check_times,
+)
 from .limits import (
     CHAIN_DIGEST_PURPOSE,
     DEFAULT_LIFETIME_MS,
@@ -88,15 +95,7 @@ from .limits import (
     MAX_CHAIN_SIZE,
 )
 from .links import Capability, Signer, audience_matches, issue_link, x25519_of
-from .resources import (
-    DELEGATE,
-    Owner,
-    Resource,
-    format_resource,
-    grants,
-    missing_actions,
-    required,
-)
+from .resources import DELEGATE, Owner, Resource, format_resource, grants, missing_actions, required
 
 __all__ = [
     "Chain",
@@ -109,9 +108,6 @@ __all__ = [
     "redelegate",
     "verify_chain",
 ]
-
-#: ``is_revoked(link_digest) -> bool``: the node's revocations of the account.
-RevocationLookup = Callable[[bytes], bool]
 
 _EMPTY_CHAIN: Final = b"\x80"
 #: Memoized (method, namespace) answers kept per Proven, at most.
@@ -350,93 +346,10 @@ def authorize(
     return _proven(chain)
 
 
-# --- the checks -------------------------------------------------------------------------
-
-
+#: The cached Ed25519 -> X25519 conversion the first link's check uses
+#: (:mod:`~veil.onion.capability.chain_checks`), under the name scripts/bench_core.py
+#: clears to time an account never seen before: the same function object.
 _x25519_of = x25519_of
-
-
-def _check_root_issuer(issuer: bytes, owner: Owner) -> None:
-    """The first link must be issued by the owner's key; this is also what makes an owner
-    read from the wire a valid key (see ``resources.owner_from_bytes``)."""
-    if isinstance(owner, AccountId):
-        try:
-            issuer_x25519 = _x25519_of(issuer)
-        except InvalidKey:
-            raise WrongIssuer("the first link's issuer is not a valid Ed25519 key") from None
-        if issuer_x25519 != owner.x25519_public:
-            raise WrongIssuer("the first link is not issued by the account's key")
-    elif issuer != owner.ed25519_public:
-        raise WrongIssuer("the first link is not issued by the group's key")
-
-
-def _check_structure(links: Sequence[Capability]) -> None:
-    root = links[0]
-    if root.proof is not None:
-        raise WrongIssuer("the first link names a proof: it is not the account's")
-    _check_root_issuer(root.issuer, root.owner)
-    for depth, (parent, child) in enumerate(pairwise(links), start=1):
-        if child.proof != parent.digest:
-            raise WrongIssuer(f"link {depth} does not name its parent as its proof")
-        if not audience_matches(parent.audience, child.issuer):
-            raise WrongIssuer(f"link {depth} is not issued by its parent's audience")
-        if child.expires_ms > parent.expires_ms:
-            raise ExpiryExtended(
-                f"link {depth} expires at {child.expires_ms}, after its parent "
-                f"({parent.expires_ms})"
-            )
-        delegable = [r for r in parent.resources if DELEGATE in r.actions]
-        for resource in child.resources:
-            missing = missing_actions(delegable, resource)
-            if missing:
-                raise ResourcesWidened(
-                    f"link {depth} grants {','.join(sorted(missing))} in "
-                    f"{format_resource(resource)}, which its parent does not hold "
-                    f"with {DELEGATE}"
-                )
-
-
-def _check_times(links: Sequence[Capability], now_ms: int, skew_ms: int) -> None:
-    for depth, link in enumerate(links):
-        if now_ms - skew_ms >= link.expires_ms:
-            raise CapabilityExpired(f"link {depth} expired at {link.expires_ms}")
-    for depth, link in enumerate(links):
-        if link.not_before_ms > now_ms + skew_ms:
-            raise CapabilityNotYetValid(f"link {depth} is valid from {link.not_before_ms}")
-
-
-def _check_request(
-    owner: Owner,
-    audience: bytes,
-    resources: Sequence[Resource],
-    signer: bytes,
-    account: Owner,
-    method: str,
-    namespace: int | None,
-) -> None:
-    if not audience_matches(audience, signer):
-        raise WrongAudience("the request is not signed by the key the chain authorizes")
-    if owner != account:
-        raise WrongAccount(f"the chain is for {owner}, not {account}")
-    action, first, last = required(method, namespace)
-    if not grants(resources, owner, action, first, last):
-        where = "every namespace" if namespace is None else f"namespace {namespace}"
-        raise ActionNotCovered(
-            f"the chain does not grant {action} in {where} (needed by {method})",
-            action=action,
-            namespace=namespace,
-        )
-
-
-def _check_revoked(digests: Sequence[bytes], is_revoked: RevocationLookup | None) -> None:
-    if is_revoked is None:
-        return
-    for depth, digest in enumerate(digests):
-        if is_revoked(digest):
-            raise CapabilityRevoked(f"link {depth} ({digest.hex()[:16]}..) is revoked")
-
-
-# --- building chains --------------------------------------------------------------------
 
 
 def delegate(
