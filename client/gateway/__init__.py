@@ -1,8 +1,13 @@
 """The bot's HTTP gateway (issue 15): any web application sends codes, messages, posts
 and broadcasts through a bot with one HTTP call.
 
-* :mod:`~veil.client.gateway.app`: the FastAPI application (routes, auth, errors,
-  idempotency), its OpenAPI 3.1 document generated from the code;
+* :mod:`~veil.client.gateway.app`: the FastAPI application (routes, auth), its OpenAPI
+  3.1 document generated from the code;
+* :mod:`~veil.client.gateway.shared`: :class:`Gateway`, what the routes share (the send
+  limit, the bounded network call);
+* :mod:`~veil.client.gateway.handlers`: error handlers and middleware (413, metrics);
+* :mod:`~veil.client.gateway.answering`: a POST's answer, once per ``Idempotency-Key``;
+* :mod:`~veil.client.gateway.responses`: the error answers each route documents;
 * :mod:`~veil.client.gateway.models`: request and answer bodies;
 * :mod:`~veil.client.gateway.tokens`: bearer tokens with scopes, stored hashed;
 * :mod:`~veil.client.gateway.idempotency`: ``Idempotency-Key`` answers, persisted;

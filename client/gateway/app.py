@@ -1,4 +1,4 @@
-"""The gateway's ASGI application (FastAPI): routes, auth, errors, idempotency.
+"""The gateway's ASGI application (FastAPI): its routes.
 
 (No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations,
 which name dependencies local to :func:`create_app`.)
@@ -14,39 +14,27 @@ these routes and the models of :mod:`veil.client.gateway.models`.
 * Auth: ``Authorization: Bearer vgw_...`` (:mod:`veil.client.gateway.tokens`); none or an
   unknown or revoked token: 401 with ``WWW-Authenticate: Bearer``; a token without the
   route's scope: 403.
-* Errors: RFC 9457 problem+json (:mod:`veil.client.gateway.problems`): a body that is not
-  JSON 400; a field out of bounds 422 naming it; an unknown ticket, channel or broadcast
-  404; a code used already 409; a code or send limit 429 with ``Retry-After``; the veil
-  network unreachable, or slower than ``call_timeout_s``, 503 with ``Retry-After``
-  (every network call is bounded: a request never hangs).
-* ``Idempotency-Key`` on every POST (:mod:`veil.client.gateway.idempotency`).
+* Errors: RFC 9457 problem+json (:mod:`veil.client.gateway.handlers`): an unknown
+  ticket, channel or broadcast 404; a code used already 409; a code or send limit 429
+  with ``Retry-After``; the network unreachable or slow 503
+  (:mod:`veil.client.gateway.shared`: every network call is bounded).
+* ``Idempotency-Key`` on every POST (:mod:`veil.client.gateway.answering`).
+* Each route documents its error answers (:mod:`veil.client.gateway.responses`).
 """
 
-import json
 import logging
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated, Any
 
-import trio
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from veil.client.bot import Bot, CodeAlreadyUsed, InvalidCodeRequest, TooManyCodes, UnknownTicket
-from veil.client.errors import InvalidArgument, OnionRequestFailed, StateError
-from veil.client.gateway.idempotency import (
-    MAX_KEY_CHARS,
-    Conflict,
-    IdempotencyBook,
-    Mismatch,
-    Stored,
-    request_digest,
-)
-from veil.client.gateway.metrics import GatewayMetrics
+from veil.client.bot import CodeAlreadyUsed, InvalidCodeRequest, TooManyCodes, UnknownTicket
+from veil.client.errors import InvalidArgument, StateError
+from veil.client.gateway.answering import once_per_key
+from veil.client.gateway.handlers import MAX_BODY_BYTES, install_handlers
+from veil.client.gateway.idempotency import MAX_KEY_CHARS
 from veil.client.gateway.models import (
     BroadcastIn,
     BroadcastOut,
@@ -60,152 +48,32 @@ from veil.client.gateway.models import (
     PostOut,
     SubscribersOut,
 )
-from veil.client.gateway.problems import PROBLEM_MEDIA_TYPE, Problem, ProblemBody, problem_response
-from veil.client.gateway.store import GatewayStore
-from veil.client.gateway.tokens import TokenBook, TokenInfo
-from veil.onion.errors import InvalidTtl, NetworkError, VeilError
+from veil.client.gateway.problems import Problem
+from veil.client.gateway.responses import _AUTH, _POST, _responses, document_problems
+from veil.client.gateway.shared import (
+    DEFAULT_CALL_TIMEOUT_S,
+    MESSAGES_PER_MINUTE,
+    UNAVAILABLE_RETRY_S,
+    Gateway,
+)
+from veil.client.gateway.tokens import TokenInfo
+from veil.onion.errors import InvalidTtl, VeilError
 
-__all__ = ["DEFAULT_CALL_TIMEOUT_S", "Gateway", "create_app"]
+__all__ = [
+    "DEFAULT_CALL_TIMEOUT_S",
+    "MAX_BODY_BYTES",
+    "MESSAGES_PER_MINUTE",
+    "UNAVAILABLE_RETRY_S",
+    "Gateway",
+    "create_app",
+]
 
 log = logging.getLogger("veil.gateway")
 
-#: A request's network work (a send, a post) is given up after this long: 503.
-DEFAULT_CALL_TIMEOUT_S = 20.0
-#: What a 503 tells a client to wait (s).
-UNAVAILABLE_RETRY_S = 5
-#: Messages to one recipient through the gateway per minute (more: 429, Retry-After), so
-#: a leaked token cannot flood someone's inbox. Codes have their own limits (the bot's).
-MESSAGES_PER_MINUTE = 20
-#: A request body larger than this is refused (413) before it is read in full.
-MAX_BODY_BYTES = 64 * 1024
 
 _TICKET = r"^tk_[A-Za-z0-9_-]{22}$"
 _ACCOUNT = r"^05[0-9a-f]{64}$"
 _JOB = r"^bc_[A-Za-z0-9_-]{16}$"
-
-
-class Gateway:
-    """What the routes share: the bot, the gateway's store (tokens, idempotency), the
-    metrics, and a nursery for background work (broadcasts)."""
-
-    def __init__(
-        self,
-        bot: Bot,
-        store: GatewayStore,
-        *,
-        call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
-        messages_per_minute: int = MESSAGES_PER_MINUTE,
-    ) -> None:
-        self.bot = bot
-        self.messages_per_minute = messages_per_minute
-        self._sent: dict[str, deque[float]] = {}
-        self.store = store
-        self.tokens = TokenBook(store)
-        self.idempotency = IdempotencyBook(store)
-        self.metrics = GatewayMetrics()
-        self.call_timeout_s = call_timeout_s
-        self.nursery: trio.Nursery | None = None
-
-    def may_send(self, to: str) -> None:
-        """Count a message to ``to``; :class:`Problem` 429 past the per-minute limit."""
-        now = time.monotonic()
-        times = self._sent.setdefault(to, deque())
-        while times and times[0] <= now - 60:
-            times.popleft()
-        if len(times) >= self.messages_per_minute:
-            raise Problem(
-                429,
-                "too-many-messages",
-                "Too many messages to this recipient",
-                f"at most {self.messages_per_minute} a minute to one recipient",
-                retry_after=times[0] + 60 - now,
-            )
-        times.append(now)
-        if len(self._sent) > 100_000:  # forget idle recipients
-            for key in [k for k, v in self._sent.items() if not v or v[-1] <= now - 60]:
-                del self._sent[key]
-
-    async def network(self, what: str, work: Callable[[], Awaitable[Any]]) -> Any:
-        """Run ``work`` (a call to the veil network) bounded by ``call_timeout_s``."""
-        try:
-            with trio.fail_after(self.call_timeout_s):
-                return await work()
-        except trio.TooSlowError:
-            self.metrics.unavailable.inc()
-            raise Problem(
-                503,
-                "network-unavailable",
-                "The veil network did not answer in time",
-                f"{what}: no answer within {self.call_timeout_s:g} s; nothing was sent "
-                "for sure; retry later with the same Idempotency-Key",
-                retry_after=UNAVAILABLE_RETRY_S,
-            ) from None
-        except OnionRequestFailed as exc:
-            if exc.status == "rate_limited":
-                raise Problem(
-                    429,
-                    "rate-limited",
-                    "The recipient's swarm is rate limiting sends",
-                    f"{what}: {exc}",
-                    retry_after=UNAVAILABLE_RETRY_S,
-                ) from None
-            self.metrics.unavailable.inc()
-            raise Problem(
-                503,
-                "network-unavailable",
-                "The veil network is unreachable",
-                f"{what}: {exc}",
-                retry_after=UNAVAILABLE_RETRY_S,
-            ) from None
-        except NetworkError as exc:
-            self.metrics.unavailable.inc()
-            raise Problem(
-                503,
-                "network-unavailable",
-                "The veil network is unreachable",
-                f"{what}: {exc}",
-                retry_after=UNAVAILABLE_RETRY_S,
-            ) from None
-
-
-# --- responses documented on every route ------------------------------------------------
-
-
-def _problem(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}},
-    }
-
-
-_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
-
-
-def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {
-        400: "the body is not JSON",
-        401: "no token, or an unknown or revoked one",
-        403: "the token lacks the route's scope",
-        404: "no such ticket, channel or broadcast",
-        409: "the code was used already, or the Idempotency-Key's first request is running",
-        413: "the body is too large",
-        422: "a field out of bounds (named in `field`), or an Idempotency-Key reused "
-        "with another body",
-        429: "a code or send limit: retry after Retry-After seconds",
-        503: "the veil network is unreachable: retry after Retry-After seconds",
-    }
-    out: dict[int | str, dict[str, Any]] = {}
-    for code in codes:
-        out[code] = _problem(text[code])
-        if code in (429, 503):
-            out[code]["headers"] = _RETRY_AFTER
-    return out
-
-
-_AUTH = (401, 403)
-_POST = (400, *_AUTH, 409, 413, 422)
-
-# --- the app ---------------------------------------------------------------------------
 
 
 def create_app(gw: Gateway) -> FastAPI:
@@ -260,132 +128,8 @@ def create_app(gw: Gateway) -> FastAPI:
             description="the same key and body give the first answer again",
         ),
     ]
-
-    async def once(
-        request: Request,
-        token: TokenInfo,
-        key: str | None,
-        work: Callable[[], Awaitable[tuple[int, Any]]],
-    ) -> Response:
-        """Run ``work`` (status, JSON-able body) at most once per idempotency key."""
-        if key is None:
-            return _answer(await _guarded(work))
-        body = await request.body()
-        digest = request_digest(request.method, request.url.path, body)
-        try:
-            stored = gw.idempotency.begin(token.token_id, key, digest)
-        except Mismatch:
-            raise Problem(
-                422,
-                "idempotency-key-reused",
-                "This Idempotency-Key was used with another request",
-                "use a new key for a new request",
-                field="Idempotency-Key",
-            ) from None
-        except Conflict:
-            raise Problem(
-                409,
-                "idempotency-key-running",
-                "The first request with this Idempotency-Key is still running",
-                "retry in a moment",
-                retry_after=1,
-            ) from None
-        if stored is not None:
-            gw.metrics.replays.inc()
-            return Response(
-                stored.body,
-                status_code=stored.status,
-                headers={**stored.headers, "Idempotent-Replayed": "true"},
-                media_type=stored.headers.get("content-type", "application/json"),
-            )
-        answer = Stored(500, b"", {})
-        try:
-            answer = await _guarded(work)
-            return _answer(answer)
-        finally:
-            with trio.CancelScope(shield=True):
-                gw.idempotency.finish(token.token_id, key, answer)
-
-    async def _guarded(work: Callable[[], Awaitable[tuple[int, Any]]]) -> Stored:
-        try:
-            status, content = await work()
-            return Stored(
-                status, json.dumps(content).encode(), {"content-type": "application/json"}
-            )
-        except Problem as problem:
-            return Stored(
-                problem.status,
-                json.dumps(problem.body()).encode(),
-                {"content-type": PROBLEM_MEDIA_TYPE, **problem.response_headers()},
-            )
-
-    def _answer(stored: Stored) -> Response:
-        headers = {k: v for k, v in stored.headers.items() if k != "content-type"}
-        return Response(
-            stored.body,
-            status_code=stored.status,
-            headers=headers,
-            media_type=stored.headers.get("content-type", "application/json"),
-        )
-
-    # --- error handlers ----------------------------------------------------------------
-
-    @app.exception_handler(Problem)
-    async def _on_problem(request: Request, exc: Problem) -> Response:
-        return problem_response(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _on_invalid(request: Request, exc: RequestValidationError) -> Response:
-        errors = []
-        status = 422
-        for err in exc.errors():
-            # ("body", "to") -> "to"; ("path", "ticket") -> "ticket"; ("header", ...) too.
-            loc = [str(p) for p in err.get("loc", ())]
-            if loc and loc[0] in ("body", "path", "query", "header", "cookie"):
-                loc = loc[1:]
-            if err.get("type") == "json_invalid":
-                status = 400
-            field = ".".join(loc) if loc else "body"
-            errors.append({"field": field, "message": str(err.get("msg", "invalid"))})
-        first = errors[0]["field"] if errors else "body"
-        title = "The body is not valid JSON" if status == 400 else "A field is out of bounds"
-        return problem_response(
-            Problem(
-                status,
-                "invalid-json" if status == 400 else "invalid-field",
-                title,
-                "; ".join(f"{e['field']}: {e['message']}" for e in errors)[:1000],
-                field=first,
-                errors=errors[:20],
-            )
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
-        return problem_response(
-            Problem(
-                exc.status_code,
-                "http-" + str(exc.status_code),
-                str(exc.detail),
-                headers=dict(exc.headers or {}),
-            )
-        )
-
-    @app.middleware("http")
-    async def _measure(request: Request, call_next: Any) -> Response:
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            response: Response = problem_response(
-                Problem(413, "too-large", "The body is too large", f"at most {MAX_BODY_BYTES} B")
-            )
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        gw.metrics.requests.labels(name, str(response.status_code)).inc()
-        gw.metrics.seconds.labels(name).observe(time.perf_counter() - started)
-        return response
+    once = once_per_key(gw)
+    install_handlers(app, gw)
 
     # --- routes --------------------------------------------------------------------------
 
@@ -657,25 +401,7 @@ def create_app(gw: Gateway) -> FastAPI:
         ids = ids[:limit]
         return SubscribersOut(topic=topic, subscribers=ids, next=ids[-1] if more else None)
 
-    original_openapi = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = original_openapi()
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for name, sub in (
-                ProblemBody.model_json_schema(ref_template="#/components/schemas/{model}")
-                .get("$defs", {})
-                .items()
-            ):
-                components[name] = sub
-            problem = ProblemBody.model_json_schema(ref_template="#/components/schemas/{model}")
-            problem.pop("$defs", None)
-            components["ProblemBody"] = problem
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    document_problems(app)
     return app
 
 
