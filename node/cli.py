@@ -7,6 +7,8 @@ The subcommands, as DESIGN.md names them::
     veil-node run --data-dir DIR --listen HOST:PORT [--config FILE]
     veil-node authority --data-dir DIR --listen HOST:PORT --network FILE [--config FILE]
     veil-node authority-init --data-dir DIR
+    veil-node config [--authority]
+    veil-node check --config FILE [--authority] [--listen HOST:PORT]
 
 ``run`` starts a node: standalone (a one-node network that holds every account) unless
 the config's ``[network] file`` names a ``network.json``, in which case the node
@@ -34,6 +36,15 @@ read sees end-of-file and the process stops as on SIGTERM; one byte read instead
 the parent let it go (a detached devnet). Why a pipe and not ``PR_SET_PDEATHSIG``: see
 ``veil.client.devnet.spawning``, which holds the other end.
 
+``config`` prints the configuration file of a node (of an authority with
+``--authority``): every key the command reads, at its default, each with a comment saying
+what it sets (:mod:`veil.node.config_doc`), as TOML that ``check`` accepts. ``check``
+reads ``FILE`` as ``run`` (or ``authority``) would, and the network file its ``[network]
+file`` names, and starts nothing: it prints one line ending in ``OK`` and exits 0, or
+prints what is wrong (``veil-node: FILE: table.key must be ...``) and exits 2. With
+``--listen`` it also checks what ``run --listen`` would need of the file (a node
+listening on ``0.0.0.0`` in a network must set ``[network] advertise``).
+
 Exit codes: 0 after a clean shutdown; 2 for a usage or configuration error (bad
 arguments, unknown config key, a bad network file, unusable data dir or key file,
 another process on the same data dir); 1 if it cannot start (the port is taken, the
@@ -44,6 +55,7 @@ what went wrong.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import logging
@@ -60,12 +72,13 @@ import trio
 
 from veil.onion import __version__
 from veil.onion.errors import NetworkFileError
-from veil.onion.hostport import BadHostPort, parse_hostport
+from veil.onion.hostport import BadHostPort, format_hostport, parse_hostport
 
 from .app import Node, run_node
 from .authority import DirectoryAuthority, init_authority, run_authority
-from .config import load_config
-from .directory_client import load_network_file
+from .config import ROLE_TABLES, NodeConfig, Role, load_config
+from .config_doc import render
+from .directory_client import advertised_address, load_network_file
 from .errors import ConfigError, NodeError, StoreError
 from .logging import configure_logging
 
@@ -90,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--listen", required=True, metavar="HOST:PORT", help="IP address and port (0: any free)"
     )
-    run.add_argument("--config", metavar="FILE", help="TOML config (see node/config.py)")
+    run.add_argument("--config", metavar="FILE", help="TOML config (see: veil-node config)")
     auth = sub.add_parser(
         "authority",
         help="run a directory authority",
@@ -103,13 +116,32 @@ def _parser() -> argparse.ArgumentParser:
     auth.add_argument(
         "--network", required=True, metavar="FILE", help="network.json listing this authority"
     )
-    auth.add_argument("--config", metavar="FILE", help="TOML config (see node/config.py)")
+    auth.add_argument(
+        "--config", metavar="FILE", help="TOML config (see: veil-node config --authority)"
+    )
     init = sub.add_parser(
         "authority-init",
         help="create a directory authority's key and print it",
         description='Create the authority key in DIR if missing; print {"key": "<hex>"}.',
     )
     init.add_argument("--data-dir", required=True, metavar="DIR", help="the authority's dir")
+    config = sub.add_parser(
+        "config",
+        help="print the config file: every key, its default and meaning",
+        description="Print a complete, commented TOML config with every key at its default.",
+    )
+    config.add_argument("--authority", action="store_true", help="a directory authority's")
+    check = sub.add_parser(
+        "check",
+        help="check a config file without starting",
+        description="Read a config file as run (or authority) would; exit 0 if it is good, "
+        "2 with what is wrong.",
+    )
+    check.add_argument("--config", required=True, metavar="FILE", help="the TOML file")
+    check.add_argument("--authority", action="store_true", help="a directory authority's file")
+    check.add_argument(
+        "--listen", metavar="HOST:PORT", help="the address run --listen will be given"
+    )
     return parser
 
 
@@ -124,14 +156,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "authority-init":
         return _authority_init(Path(args.data_dir))
+    if args.command == "config":
+        sys.stdout.write(render("authority" if args.authority else "node"))
+        return 0
+    role: Role = (
+        "authority"
+        if args.command == "authority" or (args.command == "check" and args.authority)
+        else "node"
+    )
     try:
-        host, port = parse_listen(args.listen)
+        host, port = parse_listen(args.listen) if args.listen else ("", 0)
     except BadHostPort as exc:
         parser.error(str(exc))
-    if args.command == "authority" and port == 0:
+    if role == "authority" and port == 0 and args.listen:
         parser.error("an authority listens on the fixed port that network.json gives it, not 0")
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, role)
+        if args.command == "check":
+            print(_check(args.config, config, role, args.listen and (host, port)), flush=True)
+            return 0
         network = load_network_file(args.network) if args.command == "authority" else None
     except (ConfigError, NetworkFileError) as exc:
         print(f"veil-node: {exc}", file=sys.stderr)
@@ -166,6 +209,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         raise
     return 0
+
+
+def _check(path: str, config: NodeConfig, role: Role, listen: tuple[str, int] | None) -> str:
+    """``veil-node check``, after the file has been read: what ``run`` would still refuse
+    before it starts (the network file, an address to advertise); the one line to print
+    if nothing. Raises :class:`ConfigError` or :class:`NetworkFileError` as it would."""
+    facts = [f"{'an authority' if role == 'authority' else 'a node'}'s config"]
+    changed = _changed_keys(config, role)
+    if not changed:
+        facts.append("every key at its default")
+    elif len(changed) <= 8:
+        facts.append(f"set: {', '.join(changed)}")
+    else:
+        facts.append(f"{len(changed)} keys set")
+    if role == "node" and config.network.file:
+        try:
+            network = load_network_file(config.network.file)
+        except NetworkFileError as exc:
+            raise NetworkFileError(f"{path}: network.file: {exc}") from None
+        facts.append(
+            f"network: {len(network.authorities)} authorities, threshold {network.threshold}"
+        )
+        if listen is not None:
+            try:
+                host, port = advertised_address(config.network, *listen)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+            facts.append(f"advertises {format_hostport(host, port)}")
+    elif role == "node":
+        facts.append("standalone (no network.file)")
+    return f"{path}: OK ({'; '.join(facts)})"
+
+
+def _changed_keys(config: NodeConfig, role: Role) -> list[str]:
+    """``table.key`` of every value of ``config`` that is not its default, in the
+    order ``veil-node config`` prints them."""
+    defaults = NodeConfig()
+    changed = []
+    for table in ROLE_TABLES[role]:
+        ours, theirs = getattr(config, table), getattr(defaults, table)
+        for key in dataclasses.fields(ours):
+            if getattr(ours, key.name) != getattr(theirs, key.name):
+                changed.append(f"{table}.{key.name}")
+    return changed
 
 
 def parse_listen(text: str) -> tuple[str, int]:

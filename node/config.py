@@ -10,121 +10,13 @@ a typo must not silently leave a limit at its default. Types are checked too (an
 is accepted where a float is expected, never the other way round, and never a boolean
 for a number).
 
-Why one module of over 500 lines: a quarter of it is the example below, every key with
-its default and meaning, which ``tests/test_node_process.py`` parses and compares with
-``NodeConfig()``; the rest is one small dataclass per table and the reader. Split by
-table, the example would sit apart from the values it documents and the tables would
-import the same checks back from each other.
-
-Example, with the defaults::
-
-    [http]
-    max_header_bytes = 8192      # request line + headers (h11 max_incomplete_event_size)
-    max_connections = 1024       # open client connections; beyond it: 503 and close
-    max_connections_per_address = 256  # of those, from one IP (IPv6: one /64); beyond: 503
-    idle_timeout = 30.0          # s a keep-alive connection may sit between requests
-    request_timeout = 10.0       # s to receive one whole request, from its first byte
-    write_timeout = 10.0         # s to hand one response to a client that reads slowly
-    shutdown_grace = 5.0         # s in-flight requests get on SIGTERM before a 503
-
-    [onion]
-    hop_timeout = 40.0           # s a relay waits for the next hop's reply
-    deliver_timeout = 35.0       # s the destination gives the storage RPC
-    replay_window_ms = 120000    # a packet's timestamp may be this far from our clock
-    replay_max_entries = 1000000 # replay tags kept at most (then: rate_limited)
-
-    [peers]                      # node-to-node connections (node/peers.py)
-    max_per_peer = 4             # open connections to one next hop
-    max_waiters = 64             # requests queued for a busy next hop (then: rate_limited)
-    connect_timeout = 5.0        # s for one TCP connect
-    idle_timeout = 20.0          # s before an unused connection is closed (keep it below
-                                 # the peers' http.idle_timeout)
-
-    [link]                       # node-to-node links for onion packets (node/link/)
-    enabled = true               # send packets to next hops over multiplexed links
-                                 # (false: one POST /onion per packet, as above)
-    max_streams = 256            # packets in flight on one link, either direction
-    idle_timeout = 60.0          # s before a link we opened and do not use is closed
-    accept_idle_timeout = 300.0  # s before a link a peer opened and does not use is
-                                 # closed (keep it above the peers' link.idle_timeout)
-    fallback_ttl = 600.0         # s a peer that refused the upgrade gets POST /onion
-
-    [rate_limit]                 # token bucket per client IP address, /onion only
-    rate = 500.0                 # requests per second (0 turns the limit off)
-    burst = 1000.0               # bucket size
-    max_clients = 65536          # buckets kept (least recently used dropped first)
-    exempt = []                  # networks never limited, e.g. ["127.0.0.0/8"]
-
-    [log]
-    level = "info"               # debug, info, warning, error
-    format = "kv"                # "kv" (key=value lines) or "json" (one object a line)
-
-    [storage]                    # node.service.ServiceConfig, same names and defaults:
-    clock_skew_ms = 60000        # signed requests' accepted skew
-    inbox_rate = 10.0            # inbox stores per second per recipient
-    inbox_burst = 100
-    max_buckets = 100000
-    max_waiters = 10000          # long-polls waiting at once (signed ones evict unsigned)
-    max_waiters_per_source = 1000  # of them, from one previous hop (signed, unsigned apart)
-    synchronous = "FULL"         # or "NORMAL" (see node/store/)
-    queue_size = 1024
-    max_batch = 512
-    sweep_interval = 30.0
-    sweep_batch = 1000
-    max_cached_chains = 10000    # verified capability chains kept (delegated keys)
-    max_group_states = 1024      # encryption sessions' states kept in memory (LRU)
-    max_group_records = 2000     # records one session may hold at this node
-    max_group_bytes = 8388608    # and their bytes
-    max_group_cache_bytes = 67108864  # records' bytes of all the states kept in memory
-
-    [debug]
-    clock_control = false        # tests only: POST /debug/clock moves the node's clock
-
-    [network]                    # veil-node run: the directory client (node/directory_client.py)
-    file = ""                    # absolute path of network.json; empty: standalone (one
-                                 # node that holds every account, no directory)
-    advertise = ""               # "HOST:PORT" put in the descriptor; empty: the bound
-                                 # address (which must then not be 0.0.0.0 or ::)
-    descriptor_lifetime_ms = 10800000  # 3 h; the node republishes at half of it
-    fetch_timeout = 10.0         # s for one request to an authority
-    retry_interval = 1.0         # s between fetches while no fresh consensus is held
-
-    [authority]                  # veil-node authority (node/authority/); every
-                                 # authority of a network must use the same values
-    interval_ms = 60000          # consensus interval: epoch E starts at E * interval_ms
-                                 # (ms since the Unix epoch); a devnet uses about 2000
-    swarm_size = 5               # target nodes per swarm
-    check_timeout = 5.0          # s for one liveness check of a node (GET /info and a
-                                 # one-hop onion `info` request) or one request to a peer
-    check_interval_ms = 0        # how often every node is checked; 0: interval_ms / 2
-                                 # (at least 500 ms, at most 5 min)
-    vote_delay_ms = 0            # after an epoch starts, when to fetch the peers' votes
-                                 # (they may answer until twice that); 0: interval_ms / 5
-                                 # (at most 10 s)
-    max_descriptors = 10000      # registered nodes at most; when full, a new one may
-                                 # push out one that never answered or is failing (never
-                                 # a live one), else 503
-    max_failed_checks = 3        # failed checks in a row after which a descriptor that
-                                 # never passed one leaves the registry
-    max_per_source = 64          # nodes registered from one address (IPv6: its /64) at
-                                 # most, held at once (then 429)
-    per_source_exempt = []       # networks not held to max_per_source, e.g.
-                                 # ["127.0.0.0/8"] (a loopback devnet does so)
-
-    [replication]                # swarm replication (node/replication/)
-    ack_timeout = 2.0            # s a store waits for the swarm peers' acks before it
-                                 # answers the client (see the ack rule there)
-    request_timeout = 10.0       # s for one push or pull request to a peer
-    sync_interval = 10.0         # s between anti-entropy pulls from each swarm peer
-    max_pages = 64               # pages pulled from one peer in one round
-    handover_interval = 300.0    # s between scans for accounts that left this swarm
-                                 # (a consensus change also starts one)
-    queue_messages = 4096        # messages queued for one peer, at most
-    queue_bytes = 16777216       # bytes of message data queued for one peer, at most
-    retry_max = 30.0             # s, longest wait between pushes to a failing peer
-    give_up = 300.0              # s of failures after which a peer's queue is dropped
-                                 # (it catches up by pulling)
-    clock_skew_ms = 60000        # accepted skew of a peer's frame time
+The reference an operator reads is ``veil-node config`` (:mod:`veil.node.config_doc`):
+every key of the tables a node or an authority reads, with its default taken from the
+dataclasses below and its meaning. ``veil-node check --config FILE`` runs the same
+reader as ``run`` and ``authority`` without starting anything. Each command reads its
+own tables (:data:`ROLE_TABLES`): a node's file with an ``[authority]`` table, or an
+authority's with a ``[storage]`` one, is refused like an unknown table, for the same
+reason. Every message names the key as ``table.key`` and says what is wrong with it.
 
 Timeouts along a path (why ``hop_timeout`` is fixed): a relay does not know its position
 on the path (hiding it is the point of the packet format), and packets carry no deadline
@@ -141,13 +33,17 @@ learns which hop was slow; and it is longer than the longest long-poll a retriev
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
+import json
+import math
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from veil.onion.directory import (
     DEFAULT_DESCRIPTOR_LIFETIME_MS,
@@ -162,6 +58,7 @@ from .errors import ConfigError
 from .service import ServiceConfig
 
 __all__ = [
+    "ROLE_TABLES",
     "AuthorityConfig",
     "DebugConfig",
     "HttpConfig",
@@ -173,9 +70,13 @@ __all__ = [
     "PeersConfig",
     "RateLimitConfig",
     "ReplicationConfig",
+    "Role",
     "load_config",
     "parse_config",
 ]
+
+#: A TOML bare key; any other key is shown quoted.
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 #: Config files are small; a larger one is a mistake (or not a config file).
 MAX_CONFIG_BYTES = 1 << 20
@@ -273,7 +174,7 @@ class RateLimitConfig:
             try:
                 ipaddress.ip_network(net, strict=False)
             except ValueError:
-                raise ConfigError(f"rate_limit.exempt: {net!r} is not a network") from None
+                raise ConfigError(f"exempt holds {net!r}, which is not a network") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,10 +185,10 @@ class LogConfig:
     def __post_init__(self) -> None:
         if self.level not in ("debug", "info", "warning", "error"):
             raise ConfigError(
-                f"log.level must be debug, info, warning or error, not {self.level!r}"
+                f"level must be 'debug', 'info', 'warning' or 'error', not {self.level!r}"
             )
         if self.format not in ("kv", "json"):
-            raise ConfigError(f"log.format must be 'kv' or 'json', not {self.format!r}")
+            raise ConfigError(f"format must be 'kv' or 'json', not {self.format!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +259,7 @@ class AuthorityConfig:
                 ipaddress.ip_network(net, strict=False)
             except ValueError:
                 raise ConfigError(
-                    f"authority.per_source_exempt: {net!r} is not a network"
+                    f"per_source_exempt holds {net!r}, which is not a network"
                 ) from None
 
     @property
@@ -432,8 +333,32 @@ _TABLES: dict[str, type] = {
 }
 
 
-def load_config(path: str | Path | None) -> NodeConfig:
-    """Read the TOML file at ``path`` (``None``: the defaults).
+#: Which command reads a config file: ``veil-node run`` or ``veil-node authority``.
+Role = Literal["node", "authority"]
+
+#: The tables each command reads, in the order ``veil-node config`` prints them.
+ROLE_TABLES: dict[Role, tuple[str, ...]] = {
+    "node": (
+        "network",
+        "http",
+        "rate_limit",
+        "onion",
+        "link",
+        "peers",
+        "replication",
+        "storage",
+        "log",
+        "debug",
+    ),
+    "authority": ("authority", "http", "rate_limit", "peers", "log"),
+}
+
+_COMMANDS: dict[Role, str] = {"node": "veil-node run", "authority": "veil-node authority"}
+
+
+def load_config(path: str | Path | None, role: Role | None = None) -> NodeConfig:
+    """Read the TOML file at ``path`` (``None``: the defaults) for ``role`` (None: any
+    table is accepted; otherwise only those of :data:`ROLE_TABLES`).
 
     Raises :class:`ConfigError` for a missing, unreadable, too large or invalid file, an
     unknown table or key, or a value of the wrong type or out of range.
@@ -453,22 +378,32 @@ def load_config(path: str | Path | None) -> NodeConfig:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
     try:
-        return parse_config(data)
+        return parse_config(data, role)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
 
 
-def parse_config(data: Mapping[str, Any]) -> NodeConfig:
-    """A :class:`NodeConfig` from an already parsed TOML document (a dict of tables)."""
+def parse_config(data: Mapping[str, Any], role: Role | None = None) -> NodeConfig:
+    """A :class:`NodeConfig` from an already parsed TOML document (a dict of tables),
+    for ``role`` as :func:`load_config`."""
+    known = ROLE_TABLES[role] if role is not None else tuple(_TABLES)
     tables: dict[str, Any] = {}
     for name, value in data.items():
-        cls = _TABLES.get(name)
-        if cls is None:
-            known = ", ".join(_TABLES)
-            raise ConfigError(f"unknown table [{name}] (known tables: {known})")
         if not isinstance(value, dict):
-            raise ConfigError(f"[{name}] must be a table")
-        tables[name] = _build(name, cls, value)
+            raise ConfigError(
+                f"{_key(name)} is outside any table: every key goes under its [table] "
+                f"(tables: {', '.join(known)})"
+            )
+        if name not in known:
+            if role is not None and name in _TABLES:
+                raise ConfigError(
+                    f"[{name}] is not read by {_COMMANDS[role]} (its tables: {', '.join(known)})"
+                )
+            raise ConfigError(
+                f"unknown table [{_key(name)}]{_did_you_mean(name, known)} "
+                f"(known tables: {', '.join(known)})"
+            )
+        tables[name] = _build(name, _TABLES[name], value)
     if "storage" in tables:
         _check_storage(tables["storage"])
     return NodeConfig(**tables)
@@ -479,7 +414,7 @@ def _check_storage(config: ServiceConfig) -> None:
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
-            raise ConfigError(f"[storage] {f.name} must be positive, not {value!r}")
+            raise ConfigError(f"storage.{f.name} must be positive, not {value!r}")
 
 
 def _build(table: str, cls: type, values: Mapping[str, Any]) -> Any:
@@ -488,13 +423,26 @@ def _build(table: str, cls: type, values: Mapping[str, Any]) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key not in names:
-            known = ", ".join(names)
-            raise ConfigError(f"unknown key {table}.{key} (known keys of [{table}]: {known})")
+            raise ConfigError(
+                f"unknown key {table}.{_key(key)}{_did_you_mean(key, names)} "
+                f"(known keys of [{table}]: {', '.join(names)})"
+            )
         kwargs[key] = _coerce(f"{table}.{key}", hints[key], value)
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        raise ConfigError(f"[{table}] {exc}") from None
+        # The dataclasses' checks name the key alone: "hop_timeout must be positive".
+        raise ConfigError(f"{table}.{exc}") from None
+
+
+def _key(name: str) -> str:
+    """``name`` as TOML writes a key: bare if it can be, else quoted (one line, always)."""
+    return name if _BARE_KEY.fullmatch(name) else json.dumps(name)
+
+
+def _did_you_mean(name: str, choices: typing.Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _coerce(name: str, annotation: Any, value: Any) -> Any:
@@ -519,6 +467,9 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
         raise ConfigError(f"{name} must be an integer, not {value!r}")
     if kind == "float":
         if isinstance(value, int | float) and not isinstance(value, bool):
+            # TOML has inf and nan; a timeout of inf would wait forever.
+            if not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, not {value!r}")
             return float(value)
         raise ConfigError(f"{name} must be a number, not {value!r}")
     if kind == "str":
