@@ -1,9 +1,11 @@
 """Encryption sessions on the client (issue #13), Seald-style: one module per job.
 
 * :mod:`~veil.client.sessions.session`: :class:`EncryptionSession`, create and retrieve
-  (:class:`SessionManager`, the client's ``sessions``);
-* :mod:`~veil.client.sessions.backend`: where records and messages live (the session's
-  swarm through onion requests, or memory);
+  (:class:`SessionManager`, the client's ``sessions``), a sub-package: ``naming``,
+  ``encryption_session``, ``manager``;
+* :mod:`~veil.client.sessions.backend`: where records and messages live, a sub-package:
+  ``protocol`` (the five calls), ``memory``, ``network`` (the session's swarm through
+  onion requests);
 * :mod:`~veil.client.sessions.cache`: the TTL cache, pluggable, in memory or in the home;
 * :mod:`~veil.client.sessions.files`: files over bytes, file objects, paths and streams;
 * :mod:`~veil.client.sessions.chat`: group chat, exactly once across restarts;
