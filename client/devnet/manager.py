@@ -29,9 +29,13 @@ directly), or ``detached`` (no manager).
 Everything here is blocking (subprocess, sleeps, sync httpx). A trio test calls it
 through ``trio.to_thread.run_sync`` (see ``tests/devnetutil.py``).
 
-Over the house's 500 lines (about 640) on purpose: what is left here is the one class
-of the library's API, mostly its methods' docstrings, each method a few lines that
-sequence the modules beside it; splitting the class further would scatter one object.
+Over the house's 500 lines (about 660) on purpose: what is left here is the one class
+of the library's API, :class:`Devnet` (about 550 lines, 37 methods), each method a few
+lines that sequence the modules beside it (the longest: :meth:`Devnet.status`, about 40
+lines of code building the table, and :meth:`Devnet.up`, about 35); splitting the class
+further would scatter one object. Measured: this note is about 40 lines, the imports
+and public constants before the class about 70, the methods' docstrings about 85; the
+code is about 460 lines.
 """
 
 from __future__ import annotations
