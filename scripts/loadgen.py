@@ -33,7 +33,8 @@ one at a time in a loop for ``duration_s``. Followers are busy long-polling, so 
 ping load uses the senders plus ``followers`` extra clients opened for it (the same
 number of clients as the message load, each with one request in flight).
 
-Commands (``cmd``): ``open``, ``load``, ``count``, ``collect``, ``ping``, ``close``;
+Commands (``cmd``): ``open``, ``load``, ``count``, ``collect``, ``ping``, ``channels``
+(create and post), ``follow`` (channels, for ``bench scale``'s client memory), ``close``;
 see :class:`LoadProcess`. An exception in a command is answered as ``{"error": ...}``
 and the process goes on; EOF on stdin closes every client and exits.
 """
@@ -200,6 +201,44 @@ class LoadProcess:
             "clients": len(self.pingers),
         }
 
+    async def channels(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Create ``n`` channels with the first sender and post once to each: their IDs."""
+        from veil.client.channels import create_channel
+
+        ids = []
+        for i in range(cmd["n"]):
+            channel = create_channel(self.senders[0], f"bench-{i}")
+            await channel.post(f"post of channel {i}")
+            ids.append(str(channel.id))
+        return {"channels": ids}
+
+    async def follow(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Follow each of ``channels`` with the first sender (kept until ``close``);
+        answer once each has yielded a post, or after ``timeout_s``: posts received."""
+        from veil.client.channels import follow
+
+        got: set[str] = set()
+        everyone = trio.Event()
+        wanted = set(cmd["channels"])
+
+        async def one(channel: str) -> None:
+            async for _post in follow(self.senders[0], channel):
+                got.add(channel)
+                if got >= wanted:
+                    everyone.set()
+
+        for channel in cmd["channels"]:
+            self.nursery.start_soon(self._follow_channel, one, channel)
+        with trio.move_on_after(float(cmd.get("timeout_s", 60))):
+            await everyone.wait()
+        return {"posts": len(got)}
+
+    async def _follow_channel(self, one: Any, channel: str) -> None:
+        scope = trio.CancelScope()
+        self._follow_scopes.append(scope)
+        with scope:
+            await one(channel)
+
     async def close(self) -> None:
         """Close every client, last opened first (the followers' loops end with them)."""
         for scope in self._follow_scopes:
@@ -251,7 +290,15 @@ async def _serve() -> None:
                     name = cmd["cmd"]
                     if name == "close":
                         break
-                    if name not in ("open", "load", "count", "collect", "ping"):
+                    if name not in (
+                        "open",
+                        "load",
+                        "count",
+                        "collect",
+                        "ping",
+                        "channels",
+                        "follow",
+                    ):
                         raise ValueError(f"unknown command {name!r}")
                     answer = await getattr(proc, name)(cmd)
                 except Exception as exc:
