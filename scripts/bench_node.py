@@ -52,231 +52,57 @@ comes from 127.0.0.1, and that limit is for floods from one host, not for throug
 Packets are built before any timing (the node's replay cache refuses a packet twice,
 so each timed request is a fresh one) and are used well inside the node's replay window.
 Each measurement is a fixed number of requests, so the suite stops by itself.
+
+The parts, each a module beside this one: ``bench_node_common.py`` (the numbers below
+and the targets), ``bench_node_procs.py`` (processes, CPU pinning and CPU time),
+``bench_node_loadgen.py`` (the load generator process), ``bench_node_service.py`` (the
+in-process rounds).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import secrets
-import select
-import selectors
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from veil.client.devnet.spawning import Tether
-from veil.onion.wallclock import wall_clock_ms
-
-HERE = Path(__file__).resolve().parent
-FORWARDER = HERE / "bench_forwarder.py"
-HOST = "127.0.0.1"
-
-CONCURRENCY = 32
-WARMUP = 500
-RELAY_ROUND = 3000
-STORE_ROUND = 2000
-ROUNDS = 3
-STORE_ACCOUNTS = 2000
-SERVICE_MESSAGES = 20_000
-SERVICE_TASKS = 256
-MESSAGE_BYTES = 200  # a short text message in its envelope
-REPLY_BYTES = 2048
-START_TIMEOUT = 30.0
-RUN_TIMEOUT = 60.0
-
-#: Other users' CPU (in cores) during a round above which the figures are flagged.
-DISTURBED_CORES = 0.2
-TARGET_RELAY_PPS = 2000.0
-TARGET_RELAY_RATIO = 0.8
-TARGET_STORE_MPS = 10_000.0
-RETRIEVE_ACCOUNTS = 200
-RETRIEVE_REQUESTS = 10_000
-TARGET_DELEGATED_RATIO = 0.9
+from bench_node_common import (
+    CONCURRENCY,
+    DISTURBED_CORES,
+    FORWARDER,
+    HOST,
+    MESSAGE_BYTES,
+    RELAY_ROUND,
+    REPLY_BYTES,
+    RETRIEVE_ACCOUNTS,
+    ROUNDS,
+    SERVICE_TASKS,
+    STORE_ACCOUNTS,
+    STORE_ROUND,
+    TARGET_DELEGATED_RATIO,
+    TARGET_RELAY_PPS,
+    TARGET_RELAY_RATIO,
+    TARGET_STORE_MPS,
+    WARMUP,
+)
+from bench_node_procs import (
+    LoadGen,
+    Proc,
+    _busy_seconds,
+    _cpu_seconds,
+    _cpus,
+    _node_argv,
+    _node_hop,
+)
+from bench_node_service import _in_process_retrieve_rps, _in_process_store_mps
 
 NODE_CONFIG = """\
 # ./scripts/bench node: defaults, except the per-address limit (all load is loopback).
 [rate_limit]
 rate = 0
 """
-
-
-# --- processes -----------------------------------------------------------------------
-
-
-def _cpus() -> tuple[int | None, int | None]:
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return None, None
-    if len(cpus) < 2:
-        return None, None
-    return cpus[0], cpus[1]
-
-
-def _pin(pid: int, cpu: int | None) -> None:
-    """Pin every thread of ``pid`` to ``cpu`` (threads made later inherit it)."""
-    if cpu is None:
-        return
-    try:
-        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    except OSError:
-        tids = [pid]
-    for tid in tids:
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(tid, {cpu})
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Proc:
-    """A child process that prints ``listening on HOST:PORT`` when it is ready."""
-
-    def __init__(self, name: str, argv: list[str], cpu: int | None, logdir: Path) -> None:
-        self.name = name
-        self.log = logdir / f"{name}.log"
-        self._logf = self.log.open("wb")
-        # A veil-node child stops if the benchmark is killed (the others ignore it).
-        self._tether = Tether()
-        self.popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._logf,
-            cwd=HERE.parent,
-            env=self._tether.child_env(os.environ),
-            pass_fds=self._tether.pass_fds,
-        )
-        self._tether.spawned()
-        _pin(self.popen.pid, cpu)
-        self.cpu = cpu
-        line = _readline(self.popen, START_TIMEOUT, name, self.log)
-        if not line.startswith("listening on "):
-            self.stop()
-            raise RuntimeError(f"{name}: unexpected first line {line!r}; see {self.log}")
-        host, _, port = line.removeprefix("listening on ").strip().rpartition(":")
-        self.host, self.port = host.strip("[]"), int(port)
-        _pin(self.popen.pid, cpu)  # again: threads started during start-up
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        if self.popen.stdout:
-            self.popen.stdout.close()
-        self._tether.close()
-        self._logf.close()
-
-
-def _readline(popen: subprocess.Popen[bytes], timeout: float, name: str, log: Path) -> str:
-    assert popen.stdout is not None
-    ready, _, _ = select.select([popen.stdout], [], [], timeout)
-    if not ready:
-        raise RuntimeError(f"{name}: no output within {timeout:g} s; see {log}")
-    line = popen.stdout.readline().decode("utf-8", "replace")
-    if not line:
-        raise RuntimeError(f"{name} exited ({popen.wait()}); see {log}")
-    return line
-
-
-class LoadGen:
-    """The load generator process (this file run with ``load``), driven by JSON lines."""
-
-    def __init__(self, cpu: int | None, logdir: Path) -> None:
-        self.log = logdir / "loadgen.log"
-        self._logf = self.log.open("wb")
-        self.popen = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "load"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._logf,
-            cwd=HERE.parent,
-        )
-        _pin(self.popen.pid, cpu)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def call(self, **cmd: Any) -> dict[str, Any]:
-        assert self.popen.stdin is not None
-        self.popen.stdin.write(json.dumps(cmd).encode() + b"\n")
-        self.popen.stdin.flush()
-        line = _readline(self.popen, RUN_TIMEOUT + 30, "loadgen", self.log)
-        answer = json.loads(line)
-        if "error" in answer:
-            raise RuntimeError(f"loadgen: {answer['error']}")
-        return answer
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            assert self.popen.stdin is not None
-            with contextlib.suppress(OSError):
-                self.popen.stdin.close()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._logf.close()
-
-
-def _node_argv(data_dir: Path, config: Path) -> list[str]:
-    exe = Path(sys.executable).with_name("veil-node")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "veil.node"]
-    return [
-        *cmd,
-        "run",
-        "--data-dir",
-        str(data_dir),
-        "--listen",
-        f"{HOST}:0",
-        "--config",
-        str(config),
-    ]
-
-
-def _node_hop(data_dir: Path) -> dict[str, Any]:
-    info = json.loads((data_dir / "node.json").read_text())
-    return {"node_id": info["node_id"], "onion_key": info["onion_key"]}
-
-
-# --- measuring -----------------------------------------------------------------------
-
-
-def _busy_seconds() -> float:
-    """CPU time spent by everything on the machine so far (all CPUs), from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except OSError:
-        return 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def _round(
@@ -412,159 +238,6 @@ def run() -> dict[str, float]:
     }
 
 
-def _in_process_store_mps(tmp: Path) -> tuple[float, float, float]:
-    """Stores/s into StorageService.handle, into MessageStore.store beneath it, and the
-    CPU (in cores) that other users took meanwhile.
-
-    Both on fresh databases with the node's defaults (``synchronous=FULL``), best of
-    ``ROUNDS`` alternated rounds (a fresh database each), from
-    ``SERVICE_TASKS`` concurrent tasks (as many requests in flight as a busy node has),
-    so that the store's writer can batch. The second figure is the floor of the first:
-    the same messages without the RPC (CBOR, checks, rate limit, reply).
-    """
-    import trio
-
-    from veil.node.service import open_storage_service
-    from veil.node.store import open_store
-    from veil.onion import rpc
-    from veil.onion.keys import AccountId
-
-    now = wall_clock_ms()
-    ttl = 86_400_000
-    accounts = _accounts(STORE_ACCOUNTS)
-    bodies = [secrets.token_bytes(MESSAGE_BYTES) for _ in range(SERVICE_MESSAGES)]
-    targets = [accounts[i % len(accounts)] for i in range(SERVICE_MESSAGES)]
-    requests = [rpc.make_store(t, d, ttl, now_ms=now) for t, d in zip(targets, bodies, strict=True)]
-    ids = {a: AccountId.parse(a) for a in accounts}
-    rows = [
-        (ids[t], rpc.message_hash(ids[t], rpc.INBOX, d), d)
-        for t, d in zip(targets, bodies, strict=True)
-    ]
-
-    others: list[float] = []
-
-    async def drive(call: Any, items: list[Any]) -> float:
-        it = iter(items)
-
-        async def worker() -> None:
-            for item in it:
-                await call(item)
-
-        busy0, cpu0 = _busy_seconds(), time.process_time()
-        start = trio.current_time()
-        async with trio.open_nursery() as nursery:
-            for _ in range(SERVICE_TASKS):
-                nursery.start_soon(worker)
-        wall = trio.current_time() - start
-        ours = time.process_time() - cpu0
-        others.append(max(0.0, (_busy_seconds() - busy0 - ours) / wall))
-        return len(items) / wall
-
-    async def service_main() -> float:
-        replies: list[bytes] = []
-
-        async def call(req: bytes) -> None:
-            replies.append(await service.handle(req))
-
-        db = tmp / f"service-{len(others)}.sqlite"  # a fresh database every round
-        async with open_storage_service(db) as service:
-            for a in accounts[:64]:  # warm up (first pages, code paths)
-                await service.handle(rpc.make_store(a, b"warm", ttl, now_ms=now))
-            rate = await drive(call, requests)
-        # Checked after the clock stops: decoding replies is the client's work.
-        bad = Counter(r.status for r in map(rpc.decode_reply, replies) if not r.ok)
-        if bad or len(replies) != len(requests):
-            raise RuntimeError(f"service store: {len(replies)} replies, failures {dict(bad)}")
-        return rate
-
-    async def db_main() -> float:
-        async def call(row: tuple[Any, bytes, bytes]) -> None:
-            await store.store(row[0], rpc.INBOX, row[1], row[2], now + ttl)
-
-        async with open_store(tmp / f"db-{len(others)}.sqlite", clock=lambda: now) as store:
-            for a in accounts[:64]:
-                await store.store(ids[a], rpc.INBOX, bytes(32), b"warm", now + ttl)
-            return await drive(call, rows)
-
-    # Alternated, best of ROUNDS each, as the relay figures: a disturbance from other
-    # users falls on both, and the best round is the least disturbed.
-    service, floor = [], []
-    for _ in range(ROUNDS):
-        service.append(trio.run(service_main))
-        floor.append(trio.run(db_main))
-    return max(service), max(floor), max(others)
-
-
-def _in_process_retrieve_rps(tmp: Path) -> tuple[float, float, float]:
-    """Signed inbox retrieves/s into StorageService.handle: by the accounts' keys, by
-    delegated session keys (one chain each), and the CPU other users took meanwhile.
-    See the module note."""
-    import trio
-
-    from veil.node.service import open_storage_service
-    from veil.onion import capability as cap
-    from veil.onion import rpc
-    from veil.onion.keys import Account
-
-    now = wall_clock_ms()
-    owners = [Account.generate() for _ in range(RETRIEVE_ACCOUNTS)]
-    signers = []
-    for owner in owners:
-        key = cap.SessionKey.generate()
-        chain = cap.delegate(
-            owner,
-            key.ed25519_public,
-            [cap.Resource.single(owner.id, rpc.INBOX, {cap.RETRIEVE})],
-            now_ms=now,
-        )
-        signers.append(cap.DelegatedSigner(key, chain))
-    picks = [i % RETRIEVE_ACCOUNTS for i in range(RETRIEVE_REQUESTS)]
-    by_owner = [rpc.make_retrieve(owners[i], now_ms=now) for i in picks]
-    by_delegate = [rpc.make_retrieve(signers[i], now_ms=now) for i in picks]
-    others: list[float] = []
-
-    async def measure(requests: list[bytes], db: Path) -> float:
-        replies: list[bytes] = []
-        async with open_storage_service(db) as service:
-            for owner in owners:
-                await service.handle(
-                    rpc.make_store(owner.id, b"one message", 86_400_000, now_ms=now)
-                )
-            it = iter(requests)
-
-            async def worker() -> None:
-                for req in it:
-                    replies.append(await service.handle(req))
-
-            busy0, cpu0 = _busy_seconds(), time.process_time()
-            start = trio.current_time()
-            async with trio.open_nursery() as nursery:
-                for _ in range(SERVICE_TASKS):
-                    nursery.start_soon(worker)
-            wall = trio.current_time() - start
-            ours = time.process_time() - cpu0
-            others.append(max(0.0, (_busy_seconds() - busy0 - ours) / wall))
-        bad = Counter(r.status for r in map(rpc.decode_reply, replies) if not r.ok)
-        if bad or len(replies) != len(requests):
-            raise RuntimeError(f"retrieve: {len(replies)} replies, failures {dict(bad)}")
-        return len(requests) / wall
-
-    owner_rates, delegated_rates = [], []
-    for n in range(ROUNDS):
-        owner_rates.append(trio.run(measure, by_owner, tmp / f"retrieve-owner-{n}.sqlite"))
-        delegated_rates.append(
-            trio.run(measure, by_delegate, tmp / f"retrieve-delegated-{n}.sqlite")
-        )
-    return max(owner_rates), max(delegated_rates), max(others)
-
-
-def _accounts(n: int) -> list[str]:
-    """``n`` valid account IDs (random X25519 public keys)."""
-    from veil.onion import crypto
-
-    return ["05" + crypto.x25519_public(secrets.token_bytes(32)).hex() for _ in range(n)]
-
-
 def describe(r: dict[str, float]) -> str:
     def mark(ok: bool) -> str:
         return "ok " if ok else "LOW"
@@ -624,261 +297,7 @@ def describe(r: dict[str, float]) -> str:
     )
 
 
-# --- the load generator process --------------------------------------------------------
-
-
-def _load_main() -> int:
-    """Serve JSON commands on stdin (see LoadGen), one JSON answer line per command."""
-    state: dict[str, Any] = {}
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        try:
-            answer = _build(state, cmd) if cmd["cmd"] == "build" else _run(state, cmd)
-        except Exception as exc:
-            answer = {"error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.write(json.dumps(answer) + "\n")
-        sys.stdout.flush()
-    return 0
-
-
-def _build(state: dict[str, Any], cmd: dict[str, Any]) -> dict[str, Any]:
-    from veil.onion import rpc
-    from veil.onion.keys import NodeKeys, parse_node_id
-    from veil.onion.packet import Hop, build_packet
-
-    node = cmd["node"]
-    node_hop = Hop(
-        parse_node_id(node["node_id"]),
-        bytes.fromhex(node["onion_key"]),
-        node["host"],
-        node["port"],
-    )
-    fake = NodeKeys.generate()
-    sink_hop = Hop(fake.identity_public, fake.onion_public, cmd["sink"][0], cmd["sink"][1])
-    start = time.perf_counter()
-    now = wall_clock_ms()
-    path = [node_hop, sink_hop]
-    relay = [build_packet(path, bytes(512), now_ms=now) for _ in range(cmd["relay"])]
-    accounts = _accounts(cmd["accounts"])
-    store = [
-        build_packet(
-            [node_hop],
-            rpc.make_store(
-                accounts[i % len(accounts)],
-                secrets.token_bytes(cmd["message_bytes"]),
-                86_400_000,
-                now_ms=now,
-            ),
-            now_ms=now,
-        )
-        for i in range(cmd["store"])
-    ]
-    elapsed = time.perf_counter() - start
-    state["relay"] = relay
-    state["store"] = store
-    state["used"] = {"relay": 0, "store": 0}
-    return {"built": len(relay) + len(store), "per_s": round((len(relay) + len(store)) / elapsed)}
-
-
-def _run(state: dict[str, Any], cmd: dict[str, Any]) -> dict[str, Any]:
-    kind, n = cmd["kind"], cmd["n"]
-    if kind == "forward":
-        # The forwarder does not read packets: any packet-sized body will do.
-        packets = [state["relay"][i % len(state["relay"])] for i in range(n)]
-    else:
-        first = state["used"][kind]
-        packets = state[kind][first : first + n]
-        if len(packets) < n:
-            raise RuntimeError(f"only {len(packets)} fresh {kind} packets left")
-        state["used"][kind] = first + n
-    head = (
-        f"POST /onion HTTP/1.1\r\nhost: {HOST}:{cmd['port']}\r\n"
-        "content-type: application/octet-stream\r\ncontent-length: "
-    ).encode()
-    wire = [head + b"%d\r\n\r\n" % len(p) + p for p, _ in packets]
-    elapsed, replies, latencies = _drive(cmd["port"], wire, cmd["concurrency"])
-    errors = _check(kind, packets, replies)
-    latencies.sort()
-    return {
-        "n": n,
-        "ok": n - sum(errors.values()),
-        "errors": dict(errors),
-        "elapsed": elapsed,
-        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2) if latencies else 0.0,
-    }
-
-
-def _check(kind: str, packets: list[Any], replies: list[Any]) -> Counter[str]:
-    """Why replies are not what the measured path should give (after the timing)."""
-    from veil.onion import rpc
-    from veil.onion.errors import IntegrityError, VeilError
-    from veil.onion.packet import HopError
-
-    errors: Counter[str] = Counter()
-    for (_, opener), reply in zip(packets, replies, strict=True):
-        if reply is None:
-            errors["no reply (connection failed)"] += 1
-            continue
-        status, body = reply
-        if status != 200 or len(body) != REPLY_BYTES:
-            errors[f"HTTP {status}, {len(body)} bytes: {body[:60]!r}"] += 1
-            continue
-        if kind == "relay":
-            # The sink's bytes under the node's layer: no key of ours opens them. An
-            # error the node originated would open (as a HopError from hop 0).
-            try:
-                opener.open(body)
-            except IntegrityError:
-                continue
-            except HopError as exc:
-                errors[f"node error: {exc.status}: {exc.message}"] += 1
-                continue
-            errors["relay reply opened as a destination reply"] += 1
-        elif kind == "store":
-            try:
-                reply_obj = rpc.decode_reply(opener.open(body))
-            except VeilError as exc:
-                errors[f"{type(exc).__name__}: {exc}"] += 1
-                continue
-            if not reply_obj.ok:
-                errors[f"store: {reply_obj.status}"] += 1
-    return errors
-
-
-class _Client:
-    """One load-generator connection: one request in flight at a time."""
-
-    __slots__ = ("buf", "index", "out", "sock", "t0")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-        self.out = b""
-        self.index = -1
-        self.t0 = 0.0
-
-
-def _drive(
-    port: int, wire: list[bytes], concurrency: int
-) -> tuple[float, list[tuple[int, bytes] | None], list[float]]:
-    """Send every request over ``concurrency`` keep-alive connections; time the lot.
-
-    A plain ``selectors`` loop, not trio: the load generator shares its core with the
-    sink, and it should spend as little CPU per request as possible so that the process
-    under test, not the load, is the bottleneck. A connection that fails loses its
-    request (counted as failed by the caller) and is replaced.
-    """
-    replies: list[tuple[int, bytes] | None] = [None] * len(wire)
-    latencies: list[float] = []
-    sel = selectors.DefaultSelector()
-    next_index = 0
-    done = 0
-    clock = time.perf_counter
-
-    def connect() -> _Client:
-        sock = socket.create_connection((HOST, port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setblocking(False)
-        client = _Client(sock)
-        sel.register(sock, selectors.EVENT_READ, client)
-        return client
-
-    def send(c: _Client) -> None:
-        try:
-            sent = c.sock.send(c.out)
-        except BlockingIOError:
-            sent = 0
-        c.out = c.out[sent:]
-        sel.modify(c.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if c.out else 0), c)
-
-    def start_next(c: _Client) -> None:
-        nonlocal next_index
-        if next_index >= len(wire):
-            c.index = -1
-            return
-        c.index = next_index
-        next_index += 1
-        c.t0 = clock()
-        c.out = wire[c.index]
-        send(c)
-
-    def fail(c: _Client) -> None:
-        nonlocal done
-        sel.unregister(c.sock)
-        c.sock.close()
-        if c.index >= 0:
-            done += 1
-        start_next(connect())
-
-    clients = [connect() for _ in range(concurrency)]
-    start = clock()
-    for c in clients:
-        start_next(c)
-    deadline = start + RUN_TIMEOUT
-    while done < len(wire):
-        if clock() > deadline:
-            raise TimeoutError(f"{done} of {len(wire)} answered in {RUN_TIMEOUT:g} s")
-        for key, mask in sel.select(timeout=1.0):
-            c = key.data
-            try:
-                if mask & selectors.EVENT_WRITE and c.out:
-                    send(c)
-                if not mask & selectors.EVENT_READ:
-                    continue
-                data = c.sock.recv(65536)
-                if not data:
-                    raise ConnectionError("closed")
-                c.buf += data
-                response = _parse_response(c.buf)
-            except (OSError, ValueError):
-                fail(c)
-                continue
-            if response is None:
-                continue
-            status, body, close = response
-            replies[c.index] = (status, body)
-            latencies.append(clock() - c.t0)
-            done += 1
-            if close:
-                c.index = -1
-                fail(c)
-            else:
-                start_next(c)
-    elapsed = clock() - start
-    for key in list(sel.get_map().values()):
-        key.fileobj.close()  # type: ignore[union-attr]
-    sel.close()
-    return elapsed, replies, latencies
-
-
-def _parse_response(buf: bytearray) -> tuple[int, bytes, bool] | None:
-    """A complete response taken off ``buf``, or None if more bytes are needed.
-
-    Minimal on purpose (the load generator's only peers are our node and forwarder,
-    which always send Content-Length); raises ValueError for anything else.
-    """
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        if len(buf) > 65536:
-            raise ValueError("response head too large")
-        return None
-    head = bytes(buf[:end]).lower()
-    at = head.find(b"\r\ncontent-length:")
-    if not head.startswith(b"http/1.1 ") or at < 0:
-        raise ValueError(f"unexpected response head {head[:80]!r}")
-    stop = head.find(b"\r\n", at + 2)
-    length = int(head[at + 17 : stop if stop > 0 else len(head)])
-    need = end + 4 + length
-    if len(buf) < need:
-        return None
-    body = bytes(buf[end + 4 : need])
-    del buf[:need]
-    return int(head[9:12]), body, b"\r\nconnection: close" in head
-
-
 def _main() -> int:
-    if sys.argv[1:] == ["load"]:
-        return _load_main()
     print(describe(run()))
     return 0
 
