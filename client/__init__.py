@@ -14,7 +14,8 @@ modules it comes from are :mod:`veil.client.veil_client` (the client),
 :mod:`veil.client.messaging`, :mod:`veil.client.home`, :mod:`veil.client.files`,
 :mod:`veil.client.delegation` (delegated session keys), :mod:`veil.client.sessions`
 (encryption sessions), :mod:`veil.client.bot` (bots and one-time codes),
-:mod:`veil.client.channels` (channels) and the policies' modules, and :mod:`veil.client.errors`.
+:mod:`veil.client.channels` (channels), :mod:`veil.client.rooms` (rooms, open groups)
+and the policies' modules, and :mod:`veil.client.errors`.
 """
 
 from __future__ import annotations
@@ -76,6 +77,16 @@ if TYPE_CHECKING:
     )
     from veil.client.onion_client import RequestPolicy
     from veil.client.paths import PathPolicy
+    from veil.client.rooms import (
+        PostDeleted,
+        Room,
+        RoomInfo,
+        RoomRefused,
+        RoomRules,
+        create_room,
+        list_rooms,
+        open_room,
+    )
     from veil.client.sessions import local_sessions
     from veil.client.sessions.backend import MemoryBackend
     from veil.client.sessions.cache import CacheEntry, HomeCacheStore, MemoryCacheStore
@@ -126,9 +137,14 @@ __all__ = [
     "PassphraseRequired",
     "PathPolicy",
     "PeerRefused",
+    "PostDeleted",
     "RawMessageHasNoSession",
     "RequestPolicy",
     "Revoked",
+    "Room",
+    "RoomInfo",
+    "RoomRefused",
+    "RoomRules",
     "SeedRequired",
     "Sent",
     "SessionExpired",
@@ -145,12 +161,15 @@ __all__ = [
     "WrongPassphrase",
     "authorize",
     "create_channel",
+    "create_room",
     "follow",
     "list_channels",
     "list_issued",
+    "list_rooms",
     "local_sessions",
     "open_channel",
     "open_client",
+    "open_room",
     "open_sealed",
     "read_network_file",
 ]
@@ -223,6 +242,14 @@ _ORIGIN = {
     "follow": "veil.client.channels",
     "list_channels": "veil.client.channels",
     "open_channel": "veil.client.channels",
+    "PostDeleted": "veil.client.rooms",
+    "Room": "veil.client.rooms",
+    "RoomInfo": "veil.client.rooms",
+    "RoomRefused": "veil.client.rooms",
+    "RoomRules": "veil.client.rooms",
+    "create_room": "veil.client.rooms",
+    "list_rooms": "veil.client.rooms",
+    "open_room": "veil.client.rooms",
 }
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Final, Protocol
 
 import trio
@@ -154,9 +155,43 @@ class PublicPoller:
             self._synced = None
         return result
 
-    async def messages(self, log: Position) -> AsyncGenerator[rpc.Message, None]:
-        """Messages whose hash ``log`` does not hold, as they come, forever; the caller
-        records each before it takes the next (see the module note)."""
+    async def read_all(self, *, max_pages: int = 1000) -> list[rpc.Message]:
+        """Every message the namespace holds now (no waiting), page by page from one
+        node, on this poller's paths: unsigned, as the long-polls. If another node
+        answers midway, reading starts again there (a position is one node's)."""
+        onion = await self._onion()
+        account, namespace = self.account, self.namespace
+        for _ in range(3):
+            pages: list[rpc.Message] = []
+            last: bytes | None = None
+            node: bytes | None = None
+            for _ in range(max_pages):
+                after = last
+
+                def build(now_ms: int, after: bytes | None = after) -> bytes:
+                    return rpc.make_retrieve(
+                        account, now_ms=now_ms, namespace=namespace, last_hash=after
+                    )
+
+                answer = await onion.call(build, account=account, prefer=node or self._node)
+                assert answer.reply.result is not None
+                result = rpc.RetrieveResult.from_wire(answer.reply.result)
+                if node is not None and answer.node.node_id != node:
+                    break  # another node: its pages follow its own order
+                node = answer.node.node_id
+                pages.extend(result.messages)
+                if not result.more or not result.messages:
+                    return pages
+                last = result.messages[-1].hash
+            else:
+                return pages
+        return pages
+
+    async def pages(self, log: Position) -> AsyncGenerator[tuple[list[rpc.Message], bool], None]:
+        """Each page read, as (its messages whose hash ``log`` does not hold, whether
+        more follow at once), forever; a page with nothing new too (``more`` False says
+        the reader has caught up). The caller records what it takes before it asks for
+        the next page; the position moves to the page's end then."""
         await trio.sleep(self.rng.uniform(0, START_JITTER_S))
         failures = 0
         wait_s = 0
@@ -172,11 +207,18 @@ class PublicPoller:
                     )
                     continue
                 failures = 0
-                for message in result.messages:
-                    if not log.held(message.hash):
-                        yield message
+                yield [m for m in result.messages if not log.held(m.hash)], result.more
                 if result.messages and log.position() != result.messages[-1].hash:
                     log.move_to(result.messages[-1].hash)
                 wait_s = 0 if result.more else self.rng.randint(*WAIT_RANGE_S)
         finally:
             self.close()
+
+    async def messages(self, log: Position) -> AsyncGenerator[rpc.Message, None]:
+        """Messages whose hash ``log`` does not hold, as they come, forever; the caller
+        records each before it takes the next (see the module note)."""
+        async with aclosing(self.pages(log)) as pages:
+            async for fresh, _ in pages:
+                for message in fresh:
+                    if not log.held(message.hash):
+                        yield message

@@ -21,6 +21,7 @@ import veil.client.cli.devnet as devnet
 import veil.client.cli.group as group
 import veil.client.cli.identity as identity
 import veil.client.cli.messaging as messaging
+import veil.client.cli.room as room
 from veil.client.cli.framework import CommandGroup, run
 
 __all__ = ["COMMAND_GROUPS", "main"]
@@ -31,6 +32,7 @@ COMMAND_GROUPS: tuple[CommandGroup, ...] = (
     messaging.register,
     group.register,
     channel.register,
+    room.register,
     bot.register,
     devnet.register,
 )
