@@ -31,6 +31,14 @@ stops every process the lab started (SIGTERM, then SIGKILL) and deletes its
 namespaces, which destroys their interfaces. A lab whose process was killed before it
 could clean up leaves its namespaces behind: the next lab deletes those in which no
 process runs (:func:`remove_stale_labs`), and never touches any other.
+
+Hosts run what the systemd units of ``contrib/systemd/`` run: :class:`UnitFile` reads a
+unit as systemd does for the settings the tests use, and :meth:`UnitFile.command` gives
+its ``ExecStart`` with the unit's ``Environment=`` expanded and its absolute paths
+moved into the host's own directory tree (``/etc/veil/node.toml`` ->
+``ROOT/etc/veil/node.toml``; ``/opt/veil``, the README's venv, -> this test run's
+venv), the same arguments in the same order. :meth:`Lab.spawn` takes the unit's
+environment and starts the process in ``/`` (a system service's working directory).
 """
 
 from __future__ import annotations
@@ -41,19 +49,20 @@ import ctypes
 import ctypes.util
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from veil.client.devnet.spawning import Tether
 
-__all__ = ["SUBNET", "Host", "Lab", "NetnsThread", "unavailable"]
+__all__ = ["SUBNET", "Host", "Lab", "NetnsThread", "UnitFile", "unavailable"]
 
 #: The lab's addresses: 10.231.0.1 .. 10.231.0.254, only inside the lab's namespaces.
 SUBNET = "10.231.0"
@@ -243,14 +252,21 @@ class Lab:
         _ip("-n", self.switch, "link", "set", host.port_link, "up")
 
     def spawn(
-        self, host: Host, argv: Sequence[str], log_path: Path, *, cwd: Path | None = None
+        self,
+        host: Host,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start ``argv`` inside ``host``'s namespace (``ip netns exec``), output to
-        ``log_path``; the lab stops it in :meth:`close` if it still runs."""
+        ``log_path``, with ``env`` added to the environment; the lab stops it in
+        :meth:`close` if it still runs."""
         # ``ip netns exec`` execs argv with the descriptors it was given, so a veil-node
         # child watches the tether's pipe as one started directly would.
         tether = Tether()
-        env = tether.child_env({**os.environ, "PYTHONUNBUFFERED": "1"})
+        env = tether.child_env({**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         log: IO[bytes]
         try:
             with log_path.open("ab") as log:
@@ -323,3 +339,81 @@ def iter_netns() -> Iterator[Path]:
     if not NETNS_DIR.is_dir():
         return iter(())
     return iter(sorted(NETNS_DIR.iterdir()))
+
+
+@dataclass(frozen=True)
+class UnitFile:
+    """A systemd unit file: its ``(section, key, value)`` assignments in file order.
+
+    Read as systemd reads them: ``#`` and ``;`` lines are comments, a line ending in a
+    backslash goes on on the next line, a key may be assigned more than once (an empty
+    value resets a list, as ``CapabilityBoundingSet=``)."""
+
+    path: Path
+    entries: tuple[tuple[str, str, str], ...]
+
+    @classmethod
+    def read(cls, path: Path) -> UnitFile:
+        entries: list[tuple[str, str, str]] = []
+        section = ""
+        pending = ""
+        for raw in path.read_text().splitlines():
+            line = pending + raw.strip()
+            pending = ""
+            if line.endswith("\\"):
+                pending = line[:-1] + " "
+                continue
+            if not line or line[0] in "#;":
+                continue
+            if line.startswith("[") and line.endswith("]"):
+                section = line[1:-1]
+                continue
+            key, sep, value = line.partition("=")
+            if not sep or not section:
+                raise ValueError(f"{path}: not a unit file line: {line!r}")
+            entries.append((section, key.strip(), value.strip()))
+        return cls(path, tuple(entries))
+
+    def values(self, section: str, key: str) -> list[str]:
+        """Every value assigned to ``key`` in ``section``, in order."""
+        return [v for s, k, v in self.entries if (s, k) == (section, key)]
+
+    def value(self, section: str, key: str) -> str:
+        """The value that counts (the last one); KeyError if there is none."""
+        found = self.values(section, key)
+        if not found:
+            raise KeyError(f"{self.path.name} sets no {section}.{key}")
+        return found[-1]
+
+    def environment(self) -> dict[str, str]:
+        """The ``Environment=`` variables of ``[Service]``."""
+        env: dict[str, str] = {}
+        for value in self.values("Service", "Environment"):
+            for word in shlex.split(value):
+                name, _, text = word.partition("=")
+                env[name] = text
+        return env
+
+    def command(self, paths: Mapping[str, str | Path]) -> list[str]:
+        """``ExecStart`` as argv: each ``${NAME}`` word replaced by the unit's
+        ``Environment=`` value (one argument, as systemd does), and each absolute path
+        under a prefix of ``paths`` moved under its replacement. Refuses what this
+        reader does not do (``$NAME`` splitting, ``%`` specifiers, ``-@:+!`` prefixes)
+        rather than run something the unit would not."""
+        line = self.value("Service", "ExecStart")
+        if line[:1] in set("-@:+!") or "%" in line:
+            raise ValueError(f"{self.path.name}: ExecStart too clever for this reader: {line}")
+        env = self.environment()
+        argv = []
+        for word in shlex.split(line):
+            match = re.fullmatch(r"\$\{(\w+)\}", word)
+            if match:
+                word = env[match[1]]
+            elif "$" in word:
+                raise ValueError(f"{self.path.name}: cannot expand {word!r}")
+            for prefix, replacement in paths.items():
+                if word == prefix or word.startswith(prefix.rstrip("/") + "/"):
+                    word = str(replacement) + word[len(prefix.rstrip("/")) :]
+                    break
+            argv.append(word)
+        return argv
