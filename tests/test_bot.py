@@ -33,7 +33,7 @@ def fake_client(tmp_path: Path, account: Account) -> Any:
         account_id=account.id,
         account=account,
         clock=SimpleNamespace(now=lambda: 1_767_225_600_000),
-        _seed=lambda what: account,
+        require_seed=lambda what: account,
     )
 
 
@@ -218,7 +218,7 @@ async def test_failed_sends_are_retried_then_counted(
         raise HopTimeout("down")
 
     bot.send_sealed = flaky  # type: ignore[method-assign]
-    import veil.client.bot.bot as module
+    import veil.client.bot.broadcasts as module  # where run_broadcast reads it
 
     monkeypatch.setattr(module, "RETRY_BACKOFF", module.Backoff(first_s=0.01, max_s=0.02))
     with trio.fail_after(30):

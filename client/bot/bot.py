@@ -18,16 +18,10 @@ receiver (:meth:`VeilClient.messages`) and answers each message:
 * a handler gets a :class:`BotContext`: the sender, the command, and the sender's
   conversation state (:meth:`BotContext.state`, persisted with an expiry).
 
-Sending a message a crash must not repeat (broadcasts) uses the same property the
-client's sends rely on (:mod:`veil.client.messaging`): a node names a message by the
-hash of its bytes and stores a duplicate once, and the receiver drops a hash it holds.
-So :meth:`Bot.broadcast` first seals one envelope per subscriber and writes them all,
-with the job, in one transaction; then sends them (bounded concurrency, a rate limit,
-retries with back-off), marking each sent once a node took it. A bot killed at any
-point resumes the job on restart (:meth:`resume_broadcasts`, run first by
-:meth:`run`) by sending the *same bytes* again to everyone not yet marked: a person whose
-copy had been stored before the crash gets the same message hash again, which is dropped.
-Every subscriber thus receives it exactly once.
+Broadcasts (one message to every subscriber of a topic, exactly once even across a
+crash) are :class:`~veil.client.bot.broadcasts.Broadcasts`, a base class of
+:class:`Bot`; answering commands posted in a room is
+:class:`~veil.client.bot.rooms.RoomAnswers`, another.
 
 One-time codes: :meth:`send_code` and friends, rules in :mod:`veil.client.bot.codes`;
 the code's message lives on the swarm exactly as long as the code.
@@ -39,7 +33,6 @@ import inspect
 import json
 import logging
 import re
-import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -49,6 +42,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from veil.client.bot.broadcasts import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_RATE_PER_S,
+    DEFAULT_RETRIES,
+    RETRY_BACKOFF,
+    TOPIC,
+    BroadcastProgress,
+    BroadcastResult,
+    Broadcasts,
+    check_topic,
+)
 from veil.client.bot.codes import (
     DEFAULT_TTL_S,
     CodeBook,
@@ -59,7 +63,6 @@ from veil.client.bot.store import BotStore
 from veil.client.errors import InvalidArgument, OnionRequestFailed
 from veil.client.messaging import SEND_BACKOFF, SEND_DEADLINE_S, check_ttl
 from veil.onion import rpc
-from veil.onion.backoff import Backoff
 from veil.onion.channel import Command, format_bot_link, parse_command
 from veil.onion.envelope import MAX_CONTENT, seal
 from veil.onion.errors import InvalidCommand, InvalidId, VeilError
@@ -69,7 +72,16 @@ if TYPE_CHECKING:
     from veil.client.messaging import InboxMessage
     from veil.client.veil_client import VeilClient
 
-__all__ = ["Bot", "BotContext", "BroadcastProgress", "BroadcastResult"]
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_RATE_PER_S",
+    "DEFAULT_RETRIES",
+    "RETRY_BACKOFF",
+    "Bot",
+    "BotContext",
+    "BroadcastProgress",
+    "BroadcastResult",
+]
 
 log = logging.getLogger("veil.bot")
 
@@ -79,45 +91,11 @@ REPLIES_PER_MINUTE: Final = 20
 DEFAULT_STATE_TTL_S: Final = 3600
 #: A reply's lifetime in the recipient's inbox (s).
 DEFAULT_REPLY_TTL_S: Final = 7 * 86400
-#: A broadcast's defaults: Telegram's documented limit is about 30 messages/s.
-DEFAULT_CONCURRENCY: Final = 8
-DEFAULT_RATE_PER_S: Final = 30.0
-DEFAULT_RETRIES: Final = 5
-RETRY_BACKOFF: Final = Backoff(first_s=0.5, max_s=10.0)
-_TOPIC: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _COMMAND_NAME: Final = re.compile(r"[a-z0-9_]{1,32}")
 _MAX_STATE_BYTES: Final = 16_384
 _BUILTINS: Final = ("start", "help", "subscribe", "unsubscribe", "topics")
 
 Handler = Callable[["BotContext"], "Awaitable[str | None] | str | None"]
-
-
-@dataclass(frozen=True, slots=True)
-class BroadcastProgress:
-    """Where a broadcast stands: subscribers sent to, failed (after every retry), left."""
-
-    job_id: str
-    sent: int
-    failed: int
-    pending: int
-
-
-@dataclass(frozen=True, slots=True)
-class BroadcastResult:
-    job_id: str
-    topic: str
-    sent: int
-    failed: int
-    total: int
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "job_id": self.job_id,
-            "topic": self.topic,
-            "sent": self.sent,
-            "failed": self.failed,
-            "total": self.total,
-        }
 
 
 @dataclass
@@ -156,7 +134,7 @@ class _Command:
     handler: Handler
 
 
-class Bot:
+class Bot(Broadcasts):
     """A bot on ``client`` (see the module note). Its database and code secret live in
     ``directory`` (default: ``HOME/bot`` of the client's home). ``name`` is shown in the
     help and in code messages ("who asks"); ``topics``, if given, are the only topics
@@ -177,7 +155,7 @@ class Bot:
         self.description = description
         self.topics = dict(topics or {})
         for topic in self.topics:
-            _check_topic(topic)
+            check_topic(topic)
         self.store = BotStore(directory if directory is not None else client.home.path / "bot")
         #: The bot's clock (ms): codes, states and jobs are the bot's own business, on
         #: its local wall clock; messages are dated by the network's (the client's).
@@ -323,7 +301,7 @@ class Bot:
         topic = args.strip().lower()
         if not topic:
             return "Which topic? /subscribe TOPIC (see /topics)"
-        if not _TOPIC.fullmatch(topic) or (self.topics and topic not in self.topics):
+        if not TOPIC.fullmatch(topic) or (self.topics and topic not in self.topics):
             return f"No topic {topic[:40]!r}. " + self._topics_text(sender)
         self.subscribe(sender, topic)
         return f"Subscribed to {topic}. /unsubscribe {topic} to stop."
@@ -347,7 +325,7 @@ class Bot:
         return "\n".join(lines)
 
     def subscribe(self, who: AccountId, topic: str) -> None:
-        _check_topic(topic)
+        check_topic(topic)
         self.store.execute(
             "INSERT OR IGNORE INTO subscribers (recipient, topic, since_ms) VALUES (?, ?, ?)",
             (str(who), topic, self._now()),
@@ -486,159 +464,6 @@ class Bot:
 
     def cancel_code(self, ticket: str) -> CodeCheck:
         return self.codes.cancel(ticket)
-
-    # --- broadcasts ------------------------------------------------------------------------
-
-    def prepare_broadcast(self, topic: str, text: str, *, ttl: float = DEFAULT_REPLY_TTL_S) -> str:
-        """Write a broadcast job: one sealed envelope per current subscriber of
-        ``topic``, in one transaction. Its ID; :meth:`run_broadcast` sends it."""
-        _check_topic(topic)
-        ttl_ms = check_ttl(ttl)
-        if len(text.encode("utf-8")) > MAX_CONTENT:
-            raise InvalidArgument(f"a message is at most {MAX_CONTENT} bytes")
-        job_id = "bc_" + secrets.token_urlsafe(12)
-        sealed = [(str(to), self.seal_for(to, text)) for to in self.subscribers(topic)]
-        with self.store.transaction() as db:
-            db.execute(
-                "INSERT INTO broadcasts (job_id, topic, text, ttl_ms, created_ms) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (job_id, topic, text, ttl_ms, self._now()),
-            )
-            for recipient, envelope in sealed:
-                db.execute(
-                    "INSERT INTO broadcast_items (job_id, recipient, envelope, status) "
-                    "VALUES (?, ?, ?, 'pending')",
-                    (job_id, recipient, envelope),
-                )
-        return job_id
-
-    async def broadcast(
-        self,
-        topic: str,
-        text: str,
-        *,
-        ttl: float = DEFAULT_REPLY_TTL_S,
-        progress: Callable[[BroadcastProgress], Any] | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        rate_per_s: float = DEFAULT_RATE_PER_S,
-        retries: int = DEFAULT_RETRIES,
-    ) -> BroadcastResult:
-        """Send ``text`` to every subscriber of ``topic``, exactly once even across a
-        crash (see the module note)."""
-        job_id = self.prepare_broadcast(topic, text, ttl=ttl)
-        return await self.run_broadcast(
-            job_id,
-            progress=progress,
-            concurrency=concurrency,
-            rate_per_s=rate_per_s,
-            retries=retries,
-        )
-
-    def unfinished_broadcasts(self) -> list[str]:
-        rows = self.store.all("SELECT job_id FROM broadcasts WHERE done = 0 ORDER BY created_ms")
-        return [r[0] for r in rows]
-
-    async def resume_broadcasts(self, **options: Any) -> list[BroadcastResult]:
-        """Finish every broadcast a previous run left unfinished."""
-        return [await self.run_broadcast(job, **options) for job in self.unfinished_broadcasts()]
-
-    def broadcast_progress(self, job_id: str) -> BroadcastProgress:
-        counts = dict(
-            self.store.all(
-                "SELECT status, COUNT(*) FROM broadcast_items WHERE job_id = ? GROUP BY status",
-                (job_id,),
-            )
-        )
-        return BroadcastProgress(
-            job_id, counts.get("sent", 0), counts.get("failed", 0), counts.get("pending", 0)
-        )
-
-    async def run_broadcast(
-        self,
-        job_id: str,
-        *,
-        progress: Callable[[BroadcastProgress], Any] | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        rate_per_s: float = DEFAULT_RATE_PER_S,
-        retries: int = DEFAULT_RETRIES,
-    ) -> BroadcastResult:
-        """Send a job's pending envelopes (the same bytes as written)."""
-        if concurrency < 1 or rate_per_s <= 0 or retries < 0:
-            raise InvalidArgument("concurrency >= 1, rate_per_s > 0, retries >= 0")
-        job = self.store.one("SELECT topic, ttl_ms FROM broadcasts WHERE job_id = ?", (job_id,))
-        if job is None:
-            raise InvalidArgument(f"no broadcast {job_id!r}")
-        topic, ttl_ms = job
-        pending = self.store.all(
-            "SELECT recipient, envelope FROM broadcast_items "
-            "WHERE job_id = ? AND status = 'pending'",
-            (job_id,),
-        )
-        limiter = trio.CapacityLimiter(concurrency)
-        interval = 1.0 / rate_per_s
-        next_slot = [trio.current_time()]
-        # Counted once from the table, then kept in step with each item's update: a
-        # count query per item made a job of N items cost O(N^2) (2.8 ms an item, on the
-        # event loop, at 10,000 subscribers).
-        counts = self.broadcast_progress(job_id)
-        tally = {"sent": counts.sent, "failed": counts.failed, "pending": counts.pending}
-
-        def report() -> None:
-            if progress is not None:
-                progress(
-                    BroadcastProgress(job_id, tally["sent"], tally["failed"], tally["pending"])
-                )
-
-        async def one(recipient: str, envelope: bytes) -> None:
-            to = AccountId.parse(recipient)
-            tries = 0
-            while True:
-                try:
-                    await self.send_sealed(to, envelope, ttl_ms)
-                    status = "sent"
-                    break
-                except VeilError as exc:
-                    tries += 1
-                    if tries > retries:
-                        log.warning("broadcast %s to %s failed: %s", job_id, recipient[:12], exc)
-                        status = "failed"
-                        break
-                await trio.sleep(RETRY_BACKOFF.delay_s(tries))
-            self.store.execute(
-                "UPDATE broadcast_items SET status = ?, tries = tries + ? "
-                "WHERE job_id = ? AND recipient = ?",
-                (status, tries, job_id, recipient),
-            )
-            tally["pending"] -= 1
-            tally[status] += 1
-            report()
-
-        async def paced(recipient: str, envelope: bytes) -> None:
-            try:
-                await one(recipient, envelope)
-            finally:
-                limiter.release_on_behalf_of(recipient)
-
-        report()
-        async with trio.open_nursery() as nursery:
-            for recipient, envelope in pending:
-                # The rate limit: one start per interval.
-                now = trio.current_time()
-                slot = max(now, next_slot[0])
-                next_slot[0] = slot + interval
-                await trio.sleep_until(slot)
-                await limiter.acquire_on_behalf_of(recipient)  # bounded concurrency
-                nursery.start_soon(paced, recipient, envelope)
-        self.store.execute("UPDATE broadcasts SET done = 1 WHERE job_id = ?", (job_id,))
-        final = self.broadcast_progress(job_id)
-        return BroadcastResult(
-            job_id, topic, final.sent, final.failed, final.sent + final.failed + final.pending
-        )
-
-
-def _check_topic(topic: str) -> None:
-    if not isinstance(topic, str) or not _TOPIC.fullmatch(topic):
-        raise InvalidArgument("a topic is 1 to 32 of a-z 0-9 _ -")
 
 
 def _account(to: AccountId | str) -> AccountId:
