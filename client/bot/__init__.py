@@ -1,7 +1,9 @@
-"""Bots on veil (issue 14): commands, subscribers, broadcasts, one-time codes.
+"""Bots on veil (issue 14): commands, subscribers, broadcasts, one-time codes, rooms.
 
 * :class:`Bot` (:mod:`veil.client.bot.bot`): a trio bot on a
-  :class:`~veil.client.veil_client.VeilClient`;
+  :class:`~veil.client.veil_client.VeilClient`; its broadcasts
+  (:mod:`veil.client.bot.broadcasts`) and its answers to commands posted in rooms
+  (:mod:`veil.client.bot.rooms`, :meth:`Bot.serve_room`);
 * :class:`CodeBook` (:mod:`veil.client.bot.codes`): one-time-code tickets and their rules;
 * :class:`BotStore` (:mod:`veil.client.bot.store`): the bot's SQLite database and code
   secret in its home.

@@ -29,13 +29,14 @@ the code's message lives on the swarm exactly as long as the code.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -59,6 +60,7 @@ from veil.client.bot.codes import (
     CodeCheck,
     code_message,
 )
+from veil.client.bot.rooms import RoomAnswers
 from veil.client.bot.store import BotStore
 from veil.client.errors import InvalidArgument, OnionRequestFailed
 from veil.client.messaging import SEND_BACKOFF, SEND_DEADLINE_S, check_ttl
@@ -70,6 +72,7 @@ from veil.onion.keys import AccountId
 
 if TYPE_CHECKING:
     from veil.client.messaging import InboxMessage
+    from veil.client.rooms import Room
     from veil.client.veil_client import VeilClient
 
 __all__ = [
@@ -134,7 +137,7 @@ class _Command:
     handler: Handler
 
 
-class Bot(Broadcasts):
+class Bot(Broadcasts, RoomAnswers):
     """A bot on ``client`` (see the module note). Its database and code secret live in
     ``directory`` (default: ``HOME/bot`` of the client's home). ``name`` is shown in the
     help and in code messages ("who asks"); ``topics``, if given, are the only topics
@@ -215,10 +218,15 @@ class Bot(Broadcasts):
 
     # --- serving ---------------------------------------------------------------------------
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Resume unfinished broadcasts, then answer messages forever (cancel to stop)."""
+    async def run(
+        self, *, rooms: Sequence[Room] = (), task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Resume unfinished broadcasts, then answer messages forever (cancel to stop);
+        and the commands posted in ``rooms`` (:meth:`serve_room`)."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.resume_broadcasts)
+            for room in rooms:
+                await nursery.start(functools.partial(self.serve_room, room))
             task_status.started()
             async for message in self.client.messages():
                 await self.handle(message)
@@ -229,12 +237,7 @@ class Bot(Broadcasts):
         if sender is None:
             return
         self.handled += 1
-        text = message.text
-        try:
-            replies = await self._dispatch(sender, text)
-        except Exception:  # a handler's bug must not stop the bot
-            log.exception("a bot handler failed")
-            replies = ["Sorry, something went wrong."]
+        replies = await self.answer(sender, message.text)
         for reply in replies:
             if not self._may_reply(sender):
                 self.refused += 1
@@ -256,6 +259,20 @@ class Bot(Broadcasts):
             for key in [k for k, v in self._replies.items() if not v][:5000]:
                 del self._replies[key]
         return True
+
+    async def answer(self, sender: AccountId, text: str) -> list[str]:
+        """The replies to ``text`` from ``sender`` (nothing is sent): the command's
+        handler's, the help for unknown or garbled input, "Sorry, something went wrong."
+        for a handler that raised (logged; the bot goes on)."""
+        try:
+            return await self._dispatch(sender, text)
+        except Exception:  # a handler's bug must not stop the bot
+            log.exception("a bot handler failed")
+            return ["Sorry, something went wrong."]
+
+    def knows(self, name: str) -> bool:
+        """Whether ``/name`` is one of this bot's commands (built in or registered)."""
+        return name in _BUILTINS or name in self._commands
 
     async def _dispatch(self, sender: AccountId, text: str) -> list[str]:
         try:

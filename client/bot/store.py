@@ -13,7 +13,10 @@ announced), holding:
 * ``subscribers``: (recipient, topic);
 * ``conversations``: per-user state (JSON) with an expiry;
 * ``broadcasts`` and ``broadcast_items``: a broadcast job and, per subscriber, the
-  sealed envelope to send and whether it was sent.
+  sealed envelope to send and whether it was sent;
+* ``room_joins``, ``room_commands`` and ``room_replies``: the rooms the bot answers in
+  (since when), each command post it took on, and its replies (text, the signed post
+  once made, whether a node took it): :mod:`veil.client.bot.rooms`.
 
 The code secret (32 bytes from the CSPRNG, the HMAC key of the codes' hashes) is a
 separate file, ``code-secret``, mode 0600, so that a copy of the database alone does
@@ -71,6 +74,23 @@ CREATE TABLE IF NOT EXISTS broadcasts (
     ttl_ms INTEGER NOT NULL,
     created_ms INTEGER NOT NULL,
     done INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS room_joins (room TEXT PRIMARY KEY, joined_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS room_commands (
+    room TEXT NOT NULL,
+    post_id BLOB NOT NULL,
+    author TEXT NOT NULL,
+    status TEXT NOT NULL,
+    PRIMARY KEY (room, post_id)
+);
+CREATE TABLE IF NOT EXISTS room_replies (
+    room TEXT NOT NULL,
+    post_id BLOB NOT NULL,
+    n INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    record BLOB,
+    status TEXT NOT NULL,
+    PRIMARY KEY (room, post_id, n)
 );
 CREATE TABLE IF NOT EXISTS broadcast_items (
     job_id TEXT NOT NULL,

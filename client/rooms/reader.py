@@ -62,7 +62,7 @@ from veil.onion.room import (
 if TYPE_CHECKING:
     from veil.client.veil_client import VeilClient
 
-__all__ = ["PostDeleted", "RoomEvent", "RoomReader", "post_json"]
+__all__ = ["PostDeleted", "RoomEvent", "RoomReader", "post_json", "shown_posts"]
 
 #: The user's reader; a bot reads under its own name, so each has its own position.
 USER_READER: Final = ""
@@ -344,3 +344,27 @@ class RoomReader:
             if self.db is not None:
                 self.db.close()
             self.poller.close()
+
+
+def shown_posts(client: VeilClient, room: AccountId, reader: str) -> list[RoomPost]:
+    """The posts ``reader`` has been handed in ``room`` and that are still held (no
+    network), oldest first: what a bot checks against its own record of answers."""
+    db = open_rooms_db(client)
+    try:
+        rows = db.execute(
+            "SELECT r.data FROM shown s JOIN records r ON r.room = s.room AND r.post_id = "
+            "s.post_id WHERE s.room = ? AND s.reader = ? AND s.state = 'shown' "
+            "AND r.data IS NOT NULL",
+            (str(room), reader),
+        ).fetchall()
+    finally:
+        db.close()
+    posts = []
+    for (data,) in rows:
+        try:
+            record = decode_room_record(data)
+        except RoomError:
+            continue
+        if isinstance(record, RoomPost):
+            posts.append(record)
+    return sorted(posts, key=lambda p: (p.timestamp_ms, p.post_id))

@@ -342,9 +342,23 @@ class Room:
         """Post ``text`` (a reply to ``reply_to``, a post or its ID) as this client's
         account; the post once the room's swarm took it. Refusals: see the module note."""
         post = await self.make_post(text, reply_to=reply_to)
-        await self.send_record(post.encoded)
-        self._sent(post.author, post.timestamp_ms)
+        await self.send_post(post)
         return post
+
+    async def send_post(self, post: RoomPost) -> rpc.StoreResult:
+        """Store a post made by :meth:`make_post` (again, after a lost reply: the nodes
+        take the same bytes once), and count it for the local rate check."""
+        result = await self.send_record(post.encoded)
+        self._sent(post)
+        return result
+
+    async def rules(self) -> RoomRules:
+        """The room's rules (read at most :data:`STATE_MAX_AGE_S` ago)."""
+        return RoomRules.of(_meta_of(await self._current(), self.id))
+
+    async def holds(self, record: bytes) -> bool:
+        """Whether a node of the room's swarm holds ``record`` now (unsigned read)."""
+        return any(m.data == record for m in await self._poller.read_all())
 
     def _check_rate(self, author: AccountId, rate: int) -> None:
         now = self.client.clock.now()
@@ -366,12 +380,12 @@ class Room:
                 retry_after_s=max(wait_ms, 0) / 1000,
             )
 
-    def _sent(self, author: AccountId, ts_ms: int) -> None:
+    def _sent(self, post: RoomPost) -> None:
         db = open_rooms_db(self.client)
         try:
             db.execute(
-                "INSERT INTO sent (room, author, ts_ms) VALUES (?, ?, ?)",
-                (str(self.id), str(author), ts_ms),
+                "INSERT OR IGNORE INTO sent (post_id, room, author, ts_ms) VALUES (?, ?, ?, ?)",
+                (post.post_id, str(self.id), str(post.author), post.timestamp_ms),
             )
         finally:
             db.close()

@@ -47,7 +47,9 @@ CREATE TABLE IF NOT EXISTS shown (
     room TEXT NOT NULL, reader TEXT NOT NULL, post_id BLOB NOT NULL, state TEXT NOT NULL,
     PRIMARY KEY (room, reader, post_id)
 );
-CREATE TABLE IF NOT EXISTS sent (room TEXT NOT NULL, author TEXT NOT NULL, ts_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sent (
+    post_id BLOB PRIMARY KEY, room TEXT NOT NULL, author TEXT NOT NULL, ts_ms INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS sent_by ON sent (room, author, ts_ms);
 """
 
