@@ -1,142 +1,56 @@
-"""The veil client library: :func:`open_client` gives a :class:`VeilClient`.
-
-Design note
------------
-One object, like httpx's ``AsyncClient``, that owns everything a client needs and
-closes it in order::
-
-    async with open_client(home, "devnet/network.json") as client:
-        await client.send("05ab...", "hello", ttl_s=3600)
-        async for message in client.messages():
-            print(message.sender, message.text)
-
-What it owns: the state file (:mod:`veil.client.state`), the HTTP transport to guards
-and authorities (:mod:`veil.client.transport`, pluggable: any
-:class:`~veil.client.transport.Transport`), the consensus (:mod:`veil.client.consensus`),
-guards and paths (:mod:`veil.client.paths`), the network's clock
-(:mod:`veil.client.network_clock`), onion requests (:mod:`veil.client.onion_client`), and
-messaging (:mod:`veil.client.messaging`). And a nursery,
-for the background work that keeps it usable: the consensus refresh and forgetting
-old failure counts.
-
-Opening (:func:`open_client`): open the state; load the identity (unless an account is
-given); read the network file; install the cached consensus if it still verifies, else
-fetch one: from the guards kept from the last run if the cache expired less than a day
-ago, else from the authorities (with a usable consensus, refreshes go to the client's
-guards too: :mod:`veil.client.consensus`). A client whose clock is far off accepts
-the fetched consensus tentatively, asks a node for the time through it, then verifies it
-again on the corrected clock (see :mod:`veil.client.consensus`); the offset is kept in
-the state, so the next start needs no such step.
-
-Structured concurrency: the background tasks run in a nursery that the ``async with``
-block encloses; leaving the block cancels them, closes the transport, then the state
-file. An exception raised in the block comes out of it as itself (not wrapped in an
-exception group: the background tasks never raise, so it is the only one). If the block
-is cancelled, so are requests in flight; the state file is left consistent.
-
-Delegated sessions (:mod:`veil.client.delegation`): ``open_client(home, network,
-delegated=session)`` gives a client that acts for ``session.account`` without its
-seed. Each signed request is checked against the session before it is built
-(:meth:`VeilClient.signer`): expired by the network's clock
-(:class:`~veil.client.errors.SessionExpired`) or not granted
-(:class:`~veil.client.errors.NotAuthorized`, naming the missing action), and nothing
-leaves. What needs the seed itself (sending a message: the envelope is signed by the
-account; opening one; authorizing a first link) raises
-:class:`~veil.client.errors.SeedRequired`. Its inbox messages come out sealed (see
-:mod:`veil.client.messaging`). A client with the seed issues sessions
-(:meth:`VeilClient.authorize`), and one with either revokes what it issued
-(:meth:`VeilClient.revoke`): the revocation record goes to every member of the owner's
-swarm that answers, and the issue is recorded in the home (``veil id delegations``).
-
-Errors while opening: :class:`~veil.client.errors.HomeError` (no identity, wrong
-passphrase, state file problems), :class:`~veil.onion.errors.NetworkFileError` (missing
-or invalid network file), :class:`~veil.client.errors.AuthorityUnreachable` (no consensus
-could be fetched), a :class:`~veil.onion.errors.ConsensusError` (none verified).
-"""
+"""The :class:`VeilClient` object: what a client does, each job delegated to the module
+that does it (see the package's design note, :mod:`veil.client.veil_client`)."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime
 import math
-import os
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-from veil.client.consensus import Directory, DirectoryPolicy
-from veil.client.delegation.issued import RevocationTarget, find, record_issued
+from veil.client.consensus import Directory
+from veil.client.delegation.issued import RevocationTarget, record_issued
 from veil.client.delegation.session import (
     DEFAULT_EXPIRES_IN_S,
     DelegatedSession,
     ResourceLike,
     authorize,
 )
-from veil.client.errors import InvalidArgument, NotRevocable, SeedRequired, UnknownDelegation
-from veil.client.files import read_network_file
+from veil.client.errors import InvalidArgument, SeedRequired
 from veil.client.home import Home
 from veil.client.messaging import (
     DEFAULT_TTL_S,
-    DEFAULT_WAIT_S,
     InboxMessage,
     Receiver,
     Sent,
     send_message,
 )
-from veil.client.network_clock import LocalClock, NetworkClock, local_clock_ms
-from veil.client.onion_client import Answer, OnionClient, RequestPolicy
-from veil.client.paths import PathPolicy, PathSelector
+from veil.client.network_clock import NetworkClock
+from veil.client.onion_client import Answer, OnionClient
+from veil.client.paths import PathSelector
 from veil.client.sessions import HomeCacheStore, NetworkBackend, SessionManager, make_cache
 from veil.client.sessions.files import DecryptedFile
 from veil.client.sessions.session import EncryptionSession, RecipientsLike
-from veil.client.state import ClientState, open_state
-from veil.client.transport import HttpxTransport, Transport, TransportConfig
+from veil.client.state import ClientState
+from veil.client.transport import Transport
+from veil.client.veil_client.config import ClientConfig
+from veil.client.veil_client.revoking import Revoked, revoke_links
+from veil.client.veil_client.status import client_status
 from veil.onion import rpc
-from veil.onion.capability import Chain, DelegatedSigner, SessionKey
-from veil.onion.capability import revoke as sign_revocation
+from veil.onion.capability import DelegatedSigner
 from veil.onion.directory import Consensus, NetworkFile
-from veil.onion.errors import InvalidTtl, NetworkError, VeilError
+from veil.onion.errors import InvalidTtl, VeilError
 from veil.onion.keys import Account, AccountId, GroupId
 from veil.onion.packet import Hop
 
-__all__ = ["ClientConfig", "Revoked", "VeilClient", "open_client"]
+__all__ = ["VeilClient"]
 
 #: Seconds between two passes of the failure-count janitor.
 _MAINTENANCE_INTERVAL_S = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class ClientConfig:
-    """Every knob of the client, with the defaults DESIGN.md and node/config.py imply."""
-
-    paths: PathPolicy = field(default_factory=PathPolicy)
-    requests: RequestPolicy = field(default_factory=RequestPolicy)
-    directory: DirectoryPolicy = field(default_factory=DirectoryPolicy)
-    transport: TransportConfig = field(default_factory=TransportConfig)
-    #: A long-poll's wait at the node, seconds (1 to onion.rpc.MAX_WAIT_S).
-    wait_s: int = DEFAULT_WAIT_S
-    #: Encryption sessions' cache, as Seald's: seconds an entry lives (0: no cache, the
-    #: default; -1: no expiry), seconds between cleanups (None: the TTL, at least 10 s;
-    #: -1: none), and the store: "memory" (per client), "home" (persistent, sealed under
-    #: a key of the account), or an object with set/get/keys/delete (plain or async).
-    encryption_session_cache_ttl: float = 0
-    encryption_session_cache_cleanup_interval: float | None = None
-    encryption_session_cache: Any = "memory"
-
-
-@dataclass(frozen=True, slots=True)
-class Revoked:
-    """One link revoked by :meth:`VeilClient.revoke`: its hash, the session key's DID,
-    and how many members of the owner's swarm took the record (of how many)."""
-
-    link_hash: str
-    did: str
-    accepted: int
-    members: int
 
 
 class VeilClient:
@@ -451,80 +365,6 @@ class VeilClient:
         await trio.to_thread.run_sync(record_issued, self.state, session)
         return session
 
-    async def revoke(self, target: RevocationTarget) -> list[Revoked]:
-        """Revoke before expiry what ``target`` names: a session's DID (every link
-        issued to that key), a link's hash (hex; a unique prefix of 8 or more digits), or
-        a :class:`DelegatedSession` (its own link). Links this home issued are found in
-        its record; a session object is revoked from its own chain.
-
-        Each revocation is signed by this client (the account, or the delegated
-        session, which may revoke the links it issued), sent to every member of the
-        owner's swarm (at least one must take it; replication brings it to the others),
-        and noted in the home. Links already revoked here or expired are skipped;
-        :class:`~veil.client.errors.NotRevocable` if nothing is left;
-        :class:`~veil.client.errors.UnknownDelegation` if the target names nothing;
-        :class:`~veil.onion.errors.NotEntitledToRevoke` if this client is not upstream.
-        """
-        revoker: Account | SessionKey = (
-            self.account if self.account is not None else self._session().key
-        )
-        now = self.clock.now()
-        chains: list[tuple[Chain, bytes]] = []
-        try:
-            rows = find(self.state, target)
-        except UnknownDelegation:
-            if not isinstance(target, DelegatedSession):
-                raise
-            chains.append((target.chain, target.chain.links[-1].digest))
-        else:
-            for row in rows:
-                if row.revoked_at_ms is not None or row.expires_at_ms <= now:
-                    continue
-                chains.append((Chain.decode(row.chain), row.link))
-        if not chains:
-            raise NotRevocable(
-                f"nothing left to revoke for {_shown_target(target)}: revoked already, or expired"
-            )
-        done = []
-        for chain, link in chains:
-            record = sign_revocation(revoker, chain, link, now_ms=now)
-            accepted, members = await self._send_revocation(record.encoded, chain)
-            await trio.to_thread.run_sync(self.state.mark_delegation_revoked, link, now)
-            audience = next(each.audience for each in chain.links if each.digest == link)
-            from veil.onion.capability import did_key
-
-            done.append(Revoked(link.hex(), did_key(audience), accepted, members))
-        return done
-
-    async def _send_revocation(self, record: bytes, chain: Chain) -> tuple[int, int]:
-        owner = chain.owner
-        if not isinstance(owner, AccountId):
-            raise InvalidArgument("revoking a group's links is not built yet")
-        members = [m.as_hop() for m in self.consensus.swarm_of(owner).members]
-        errors: list[BaseException] = []
-        accepted = 0
-
-        async def one(hop: Hop) -> None:
-            nonlocal accepted
-            try:
-                await self.call(lambda _now: rpc.make_revoke(record), destination=hop)
-                accepted += 1
-            except VeilError as exc:
-                errors.append(exc)
-
-        async with trio.open_nursery() as nursery:
-            for hop in members:
-                nursery.start_soon(one, hop)
-        if not accepted:
-            # A member's verdict (e.g. not entitled) is final; a network failure is tried
-            # again through the usual retries (another path, wrong_swarm).
-            verdicts = [e for e in errors if not isinstance(e, NetworkError)]
-            if verdicts:
-                raise verdicts[0]
-            await self.call(lambda _now: rpc.make_revoke(record), account=owner)
-            accepted = 1
-        return accepted, len(members)
-
     def require_seed(self, what: str) -> Account:
         """The account's key, for ``what`` needs it (sealing a message, a channel's or
         room's seed kept under it); :class:`~veil.client.errors.SeedRequired` for a
@@ -595,62 +435,18 @@ class VeilClient:
         """Fetch the consensus now (the background task does it when due)."""
         return await self.directory.fetch()
 
+    async def revoke(self, target: RevocationTarget) -> list[Revoked]:
+        """Revoke before expiry what ``target`` names: a session's DID (every link
+        issued to that key), a link's hash (hex; a unique prefix of 8 or more digits), or
+        a :class:`DelegatedSession` (its own link); see
+        :func:`~veil.client.veil_client.revoking.revoke_links`."""
+        return await revoke_links(self, target)
+
     # --- status ------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         """What ``veil status`` shows: the network, guards, paths and clock (JSON-able)."""
-        consensus = self.consensus
-        now = self.clock.now()
-        swarm = consensus.swarm_of(self.account_id)
-        guards = []
-        for record in self.paths.guards:
-            node = consensus.node(record.node_id)
-            guards.append(
-                {
-                    "node_id": record.node_id.hex(),
-                    "address": f"{node.host}:{node.port}" if node else None,
-                    "listed": node is not None,
-                    "failures": self.paths.failures(record.node_id),
-                    "chosen_at_ms": record.chosen_at_ms,
-                }
-            )
-        return {
-            "account_id": str(self.account_id),
-            "delegated": None
-            if self.delegated is None
-            else {
-                "did": self.delegated.did,
-                "resources": list(self.delegated.authorizations),
-                "expires_ms": self.delegated.expires_ms,
-            },
-            "network": {
-                "authorities": [f"{a.host}:{a.port}" for a in self.network.authorities],
-                "threshold": self.network.threshold,
-                "epoch": consensus.epoch,
-                "nodes": len(consensus.nodes),
-                "swarms": len(consensus.swarms),
-                "fresh": consensus.is_fresh(now),
-                "valid_until_ms": consensus.valid_until_ms,
-                "source": self.directory.last_source,
-                "authority_fetches": self.directory.authority_fetches,
-                "last_error": self.directory.last_error,
-            },
-            "clock_offset_ms": self.clock.offset_ms,
-            "guards": guards,
-            "paths": [
-                {
-                    "relays": p.describe(),
-                    "failures": p.failures,
-                    "successes": p.successes,
-                }
-                for p in self.paths.paths
-            ],
-            "paths_rebuilt": self.paths.rebuilt,
-            "swarm": {
-                "id": f"{swarm.swarm_id:016x}",
-                "members": [f"{n.node_id.hex()[:16]} {n.host}:{n.port}" for n in swarm.members],
-            },
-        }
+        return client_status(self)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -675,88 +471,6 @@ class VeilClient:
                 await self.paths.forget_failures()
 
 
-@asynccontextmanager
-async def open_client(
-    home: Home | str | os.PathLike[str],
-    network: NetworkFile | str | os.PathLike[str],
-    *,
-    account: Account | None = None,
-    passphrase: str | None = None,
-    delegated: DelegatedSession | str | None = None,
-    transport: Transport | None = None,
-    config: ClientConfig | None = None,
-    clock: LocalClock | None = None,
-    rng: random.Random | None = None,
-) -> AsyncIterator[VeilClient]:
-    """Open a client on ``home`` (a :class:`Home` or its directory) and ``network`` (a
-    :class:`NetworkFile` or the path of ``network.json``); see the module note.
-
-    ``account`` overrides the identity stored in the home (``passphrase`` opens a sealed
-    one). ``delegated`` (a :class:`DelegatedSession` or its serialized string) makes a
-    client that acts for the session's account without its seed; the home then needs
-    no identity (it keeps the client's state: use one home per worker). ``transport``
-    replaces the httpx one (it is closed with the client either way).
-    ``clock`` is the local wall clock in ms, for tests (e.g. one five minutes off);
-    ``rng`` drives path choice (default: the OS's CSPRNG).
-    """
-    home = home if isinstance(home, Home) else Home(home)
-    if isinstance(delegated, str):
-        delegated = DelegatedSession.from_string(delegated)
-    if delegated is not None and account is not None:
-        raise InvalidArgument("give an account or a delegated session, not both")
-    if not isinstance(network, NetworkFile):
-        network = read_network_file(network)
-    config = config or ClientConfig()
-    local = clock or local_clock_ms
-    state = await trio.to_thread.run_sync(lambda: open_state(home, clock=lambda: int(local())))
-    ours: HttpxTransport | None = None
-    own_transport: Transport
-    if transport is None:
-        own_transport = ours = HttpxTransport(config.transport)
-    else:
-        own_transport = transport
-    try:
-        if account is None and delegated is None:
-            account = await trio.to_thread.run_sync(home.load_identity, passphrase)
-        offset = state.get_clock_offset() or 0
-        client = VeilClient(
-            account=account,
-            home=home,
-            network=network,
-            state=state,
-            transport=own_transport,
-            clock=NetworkClock(local, offset),
-            config=config,
-            rng=rng or random.SystemRandom(),
-            delegated=delegated,
-        )
-        await client._start()
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(client.directory.run)
-                nursery.start_soon(client._maintain)
-                nursery.start_soon(client.onion.prepared.run)
-                if client._sessions is not None:
-                    await nursery.start(client._sessions.cache.run)
-                if ours is not None:
-                    # Ours: it may hand read responses to run() (client/transport.py). A
-                    # transport given by the caller is the caller's to run, or not.
-                    nursery.start_soon(ours.run)
-                try:
-                    yield client
-                finally:
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # The background tasks do not raise: the group holds the block's exception.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
-    finally:
-        with trio.CancelScope(shield=True):
-            await own_transport.aclose()
-            await trio.to_thread.run_sync(state.close)
-
-
 def _session_manager(client: VeilClient, account: Account) -> SessionManager:
     config = client.config
     cache = make_cache(
@@ -774,11 +488,3 @@ def _session_manager(client: VeilClient, account: Account) -> SessionManager:
         chat_path=client.home.path / "group-chat.sqlite",
         clock_ms=client.clock.now,
     )
-
-
-def _shown_target(target: RevocationTarget) -> str:
-    if isinstance(target, DelegatedSession):
-        return target.did
-    if isinstance(target, bytes):
-        return target.hex()
-    return str(target)[:80]
