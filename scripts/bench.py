@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-SUITES = ("core", "node", "network", "client", "sessions", "bot", "gateway")
+SUITES = ("core", "node", "network", "client", "sessions", "bot", "gateway", "rooms")
 
 
 def main() -> int:
