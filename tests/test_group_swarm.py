@@ -17,6 +17,7 @@ No timed assertions: waits on the network are polls with generous deadlines.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,11 @@ from tests.devnetutil import running_devnet
 from tests.nodeutil import now_ms
 from tests.swarmutil import DAY_MS, call, eventually
 from tests.test_replication_integrity import keys_of, post, settled
+from veil.client.devnet import Devnet
 from veil.onion import capability as cap
 from veil.onion import replication_frames as wire
 from veil.onion import rpc
-from veil.onion.directory import ConsensusNode
+from veil.onion.directory import Consensus, ConsensusNode
 from veil.onion.group import create_session, end_session, revoke_members
 from veil.onion.keys import Account, owner_key
 from veil.onion.replica import ReplicaMessage
@@ -46,6 +48,12 @@ HOUR = 3_600_000
 async def ask(node: ConsensusNode, request: bytes) -> rpc.Reply:
     async with httpx.AsyncClient(trust_env=False) as client:
         return await call(client, node.as_hop(), request)
+
+
+async def store_record(node: ConsensusNode, signer: cap.DelegatedSigner, record: bytes) -> None:
+    """Store a session's ``record`` (namespace 1) at ``node``; raises the reply's error."""
+    request = rpc.make_store(signer, record, rpc.MAX_TTL_PRIVATE_MS, namespace=1, now_ms=now_ms())
+    (await ask(node, request)).raise_for_status()
 
 
 async def status_of(node: ConsensusNode, reader: cap.DelegatedSigner, ns: int) -> tuple[str, Any]:
@@ -80,9 +88,7 @@ async def test_a_session_across_the_swarm_revocation_and_end(tmp_path: Path) -> 
         a, b, c = swarm.members
         name = {m.node_id: net.node(m.node_id.hex()).name for m in (a, b, c)}
         creator, member, other = Account.generate(), Account.generate(), Account.generate()
-        new = create_session(
-            creator, {member.id: {"read"}, other.id: {"read"}}, now_ms=now_ms()
-        )
+        new = create_session(creator, {member.id: {"read"}, other.id: {"read"}}, now_ms=now_ms())
         state = new.state
 
         def signer(who: Account) -> cap.DelegatedSigner:
@@ -92,11 +98,16 @@ async def test_a_session_across_the_swarm_revocation_and_end(tmp_path: Path) -> 
 
         admin = signer(creator)
         for record in new.records:
-            reply = await ask(a, rpc.make_store(admin, record.encoded, rpc.MAX_TTL_PRIVATE_MS,
-                                                namespace=1, now_ms=now_ms()))
+            reply = await ask(
+                a,
+                rpc.make_store(
+                    admin, record.encoded, rpc.MAX_TTL_PRIVATE_MS, namespace=1, now_ms=now_ms()
+                ),
+            )
             reply.raise_for_status()
-        said = await ask(a, rpc.make_store(signer(member), b"hello", HOUR, namespace=2,
-                                           now_ms=now_ms()))
+        said = await ask(
+            a, rpc.make_store(signer(member), b"hello", HOUR, namespace=2, now_ms=now_ms())
+        )
         said.raise_for_status()
         held = signer(member)  # the chain the member keeps after its revocation
 
@@ -114,8 +125,12 @@ async def test_a_session_across_the_swarm_revocation_and_end(tmp_path: Path) -> 
         revoked_at = now_ms()
         revocations = revoke_members(state, creator, [member.id], now_ms=revoked_at)
         for record in revocations:
-            reply = await ask(a, rpc.make_store(admin, record.encoded, rpc.MAX_TTL_PRIVATE_MS,
-                                                namespace=1, now_ms=now_ms()))
+            reply = await ask(
+                a,
+                rpc.make_store(
+                    admin, record.encoded, rpc.MAX_TTL_PRIVATE_MS, namespace=1, now_ms=now_ms()
+                ),
+            )
             reply.raise_for_status()
         state = state.add(*revocations)
         for node in (a, b):
@@ -157,8 +172,12 @@ async def test_a_session_across_the_swarm_revocation_and_end(tmp_path: Path) -> 
 
         # The end, stored at b, reaches c: the messages go, everything is refused.
         end = end_session(state, creator, now_ms=now_ms())
-        reply = await ask(b, rpc.make_store(admin, end.encoded, rpc.MAX_TTL_PRIVATE_MS,
-                                            namespace=1, now_ms=now_ms()))
+        reply = await ask(
+            b,
+            rpc.make_store(
+                admin, end.encoded, rpc.MAX_TTL_PRIVATE_MS, namespace=1, now_ms=now_ms()
+            ),
+        )
         reply.raise_for_status()
 
         async def c_gone() -> bool:
@@ -166,3 +185,107 @@ async def test_a_session_across_the_swarm_revocation_and_end(tmp_path: Path) -> 
 
         await eventually(c_gone, what="the end reaches c")
         assert (await status_of(c, signer(other), 1))[0] == "gone"
+
+
+# --- a member whose consensus changes while its pull is answered (the flaky test's cause) ---
+
+#: A long consensus interval, so that the consensus a stopped member saved is still valid
+#: (three intervals) when it starts again a dozen seconds later.
+SLOW_INTERVAL_MS = 10_000
+
+
+async def node_epoch(net: Devnet, name: str) -> int:
+    """The consensus epoch node ``name`` holds (-1 if it does not answer yet)."""
+    async with httpx.AsyncClient(trust_env=False) as client:
+        try:
+            info = (await client.get(f"{net.node(name).url}/info", timeout=5)).json()
+        except (httpx.HTTPError, ValueError):
+            return -1
+    return int(info.get("epoch", -1))
+
+
+async def test_a_member_keeps_what_it_pulled_while_its_consensus_changed(tmp_path: Path) -> None:
+    """The cause of the flaky test above, made certain instead of a matter of timing.
+
+    c restarts with the consensus it saved, which lists it, and pulls from b under it; the
+    authority's newer consensus, which c adopts while b answers, does not list c (it was
+    down). b answers under its own older consensus, which lists c. A round used to judge
+    the rows by the consensus c held when the page arrived: none was c's, the page was
+    dropped and the cursor moved past it, and once c was listed again (same swarm, same
+    scope, same cursor) the revocation it had missed never came. Here b is held
+    (SIGSTOP) with c's pull waiting in its socket until c has adopted the consensus that
+    omits it, and a, the other copy, is gone before b answers."""
+    async with running_devnet(
+        tmp_path,
+        nodes=3,
+        swarm_size=3,
+        interval_ms=SLOW_INTERVAL_MS,
+        node_config={
+            "replication": {"sync_interval": 0.5, "ack_timeout": 2.0, "request_timeout": 60.0}
+        },
+        authority_config={"authority": {"check_timeout": 1.0}},
+    ) as net:
+        consensus = await settled(net)
+        (swarm,) = consensus.swarms.values()
+        a, b, c = (net.node(m.node_id.hex()).name for m in swarm.members)
+        b_hop = consensus.node(net.node(b).id)
+        c_hop = consensus.node(net.node(c).id)
+        assert b_hop is not None and c_hop is not None
+        creator, member = Account.generate(), Account.generate()
+        new = create_session(creator, {member.id: {"read"}}, now_ms=now_ms())
+        state = new.state
+        chain = state.chain_for(member.id, "read", now_ms=now_ms())
+        admin_chain = state.chain_for(creator.id, "read", now_ms=now_ms())
+        assert chain is not None and admin_chain is not None
+        held = cap.DelegatedSigner.for_member(member, chain)
+        admin = cap.DelegatedSigner.for_member(creator, admin_chain)
+        for record in new.records:
+            await store_record(b_hop, admin, record.encoded)
+
+        async def c_reads() -> bool:
+            return (await status_of(c_hop, held, 1))[0] == "ok"
+
+        await eventually(c_reads, what="the session reaches c")
+
+        # Freeze the consensus (a fresh one, so that it is still valid when c comes back),
+        # then c and a go down and the member is revoked at b alone.
+        epoch = consensus.epoch
+        while (await trio.to_thread.run_sync(net.consensus)).epoch == epoch:
+            await trio.sleep(0.1)
+        await trio.to_thread.run_sync(net.stop_authority, 0)
+        listing = await trio.to_thread.run_sync(lambda: net.fetch_consensus())
+        assert listing is None  # the authority is down: every node keeps what it holds
+        for name in (c, a):
+            await trio.to_thread.run_sync(net.stop_node, name)
+        for record in revoke_members(state, creator, [member.id], now_ms=now_ms()):
+            await store_record(b_hop, admin, record.encoded)
+        # b forgets its queued pushes (restarted) and is held; a comes back without the
+        # revocation (its pulls wait on b).
+        await trio.to_thread.run_sync(net.stop_node, b)
+        await trio.to_thread.run_sync(lambda: net.start_node(b, wait=False))
+        net.node(b).send_signal(signal.SIGSTOP)
+        try:
+            await trio.to_thread.run_sync(lambda: net.start_node(a, wait=False))
+            await trio.to_thread.run_sync(net.start_authority, 0)
+
+            def omits_c() -> Consensus:
+                return net.wait_for_nodes(present=[a], absent=[c])
+
+            omitting = await trio.to_thread.run_sync(omits_c)
+            # c starts with its saved consensus (which lists it) and pulls from b at once;
+            # then it adopts the one that omits it.
+            await trio.to_thread.run_sync(lambda: net.start_node(c, wait=False))
+
+            async def c_adopted() -> bool:
+                return await node_epoch(net, c) >= omitting.epoch
+
+            await eventually(c_adopted, what="c adopts the consensus that omits it")
+            await trio.to_thread.run_sync(net.stop_node, a)
+        finally:
+            net.node(b).send_signal(signal.SIGCONT)
+
+        async def c_refuses() -> bool:
+            found = await status_of(c_hop, held, 1)
+            return found[0] == "unauthorized" and "revoked" in str(found[1])
+
+        await eventually(c_refuses, what="c keeps the revocation it pulled from b")

@@ -14,8 +14,26 @@ scope, and a peer whose consensus gives the asker another scope refuses it (503)
 rather than answer from its own view: nodes adopt a new consensus a moment apart, and
 an answer filtered by the peer's older view would move the asker's cursor past rows
 that the asker does own. A node that was down, or that has just joined a swarm, catches
-up this way. A failed pull is counted and logged; the next round tries again. A page is
-data from a peer: each message is checked as a pushed one
+up this way. A failed pull is counted and logged at INFO (rate limited per peer and
+cause: one line a minute, :class:`~veil.node.logging.PeerWarnings`); the next round
+tries again.
+
+**Whose rows a round takes.** A round fixes, when it starts, the consensus it works in
+(:class:`_Round`: the consensus, this node's swarm and the scope), and judges which rows
+of a page are this node's in *that* consensus, the one its pulls named, never in
+whatever consensus the node holds when the answer arrives. A round used to look at the
+current one: a node restarted with a saved consensus that lists it pulled under it,
+adopted meanwhile a newer one that did not list it yet (it had been down; the authority
+lists it again a moment later), found no row "its own" and dropped the whole page while
+the cursor moved past it. The rows were lost for good at that node, whose scope (and so
+cursor) was the same once it was listed again: the flaky
+``tests/test_group_swarm.py::test_a_session_across_the_swarm_revocation_and_end`` (the
+revocation the restarted member had missed never reached it), which
+``test_a_member_keeps_what_it_pulled_while_its_consensus_changed`` replays for certain.
+Rows of the round's scope are the node's to keep whatever it adopted since; if the ring
+moved meanwhile, the handover scans move them on, as any row.
+
+A page is data from a peer: each message is checked as a pushed one
 (:func:`~veil.onion.replication_frames.check_message`, the owner's proof included), and
 one that fails is dropped and counted (``veil_replication_pull_refused_total``) while the
 cursor moves past it; the store skips copies of messages deleted here (tombstones).
@@ -44,20 +62,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import trio
 
 from veil.onion import replication_frames as wire
 from veil.onion import rpc
 from veil.onion.capability import ChainCache, verify_revocation
-from veil.onion.directory import ConsensusNode
+from veil.onion.directory import Consensus, ConsensusNode
 from veil.onion.errors import ProtocolError, Unauthorized, VeilError
 from veil.onion.keys import AccountId, GroupId, owner_key
 from veil.onion.replica import ReplicaMessage, ReplicaPage
 
 from ..config import ReplicationConfig
 from ..groups import GroupGuard
-from ..logging import log_event
+from ..logging import PeerWarnings
 from ..network_view import NetworkView
 from ..store import MessageStore, deletion_digest, deletion_until
 from .counters import ReplicationCounters
@@ -72,8 +91,23 @@ __all__ = ["AntiEntropy"]
 _DELETIONS = b"/deletions"
 #: The same for the cursor of its revocations.
 _REVOCATIONS = b"/revocations"
+#: One log line per peer and cause at most this often (pull failures, refused rows).
+_LOG_INTERVAL_S = 60.0
 
 log = logging.getLogger("veil.node.replication")
+
+
+@dataclass(frozen=True, slots=True)
+class _Round:
+    """What a round works in, fixed when it starts (see the module note)."""
+
+    consensus: Consensus
+    swarm_id: int
+    scope: bytes
+
+    def holds(self, account: bytes) -> bool:
+        """True if ``account`` (a raw owner key) is in this round's swarm."""
+        return self.consensus.swarm_of(ring_position(account)).swarm_id == self.swarm_id
 
 
 class AntiEntropy:
@@ -102,6 +136,8 @@ class AntiEntropy:
         #: The storage service's cache of verified chains (owner proofs of delegated keys).
         self.chains = chains
         self._wakeup = Wakeup()
+        #: Rate-limited INFO lines about peers' failed pulls and refused rows.
+        self._lines = PeerWarnings(interval_s=_LOG_INTERVAL_S)
 
     def start_round(self) -> None:
         """Run a round now (the ring or this node's swarm changed)."""
@@ -121,22 +157,22 @@ class AntiEntropy:
         me = self.view.me()
         if consensus is None or me is None:
             return
-        scope = sync_scope(consensus, me.swarm_id)
+        round_ = _Round(consensus, me.swarm_id, sync_scope(consensus, me.swarm_id))
         async with trio.open_nursery() as nursery:
             for peer in self.view.swarm_peers():
-                nursery.start_soon(self._pull_from, peer, scope)
+                nursery.start_soon(self._pull_from, peer, round_)
 
-    async def _pull_from(self, peer: ConsensusNode, scope: bytes) -> None:
-        await self._pull_pages(peer, scope, peer.node_id, {}, self._take_rows)
+    async def _pull_from(self, peer: ConsensusNode, round_: _Round) -> None:
+        await self._pull_pages(peer, round_, peer.node_id, {}, self._take_rows)
         # Deletions and revocations are pulled after cursors of their own, kept as the
         # rows' is under the peer's ID with a suffix, so the three never replace each
         # other.
         await self._pull_pages(
-            peer, scope, peer.node_id + _DELETIONS, {"deletions": True}, self._take_deletions
+            peer, round_, peer.node_id + _DELETIONS, {"deletions": True}, self._take_deletions
         )
         await self._pull_pages(
             peer,
-            scope,
+            round_,
             peer.node_id + _REVOCATIONS,
             {"revocations": True},
             self._take_revocations,
@@ -145,14 +181,15 @@ class AntiEntropy:
     async def _pull_pages(
         self,
         peer: ConsensusNode,
-        scope: bytes,
+        round_: _Round,
         key: bytes,
         what: dict[str, bool],
-        take: Callable[[ConsensusNode, ReplicaPage], Awaitable[None]],
+        take: Callable[[ConsensusNode, ReplicaPage, _Round], Awaitable[None]],
     ) -> None:
         """Pull ``peer``'s pages of one kind (``what``: rows, deletions or revocations)
         after the cursor kept under ``key``, hand each to ``take``, and move the cursor
         past it. A failed pull ends this round (the next round starts from the cursor)."""
+        scope = round_.scope
         cursor = await self.store.sync_cursor(key, scope)
         for _ in range(self.config.max_pages):
             self.counters.pulls += 1
@@ -162,34 +199,53 @@ class AntiEntropy:
                     raise ProtocolError("the page goes back before the cursor")
             except VeilError as exc:
                 self.counters.pull_failures += 1
-                log_event(
-                    log, logging.DEBUG, "pull_failed", peer=peer.node_id_hex[:16], error=str(exc)
+                self._lines.warn(
+                    log,
+                    "pull_failed",
+                    (peer.node_id, type(exc).__name__),
+                    level=logging.INFO,
+                    peer=peer.node_id_hex[:16],
+                    error=str(exc),
                 )
                 return
-            await take(peer, page)
+            await take(peer, page, round_)
             if page.next_seq != cursor:
                 cursor = page.next_seq
                 await self.store.set_sync_cursor(key, scope, cursor)
             if not page.more:
                 return
 
-    async def _take_rows(self, peer: ConsensusNode, page: ReplicaPage) -> None:
-        mine = [m for m in self._checked(peer, page.messages) if self._is_mine_key(m.account)]
+    async def _take_rows(self, peer: ConsensusNode, page: ReplicaPage, round_: _Round) -> None:
+        mine = [m for m in self._checked(peer, page.messages) if round_.holds(m.account)]
         if mine:
             created = await self.store_replicas(mine)
             self.counters.pulled += sum(created)
 
-    async def _take_deletions(self, peer: ConsensusNode, page: ReplicaPage) -> None:
+    async def _take_deletions(self, peer: ConsensusNode, page: ReplicaPage, round_: _Round) -> None:
         """Apply the signed deletes we missed (see :meth:`_apply`)."""
         for request in page.deletes:
-            await self._apply(peer, request)
+            await self._apply(peer, request, round_)
 
-    async def _take_revocations(self, peer: ConsensusNode, page: ReplicaPage) -> None:
+    async def _take_revocations(
+        self, peer: ConsensusNode, page: ReplicaPage, round_: _Round
+    ) -> None:
         """Verify each revocation record again and keep it (see the module note)."""
         for record in page.revocations:
-            await self._keep_revocation(peer, record)
+            await self._keep_revocation(peer, record, round_)
 
-    async def _keep_revocation(self, peer: ConsensusNode, record: bytes) -> None:
+    def _refused(self, peer: ConsensusNode, exc: VeilError) -> None:
+        """Count a refused row, deletion or revocation of ``peer``'s; log it (limited)."""
+        self.counters.pull_refused += 1
+        self._lines.warn(
+            log,
+            "pulled_refused",
+            (peer.node_id, type(exc).__name__),
+            level=logging.INFO,
+            peer=peer.node_id_hex[:16],
+            error=str(exc),
+        )
+
+    async def _keep_revocation(self, peer: ConsensusNode, record: bytes, round_: _Round) -> None:
         """Keep a revocation record a peer holds, once verified here (as a client's
         ``revoke``), for an account of this swarm."""
         skew = self.config.clock_skew_ms
@@ -201,12 +257,9 @@ class AntiEntropy:
             if not isinstance(owner, AccountId):
                 raise ProtocolError("only accounts' revocations are kept by a swarm")
         except VeilError as exc:
-            self.counters.pull_refused += 1
-            log_event(
-                log, logging.INFO, "pulled_refused", peer=peer.node_id_hex[:16], error=str(exc)
-            )
+            self._refused(peer, exc)
             return
-        if not self._is_mine_key(owner_key(owner)):
+        if not round_.holds(owner_key(owner)):
             return
         created = await self.store.store_revocation(
             owner,
@@ -217,7 +270,7 @@ class AntiEntropy:
         )
         self.counters.revocations_pulled += int(created)
 
-    async def _apply(self, peer: ConsensusNode, request: bytes) -> None:
+    async def _apply(self, peer: ConsensusNode, request: bytes, round_: _Round) -> None:
         """Apply a delete or delete_all a peer executed: only the owner's signed request
         (checked as a client's, except its age: it is applied as of its signed time, so
         it deletes nothing stored after it), for an account of this swarm, once."""
@@ -237,12 +290,9 @@ class AntiEntropy:
                 req, req.auth.timestamp_ms, is_revoked=self.store.is_revoked, chains=self.chains
             )
         except VeilError as exc:
-            self.counters.pull_refused += 1
-            log_event(
-                log, logging.INFO, "pulled_refused", peer=peer.node_id_hex[:16], error=str(exc)
-            )
+            self._refused(peer, exc)
             return
-        if not self._is_mine_key(owner_key(req.account)):
+        if not round_.holds(owner_key(req.account)):
             return
         hashes = req.hashes if isinstance(req, rpc.DeleteRequest) else None
         deleted = await self.store.apply_deletion(
@@ -273,17 +323,7 @@ class AntiEntropy:
                     chains=self.chains,
                 )
             except VeilError as exc:
-                self.counters.pull_refused += 1
-                log_event(
-                    log, logging.INFO, "pulled_refused", peer=peer.node_id_hex[:16], error=str(exc)
-                )
+                self._refused(peer, exc)
                 continue
             good.append(m)
         return good
-
-    def _is_mine_key(self, account: bytes) -> bool:
-        consensus = self.view.consensus
-        me = self.view.me()
-        if consensus is None or me is None:
-            return False
-        return consensus.swarm_of(ring_position(account)).swarm_id == me.swarm_id
