@@ -27,6 +27,7 @@ STATUS_CODES: dict[str, int] = {
     "ok": 200,
     "bad_request": 400,
     "unauthorized": 401,
+    "forbidden": 403,
     "not_found": 404,
     "clock_skew": 406,
     "replayed": 409,
@@ -207,6 +208,13 @@ class Unauthorized(ProtocolError):
     """A request without a valid signature for what it asks."""
 
     status = "unauthorized"
+
+
+class Forbidden(ProtocolError):
+    """The request is authentic, but its signer may not do this (a room's banned
+    author, someone who is not the room's moderator)."""
+
+    status = "forbidden"
 
 
 class ClockSkew(ProtocolError):
@@ -578,16 +586,16 @@ class BadRoomSignature(RoomError):
     status = "unauthorized"
 
 
-class NotAModerator(RoomError):
+class NotAModerator(RoomError, Forbidden):
     """A moderation record signed by neither the room's owner nor a listed moderator."""
 
-    status = "unauthorized"
+    status = "forbidden"
 
 
-class AuthorBanned(RoomError):
+class AuthorBanned(RoomError, Forbidden):
     """A post by an author the room's owner or a moderator has banned."""
 
-    status = "unauthorized"
+    status = "forbidden"
 
 
 class InsufficientWork(RoomError):
@@ -611,6 +619,18 @@ class StaleRoomMetadata(RoomError):
     """Room metadata whose sequence number is not above the one already held."""
 
     status = "replayed"
+
+
+class RoomPostRemoved(RoomError):
+    """A post the room's moderators deleted: it is not stored again (readers drop it
+    too). ``gone``: the post was there and was taken away."""
+
+    status = "gone"
+
+
+class RoomRecordsNotDeletable(RoomError):
+    """A ``delete``, ``delete_all`` or ``expire`` of a room's namespace: its records go
+    by moderation (a moderator's delete or ban) or by their TTL, never by request."""
 
 
 class InvalidLink(InvalidValue):
@@ -654,6 +674,7 @@ def error_for_status(status: str, message: str = "") -> WireError:
 _BY_STATUS: dict[str, type[WireError]] = {
     "bad_request": ProtocolError,
     "unauthorized": Unauthorized,
+    "forbidden": Forbidden,
     "not_found": NotFound,
     "gone": SessionRevoked,
     "clock_skew": ClockSkew,

@@ -18,8 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.capabilityutil import account, counter_rng
+from tests.capabilityutil import DAY, HOUR, account, counter_rng, seed_of
+from veil.onion.capability import DelegatedSigner, SessionKey, delegate, parse_resources
 from veil.onion.errors import (
+    ActionNotCovered,
     AuthorBanned,
     BadRoomSignature,
     InsufficientWork,
@@ -28,6 +30,7 @@ from veil.onion.errors import (
     NotAModerator,
     RoomError,
     RoomPostOutOfTime,
+    RoomPostRemoved,
     RoomRateLimited,
     RoomRecordTooLarge,
     StaleRoomMetadata,
@@ -41,7 +44,11 @@ from veil.onion.room import (
     META_DOMAIN,
     MOD_DOMAIN,
     POST_DOMAIN,
+    ROOM_NAMESPACE,
+    Moderation,
+    RoomPost,
     RoomState,
+    check_copy,
     check_moderation,
     check_post,
     check_pow,
@@ -74,6 +81,57 @@ def post(author: Account = ALICE, text: str = "hi", *, at: int = NOW, **kw: Any)
 
 def state(*records: bytes, seq: int = 1, **kw: Any) -> RoomState:
     return RoomState(ROOM, [meta(seq, **kw), *records])
+
+
+POSTING_KEY = SessionKey(seed_of("room posting key"))
+MOD_KEY = SessionKey(seed_of("room moderating key"))
+
+
+def delegated(
+    who: Account, key: SessionKey = POSTING_KEY, resources: str = "self:-2:post", **kw: Any
+) -> DelegatedSigner:
+    """``key`` with ``who``'s chain granting ``resources`` (issued an hour before NOW)."""
+    kw.setdefault("now_ms", NOW - HOUR)
+    chain = delegate(
+        who,
+        key.ed25519_public,
+        parse_resources(resources, self_owner=who.id),
+        rng=counter_rng(b"chain " + key.seed),
+        **kw,
+    )
+    return DelegatedSigner(key, chain)
+
+
+def delegated_post() -> RoomPost:
+    return make_room_post(
+        delegated(ALICE),
+        ROOM,
+        "by alice's posting key",
+        now_ms=NOW,
+        rng=counter_rng(b"room delegated post"),
+    )
+
+
+def delegated_ban() -> Moderation:
+    return make_moderation(
+        delegated(MOD, MOD_KEY),
+        ROOM,
+        "ban",
+        now_ms=NOW,
+        who=BOB.id,
+        rng=counter_rng(b"room delegated ban"),
+    )
+
+
+def resigned(data: bytes, key: SessionKey | Account, domain: bytes, **changes: Any) -> bytes:
+    """``data`` with ``changes`` made, signed again by ``key`` (a hostile record that a
+    builder would not make)."""
+    obj = {**cbor2.loads(data), **changes}
+    obj = {k: v for k, v in obj.items() if v is not None}
+    obj.pop("sig")
+    obj["k"] = key.ed25519_public
+    obj["sig"] = key.sign(domain, cbor2.dumps(obj, canonical=True))
+    return cbor2.dumps(obj, canonical=True)
 
 
 # --- posts ---------------------------------------------------------------------------------
@@ -170,8 +228,16 @@ def test_proof_of_work() -> None:
 
 
 def test_solve_and_check_pow_agree() -> None:
-    fields = {"v": 1, "t": "post", "room": ROOM.x25519_public, "a": ALICE.id.x25519_public,
-              "id": bytes(16), "ts": NOW, "text": "pow", "k": ALICE.ed25519_public}
+    fields = {
+        "v": 2,
+        "t": "post",
+        "room": ROOM.x25519_public,
+        "a": ALICE.id.x25519_public,
+        "id": bytes(16),
+        "ts": NOW,
+        "text": "pow",
+        "k": ALICE.ed25519_public,
+    }
     work = cbor2.dumps(fields, canonical=True)  # the work's bytes, as the parser builds
     for bits in (0, 1, 5, 10):
         check_pow(work, solve_pow(fields, bits), bits)
@@ -179,6 +245,116 @@ def test_solve_and_check_pow_agree() -> None:
     assert leading_zero_bits(b"\x80") == 0
     with pytest.raises(InvalidValue):
         solve_pow(fields, 25)
+
+
+# --- delegated keys ------------------------------------------------------------------------
+
+
+def test_the_room_namespace() -> None:
+    assert ROOM_NAMESPACE == -2
+
+
+def test_a_delegated_key_posts_and_moderates_as_its_account() -> None:
+    p = delegated_post()
+    assert (p.author, p.key, p.cap is not None) == (ALICE.id, POSTING_KEY.ed25519_public, True)
+    assert check_post(state(), p.encoded, NOW).post_id == p.post_id
+    ban = delegated_ban()
+    assert ban.signer == MOD.id and check_moderation(state(), ban.encoded, NOW) == ban
+    assert state(ban.encoded).is_banned(BOB.id)
+    # With work: the work covers the chain too.
+    worked = make_room_post(delegated(ALICE), ROOM, "w", now_ms=NOW, pow_bits=6)
+    check_post(state(pow_bits=6), worked.encoded, NOW)
+    # Not tied to one room: the same key posts as Alice in Bob's room.
+    elsewhere = make_room_post(delegated(ALICE), BOB.id, "hi bob", now_ms=NOW)
+    check_post(RoomState(BOB.id, [make_meta(BOB, seq=1, name="b").encoded]), elsewhere.encoded, NOW)
+
+
+def test_delegated_keys_that_may_not_act_are_refused() -> None:
+    channel_only = delegated(ALICE, resources="self:-1:post")
+    with pytest.raises(ActionNotCovered):
+        make_room_post(channel_only, ROOM, "x", now_ms=NOW)
+    good = delegated_post().encoded
+    cases = {
+        # a chain that grants the channel namespace only, put in by hand
+        "channel chain": resigned(good, POSTING_KEY, POST_DOMAIN, cap=channel_only.chain.encoded),
+        # Bob's chain for the key, in a post that says Alice wrote it
+        "another author's chain": resigned(
+            good, POSTING_KEY, POST_DOMAIN, cap=delegated(BOB).chain.encoded
+        ),
+        # dated after the chain expired (a week after it was issued, by default)
+        "expired": resigned(good, POSTING_KEY, POST_DOMAIN, ts=NOW + 8 * DAY),
+        # dated before the chain was issued
+        "before issue": resigned(good, POSTING_KEY, POST_DOMAIN, ts=NOW - 2 * HOUR),
+        # signed by another key than the chain's audience
+        "not the audience": resigned(good, MOD_KEY, POST_DOMAIN),
+        # the author's own key signs, with a chain it is not the audience of
+        "owner key with a chain": resigned(good, ALICE, POST_DOMAIN),
+    }
+    for what, data in cases.items():
+        with pytest.raises(BadRoomSignature) as info:
+            decode_room_record(data)
+        assert info.value.status == "unauthorized", what
+    # A revoked link (the caller's lookup says so).
+    with pytest.raises(BadRoomSignature):
+        decode_room_record(good, is_revoked=lambda digest: True)
+    decode_room_record(good, is_revoked=lambda digest: False)
+    # A stranger's key acts for the stranger only: not a moderator.
+    by_stranger = make_moderation(delegated(STRANGER), ROOM, "ban", now_ms=NOW, who=ALICE.id)
+    assert by_stranger.signer == STRANGER.id
+    with pytest.raises(NotAModerator):
+        check_moderation(state(), by_stranger.encoded, NOW)
+
+
+def test_version_1_records_are_refused() -> None:
+    old = resigned(post(), ALICE, POST_DOMAIN, v=1)
+    with pytest.raises(MalformedRoomRecord):
+        decode_room_record(old)
+    with pytest.raises(MalformedRoomRecord):
+        decode_room_record(resigned(meta(), OWNER, META_DOMAIN, v=3))
+
+
+# --- copies from peers -----------------------------------------------------------------------
+
+
+def test_copies_are_judged_without_the_date_and_with_bans_at_their_date() -> None:
+    s = state()
+    old = post(at=NOW - 3 * DAY)  # a copy stored days ago: no "dated now" for copies
+    assert check_copy(s, old).room == ROOM
+    with pytest.raises(RoomPostOutOfTime):
+        check_post(s, old, NOW)
+    with pytest.raises(UnknownRoom):
+        check_copy(RoomState(ROOM), post())
+    with pytest.raises(WrongRoom):
+        check_copy(s, make_room_post(ALICE, BOB.id, "elsewhere", now_ms=NOW).encoded)
+    ban = make_moderation(MOD, ROOM, "ban", now_ms=NOW, who=ALICE.id).encoded
+    banned = state(ban)
+    check_copy(banned, post(at=NOW - 1))  # before the ban: kept
+    with pytest.raises(AuthorBanned) as info:
+        check_copy(banned, post(at=NOW))
+    assert info.value.status == "forbidden"
+    purge = make_moderation(MOD, ROOM, "ban", now_ms=NOW, who=ALICE.id, delete_past=True)
+    with pytest.raises(AuthorBanned):
+        check_copy(state(purge.encoded), post(at=NOW - 1))
+    p = make_room_post(BOB, ROOM, "to go", now_ms=NOW)
+    gone = make_moderation(OWNER, ROOM, "delete", now_ms=NOW, post_ids=[p.post_id]).encoded
+    with pytest.raises(RoomPostRemoved) as removed:
+        check_copy(state(gone), p.encoded)
+    assert removed.value.status == "gone"
+    with pytest.raises(RoomPostRemoved):
+        check_post(state(gone), p.encoded, NOW)  # nor stored again by a client
+    with pytest.raises(InsufficientWork):
+        check_copy(state(pow_bits=8), post())
+    with pytest.raises(RoomRecordTooLarge):
+        check_copy(state(size=3), post(text="four"))
+    by_stranger = make_moderation(STRANGER, ROOM, "ban", now_ms=NOW, who=ALICE.id).encoded
+    with pytest.raises(NotAModerator):
+        check_copy(s, by_stranger)
+    # Metadata: below the held seq is refused, the same seq kept (members converge).
+    held = RoomState(ROOM, [meta(2)])
+    with pytest.raises(StaleRoomMetadata):
+        check_copy(held, meta(1))
+    check_copy(held, meta(2, rate=3))
+    check_copy(RoomState(ROOM), meta(1))
 
 
 # --- moderation ------------------------------------------------------------------------------
@@ -193,7 +369,7 @@ def test_moderator_and_owner_delete_a_stranger_cannot() -> None:
     assert s.void == 1
     with pytest.raises(NotAModerator) as info:
         check_moderation(s, by_stranger.encoded, NOW)
-    assert info.value.status == "unauthorized"
+    assert info.value.status == "forbidden"
     by_mod = make_moderation(MOD, ROOM, "delete", now_ms=NOW, post_ids=[p1.post_id])
     by_owner = make_moderation(OWNER, ROOM, "delete", now_ms=NOW, post_ids=[p2.post_id])
     check_moderation(s, by_mod.encoded, NOW)
@@ -210,7 +386,7 @@ def test_ban_unban_and_delete_past() -> None:
     assert [p.text for p in s.posts()] == ["before"]  # kept: no delete_past
     with pytest.raises(AuthorBanned) as info:
         check_post(s, post(ALICE, at=NOW + 1), NOW)
-    assert info.value.status == "unauthorized"
+    assert info.value.status == "forbidden"
     check_post(s, post(BOB), NOW)
     stranger_ban = make_moderation(STRANGER, ROOM, "ban", now_ms=NOW, who=BOB.id).encoded
     with pytest.raises(NotAModerator):
@@ -270,18 +446,20 @@ def test_metadata_bounds() -> None:
 
 def _pool() -> list[bytes]:
     rng = counter_rng(b"pool")
-    p = [make_room_post(a, ROOM, t, now_ms=NOW + i, rng=rng)
-         for i, (a, t) in enumerate([(ALICE, "a1"), (BOB, "b1"), (ALICE, "a2"), (STRANGER, "s")])]
+    p = [
+        make_room_post(a, ROOM, t, now_ms=NOW + i, rng=rng)
+        for i, (a, t) in enumerate([(ALICE, "a1"), (BOB, "b1"), (ALICE, "a2"), (STRANGER, "s")])
+    ]
     mods = [
         make_moderation(MOD, ROOM, "delete", now_ms=NOW + 5, post_ids=[p[1].post_id], rng=rng),
         make_moderation(OWNER, ROOM, "ban", now_ms=NOW + 6, who=ALICE.id, rng=rng),
         make_moderation(MOD, ROOM, "unban", now_ms=NOW + 7, who=ALICE.id, rng=rng),
         make_moderation(STRANGER, ROOM, "ban", now_ms=NOW + 8, who=BOB.id, rng=rng),
-        make_moderation(MOD, ROOM, "ban", now_ms=NOW + 9, who=STRANGER.id, delete_past=True,
-                        rng=rng),
+        make_moderation(
+            MOD, ROOM, "ban", now_ms=NOW + 9, who=STRANGER.id, delete_past=True, rng=rng
+        ),
     ]
-    return [meta(1), meta(2, moderators=()), meta(3), *(x.encoded for x in p + mods),
-            b"garbage"]
+    return [meta(1), meta(2, moderators=()), meta(3), *(x.encoded for x in p + mods), b"garbage"]
 
 
 POOL = _pool()
@@ -319,12 +497,39 @@ def test_random_bytes_give_typed_errors(data: bytes) -> None:
 
 
 _VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.text(max_size=8), st.binary(max_size=40),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(max_size=8),
+    st.binary(max_size=40),
     st.lists(st.binary(min_size=32, max_size=32), max_size=3),
 )
 _KEYS = st.sampled_from(
-    ["v", "t", "room", "a", "id", "ts", "text", "re", "pw", "k", "sig", "seq", "name", "desc",
-     "rate", "size", "pow", "mods", "op", "posts", "who", "past"]
+    [
+        "v",
+        "t",
+        "room",
+        "a",
+        "id",
+        "ts",
+        "text",
+        "re",
+        "pw",
+        "k",
+        "sig",
+        "seq",
+        "name",
+        "desc",
+        "rate",
+        "size",
+        "pow",
+        "mods",
+        "op",
+        "posts",
+        "who",
+        "past",
+        "cap",
+    ]
 )
 
 
@@ -332,8 +537,11 @@ _KEYS = st.sampled_from(
 @given(st.dictionaries(_KEYS, _VALUES, max_size=14), st.sampled_from(["meta", "post", "mod"]))
 def test_random_maps_give_typed_errors(obj: dict[str, Any], kind: str) -> None:
     base = cbor2.loads(
-        {"meta": meta(), "post": post(),
-         "mod": make_moderation(MOD, ROOM, "ban", now_ms=NOW, who=ALICE.id).encoded}[kind]
+        {
+            "meta": meta(),
+            "post": post(),
+            "mod": make_moderation(MOD, ROOM, "ban", now_ms=NOW, who=ALICE.id).encoded,
+        }[kind]
     )
     for candidate in (obj, {**base, **obj}):
         data = cbor2.dumps(candidate, canonical=True)
@@ -341,18 +549,34 @@ def test_random_maps_give_typed_errors(obj: dict[str, Any], kind: str) -> None:
             decode_room_record(data)
         with contextlib.suppress(RoomError):
             check_post(state(), data, NOW)
+        with contextlib.suppress(RoomError):
+            check_copy(state(), data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(["post", "mod"]))
+def test_any_cap_field_gives_typed_errors(cap_bytes: bytes, kind: str) -> None:
+    """A record whose ``cap`` is anything (garbage, a chain of another account, a
+    truncated one) is refused with a RoomError, never another exception."""
+    base = cbor2.loads(delegated_post().encoded if kind == "post" else delegated_ban().encoded)
+    for candidate in (cap_bytes, base["cap"][: len(cap_bytes)], base["cap"] + cap_bytes):
+        obj = {**base, "cap": candidate}
+        with contextlib.suppress(RoomError):
+            decode_room_record(cbor2.dumps(obj, canonical=True))
 
 
 # --- known answers ---------------------------------------------------------------------------
 
 
 def make_vectors() -> dict[str, Any]:
-    p = make_room_post(ALICE, ROOM, "hello, room", now_ms=NOW, pow_bits=8,
-                       rng=counter_rng(b"room post"))
-    reply = make_room_post(BOB, ROOM, "hi alice", now_ms=NOW + 1000, reply_to=p.post_id,
-                           rng=counter_rng(b"room reply"))
+    p = make_room_post(
+        ALICE, ROOM, "hello, room", now_ms=NOW, pow_bits=8, rng=counter_rng(b"room post")
+    )
+    reply = make_room_post(
+        BOB, ROOM, "hi alice", now_ms=NOW + 1000, reply_to=p.post_id, rng=counter_rng(b"room reply")
+    )
     return {
-        "comment": "veil rooms v1 (issue 16); regenerate: python -m tests.test_room",
+        "comment": "veil rooms, record version 2 (issue 16); regenerate: python -m tests.test_room",
         "meta_domain": META_DOMAIN.decode(),
         "post_domain": POST_DOMAIN.decode(),
         "mod_domain": MOD_DOMAIN.decode(),
@@ -361,16 +585,40 @@ def make_vectors() -> dict[str, Any]:
         "alice_seed": ALICE.seed.hex(),
         "moderator_seed": MOD.seed.hex(),
         "now_ms": NOW,
-        "meta": make_meta(OWNER, seq=1, name="lobby", description="be nice", rate=5, size=500,
-                          pow_bits=8, moderators=(MOD.id,)).encoded.hex(),
+        "meta": make_meta(
+            OWNER,
+            seq=1,
+            name="lobby",
+            description="be nice",
+            rate=5,
+            size=500,
+            pow_bits=8,
+            moderators=(MOD.id,),
+        ).encoded.hex(),
         "post": p.encoded.hex(),
         "post_id": p.post_id.hex(),
         "reply": reply.encoded.hex(),
-        "delete": make_moderation(MOD, ROOM, "delete", now_ms=NOW + 2000,
-                                  post_ids=[reply.post_id],
-                                  rng=counter_rng(b"room delete")).encoded.hex(),
-        "ban": make_moderation(OWNER, ROOM, "ban", now_ms=NOW + 3000, who=BOB.id,
-                               delete_past=True, rng=counter_rng(b"room ban")).encoded.hex(),
+        "delete": make_moderation(
+            MOD,
+            ROOM,
+            "delete",
+            now_ms=NOW + 2000,
+            post_ids=[reply.post_id],
+            rng=counter_rng(b"room delete"),
+        ).encoded.hex(),
+        "ban": make_moderation(
+            OWNER,
+            ROOM,
+            "ban",
+            now_ms=NOW + 3000,
+            who=BOB.id,
+            delete_past=True,
+            rng=counter_rng(b"room ban"),
+        ).encoded.hex(),
+        "posting_key_seed": POSTING_KEY.seed.hex(),
+        "moderating_key_seed": MOD_KEY.seed.hex(),
+        "delegated_post": delegated_post().encoded.hex(),
+        "delegated_ban": delegated_ban().encoded.hex(),
     }
 
 
@@ -392,17 +640,33 @@ def test_known_answers() -> None:
         sodium.crypto_sign_open(sig + signed, obj["k"])
     obj = cbor2.loads(bytes.fromhex(want["post"]))
     del obj["sig"]
-    post_id = hashlib.blake2b(cbor2.dumps(obj, canonical=True), digest_size=32,
-                              person=b"veil/room-rec-id").digest()
+    post_id = hashlib.blake2b(
+        cbor2.dumps(obj, canonical=True), digest_size=32, person=b"veil/room-rec-id"
+    ).digest()
     assert post_id.hex() == want["post_id"]
     pw = obj.pop("pw")
     work = sodium.crypto_generichash_blake2b_salt_personal(
-        cbor2.dumps(obj, canonical=True) + pw, digest_size=32,
+        cbor2.dumps(obj, canonical=True) + pw,
+        digest_size=32,
         person=b"veil/room-pow".ljust(16, b"\x00"),
     )
     assert leading_zero_bits(work) >= 8
     final = s.add(bytes.fromhex(want["delete"]), bytes.fromhex(want["ban"]))
     assert [p.text for p in final.posts()] == ["hello, room"] and final.is_banned(BOB.id)
+    # A delegated key's records: signed by the session key, with the account's chain.
+    for name, domain, key in (
+        ("delegated_post", "post_domain", POSTING_KEY),
+        ("delegated_ban", "mod_domain", MOD_KEY),
+    ):
+        obj = cbor2.loads(bytes.fromhex(want[name]))
+        sig = obj.pop("sig")
+        assert obj["v"] == 2 and obj["k"] == key.ed25519_public and "cap" in obj
+        signed = b"veil/" + want[domain].encode() + b"\x00" + cbor2.dumps(obj, canonical=True)
+        sodium.crypto_sign_open(sig + signed, obj["k"])
+    got_post = decode_room_record(bytes.fromhex(want["delegated_post"]))
+    got_ban = decode_room_record(bytes.fromhex(want["delegated_ban"]))
+    assert isinstance(got_post, RoomPost) and got_post.author == ALICE.id
+    assert isinstance(got_ban, Moderation) and got_ban.signer == MOD.id
 
 
 if __name__ == "__main__":

@@ -23,8 +23,13 @@ How the set is read:
    excluded.
 
 :func:`check_post` is the node's question before it stores a post: is it dated now,
-within the room's rules, by an author not banned, under the caller's count of the
-author's recent posts? Each refusal is a typed :class:`~veil.onion.errors.RoomError`.
+within the room's rules, by an author not banned, not removed by moderation, under the
+caller's count of the author's recent posts? :func:`check_moderation` asks the same of
+metadata and moderation records. :func:`check_copy` is a member's question about a
+copy a peer sends (replication): the same rules without the ones that only make sense
+when a record is first stored (its date is not "now", the author's rate is the first
+node's to count), judging a post by the bans in force *at its date*. Each refusal is a
+typed :class:`~veil.onion.errors.RoomError`.
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
+from ..capability import ChainCache, RevocationLookup
 from ..errors import (
     AuthorBanned,
     MalformedRoomRecord,
     NotAModerator,
     RoomError,
     RoomPostOutOfTime,
+    RoomPostRemoved,
     RoomRateLimited,
     RoomRecordTooLarge,
     StaleRoomMetadata,
@@ -45,17 +52,18 @@ from ..errors import (
     WrongRoom,
 )
 from ..keys import AccountId
+from ..rpc.limits import CLOCK_SKEW_MS
+from .pow import check_pow
 from .records import (
     RATE_WINDOW_MS,
     Moderation,
     RoomMeta,
     RoomPost,
     RoomRecord,
-    check_pow,
     decode_room_record,
 )
 
-__all__ = ["DEFAULT_SKEW_MS", "RoomState", "check_moderation", "check_post"]
+__all__ = ["DEFAULT_SKEW_MS", "RoomState", "check_copy", "check_moderation", "check_post"]
 
 #: The clock skew a node allows around a post's date (the network's, 2 minutes).
 DEFAULT_SKEW_MS: Final = 120_000
@@ -130,13 +138,20 @@ class RoomState:
     def is_banned(self, author: AccountId) -> bool:
         return self.banned_since(author) is not None
 
+    def purged(self, post: RoomPost) -> bool:
+        """True if a ban with ``past`` removed ``post`` (dated at or before it), for good."""
+        return post.timestamp_ms <= self._purged.get(post.author, -1)
+
+    def banned_at(self, post: RoomPost) -> bool:
+        """True if the ban in force on the post's author dates from the post's time or
+        before (an unban, later, lifts it)."""
+        since = self.banned_since(post.author)
+        return since is not None and post.timestamp_ms >= since
+
     def _visible(self, post: RoomPost) -> bool:
         if post.post_id in self.deleted:
             return False
-        if post.timestamp_ms <= self._purged.get(post.author, -1):
-            return False
-        since = self.banned_since(post.author)
-        return since is None or post.timestamp_ms < since
+        return not self.purged(post) and not self.banned_at(post)
 
     def posts(self) -> list[RoomPost]:
         """The posts no delete or ban removed, by (time, post ID)."""
@@ -168,11 +183,32 @@ class RoomState:
         )
 
 
-def _room_of(state: RoomState, data: bytes) -> RoomRecord:
-    record = decode_room_record(data)
+def _room_of(
+    state: RoomState,
+    data: bytes,
+    is_revoked: RevocationLookup | None = None,
+    chains: ChainCache | None = None,
+) -> RoomRecord:
+    record = decode_room_record(data, is_revoked=is_revoked, chains=chains)
     if record.room != state.room:
         raise WrongRoom("the record names another room")
     return record
+
+
+def _within_rules(state: RoomState, post: RoomPost) -> RoomMeta:
+    """The room's metadata, if ``post`` keeps its size and work rules and no moderator
+    removed it (deleted it, or a ban deleted the author's past)."""
+    meta = state.meta
+    if meta is None:
+        raise UnknownRoom("the room has no metadata")
+    if len(post.text.encode()) > meta.size:
+        raise RoomRecordTooLarge(f"the room takes posts of {meta.size} bytes at most")
+    check_pow(post.work_bytes, post.pow_nonce, meta.pow_bits)
+    if post.post_id in state.deleted:
+        raise RoomPostRemoved("the post was deleted from the room")
+    if state.purged(post):
+        raise AuthorBanned("the author is banned from this room and its past posts deleted")
+    return meta
 
 
 def check_post(
@@ -181,27 +217,29 @@ def check_post(
     now_ms: int,
     skew_ms: int = DEFAULT_SKEW_MS,
     recent_count: int = 0,
+    *,
+    is_revoked: RevocationLookup | None = None,
+    chains: ChainCache | None = None,
 ) -> RoomPost:
     """Would a node store this post now? ``recent_count``: the author's posts the node
-    stored in this room in the last :data:`~.records.RATE_WINDOW_MS`.
+    stored in this room in the last :data:`~.records.RATE_WINDOW_MS`; ``is_revoked``
+    and ``chains``: the node's revocations and cache of chains (a delegated key's).
 
     In order: size, form and signature (:func:`~.records.decode_room_record`);
     a post, of this room (:class:`MalformedRoomRecord`, :class:`WrongRoom`); metadata
     held (:class:`UnknownRoom`); dated within ``skew_ms`` of ``now_ms``
     (:class:`RoomPostOutOfTime`); the room's size rule (:class:`RoomRecordTooLarge`);
-    its work (:class:`~veil.onion.errors.InsufficientWork`); the author not banned
-    (:class:`AuthorBanned`); its rate (:class:`RoomRateLimited`)."""
-    post = _room_of(state, post_bytes)
+    its work (:class:`~veil.onion.errors.InsufficientWork`); not deleted by a moderator
+    (:class:`RoomPostRemoved`); the author not banned (:class:`AuthorBanned`); its rate
+    (:class:`RoomRateLimited`)."""
+    post = _room_of(state, post_bytes, is_revoked, chains)
     if not isinstance(post, RoomPost):
         raise MalformedRoomRecord("not a post")
-    meta = state.meta
-    if meta is None:
+    if state.meta is None:
         raise UnknownRoom("the room has no metadata")
     if abs(post.timestamp_ms - now_ms) > skew_ms:
         raise RoomPostOutOfTime("the post is not dated now")
-    if len(post.text.encode()) > meta.size:
-        raise RoomRecordTooLarge(f"the room takes posts of {meta.size} bytes at most")
-    check_pow(post.work_bytes, post.pow_nonce, meta.pow_bits)
+    meta = _within_rules(state, post)
     if state.is_banned(post.author):
         raise AuthorBanned("the author is banned from this room")
     if recent_count >= meta.rate:
@@ -212,13 +250,19 @@ def check_post(
 
 
 def check_moderation(
-    state: RoomState, data: bytes, now_ms: int, skew_ms: int = DEFAULT_SKEW_MS
+    state: RoomState,
+    data: bytes,
+    now_ms: int,
+    skew_ms: int = DEFAULT_SKEW_MS,
+    *,
+    is_revoked: RevocationLookup | None = None,
+    chains: ChainCache | None = None,
 ) -> Moderation | RoomMeta:
     """Would a node store this metadata or moderation record now? Metadata: signed by
     the owner, ``seq`` above the held one (:class:`StaleRoomMetadata`). Moderation:
     dated now (:class:`RoomPostOutOfTime`), signed by the owner or a moderator
     (:class:`NotAModerator`, :class:`UnknownRoom` without metadata)."""
-    record = _room_of(state, data)
+    record = _room_of(state, data, is_revoked, chains)
     if isinstance(record, RoomMeta):
         if state.meta is not None and record.seq <= state.meta.seq:
             raise StaleRoomMetadata(f"the room's metadata is already at {state.meta.seq}")
@@ -231,4 +275,44 @@ def check_moderation(
         raise RoomPostOutOfTime("the record is not dated now")
     if not state.may_moderate(record.signer):
         raise NotAModerator("only the room's owner and moderators moderate")
+    return record
+
+
+def check_copy(
+    state: RoomState,
+    data: bytes,
+    *,
+    is_revoked: RevocationLookup | None = None,
+    chains: ChainCache | None = None,
+    skew_ms: int = CLOCK_SKEW_MS,
+) -> RoomRecord:
+    """Would a member keep this copy of a record that another member stored? The checks
+    of :func:`check_post` and :func:`check_moderation` that hold whenever the record
+    arrives: form, signature (a delegated key's chain at the record's date, against
+    ``is_revoked``), room, metadata held; a post's size, work and moderation (deleted:
+    :class:`RoomPostRemoved`; its author banned at its date or its past deleted:
+    :class:`AuthorBanned`); a moderation record's signer (:class:`NotAModerator`);
+    metadata below the held ``seq`` (:class:`StaleRoomMetadata`; the same ``seq`` is
+    kept, so that members that hold both pick the same one). Not the date (the record
+    was dated when first stored) nor the rate (counted where it was first stored).
+
+    Some refusals may change as records arrive (a copy before the metadata it needs, a
+    moderator's record before the metadata that names it, a post of an author banned
+    now and unbanned later): a node keeps such copies aside and asks again."""
+    record = decode_room_record(data, is_revoked=is_revoked, chains=chains, skew_ms=skew_ms)
+    if record.room != state.room:
+        raise WrongRoom("the record names another room")
+    if isinstance(record, RoomMeta):
+        if state.meta is not None and record.seq < state.meta.seq:
+            raise StaleRoomMetadata(f"the room's metadata is already at {state.meta.seq}")
+        return record
+    if state.meta is None:
+        raise UnknownRoom("the room has no metadata")
+    if isinstance(record, Moderation):
+        if not state.may_moderate(record.signer):
+            raise NotAModerator("only the room's owner and moderators moderate")
+        return record
+    _within_rules(state, record)
+    if state.banned_at(record):
+        raise AuthorBanned("the author was banned from this room when it posted")
     return record

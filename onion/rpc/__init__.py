@@ -103,10 +103,12 @@ from .limits import (
     RETRIEVE_ITEM_OVERHEAD,
     RETRIEVE_MAX_BYTES,
     RETRIEVE_MAX_LIMIT,
+    ROOM_NAMESPACE,
 )
 from .namespaces import (
     check_ttl_ms,
     is_public_read,
+    is_room,
     max_ttl_ms,
     read_needs_auth,
     store_needs_auth,
@@ -192,6 +194,7 @@ __all__ = [
     "RETRIEVE_ITEM_OVERHEAD",
     "RETRIEVE_MAX_BYTES",
     "RETRIEVE_MAX_LIMIT",
+    "ROOM_NAMESPACE",
     "Auth",
     "DeleteAllRequest",
     "DeleteAllResult",
@@ -227,6 +230,7 @@ __all__ = [
     "error_reply",
     "expiry_limit",
     "is_public_read",
+    "is_room",
     "make_delete",
     "make_delete_all",
     "make_expire",

@@ -21,6 +21,9 @@ MAX_TTL_PRIVATE_MS: Final = 30 * DAY_MS
 NAMESPACE_MIN: Final = -32768
 NAMESPACE_MAX: Final = 32767
 INBOX: Final = 0
+#: Every account's room namespace (open groups, issue 16): anyone stores, unsigned, one
+#: self-authenticating room record per message (see :mod:`.namespaces`).
+ROOM_NAMESPACE: Final = -2
 RETRIEVE_MAX_LIMIT: Final = 256
 RETRIEVE_DEFAULT_LIMIT: Final = 256
 MAX_WAIT_S: Final = 30

@@ -6,8 +6,20 @@ A namespace is an int in [-32768, 32767]: ``0`` is the inbox (anyone stores, uns
 only the owner reads), ``1 ..`` are private (the owner alone), ``.. -1`` are public-read
 (the owner stores, anyone reads unsigned). The sign bit is the whole rule, which is hard
 to get wrong, and the default direction (positive) is the private one, so a mistaken
-namespace number never publishes anything. These four functions are the only place the
-rule is written; the request types, the node and the client all ask them.
+namespace number never publishes anything. These functions are the only place the rule
+is written; the request types, the node and the client all ask them.
+
+One public-read namespace is special: :data:`~.limits.ROOM_NAMESPACE` (-2), every
+account's *room* (open groups, issue 16). Anyone reads it unsigned, as any public-read
+namespace, and anyone stores into it *unsigned* too, as into the inbox: each message is
+exactly one room record (:mod:`veil.onion.room`), signed by its author (or the owner, or
+a moderator), which the node judges against the room's records before it stores it
+(:func:`is_room`; node/rooms/), so the store request needs no signature of its own and
+a replicated copy carries no owner's proof (the record is its own). Its TTL is the
+longest (30 days), as where only the owner writes: the owner's metadata and bans live
+in it, and the node bounds what others store there by the room's rules. An owner's
+``delete``, ``delete_all`` or ``expire`` of it is refused by nodes: a room's records go
+by its moderation records or their TTL.
 
 A TTL outside :data:`~veil.onion.rpc.limits.MIN_TTL_MS` ..
 :func:`max_ttl_ms` is refused with a typed error: :class:`~veil.onion.errors.BadTtl`
@@ -19,17 +31,23 @@ passes to a builder (:func:`check_ttl_ms`).
 from __future__ import annotations
 
 from ..errors import InvalidTtl
-from .limits import INBOX, MAX_TTL_MS, MAX_TTL_PRIVATE_MS, MIN_TTL_MS
+from .limits import INBOX, MAX_TTL_MS, MAX_TTL_PRIVATE_MS, MIN_TTL_MS, ROOM_NAMESPACE
 
 
 def is_public_read(namespace: int) -> bool:
-    """Namespaces that anyone may read (channel posts): the negative ones."""
+    """Namespaces that anyone may read (channel posts, rooms): the negative ones."""
     return namespace < 0
 
 
+def is_room(namespace: int) -> bool:
+    """The room namespace (-2): every message is one room record, judged by the node."""
+    return namespace == ROOM_NAMESPACE
+
+
 def store_needs_auth(namespace: int) -> bool:
-    """Storing is signed by the owner everywhere but in the inbox."""
-    return namespace != INBOX
+    """Storing is signed by the owner everywhere but in the inbox and the room namespace
+    (whose records are signed themselves)."""
+    return namespace != INBOX and namespace != ROOM_NAMESPACE
 
 
 def read_needs_auth(namespace: int) -> bool:
@@ -38,7 +56,8 @@ def read_needs_auth(namespace: int) -> bool:
 
 
 def max_ttl_ms(namespace: int) -> int:
-    """14 days in the inbox (anyone writes), 30 days where only the owner writes."""
+    """14 days in the inbox (anyone writes), 30 days where only the owner writes and in
+    the room namespace (see the module note)."""
     return MAX_TTL_MS if namespace == INBOX else MAX_TTL_PRIVATE_MS
 
 

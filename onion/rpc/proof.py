@@ -2,8 +2,8 @@
 
 Design note
 -----------
-Only the owner stores into an owner-written namespace (every one but the inbox,
-:func:`~veil.onion.rpc.namespaces.store_needs_auth`), and a node checks the owner's
+Only the owner stores into an owner-written namespace (every one but the inbox and the
+room namespace, :func:`~veil.onion.rpc.namespaces.store_needs_auth`), and a node checks the owner's
 signature on the client's store (:func:`~veil.onion.rpc.signing.verify_request`). A
 message that reaches a member by replication (push, pull, handover) did not come with
 that request, so without more a member would have to trust the peer that sent it
@@ -62,7 +62,7 @@ from ..capability import MAX_CHAIN_SIZE, ChainCache, RevocationLookup, authorize
 from ..cbor import Field, Schema, encode
 from ..errors import BadSignature, InvalidId, InvalidKey, ProtocolError, Unauthorized
 from ..keys import AccountId, GroupId, account_id_of_ed25519
-from .limits import CLOCK_SKEW_MS, INBOX, MAX_TTL_PRIVATE_MS, MIN_TTL_MS
+from .limits import CLOCK_SKEW_MS, MAX_TTL_PRIVATE_MS, MIN_TTL_MS
 from .namespaces import store_needs_auth, ttl_problem
 from .requests import StoreRequest, store_signed_extra
 from .signing import DOMAIN, signing_message
@@ -135,9 +135,10 @@ def decode_proof(blob: bytes) -> StoreProof:
 
 
 def proof_of_request(request: StoreRequest) -> bytes | None:
-    """The proof to keep with the message ``request`` stored (None in the inbox, or for
-    an unsigned request). Call it only for a request that :func:`verify_request` passed."""
-    if request.namespace == INBOX or request.auth is None:
+    """The proof to keep with the message ``request`` stored (None in the inbox and the
+    room namespace, whose copies carry none, or for an unsigned request). Call it only
+    for a request that :func:`verify_request` passed."""
+    if not store_needs_auth(request.namespace) or request.auth is None:
         return None
     auth = request.auth
     return StoreProof(
@@ -175,7 +176,7 @@ def verify_store_proof(
     """
     if not store_needs_auth(namespace):
         if proof is not None:
-            raise ProtocolError("an inbox message carries no proof")
+            raise ProtocolError("an inbox or room message carries no proof (anyone stores it)")
         return None
     if proof is None:
         raise Unauthorized(f"a message in namespace {namespace} must carry its owner's proof")
