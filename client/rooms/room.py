@@ -223,6 +223,7 @@ class Room:
         self._state: RoomState | None = None
         self._state_at = 0.0
         self._lock = trio.Lock()
+        self._conn: sqlite3.Connection | None = None
 
     @property
     def link(self) -> str:
@@ -360,18 +361,35 @@ class Room:
         """Whether a node of the room's swarm holds ``record`` now (unsigned read)."""
         return any(m.data == record for m in await self._poller.read_all())
 
+    def _db(self) -> sqlite3.Connection:
+        """This room's connection to ``HOME/rooms.sqlite`` for its own bookkeeping (the
+        posts sent for the rate check, the owner's latest metadata), opened once. Its
+        writes do not wait for the disk (``synchronous=NORMAL`` under WAL: they survive
+        the process's crash, not a power cut): losing the last of them costs at most a
+        post the nodes refuse for the rate, or metadata the nodes hold anyway; and a
+        write that waited would hold the trio thread for milliseconds a post."""
+        if self._conn is None:
+            self._conn = open_rooms_db(self.client)
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+        return self._conn
+
+    def close(self) -> None:
+        """Close this room's database connection (opened again if the room is used)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     def _check_rate(self, author: AccountId, rate: int) -> None:
         now = self.client.clock.now()
-        db = open_rooms_db(self.client)
-        try:
-            db.execute("DELETE FROM sent WHERE ts_ms < ?", (now - RATE_WINDOW_MS,))
-            rows = db.execute(
+        rows = (
+            self._db()
+            .execute(
                 "SELECT ts_ms FROM sent WHERE room = ? AND author = ? AND ts_ms >= ? "
                 "ORDER BY ts_ms",
                 (str(self.id), str(author), now - RATE_WINDOW_MS),
-            ).fetchall()
-        finally:
-            db.close()
+            )
+            .fetchall()
+        )
         if len(rows) >= rate:
             wait_ms = rows[len(rows) - rate][0] + RATE_WINDOW_MS - now
             raise RoomRateExceeded(
@@ -381,14 +399,12 @@ class Room:
             )
 
     def _sent(self, post: RoomPost) -> None:
-        db = open_rooms_db(self.client)
-        try:
-            db.execute(
-                "INSERT OR IGNORE INTO sent (post_id, room, author, ts_ms) VALUES (?, ?, ?, ?)",
-                (post.post_id, str(self.id), str(post.author), post.timestamp_ms),
-            )
-        finally:
-            db.close()
+        db = self._db()
+        db.execute("DELETE FROM sent WHERE ts_ms < ?", (post.timestamp_ms - 2 * RATE_WINDOW_MS,))
+        db.execute(
+            "INSERT OR IGNORE INTO sent (post_id, room, author, ts_ms) VALUES (?, ?, ?, ?)",
+            (post.post_id, str(self.id), str(post.author), post.timestamp_ms),
+        )
 
     # --- reading -----------------------------------------------------------------------
 
@@ -529,26 +545,20 @@ class Room:
             raise InvalidArgument(str(exc)) from None
 
     def _stored_meta(self) -> RoomMeta | None:
-        db = open_rooms_db(self.client)
-        try:
-            row = db.execute("SELECT meta FROM owned WHERE room = ?", (str(self.id),)).fetchone()
-        finally:
-            db.close()
+        row = (
+            self._db().execute("SELECT meta FROM owned WHERE room = ?", (str(self.id),)).fetchone()
+        )
         if row is None or row[0] is None:
             return None
         record = decode_room_record(row[0])
         return record if isinstance(record, RoomMeta) else None
 
     def _store_meta(self, meta: RoomMeta) -> None:
-        db = open_rooms_db(self.client)
-        try:
-            db.execute(
-                "UPDATE owned SET meta = ?, meta_seq = ? WHERE room = ? "
-                "AND (meta_seq IS NULL OR meta_seq < ?)",
-                (meta.encoded, meta.seq, str(self.id), meta.seq),
-            )
-        finally:
-            db.close()
+        self._db().execute(
+            "UPDATE owned SET meta = ?, meta_seq = ? WHERE room = ? "
+            "AND (meta_seq IS NULL OR meta_seq < ?)",
+            (meta.encoded, meta.seq, str(self.id), meta.seq),
+        )
 
     async def _renew(self, state: RoomState, messages: list[rpc.Message]) -> RoomState:
         """The owner's upkeep (see the module note); the state with what it stored."""
