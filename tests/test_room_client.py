@@ -21,6 +21,7 @@ from veil.client.rooms import (
     AuthorIsBanned,
     NotModerator,
     PostForged,
+    PostRemoved,
     RoomClockSkew,
     RoomMetadataStale,
     RoomNotFound,
@@ -44,6 +45,7 @@ from veil.onion.errors import (
     InvalidLink,
     NotAModerator,
     RoomError,
+    RoomPostRemoved,
     RoomRateLimited,
     VeilError,
 )
@@ -154,6 +156,16 @@ def forged() -> bytes:
     return cbor2.dumps(body, canonical=True)
 
 
+_ALICE_POST = make_room_post(ALICE, ROOM, "hi", now_ms=NOW, rng=lambda n: b"\x01" * n)
+
+
+def delete(_: bytes) -> bytes:
+    """A delete of Alice's fixed post (the post() below, made with a fixed nonce)."""
+    return make_moderation(
+        OWNER, ROOM, "delete", now_ms=NOW - 1000, post_ids=[_ALICE_POST.post_id]
+    ).encoded
+
+
 def ban(who: Any = MALLORY) -> bytes:
     return make_moderation(OWNER, ROOM, "ban", now_ms=NOW - 1000, who=who.id).encoded
 
@@ -187,6 +199,11 @@ def ban(who: Any = MALLORY) -> bytes:
             None,
         ),
         (lambda: check_post(state(), b"\xa1\x61t\x64junk", NOW), RoomRecordRefused, None),
+        (
+            lambda: check_post(state(delete(b"")), _ALICE_POST.encoded, NOW),
+            PostRemoved,
+            RoomPostRemoved,
+        ),
     ],
 )
 def test_each_refusal_comes_back_as_its_own_typed_error(

@@ -389,7 +389,7 @@ async def test_a_delegated_key_posts_and_moderates_for_its_account(
     async with person(net, tmp_path, "owner") as owner, person(net, tmp_path, "mod") as mod:
         room = await create_room(owner, "delegated")
         await room.add_moderator(mod.account_id)
-        session = await mod.authorize([f"self:{ROOM_NAMESPACE}:store"], expires_in=3600)
+        session = await mod.authorize([f"self:{ROOM_NAMESPACE}:post"], expires_in=3600)
         worker_home = Home(tmp_path / "worker")
         async with open_client(
             worker_home, net.network_file, delegated=session.serialize()

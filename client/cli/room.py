@@ -11,8 +11,8 @@ Design notes
   ``{"type": "deleted", ...}``), flushed at once. Reading names no one: the reads are
   unsigned and the client runs with a throwaway key, as ``veil channel follow``.
 * ``post``, ``delete``, ``ban`` and ``unban`` act as the home's account (or, with
-  ``--delegated FILE``, as a session key whose capability holds ``store`` in namespace
-  -2); ``mod add|remove`` and the rules need the room's own key, kept by the home that
+  ``--delegated FILE``, as a session key whose capability holds ``self:-2:post``);
+  ``mod add|remove`` and the rules need the room's own key, kept by the home that
   created it. A refusal (the room's rate, size, work, a ban, not a moderator) is one
   line naming the reason, exit 1.
 """

@@ -15,9 +15,9 @@ A node answers a refusal with a wire status and a one-line reason
 (:func:`~veil.onion.rpc.error_reply`: the text of the
 :class:`~veil.onion.errors.RoomError` it raised, from :mod:`veil.onion.room`, the
 module node and client share). :func:`room_error` turns it back into the typed error:
-by status where the status says it (``rate_limited``, ``too_large``, ``clock_skew``,
-``replayed``, ``not_found``, ``forbidden``), and by the reason's words where one status
-covers several (``unauthorized``, ``bad_request``). An error that is not a room's
+by the reason's words where they name it, else by the status (``rate_limited``,
+``too_large``, ``clock_skew``, ``replayed``, ``not_found``, ``gone``; ``forbidden`` and
+``unauthorized`` each cover two reasons, ``bad_request`` several). An error that is not a room's
 refusal (the network failed) comes back unchanged.
 """
 
@@ -34,6 +34,7 @@ from veil.onion.errors import (
     NotAModerator,
     RoomError,
     RoomPostOutOfTime,
+    RoomPostRemoved,
     RoomRateLimited,
     RoomRecordTooLarge,
     StaleRoomMetadata,
@@ -45,6 +46,7 @@ __all__ = [
     "AuthorIsBanned",
     "NotModerator",
     "PostForged",
+    "PostRemoved",
     "RoomClockSkew",
     "RoomMetadataStale",
     "RoomNotFound",
@@ -115,6 +117,10 @@ class RoomMetadataStale(RoomRefused, StaleRoomMetadata):
     """Metadata whose number is not above the one the nodes hold."""
 
 
+class PostRemoved(RoomRefused, RoomPostRemoved):
+    """A post the room's moderators deleted, sent again: the nodes keep it out."""
+
+
 class RoomRecordRefused(RoomRefused, MalformedRoomRecord):
     """A record the nodes did not take as a room record (malformed, another room's)."""
 
@@ -125,6 +131,7 @@ _BY_STATUS: Final[dict[str, type[RoomRefused]]] = {
     "clock_skew": RoomClockSkew,
     "replayed": RoomMetadataStale,
     "not_found": RoomNotFound,
+    "gone": PostRemoved,
 }
 # Statuses of the network's failures, never a verdict on the record.
 _NETWORK: Final = frozenset({"bad_gateway", "timeout", "unavailable", "wrong_swarm"})
@@ -137,6 +144,7 @@ _BY_WORDS: Final[tuple[tuple[str, type[RoomRefused]], ...]] = (
     ("signed by", PostForged),
     ("ed25519 key", PostForged),
     ("no metadata", RoomNotFound),
+    ("deleted from the room", PostRemoved),
     ("posts per", RoomRateExceeded),
     ("bytes at most", RoomPostTooLarge),
 )

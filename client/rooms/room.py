@@ -17,11 +17,11 @@ the record is signed. Every record is stored for the namespace's longest TTL (30
 * **Posting** (:meth:`Room.post`) checks what it can first, with nothing sent: the
   room's size rule, its rate (this home's own posts in the last minute, kept in
   ``rooms.sqlite``), a ban of the author. It then signs the post as the client's
-  account (or its delegated key, whose capability must hold ``store`` in the room
-  namespace) and solves the room's proof of work in a worker thread
-  (``trio.to_thread``: the trio thread keeps serving; a cancelled post abandons the
-  thread, which finishes its hashing and is dropped), and stores it through an onion
-  path. A retry after a lost reply stores the same bytes, which the nodes take once.
+  account (or its delegated key, whose capability must hold ``post`` in the account's
+  own room namespace: ``self:-2:post``, good in every room) and solves the room's
+  proof of work in a worker thread (``trio.to_thread``: the trio thread keeps
+  serving; a cancelled post abandons the thread, which finishes its hashing and is
+  dropped), and stores it through an onion path. A retry after a lost reply stores the same bytes, which the nodes take once.
 * **Moderating** (:meth:`Room.delete`, :meth:`Room.ban`, :meth:`Room.unban`) signs a
   moderation record as the room's account when this home owns the room, else as the
   client's account, which the metadata must list as a moderator. Changing the
@@ -68,8 +68,8 @@ from veil.client.rooms.errors import (
 from veil.client.rooms.links import format_room_link, room_id_of
 from veil.client.rooms.reader import USER_READER, RoomEvent, RoomReader
 from veil.client.rooms.store import open_rooms_db
-from veil.onion import room as core
 from veil.onion import rpc
+from veil.onion.capability import DelegatedSigner
 from veil.onion.errors import InvalidId, InvalidValue, RoomError, VeilError
 from veil.onion.keys import Account, AccountId
 from veil.onion.room import (
@@ -79,6 +79,7 @@ from veil.onion.room import (
     MAX_RATE,
     MAX_TEXT_BYTES,
     RATE_WINDOW_MS,
+    ROOM_NAMESPACE,
     Moderation,
     RoomMeta,
     RoomPost,
@@ -108,8 +109,6 @@ __all__ = [
     "open_room",
 ]
 
-#: Every account's room namespace (``veil.onion.room.ROOM_NAMESPACE``).
-ROOM_NAMESPACE: Final[int] = getattr(core, "ROOM_NAMESPACE", -2)
 #: Every room record is stored for the namespace's longest TTL.
 RECORD_TTL_MS: Final = rpc.max_ttl_ms(ROOM_NAMESPACE)
 #: How long the room's rules and moderators read for a post or a moderation are used.
@@ -300,9 +299,8 @@ class Room:
 
     # --- posting -----------------------------------------------------------------------
 
-    def _author(self) -> tuple[Any, AccountId]:
-        """The post's signer (the account, or a delegated key: Any until
-        ``make_room_post`` names both) and the author's account."""
+    def _author(self) -> tuple[Account | DelegatedSigner, AccountId]:
+        """The post's signer (the account, or its delegated key) and the author."""
         return self.client.signer("store", ROOM_NAMESPACE), self.client.account_id
 
     async def make_post(
@@ -328,7 +326,7 @@ class Room:
         now_ms = self.client.clock.now()
         make = functools.partial(
             make_room_post,
-            signer,  # an Account, or a DelegatedSigner (its chain holds store in the room)
+            signer,
             self.id,
             text,
             now_ms=now_ms,
@@ -427,7 +425,7 @@ class Room:
 
     # --- moderating --------------------------------------------------------------------
 
-    def _moderator(self) -> tuple[Any, AccountId]:
+    def _moderator(self) -> tuple[Account | DelegatedSigner, AccountId]:
         if self.owner is not None:
             return self.owner, self.owner.id
         return self.client.signer("store", ROOM_NAMESPACE), self.client.account_id
