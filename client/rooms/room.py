@@ -21,7 +21,8 @@ the record is signed. Every record is stored for the namespace's longest TTL (30
   own room namespace: ``self:-2:post``, good in every room) and solves the room's
   proof of work in a worker thread (``trio.to_thread``: the trio thread keeps
   serving; a cancelled post abandons the thread, which finishes its hashing and is
-  dropped), and stores it through an onion path. A retry after a lost reply stores the same bytes, which the nodes take once.
+  dropped), and stores it through an onion path. A retry after a lost reply stores
+  the same bytes, which the nodes take once.
 * **Moderating** (:meth:`Room.delete`, :meth:`Room.ban`, :meth:`Room.unban`) signs a
   moderation record as the room's account when this home owns the room, else as the
   client's account, which the metadata must list as a moderator. Changing the
