@@ -14,12 +14,16 @@ records itself, so a post a node failed to delete is not shown either.
 **What is yielded** is a difference: the posts the state shows that this reader has not
 handed over (:class:`~veil.onion.room.RoomPost`), and the posts it handed over that
 the state no longer shows (:class:`PostDeleted`: a delete, or a ban with
-``delete_past``, that came after the post). Each is written to the ``shown`` table
-*before* it is yielded; a post and its deletion are each yielded once, and a post
-deleted before the reader saw it is never yielded. Since the difference is computed
-from what is stored, a reader stopped anywhere (killed, cancelled, or its caller
-stopped iterating) resumes with what is left: nothing is repeated and nothing lost.
-``since`` (ms) passes over posts dated before it (recorded as passed over).
+``delete_past``, that came after the post). Changes are handed over once the reader
+has caught up with the node (a page after which nothing more follows), so a post
+deleted anywhere in the history a reader catches up on is never yielded. Each change is
+written to the ``shown`` table just *before* it is yielded, so a post and its deletion
+are each yielded at most once; and since the difference is computed from what is
+stored, a reader stopped anywhere (cancelled, killed, or its caller stopped iterating)
+resumes with what is left. (A process killed between a mark and its yield has that
+post recorded as shown and not handed over: the inbox's promise, as
+:mod:`veil.client.messaging` states it.) ``since`` (ms) passes over posts dated before
+it (recorded as passed over).
 
 **What a record must be to count**: it parses and its signature verifies, it names
 this room (:func:`~veil.onion.room.decode_room_record`); a post also meets the rules of
@@ -28,10 +32,11 @@ have checked. Anything else is dropped and counted (:attr:`RoomReader.dropped`),
 shown: a node cannot inject posts, nor flood a reader with posts that cost no work.
 A post that arrives before any metadata is judged by signature only.
 
-Cost: a post costs one transaction (the record, the position, and its being shown)
-and a check of its visibility against the room's moderation records only; a moderation
-or metadata record rebuilds the state from every record held (rare). Opening a reader
-reads and verifies the stored records once, in a worker thread.
+Cost: a page read costs one transaction (its records and the position), and each post
+or deletion handed over one more (its mark, made before it is yielded); a new post is
+checked against the room's moderation records only, while a moderation or metadata
+record rebuilds the state from every record held (rare). Opening a reader reads and
+verifies the stored records once, in a worker thread.
 """
 
 from __future__ import annotations
