@@ -351,6 +351,7 @@ class Node:
     def _storage_figures(self) -> list[StorageFigure]:
         stats = self.storage.stats()
         counters = self.storage.counters
+        rooms = self.storage.rooms.counters
         extra = [] if self.replication is None else self.replication.figures()
         return [
             *extra,
@@ -397,6 +398,25 @@ class Node:
                 "Revoked delegated links kept (issue 12)",
                 "gauge",
                 {(): self.storage.store.revocations()},
+            ),
+            StorageFigure(
+                "veil_room_copies",
+                "Copies of room records from peers: refused, kept for later, not kept "
+                "(over the bounds), stored at last",
+                "counter",
+                {
+                    ("refused",): rooms.copies_refused,
+                    ("deferred",): rooms.copies_deferred,
+                    ("not_kept",): rooms.copies_not_kept,
+                    ("recovered",): rooms.copies_recovered,
+                },
+                ("outcome",),
+            ),
+            StorageFigure(
+                "veil_room_posts_removed",
+                "Room posts deleted by moderators' deletes and bans",
+                "counter",
+                {(): rooms.posts_removed},
             ),
             StorageFigure(
                 "veil_storage_chains",

@@ -333,8 +333,10 @@ def test_copies_are_judged_without_the_date_and_with_bans_at_their_date() -> Non
         check_copy(banned, post(at=NOW))
     assert info.value.status == "forbidden"
     purge = make_moderation(MOD, ROOM, "ban", now_ms=NOW, who=ALICE.id, delete_past=True)
-    with pytest.raises(AuthorBanned):
+    with pytest.raises(RoomPostRemoved):
         check_copy(state(purge.encoded), post(at=NOW - 1))
+    with pytest.raises(AuthorBanned):  # a client storing it: the author is banned
+        check_post(state(purge.encoded), post(at=NOW - 1), NOW)
     p = make_room_post(BOB, ROOM, "to go", now_ms=NOW)
     gone = make_moderation(OWNER, ROOM, "delete", now_ms=NOW, post_ids=[p.post_id]).encoded
     with pytest.raises(RoomPostRemoved) as removed:

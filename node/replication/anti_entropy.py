@@ -78,6 +78,7 @@ from ..config import ReplicationConfig
 from ..groups import GroupGuard
 from ..logging import PeerWarnings
 from ..network_view import NetworkView
+from ..rooms import RoomGuard
 from ..store import MessageStore, deletion_digest, deletion_until
 from .counters import ReplicationCounters
 from .requests import PeerRequests
@@ -123,11 +124,13 @@ class AntiEntropy:
         config: ReplicationConfig,
         counters: ReplicationCounters,
         chains: ChainCache | None = None,
-        store_replicas: Callable[[list[ReplicaMessage]], Awaitable[list[bool]]] | None = None,
+        store_replicas: Callable[[list[ReplicaMessage], bytes], Awaitable[list[bool]]]
+        | None = None,
     ) -> None:
         self.view = view
-        #: How pulled copies are stored: the service's (sessions' checks), or the store's.
-        self.store_replicas = store_replicas or store.store_replicated
+        #: How pulled copies are stored (with the peer that sent them): the service's
+        #: (sessions' and rooms' checks), or the store's.
+        self.store_replicas = store_replicas or (lambda ms, _: store.store_replicated(ms))
         self.store = store
         self.requests = requests
         self.clock = clock
@@ -218,7 +221,7 @@ class AntiEntropy:
     async def _take_rows(self, peer: ConsensusNode, page: ReplicaPage, round_: _Round) -> None:
         mine = [m for m in self._checked(peer, page.messages) if round_.holds(m.account)]
         if mine:
-            created = await self.store_replicas(mine)
+            created = await self.store_replicas(mine, peer.node_id)
             self.counters.pulled += sum(created)
 
     async def _take_deletions(self, peer: ConsensusNode, page: ReplicaPage, round_: _Round) -> None:
@@ -282,6 +285,7 @@ class AntiEntropy:
                 raise Unauthorized("a deletion must be signed by the owner")
             if isinstance(req.account, GroupId):
                 GroupGuard.check_shape(req)  # a session's records are never deleted
+            RoomGuard.check_shape(req)  # nor a room's by request
             # The signature, its key and its method; not its age (the clock is its own).
             # A delegated key's delete is judged by its chain at its signed time, and
             # refused once the chain is known revoked here (its time is the key
@@ -303,6 +307,7 @@ class AntiEntropy:
             digest=deletion_digest(req),
             request=request,
             until_ms=deletion_until(req),
+            keep=rpc.ROOM_NAMESPACE,
         )
         self.counters.deletions_applied += deleted
 

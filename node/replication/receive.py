@@ -162,7 +162,7 @@ class Receiver:
             raise
         sender = consensus.node(push.sender)  # open_push found it in this consensus
         assert sender is not None
-        created = await self.service.store_replicas(accepted) if accepted else []
+        created = await self.service.store_replicas(accepted, push.sender) if accepted else []
         stored = sum(created)
         self.counters.received += stored
         return wire.seal_pushed(

@@ -7,8 +7,11 @@ commits them in batches in a worker thread (group commit, persist-then-wake), an
 reads are small bounded queries on a second, read-only connection on the trio thread
 (in WAL mode readers never wait for the writer). Where each part lives:
 
-* ``message_store.py``: :class:`MessageStore` (the public methods, long-poll watches,
-  the sweeper) and :func:`open_store`, which owns the nursery of the writer and sweeper;
+* ``message_store.py``: :class:`MessageStore` (a client's messages, the sweeper) and
+  :func:`open_store`, which owns the nursery of the writer and sweeper; the class is
+  put together from ``base.py`` (the connections, the writer, long-poll watches),
+  ``replication_methods.py`` (copies, pages, deletions and revocations that travel)
+  and ``room_methods.py`` (rooms' index and deferred copies, over ``room_sql.py``);
 * ``writer.py``: the batching writer (the queue, one transaction per batch, savepoints
   only after a failure, direct wakes);
 * ``writes.py``: what each write does in SQL (store, delete, expire, replicas, cursors);
@@ -26,13 +29,29 @@ from veil.onion.replica import ReplicaMessage, ReplicaPage
 
 from ..errors import StoreClosed, StoreError
 from .message_store import MessageStore, deletion_digest, deletion_until, open_store
-from .records import Clock, StoredMessage, StoredPage, StoreOutcome, StoreStats
+from .records import (
+    ROOM_META,
+    ROOM_MODERATION,
+    ROOM_POST,
+    Clock,
+    RoomIndex,
+    StoredMessage,
+    StoredPage,
+    StoreOutcome,
+    StoreStats,
+)
+from .room_sql import DeferLimits
 
 __all__ = [
+    "ROOM_META",
+    "ROOM_MODERATION",
+    "ROOM_POST",
     "Clock",
+    "DeferLimits",
     "MessageStore",
     "ReplicaMessage",
     "ReplicaPage",
+    "RoomIndex",
     "StoreClosed",
     "StoreError",
     "StoreOutcome",

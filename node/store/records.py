@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Clock", "StoreOutcome", "StoreStats", "StoredMessage", "StoredPage"]
+__all__ = ["Clock", "RoomIndex", "StoreOutcome", "StoreStats", "StoredMessage", "StoredPage"]
 
 #: Wall-clock milliseconds since the Unix epoch (injectable for tests).
 Clock = Callable[[], int]
@@ -66,3 +66,22 @@ class StoreStats:
     sweep_batches: int
     #: Write transactions committed since opened.
     write_batches: int
+
+
+#: A room record's kind, as the store's index keeps it (``room_records.kind``).
+ROOM_META, ROOM_POST, ROOM_MODERATION = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class RoomIndex:
+    """What the store indexes of a room record (namespace -2) it keeps, beside the
+    message: given by the caller that judged the record (node/rooms/)."""
+
+    #: :data:`ROOM_META`, :data:`ROOM_POST` or :data:`ROOM_MODERATION`.
+    kind: int
+    #: The record's ID (a post's ID, which a moderator's delete names).
+    record_id: bytes
+    #: A post's author (32-byte X25519 key); None for other kinds.
+    author: bytes | None
+    #: The record's own time (ms; 0 for metadata).
+    ts: int

@@ -39,6 +39,15 @@ served to peers while the revoked link could still be used (``link_expiry``, its
 plus the clock skew) and kept, for the owner proofs of replicated messages, until every
 message stored under the link could have expired (``expiry``).
 
+Version 5 (issue 16, open groups): ``room_records``, an index of the room records kept
+in the room namespace (-2): each record's kind, ID, a post's author, its own time and
+when it was first stored, so that a moderator's delete finds the posts it names, a ban
+with ``past`` the author's posts, the per-author rate the author's recent posts, and a
+room's state its metadata and moderation records, without reading the posts (a trigger
+drops an index row with its message, whatever deletes it: a delete, a sweep, a
+handover); and ``deferred_copies``, the copies a peer sent that this node could not judge
+yet (a post before its room's metadata), kept until they can be or their time is up.
+
 Connections: WAL mode or nothing (readers must never wait for the writer, see
 node/store/message_store.py); a file system without WAL is refused with a
 :class:`~veil.node.errors.StoreError`.
@@ -161,6 +170,42 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX IF NOT EXISTS revocations_by_expiry ON revocations (expiry)",
         # handover: one account's revocations
         "CREATE INDEX IF NOT EXISTS revocations_by_account ON revocations (account)",
+    ),
+    # 4 -> 5 (issue 16): the index of room records, and copies kept for later.
+    (
+        """CREATE TABLE IF NOT EXISTS room_records (
+    account   BLOB    NOT NULL,  -- the room (its owner's 32-byte X25519 key)
+    hash      BLOB    NOT NULL,  -- the message's hash (messages.hash, namespace -2)
+    kind      INTEGER NOT NULL,  -- 0 metadata, 1 post, 2 moderation
+    record_id BLOB    NOT NULL,  -- the record's ID (a post's ID)
+    author    BLOB,              -- a post's author (X25519), NULL otherwise
+    ts        INTEGER NOT NULL,  -- ms, the record's own time (0 for metadata)
+    stored    INTEGER NOT NULL,  -- ms, when it was first stored (messages.timestamp)
+    PRIMARY KEY (account, hash)
+) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS room_records_by_kind ON room_records (account, kind)",
+        "CREATE INDEX IF NOT EXISTS room_records_by_id ON room_records (account, record_id)",
+        "CREATE INDEX IF NOT EXISTS room_records_by_author"
+        " ON room_records (account, author, stored)",
+        """CREATE TRIGGER IF NOT EXISTS room_records_gone AFTER DELETE ON messages
+    WHEN old.namespace = -2
+BEGIN
+    DELETE FROM room_records WHERE account = old.account AND hash = old.hash;
+END""",
+        """CREATE TABLE IF NOT EXISTS deferred_copies (
+    account   BLOB    NOT NULL,
+    namespace INTEGER NOT NULL,
+    hash      BLOB    NOT NULL,
+    data      BLOB    NOT NULL,
+    timestamp INTEGER NOT NULL,  -- as the copy came (ReplicaMessage)
+    expiry    INTEGER NOT NULL,
+    proof     BLOB,
+    source    BLOB    NOT NULL,  -- the peer that sent it (its share of the table)
+    until     INTEGER NOT NULL,  -- ms: given up after
+    PRIMARY KEY (account, namespace, hash)
+) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS deferred_copies_by_until ON deferred_copies (until)",
+        "CREATE INDEX IF NOT EXISTS deferred_copies_by_source ON deferred_copies (source)",
     ),
 )
 

@@ -20,14 +20,15 @@ up), which no reader relies on.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from veil.onion import rpc
 from veil.onion.errors import VeilError
 from veil.onion.replica import ReplicaMessage
 
-from .records import StoreOutcome
+from .records import RoomIndex, StoreOutcome
+from .room_sql import index_room_record
 from .writer import WriteFn
 
 __all__ = [
@@ -63,15 +64,19 @@ def store_message(
     now: int,
     expiry: int,
     proof: bytes | None = None,
+    room: RoomIndex | None = None,
 ) -> WriteFn[StoreOutcome]:
     """Store a message of the account ``key`` (its 32-byte X25519 key) until ``expiry``,
-    with the owner's ``proof`` (None in the inbox)."""
+    with the owner's ``proof`` (None in the inbox); ``room``: a room record's index
+    entry, written with it (node/store/room_sql.py)."""
     notify = (key, namespace)
 
     def write(db: sqlite3.Cursor) -> tuple[StoreOutcome, int, list[tuple[bytes, int]]]:
         # A new message (the usual case) takes this one statement. A duplicate inserts
         # nothing (it may use up a seq, which is never reused anyway) and goes on below.
         if db.execute(_INSERT_NEW, (key, namespace, hash, data, now, expiry, proof)).rowcount:
+            if room is not None:
+                index_room_record(db, key, hash, room, now)
             return StoreOutcome(hash, expiry, created=True, timestamp_ms=now), 1, [notify]
         seq, old_expiry = db.execute(
             "SELECT seq, expiry FROM messages WHERE account = ? AND namespace = ? AND hash = ?",
@@ -89,6 +94,8 @@ def store_message(
         # Expired: replaced by a fresh row (a new seq, so "since my last hash" sees it).
         db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
         db.execute(_INSERT, (key, namespace, hash, data, now, expiry, proof))
+        if room is not None:
+            index_room_record(db, key, hash, room, now)
         return StoreOutcome(hash, expiry, created=True, timestamp_ms=now), 0, [notify]
 
     return write
@@ -144,11 +151,24 @@ def delete_messages(
     return write
 
 
-def delete_all_batch(key: bytes, namespace: int | None, now: int, limit: int) -> WriteFn[int]:
+def _every_namespace(key: bytes, keep: int | None) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE clause of every namespace of the account ``key`` but ``keep`` (the
+    storage service keeps an owner's room, whose records go by moderation or TTL only)."""
+    if keep is None:
+        return "account = ?", (key,)
+    return "account = ? AND namespace != ?", (key, keep)
+
+
+def delete_all_batch(
+    key: bytes, namespace: int | None, now: int, limit: int, keep: int | None = None
+) -> WriteFn[int]:
     """Delete at most ``limit`` of the account's messages in ``namespace`` (None: every
-    namespace), each leaving a tombstone; the result is how many were deleted."""
-    where = "account = ?" if namespace is None else "account = ? AND namespace = ?"
-    args: tuple[Any, ...] = (key,) if namespace is None else (key, namespace)
+    namespace, but ``keep``), each leaving a tombstone; the result is how many were
+    deleted."""
+    if namespace is None:
+        where, args = _every_namespace(key, keep)
+    else:
+        where, args = "account = ? AND namespace = ?", (key, namespace)
     select = f"SELECT seq, namespace, hash, expiry, proof FROM messages WHERE {where} LIMIT ?"  # noqa: S608
 
     def write(db: sqlite3.Cursor) -> tuple[int, int, list[tuple[bytes, int]]]:
@@ -196,9 +216,10 @@ def apply_deletion(
     request: bytes,
     until: int,
     now: int,
+    keep: int | None = None,
 ) -> WriteFn[int]:
     """Apply, as of its signed time ``signed``, an owner's delete (``hashes``) or
-    delete_all (``hashes`` None; ``namespace`` None: every namespace) that another
+    delete_all (``hashes`` None; ``namespace`` None: every namespace but ``keep``) that another
     member executed and this node missed: delete the messages it covers that were first
     stored no later than ``signed`` plus the clock skew (not a later store of the same
     bytes), leave their tombstones, and keep the request (``digest``) for anti-entropy.
@@ -214,8 +235,7 @@ def apply_deletion(
         if not known:
             return 0, 0, []
         if hashes is None:
-            args: tuple[Any, ...] = (key,)
-            where = "account = ?"
+            where, args = _every_namespace(key, keep)
             if namespace is not None:
                 where, args = "account = ? AND namespace = ?", (key, namespace)
             rows = db.execute(
@@ -309,9 +329,12 @@ def expire_messages(
     return write
 
 
-def store_replicas(items: Sequence[ReplicaMessage], now: int) -> WriteFn[list[bool]]:
+def store_replicas(
+    items: Sequence[ReplicaMessage], now: int, rooms: Mapping[bytes, RoomIndex] | None = None
+) -> WriteFn[list[bool]]:
     """Store messages another node holds, keeping their timestamp and expiry; the result
-    says, per message, whether it was new here (see :meth:`MessageStore.store_replicated`)."""
+    says, per message, whether it was new here (see :meth:`MessageStore.store_replicated`).
+    ``rooms``: the index entries of room records, by message hash."""
 
     def write(db: sqlite3.Cursor) -> tuple[list[bool], int, list[tuple[bytes, int]]]:
         created: list[bool] = []
@@ -341,6 +364,9 @@ def store_replicas(items: Sequence[ReplicaMessage], now: int) -> WriteFn[list[bo
                 _INSERT,
                 (m.account, m.namespace, m.hash, m.data, m.timestamp_ms, m.expiry_ms, m.proof),
             )
+            index = None if rooms is None else rooms.get(m.hash)
+            if index is not None:
+                index_room_record(db, m.account, m.hash, index, m.timestamp_ms)
             delta += 1
             created.append(True)
             notify.append((m.account, m.namespace))

@@ -185,11 +185,15 @@ class RoomState:
 
 def _room_of(
     state: RoomState,
-    data: bytes,
+    data: bytes | RoomRecord,
     is_revoked: RevocationLookup | None = None,
     chains: ChainCache | None = None,
 ) -> RoomRecord:
-    record = decode_room_record(data, is_revoked=is_revoked, chains=chains)
+    """``data`` parsed (or as decoded already by the caller), if it is of this room."""
+    if isinstance(data, RoomMeta | RoomPost | Moderation):
+        record: RoomRecord = data
+    else:
+        record = decode_room_record(data, is_revoked=is_revoked, chains=chains)
     if record.room != state.room:
         raise WrongRoom("the record names another room")
     return record
@@ -197,7 +201,7 @@ def _room_of(
 
 def _within_rules(state: RoomState, post: RoomPost) -> RoomMeta:
     """The room's metadata, if ``post`` keeps its size and work rules and no moderator
-    removed it (deleted it, or a ban deleted the author's past)."""
+    deleted it."""
     meta = state.meta
     if meta is None:
         raise UnknownRoom("the room has no metadata")
@@ -206,14 +210,12 @@ def _within_rules(state: RoomState, post: RoomPost) -> RoomMeta:
     check_pow(post.work_bytes, post.pow_nonce, meta.pow_bits)
     if post.post_id in state.deleted:
         raise RoomPostRemoved("the post was deleted from the room")
-    if state.purged(post):
-        raise AuthorBanned("the author is banned from this room and its past posts deleted")
     return meta
 
 
 def check_post(
     state: RoomState,
-    post_bytes: bytes,
+    post_bytes: bytes | RoomPost,
     now_ms: int,
     skew_ms: int = DEFAULT_SKEW_MS,
     recent_count: int = 0,
@@ -240,7 +242,7 @@ def check_post(
     if abs(post.timestamp_ms - now_ms) > skew_ms:
         raise RoomPostOutOfTime("the post is not dated now")
     meta = _within_rules(state, post)
-    if state.is_banned(post.author):
+    if state.is_banned(post.author) or state.purged(post):
         raise AuthorBanned("the author is banned from this room")
     if recent_count >= meta.rate:
         raise RoomRateLimited(
@@ -251,7 +253,7 @@ def check_post(
 
 def check_moderation(
     state: RoomState,
-    data: bytes,
+    data: bytes | RoomMeta | Moderation,
     now_ms: int,
     skew_ms: int = DEFAULT_SKEW_MS,
     *,
@@ -280,7 +282,7 @@ def check_moderation(
 
 def check_copy(
     state: RoomState,
-    data: bytes,
+    data: bytes | RoomRecord,
     *,
     is_revoked: RevocationLookup | None = None,
     chains: ChainCache | None = None,
@@ -294,12 +296,18 @@ def check_copy(
     :class:`AuthorBanned`); a moderation record's signer (:class:`NotAModerator`);
     metadata below the held ``seq`` (:class:`StaleRoomMetadata`; the same ``seq`` is
     kept, so that members that hold both pick the same one). Not the date (the record
-    was dated when first stored) nor the rate (counted where it was first stored).
+    was dated when first stored) nor the rate (counted where it was first stored). A
+    post a ban's ``past`` removed is :class:`RoomPostRemoved`, as a deleted one: both
+    are for good.
 
-    Some refusals may change as records arrive (a copy before the metadata it needs, a
-    moderator's record before the metadata that names it, a post of an author banned
-    now and unbanned later): a node keeps such copies aside and asks again."""
-    record = decode_room_record(data, is_revoked=is_revoked, chains=chains, skew_ms=skew_ms)
+    Some refusals may change as records arrive: :class:`UnknownRoom` (a copy before the
+    metadata it needs), :class:`NotAModerator` (a moderator's record before the metadata
+    that names it), :class:`AuthorBanned` (a post of an author banned now, whom a later
+    unban may clear). A node keeps such copies aside and asks again."""
+    if isinstance(data, RoomMeta | RoomPost | Moderation):
+        record: RoomRecord = data
+    else:
+        record = decode_room_record(data, is_revoked=is_revoked, chains=chains, skew_ms=skew_ms)
     if record.room != state.room:
         raise WrongRoom("the record names another room")
     if isinstance(record, RoomMeta):
@@ -313,6 +321,8 @@ def check_copy(
             raise NotAModerator("only the room's owner and moderators moderate")
         return record
     _within_rules(state, record)
+    if state.purged(record):
+        raise RoomPostRemoved("the post was removed with its author's past posts")
     if state.banned_at(record):
         raise AuthorBanned("the author was banned from this room when it posted")
     return record

@@ -31,30 +31,11 @@ right after committing a new message there, so the poll returns at once with it.
 watch is taken before the first read, so a store committing in between is not missed.
 Cancelling a waiting poll just ends it.
 
-Waiting slots (:class:`WaiterSlots`; issue 11: 10,000 unsigned retrieves of one
-public-read namespace took every slot and the owner's own poll was refused):
-
-* At most ``max_waiters`` polls wait at a time, node-wide.
-* A *source* holds at most ``max_waiters_per_source`` of them, counted apart for signed
-  and unsigned polls (so a source's unsigned polls never use up its signed ones' share).
-  The source is what the node can tell about who sent the request, which for an onion
-  request is the *previous hop*, not the client (onion routing hides that): the
-  connecting address of a ``POST /onion`` (IPv6 by its /64, as the rate limit keys it,
-  node/ratelimit.py) or the peer of the link the packet came on. A client that posts
-  its packets to this node directly is its own source; clients behind a relay share the
-  relay's share, which is why the share is a tenth of the cap and not less: an honest
-  relay carries many clients, and a destination sees its polls arrive spread over the
-  network's relays. A request with no known source (a test, an in-process caller) is
-  not limited per source, only by the cap.
-* A *signed* poll (it carries a verified signature: the account's owner, or a key the
-  owner delegated) is never refused because of unsigned ones: at the cap it evicts the
-  oldest unsigned waiter, which is answered at once with what it has (nothing, as a
-  wait that ended), exactly what its client would get a little later anyway. Signing
-  costs an account, but accounts are free, so signed polls are bounded too: by the
-  per-source share and the cap. Only when every slot holds a signed poll is a signed
-  poll refused.
-* Refused polls get ``rate_limited`` at once (so a client backs off instead of
-  spinning).
+Waiting slots (:class:`~veil.node.service.waiters.WaiterSlots`; issue 11): at most
+``max_waiters`` polls wait at a time, a source (the previous hop) holds at most
+``max_waiters_per_source`` of them, signed and unsigned counted apart, and a signed poll
+at the cap evicts the oldest unsigned one; refused polls get ``rate_limited`` at once.
+The reasons are in node/service/waiters.py.
 
 What a waiting poll holds: its decoded request and the store's watch; the caller
 (node/onion_handler.py) drops the packet, whose size class is the sender's choice (up to
@@ -99,6 +80,13 @@ the session's own revocations (its records, not the ``revoke`` RPC), its end, an
 record against the session's state; copies from peers go through
 :meth:`StorageService.store_replicas`, which judges a group's the same way.
 
+Rooms (issue 16): a request in an account's room namespace (-2) is checked by
+:attr:`StorageService.rooms` (node/rooms/): an unsigned store is one room record,
+judged against the room's records (the same bytes again answer as a store); ``delete``,
+``delete_all`` and ``expire`` of it are refused, and an owner's ``delete_all`` of every
+namespace leaves it; moderation records take effect on the store; copies from peers are
+judged by the room's state, and those that cannot be judged yet wait in the store.
+
 Metrics: :attr:`StorageService.counters` (requests by method and status, rate-limited
 stores, waiting polls) and :meth:`StorageService.stats` (the store's counters).
 """
@@ -108,12 +96,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import traceback
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
 
 import trio
 
@@ -126,12 +111,13 @@ from veil.onion.errors import (
     VeilError,
     wire_status,
 )
-from veil.onion.keys import GroupId, OwnerId, owner_key, owner_of_key
+from veil.onion.keys import AccountId, GroupId, OwnerId, owner_key, owner_of_key
 from veil.onion.wallclock import wall_clock_ms
 
-from .groups import GroupGuard, GroupStates
-from .ratelimit import TokenBucketLimiter
-from .store import (
+from ..groups import GroupGuard, GroupStates
+from ..ratelimit import TokenBucketLimiter
+from ..rooms import DEFAULT_POLICY, Judged, RoomGuard, RoomPolicy
+from ..store import (
     MessageStore,
     ReplicaMessage,
     StoreStats,
@@ -139,16 +125,10 @@ from .store import (
     deletion_until,
     open_store,
 )
+from .interfaces import ReplicationHook, ServiceConfig, ServiceCounters, SwarmCheck
+from .waiters import WaiterSlots
 
-__all__ = [
-    "ReplicationHook",
-    "ServiceConfig",
-    "ServiceCounters",
-    "StorageService",
-    "SwarmCheck",
-    "WaiterSlots",
-    "open_storage_service",
-]
+__all__ = ["StorageService", "open_storage_service"]
 
 log = logging.getLogger("veil.node.storage")
 
@@ -156,154 +136,16 @@ log = logging.getLogger("veil.node.storage")
 INVALID_METHOD = "invalid"
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceConfig:
-    """Tunables of the storage service (the node's config file fills these)."""
-
-    #: Accepted distance between a signed request's timestamp and the node's clock.
-    clock_skew_ms: int = rpc.CLOCK_SKEW_MS
-    #: Inbox stores per second per recipient account, sustained.
-    inbox_rate: float = 10.0
-    #: Inbox stores per recipient account in a burst.
-    inbox_burst: int = 100
-    #: Token buckets kept at most (one per recently written inbox).
-    max_buckets: int = 100_000
-    #: Long-polls waiting at the same time, at most.
-    max_waiters: int = 10_000
-    #: Long-polls one source (the previous hop: an address or a link) may hold waiting,
-    #: signed and unsigned counted apart; see the module note.
-    max_waiters_per_source: int = 1_000
-    #: Store options; see :func:`veil.node.store.open_store`.
-    synchronous: Literal["FULL", "NORMAL"] = "FULL"
-    queue_size: int = 1024
-    max_batch: int = 512
-    #: Seconds between sweeps (the name is the config file's key, ``[storage]``).
-    sweep_interval: float = 30.0
-    sweep_batch: int = 1000
-    #: Verified capability chains kept (delegated keys), least recently used dropped.
-    max_cached_chains: int = 10_000
-    #: Encryption sessions' states kept in memory (least recently used dropped), and
-    #: each session's record count and bytes (node/groups.py).
-    max_group_states: int = 1024
-    max_group_records: int = 2000
-    max_group_bytes: int = 8 * 1024 * 1024
-    max_group_cache_bytes: int = 64 * 1024 * 1024
-
-
-@dataclass(slots=True)
-class ServiceCounters:
-    """Counters for the metrics code; read them, do not write them."""
-
-    #: (method, status) -> requests answered; method is "invalid" if it did not decode.
-    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
-    #: Inbox stores refused by the rate limit.
-    rate_limited: int = 0
-    #: Long-polls waiting now (a gauge).
-    waiting_polls: int = 0
-    #: Unsigned long-polls ended early to make room for a signed one.
-    evicted_polls: int = 0
-    #: Messages newly stored (not counting duplicates).
-    stored: int = 0
-    #: Copies of sessions' records or messages refused from peers (node/groups.py).
-    group_replicas_refused: int = 0
-
-
-class SwarmCheck(Protocol):
-    """Which accounts this node serves (node/swarm_guard.py's SwarmGuard)."""
-
-    def check(self, account: OwnerId) -> None:
-        """Return if ``account`` is this node's; raise Unavailable or WrongSwarm if not."""
-        ...
-
-    def get_swarm(self, account: OwnerId) -> rpc.GetSwarmResult:
-        """``account``'s swarm; raise Unavailable or NotFound if there is none to give."""
-        ...
-
-
-class ReplicationHook(Protocol):
-    """Copies new messages to the swarm's other members (node/replication/)."""
-
-    async def replicate(self, message: ReplicaMessage) -> None:
-        """Push ``message`` (just committed here); return within a bounded time. Never
-        raises for the network's failures; cancellation just stops the wait."""
-        ...
-
-    async def forward(self, request: bytes) -> None:
-        """Send a client's signed delete, delete_all or expire, or a revoke, executed
-        here, to the swarm's other members; return within a bounded time, as
-        :meth:`replicate`."""
-        ...
-
-
-@dataclass(eq=False, slots=True)
-class _Slot:
-    """One waiting poll's place; ``scope`` ends its wait when it is evicted."""
-
-    key: tuple[bool, str] | None
-    signed: bool
-    scope: trio.CancelScope
-    held: bool = True
-
-
-class WaiterSlots:
-    """The long-poll slots: the node-wide cap, the per-source share, and signed polls
-    evicting unsigned ones (see the module note). Not thread-safe; trio tasks only."""
-
-    def __init__(self, max_waiters: int, max_per_source: int) -> None:
-        self.max_waiters = max_waiters
-        self.max_per_source = max_per_source
-        self.waiting = 0
-        #: Unsigned polls evicted so far.
-        self.evicted = 0
-        #: (signed, source) -> polls waiting.
-        self._per_source: Counter[tuple[bool, str]] = Counter()
-        #: Unsigned polls waiting, oldest first (a dict keeps insertion order).
-        self._unsigned: dict[_Slot, None] = {}
-
-    def take(self, *, signed: bool, source: str | None, scope: trio.CancelScope) -> _Slot:
-        """A slot for a poll waiting in ``scope``; raises RateLimited if there is none.
-
-        A signed poll at the cap evicts the oldest unsigned one: its slot is freed here
-        and its scope cancelled, so its wait ends and it answers with what it has."""
-        key = None if source is None else (signed, source)
-        if key is not None and self._per_source[key] >= self.max_per_source:
-            raise RateLimited("too many long-polls from this source; poll later")
-        if self.waiting >= self.max_waiters:
-            if not signed or not self._unsigned:
-                raise RateLimited("too many long-polls waiting on this node; poll later")
-            oldest = next(iter(self._unsigned))
-            self.release(oldest)
-            oldest.scope.cancel()
-            self.evicted += 1
-        slot = _Slot(key, signed, scope)
-        self.waiting += 1
-        if key is not None:
-            self._per_source[key] += 1
-        if not signed:
-            self._unsigned[slot] = None
-        return slot
-
-    def release(self, slot: _Slot) -> None:
-        """Give ``slot`` back (once; a second call, after an eviction, does nothing)."""
-        if not slot.held:
-            return
-        slot.held = False
-        self.waiting -= 1
-        if slot.key is not None:
-            left = self._per_source[slot.key] - 1
-            if left:
-                self._per_source[slot.key] = left
-            else:
-                del self._per_source[slot.key]  # the map holds only sources waiting now
-        if not slot.signed:
-            del self._unsigned[slot]
-
-
 class StorageService:
     """Answers storage RPC requests; get one with :func:`open_storage_service`."""
 
     def __init__(
-        self, store: MessageStore, *, clock: Callable[[], int], config: ServiceConfig
+        self,
+        store: MessageStore,
+        *,
+        clock: Callable[[], int],
+        config: ServiceConfig,
+        room_policy: RoomPolicy = DEFAULT_POLICY,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -328,6 +170,8 @@ class StorageService:
             clock,
             config.clock_skew_ms,
         )
+        #: Rooms' states and checks (node/rooms/).
+        self.rooms = RoomGuard(store, clock=clock, chains=self.chains, policy=room_policy)
         #: The swarm check; None: every account is served (a standalone node).
         self.swarms: SwarmCheck | None = None
         #: Where created messages go for replication; None: nowhere.
@@ -366,6 +210,8 @@ class StorageService:
             group = not isinstance(req, rpc.InfoRequest) and isinstance(req.account, GroupId)
             if group:
                 self.groups.check_shape(req)
+            else:
+                self.rooms.check_shape(req)
             now = self.clock()
             proven = rpc.verify_request(
                 req,
@@ -440,7 +286,10 @@ class StorageService:
                 deleted = await self.store.delete(req.account, req.namespace, req.hashes)
                 return rpc.DeleteResult(deleted)
             case rpc.DeleteAllRequest():
-                count = await self.store.delete_all(req.account, req.namespace)
+                # Every namespace but the room's (its records go by moderation or TTL).
+                count = await self.store.delete_all(
+                    req.account, req.namespace, keep=rpc.ROOM_NAMESPACE
+                )
                 return rpc.DeleteAllResult(count)
             case rpc.ExpireRequest():
                 return await self._expire(req)
@@ -496,21 +345,37 @@ class StorageService:
 
     async def _store(self, req: rpc.StoreRequest, now: int) -> rpc.StoreResult:
         """Store ``req``'s message until ``now`` (the node's clock, ms) plus its TTL,
-        with the owner's proof outside the inbox (replication carries it)."""
+        with the owner's proof outside the inbox (replication carries it); a room
+        record once the room's rules take it (node/rooms/)."""
         if req.namespace == rpc.INBOX and not self._buckets.allow(
             owner_key(req.account), trio.current_time()
         ):
             self.counters.rate_limited += 1
             raise RateLimited("too many messages to this inbox; try again later")
+        room: Judged | None = None
+        if req.namespace == rpc.ROOM_NAMESPACE and isinstance(req.account, AccountId):
+            judged = await self.rooms.judge_store(req)
+            if isinstance(judged, rpc.StoreResult):
+                return judged  # the same record, stored before: a client's retry
+            room = judged
         expiry = now + req.ttl_ms
         proof = rpc.proof_of_request(req)
         outcome = await self.store.store(
-            req.account, req.namespace, req.hash, req.data, expiry, proof
+            req.account,
+            req.namespace,
+            req.hash,
+            req.data,
+            expiry,
+            proof,
+            None if room is None else room.index,
         )
         if outcome.created:
             self.counters.stored += 1
             if isinstance(req.account, GroupId):
                 await self.groups.stored(req.account, req.namespace, req.data)
+            elif room is not None:
+                assert isinstance(req.account, AccountId)
+                await self.rooms.stored(req.account, room.record, outcome.expiry_ms)
             if self.replication is not None:
                 replica_expiry = outcome.expiry_ms
                 if proof is not None:  # what receivers accept (see onion/rpc/proof.py)
@@ -528,11 +393,16 @@ class StorageService:
                 )
         return rpc.StoreResult(outcome.hash, outcome.expiry_ms, outcome.created)
 
-    async def store_replicas(self, messages: list[ReplicaMessage]) -> list[bool]:
+    async def store_replicas(
+        self, messages: list[ReplicaMessage], source: bytes | None = None
+    ) -> list[bool]:
         """Store copies from peers (through ``check_message`` already): a group's go
         through :meth:`GroupGuard.admit_replica` first (refused ones are dropped and
-        counted); returns, per message *stored*, whether it was new here."""
+        counted), room records through :meth:`RoomGuard.take_copies` (which keeps those
+        it cannot judge yet); returns, per message *stored*, whether it was new here.
+        ``source``: the peer that sent them (its node ID; None: unknown)."""
         admitted: list[tuple[ReplicaMessage, GroupId | None]] = []
+        rooms: list[tuple[ReplicaMessage, AccountId]] = []
         for m in messages:
             owner = owner_of_key(m.account)
             if isinstance(owner, GroupId):
@@ -543,14 +413,18 @@ class StorageService:
                     log.info("group replica refused: %s", wire_status(exc))
                     continue
                 admitted.append((m, owner))
+            elif m.namespace == rpc.ROOM_NAMESPACE:
+                rooms.append((m, owner))
             else:
                 admitted.append((m, None))
-        if not admitted:
-            return []
-        created = await self.store.store_replicated([m for m, _ in admitted])
-        for (m, group), new in zip(admitted, created, strict=True):
-            if new and group is not None:
-                await self.groups.stored(group, m.namespace, m.data)
+        created: list[bool] = []
+        if admitted:
+            created = await self.store.store_replicated([m for m, _ in admitted])
+            for (m, group), new in zip(admitted, created, strict=True):
+                if new and group is not None:
+                    await self.groups.stored(group, m.namespace, m.data)
+        if rooms:
+            created += await self.rooms.take_copies(rooms, source or b"")
         return created
 
     async def _read(self, account: OwnerId, req: rpc.RetrieveRequest) -> rpc.RetrieveResult:
@@ -605,6 +479,7 @@ async def open_storage_service(
     *,
     clock: Callable[[], int] = wall_clock_ms,
     config: ServiceConfig | None = None,
+    room_policy: RoomPolicy = DEFAULT_POLICY,
 ) -> AsyncIterator[StorageService]:
     """Open the message store at ``db_path`` and yield the service answering on it.
 
@@ -624,4 +499,4 @@ async def open_storage_service(
         sweep_interval=config.sweep_interval,
         sweep_batch=config.sweep_batch,
     ) as store:
-        yield StorageService(store, clock=clock, config=config)
+        yield StorageService(store, clock=clock, config=config, room_policy=room_policy)
