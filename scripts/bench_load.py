@@ -84,6 +84,8 @@ P99_BOUND_MS = 250.0
 TARGET_MPS = 300.0
 STEPS_PAST_BEND = 2
 COMMAND_TIMEOUT_S = 120.0
+#: Other users' CPU (cores) during a step above which the figures are flagged.
+DISTURBED_CORES = 0.3
 
 
 class LoadGen:
@@ -365,6 +367,7 @@ def _measure(tmp: Path) -> dict[str, float]:
         "delivered_ping_ratio": round(best["delivered_mps"] / ping_pps, 3),
         "target_ratio": round(best["delivered_mps"] / TARGET_MPS, 3),
         "steps": float(len(steps)),
+        "max_cpu_others": max(s["cpu_others"] for s in steps),
     }
     for i, step in enumerate(steps):
         for key, value in step.items():
@@ -459,6 +462,11 @@ def describe(r: dict[str, float]) -> str:
         " (a message is at least two round trips, the send and the poll, plus replication)",
         f"  plot: {PLOT.relative_to(HERE.parent)}" if r["plot"] else "  plot: not made",
     ]
+    if r["max_cpu_others"] > DISTURBED_CORES:
+        lines.append(
+            f"  WARNING: other processes used up to {r['max_cpu_others']:.2f} cores during the"
+            " steps; these figures are low: run again on a quiet machine"
+        )
     return "\n".join(lines)
 
 

@@ -38,7 +38,9 @@ What is measured (all on 127.0.0.1, in one run of a few minutes)
    next sweep deletes those 100 thousand rows, ``sweep_batch`` (1,000) rows per write
    transaction. ``sweep_pause_ms``: the longest store while the sweep ran (from the
    node's ``veil_store_swept`` counter moving to its last change), beside the store's
-   p50 and p99 before it (the floor); ``sweep_s`` and ``sweep_rows_per_s``.
+   p50 and p99 before it (the floor; ``sweep_pause_ratio`` = the longest over that p99);
+   ``sweep_store_rate_ratio``, the stores completed per second while the sweep ran over
+   the rate before it; ``sweep_s`` and ``sweep_rows_per_s``.
 
 3. **A node's memory** (RSS of a fresh ``veil-node run`` process, psutil): idle; with
    500 and 1,000 idle client TCP connections; then, on another fresh node, with 500 and
@@ -436,8 +438,15 @@ def _sweep(
         for lat, sent in zip(during["latency_ms"], during["sent_ns"], strict=True)
         if t_start - 50_000_000 <= sent + lat * 1e6 and sent <= t_end
     ]
+    sweep_s = max((t_end - t_start) / 1e9, 1e-3)
     return {
         "sweep_rows": swept,
+        # The floors: stores before the sweep, on the same node and connections.
+        "sweep_pause_ratio": round(max(in_sweep) / percentile(before["latency_ms"], 99), 2)
+        if in_sweep
+        else 0.0,
+        "sweep_store_rate_ratio": round(len(in_sweep) / sweep_s / before["per_s"], 3),
+        "store_mps_before_sweep": round(before["per_s"], 1),
         "sweep_s": round((t_end - t_start) / 1e9, 2),
         "sweep_rows_per_s": round(swept / max((t_end - t_start) / 1e9, 1e-3), 1),
         "sweep_pause_ms": round(max(in_sweep), 2) if in_sweep else 0.0,
@@ -708,7 +717,8 @@ def describe(r: dict[str, float]) -> str:
         f" {r['sweep_pause_ms']:.1f} ms, p99 {r['sweep_store_ms_p99']:.1f} ms"
         f" ({r['sweep_stores_seen']:.0f} stores); before it: p50"
         f" {r['store_ms_p50_before_sweep']:.1f} ms, p99 {r['store_ms_p99_before_sweep']:.1f} ms"
-        f" ({STORE_CONCURRENCY} in flight)",
+        f" ({STORE_CONCURRENCY} in flight): longest / p99 before {r['sweep_pause_ratio']:.1f};"
+        f" stores/s during the sweep / before it {r['sweep_store_rate_ratio']:.2f}",
         f"  node memory (RSS): idle {r['node_rss_idle_mb']:.1f} MB",
     ]
     a, b = MEMORY_STEPS
