@@ -38,11 +38,12 @@ pool, close the store (queued writes are committed first), remove ``node.json``,
 the lock. A node that is cancelled instead skips the grace (requests are cut) but still
 closes the store.
 
-Why one module of over 500 lines: it is where the node's parts meet, and little else.
-The routes, the start-up and shut-down order above and the storage figures that
-``/metrics`` reads are each a few lines wiring other modules to the :class:`Node`'s
-fields; split, each part would reach back into those fields and the order would be
-read across files.
+What lives elsewhere: the storage figures ``/metrics`` reads (node/storage_figures.py)
+and the small HTTP pieces (node/http_parts.py: the replication routes' adapter, the
+relay-exempt limit). What stays here (about 500 lines) is where the node's parts meet:
+the routes and the start-up and shut-down order above, each a few lines wiring other
+modules to the :class:`Node`'s fields; split further, each part would reach back into
+those fields and the order would be read across files.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -61,10 +62,7 @@ import trio
 
 from veil.onion import __version__
 from veil.onion.errors import (
-    STATUS_CODES,
     PacketError,
-    VeilError,
-    wire_status,
 )
 from veil.onion.hostport import format_hostport
 from veil.onion.keys import NodeKeys
@@ -77,6 +75,7 @@ from veil.onion.wallclock import wall_clock_ms
 from .config import NodeConfig
 from .consensus_route import CONSENSUS_PATH, consensus_route
 from .directory_client import DirectoryClient, advertised_address, load_network_file
+from .http_parts import RelayExemptLimiter, frame_route, take_body
 from .keystore import (
     NODE_INFO_FILE,
     STORE_FILE,
@@ -92,10 +91,11 @@ from .metrics import CONTENT_TYPE, NodeMetrics, StorageFigure
 from .network_view import NetworkView
 from .onion_handler import OnionHandler
 from .peers import PeerPool
-from .ratelimit import TokenBucketLimiter, client_key
+from .ratelimit import client_key
 from .replication import FORWARD_PATH, PULL_PATH, PUSH_PATH, Replicator
-from .server import Handler, HttpServer, Request, Response, Route, text_response
+from .server import HttpServer, Request, Response, Route, text_response
 from .service import StorageService, open_storage_service
+from .storage_figures import storage_figures
 from .swarm_guard import SwarmGuard
 
 __all__ = ["Node", "NodeClock", "open_node", "run_node"]
@@ -189,7 +189,7 @@ class Node:
         self.link_gate = LinkGate(self.network, clock)
         rl = config.rate_limit
         limiter = (
-            _RelayExemptLimiter(rl.rate, rl.burst, rl.max_clients, rl.exempt, self.network)
+            RelayExemptLimiter(rl.rate, rl.burst, rl.max_clients, rl.exempt, self.network)
             if rl.rate
             else None
         )
@@ -269,7 +269,7 @@ class Node:
                 (PULL_PATH, r.handle_pull),
                 (FORWARD_PATH, r.handle_forward),
             ):
-                routes[path] = Route(("POST",), _frame_route(handle), MAX_FRAME, rate_limited=True)
+                routes[path] = Route(("POST",), frame_route(handle), MAX_FRAME, rate_limited=True)
         return routes
 
     async def _onion(self, request: Request) -> Response:
@@ -279,7 +279,7 @@ class Node:
         # without a local name, so that OnionHandler.handle holds the only reference and
         # can drop the packet (its size class) while a long-poll waits (node/service.py).
         try:
-            reply = await self.onion.handle(_take_body(request), source=client_key(request.peer))
+            reply = await self.onion.handle(take_body(request), source=client_key(request.peer))
         except PacketError as exc:
             return text_response(400, f"{exc.status}: {exc}")
         return Response(200, reply, _OCTETS)
@@ -349,83 +349,7 @@ class Node:
         return Response(200, json.dumps({"time_ms": self.clock()}).encode(), _JSON)
 
     def _storage_figures(self) -> list[StorageFigure]:
-        stats = self.storage.stats()
-        counters = self.storage.counters
-        rooms = self.storage.rooms.counters
-        extra = [] if self.replication is None else self.replication.figures()
-        return [
-            *extra,
-            StorageFigure("veil_store_messages", "Messages held", "gauge", {(): stats.messages}),
-            StorageFigure(
-                "veil_store_size_bytes",
-                "Size of the store's database",
-                "gauge",
-                {(): stats.size_bytes},
-            ),
-            StorageFigure(
-                "veil_store_stored", "Messages newly stored", "counter", {(): counters.stored}
-            ),
-            StorageFigure(
-                "veil_store_swept", "Expired messages swept", "counter", {(): stats.swept}
-            ),
-            StorageFigure(
-                "veil_storage_requests",
-                "Storage RPC requests, by method and status",
-                "counter",
-                {k: float(v) for k, v in counters.requests.items()},
-                ("method", "status"),
-            ),
-            StorageFigure(
-                "veil_storage_rate_limited",
-                "Inbox stores refused by the per-account rate limit",
-                "counter",
-                {(): counters.rate_limited},
-            ),
-            StorageFigure(
-                "veil_storage_waiting_polls",
-                "Long-polls waiting now",
-                "gauge",
-                {(): counters.waiting_polls},
-            ),
-            StorageFigure(
-                "veil_storage_evicted_polls",
-                "Unsigned long-polls ended early to make room for a signed one",
-                "counter",
-                {(): counters.evicted_polls},
-            ),
-            StorageFigure(
-                "veil_storage_revocations",
-                "Revoked delegated links kept (issue 12)",
-                "gauge",
-                {(): self.storage.store.revocations()},
-            ),
-            StorageFigure(
-                "veil_room_copies",
-                "Copies of room records from peers: refused, kept for later, not kept "
-                "(over the bounds), stored at last",
-                "counter",
-                {
-                    ("refused",): rooms.copies_refused,
-                    ("deferred",): rooms.copies_deferred,
-                    ("not_kept",): rooms.copies_not_kept,
-                    ("recovered",): rooms.copies_recovered,
-                },
-                ("outcome",),
-            ),
-            StorageFigure(
-                "veil_room_posts_removed",
-                "Room posts deleted by moderators' deletes and bans",
-                "counter",
-                {(): rooms.posts_removed},
-            ),
-            StorageFigure(
-                "veil_storage_chains",
-                "Delegated requests by the cache of verified chains: hit or verified in full",
-                "counter",
-                {("hit",): self.storage.chains.hits, ("miss",): self.storage.chains.misses},
-                ("result",),
-            ),
-        ]
+        return storage_figures(self.storage, self.replication)
 
 
 @asynccontextmanager
@@ -559,42 +483,6 @@ async def run_node(
             async for signum in signals:
                 log_event(log, logging.INFO, "stopping", signal=signal.Signals(signum).name)
                 break
-
-
-def _take_body(request: Request) -> bytes:
-    """``request``'s body, which the request then no longer holds."""
-    body, request.body = request.body, b""
-    return body
-
-
-def _frame_route(handle: Callable[[bytes], Awaitable[bytes]]) -> Handler:
-    """A replication route: 200 with the sealed answer, or the typed error's 4xx/5xx."""
-
-    async def route(request: Request) -> Response:
-        try:
-            reply = await handle(request.body)
-        except VeilError as exc:
-            status = wire_status(exc)
-            return text_response(STATUS_CODES[status], f"{status}: {exc}")
-        return Response(200, reply, _OCTETS)
-
-    return route
-
-
-class _RelayExemptLimiter(TokenBucketLimiter):
-    """The per-address limit, with the addresses of consensus nodes exempt: a relay
-    carries many clients' packets (checked once per connection, see node/server/)."""
-
-    __slots__ = ("_network",)
-
-    def __init__(
-        self, rate: float, burst: float, max_entries: int, exempt: Any, network: NetworkView
-    ) -> None:
-        super().__init__(rate, burst, max_entries, exempt)
-        self._network = network
-
-    def is_exempt(self, address: str) -> bool:
-        return super().is_exempt(address) or self._network.is_relay_address(address)
 
 
 def _admit_all() -> bool:
