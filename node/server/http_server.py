@@ -9,7 +9,8 @@ address; a few 503s beyond), read a request
 connection alive or close it, and on :meth:`HttpServer.stop` drain. It is one class
 because every step shares the connection's state and the node's hot path (``POST
 /onion``) runs through all of them: trio + h11 here served about 5,100 small POSTs a
-second on one core, against about 1,200 for hypercorn's trio worker.
+second on one core, against about 1,200 for hypercorn's trio worker. Reading a request's
+parts is reading.py's, writing a response (with its cached head) writing.py's.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from ..metrics import NodeMetrics
 from ..ratelimit import TokenBucketLimiter, client_key
 from ..sockio import AnySocketIO, SocketIO
 from .messages import (
-    _REASONS,
     Request,
     Response,
     Route,
@@ -53,6 +53,7 @@ from .reading import (
     _read_body,
     _Refusal,
 )
+from .writing import ResponseWriter
 
 __all__ = ["HttpServer"]
 
@@ -60,8 +61,6 @@ log = logging.getLogger("veil.node.http")
 
 #: 503 answers to connections over the limit that may be in progress at once.
 _MAX_REFUSALS = 32
-#: Response heads kept (see _send_response).
-_HEAD_CACHE = 256
 #: How often the watchdog looks for connections past their deadline (seconds).
 _TICK_S = 0.25
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -97,7 +96,7 @@ class HttpServer:
         # working ones after the grace period.
         self._states: set[_ConnState] = set()
         #: Validated response heads by (status, content type, length, close).
-        self._heads: dict[tuple[int, bytes, int, bool], h11.Response] = {}
+        self._writer = ResponseWriter()
 
     @property
     def open_connections(self) -> int:
@@ -260,7 +259,7 @@ class HttpServer:
             trio.move_on_after(1.0),
             contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
         ):
-            await self._send_response(conn, SocketIO(stream), response)
+            await self._writer.send_response(conn, SocketIO(stream), response)
 
     async def _serve_connection(self, stream: trio.SocketStream, state: _ConnState) -> None:
         cfg = self.config
@@ -387,7 +386,7 @@ class HttpServer:
         if self._draining:
             response.close = True
         self.metrics.count_request(head[0], self.metrics.path_label(head[1]), response.status)
-        return await self._send_response(conn, io, response)
+        return await self._writer.send_response(conn, io, response)
 
     async def _read_request(
         self,
@@ -476,45 +475,6 @@ class HttpServer:
                 path=request.path,
             )
             return text_response(500, "internal: the node failed to handle this")
-
-    async def _send_response(
-        self, conn: h11.Connection, io: AnySocketIO, response: Response
-    ) -> bool:
-        """Send ``response``; False if h11 cannot send one in this state.
-
-        The caller's deadline bounds the write (a client that does not read).
-        """
-        status = response.status
-        key = (status, response.content_type, len(response.body), response.close)
-        head = self._heads.get(key)
-        if head is None:
-            # h11 validates a Response's headers when it is built, which costs about as
-            # much as sending it; most answers are one of a few (status, type, length).
-            headers = [
-                (b"content-type", response.content_type),
-                (b"content-length", b"%d" % len(response.body)),
-            ]
-            if response.close:
-                headers.append((b"connection", b"close"))
-            head = h11.Response(
-                status_code=status, headers=headers, reason=_REASONS.get(status, b"")
-            )
-            if len(self._heads) >= _HEAD_CACHE:
-                self._heads.clear()
-            self._heads[key] = head
-        try:
-            data = b"".join(
-                (
-                    conn.send(head),
-                    conn.send(h11.Data(data=response.body)) or b"",
-                    conn.send(h11.EndOfMessage()) or b"",
-                )
-            )
-        except h11.LocalProtocolError:
-            # E.g. the client's error left no response possible; just close.
-            return False
-        await io.send_all(data)
-        return True
 
 
 def _peer_key(stream: trio.SocketStream) -> str:
