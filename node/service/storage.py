@@ -31,11 +31,8 @@ right after committing a new message there, so the poll returns at once with it.
 watch is taken before the first read, so a store committing in between is not missed.
 Cancelling a waiting poll just ends it.
 
-Waiting slots (:class:`~veil.node.service.waiters.WaiterSlots`; issue 11): at most
-``max_waiters`` polls wait at a time, a source (the previous hop) holds at most
-``max_waiters_per_source`` of them, signed and unsigned counted apart, and a signed poll
-at the cap evicts the oldest unsigned one; refused polls get ``rate_limited`` at once.
-The reasons are in node/service/waiters.py.
+Waiting slots (issue 11): a node-wide cap, a per-source share, signed polls first, a
+refusal ``rate_limited`` at once (node/service/waiters.py says why).
 
 What a waiting poll holds: its decoded request and the store's watch; the caller
 (node/onion_handler.py) drops the packet, whose size class is the sender's choice (up to
