@@ -18,6 +18,12 @@ Two kinds:
   cannot take (:class:`InvalidValue` and its kinds, a bad key, phrase or TTL: these are
   also :class:`ValueError`, as pynacl's are), a bad network file, and the node's and
   client's own (a bad config, a missing identity).
+
+Why one module of about 700 lines: it is the one table of the protocol's errors and
+their wire statuses (:data:`STATUS_CODES`, :func:`error_for_status`), read as a whole by
+whoever maps a status to a type, node and client alike; every class is a few lines, and
+split by subsystem the hierarchy (a room's ban is a :class:`Forbidden`, a record too
+large a :class:`TooLarge`) would be read across files.
 """
 
 from __future__ import annotations
