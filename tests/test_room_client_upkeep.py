@@ -2,7 +2,8 @@
 owner's home signs the metadata anew (the next seq) and re-issues the bans in force once
 the copies the swarm holds are past half their TTL; and stores its metadata again if the
 swarm lost it. Time is moved the only way a devnet allows: each member's copy is made
-older (its expiry brought forward) or removed in its SQLite file while it is stopped."""
+older (its expiry brought forward) or removed in its SQLite file while the members are
+stopped."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 import trio
 
 from tests.devnetutil import GROUP_NODE_CONFIG, devnet
+from tests.swarmutil import eventually
 from veil.client.devnet import Devnet
 from veil.client.home import Home
 from veil.client.rooms import ROOM_NAMESPACE, RoomNotFound, create_room, open_room
@@ -29,7 +31,7 @@ DAY_MS = 86_400_000
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
     with devnet(
-        tmp_path_factory.mktemp("room-upkeep"), nodes=5, swarm_size=3, node_config=GROUP_NODE_CONFIG
+        tmp_path_factory.mktemp("room-upkeep"), nodes=6, swarm_size=3, node_config=GROUP_NODE_CONFIG
     ) as running:
         yield running
 
@@ -37,16 +39,19 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
 async def on_every_member(
     net: Devnet, client: VeilClient, room: AccountId, sql: str, params: tuple[object, ...]
 ) -> None:
-    """Run ``sql`` on each member's store of ``room``'s swarm, the member stopped."""
-    for member in client.consensus.swarm_of(room).members:
-        node = net.node(member.node_id.hex()[:16])
+    """Run ``sql`` on each member's store of ``room``'s swarm, every member stopped at
+    once (one started earlier would take the old copy back from one not yet changed)."""
+    nodes = [net.node(m.node_id.hex()[:16]) for m in client.consensus.swarm_of(room).members]
+    for node in nodes:
         await trio.to_thread.run_sync(net.stop_node, node.name)
+    for node in nodes:
         db = sqlite3.connect(node.data_dir / "store.sqlite")
         try:
             db.execute(sql, params)
             db.commit()
         finally:
             db.close()
+    for node in nodes:
         await trio.to_thread.run_sync(net.start_node, node.name)
 
 
@@ -66,24 +71,33 @@ async def test_the_owner_renews_metadata_and_bans_past_half_their_ttl(
         meta = (await room.info()).seq
         assert meta == 1  # fresh: nothing renewed
         soon = owner.clock.now() + 2 * DAY_MS  # 28 of 30 days gone
-        for record in ((await room.fetch_state()).meta.encoded, ban.encoded):  # type: ignore[union-attr]
-            await on_every_member(
-                net,
-                owner,
-                room.id,
-                "UPDATE messages SET expiry = ? WHERE account = ? AND namespace = ? AND hash = ?",
-                (soon, *row(room.id, record)),
-            )
+        meta_record = (await room.fetch_state()).meta.encoded  # type: ignore[union-attr]
+        account, namespace, meta_hash = row(room.id, meta_record)
+        await on_every_member(
+            net,
+            owner,
+            room.id,
+            "UPDATE messages SET expiry = ? WHERE account = ? AND namespace = ? AND hash IN (?, ?)",
+            (soon, account, namespace, meta_hash, row(room.id, ban.encoded)[2]),
+        )
         info = await open_room(owner, room.id).info()  # the owner's home reads the room
         assert info.seq == 2 and info.name == "long-lived" and info.description == "kept up"
         assert info.banned == (mallory.id,)
     async with open_client(Home(tmp_path / "x"), net.network_file, account=Account.generate()) as c:
-        state = await open_room(c, room.id).fetch_state()
-        assert state.meta is not None and state.meta.seq == 2
-        records = [decode_room_record(r) for r in state.encoded()]
-        bans = [r for r in records if isinstance(r, Moderation) and r.op == "ban"]
-        assert {b.who for b in bans} == {mallory.id} and len(bans) == 2  # issued again
-        assert state.is_banned(mallory.id)
+
+        async def renewed() -> bool:
+            state = await open_room(c, room.id).fetch_state()
+            records = [decode_room_record(r) for r in state.encoded()]
+            bans = [r for r in records if isinstance(r, Moderation) and r.op == "ban"]
+            return (
+                state.meta is not None
+                and state.meta.seq == 2
+                and {b.who for b in bans} == {mallory.id}
+                and len(bans) == 2  # the ban issued again, as a new record
+                and state.is_banned(mallory.id)
+            )
+
+        await eventually(renewed, what="the renewed metadata and ban reach the swarm")
 
 
 async def test_the_owner_stores_its_metadata_again_when_the_swarm_lost_it(
@@ -107,4 +121,11 @@ async def test_the_owner_stores_its_metadata_again_when_the_swarm_lost_it(
             with pytest.raises(RoomNotFound):
                 await open_room(stranger, room.id).info()
             assert (await open_room(owner, room.id).info()).name == "forgotten"
-            assert (await open_room(stranger, room.id).info()).name == "forgotten"
+
+            async def found() -> bool:
+                try:
+                    return (await open_room(stranger, room.id).info()).name == "forgotten"
+                except RoomNotFound:  # a member the copy has not reached yet
+                    return False
+
+            await eventually(found, what="the metadata stored again reaches the swarm")
