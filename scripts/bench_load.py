@@ -149,7 +149,7 @@ def _all(gens: list[LoadGen], cmds: list[dict[str, Any]]) -> list[dict[str, Any]
 # --- CPU accounting --------------------------------------------------------------------
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its threads, from /proc (0 if gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -159,7 +159,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _busy_seconds() -> float:
+def busy_seconds() -> float:
     """CPU time spent by everything on the machine so far (all CPUs), from /proc/stat."""
     try:
         with open("/proc/stat") as f:
@@ -179,15 +179,15 @@ class CpuMeter:
 
     def start(self) -> None:
         self._t0 = time.monotonic()
-        self._busy0 = _busy_seconds()
-        self._n0 = sum(map(_cpu_seconds, self.nodes))
-        self._c0 = sum(map(_cpu_seconds, [*self.clients, os.getpid()]))
+        self._busy0 = busy_seconds()
+        self._n0 = sum(map(cpu_seconds, self.nodes))
+        self._c0 = sum(map(cpu_seconds, [*self.clients, os.getpid()]))
 
     def stop(self) -> dict[str, float]:
         wall = max(time.monotonic() - self._t0, 1e-3)
-        nodes = sum(map(_cpu_seconds, self.nodes)) - self._n0
-        clients = sum(map(_cpu_seconds, [*self.clients, os.getpid()])) - self._c0
-        others = _busy_seconds() - self._busy0 - nodes - clients
+        nodes = sum(map(cpu_seconds, self.nodes)) - self._n0
+        clients = sum(map(cpu_seconds, [*self.clients, os.getpid()])) - self._c0
+        others = busy_seconds() - self._busy0 - nodes - clients
         return {
             "cpu_nodes": round(nodes / wall, 2),
             "cpu_clients": round(clients / wall, 2),

@@ -16,15 +16,18 @@ What is measured (all on 127.0.0.1, in one run of a few minutes)
    account) is started on the data dir, and a load process
    (``scripts/loadgen_node.py``) sends it 1-layer onion packets to ``POST /onion``:
 
-   * ``store_mps_*``: ``2 x PROBES`` inbox stores (to ``PROBES`` accounts spread over
-     the ``ACCOUNTS``, two each, in two rounds), ``STORE_CONCURRENCY`` in flight; every
-     reply opened and checked ``ok``.
+   * ``store_mps_*``: inbox stores to ``PROBES`` accounts spread over the ``ACCOUNTS``,
+     in ``STORE_ROUNDS`` rounds of one each, ``STORE_CONCURRENCY`` in flight, every
+     reply opened and checked ``ok``: the best round's rate. ``store_cpu_ms_*``: the
+     node's CPU per store (from /proc, the best round), which other users' load moves
+     far less than the rate (``store_cpu_others_*``: their cores meanwhile).
    * ``retrieve_ms_p50_*`` / ``p99``: ``PROBES`` owner-signed inbox retrieves, one at a
-     time, each after the first of the two messages just stored, so every retrieve
-     returns exactly one message (checked) whatever the level: the figure is the cost
+     time, each after the next-to-last message just stored to its account, so every
+     retrieve returns exactly one message (checked) whatever the level: the figure is the cost
      of finding it among the messages held, not of reading more of them.
+     ``retrieve_cpu_ms_*``: the node's CPU per retrieve.
    * Ratios to the smallest level: ``retrieve_ratio_1m`` (target <= 1.5) and
-     ``store_ratio_1m`` (target >= 0.8).
+     ``store_ratio_1m`` (target >= 0.8); ``*_cpu_ratio_1m`` the same for CPU per request.
    * ``disk_per_byte_*``: the data dir's store files (SQLite file, WAL and shared
      memory, after the node stopped) over the bytes of message data held.
    * ``node_start_ms_*``: spawn to ``listening on`` (the store is opened, its rows
@@ -91,6 +94,7 @@ ACCOUNTS = 10_000
 PROBES = 1_000
 SEED = "bench-scale"
 STORE_CONCURRENCY = 32
+STORE_ROUNDS = 4
 EXPIRING_EVERY = 10
 SOURCES = tuple(f"127.0.0.{i}" for i in range(2, 7))
 MEMORY_STEPS = (500, 1_000)
@@ -323,39 +327,51 @@ def _store_levels(tmp: Path, driver: Driver) -> dict[str, float]:
         node = NodeProc(data_dir, NODE_CONFIG, tmp, f"node-{name}")
         try:
             r[f"node_start_ms_{name}"] = round(node.start_ms, 1)
-            first = [[a, base + n * 2 * PROBES + 2 * j] for j, a in enumerate(probe_accounts)]
-            second = [[a, i + 1] for a, i in first]
+            first = [[a, base + n * 4 * PROBES + 4 * j] for j, a in enumerate(probe_accounts)]
+            # Each round stores one message to each probe account; the rate is the best
+            # round's (a shared machine).
             rounds = [
-                _check(
+                _measured(
+                    node,
+                    driver,
                     f"stores at {name}",
-                    driver.call(
-                        cmd="stores",
-                        target=node.target,
-                        seed=SEED,
-                        items=items,
-                        concurrency=STORE_CONCURRENCY,
-                    ),
+                    {
+                        "cmd": "stores",
+                        "target": node.target,
+                        "seed": SEED,
+                        "items": [[a, i + k] for a, i in first],
+                        "concurrency": STORE_CONCURRENCY,
+                    },
                 )
-                for items in (first, second)
+                for k in range(STORE_ROUNDS)
             ]
             stored = sum(x["n"] for x in rounds)
-            r[f"store_mps_{name}"] = round(stored / sum(x["elapsed_s"] for x in rounds), 1)
-            got = _check(
+            r[f"store_mps_{name}"] = round(max(x["per_s"] for x in rounds), 1)
+            r[f"store_cpu_ms_{name}"] = round(min(x["cpu_ms_each"] for x in rounds), 4)
+            r[f"store_cpu_others_{name}"] = max(x["cpu_others"] for x in rounds)
+            got = _measured(
+                node,
+                driver,
                 f"retrieves at {name}",
-                driver.call(
-                    cmd="retrieves",
-                    target=node.target,
-                    seed=SEED,
-                    after=[[a, h] for (a, _), h in zip(first, rounds[0]["hashes"], strict=True)],
-                    expect=rounds[1]["hashes"],
-                    concurrency=1,
-                ),
+                {
+                    "cmd": "retrieves",
+                    "target": node.target,
+                    "seed": SEED,
+                    # After each account's next-to-last message: exactly its last one.
+                    "after": [
+                        [a, h] for (a, _), h in zip(first, rounds[-2]["hashes"], strict=True)
+                    ],
+                    "expect": rounds[-1]["hashes"],
+                    "concurrency": 1,
+                },
             )
             r[f"retrieve_ms_p50_{name}"] = round(percentile(got["latency_ms"], 50), 3)
             r[f"retrieve_ms_p99_{name}"] = round(percentile(got["latency_ms"], 99), 3)
+            r[f"retrieve_cpu_ms_{name}"] = round(got["cpu_ms_each"], 4)
+            r[f"retrieve_cpu_others_{name}"] = got["cpu_others"]
             held += stored
             if level == LEVELS[-1]:
-                r.update(_sweep(tmp, data_dir, node, driver, base + len(LEVELS) * 2 * PROBES))
+                r.update(_sweep(tmp, data_dir, node, driver, base + len(LEVELS) * 4 * PROBES))
         finally:
             node.stop()
         r[f"disk_per_byte_{name}"] = round(_disk_bytes(data_dir) / (held * MESSAGE_BYTES), 2)
@@ -363,7 +379,28 @@ def _store_levels(tmp: Path, driver: Driver) -> dict[str, float]:
     small, big = _level_name(LEVELS[0]), _level_name(LEVELS[-1])
     r["retrieve_ratio_1m"] = round(r[f"retrieve_ms_p50_{big}"] / r[f"retrieve_ms_p50_{small}"], 3)
     r["store_ratio_1m"] = round(r[f"store_mps_{big}"] / r[f"store_mps_{small}"], 3)
+    # Per request, the node's own CPU: less sensitive to other users than the rates.
+    r["store_cpu_ratio_1m"] = round(r[f"store_cpu_ms_{big}"] / r[f"store_cpu_ms_{small}"], 3)
+    r["retrieve_cpu_ratio_1m"] = round(
+        r[f"retrieve_cpu_ms_{big}"] / r[f"retrieve_cpu_ms_{small}"], 3
+    )
     return r
+
+
+def _measured(node: NodeProc, driver: Driver, what: str, cmd: dict[str, Any]) -> dict[str, Any]:
+    """The driver's answer to ``cmd``, checked, with the node's CPU per request (ms) and
+    the cores other processes used meanwhile (the machine's busy time less ours)."""
+    from bench_load import busy_seconds, cpu_seconds
+
+    ours = (node.pid, driver.popen.pid, os.getpid())
+    cpu0, node0 = sum(map(cpu_seconds, ours)), cpu_seconds(node.pid)
+    busy0, t0 = busy_seconds(), time.monotonic()
+    answer = _check(what, driver.call(**cmd))
+    used = sum(map(cpu_seconds, ours)) - cpu0
+    wall = max(time.monotonic() - t0, 1e-3)
+    answer["cpu_ms_each"] = (cpu_seconds(node.pid) - node0) * 1000 / answer["n"]
+    answer["cpu_others"] = round(max(0.0, (busy_seconds() - busy0 - used) / wall), 2)
+    return answer
 
 
 def _sweep(
@@ -694,24 +731,29 @@ def describe(r: dict[str, float]) -> str:
         " store API, served by a real node over POST /onion):"
     )
     lines.append(
-        "    held      retrieve p50 / p99 ms (ratio)   stores/s (ratio)   disk/byte"
-        "   node start ms   fill/s"
+        "    held      retrieve p50 / p99 ms (ratio)  CPU ms   stores/s (ratio)  CPU ms"
+        "  others  disk/byte  start ms  fill/s"
     )
     for name in names:
         lines.append(
             f"    {r[f'held_{name}']:9,.0f} {r[f'retrieve_ms_p50_{name}']:7.3f} /"
             f" {r[f'retrieve_ms_p99_{name}']:6.3f}"
             f" ({r[f'retrieve_ms_p50_{name}'] / r[f'retrieve_ms_p50_{small}']:4.2f})"
-            f"      {r[f'store_mps_{name}']:7.0f}"
+            f"  {r[f'retrieve_cpu_ms_{name}']:6.3f}"
+            f"  {r[f'store_mps_{name}']:7.0f}"
             f" ({r[f'store_mps_{name}'] / r[f'store_mps_{small}']:4.2f})"
-            f"     {r[f'disk_per_byte_{name}']:5.2f}   {r[f'node_start_ms_{name}']:10.0f}"
-            f"   {r[f'fill_mps_{name}']:8.0f}"
+            f"   {r[f'store_cpu_ms_{name}']:6.3f}"
+            f"  {r[f'store_cpu_others_{name}']:5.2f}"
+            f"  {r[f'disk_per_byte_{name}']:8.2f}  {r[f'node_start_ms_{name}']:8.0f}"
+            f"  {r[f'fill_mps_{name}']:6.0f}"
         )
     lines += [
         f"    retrieve at 1M / at 1k: {r['retrieve_ratio_1m']:.2f}"
-        f"  {mark(r['retrieve_ratio_1m'] <= TARGET_RETRIEVE_RATIO)} target <= 1.5;"
+        f"  {mark(r['retrieve_ratio_1m'] <= TARGET_RETRIEVE_RATIO)} target <= 1.5"
+        f" (CPU per retrieve {r['retrieve_cpu_ratio_1m']:.2f});"
         f"  store at 1M / at 1k: {r['store_ratio_1m']:.2f}"
-        f"  {mark(r['store_ratio_1m'] >= TARGET_STORE_RATIO)} target >= 0.8",
+        f"  {mark(r['store_ratio_1m'] >= TARGET_STORE_RATIO)} target >= 0.8"
+        f" (CPU per store {r['store_cpu_ratio_1m']:.2f}: above 1 costs more)",
         f"  expiry sweep at 1M: {r['sweep_rows']:,.0f} rows in {r['sweep_s']:.1f} s"
         f" ({r['sweep_rows_per_s']:,.0f} rows/s); longest store during it"
         f" {r['sweep_pause_ms']:.1f} ms, p99 {r['sweep_store_ms_p99']:.1f} ms"
