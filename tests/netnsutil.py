@@ -18,7 +18,9 @@ there. Processes run with ``ip netns exec NS ARGV`` (which enters the namespace,
 execs ``ARGV``: the pid is the program's own). The test itself talks to the lab from one
 worker thread that has entered a host's namespace (:class:`NetnsThread`: ``setns(2)``
 changes the namespace of the calling thread only), and every call checks first that the
-thread is in that namespace, so a socket can never be opened from the wrong one.
+thread is in that namespace, so a socket can never be opened from the wrong one. A trio
+program (the client library) runs in such a thread too (:class:`NetnsTrio`): trio opens
+its sockets in the thread that runs its loop.
 
 Cutting a host off is ``ip -n <tag>-sw link set p-<host> down``: the cable is pulled at
 the switch; the host keeps its address and its processes run on, but no packet passes
@@ -54,15 +56,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+import trio
+
 from veil.client.devnet.spawning import Tether
 
-__all__ = ["SUBNET", "Host", "Lab", "NetnsThread", "UnitFile", "unavailable"]
+__all__ = ["SUBNET", "Host", "Lab", "NetnsThread", "NetnsTrio", "UnitFile", "unavailable"]
 
 #: The lab's addresses: 10.231.0.1 .. 10.231.0.254, only inside the lab's namespaces.
 SUBNET = "10.231.0"
@@ -163,12 +168,64 @@ class NetnsThread:
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in the namespace's thread; its result, or its exception."""
-        return self._executor.submit(self._inside, fn, args).result()
+        return self.submit(fn, *args).result()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        """``fn(*args)`` in the namespace's thread, without waiting for it."""
+        return self._executor.submit(self._inside, fn, args)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
     def __enter__(self) -> NetnsThread:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class NetnsTrio:
+    """A trio event loop in a thread inside network namespace ``name``, for a test that
+    is not itself async: :meth:`start` runs a long-lived task there (an open client, say)
+    and returns what it passes to ``task_status.started``; :meth:`run` awaits a function
+    in that loop from the calling thread. Sockets opened in the loop belong to the
+    namespace. :meth:`close` cancels the tasks and re-raises the loop's error, if any."""
+
+    def __init__(self, name: str) -> None:
+        self._thread = NetnsThread(name)
+        self._ready = threading.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+        self._done = self._thread.submit(trio.run, self._main)
+        while not self._ready.wait(0.1):
+            if self._done.done():
+                self._done.result()  # the loop failed to start: raise why
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._ready.set()
+            await trio.sleep_forever()
+
+    def start(self, afn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """``nursery.start(afn, *args)`` in the loop: the value ``afn`` started with."""
+        assert self._nursery is not None
+        return trio.from_thread.run(self._nursery.start, afn, *args, trio_token=self._token)
+
+    def run(self, afn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``await afn(*args)`` in the loop; its result, or its exception."""
+        return trio.from_thread.run(afn, *args, trio_token=self._token)
+
+    def close(self) -> None:
+        if self._nursery is not None and not self._done.done():
+            trio.from_thread.run_sync(self._nursery.cancel_scope.cancel, trio_token=self._token)
+        try:
+            self._done.result()
+        finally:
+            self._thread.close()
+
+    def __enter__(self) -> NetnsTrio:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
