@@ -14,8 +14,6 @@ import socket
 import stat
 import subprocess
 import sys
-import textwrap
-import tomllib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,7 +22,6 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from veil.node import config as node_config
 from veil.onion import cbor, rpc
 from veil.onion.keys import Account, NodeKeys
 from veil.onion.packet import Hop, HopError, build_packet
@@ -348,14 +345,6 @@ def test_a_second_node_on_the_same_data_dir_is_refused(node: NodeHandle) -> None
     )
     assert run.returncode == 2
     assert "another veil-node is running" in run.stderr
-
-
-def test_the_documented_config_example_is_the_defaults() -> None:
-    doc = node_config.__doc__ or ""
-    example = doc.split("Example, with the defaults::")[1].split("Timeouts along a path")[0]
-    assert node_config.parse_config(tomllib.loads(textwrap.dedent(example))) == (
-        node_config.NodeConfig()
-    )
 
 
 def test_an_unknown_config_key_is_refused_clearly(tmp_path: Path) -> None:
