@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -208,6 +209,42 @@ def test_two_of_three_authorities_agree_and_carry_on_after_a_restart(tmp_path: P
             wait_for("the node to follow", lambda: _info_at(node, later.epoch))
     finally:
         codes = [a.stop() for a in (a0, a1)]
+    assert codes == [0, 0], a0.log_text() + a1.log_text()
+
+
+@pytest.mark.slow
+def test_a_cut_off_authority_does_not_hold_back_the_others_signatures(tmp_path: Path) -> None:
+    """Authority 2 of 3 (threshold 2) is cut off: its port takes connections and never
+    answers, so every request to it runs into ``check_timeout`` (4 s, four intervals).
+    The two others must still serve a consensus that both signed while it is fresh:
+    each signature is merged when it arrives, not when the slowest peer gives up."""
+    net = make_network(tmp_path / "net", count=3, threshold=2)
+    black_hole = socket.socket()
+    black_hole.bind((net.file.authorities[2].host, net.file.authorities[2].port))
+    black_hole.listen(64)  # the kernel completes handshakes; nothing ever reads or answers
+    config = {"authority": {"interval_ms": 1000, "check_timeout": 4.0}}
+    a0 = start_authority(net, 0, config=config)
+    a1 = start_authority(net, 1, config=config)
+    try:
+        with node_process(tmp_path / "n1", config=node_config(net)) as node:
+            fresh = wait_for_consensus(
+                net,
+                lambda c: node.node_id in ids(c) and now_ms() < c.fresh_until_ms,
+                indexes=(0, 1),
+                timeout=30.0,
+            )
+            assert fresh.signers == {a.key for a in net.authorities[:2]}
+            # And it goes on: a later epoch is signed by both while fresh, too.
+            later = wait_for_consensus(
+                net,
+                lambda c: c.epoch > fresh.epoch + 2 and now_ms() < c.fresh_until_ms,
+                indexes=(0, 1),
+                timeout=30.0,
+            )
+            assert node.node_id in ids(later)
+    finally:
+        codes = [a.stop() for a in (a0, a1)]
+        black_hole.close()
     assert codes == [0, 0], a0.log_text() + a1.log_text()
 
 

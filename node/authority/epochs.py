@@ -215,46 +215,59 @@ class Epochs(CatchUp):
                 nursery.start_soon(fetch, peer)
 
     async def _gather_signatures(self, epoch: int, doc: HeldConsensus) -> None:
-        """Fetch the peers' signatures of ``doc`` until all signed (or cancelled)."""
+        """Fetch the peers' signatures of ``doc`` until all signed (or cancelled).
+
+        Each signature is merged the moment it arrives, not when the round's slowest
+        peer answers: a peer that is cut off (its requests run into ``check_timeout``)
+        must not hold back the signatures of those that answered, or a network that
+        lost one authority could sign nothing above its threshold in time."""
         poll_s = self._poll_s()
         digest = doc.consensus.digest.hex()
         while self.documents.get(epoch) is doc:
             missing = [p for p in self.peers if p.key not in doc.signatures]
             if not missing:
                 return
-            got: list[ConsensusSignature] = []
+            send, receive = trio.open_memory_channel[ConsensusSignature](len(missing))
 
-            async def fetch(peer: Authority, got: list[ConsensusSignature] = got) -> None:
-                data = await self._get(peer, f"/signature?epoch={epoch}&digest={digest}")
-                if data is None:
-                    return
-                try:
-                    got.append(parse_signature_doc(data, key=peer.key, body=doc.consensus.body))
-                except ProtocolError as exc:
-                    log_event(
-                        log,
-                        logging.WARNING,
-                        "signature_refused",
-                        peer=peer.label,
-                        error=str(exc),
-                    )
+            async def fetch(
+                peer: Authority, send: trio.MemorySendChannel[ConsensusSignature]
+            ) -> None:
+                async with send:
+                    data = await self._get(peer, f"/signature?epoch={epoch}&digest={digest}")
+                    if data is None:
+                        return
+                    try:
+                        sig = parse_signature_doc(data, key=peer.key, body=doc.consensus.body)
+                    except ProtocolError as exc:
+                        log_event(
+                            log,
+                            logging.WARNING,
+                            "signature_refused",
+                            peer=peer.label,
+                            error=str(exc),
+                        )
+                        return
+                    await send.send(sig)
 
             async with trio.open_nursery() as nursery:
-                for peer in missing:
-                    nursery.start_soon(fetch, peer)
-            if got and self.documents.get(epoch) is doc:
-                for sig in got:
-                    doc.signatures[sig.key] = sig.signature
-                doc.reassemble()
-                log_event(
-                    log,
-                    logging.INFO,
-                    "signatures_added",
-                    epoch=epoch,
-                    signatures=len(doc.signatures),
-                    threshold=self.threshold,
-                )
-                await self._after_signatures_changed(doc)
+                async with send:
+                    for peer in missing:
+                        nursery.start_soon(fetch, peer, send.clone())
+                async with receive:
+                    async for sig in receive:
+                        if self.documents.get(epoch) is not doc:
+                            continue  # superseded: drain until the fetches end
+                        doc.signatures[sig.key] = sig.signature
+                        doc.reassemble()
+                        log_event(
+                            log,
+                            logging.INFO,
+                            "signatures_added",
+                            epoch=epoch,
+                            signatures=len(doc.signatures),
+                            threshold=self.threshold,
+                        )
+                        await self._after_signatures_changed(doc)
             await trio.sleep(poll_s)
 
 
