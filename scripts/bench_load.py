@@ -76,7 +76,7 @@ SENDERS = 6
 FOLLOWERS = 24
 #: Offered loads, messages per second over the whole network.
 STEPS = (25, 50, 75, 100, 125, 150, 200, 250, 300, 350, 400, 500, 600, 800)
-STEP_S = 6.0
+STEP_S = 10.0
 WARMUP_RATE = 20
 WARMUP_S = 3.0
 DRAIN_S = 10.0
