@@ -13,8 +13,13 @@ and its moderators delete and ban; the room's swarm enforces its signed rules.
 
 One module per job:
 
-* :mod:`~veil.client.rooms.room`: :func:`create_room`, :func:`open_room`, :class:`Room`
-  (post, moderate, metadata, info) and :class:`RoomRules`;
+* :mod:`~veil.client.rooms.room`: :class:`Room` (post, read, moderate, info);
+* :mod:`~veil.client.rooms.owner`: what only the room's home does (metadata, moderators,
+  keeping the room alive);
+* :mod:`~veil.client.rooms.opening`: :func:`create_room`, :func:`open_room`,
+  :func:`list_rooms`;
+* :mod:`~veil.client.rooms.model`: :class:`RoomRules`, :class:`RoomInfo`,
+  :class:`KnownRoom`;
 * :mod:`~veil.client.rooms.reader`: :class:`RoomReader`, what :meth:`Room.messages`
   yields (verified, moderation applied, exactly once, unsigned reads);
 * :mod:`~veil.client.rooms.errors`: :class:`RoomRefused` and one error per reason;
@@ -40,18 +45,10 @@ from veil.client.rooms.errors import (
     room_error,
 )
 from veil.client.rooms.links import format_room_link, parse_room_link, room_id_of
+from veil.client.rooms.model import RECORD_TTL_MS, KnownRoom, RoomInfo, RoomRules
+from veil.client.rooms.opening import create_room, list_rooms, open_room
 from veil.client.rooms.reader import PostDeleted, RoomEvent, RoomReader, post_json
-from veil.client.rooms.room import (
-    RECORD_TTL_MS,
-    ROOM_NAMESPACE,
-    KnownRoom,
-    Room,
-    RoomInfo,
-    RoomRules,
-    create_room,
-    list_rooms,
-    open_room,
-)
+from veil.client.rooms.room import ROOM_NAMESPACE, Room
 from veil.onion.room import RoomPost
 
 __all__ = [
