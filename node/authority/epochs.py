@@ -217,58 +217,57 @@ class Epochs(CatchUp):
     async def _gather_signatures(self, epoch: int, doc: HeldConsensus) -> None:
         """Fetch the peers' signatures of ``doc`` until all signed (or cancelled).
 
-        Each signature is merged the moment it arrives, not when the round's slowest
-        peer answers: a peer that is cut off (its requests run into ``check_timeout``)
-        must not hold back the signatures of those that answered, or a network that
-        lost one authority could sign nothing above its threshold in time."""
+        Each peer is asked in a loop of its own, and each signature is merged the
+        moment it arrives: a peer that is cut off (its requests run into
+        ``check_timeout``) must hold back neither the others' signatures nor the next
+        question to a peer that had not signed yet, or a network that lost one
+        authority could sign nothing above its threshold while it is fresh."""
         poll_s = self._poll_s()
         digest = doc.consensus.digest.hex()
-        while self.documents.get(epoch) is doc:
-            missing = [p for p in self.peers if p.key not in doc.signatures]
-            if not missing:
-                return
-            send, receive = trio.open_memory_channel[ConsensusSignature](len(missing))
+        missing = [p for p in self.peers if p.key not in doc.signatures]
+        if not missing:
+            return
+        send, receive = trio.open_memory_channel[ConsensusSignature](len(missing))
 
-            async def fetch(
-                peer: Authority, send: trio.MemorySendChannel[ConsensusSignature]
-            ) -> None:
-                async with send:
+        async def fetch(peer: Authority, send: trio.MemorySendChannel[ConsensusSignature]) -> None:
+            async with send:
+                while self.documents.get(epoch) is doc:
                     data = await self._get(peer, f"/signature?epoch={epoch}&digest={digest}")
-                    if data is None:
-                        return
-                    try:
-                        sig = parse_signature_doc(data, key=peer.key, body=doc.consensus.body)
-                    except ProtocolError as exc:
-                        log_event(
-                            log,
-                            logging.WARNING,
-                            "signature_refused",
-                            peer=peer.label,
-                            error=str(exc),
-                        )
-                        return
-                    await send.send(sig)
+                    if data is not None:
+                        try:
+                            sig = parse_signature_doc(data, key=peer.key, body=doc.consensus.body)
+                        except ProtocolError as exc:
+                            log_event(
+                                log,
+                                logging.WARNING,
+                                "signature_refused",
+                                peer=peer.label,
+                                error=str(exc),
+                            )
+                        else:
+                            await send.send(sig)
+                            return
+                    await trio.sleep(poll_s)
 
-            async with trio.open_nursery() as nursery:
-                async with send:
-                    for peer in missing:
-                        nursery.start_soon(fetch, peer, send.clone())
-                async with receive:
-                    async for sig in receive:
-                        if self.documents.get(epoch) is not doc:
-                            continue  # superseded: drain until the fetches end
-                        doc.signatures[sig.key] = sig.signature
-                        doc.reassemble()
-                        log_event(
-                            log,
-                            logging.INFO,
-                            "signatures_added",
-                            epoch=epoch,
-                            signatures=len(doc.signatures),
-                            threshold=self.threshold,
-                        )
-                        await self._after_signatures_changed(doc)
-            await trio.sleep(poll_s)
+        async with trio.open_nursery() as nursery:
+            async with send:
+                for peer in missing:
+                    nursery.start_soon(fetch, peer, send.clone())
+            async with receive:
+                async for sig in receive:
+                    if self.documents.get(epoch) is not doc:
+                        continue  # superseded: the fetches end at their next question
+                    doc.signatures[sig.key] = sig.signature
+                    doc.reassemble()
+                    log_event(
+                        log,
+                        logging.INFO,
+                        "signatures_added",
+                        epoch=epoch,
+                        signatures=len(doc.signatures),
+                        threshold=self.threshold,
+                    )
+                    await self._after_signatures_changed(doc)
 
 
 def _parse_votes(
