@@ -162,6 +162,8 @@ tests use to forge frames):
 
 from __future__ import annotations
 
+from veil.onion.replica import ReplicaMessage, ReplicaPage
+
 from .format import (
     BATCH_MAX_BYTES,
     CLOCK_SKEW_MS,
@@ -218,6 +220,8 @@ __all__ = [
     "PushAck",
     "ReplayGuard",
     "ReplayedFrame",
+    "ReplicaMessage",
+    "ReplicaPage",
     "_box_key",
     "_message_wire",
     "_seal",
