@@ -257,7 +257,7 @@ async def test_deletes_survive_pulls_and_restarts_and_forged_rows_do_not_spread(
         name_a, name_b = net.node(a.node_id.hex()).name, net.node(b.node_id.hex()).name
         keys_a, keys_b = keys_of(net, a), keys_of(net, b)
         alice = Account.generate()
-        m = signed_post(alice, -2, b"to be deleted " + os.urandom(8))
+        m = signed_post(alice, -3, b"to be deleted " + os.urandom(8))
 
         # Both hold m; alice's delete reaches a only (b misses it: it was down, or the
         # forward was lost). b gets the message again meanwhile (a late push).
@@ -265,14 +265,14 @@ async def test_deletes_survive_pulls_and_restarts_and_forged_rows_do_not_spread(
             frame, _ = wire.seal_push(sender, receiver, [m], now_ms=now_ms())
             assert (await post(receiver, "/replicate", frame)).status_code == 200
         applied = await metric(net.node(name_b).url, "veil_replication_deletions_applied_total")
-        delete = rpc.make_delete(alice, [m.hash], namespace=-2, now_ms=now_ms())
+        delete = rpc.make_delete(alice, [m.hash], namespace=-3, now_ms=now_ms())
         frame, _ = wire.seal_forward(keys_b, a, delete, now_ms=now_ms())
         assert (await post(a, "/replicate/forward", frame)).status_code == 200
 
         # a's pulls of b's rows (which still hold m) do not bring it back (its
         # tombstone), and b learns the delete by pulling a's deletions.
         async def b_deleted() -> bool:
-            return m.hash not in await public_posts(b, alice, -2)
+            return m.hash not in await public_posts(b, alice, -3)
 
         await eventually(b_deleted, what="b applies the delete it missed")
         assert (
@@ -280,7 +280,7 @@ async def test_deletes_survive_pulls_and_restarts_and_forged_rows_do_not_spread(
             >= applied + 1
         )
         await pull_rounds(net, name_a)
-        assert m.hash not in await public_posts(a, alice, -2)
+        assert m.hash not in await public_posts(a, alice, -3)
         # Nor does a push of m bring it back to either (a replay, a late handover).
         for sender, receiver in ((keys_b, a), (keys_a, b)):
             frame, digest = wire.seal_push(sender, receiver, [m], now_ms=now_ms())
@@ -292,10 +292,10 @@ async def test_deletes_survive_pulls_and_restarts_and_forged_rows_do_not_spread(
         # it is down, two forged posts are written into its store file, as by a node
         # whose store was tampered with: one without a proof, one with mallory's.
         mallory = Account.generate()
-        no_proof = post_in(alice, -2, b"forged, no proof " + os.urandom(8), None)
-        h = rpc.message_hash(alice.id, -2, b"forged, bad proof")
+        no_proof = post_in(alice, -3, b"forged, no proof " + os.urandom(8), None)
+        h = rpc.message_hash(alice.id, -3, b"forged, bad proof")
         bad = post_in(
-            alice, -2, b"forged, bad proof", owner_proof(mallory, -2, h, now_ms(), DAY_MS)
+            alice, -3, b"forged, bad proof", owner_proof(mallory, -3, h, now_ms(), DAY_MS)
         )
         refused = await metric(net.node(name_b).url, "veil_replication_pull_refused_total")
         await trio.to_thread.run_sync(net.stop_authority, 0)
@@ -316,11 +316,11 @@ async def test_deletes_survive_pulls_and_restarts_and_forged_rows_do_not_spread(
         r = await post(a, "/replicate", frame)
         assert r.status_code == 200
         assert wire.open_pushed(r.content, keys_b, a, digest, now_ms=now_ms()).stored == 0
-        assert m.hash not in await public_posts(a, alice, -2)
+        assert m.hash not in await public_posts(a, alice, -3)
 
         # b pulls a's rows (the forged ones are after its cursor): neither spreads.
         await pull_rounds(net, name_b)
-        held_by_b = await public_posts(b, alice, -2)
+        held_by_b = await public_posts(b, alice, -3)
         assert no_proof.hash not in held_by_b and bad.hash not in held_by_b
         after = await metric(net.node(name_b).url, "veil_replication_pull_refused_total")
         assert after >= refused + 1  # the one with a proof was sent, and refused

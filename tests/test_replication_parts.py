@@ -23,6 +23,7 @@ from veil.node.store import (
     deletion_until,
     open_store,
 )
+from veil.node.store.schema import SCHEMA_VERSION
 from veil.onion import crypto, rpc
 from veil.onion import replication_frames as wire
 from veil.onion.cbor import encode
@@ -495,7 +496,7 @@ async def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
     sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     conn.close()
-    assert "AUTOINCREMENT" in sql and version == 4
+    assert "AUTOINCREMENT" in sql and version == SCHEMA_VERSION
     await trio.lowlevel.checkpoint()
 
 

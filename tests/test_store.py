@@ -18,6 +18,7 @@ import trio
 import trio.testing
 
 from veil.node.store import MessageStore, StoreClosed, StoreError, StoreOutcome, open_store
+from veil.node.store.schema import SCHEMA_VERSION
 from veil.onion.crypto import hash32
 from veil.onion.keys import Account, AccountId
 
@@ -496,7 +497,10 @@ async def test_acked_writes_survive_sigkill_of_the_process(
 @pytest.mark.parametrize(
     ("prepare", "message"),
     [
-        (lambda db: db.execute("PRAGMA user_version = 5"), "has store schema 5"),
+        (
+            lambda db: db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}"),
+            f"has store schema {SCHEMA_VERSION + 1}",
+        ),
         (lambda db: db.execute("PRAGMA user_version = -1"), "damaged"),
     ],
 )
@@ -524,7 +528,7 @@ async def test_a_new_file_gets_every_migration_in_one_step(tmp_path: Path) -> No
     async with open_store(path, clock=Clock()) as store:
         await put(store, b"first")
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
         assert "AUTOINCREMENT" in sql
         assert db.execute("SELECT seq FROM messages").fetchone()[0] == 1
