@@ -1,7 +1,7 @@
 """Hostile input against one running node: every bad request gets a clear 4xx (or a
 layered error reply), and the node goes on serving.
 
-Packets are built with onion/packet.py and then damaged (bit flips, truncation,
+Packets are built with onion/packet/ and then damaged (bit flips, truncation,
 extension); payloads inside valid packets are random CBOR; HTTP requests are malformed at
 the byte level over raw sockets. The node runs with a short request deadline (2 s) so
 that the slow-client test is quick.

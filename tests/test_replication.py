@@ -1,6 +1,6 @@
 """Swarm replication on a real devnet: authorities and nodes as processes on 127.0.0.1.
 
-Every store and read is an onion request built with onion/packet.py and onion/rpc/
+Every store and read is an onion request built with onion/packet/ and onion/rpc/
 (tests/swarmutil.py). What is checked is what DESIGN.md and node/replication/ promise:
 
 * the ack rule: once a store is acknowledged, every member of the account's swarm

@@ -67,7 +67,7 @@ Padding (version 2). A version 1 frame was as long as its content: a push after 
 6,831-character message was 7,616 bytes on the link, so a watcher of node links read
 message lengths off replication (and could match a push to the store that caused it).
 Now every frame, request and reply of every kind, is exactly 2 KiB, 16 KiB or 128 KiB
-(:data:`SIZE_CLASSES`, the classes of onion packet bodies, onion/packet.py), so the
+(:data:`SIZE_CLASSES`, the classes of onion packet bodies, onion/packet/), so the
 length on the wire says only which class. The padding is inside the box, so it is
 authenticated, and the receiver strips it strictly: a length field that runs past the
 content, a non-zero pad byte, or a frame padded to a larger class than it needs is a

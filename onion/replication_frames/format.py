@@ -44,7 +44,7 @@ ITEM_OVERHEAD: Final = 160
 #: Byte budget of one push or page: ``len(data) + ITEM_OVERHEAD`` per message.
 BATCH_MAX_BYTES: Final = 100_000
 #: The lengths a frame may have (the whole HTTP body): those of onion packet bodies
-#: (onion/packet.py), so that a push tells a link watcher no more than the packet that
+#: (onion/packet/), so that a push tells a link watcher no more than the packet that
 #: brought its message did. See the module note.
 SIZE_CLASSES: Final[tuple[int, ...]] = (2048, 16 * 1024, 128 * 1024)
 #: Largest frame: the largest class. A full batch fits it (checked below), and it is
