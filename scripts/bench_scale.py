@@ -6,9 +6,10 @@ What is measured (all on 127.0.0.1, in one run of a few minutes)
 1. **A node's store as it grows** (``LEVELS``: 1 thousand, 100 thousand and 1 million
    messages of ``MESSAGE_BYTES`` over ``ACCOUNTS`` accounts). The store file is filled
    *directly* through the node's own store API (``scripts/loadgen_node.py fill``: the
-   batching writer a node's RPC uses, from 512 concurrent tasks, in a child process),
-   because a million stores through the RPC would take this 2-core machine ten minutes
-   and measure the RPC, not the store (which is measured next). The fill runs with
+   batching writer a node's RPC uses, from 2,048 concurrent tasks in batches of up to
+   4,096, in a child process), because a million stores through the RPC (about 2,500 a
+   second here) would take this 2-core machine seven minutes and measure the RPC, not
+   the store (which is measured next, through the RPC). The fill runs with
    ``synchronous=NORMAL`` to save time (the fill's own durability is of no interest);
    the node then serves that data dir with its default ``synchronous=FULL``. Message
    ``i`` goes to account ``i % ACCOUNTS`` (at 1 thousand: one message each for 1,000 of
@@ -23,8 +24,8 @@ What is measured (all on 127.0.0.1, in one run of a few minutes)
      far less than the rate (``store_cpu_others_*``: their cores meanwhile).
    * ``retrieve_ms_p50_*`` / ``p99``: ``PROBES`` owner-signed inbox retrieves, one at a
      time, each after the next-to-last message just stored to its account, so every
-     retrieve returns exactly one message (checked) whatever the level: the figure is the cost
-     of finding it among the messages held, not of reading more of them.
+     retrieve returns exactly one message (checked) whatever the level: the figure is
+     the cost of finding it among the messages held, not of reading more of them.
      ``retrieve_cpu_ms_*``: the node's CPU per retrieve.
    * Ratios to the smallest level: ``retrieve_ratio_1m`` (target <= 1.5) and
      ``store_ratio_1m`` (target >= 0.8); ``*_cpu_ratio_1m`` the same for CPU per request.
