@@ -13,7 +13,18 @@ import json
 import sys
 from pathlib import Path
 
-SUITES = ("core", "node", "network", "client", "sessions", "bot", "gateway", "rooms")
+SUITES = (
+    "core",
+    "node",
+    "network",
+    "client",
+    "sessions",
+    "bot",
+    "gateway",
+    "rooms",
+    "load",
+    "scale",
+)
 
 
 def main() -> int:
