@@ -63,12 +63,16 @@ class _Write:
     lot).
     """
 
-    __slots__ = ("delta", "done", "error", "fn", "notify", "ok", "task", "value")
+    __slots__ = ("alone", "delta", "done", "error", "fn", "notify", "ok", "task", "value")
 
     def __init__(
-        self, fn: Callable[[sqlite3.Cursor], tuple[Any, int, Sequence[tuple[bytes, int]]]]
+        self,
+        fn: Callable[[sqlite3.Cursor], tuple[Any, int, Sequence[tuple[bytes, int]]]],
+        alone: bool = False,
     ) -> None:
         self.fn = fn
+        #: Runs in a transaction of its own (a sweep's or a delete_all's batch).
+        self.alone = alone
         self.done = False
         #: The caller's task while it waits; None before it waits, after, or if it gave up.
         self.task: trio.lowlevel.Task | None = None
@@ -141,8 +145,11 @@ class BatchWriter:
         """Refuse new writes; :meth:`run` ends once the queued ones are committed."""
         self._send.close()
 
-    async def submit(self, fn: WriteFn[T]) -> T:
+    async def submit(self, fn: WriteFn[T], *, alone: bool = False) -> T:
         """Queue one write and wait for its batch's COMMIT; return its result.
+
+        ``alone``: the write runs in a transaction of its own, never batched with others
+        (a large delete: see the module's note), after the writes queued before it.
 
         Cancelled while waiting for room in the queue: the write is not queued. Cancelled
         after that: the write may still be committed (as with any request whose answer
@@ -151,7 +158,7 @@ class BatchWriter:
         """
         if self.closed:
             raise StoreClosed("the message store is closed")
-        write = _Write(fn)
+        write = _Write(fn, alone)
         # As ``await send`` (a cancelled caller queues nothing), but without its trip
         # through the scheduler when the queue has room: the wait below yields anyway.
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -174,14 +181,26 @@ class BatchWriter:
         abandoned, so no half-used connection is left behind) and its callers get their
         results; writes still in the queue fail with :class:`StoreClosed`.
         """
+        held: _Write | None = None  # an ``alone`` write taken out after a batch began
         try:
-            async for first in self._recv:
-                batch = [first]
-                while len(batch) < self._max_batch:
+            while True:
+                if held is not None:
+                    first, held = held, None
+                else:
                     try:
-                        batch.append(self._recv.receive_nowait())
+                        first = await self._recv.receive()
+                    except trio.EndOfChannel:
+                        break
+                batch = [first]
+                while not first.alone and len(batch) < self._max_batch:
+                    try:
+                        write = self._recv.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
+                    if write.alone:
+                        held = write  # its own transaction, right after this batch
+                        break
+                    batch.append(write)
                 try:
                     await trio.to_thread.run_sync(self._run_batch, batch)
                 except Exception as exc:
@@ -202,6 +221,8 @@ class BatchWriter:
             # After a normal end the queue is already empty. On cancel or error, fail what
             # is still queued, then close, so that blocked and later senders fail at once.
             self.closed = True
+            if held is not None:
+                held.fail(StoreClosed("the message store closed before this write"))
             while True:
                 try:
                     pending = self._recv.receive_nowait()
