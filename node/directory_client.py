@@ -8,24 +8,43 @@ read by :func:`load_network_file`, before anything else at start, so that a typo
 leaves no new key behind):
 
 * **Publishing.** It signs this node's descriptor (identity key, onion key, advertised
-  address, version) and POSTs it to every authority; it makes a new one when half of
-  ``descriptor_lifetime_ms`` has passed, and posts again to an authority that has not
-  accepted the current one (backing off to a minute between attempts to an authority
-  that does not answer). When a new consensus does not list this node, it posts again
-  to every authority: the authority then checks the node at once instead of at its next
-  round (it may have restarted and lost it, or missed a check).
+  address, version) and POSTs it to every authority, each from a task of its own; it
+  makes a new one when half of ``descriptor_lifetime_ms`` has passed, and posts again
+  to an authority that has not accepted the current one (backing off to a minute
+  between attempts to an authority that does not answer). When a new consensus does not
+  list this node, it posts again to every authority: the authority then checks the node
+  at once instead of at its next round (it may have restarted and lost it, or missed a
+  check). A task per authority, because a post waits up to ``fetch_timeout`` for an
+  authority that does not answer (a cut cable sends no reset): in one loop with the
+  fetches, that wait held back every fetch behind it.
 * **Fetching.** While it holds no consensus, or the one it holds is no longer fresh, it
-  asks the authorities for ``GET /consensus`` every ``retry_interval`` (in turn, starting
-  with a different one each time, stopping at the first that gives a newer one); while
-  the consensus is fresh it sleeps until its ``fresh_until`` (no newer one can exist
-  before). Every document is checked with
+  asks the authorities for ``GET /consensus`` every ``retry_interval``; while the
+  consensus is fresh it sleeps until its ``fresh_until`` (no newer one can exist
+  before). A round of asking is a race with a stagger, as Tor's directory fetches keep
+  several attempts in flight (``ClientBootstrapConsensusMaxInProgressTries``, 3) and as
+  Happy Eyeballs (RFC 8305) staggers connection attempts: it asks one authority
+  (starting with a different one each round), and the next one as soon as that one has
+  answered without a newer consensus, or when it has not answered within the stagger
+  (``retry_interval``, at most 1 s); at most :data:`_MAX_IN_FLIGHT` requests are in
+  flight, at most one per authority. The first document that verifies and is newer
+  than the one held is adopted, and the requests still in flight are cancelled. A
+  request that outlives its round (an authority that accepts connections and never
+  answers) is not asked again until it ends (``fetch_timeout``), and a newer document
+  it brings late is still adopted. Asked one after another instead, an authority that
+  does not answer cost ``fetch_timeout`` (10 s) in every round it came first, and the
+  node served an old consensus meanwhile (found by the network-namespace test,
+  tests/test_netns.py, which pulls an authority's cable).
+* **Verifying.** Every document is checked with
   :func:`veil.onion.directory.verify_consensus` against the pinned keys and the threshold,
-  with the epoch held as ``min_epoch`` (no rollback). A refused document is logged with
-  its error (at most once a minute per authority and kind of error) and ignored: the
-  view keeps its last good consensus.
-* **Persisting.** Each accepted document is written to ``DIR/consensus.cbor``; at start
-  the saved one is verified again (signatures, threshold, times) and used if it still
-  is valid, so a restarted node relays and answers at once; a stale one is discarded.
+  with the epoch held as ``min_epoch`` (no rollback): an authority that answers first
+  with a forged, rolled-back or below-threshold document wins nothing, and the race goes
+  on. A refused document is logged with its error (at most once a minute per authority
+  and kind of error) and ignored: the view keeps its last good consensus.
+* **Persisting.** Each accepted document is written to ``DIR/consensus.cbor`` (one write
+  at a time, never over a newer one: two requests of a race may both adopt, in turn,
+  when the later brings a newer epoch); at start the saved one is verified again
+  (signatures, threshold, times) and used if it still is valid, so a restarted node
+  relays and answers at once; a stale one is discarded.
 * **Serving.** The view keeps the verified document's exact bytes (all the signatures
   the authority served) with the consensus, and the node serves them to clients at
   ``GET /consensus`` (:mod:`veil.node.consensus_route`): clients fetch from their guards,
@@ -33,9 +52,13 @@ leaves no new key behind):
   after ``fresh_until`` (clients wait up to a quarter interval more), so a guard
   normally has the next consensus before its clients ask.
 
-Errors and cancellation: :meth:`DirectoryClient.run` never returns and raises nothing
-for what the network does (unreachable authorities, bad documents); only a local failure
-(the data dir) escapes. Cancel it to stop it; a cancelled run leaves the view as it was.
+Structure: :meth:`DirectoryClient.run` owns one nursery: a publisher task per
+authority, the fetch loop, and the fetch requests (each in a cancel scope of its own,
+so that a win cancels the others). Errors and cancellation: it never returns and raises
+nothing for what the network does (unreachable authorities, bad documents); only a local
+failure (the data dir) escapes. Cancel it (or :meth:`~DirectoryClient.stop`) to stop
+every task of it; a cancelled run leaves the view as it was, and a save to the data dir
+that has begun completes in its thread.
 
 Its log lines keep the logger name ``veil.node.network_view`` that they had when this
 task lived in that module: operators' log filters select on it.
@@ -89,6 +112,15 @@ _MAX_BACKOFF_S = 60.0
 _MAX_DOUBLINGS = 10
 #: The same refusal from the same authority is logged at most this often.
 _LOG_EVERY_S = 60.0
+#: Fetch requests in flight at once (Tor's ClientBootstrapConsensusMaxInProgressTries).
+_MAX_IN_FLIGHT = 3
+#: The longest stagger between two authorities of a round (it is ``retry_interval``
+#: below this): a consensus is a few hundred kilobytes at most, which an authority that
+#: works sends well within a second.
+_MAX_STAGGER_S = 1.0
+#: A publisher that waits for its descriptor's renewal looks at the node's clock at
+#: least this often (the clock may move: NTP, or a test's clock control).
+_MAX_PUBLISH_SLEEP_S = 10.0
 
 
 def load_network_file(path: str | Path) -> NetworkFile:
@@ -157,6 +189,13 @@ class DirectoryClient:
         self._turn = 0
         self._logged: dict[tuple[bytes, str], float] = {}
         self._reposted_epoch = -1
+        #: Set (and replaced) to wake the publishers: every authority is to get the
+        #: descriptor again (a consensus that does not list us).
+        self._republish = trio.Event()
+        #: Authority key -> the cancel scope of its fetch request in flight.
+        self._asking: dict[bytes, trio.CancelScope] = {}
+        self._save_lock = trio.Lock()
+        self._saved_epoch = -1
         self._scope = trio.CancelScope()
 
     @property
@@ -174,17 +213,21 @@ class DirectoryClient:
         self.load_saved()
         cfg = self.config
         with self._scope:
-            async with PeerPool(
-                max_per_peer=2,
-                max_waiters=4,
-                connect_timeout=min(5.0, cfg.fetch_timeout),
-                idle_timeout=15.0,
-                max_response_bytes=MAX_CONSENSUS_SIZE + 4096,
-            ) as pool:
+            async with (
+                PeerPool(
+                    max_per_peer=2,
+                    max_waiters=4,
+                    connect_timeout=min(5.0, cfg.fetch_timeout),
+                    idle_timeout=15.0,
+                    max_response_bytes=MAX_CONSENSUS_SIZE + 4096,
+                ) as pool,
+                trio.open_nursery() as nursery,
+            ):
+                for authority in self.network.authorities:
+                    nursery.start_soon(self._publisher, pool, authority)
                 task_status.started()
                 while True:
-                    await self._publish(pool)
-                    await self._fetch(pool)
+                    await self._fetch(pool, nursery)
                     await trio.sleep(self._delay_s())
 
     # --- the saved consensus --------------------------------------------------------------
@@ -206,6 +249,7 @@ class DirectoryClient:
             log_event(log, logging.INFO, "saved_consensus_discarded", error=str(exc))
             return None
         self.view.update(consensus, data)
+        self._saved_epoch = consensus.epoch
         log_event(log, logging.INFO, "saved_consensus_loaded", epoch=consensus.epoch)
         return consensus
 
@@ -232,20 +276,24 @@ class DirectoryClient:
             log_event(log, logging.DEBUG, "descriptor_made", published_ms=now)
         return self._descriptor
 
-    async def _publish(self, pool: PeerPool) -> None:
-        descriptor = self._current_descriptor()
-        now = trio.current_time()
-        due = [
-            a
-            for a in self.network.authorities
-            if self._accepted.get(a.key) != self._published_ms
-            and self._next_try.get(a.key, 0.0) <= now
-        ]
-        if not due:
-            return
-        async with trio.open_nursery() as nursery:
-            for authority in due:
-                nursery.start_soon(self._post_descriptor, pool, authority, descriptor)
+    async def _publisher(self, pool: PeerPool, authority: Authority) -> None:
+        """Post the current descriptor to ``authority`` whenever it has not accepted it
+        (after the back-off of its failures), forever; see the module note."""
+        key = authority.key
+        while True:
+            descriptor = self._current_descriptor()
+            now = trio.current_time()
+            if self._accepted.get(key) != self._published_ms:
+                wait_s = self._next_try.get(key, 0.0) - now
+                if wait_s <= 0:
+                    await self._post_descriptor(pool, authority, descriptor)
+                    continue
+            else:
+                renew_at_ms = self._published_ms + self.config.descriptor_lifetime_ms // 2
+                wait_s = (renew_at_ms - self.clock()) / 1000
+            wake = self._republish
+            with trio.move_on_after(min(max(wait_s, 0.05), _MAX_PUBLISH_SLEEP_S)):
+                await wake.wait()
 
     async def _post_descriptor(self, pool: PeerPool, authority: Authority, data: bytes) -> None:
         published = self._published_ms
@@ -289,18 +337,48 @@ class DirectoryClient:
         held = self.view.consensus
         return held is None or not held.is_fresh(self.clock())
 
-    async def _fetch(self, pool: PeerPool) -> None:
+    async def _fetch(self, pool: PeerPool, nursery: trio.Nursery) -> None:
+        """One round of asking: the authorities in turn, staggered, until one gives a
+        newer consensus (module note). Returns once every authority is asked (or still
+        being asked) and the last has answered or had its stagger; requests that are
+        still in flight go on in ``nursery``."""
         if not self._needs_fetch():
             return
         authorities = self.network.authorities
         start = self._turn % len(authorities)
         self._turn += 1
+        stagger_s = min(self.config.retry_interval, _MAX_STAGGER_S)
+        held = self.view.epoch
         for authority in (*authorities[start:], *authorities[:start]):
-            if await self._fetch_from(pool, authority):
+            if self.view.epoch != held:
+                return  # a request of this round or an earlier one brought a newer one
+            if authority.key in self._asking:
+                continue  # its request of an earlier round has not ended yet
+            if len(self._asking) >= _MAX_IN_FLIGHT:
                 return
+            scope = self._asking[authority.key] = trio.CancelScope()
+            ended = trio.Event()
+            nursery.start_soon(self._ask, pool, authority, scope, ended)
+            with trio.move_on_after(stagger_s):
+                await ended.wait()
+
+    async def _ask(
+        self, pool: PeerPool, authority: Authority, scope: trio.CancelScope, ended: trio.Event
+    ) -> None:
+        """One fetch request of a round, in ``scope`` (cancelled when another wins)."""
+        try:
+            with scope:
+                if await self._fetch_from(pool, authority):
+                    for other, asking in list(self._asking.items()):
+                        if other != authority.key:
+                            asking.cancel()
+        finally:
+            if self._asking.get(authority.key) is scope:
+                del self._asking[authority.key]
+            ended.set()
 
     async def _fetch_from(self, pool: PeerPool, authority: Authority) -> bool:
-        """True if ``authority`` gave a consensus newer than the one held."""
+        """True if ``authority`` gave a consensus newer than the one held (adopted)."""
         try:
             status, data = await pool.get(
                 authority.host, authority.port, "/consensus", timeout=self.config.fetch_timeout
@@ -327,42 +405,40 @@ class DirectoryClient:
             nodes=len(consensus.nodes),
             swarm="none" if me is None else me.swarm_id,
         )
-        await self._save(data)
         if me is None and consensus.epoch > self._reposted_epoch:
             # Not listed: have every authority take (and check) our descriptor again.
             self._reposted_epoch = consensus.epoch
             self._accepted.clear()
+            self._republish.set()
+            self._republish = trio.Event()
+        with trio.CancelScope(shield=True):  # a win of another request must not cut it
+            await self._save(consensus.epoch, data)
         return True
 
-    async def _save(self, data: bytes) -> None:
+    async def _save(self, epoch: int, data: bytes) -> None:
+        """Write ``data`` (of ``epoch``) to the data dir, unless a newer one was."""
         path = self.consensus_path
-        try:
-            await trio.to_thread.run_sync(write_file_atomic, path, data, 0o644)
-        except OSError as exc:
-            log_event(log, logging.WARNING, "consensus_not_saved", error=str(exc))
+        async with self._save_lock:
+            if epoch <= self._saved_epoch:
+                return
+            try:
+                await trio.to_thread.run_sync(write_file_atomic, path, data, 0o644)
+            except OSError as exc:
+                log_event(log, logging.WARNING, "consensus_not_saved", error=str(exc))
+                return
+            self._saved_epoch = epoch
 
     def _delay_s(self) -> float:
-        """Seconds until the next round: a retry soon while something is missing,
-        else until the held consensus stops being fresh (or the descriptor is due)."""
-        cfg = self.config
+        """Seconds until the next round of asking: ``retry_interval`` while no fresh
+        consensus is held, else until the held one stops being fresh."""
         now_ms = self.clock()
-        renew_at_ms = self._published_ms + cfg.descriptor_lifetime_ms // 2
-        until_renew_s = max(0.0, (renew_at_ms - now_ms) / 1000)
         held = self.view.consensus
         if held is None or not held.is_fresh(now_ms):
-            return min(cfg.retry_interval, until_renew_s) or 0.05
-        pending_s = [
-            self._next_try.get(a.key, 0.0) - trio.current_time()
-            for a in self.network.authorities
-            if self._accepted.get(a.key) != self._published_ms
-        ]
+            return self.config.retry_interval
         until_fresh_end_s = (held.fresh_until_ms - now_ms) / 1000
         # A little jitter so that all the nodes do not ask at the same millisecond.
         jitter_s = random.uniform(0, min(0.5, (held.fresh_until_ms - held.valid_after_ms) / 10_000))
-        delay_s = min(
-            [until_fresh_end_s + jitter_s, until_renew_s, *[max(p, 0.05) for p in pending_s]]
-        )
-        return max(delay_s, 0.05)
+        return max(until_fresh_end_s + jitter_s, 0.05)
 
     def _log_once(
         self, authority: Authority, event: str, error: str, level: int = logging.WARNING
