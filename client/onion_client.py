@@ -34,6 +34,8 @@ rate_limited (a hop or the destination)    nobody: back off, then retry
 wrong_swarm                                nobody: follow the swarm the node names
 bad_request, unauthorized, too_large,      nobody: raised at once (retrying cannot help)
 not_found (the destination's verdict)
+a node of the route left the consensus     nobody: another path, without that node
+while the try waited                       (below, "Nodes that leave")
 =========================================  =============================================
 
 **Retries.** Up to ``attempts`` tries per call, each on a path and destination not yet
@@ -42,6 +44,28 @@ clock correction. Between tries a jittered exponential back-off
 (:class:`veil.onion.backoff.Backoff`): short after a failure (the next try goes
 elsewhere), longer after ``rate_limited``. A request is safe to retry: stores are
 deduplicated by message hash, deletes and expiries are idempotent, retrieves only read.
+
+**Nodes that leave.** A node lost silently (a cable pulled, a frozen host: no reset,
+no answer) holds a try through it until the try's limit: 10 s, 45 s for a long-poll.
+The network learns of the loss when the authorities drop the node from the consensus.
+So a try waits inside :meth:`~veil.client.paths.PathSelector.in_flight`, and a
+consensus that drops a node of its route (guard, relay or destination) ends the wait at
+once: the call goes on as after a timeout, on another path (the given-up one counts as
+tried, so the next try goes through the other guard where there is one), without the
+nodes that left, after the usual jittered pause; nobody's failure count grows (the
+consensus said what happened). On loopback (tests/test_silent_loss_client.py) the
+message after a frozen relay's drop reached a follower within seconds, not at 45 s.
+
+Why here, not at the relays (a relay failing the packets on its link to a peer that
+left): only the client can give up a try through a lost *guard*; it learns the
+consensus about when relays do (within a quarter interval of them); and it needs
+nothing of relays of older versions. A given-up try reveals what a timeout reveals,
+sooner: the guard sees a request dropped and another one sent (through the other guard
+where there is one), at a moment of this client's own refresh schedule, telling that a
+node of the route is one the consensus just dropped, as a try that times out meanwhile
+tells. A path through a node that left is never used again. The limit: the authorities
+drop a node up to an interval (60 s by default) after it stops answering their checks,
+and the try's own limit may come first.
 
 **wrong_swarm.** A node asked about an account outside its swarm answers
 ``wrong_swarm`` and names the account's swarm (a newer consensus than ours moved it);
@@ -60,6 +84,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import trio
 
@@ -292,8 +317,10 @@ class OnionClient:
         packet, opener = build_packet(
             hops, payload, now_ms=self.clock.now(), prepared=self.prepared.take(hops)
         )
+        raw: bytes | None = None
         try:
-            raw = await self.transport.post_onion(hops[0], packet, timeout_s=per_try)
+            with self.paths.in_flight(hops) as flight:
+                raw = await self.transport.post_onion(hops[0], packet, timeout_s=per_try)
         except HopTimeout as exc:
             # Which hop stalled is unknown: the path is blamed, not a node.
             await self._path_failed(path, state)
@@ -306,6 +333,10 @@ class OnionClient:
             state.avoid.add(path.guard.node_id)
             await self._path_failed(path, state)
             raise _Retry(exc) from None
+        if raw is None:
+            # A newer consensus dropped a node of the route while we waited: see the
+            # module note ("Nodes that leave").
+            self._left_consensus(path, target, flight.gone, state)
         received_ms = self.clock.local()
         rtt_ms = (trio.current_time() - started) * 1000
         try:
@@ -339,6 +370,17 @@ class OnionClient:
     async def _path_failed(self, path: OnionPath, state: _Try) -> None:
         state.paths.append(path)
         await self.paths.path_failed(path)
+
+    def _left_consensus(
+        self, path: OnionPath, target: Hop, gone: frozenset[bytes], state: _Try
+    ) -> NoReturn:
+        """Give up a try whose route lost ``gone`` (the consensus dropped them): the
+        next try takes another path and leaves them out; nobody's count grows."""
+        state.paths.append(path)
+        state.avoid |= gone
+        if target.node_id in gone:
+            state.destinations.add(target.node_id)
+        raise _Retry(HopUnreachable("a node of the path left the consensus"))
 
     async def _destination_failed(self, target: Hop, state: _Try, *, count: bool) -> None:
         state.destinations.add(target.node_id)

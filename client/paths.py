@@ -43,6 +43,18 @@ state file (through ``trio.to_thread``), no packets.
   another chance.
 * **One node per /24 where addresses allow** (:mod:`veil.client.path_rules`): a
   preference that degrades, never a reason to fail.
+* **Tries in flight follow the consensus** (:meth:`PathSelector.in_flight`). A node
+  lost silently (its cable pulled, its host frozen: no reset, no answer) holds every
+  request whose packet or reply is on its way through it until the client's limit
+  for a try, 45 s for a long-poll; the network learns of the loss when the authorities
+  drop the node from the consensus. So a request waits inside
+  :meth:`PathSelector.in_flight`, and :meth:`set_consensus` cancels the wait of every
+  request whose route (relays and destination) holds a node that the new consensus
+  no longer lists, or lists at another address or key (it restarted elsewhere), which
+  the previous consensus listed as the request had it. The caller (the onion client)
+  then retries on another path: see :mod:`veil.client.onion_client`. A node that the
+  consensus never listed (a swarm named by a node's ``wrong_swarm`` answer, from a
+  consensus newer than ours) is not judged by ours.
 
 Randomness is an injected :class:`random.Random` (tests can seed it); the default is
 :class:`random.SystemRandom`, as path choice is a privacy decision.
@@ -56,8 +68,9 @@ updated before the write, so it stays consistent.
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 
 import trio
 
@@ -68,7 +81,20 @@ from veil.onion.directory import Consensus, ConsensusNode
 from veil.onion.packet import Hop
 from veil.onion.wallclock import wall_clock_ms
 
-__all__ = ["OnionPath", "PathPolicy", "PathSelector", "Route", "subnet_of"]
+__all__ = ["InFlight", "OnionPath", "PathPolicy", "PathSelector", "Route", "subnet_of"]
+
+
+class InFlight:
+    """A request waiting for its answer through ``hops`` (see
+    :meth:`PathSelector.in_flight`): ``gone`` are the IDs of the nodes of ``hops`` that a
+    newer consensus dropped, which cancelled the wait (empty while none did)."""
+
+    __slots__ = ("gone", "hops", "scope")
+
+    def __init__(self, hops: Sequence[Hop]) -> None:
+        self.hops = tuple(hops)
+        self.scope = trio.CancelScope()
+        self.gone: frozenset[bytes] = frozenset()
 
 
 class PathSelector:
@@ -96,6 +122,8 @@ class PathSelector:
         # When each counted node last failed (ms); see forget_failures.
         self._failed_at: dict[bytes, int] = {}
         self._guard_lock = trio.Lock()
+        #: Requests waiting for their answers (see in_flight).
+        self._in_flight: set[InFlight] = set()
         self.rebuilt = 0  # paths dropped after too many failures (for status and tests)
         self.guards_replaced = 0
 
@@ -125,12 +153,39 @@ class PathSelector:
     def set_consensus(self, consensus: Consensus) -> None:
         """Use ``consensus`` from now on: paths through nodes it no longer lists, or
         lists with another address or key, are dropped (guards that left it are
-        replaced by the next :meth:`ensure_guards`)."""
-        self._consensus = consensus
+        replaced by the next :meth:`ensure_guards`), and requests in flight through
+        such a node are cancelled (:meth:`in_flight`)."""
+        previous, self._consensus = self._consensus, consensus
         for guard_id, path in list(self._paths.items()):
             # Gone, or listed with another address or onion key (restarted elsewhere).
             if any(consensus.node(n.node_id) != n for n in path.relays):
                 del self._paths[guard_id]
+        if previous is None or not self._in_flight:
+            return
+        for flight in list(self._in_flight):
+            gone = frozenset(h.node_id for h in flight.hops if _left(h, previous, consensus))
+            if gone:
+                flight.gone = gone
+                flight.scope.cancel()
+
+    @property
+    def routes_in_flight(self) -> list[tuple[Hop, ...]]:
+        """The routes (relays, then destination) of the requests waiting for answers
+        now (for status and tests)."""
+        return [flight.hops for flight in self._in_flight]
+
+    @contextlib.contextmanager
+    def in_flight(self, hops: Sequence[Hop]) -> Iterator[InFlight]:
+        """Wait for a request's answer through ``hops`` inside this: a consensus that
+        drops one of them (module note) cancels the wait, and the block ends at once
+        with ``gone`` set on the :class:`InFlight` it yields (nothing is raised)."""
+        flight = InFlight(hops)
+        self._in_flight.add(flight)
+        try:
+            with flight.scope:
+                yield flight
+        finally:
+            self._in_flight.discard(flight)
 
     @property
     def consensus(self) -> Consensus:
@@ -394,3 +449,13 @@ class PathSelector:
                 break  # a network smaller than a path: a shorter path, not a failure
             relays.append(pick)
         return OnionPath(tuple(relays))
+
+
+def _left(hop: Hop, previous: Consensus, consensus: Consensus) -> bool:
+    """Whether ``hop``, listed as it is in ``previous``, is not in ``consensus`` so (gone,
+    or listed with another address or onion key)."""
+    before = previous.node(hop.node_id)
+    if before is None or before.as_hop() != hop:
+        return False  # not ours to judge: not the node the previous consensus listed
+    now = consensus.node(hop.node_id)
+    return now is None or now.as_hop() != hop
