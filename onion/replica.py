@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ReplicaMessage", "ReplicaPage"]
+__all__ = ["ReplicaMessage", "ReplicaPage", "SummaryEntry"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,19 @@ class ReplicaMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class SummaryEntry:
+    """One row of a summary page (node/replication/anti_entropy.py): what identifies a
+    copy the sender holds, and ``start``, the seq after which one page of rows holds it."""
+
+    start: int
+    account: bytes
+    namespace: int
+    hash: bytes
+    #: The expiry the copy would carry (a copy with a later one is worth pulling).
+    expiry_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicaPage:
     """A page of :class:`ReplicaMessage` in seq order, for replication."""
 
@@ -55,3 +68,6 @@ class ReplicaPage:
     #: A page of revocations instead (issue 12): verified revocation records of
     #: delegated links, as kept, in the sender's order.
     revocations: tuple[bytes, ...] = ()
+    #: A page of a summary instead (version 5): the rows after the cursor, identified
+    #: but not sent, for the asker to pull only those it lacks.
+    summary: tuple[SummaryEntry, ...] = ()

@@ -39,6 +39,7 @@ from veil.onion.errors import (
     VeilError,
 )
 from veil.onion.keys import Account, NodeKeys
+from veil.onion.replication_frames import padding, sealing
 
 T0 = 1_700_000_000_000
 DAY = 86_400_000
@@ -788,3 +789,117 @@ def test_pages_of_deletions_round_trip_and_carry_no_messages() -> None:
     assert wire.open_page(answer, A, B_PEER, digest, now_ms=T0) == page
     with pytest.raises(ValueError):
         wire.seal_page(B, A_PEER, digest, ReplicaPage([msg(b"x")], 9, False, (request,)), now_ms=T0)
+
+
+# --- summaries (version 5, issue 17) ------------------------------------------------------
+
+
+def _summary(*entries: tuple[int, ReplicaMessage]) -> tuple[wire.SummaryEntry, ...]:
+    return tuple(
+        wire.SummaryEntry(start, m.account, m.namespace, m.hash, m.expiry_ms)
+        for start, m in entries
+    )
+
+
+def test_a_summary_pull_and_its_page_round_trip() -> None:
+    frame, digest = wire.seal_pull(A, B_PEER, 41, bytes(24), now_ms=T0, summary=True)
+    pull = wire.open_pull(frame, B, lookup(A_PEER), now_ms=T0)
+    assert pull.summary and not pull.deletions and not pull.revocations and pull.after == 41
+    summary = _summary((41, msg(b"one")), (41, msg(b"two", ns=5)), (73, msg(b"three", who=BOB)))
+    page = ReplicaPage([], 90, False, summary=summary)
+    answer = wire.seal_page(B, A_PEER, digest, page, now_ms=T0)
+    assert len(answer) == wire.SIZE_CLASSES[0]  # the steady state: 2 KiB frames
+    assert wire.open_page(answer, A, B_PEER, digest, now_ms=T0) == page
+    # A full summary fits the largest class.
+    full = _summary(*[(i, msg(i.to_bytes(4, "big"), ns=5)) for i in range(wire.MAX_SUMMARY)])
+    answer = wire.seal_page(
+        B, A_PEER, digest, ReplicaPage([], wire.MAX_SUMMARY, True, summary=full), now_ms=T0
+    )
+    assert wire.open_page(answer, A, B_PEER, digest, now_ms=T0).summary == full
+    with pytest.raises(ValueError):
+        wire.seal_pull(A, B_PEER, 0, bytes(24), now_ms=T0, summary=True, deletions=True)
+
+
+def _lying_page(fields: dict[str, Any]) -> tuple[bytes, bytes]:
+    """A page a listed peer (B) seals by hand, past seal_page's checks: (frame, digest
+    of the pull it answers)."""
+    _, digest = wire.seal_pull(A, B_PEER, 10, bytes(24), now_ms=T0, summary=True)
+    body = encode(
+        {
+            "kind": "page",
+            "from": B.identity_public,
+            "to": A.identity_public,
+            "t": T0,
+            "re": digest,
+            "messages": [],
+            "next": 100,
+            "more": False,
+            **fields,
+        }
+    )
+    inner = padding._pad(encode({"body": body, "sig": B.sign(wire.DOMAIN, body)}))
+    nonce = os.urandom(crypto.XNONCE_BYTES)
+    ad = sealing._ad(B.identity_public, A.identity_public)
+    box = crypto.aead_seal(wire._box_key(B, A_PEER), nonce, inner, ad)
+    outer = {
+        "v": wire.FORMAT_VERSION,
+        "from": B.identity_public,
+        "to": A.identity_public,
+        "nonce": nonce,
+        "box": box,
+    }
+    return encode(outer), digest
+
+
+def _entry(start: int, m: ReplicaMessage) -> dict[str, Any]:
+    return {"s": start, "a": m.account, "ns": m.namespace, "h": m.hash, "exp": m.expiry_ms}
+
+
+def test_a_peer_that_lies_in_a_summary_is_refused_with_a_typed_error() -> None:
+    m = msg(b"x")
+    # The hand-made page opens when it tells the truth ...
+    frame, digest = _lying_page({"summary": [_entry(20, m), _entry(52, m)]})
+    assert [e.start for e in wire.open_page(frame, A, B_PEER, digest, now_ms=T0).summary] == [
+        20,
+        52,
+    ]
+    # ... and each lie is refused.
+    lies: list[tuple[dict[str, Any], type[Exception]]] = [
+        # A start at or past the page's next seq: a pull after it could never reach it.
+        ({"summary": [_entry(100, m)]}, ProtocolError),
+        ({"summary": [_entry(150, m)], "next": 100}, ProtocolError),
+        # Starts that go back: the asker's pulls after them would go back too.
+        ({"summary": [_entry(50, m), _entry(20, m)]}, ProtocolError),
+        # A summary with rows, deletions or revocations beside it.
+        ({"summary": [_entry(20, m)], "messages": [wire._message_wire(m)]}, ProtocolError),
+        ({"summary": [_entry(20, m)], "deletes": [b"\x01"]}, ProtocolError),
+        # Over the limit, or entries of the wrong shape.
+        ({"summary": [_entry(20, m)] * (wire.MAX_SUMMARY + 1)}, SchemaError),
+        ({"summary": [{**_entry(20, m), "h": bytes(31)}]}, SchemaError),
+        ({"summary": [{**_entry(20, m), "x": 1}]}, SchemaError),
+    ]
+    for fields, error in lies:
+        frame, digest = _lying_page(fields)
+        with pytest.raises(error):
+            wire.open_page(frame, A, B_PEER, digest, now_ms=T0)
+
+
+def test_a_version_4_frame_is_refused_on_its_version() -> None:
+    inner, _ = _inner(100)
+    with pytest.raises(SchemaError, match="v"):
+        wire.open_push(_reseal(_padded(inner), version=4), B, lookup(A_PEER), now_ms=T0)
+
+
+def test_the_box_key_follows_a_peers_new_onion_key() -> None:
+    """Box keys are derived once per pair and kept: a peer listed with a new onion key
+    gets a new one, and frames sealed under the old one no longer open."""
+    frame, _ = wire.seal_push(A, B_PEER, [msg(b"x")], now_ms=T0)
+    wire.open_push(frame, B, lookup(A_PEER), now_ms=T0)  # B keeps the key of (B, A)
+    rotated = NodeKeys(bytes([1]) * 32, bytes([5]) * 32)  # A, with a new onion key
+    listed = wire.Peer(rotated.identity_public, rotated.onion_public)
+    with pytest.raises(Unauthorized, match="does not open"):
+        wire.open_push(frame, B, lookup(listed), now_ms=T0)
+    fresh, _ = wire.seal_push(rotated, B_PEER, [msg(b"y")], now_ms=T0)
+    assert wire.open_push(fresh, B, lookup(listed), now_ms=T0).messages == [msg(b"y")]
+    assert wire._box_key(A, B_PEER) == wire._box_key(B, A_PEER)
+    assert wire._box_key(rotated, B_PEER) != wire._box_key(A, B_PEER)

@@ -57,7 +57,7 @@ from veil.onion.errors import (
     wire_status,
 )
 from veil.onion.keys import NodeKeys
-from veil.onion.replica import ReplicaMessage
+from veil.onion.replica import ReplicaMessage, ReplicaPage
 
 from ..config import ReplicationConfig
 from ..network_view import NetworkView
@@ -76,6 +76,9 @@ _Opened = TypeVar("_Opened", wire.Push, wire.Pull, wire.Forward)
 #: second, so this is minutes of its traffic; over it, its frames are refused
 #: (``rate_limited``) rather than a live digest forgotten.
 MAX_FRAMES_PER_PEER = 100_000
+#: Rows a summary's chunk looks at, at most (the store's scan limit): a chunk takes
+#: SUMMARY_CHUNK rows, and most rows a peer holds are the asker's swarm's.
+_SUMMARY_SCAN_ROWS = 8 * wire.SUMMARY_CHUNK
 
 
 class Receiver:
@@ -193,7 +196,9 @@ class Receiver:
         def accept(account: bytes) -> bool:
             return swarm_of(ring_position(account)).swarm_id == target
 
-        if pull.revocations:
+        if pull.summary:
+            page = await self._summary_page(pull.after, accept)
+        elif pull.revocations:
             page = await self.store.revocation_page(
                 pull.after, accept=accept, limit=wire.MAX_MESSAGES, max_bytes=wire.BATCH_MAX_BYTES
             )
@@ -210,6 +215,34 @@ class Receiver:
                 item_overhead=wire.ITEM_OVERHEAD,
             )
         return wire.seal_page(self.keys, asker, pull.digest, page, now_ms=self.clock())
+
+    async def _summary_page(self, after: int, accept: Callable[[bytes], bool]) -> ReplicaPage:
+        """A summary of the rows after ``after`` (anti_entropy.py): up to
+        :data:`~veil.onion.replication_frames.MAX_SUMMARY` entries, read in chunks of
+        :data:`~veil.onion.replication_frames.SUMMARY_CHUNK` rows (and the batch's bytes),
+        each entry naming its chunk's start, so that one page of rows pulled after it
+        holds the whole chunk."""
+        entries: list[wire.SummaryEntry] = []
+        cursor = after
+        more = True
+        while more and len(entries) + wire.SUMMARY_CHUNK <= wire.MAX_SUMMARY:
+            chunk = await self.store.replica_page(
+                cursor,
+                accept=accept,
+                limit=wire.SUMMARY_CHUNK,
+                max_bytes=wire.BATCH_MAX_BYTES,
+                item_overhead=wire.ITEM_OVERHEAD,
+                scan_limit=_SUMMARY_SCAN_ROWS,
+            )
+            entries.extend(
+                wire.SummaryEntry(cursor, m.account, m.namespace, m.hash, m.expiry_ms)
+                for m in chunk.messages
+            )
+            more = chunk.more
+            if chunk.next_seq == cursor:
+                break
+            cursor = chunk.next_seq
+        return ReplicaPage([], cursor, more, summary=tuple(entries))
 
     async def handle_forward(self, frame: bytes) -> bytes:
         """Execute a client's delete, delete_all or expire that a member of this node's

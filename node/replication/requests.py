@@ -93,10 +93,12 @@ class PeerRequests:
         *,
         deletions: bool = False,
         revocations: bool = False,
+        summary: bool = False,
     ) -> ReplicaPage:
         """One page of ``peer``'s rows (``deletions``: of the signed deletions it keeps;
-        ``revocations``: of its revocation records) after seq ``after``, of the accounts
-        of ``scope`` (503 if the peer sees the scope otherwise)."""
+        ``revocations``: of its revocation records; ``summary``: of a summary of its
+        rows) after seq ``after``, of the accounts of ``scope`` (503 if the peer sees
+        the scope otherwise)."""
         frame, digest = wire.seal_pull(
             self.keys,
             peer,
@@ -105,6 +107,7 @@ class PeerRequests:
             now_ms=self.clock(),
             deletions=deletions,
             revocations=revocations,
+            summary=summary,
         )
         body = await self._post(peer, PULL_PATH, frame)
         return self._open_answer(wire.open_page, body, peer, digest)

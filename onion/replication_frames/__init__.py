@@ -11,7 +11,7 @@ with bytes in and bytes out.
 
 A *frame* is what goes over HTTP, request and reply alike::
 
-    frame  = {"v": 4, "from": node ID (32), "to": node ID (32), "nonce": 24 bytes,
+    frame  = {"v": 5, "from": node ID (32), "to": node ID (32), "nonce": 24 bytes,
               "box": XChaCha20-Poly1305(key, nonce, padded, ad = "veil/replicate" v from to)}
     key    = BLAKE2b-KDF(X25519(own onion secret, peer's onion key), "veil/replicate",
                          context = the two node IDs in byte order)
@@ -62,6 +62,16 @@ message's proof may carry a delegated key's chain (:mod:`veil.onion.rpc.proof`),
 proof is now up to :data:`veil.onion.rpc.MAX_PROOF_BYTES` (16.6 KB) and a forwarded
 request up to :data:`veil.onion.rpc.MAX_REQUEST_SIZE` (a ``revoke`` is forwarded too);
 both still fit the largest class (asserted below).
+
+Summaries (version 5; issue 17, anti-entropy's cost). A pull with ``"what": "summary"``
+asks for what identifies the rows after the cursor (owner, namespace, hash, the expiry
+the copy would carry) instead of the rows, up to :data:`MAX_SUMMARY` entries; each
+names ``s``, the start of the chunk of at most :data:`SUMMARY_CHUNK` rows it was read
+in, so that one page of rows pulled after ``s`` holds it. The asker pulls rows only
+after the starts of rows it lacks (node/replication/anti_entropy.py): a round that finds
+every row held (the steady state, pushes having brought them) sends no message data and
+checks no proof. A summary is a claim, never taken as data: rows are still pulled and
+checked one by one, and what the asker skips it holds itself.
 
 Padding (version 2). A version 1 frame was as long as its content: a push after a
 6,831-character message was 7,616 bytes on the link, so a watcher of node links read
@@ -116,11 +126,13 @@ Kinds::
 
     push      {"messages": [msg, ...]}                       POST /replicate
     pushed    {"re", "stored": int, "refused": [hash, ...]}  its reply
-    pull      {"after": seq, "scope": 24 bytes [, "what": "deletions" | "revocations"]}
+    pull      {"after": seq, "scope": 24 bytes
+               [, "what": "deletions" | "revocations" | "summary"]}
                                                              POST /replicate/pull
     page      {"re", "messages": [msg, ...], "next": seq, "more": bool
                [, "deletes": [a signed delete or delete_all request, ...]]
-               [, "revocations": [a revocation record, ...]]}  its reply
+               [, "revocations": [a revocation record, ...]]
+               [, "summary": [{"s", "a", "ns", "h", "exp"}, ...]]}  its reply
     forward   {"request": a client's signed storage request}  POST /replicate/forward
     forwarded {"re", "reply": the storage reply}             its reply
     msg       {"a": owner key (32: an account's X25519 key; 33: 0x03 + a group's
@@ -142,7 +154,7 @@ the module asserts it at import.
 
 Errors: every refusal is a typed :class:`~veil.onion.errors.VeilError`: TooLarge,
 DecodeError (also a length off the classes, bad padding), SchemaError (shape, a
-version other than 4), Unauthorized (unknown sender, a box that does not open, a bad
+version other than 5), Unauthorized (unknown sender, a box that does not open, a bad
 signature, a frame for another node, a message without its owner's valid proof),
 ClockSkew (``t``), ReplayedFrame (a request frame already accepted), ProtocolError (a
 message that breaks a rule).
@@ -162,7 +174,7 @@ tests use to forge frames):
 
 from __future__ import annotations
 
-from veil.onion.replica import ReplicaMessage, ReplicaPage
+from veil.onion.replica import ReplicaMessage, ReplicaPage, SummaryEntry
 
 from .format import (
     BATCH_MAX_BYTES,
@@ -172,8 +184,10 @@ from .format import (
     ITEM_OVERHEAD,
     MAX_FRAME,
     MAX_MESSAGES,
+    MAX_SUMMARY,
     SCOPE_BYTES,
     SIZE_CLASSES,
+    SUMMARY_CHUNK,
 )
 from .kinds import (
     Forward,
@@ -209,8 +223,10 @@ __all__ = [
     "ITEM_OVERHEAD",
     "MAX_FRAME",
     "MAX_MESSAGES",
+    "MAX_SUMMARY",
     "SCOPE_BYTES",
     "SIZE_CLASSES",
+    "SUMMARY_CHUNK",
     "_PLAINTEXT_SIZES",
     "Forward",
     "Peer",
@@ -222,6 +238,7 @@ __all__ = [
     "ReplayedFrame",
     "ReplicaMessage",
     "ReplicaPage",
+    "SummaryEntry",
     "_box_key",
     "_message_wire",
     "_seal",

@@ -24,8 +24,10 @@ __all__ = [
     "ITEM_OVERHEAD",
     "MAX_FRAME",
     "MAX_MESSAGES",
+    "MAX_SUMMARY",
     "SCOPE_BYTES",
     "SIZE_CLASSES",
+    "SUMMARY_CHUNK",
 ]
 
 DOMAIN: Final = b"replicate"
@@ -34,11 +36,19 @@ _AD_PREFIX: Final = b"veil/replicate"
 #: 2: the sealed plaintext is padded so that every frame is one of SIZE_CLASSES long
 #: (version 1 frames had the length of their content). 3: a message outside the inbox
 #: carries its owner's proof (``p``), and request frames are accepted once. 4: pulls and
-#: pages of revocations, proofs with a delegated key's chain, forwarded revokes.
-FORMAT_VERSION: Final = 4
+#: pages of revocations, proofs with a delegated key's chain, forwarded revokes. 5: pulls
+#: and pages of summaries (anti-entropy asks what the peer holds before the rows).
+FORMAT_VERSION: Final = 5
 CLOCK_SKEW_MS: Final = 60_000
 #: Messages in one push or page, at most.
 MAX_MESSAGES: Final = 256
+#: Entries of one summary page, at most (about 110 bytes each: the largest class holds
+#: them with room to spare, asserted in padding.py).
+MAX_SUMMARY: Final = 512
+#: A summary names, for each row, where a pull of rows reaching it starts (``s``): the
+#: sender reads its rows in chunks of at most this many (and BATCH_MAX_BYTES), so one
+#: page of rows after ``s`` (MAX_MESSAGES, BATCH_MAX_BYTES) holds the whole chunk.
+SUMMARY_CHUNK: Final = 32
 #: Upper bound of the CBOR bytes around one message's data in a batch.
 ITEM_OVERHEAD: Final = 160
 #: Byte budget of one push or page: ``len(data) + ITEM_OVERHEAD`` per message.
@@ -87,6 +97,18 @@ _MESSAGE = Schema(
     },
 )
 _MESSAGES = Field(list, max_len=MAX_MESSAGES, items=Field(dict, schema=_MESSAGE))
+#: One row of a summary: where a pull of rows reaching it starts, and what identifies
+#: the copy (owner, namespace, hash, and the expiry the copy would carry).
+_SUMMARY_ENTRY = Schema(
+    "summary_entry",
+    {
+        "s": Field(int, min=0, max=_MAX_TIME_MS),
+        "a": _OWNER,
+        "ns": Field(int, min=rpc.NAMESPACE_MIN, max=rpc.NAMESPACE_MAX),
+        "h": _KEY,
+        "exp": Field(int, min=0, max=_MAX_TIME_MS),
+    },
+)
 _COMMON: Final = {
     "kind": Field(str, max_len=16),
     "from": _KEY,
@@ -96,7 +118,7 @@ _COMMON: Final = {
 _REQUEST: Final = {**_COMMON, "n": Field(bytes, size=_NONCE_BYTES)}
 _REPLY: Final = {**_COMMON, "re": _KEY}
 #: What a pull may ask for besides the rows.
-_WHAT: Final = ("deletions", "revocations")
+_WHAT: Final = ("deletions", "revocations", "summary")
 _BODIES: Final = {
     "push": Schema("push", {**_REQUEST, "messages": _MESSAGES}),
     "pushed": Schema(
@@ -114,7 +136,8 @@ _BODIES: Final = {
             "after": Field(int, min=0, max=_MAX_TIME_MS),
             "scope": Field(bytes, size=SCOPE_BYTES),
             # Absent: the rows; "deletions": the owner's signed deletes kept there;
-            # "revocations": the revocation records of delegated links kept there.
+            # "revocations": the revocation records of delegated links kept there;
+            # "summary": what identifies each row, not the rows (anti_entropy.py).
             "what": Field(str, choices=frozenset(_WHAT), required=False),
         },
     ),
@@ -142,6 +165,12 @@ _BODIES: Final = {
                 list,
                 max_len=MAX_MESSAGES,
                 items=Field(bytes, min_len=1, max_len=rpc.MAX_RECORD),
+                required=False,
+            ),
+            "summary": Field(
+                list,
+                max_len=MAX_SUMMARY,
+                items=Field(dict, schema=_SUMMARY_ENTRY),
                 required=False,
             ),
         },

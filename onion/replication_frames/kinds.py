@@ -9,6 +9,7 @@ node never sends what a peer would refuse) and each ``open_*`` gives a typed obj
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,9 +17,9 @@ from typing import Any
 
 from veil.onion.errors import ProtocolError
 from veil.onion.keys import NodeKeys
-from veil.onion.replica import ReplicaMessage, ReplicaPage
+from veil.onion.replica import ReplicaMessage, ReplicaPage, SummaryEntry
 
-from .format import _NONCE_BYTES, BATCH_MAX_BYTES, CLOCK_SKEW_MS
+from .format import _NONCE_BYTES, BATCH_MAX_BYTES, CLOCK_SKEW_MS, MAX_SUMMARY
 from .sealing import (
     PeerLookup,
     _check_batch,
@@ -102,6 +103,8 @@ class Pull:
     deletions: bool = False
     #: True: a pull of the revocation records kept there.
     revocations: bool = False
+    #: True: a pull of a summary of the rows (version 5), not of the rows.
+    summary: bool = False
 
 
 def seal_push(
@@ -159,17 +162,21 @@ def seal_pull(
     now_ms: int,
     deletions: bool = False,
     revocations: bool = False,
+    summary: bool = False,
 ) -> tuple[bytes, bytes]:
     """A pull of ``peer``'s rows (``deletions``: of the signed deletions it keeps;
-    ``revocations``: of its revocation records) after seq ``after`` for the accounts of
-    ``scope`` (see node/replication/): (frame, digest)."""
-    if deletions and revocations:
-        raise ValueError("a pull asks for deletions or revocations, not both")
+    ``revocations``: of its revocation records; ``summary``: of a summary of its rows)
+    after seq ``after`` for the accounts of ``scope`` (see node/replication/):
+    (frame, digest)."""
+    if deletions + revocations + summary > 1:
+        raise ValueError("a pull asks for one of deletions, revocations or a summary")
     fields: dict[str, Any] = {"n": os.urandom(_NONCE_BYTES), "after": after, "scope": scope}
     if deletions:
         fields["what"] = "deletions"
     elif revocations:
         fields["what"] = "revocations"
+    elif summary:
+        fields["what"] = "summary"
     return _seal(keys, peer, "pull", fields, now_ms)
 
 
@@ -186,6 +193,7 @@ def open_pull(
         body["t"],
         deletions=what == "deletions",
         revocations=what == "revocations",
+        summary=what == "summary",
     )
 
 
@@ -206,6 +214,13 @@ def seal_page(keys: NodeKeys, peer: Any, digest: bytes, page: ReplicaPage, *, no
         if page.messages or _deletes_too_large(page.revocations):
             raise ValueError("a page of revocations carries no messages, within the batch limits")
         fields["revocations"] = list(page.revocations)
+    if page.summary:
+        if page.messages or page.deletes or page.revocations or len(page.summary) > MAX_SUMMARY:
+            raise ValueError("a page of a summary carries nothing else, within its limit")
+        fields["summary"] = [
+            {"s": e.start, "a": e.account, "ns": e.namespace, "h": e.hash, "exp": e.expiry_ms}
+            for e in page.summary
+        ]
     return _seal(keys, peer, "page", fields, now_ms)[0]
 
 
@@ -230,8 +245,17 @@ def open_page(
         raise ProtocolError("a page of deletions carries no messages, within the batch limits")
     if revocations and (body["messages"] or _deletes_too_large(revocations)):
         raise ProtocolError("a page of revocations carries no messages, within the batch limits")
+    summary = tuple(
+        SummaryEntry(e["s"], e["a"], e["ns"], e["h"], e["exp"]) for e in body.get("summary", ())
+    )
+    if summary and (body["messages"] or deletes or revocations):
+        raise ProtocolError("a page of a summary carries nothing else")
+    if any(e.start >= body["next"] for e in summary) or any(
+        b.start < a.start for a, b in itertools.pairwise(summary)
+    ):
+        raise ProtocolError("a summary's starts go back, or reach past its next seq")
     return ReplicaPage(
-        _messages(body["messages"]), body["next"], body["more"], deletes, revocations
+        _messages(body["messages"]), body["next"], body["more"], deletes, revocations, summary
     )
 
 

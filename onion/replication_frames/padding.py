@@ -20,6 +20,7 @@ from .format import (
     BATCH_MAX_BYTES,
     FORMAT_VERSION,
     ITEM_OVERHEAD,
+    MAX_SUMMARY,
     SIZE_CLASSES,
 )
 
@@ -63,6 +64,10 @@ assert _PLAINTEXT_SIZES[-1] - _LENGTH.size >= BATCH_MAX_BYTES + _FIXED_OVERHEAD
 assert rpc.MAX_BODY + ITEM_OVERHEAD + rpc.MAX_PROOF_BYTES <= BATCH_MAX_BYTES
 assert _PLAINTEXT_SIZES[-1] - _LENGTH.size >= rpc.MAX_REQUEST_SIZE + _FIXED_OVERHEAD
 assert _PLAINTEXT_SIZES[-1] - _LENGTH.size >= rpc.MAX_REPLY_SIZE + _FIXED_OVERHEAD
+#: Upper bound of one summary entry's CBOR: its map and keys (~16), ``s`` and ``exp``
+#: (9 each), ``a`` (35), ``ns`` (5), ``h`` (34).
+_SUMMARY_ENTRY_BYTES: Final = 120
+assert _PLAINTEXT_SIZES[-1] - _LENGTH.size >= MAX_SUMMARY * _SUMMARY_ENTRY_BYTES + _FIXED_OVERHEAD
 
 
 def _pad(inner: bytes) -> bytes:
