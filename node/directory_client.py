@@ -25,15 +25,15 @@ leaves no new key behind):
   Happy Eyeballs (RFC 8305) staggers connection attempts: it asks one authority
   (starting with a different one each round), and the next one as soon as that one has
   answered without a newer consensus, or when it has not answered within the stagger
-  (``retry_interval``, at most 1 s); at most :data:`_MAX_IN_FLIGHT` requests are in
-  flight, at most one per authority. The first document that verifies and is newer
-  than the one held is adopted, and the requests still in flight are cancelled. A
-  request that outlives its round (an authority that accepts connections and never
-  answers) is not asked again until it ends (``fetch_timeout``), and a newer document
-  it brings late is still adopted. Asked one after another instead, an authority that
-  does not answer cost ``fetch_timeout`` (10 s) in every round it came first, and the
-  node served an old consensus meanwhile (found by the network-namespace test,
-  tests/test_netns.py, which pulls an authority's cable).
+  (``retry_interval``, at most 1 s); a round has at most :data:`_MAX_IN_FLIGHT` of its
+  requests in flight, and there is at most one per authority. The first document that
+  verifies and is newer than the one held is adopted, and the requests still in flight
+  are cancelled. An authority whose request outlives its round (one that accepts
+  connections and never answers) is not asked again until that request ends
+  (``fetch_timeout``), and a newer document it brings late is still adopted. Asked one
+  after another instead, an authority that does not answer cost ``fetch_timeout`` (10 s)
+  in every round it came first, and the node served an old consensus meanwhile (found
+  by the network-namespace test, tests/test_netns.py, which pulls an authority's cable).
 * **Verifying.** Every document is checked with
   :func:`veil.onion.directory.verify_consensus` against the pinned keys and the threshold,
   with the epoch held as ``min_epoch`` (no rollback): an authority that answers first
@@ -112,7 +112,8 @@ _MAX_BACKOFF_S = 60.0
 _MAX_DOUBLINGS = 10
 #: The same refusal from the same authority is logged at most this often.
 _LOG_EVERY_S = 60.0
-#: Fetch requests in flight at once (Tor's ClientBootstrapConsensusMaxInProgressTries).
+#: A round's fetch requests in flight at once (Tor's
+#: ClientBootstrapConsensusMaxInProgressTries).
 _MAX_IN_FLIGHT = 3
 #: The longest stagger between two authorities of a round (it is ``retry_interval``
 #: below this): a consensus is a few hundred kilobytes at most, which an authority that
@@ -349,13 +350,15 @@ class DirectoryClient:
         self._turn += 1
         stagger_s = min(self.config.retry_interval, _MAX_STAGGER_S)
         held = self.view.epoch
+        launched: list[bytes] = []
         for authority in (*authorities[start:], *authorities[:start]):
             if self.view.epoch != held:
                 return  # a request of this round or an earlier one brought a newer one
             if authority.key in self._asking:
                 continue  # its request of an earlier round has not ended yet
-            if len(self._asking) >= _MAX_IN_FLIGHT:
-                return
+            if sum(key in self._asking for key in launched) >= _MAX_IN_FLIGHT:
+                return  # the next round asks the others (these are not asked again)
+            launched.append(authority.key)
             scope = self._asking[authority.key] = trio.CancelScope()
             ended = trio.Event()
             nursery.start_soon(self._ask, pool, authority, scope, ended)
