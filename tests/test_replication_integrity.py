@@ -49,6 +49,7 @@ from tests.swarmutil import (
 )
 from veil.client.devnet import Devnet
 from veil.node.keystore import load_or_create_keys
+from veil.node.replication import sync_scope
 from veil.onion import replication_frames as wire
 from veil.onion import rpc
 from veil.onion.directory import ConsensusNode
@@ -200,6 +201,72 @@ async def test_no_node_writes_into_an_owners_namespace_without_the_owners_proof(
         if namespace == -5:  # what anyone reads there: alice's two posts, nothing forged
             posts = await public_posts(receiver, alice, -5)
             assert posts == {real.hash, short.hash} and h not in posts
+
+
+async def test_a_batch_with_one_forged_message_stores_the_others_and_refuses_it(
+    net: Devnet,
+) -> None:
+    """A push carries several clients' stores (issue 17): one message that breaks a rule
+    (here a post with another key's proof) is refused alone, named in the ack, and never
+    served; the batch's other messages are stored. The batch sent again is refused whole
+    (``replayed``), and a batch of forged messages only is refused as one was."""
+    consensus = await settled(net)
+    swarm_id = next(iter(consensus.swarms))
+    receiver, peer = consensus.swarms[swarm_id].members
+    alice, mallory = account_in(consensus, swarm_id), Account.generate()
+    peer_keys = keys_of(net, peer)
+    data = b"forged in a batch " + os.urandom(8)
+    h = rpc.message_hash(alice.id, -5, data)
+    forged = post_in(alice, -5, data, owner_proof(mallory, -5, h, now_ms(), DAY_MS))
+    real = [signed_post(alice, -5, b"real %d " % i + os.urandom(8)) for i in range(3)]
+    batch = [real[0], forged, real[1], real[2]]
+    frame, digest = wire.seal_push(peer_keys, receiver, batch, now_ms=now_ms())
+    r = await post(receiver, "/replicate", frame)
+    assert r.status_code == 200
+    ack = wire.open_pushed(r.content, peer_keys, receiver, digest, now_ms=now_ms())
+    assert ack.stored == 3 and ack.refused == {forged.hash}
+    posts = await public_posts(receiver, alice, -5)
+    assert {m.hash for m in real} <= posts and forged.hash not in posts
+    # The same batch again, off the wire: refused whole, nothing changes.
+    assert refusal(await post(receiver, "/replicate", frame)) == (409, "replayed")
+    # Forged messages only: refused as a single forged push is.
+    frame, _ = wire.seal_push(peer_keys, receiver, [forged, forged], now_ms=now_ms())
+    assert refusal(await post(receiver, "/replicate", frame)) == (401, "unauthorized")
+    assert forged.hash not in await public_posts(receiver, alice, -5)
+
+
+async def test_a_summary_pull_names_what_is_held_and_is_accepted_once(net: Devnet) -> None:
+    """A member's summary (frame version 5) names the rows of the asker's swarm after
+    the cursor without their data, each with a start a pull of rows reaches it from; the
+    pull sent again is refused ``replayed``."""
+    consensus = await settled(net)
+    swarm_id = next(iter(consensus.swarms))
+    receiver, peer = consensus.swarms[swarm_id].members
+    alice = account_in(consensus, swarm_id)
+    peer_keys = keys_of(net, peer)
+    posts = [signed_post(alice, -5, b"summarised %d " % i + os.urandom(8)) for i in range(3)]
+    frame, _ = wire.seal_push(peer_keys, receiver, posts, now_ms=now_ms())
+    assert (await post(receiver, "/replicate", frame)).status_code == 200
+    scope = sync_scope(consensus, swarm_id)
+    frame, digest = wire.seal_pull(peer_keys, receiver, 0, scope, now_ms=now_ms(), summary=True)
+    r = await post(receiver, "/replicate/pull", frame)
+    assert r.status_code == 200
+    page = wire.open_page(r.content, peer_keys, receiver, digest, now_ms=now_ms())
+    assert not page.messages
+    named = {e.hash: e for e in page.summary}
+    for m in posts:
+        assert named[m.hash].expiry_ms == m.expiry_ms and named[m.hash].account == m.account
+        # One page of rows after the entry's start holds the row itself.
+        pull, d = wire.seal_pull(peer_keys, receiver, named[m.hash].start, scope, now_ms=now_ms())
+        rows = wire.open_page(
+            (await post(receiver, "/replicate/pull", pull)).content,
+            peer_keys,
+            receiver,
+            d,
+            now_ms=now_ms(),
+        )
+        assert m.hash in {row.hash for row in rows.messages}
+    assert refusal(await post(receiver, "/replicate/pull", frame)) == (409, "replayed")
 
 
 async def test_accounts_of_another_swarm_are_refused_on_every_path(net: Devnet) -> None:

@@ -8,9 +8,12 @@ sender (:class:`~veil.onion.replication_frames.ReplayGuard`): a copy is refused
 comes from outside the swarm); each message must keep the protocol's rules
 (:func:`~veil.onion.replication_frames.check_message`: the hash recomputed, the TTL
 limit, and outside the inbox the owner's proof, verified, allowing the expiry), else the
-push is refused whole (``bad_request``, or ``unauthorized`` for a proof); only messages
-whose account maps to this node's swarm are stored; the others are named in the answer
-as refused, and a push with none of this swarm's accounts is refused whole
+message is refused (named in the answer as refused, not stored, counted by its status:
+``bad_request``, or ``unauthorized`` for a proof) while the others of its batch are
+judged on their own (issue 17: a batch carries several clients' stores), and a push
+whose every message breaks a rule is refused whole with the first one's error; only
+messages whose account maps to this node's swarm are stored; the others are named in
+the answer as refused, and a push with none of this swarm's accounts is refused whole
 (``wrong_swarm``). The store skips a copy of a message deleted here (its tombstone). A
 pull is answered with the rows of the accounts in the *asker's* swarm (never an
 owner-written row without its proof), and refused (503) if the asker names another
@@ -146,20 +149,33 @@ class Receiver:
             now = self.clock()
             accepted: list[ReplicaMessage] = []
             refused: list[bytes] = []
+            broken: VeilError | None = None
             for m in push.messages:
-                wire.check_message(
-                    m,
-                    now_ms=now,
-                    skew_ms=self.config.clock_skew_ms,
-                    is_revoked=self.store.is_revoked,
-                    chains=self.service.chains,
-                )
+                try:
+                    wire.check_message(
+                        m,
+                        now_ms=now,
+                        skew_ms=self.config.clock_skew_ms,
+                        is_revoked=self.store.is_revoked,
+                        chains=self.service.chains,
+                    )
+                except VeilError as exc:
+                    # One message of a batch that breaks a rule (a forged or revoked
+                    # proof) is refused alone: the batch's others came from other
+                    # clients' stores and are judged on their own.
+                    broken = broken or exc
+                    refused.append(m.hash)
+                    continue
                 if consensus.swarm_of(ring_position(m.account)).swarm_id == me.swarm_id:
                     accepted.append(m)
                 else:
                     refused.append(m.hash)
+            if broken is not None and not accepted:
+                raise broken
             if refused and not accepted:
                 raise WrongSwarm("none of these accounts is in this node's swarm")
+            if broken is not None:
+                self._refused(broken)  # counted by its status, as a whole refusal is
         except VeilError as exc:
             self._refused(exc)
             raise
