@@ -269,6 +269,40 @@ async def test_a_summary_pull_names_what_is_held_and_is_accepted_once(net: Devne
     assert refusal(await post(receiver, "/replicate/pull", frame)) == (409, "replayed")
 
 
+async def test_a_round_pulls_only_the_rows_a_member_lacks(net: Devnet) -> None:
+    """Anti-entropy asks for a summary first (issue 17): rows both members hold are named
+    and skipped (``summary_held``), never pulled again; a row one of them lacks still
+    reaches it by the next rounds."""
+    consensus = await settled(net)
+    swarm_id = next(iter(consensus.swarms))
+    a, b = consensus.swarms[swarm_id].members
+    name_a, name_b = net.node(a.node_id.hex()).name, net.node(b.node_id.hex()).name
+    keys_a, keys_b = keys_of(net, a), keys_of(net, b)
+    alice = account_in(consensus, swarm_id)
+    await pull_rounds(net, name_a)  # what earlier tests left is pulled by now
+    await pull_rounds(net, name_b)
+    url_a = net.node(name_a).url
+    held_before = await metric(url_a, "veil_replication_summary_held_total")
+    pulled_before = await metric(url_a, "veil_replication_pulled_total")
+    both = [signed_post(alice, -5, b"held by both %d " % i + os.urandom(8)) for i in range(4)]
+    for sender, receiver in ((keys_b, a), (keys_a, b)):
+        frame, _ = wire.seal_push(sender, receiver, both, now_ms=now_ms())
+        assert (await post(receiver, "/replicate", frame)).status_code == 200
+    await pull_rounds(net, name_a)
+    assert await metric(url_a, "veil_replication_summary_held_total") >= held_before + len(both)
+    assert await metric(url_a, "veil_replication_pulled_total") == pulled_before
+    # A post only b holds reaches a by pulling.
+    lacking = signed_post(alice, -5, b"only at b " + os.urandom(8))
+    frame, _ = wire.seal_push(keys_a, b, [lacking], now_ms=now_ms())
+    assert (await post(b, "/replicate", frame)).status_code == 200
+
+    async def a_has_it() -> bool:
+        return lacking.hash in await public_posts(a, alice, -5)
+
+    await eventually(a_has_it, what="a pulls the row it lacks")
+    assert await metric(url_a, "veil_replication_pulled_total") >= pulled_before + 1
+
+
 async def test_accounts_of_another_swarm_are_refused_on_every_path(net: Devnet) -> None:
     consensus = await settled(net)
     swarm_id = next(iter(consensus.swarms))

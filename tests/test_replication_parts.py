@@ -4,6 +4,7 @@ store's replication methods (node/store/) on real SQLite files."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 from pathlib import Path
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from tests.swarmutil import owner_proof
 from veil.node.replication import ring_position
+from veil.node.replication.held import HeldHashes
 from veil.node.store import (
     ReplicaMessage,
     ReplicaPage,
@@ -903,3 +905,18 @@ def test_the_box_key_follows_a_peers_new_onion_key() -> None:
     assert wire.open_push(fresh, B, lookup(listed), now_ms=T0).messages == [msg(b"y")]
     assert wire._box_key(A, B_PEER) == wire._box_key(B, A_PEER)
     assert wire._box_key(rotated, B_PEER) != wire._box_key(A, B_PEER)
+
+
+def test_held_hashes_answer_for_what_was_stored_within_their_bound() -> None:
+    """Anti-entropy skips a summary's row from memory only for a message noted as stored
+    here expiring no earlier than the copy; memory stays bounded (oldest dropped)."""
+    held = HeldHashes(max_entries=3)
+    one, two = msg(b"one"), msg(b"two", exp=T0 + 2 * DAY)
+    held.note([one, two])
+    assert held.holds(one.hash, one.expiry_ms) and held.holds(two.hash, T0 + DAY)
+    assert not held.holds(one.hash, one.expiry_ms + 1)  # a copy that would extend ours
+    assert not held.holds(msg(b"never stored").hash, 0)
+    held.note([msg(b"three"), msg(b"four")])
+    assert len(held) == 3 and not held.holds(one.hash, 0)  # the oldest went first
+    held.note([dataclasses.replace(two, expiry_ms=T0 + 3 * DAY)])  # a later expiry
+    assert held.holds(two.hash, T0 + 3 * DAY)

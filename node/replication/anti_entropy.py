@@ -97,6 +97,7 @@ from ..network_view import NetworkView
 from ..rooms import RoomGuard
 from ..store import MessageStore, deletion_digest, deletion_until
 from .counters import ReplicationCounters
+from .held import HeldHashes
 from .requests import PeerRequests
 from .ring import ring_position, sync_scope
 from .wakeup import Wakeup
@@ -146,6 +147,7 @@ class AntiEntropy:
         chains: ChainCache | None = None,
         store_replicas: Callable[[list[ReplicaMessage], bytes], Awaitable[list[bool]]]
         | None = None,
+        held: HeldHashes | None = None,
     ) -> None:
         self.view = view
         #: How pulled copies are stored (with the peer that sent them): the service's
@@ -158,6 +160,8 @@ class AntiEntropy:
         self.counters = counters
         #: The storage service's cache of verified chains (owner proofs of delegated keys).
         self.chains = chains
+        #: Messages stored here lately (held.py): most summary rows need no store read.
+        self.held = held if held is not None else HeldHashes()
         self._wakeup = Wakeup()
         #: Rate-limited INFO lines about peers' failed pulls and refused rows.
         self._lines = PeerWarnings(interval_s=_LOG_INTERVAL_S)
@@ -254,7 +258,9 @@ class AntiEntropy:
         for entry in page.summary:
             if entry.start in wanted or not round_.holds(entry.account):
                 continue
-            if not await self._holds(entry.account, entry.namespace, entry.hash, entry.expiry_ms):
+            if await self._holds(entry.account, entry.namespace, entry.hash, entry.expiry_ms):
+                self.counters.summary_held += 1
+            else:
                 wanted.add(entry.start)
         covered = -1
         budget = _ROW_PULLS_PER_SUMMARY
@@ -276,6 +282,8 @@ class AntiEntropy:
     async def _holds(self, account: bytes, namespace: int, hash: bytes, expiry_ms: int) -> bool:
         """True if a live copy of this message is here, expiring no earlier than
         ``expiry_ms`` (a copy with a later expiry would extend ours: worth pulling)."""
+        if self.held.holds(hash, expiry_ms):
+            return True
         try:
             owner = owner_of_key(account)
         except InvalidId:
@@ -296,6 +304,7 @@ class AntiEntropy:
         mine = self._checked(peer, fresh)
         if mine:
             created = await self.store_replicas(mine, peer.node_id)
+            self.held.note(mine)
             self.counters.pulled += sum(created)
 
     async def _take_deletions(self, peer: ConsensusNode, page: ReplicaPage, round_: _Round) -> None:

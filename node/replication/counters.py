@@ -34,6 +34,8 @@ class ReplicationCounters:
     pull_failures: int = 0
     #: Messages received by pull that were new here.
     pulled: int = 0
+    #: Rows named in peers' summaries that were held here (not pulled: issue 17).
+    summary_held: int = 0
     #: Messages of pulled pages dropped because they break a rule (a proof that fails),
     #: and pulled deletions dropped (not the owner's signed delete).
     pull_refused: int = 0
@@ -72,6 +74,11 @@ def replication_figures(c: ReplicationCounters, queued: int) -> list[StorageFigu
         counter("veil_replication_pulls", "Pull requests made to swarm peers", c.pulls),
         counter("veil_replication_pull_failures", "Pull requests that failed", c.pull_failures),
         counter("veil_replication_pulled", "New messages received by pull", c.pulled),
+        counter(
+            "veil_replication_summary_held",
+            "Rows named in swarm peers' summaries that were held here, so not pulled",
+            c.summary_held,
+        ),
         counter(
             "veil_replication_deletions_applied",
             "Messages deleted by an owner's delete pulled from a peer (missed here)",

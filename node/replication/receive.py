@@ -67,6 +67,7 @@ from ..network_view import NetworkView
 from ..service import StorageService
 from ..store import MessageStore
 from .counters import ReplicationCounters
+from .held import HeldHashes
 from .ring import ring_position, sync_scope
 
 __all__ = ["Receiver"]
@@ -96,8 +97,11 @@ class Receiver:
         clock: Callable[[], int],
         config: ReplicationConfig,
         counters: ReplicationCounters,
+        held: HeldHashes | None = None,
     ) -> None:
         self.keys = keys
+        #: Messages stored here lately (held.py), noted for anti-entropy.
+        self.held = held if held is not None else HeldHashes()
         self.view = view
         self.service = service
         self.store: MessageStore = service.store
@@ -182,6 +186,7 @@ class Receiver:
         sender = consensus.node(push.sender)  # open_push found it in this consensus
         assert sender is not None
         created = await self.service.store_replicas(accepted, push.sender) if accepted else []
+        self.held.note(accepted)
         stored = sum(created)
         self.counters.received += stored
         return wire.seal_pushed(

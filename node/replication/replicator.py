@@ -43,6 +43,7 @@ from ..store import MessageStore
 from .anti_entropy import AntiEntropy
 from .counters import ReplicationCounters, replication_figures
 from .handover import Handover
+from .held import HeldHashes
 from .outbox import PushQueues
 from .receive import Receiver
 from .requests import PeerRequests
@@ -83,6 +84,8 @@ class Replicator:
         self._push_queues = PushQueues(
             view=view, push=self._requests.push, config=config, counters=self.counters
         )
+        #: Messages stored here lately, noted by every path that stores (held.py).
+        self._held = HeldHashes()
         self._receiver = Receiver(
             keys=keys,
             view=view,
@@ -90,6 +93,7 @@ class Replicator:
             clock=clock,
             config=config,
             counters=self.counters,
+            held=self._held,
         )
         self._anti_entropy = AntiEntropy(
             view=view,
@@ -100,6 +104,7 @@ class Replicator:
             counters=self.counters,
             chains=service.chains,
             store_replicas=service.store_replicas,
+            held=self._held,
         )
         self._handover = Handover(
             view=view,
@@ -163,7 +168,9 @@ class Replicator:
         """Queue ``message`` for every swarm peer and wait for the acks (the ack rule,
         node/replication/outbox.py): returns after every peer that is not known to be
         failing has answered its push, or after ``ack_timeout``. Never raises for the
-        network; cancellation only ends the wait (the pushes go on)."""
+        network; cancellation only ends the wait (the pushes go on). The service calls it
+        once ``message`` is committed here."""
+        self._held.note((message,))
         await self._push_queues.replicate(message)
 
     async def forward(self, request: bytes) -> None:
