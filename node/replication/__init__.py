@@ -11,13 +11,16 @@ part lives:
 * ``outbox.py``: **push** (``POST /replicate``) of every message a client's store
   created, one queue and sender task per swarm peer, and the ack rule below;
 * ``anti_entropy.py``: **anti-entropy and joining** (``POST /replicate/pull``), pulls
-  of each peer's rows, of the owners' signed deletes it executed, and of the revocations
-  of delegated keys it keeps, after cursors kept per peer and scope;
+  of each peer's summary and of the rows it names that are not held here, of the
+  owners' signed deletes it executed, and of the revocations of delegated keys it
+  keeps, after cursors kept per peer and scope;
 * ``handover.py``: **handover** of the accounts a new consensus moves to another swarm;
 * ``receive.py``: **receiving** a peer's push, pull or forward, every refusal typed;
 * ``requests.py``: the outgoing requests (seal, post, open the answer) and the paths;
 * ``replicator.py``: :class:`Replicator`, which runs all of it under one nursery and
   forwards client deletes and expiries (``POST /replicate/forward``);
+* ``held.py``: the messages stored here lately, by hash, which anti-entropy's
+  summaries are checked against before the store;
 * ``ring.py`` (ring positions, scopes) and ``counters.py`` (counters, metrics).
 
 **The ack rule.** The client's store is answered after (1) the local commit, which is

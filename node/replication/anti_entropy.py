@@ -39,11 +39,16 @@ opened and checked (its owner's proof verified) 20 times a round besides its 4 p
 about 1 ms of node CPU per message at a 10 s interval (py-spy: 16% of the nodes' CPU).
 Now a round asks each peer first for a *summary* of its rows after the cursor (owner,
 namespace, hash, expiry; up to 512 a page, 2 or 16 KiB in the steady state), looks each
-up here (an indexed read), and pulls rows only after the start of a chunk that holds a
-row it lacks (or holds with an earlier expiry, which the copy would extend): as before,
-but only there. Pushes have brought nearly every row, so a round usually sends no
-message data and checks no proof. Rows pulled are still checked one by one, and a row
-held here is skipped before the check (it was checked when it was stored). The
+up here (in :class:`~veil.node.replication.held.HeldHashes`, the messages stored here
+lately, else an indexed read), and pulls rows only after the start of a chunk that
+holds a row it lacks (or holds with an earlier expiry, which the copy would extend): as
+before, but only there. Pushes have brought nearly every row, so a round usually sends
+no message data and checks no proof. Rows pulled are still checked one by one, and a
+row held here is skipped before the check (it was checked when it was stored).
+Measured (one exchange of 512 rows both hold, both sides' CPU, real stores and frames):
+inbox rows 58-67 us a row before, 28.5 us now; rows with owner proofs 153-166 us
+before, 38-40 us now. What is left is mostly the peer's reading of its rows
+(``replica_page`` reads each row's data, which a summary does not need). The
 summary is a claim, never data: a peer that lies in it can make this node pull rows
 (each checked, bounded by ``_ROW_PULLS_PER_SUMMARY`` pages) or not pull its own rows
 (withholding, which a member can always do), never skip a row that it does not hold
