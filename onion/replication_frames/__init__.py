@@ -27,7 +27,16 @@ signature, by the identity key over the exact body bytes, is what the receiver c
 to accept data as the sender's (the box alone would also open for a holder of the
 *receiver's* onion key). ``from`` and ``to`` are inside the signed body too, so a frame
 cannot be redirected to another node, and ``t`` is checked against the receiver's clock
-(:data:`CLOCK_SKEW_MS`). A request body has a random ``n``; a reply names the BLAKE2b
+(:data:`CLOCK_SKEW_MS`). Issue 17 asked whether the signature (a sign and a verify,
+about a fifth of a push's and its ack's crypto) is redundant under the box: it is not.
+The box key is static-static, so whoever holds *one* node's onion secret can seal a frame
+"from" any listed node to that node (key-compromise impersonation): forge the acks that
+the store's ack rule counts, forward pushes that look like a member's, answer pulls for
+any peer. The onion secret is the node's most exposed key (every onion packet to the node
+uses it, and it is meant to rotate); the identity key only signs. So the signature stays
+until the link layer (node/link) authenticates peers with a handshake that resists KCI,
+after which frames sent over it need neither. The box key itself is derived once per
+pair (:func:`_box_key`). A request body has a random ``n``; a reply names the BLAKE2b
 digest of its request body (``re``), so a reply cannot be passed off as the answer to
 another request.
 
