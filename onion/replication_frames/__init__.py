@@ -32,8 +32,8 @@ about a fifth of a push's and its ack's crypto) is redundant under the box: it i
 The box key is static-static, so whoever holds *one* node's onion secret can seal a frame
 "from" any listed node to that node (key-compromise impersonation): forge the acks that
 the store's ack rule counts, forward pushes that look like a member's, answer pulls for
-any peer. The onion secret is the node's most exposed key (every onion packet to the node
-uses it, and it is meant to rotate); the identity key only signs. So the signature stays
+any peer. The onion secret is the node's most used key (every onion packet to the node is
+opened with it); the identity key only signs. So the signature stays
 until the link layer (node/link) authenticates peers with a handshake that resists KCI,
 after which frames sent over it need neither. The box key itself is derived once per
 pair (:func:`_box_key`). A request body has a random ``n``; a reply names the BLAKE2b
