@@ -17,7 +17,7 @@ would see them all. So, as Tor moved to directory guards, a client that holds a
 one from the nodes that see its address anyway, its guards (``GET /consensus?after=E``
 on a node, node/consensus_route.py: the authorities' signed document byte for byte, or
 304 when the node has nothing newer than epoch ``E``). In order, within one
-:meth:`Directory.fetch`:
+:meth:`Directory.fetch` (a staggered race, below):
 
 1. its guards (:meth:`Directory.use_guards`; :class:`veil.client.paths.PathSelector`
    keeps two), in their order;
@@ -29,6 +29,25 @@ on a node, node/consensus_route.py: the authorities' signed document byte for by
 3. the authorities, in random order, only as the last resort: when no usable consensus
    is held (first start, a tentative one), or when it is about to become unusable
    (:attr:`DirectoryPolicy.authorities_after`) and no node had a newer one.
+
+The race (:mod:`veil.client.staggered_race`). Asked one after another, a source that
+holds its sockets and answers nothing (a guard frozen or cut off: no reset) cost the
+fetch's timeout (10 s) before the next was asked, and delayed by as much every
+consensus the client learnt, the one that drops a lost node included (which ends the
+requests in flight through that node, client/onion_client.py). So, as the nodes fetch
+from the authorities (node/directory_client.py), the sources above are asked in their
+order with a stagger: the next one as soon as the last has answered without a newer
+consensus (304, an old epoch, a refusal), or when it has not answered within
+:attr:`DirectoryPolicy.stagger_s`; at most :attr:`DirectoryPolicy.max_in_flight`
+requests at once, one per source. The first document that verifies and is newer wins
+and the other requests are cancelled; a forged, rolled-back or below-threshold answer
+wins nothing and the race goes on. The rules of the list still hold: the other nodes
+are asked only once every guard has failed or been silent for its stagger (or they have
+had long enough), the authorities only once every node asked has answered or been
+silent for its stagger, and an authority with nothing newer ends the asking of
+authorities. Measured (tests/test_silent_loss_consensus.py, a devnet whose client's
+first guard is SIGSTOPped): each epoch reached the client up to 10.1 s after the
+authority served it one after another, at most about 2 s with the race.
 
 A client restarted after its cached consensus expired (a consensus lives three
 intervals: minutes) would otherwise go to the authorities at every start. As Tor uses a
@@ -75,18 +94,22 @@ where no node had a newer one raises nothing: it returns the held consensus and 
 what failed in :attr:`Directory.last_error`.
 
 Cancellation: :meth:`Directory.run` stops when cancelled, and a cancelled
-:meth:`Directory.fetch` installs nothing more; a save to the state file that has
-started completes in its thread (:mod:`veil.client.state`).
+:meth:`Directory.fetch` cancels its requests in flight (each closes its exchange) and
+installs nothing more; a save to the state file that has started completes in its
+thread (:mod:`veil.client.state`).
 
-Why one module of about 570 lines: :class:`Directory` is one state machine, the
+Why one module of about 660 lines: :class:`Directory` is one state machine, the
 consensus held (current, tentative, or an expired one kept for its guards) and where
 the next may come from (the stage past ``fresh_until``: guards, other nodes, the
 authorities); its parts (verifying, the cache, the sources, the refresh loop) read and
 change the same fields (``current``, ``tentative``, ``_expired``, ``last_error``), so
 apart they would be one object's methods in several files. What is not the machine is
 small and stays beside it: :class:`DirectoryPolicy` (its numbers) and a fetch's
-``_Round``. Measured: this note is about 90 lines, the docstrings and comments of the
-code about 100, blank lines about 45; the code is about 340 lines.
+``_Round`` and ``_Source``. The race's scheduling (stagger, cap, cancelling the losers,
+when to stop waiting) knows nothing of consensuses and is its own module,
+:mod:`veil.client.staggered_race`; only the rules of who may be asked stay here.
+Measured: this note is about 110 lines, the docstrings and comments of the code about
+120, blank lines about 55; the code is about 370 lines.
 """
 
 from __future__ import annotations
@@ -100,11 +123,11 @@ import trio
 
 from veil.client.errors import AuthorityUnreachable, InvalidArgument, PeerRefused
 from veil.client.network_clock import NetworkClock
+from veil.client.staggered_race import Verdict, staggered_race
 from veil.client.state import ClientState
 from veil.client.transport import Transport
 from veil.onion.directory import (
     MAX_CONSENSUS_SIZE,
-    Authority,
     Consensus,
     ConsensusNode,
     NetworkFile,
@@ -142,6 +165,26 @@ class _Round:
     refusal: VeilError | None = None
     #: Some node answered that it has nothing newer (304, or an old document).
     answered: bool = False
+    #: Some authority answered with nothing newer than ours.
+    authority_answered: bool = False
+    #: An authority was asked in this fetch (it learnt our address).
+    authorities_asked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """One source of a fetch: a node (``after``: the epoch to ask for newer than) or an
+    authority (``after`` None: it is asked for its consensus outright)."""
+
+    kind: str  # "guard", "node" or "authority": Directory.last_source
+    host: str
+    port: int
+    after: int | None
+
+
+#: A source's winning answer: the verified document, its bytes, whether it was accepted
+#: tentatively, and the kind of source.
+_Win = tuple[Consensus, bytes, bool, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +193,14 @@ class DirectoryPolicy:
 
     #: One fetch from one source (a guard, another node or an authority).
     timeout_s: float = 10.0
+    #: The next source is asked when the last has not answered within this (or at once
+    #: when it answered without a newer consensus). A consensus is a few hundred
+    #: kilobytes at most, sent well within a second by a node that works; the node's
+    #: directory client staggers the authorities by the same second.
+    stagger_s: float = 1.0
+    #: Requests of one fetch in flight at once, one per source (Tor's
+    #: ClientBootstrapConsensusMaxInProgressTries).
+    max_in_flight: int = 3
     #: First wait after a failed refresh; doubled up to ``max_backoff_s``.
     backoff_s: float = 0.5
     max_backoff_s: float = 60.0
@@ -174,6 +225,8 @@ class DirectoryPolicy:
             )
         if self.reasonably_live_s < 0:
             raise InvalidArgument("reasonably_live_s >= 0")
+        if self.stagger_s < 0 or self.max_in_flight < 1:
+            raise InvalidArgument("stagger_s >= 0 and max_in_flight >= 1")
 
 
 class Directory:
@@ -357,51 +410,100 @@ class Directory:
         given (:meth:`use_guards`), the guards; then other listed nodes if every guard
         failed or ``fresh_until`` is well past; then, only when the held consensus is
         near its end (or there is none usable: first start, tentative, expired), the
-        authorities in random order. The first document that verifies and is newer wins.
+        authorities in random order. They are asked in a staggered race
+        (:func:`~veil.client.staggered_race.staggered_race`: the next source when the
+        last has answered without a newer document or has not answered within
+        ``policy.stagger_s``; at most ``policy.max_in_flight`` at once); the first
+        document that verifies and is newer wins, and the other requests are cancelled.
 
         While the held consensus is usable and not near its end, a fetch where no node
         had a newer one returns the held one (:attr:`last_error` says what failed).
         When the authorities were asked: raises :class:`AuthorityUnreachable` if no
         source answered with a document, or the last verification error if every
-        document failed. Cancelled, it installs nothing more (a save that has started
-        completes in its thread).
+        document failed. Cancelled, it cancels the requests in flight and installs
+        nothing more (a save that has started completes in its thread).
         """
         self.fetches += 1
         seen = _Round()
         held = self.current
-        if self._guards is not None and held is not None and self.usable():
-            stage = self._stage(held)
+        nodes: list[_Source] = []
+        # A usable consensus held and guards given: the nodes first, the authorities
+        # only near the end (else, the authorities, after an expired cache's guards).
+        from_nodes = self._guards is not None and held is not None and self.usable()
+        if from_nodes:
+            assert held is not None
             guards = await self._guard_nodes(seen)
-            got = await self._from_nodes(guards, "guard", held.epoch, seen)
-            if got is not None:
-                return got
-            if stage >= _OTHERS or not seen.answered:
-                # Every guard failed (down, refusing, serving what does not verify), or
-                # they have had long enough: a few other listed nodes.
-                others = self._other_nodes(held, {g.node_id for g in guards})
-                got = await self._from_nodes(others, "node", held.epoch, seen)
-                if got is not None:
-                    return got
-            if self.usable() and self._stage(held) < _AUTHORITIES:
-                # Not near the end yet: the run loop asks the nodes again later.
-                self.last_error = "; ".join(seen.problems) or None
-                return held
+            others = self._other_nodes(held, {g.node_id for g in guards})
+            nodes = [_Source("guard", n.host, n.port, held.epoch) for n in guards]
+            nodes += [_Source("node", n.host, n.port, held.epoch) for n in others]
         elif held is None and self._expired is not None:
             # Restarted with a cache that expired not long ago: it still says where our
             # guards are; ask them before the authorities.
-            got = await self._from_expired_cache(self._expired, seen)
-            if got is not None:
-                return got
-        return await self._from_authorities(seen, tentative_ok=tentative_ok)
+            expired, self._expired = self._expired, None  # once: then the usual sources
+            ids = self._guard_ids() if self._guard_ids is not None else []
+            kept = [n for n in map(expired.node, ids) if n is not None]
+            nodes = [_Source("guard", n.host, n.port, expired.epoch) for n in kept]
+        authorities = list(self.network.authorities)
+        self.rng.shuffle(authorities)
+        sources = nodes + [_Source("authority", a.host, a.port, None) for a in authorities]
 
-    async def _from_expired_cache(self, expired: Consensus, seen: _Round) -> Consensus | None:
-        """A newer consensus from the guards kept from the last run, found in the
-        ``expired`` cached consensus (no new guard is chosen from an old list)."""
-        self._expired = None  # once: afterwards, the usual sources
-        if self._guard_ids is None:
-            return None
-        nodes = [n for n in map(expired.node, self._guard_ids()) if n is not None]
-        return await self._from_nodes(nodes, "guard", expired.epoch, seen)
+        def may_ask(source: _Source) -> bool:
+            # Called when every source before ``source`` has answered or had its stagger.
+            if source.kind == "node" and held is not None:
+                # Every guard failed (down, refusing, serving what does not verify, or
+                # silent past its stagger), or they have had long enough.
+                return not seen.answered or self._stage(held) >= _OTHERS
+            if source.kind == "authority":
+                if seen.authority_answered:
+                    return False  # one said it has nothing newer: no other learns of us
+                if (
+                    from_nodes
+                    and held is not None
+                    and self.usable()
+                    and self._stage(held) < _AUTHORITIES
+                ):
+                    return False  # not near the end: the run loop asks the nodes later
+                if not seen.authorities_asked:
+                    seen.authorities_asked = True
+                    self.authority_fetches += 1
+            return True
+
+        async def ask(source: _Source) -> _Win | Verdict:
+            if source.after is None:
+                return await self._ask_authority(source, seen, tentative_ok=tentative_ok)
+            return await self._ask_node(source, seen)
+
+        won = await staggered_race(
+            sources,
+            ask,
+            may_ask=may_ask,
+            stagger_s=self.policy.stagger_s,
+            max_in_flight=self.policy.max_in_flight,
+        )
+        if won is not None:
+            consensus, raw, tentative, kind = won
+            if not self.install(consensus, raw, tentative=tentative):
+                assert self.current is not None  # a newer one came meanwhile
+                return self.current
+            if not tentative:
+                await self._save(consensus, raw)
+            self.last_error = None
+            self.last_source = kind
+            return consensus
+        if not seen.authorities_asked and held is not None:  # the nodes' fetch only
+            self.last_error = "; ".join(seen.problems) or None
+            return held
+        if seen.authority_answered:
+            # Nothing newer there (not published yet, or an authority that lags).
+            assert self.current is not None
+            self.last_error = None
+            return self.current
+        self.last_error = "; ".join(seen.problems)
+        if seen.refusal is not None:
+            raise type(seen.refusal)(f"no usable consensus: {self.last_error}")
+        raise AuthorityUnreachable(
+            f"cannot get the consensus from any directory authority ({self.last_error})"
+        )
 
     async def _guard_nodes(self, seen: _Round) -> list[ConsensusNode]:
         assert self._guards is not None
@@ -422,101 +524,88 @@ class Directory:
         )
         return ranked[: self.policy.other_nodes]
 
-    async def _from_nodes(
-        self, nodes: Sequence[ConsensusNode], kind: str, epoch: int, seen: _Round
-    ) -> Consensus | None:
-        """The first newer consensus that one of ``nodes`` serves, installed and saved;
-        None if none has one (what each did is noted in ``seen``)."""
-        for node in nodes:
-            where = f"{kind} {node.host}:{node.port}"
-            try:
-                raw = await self.transport.get(
-                    node.host,
-                    node.port,
-                    f"/consensus?after={epoch}",
-                    timeout_s=self.policy.timeout_s,
-                    max_bytes=_MAX_DOCUMENT_BYTES,
-                )
-            except PeerRefused as exc:
-                if exc.code == 304:  # nothing newer than ours there
-                    seen.answered = True
-                elif exc.code == 503:
-                    seen.problems.append(f"{where} has no consensus")
-                else:
-                    seen.problems.append(f"{where}: {exc}")
-                continue
-            except VeilError as exc:  # unreachable, timed out, too large
-                seen.problems.append(f"{where}: {exc}")
-                continue
-            try:
-                consensus, _ = self.verify(raw)
-            except VeilError as exc:
-                # Forged, below the threshold, expired, garbage: refused, as from anyone.
-                # (Never accepted tentatively: a node cannot make us doubt our clock.)
-                seen.refusal = exc
-                seen.problems.append(f"{where}: {exc}")
-                continue
-            if consensus.epoch <= epoch or not self.install(consensus, raw):
-                seen.answered = True  # an old one: that node lags (or withholds)
-                continue
-            await self._save(consensus, raw)
-            self.last_error = None
-            self.last_source = kind
-            return consensus
-        return None
+    def _newer(self, consensus: Consensus, tentative: bool) -> bool:
+        """True if :meth:`install` would take ``consensus`` now."""
+        current = self.current
+        if current is None or consensus.epoch > current.epoch:
+            return True
+        # The tentative one confirmed (the same epoch, now verified on our clock).
+        return self.tentative and not tentative and consensus.epoch == current.epoch
 
-    async def _from_authorities(self, seen: _Round, *, tentative_ok: bool) -> Consensus:
-        """The authorities' consensus (see :meth:`fetch` for what it raises)."""
-        self.authority_fetches += 1
-        authorities = list(self.network.authorities)
-        self.rng.shuffle(authorities)
-        problems, refusal = seen.problems, seen.refusal
-        for authority in authorities:
-            where = f"{authority.host}:{authority.port}"
-            try:
-                raw = await self._get(authority)
-            except PeerRefused as exc:
-                problems.append(
-                    f"{where} has no consensus yet" if exc.code == 503 else f"{where}: {exc}"
-                )
-                continue
-            except NetworkError as exc:
-                problems.append(str(exc))  # it names the authority's address
-                continue
-            except ProtocolError as exc:
-                problems.append(f"{where}: {exc}")
-                continue
-            try:
-                consensus, tentative = self.verify(raw, tentative_ok=tentative_ok)
-            except (ConsensusError, ProtocolError) as exc:
-                refusal = exc
-                problems.append(f"{where}: {exc}")
-                continue
-            if not self.install(consensus, raw, tentative=tentative):
-                # Nothing newer there (not published yet, or an authority that lags).
-                assert self.current is not None
-                self.last_error = None
-                return self.current
-            if not tentative:
-                await self._save(consensus, raw)
-            self.last_error = None
-            self.last_source = "authority"
-            return consensus
-        self.last_error = "; ".join(problems)
-        if refusal is not None:
-            raise type(refusal)(f"no usable consensus: {self.last_error}")
-        raise AuthorityUnreachable(
-            f"cannot get the consensus from any directory authority ({self.last_error})"
-        )
+    async def _ask_node(self, source: _Source, seen: _Round) -> _Win | Verdict:
+        """A node's consensus if it is newer than ``source.after`` and ours (verified,
+        not installed); else what it did, noted in ``seen``. Cancelled: nothing noted."""
+        assert source.after is not None
+        where = f"{source.kind} {source.host}:{source.port}"
+        try:
+            raw = await self.transport.get(
+                source.host,
+                source.port,
+                f"/consensus?after={source.after}",
+                timeout_s=self.policy.timeout_s,
+                max_bytes=_MAX_DOCUMENT_BYTES,
+            )
+        except PeerRefused as exc:
+            if exc.code == 304:  # nothing newer than ours there
+                seen.answered = True
+                return Verdict.NOTHING_NEWER
+            if exc.code == 503:
+                seen.problems.append(f"{where} has no consensus")
+            else:
+                seen.problems.append(f"{where}: {exc}")
+            return Verdict.FAILED
+        except VeilError as exc:  # unreachable, timed out, too large
+            seen.problems.append(f"{where}: {exc}")
+            return Verdict.FAILED
+        try:
+            consensus, _ = self.verify(raw)
+        except VeilError as exc:
+            # Forged, below the threshold, expired, garbage: refused, as from anyone.
+            # (Never accepted tentatively: a node cannot make us doubt our clock.)
+            seen.refusal = exc
+            seen.problems.append(f"{where}: {exc}")
+            return Verdict.FAILED
+        if consensus.epoch <= source.after or not self._newer(consensus, False):
+            seen.answered = True  # an old one: that node lags (or withholds)
+            return Verdict.NOTHING_NEWER
+        return consensus, raw, False, source.kind
 
-    async def _get(self, authority: Authority) -> bytes:
-        return await self.transport.get(
-            authority.host,
-            authority.port,
-            "/consensus",
-            timeout_s=self.policy.timeout_s,
-            max_bytes=_MAX_DOCUMENT_BYTES,
-        )
+    async def _ask_authority(
+        self, source: _Source, seen: _Round, *, tentative_ok: bool
+    ) -> _Win | Verdict:
+        """An authority's consensus if it is newer than ours (verified, tentatively if
+        ``tentative_ok`` and our clock disagrees; not installed); else what it did,
+        noted in ``seen``. Cancelled: nothing noted."""
+        where = f"{source.host}:{source.port}"
+        try:
+            raw = await self.transport.get(
+                source.host,
+                source.port,
+                "/consensus",
+                timeout_s=self.policy.timeout_s,
+                max_bytes=_MAX_DOCUMENT_BYTES,
+            )
+        except PeerRefused as exc:
+            seen.problems.append(
+                f"{where} has no consensus yet" if exc.code == 503 else f"{where}: {exc}"
+            )
+            return Verdict.FAILED
+        except NetworkError as exc:
+            seen.problems.append(str(exc))  # it names the authority's address
+            return Verdict.FAILED
+        except ProtocolError as exc:
+            seen.problems.append(f"{where}: {exc}")
+            return Verdict.FAILED
+        try:
+            consensus, tentative = self.verify(raw, tentative_ok=tentative_ok)
+        except (ConsensusError, ProtocolError) as exc:
+            seen.refusal = exc
+            seen.problems.append(f"{where}: {exc}")
+            return Verdict.FAILED
+        if not self._newer(consensus, tentative):
+            seen.authority_answered = True
+            return Verdict.NOTHING_NEWER
+        return consensus, raw, tentative, "authority"
 
     # --- refreshing --------------------------------------------------------------------------
 
