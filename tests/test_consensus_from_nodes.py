@@ -566,3 +566,96 @@ def test_parse_after_is_strict() -> None:
             parse_after(bad)
     with pytest.raises(ValueError):
         parse_after("after=" + "9" * 40)
+
+
+# --- the race: a silent guard first, a hostile one second (in-process servers) -------------
+
+
+@pytest.mark.parametrize("hostile", ["forged", "rolled_back", "below_threshold"])
+async def test_a_silent_guard_and_a_hostile_one_do_not_win_or_hold_up_the_race(
+    tmp_path: Path, hostile: str
+) -> None:
+    """The first guard accepts connections and never answers (a frozen host); the second
+    answers at once with a forged, rolled-back or below-threshold document. The race
+    goes on past both, to the honest node, long before the silent guard's timeout; the
+    bad document is never installed and the authority never asked."""
+    threshold = 2 if hostile == "below_threshold" else 1
+    signers = (AUTHORITY, OTHER_AUTHORITY)[:threshold]
+    keys = [NodeKeys.generate() for _ in range(3)]  # silent guard, hostile guard, honest
+    async with trio.open_nursery() as nursery:
+        with trio.socket.socket() as silent:
+            await silent.bind(("127.0.0.1", 0))
+            silent.listen(16)  # the kernel takes the request; nobody ever answers
+            silent_port = silent.getsockname()[1]
+            view = NetworkView(b"\0" * 32, standalone=False)
+            clock = Clock()
+            honest_port, honest_asked = await serve(
+                nursery, consensus_route(view, lambda: int(clock())).handler
+            )
+            authority_port, authority_asked = await serve(nursery, fixed(503, b"no\n"))
+            network = NetworkFile(
+                tuple(Authority(k.identity_public, "127.0.0.1", authority_port) for k in signers),
+                threshold,
+            )
+            hostile_port = 0  # known once its server is up; documents list it
+            t = now_ms()
+
+            def doc(epoch: int, age_ms: int, by: Sequence[NodeKeys] = signers) -> bytes:
+                ports = [silent_port, hostile_port, honest_port]
+                return document(ports, keys, epoch, t - age_ms, by)
+
+            bad: list[bytes] = []
+            hostile_port, hostile_asked = await serve(
+                nursery, lambda request: fixed(200, bad[0])(request)
+            )
+            held, newer = doc(10, 2000), doc(11, 1000)
+            bad.append(
+                {
+                    "forged": doc(12, 500, (FORGER,)),
+                    "rolled_back": doc(9, 3000),
+                    "below_threshold": doc(12, 500, (AUTHORITY,)),
+                }[hostile]
+            )
+
+            def verified(raw: bytes) -> Consensus:
+                return verify_consensus(
+                    raw, pinned=network.pinned_keys, threshold=threshold, now_ms=now_ms()
+                )
+
+            view.update(verified(newer), newer)
+            state = ClientState.open(tmp_path / "state.sqlite3")
+            _states.append(state)
+
+            async def guards() -> list[ConsensusNode]:
+                current = d.current
+                assert current is not None
+                found = [current.node(k.identity_public) for k in keys[:2]]
+                return [n for n in found if n is not None]
+
+            d = Directory(
+                network,
+                state,
+                HttpxTransport(),
+                NetworkClock(clock),
+                policy=DirectoryPolicy(stagger_s=0.5),
+                guards=guards,
+            )
+            assert d.install(verified(held), held)
+            # A rolled-back document is "nothing newer" (a guard that lags), for which
+            # the client waits while it may: past the half-way point, others are asked.
+            if hostile == "rolled_back":
+                current = d.current
+                assert current is not None
+                window = current.valid_until_ms - current.fresh_until_ms
+                clock.offset_ms = int(current.fresh_until_ms + 0.55 * window - now_ms())
+            started = trio.current_time()
+            got = await d.fetch()
+            took_s = trio.current_time() - started
+            assert got.epoch == 11 and d.last_source == "node"
+            assert took_s < d.policy.timeout_s / 2, took_s  # not the silent guard's timeout
+            assert hostile_asked == ["after=10"] and honest_asked == ["after=10"]
+            assert authority_asked == [] and d.authority_fetches == 0
+            cached = state.load_consensus()
+            assert cached is not None and cached.raw == newer
+            await d.transport.aclose()
+        nursery.cancel_scope.cancel()
