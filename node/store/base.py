@@ -28,6 +28,7 @@ from veil.onion.keys import OwnerId, owner_key
 
 from ..errors import StoreClosed, StoreError
 from . import reads
+from .checkpointer import Checkpointer
 from .records import Clock, StoreStats
 from .schema import connect, migrate
 from .writer import BatchWriter
@@ -35,6 +36,9 @@ from .writer import BatchWriter
 __all__ = ["StoreBase"]
 
 log = logging.getLogger("veil.node.storage")
+
+#: SQLite's default page size, which the store keeps (for journal_size_limit in bytes).
+_PAGE_BYTES = 4096
 
 
 @dataclass(eq=False, slots=True)
@@ -55,11 +59,21 @@ class StoreBase:
         queue_size: int,
         max_batch: int,
         sweep_batch: int,
+        sweep_budget_s: float,
+        checkpoint_interval_s: float,
+        wal_limit_pages: int,
+        cache_kib: int,
     ) -> None:
         self.path = path
         self.clock = clock
         self._synchronous = synchronous
         self._sweep_batch = sweep_batch
+        self._sweep_budget_s = sweep_budget_s
+        self._cache_kib = cache_kib
+        self._wal_limit_pages = wal_limit_pages
+        self._checkpointer = Checkpointer(
+            path, synchronous, interval_s=checkpoint_interval_s, wal_limit_pages=wal_limit_pages
+        )
         self._writer = BatchWriter(queue_size=queue_size, max_batch=max_batch, notify=self._notify)
         # Bound once: a store's path is a few calls deep, each lookup saved counts.
         self._submit = self._writer.submit
@@ -79,12 +93,19 @@ class StoreBase:
         """
         try:
             self._writer_conn = conn = connect(self.path, self._synchronous, read_only=False)
+            # Checkpoints are the checkpointer's (checkpointer.py), never in a COMMIT.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            # When the WAL is rewound, its file is cut back to the checkpointer's bound.
+            conn.execute(f"PRAGMA journal_size_limit={self._wal_limit_pages * _PAGE_BYTES}")
+            # A page cache in KiB (negative: KiB, not pages); see the module's note.
+            conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
             migrate(conn, self.path)
             self._writer.rows = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
             self._writer.cursor = conn.cursor()
             self._reader = connect(self.path, self._synchronous, read_only=True)
             for account, link, until in reads.revoked_links(self._reader, self.clock()):
                 self._revoked[link] = (account, until)
+            self._checkpointer.open()
         except sqlite3.Error as exc:
             self._close_connections()
             raise StoreError(str(exc)) from exc
@@ -93,6 +114,7 @@ class StoreBase:
             raise
 
     def _close_connections(self) -> None:
+        self._checkpointer.close()
         for conn in (self._reader, self._writer_conn):
             if conn is not None:
                 try:
@@ -111,6 +133,7 @@ class StoreBase:
             swept=self._swept,
             sweep_batches=self._sweep_batches,
             write_batches=self._writer.batches,
+            checkpoint=self._checkpointer.stats(),
         )
 
     def _reader_or_raise(self) -> sqlite3.Connection:

@@ -86,6 +86,15 @@ __all__ = ["MessageStore", "deletion_digest", "deletion_until", "open_store"]
 
 log = logging.getLogger("veil.node.storage")
 
+#: Work per sweep transaction, at most (seconds, plus its COMMIT): see the module note.
+SWEEP_BUDGET_S = 0.010
+#: How often the checkpointer looks at the WAL (node/store/checkpointer.py).
+CHECKPOINT_INTERVAL_S = 0.5
+#: The WAL's bound in pages (4 KiB each), past which a RESTART checkpoint rewinds it.
+WAL_LIMIT_PAGES = 16_384
+#: The write connection's page cache, KiB (see the module note).
+CACHE_KIB = 65_536
+
 
 class MessageStore(RoomMethods, ReplicationMethods):
     """The message store; get one with :func:`open_store`, which runs its tasks.
@@ -144,7 +153,8 @@ class MessageStore(RoomMethods, ReplicationMethods):
         total = 0
         while True:
             n = await self._submit(
-                writes.delete_all_batch(key, namespace, self.clock(), self._sweep_batch, keep)
+                writes.delete_all_batch(key, namespace, self.clock(), self._sweep_batch, keep),
+                alone=True,
             )
             total += n
             if n < self._sweep_batch:
@@ -161,25 +171,25 @@ class MessageStore(RoomMethods, ReplicationMethods):
     # --- expiry --------------------------------------------------------------------------
 
     async def sweep(self) -> int:
-        """Delete every expired row now, ``sweep_batch`` rows per transaction.
+        """Delete every expired row now, in transactions of their own (see the module
+        note): each at most ``sweep_batch`` rows and about ``sweep_budget_s`` of work.
 
-        Returns the number deleted. Cancel or error: batches already committed stay.
+        Returns the number of messages deleted. Cancel or error: transactions already
+        committed stay.
         """
         total = 0
-        while True:
-            now = self.clock()
-            n = await self._submit(
-                writes.delete_rows(
-                    "DELETE FROM messages WHERE seq IN"
-                    " (SELECT seq FROM messages WHERE expiry <= ? LIMIT ?)",
-                    (now, self._sweep_batch),
-                )
-            )
+        done = False
+        while not done:
+            n, done = await self._submit(
+                writes.sweep_rows(
+                    "messages", "seq", "expiry", self.clock(), self._sweep_batch,
+                    self._sweep_budget_s,
+                ),
+                alone=True,
+            )  # fmt: skip
             self._sweep_batches += 1
             self._swept += n
             total += n
-            if n < self._sweep_batch:
-                break
         # Tombstones and executed requests past their time (not counted as messages).
         for table, key, until in (
             ("tombstones", "account, namespace, hash", "expiry"),
@@ -188,18 +198,15 @@ class MessageStore(RoomMethods, ReplicationMethods):
             ("revocations", "seq", "expiry"),
             ("deferred_copies", "account, namespace, hash", "until"),
         ):
-            while True:
-                n = await self._submit(
-                    writes.delete_rows(
-                        f"DELETE FROM {table} WHERE ({key}) IN"  # noqa: S608
-                        f" (SELECT {key} FROM {table}"
-                        f" WHERE {until} <= ? LIMIT ?)",
-                        (self.clock(), self._sweep_batch),
-                        counted=False,
-                    )
-                )
-                if n < self._sweep_batch:
-                    break
+            done = False
+            while not done:
+                _, done = await self._submit(
+                    writes.sweep_rows(
+                        table, key, until, self.clock(), self._sweep_batch,
+                        self._sweep_budget_s, counted=False,
+                    ),
+                    alone=True,
+                )  # fmt: skip
         now = self.clock()
         for link in [link for link, (_, until) in self._revoked.items() if until <= now]:
             del self._revoked[link]
@@ -271,6 +278,10 @@ async def open_store(
     max_batch: int = 512,
     sweep_interval: float = 30.0,
     sweep_batch: int = 1000,
+    sweep_budget_s: float = SWEEP_BUDGET_S,
+    checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
+    wal_limit_pages: int = WAL_LIMIT_PAGES,
+    cache_kib: int = CACHE_KIB,
 ) -> AsyncIterator[MessageStore]:
     """Open (creating if needed) the store at ``path`` and run its writer and sweeper.
 
@@ -283,8 +294,12 @@ async def open_store(
     """
     if synchronous not in ("FULL", "NORMAL"):
         raise ValueError("synchronous is 'FULL' or 'NORMAL'")
-    if queue_size < 1 or max_batch < 1 or sweep_batch < 1:
-        raise ValueError("queue_size, max_batch and sweep_batch must be positive")
+    if min(queue_size, max_batch, sweep_batch, wal_limit_pages, cache_kib) < 1:
+        raise ValueError(
+            "queue_size, max_batch, sweep_batch, wal_limit_pages and cache_kib must be positive"
+        )
+    if not (sweep_budget_s > 0 and checkpoint_interval_s > 0):
+        raise ValueError("sweep_budget_s and checkpoint_interval_s must be positive")
     store = MessageStore(
         Path(path),
         clock=clock,
@@ -292,11 +307,22 @@ async def open_store(
         queue_size=queue_size,
         max_batch=max_batch,
         sweep_batch=sweep_batch,
+        sweep_budget_s=sweep_budget_s,
+        checkpoint_interval_s=checkpoint_interval_s,
+        wal_limit_pages=wal_limit_pages,
+        cache_kib=cache_kib,
     )
     await trio.to_thread.run_sync(store._open)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(store._writer.run)
+            checkpoints = trio.CancelScope()
+
+            async def run_checkpointer() -> None:
+                with checkpoints:
+                    await store._checkpointer.run(lambda: store._writer.batches)
+
+            nursery.start_soon(run_checkpointer)
             sweeper = trio.CancelScope()
 
             async def run_sweeper() -> None:
@@ -308,6 +334,7 @@ async def open_store(
                 yield store
             finally:
                 sweeper.cancel()
+                checkpoints.cancel()
                 # The writer ends once the queue is empty: pending writes are drained.
                 store._writer.close()
     finally:

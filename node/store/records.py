@@ -55,6 +55,18 @@ class StoreOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckpointStats:
+    """What the store's checkpointer did since the store opened (checkpointer.py)."""
+
+    #: PASSIVE checkpoints run.
+    passive: int
+    #: RESTART checkpoints run (the WAL was past its bound).
+    restarts: int
+    #: Frames in the WAL after the last checkpoint.
+    wal_frames: int
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStats:
     #: Rows in the table, including expired rows that the sweeper has not deleted yet.
     messages: int
@@ -66,6 +78,8 @@ class StoreStats:
     sweep_batches: int
     #: Write transactions committed since opened.
     write_batches: int
+    #: The WAL checkpoints made since opened (node/store/checkpointer.py).
+    checkpoint: CheckpointStats = CheckpointStats(0, 0, 0)
 
 
 #: A room record's kind, as the store's index keeps it (``room_records.kind``).
