@@ -16,6 +16,8 @@ reads are small bounded queries on a second, read-only connection on the trio th
   only after a failure, direct wakes);
 * ``writes.py``: what each write does in SQL (store, delete, expire, replicas, cursors);
 * ``reads.py``: retrieve, get, and the walks that replication and handover make;
+* ``checkpointer.py``: WAL checkpoints from a connection of their own, off the
+  writer's commit path, with the WAL bounded;
 * ``schema.py``: connections, the schema and its ordered migrations (user_version);
 * ``records.py``: the records the store returns.
 

@@ -23,9 +23,32 @@ Session does: the client deduplicates by hash, and a client that lost its place 
 lose messages.
 
 Expiry: reads never return a row whose ``expiry`` (ms, the store's clock) has passed. A
-sweeper task deletes expired rows every ``sweep_interval`` seconds (trio's clock), at
-most ``sweep_batch`` rows per transaction, each batch a separate write through the
-writer, so a large sweep never holds other writes back for long.
+sweeper task deletes expired rows every ``sweep_interval`` seconds (trio's clock), in
+write transactions of their own (``alone``, node/store/writer.py), each at most
+``sweep_batch`` rows and about ``sweep_budget_s`` (10 ms) of DELETE work, in
+statements of 50 rows; the next one is queued only once the last has committed, so
+the stores queued meanwhile commit between two of them. A store waits for one sweep
+transaction at most, whatever the store's size. Issue 17 measured why
+(``./scripts/bench scale``, 1 million messages, 100,000 of them expiring): with 1,000
+rows per transaction sharing each store batch's transaction, and SQLite's automatic
+checkpoint inside its COMMIT (60 ms of it; see checkpointer.py), the sweep took 12-19 s
+and the longest store 0.4-1.4 s against a p99 of 28-121 ms before it. At 1 million a
+random-key DELETE of 1,000 rows is 60-100 ms of work (page misses), so a row bound
+alone is either too long at 1 million or needlessly short at 1 thousand; the time
+budget keeps the wait about the same at every size and the row bound keeps a
+transaction's WAL frames small. ``delete_all``'s batches are ``alone`` too.
+
+Page cache: the write connection has a 64 MiB page cache (SQLite's default is 2 MB).
+Each insert updates three B-trees at random keys (the table by seq is sequential; the
+(account, namespace, seq) and (account, namespace, hash) indexes are not), so once
+those indexes outgrow the cache nearly every insert reads pages back from the OS:
+issue 17 measured the SQLite insert rate alone 3 times lower at 1 million messages
+than at 1 thousand, and +25-49 % inserts at 1 million with 64 MiB. At 1 million the two
+indexes are about 100 MB; 64 MiB holds every interior page and most leaves, and is a
+bounded price (the pages are only allocated as they are read, so a small store uses
+little of it). The read connection keeps the default: a retrieve reads a few pages
+of one account, and its time did not grow with the store (retrieve at 1 million /
+at 1 thousand: 1.04 in the same bench).
 
 Replication support (node/replication/): :meth:`MessageStore.store_replicated` stores
 messages another node holds with their original timestamp, expiry and owner proof
@@ -86,7 +109,7 @@ __all__ = ["MessageStore", "deletion_digest", "deletion_until", "open_store"]
 
 log = logging.getLogger("veil.node.storage")
 
-#: Work per sweep transaction, at most (seconds, plus its COMMIT): see the module note.
+#: Work per sweep transaction, about (seconds, plus its COMMIT): see the module note.
 SWEEP_BUDGET_S = 0.010
 #: How often the checkpointer looks at the WAL (node/store/checkpointer.py).
 CHECKPOINT_INTERVAL_S = 0.5
