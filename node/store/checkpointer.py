@@ -21,11 +21,14 @@ does the checkpoints from a third connection, in a worker thread, every
   SQLite only rewinds the WAL then; it would grow without limit. When a passive
   checkpoint leaves more than ``wal_limit_pages`` frames in the WAL, a ``RESTART``
   checkpoint follows: it waits for the writer's current transaction (busy handler),
-  holds the next one back while it copies the few frames left since the passive one
-  and syncs, and makes the next transaction rewind the WAL. That stall is the price of
-  a bounded WAL; it comes at most once per ``wal_limit_pages`` of writes and covers one
-  interval's frames, not the whole WAL. ``journal_size_limit`` then truncates the file
-  to that bound when it is rewound, so the disk it takes stays bounded too.
+  holds the next one back while it copies the frames left and syncs, and makes the
+  next transaction rewind the WAL. Before it, up to four more passive checkpoints run
+  back to back while more than 1/16 of the bound is left to copy, each copying what
+  the writer committed during the one before, so the RESTART's stall covers a few
+  frames, not the whole WAL nor an interval's. That stall is the price of a bounded
+  WAL; it comes at most once per ``wal_limit_pages`` of writes. ``journal_size_limit``
+  then truncates the file to that bound when it is rewound, so the disk it takes
+  stays bounded too.
 
 Durability is SQLite's own and unchanged: a checkpoint never removes a frame from the
 WAL before the pages it holds are synced to the database file (this connection has the
@@ -58,6 +61,9 @@ from .schema import connect
 __all__ = ["Checkpointer"]
 
 log = logging.getLogger("veil.node.storage")
+
+#: Passive checkpoints, at most, before a RESTART one (see Checkpointer.checkpoint).
+_CATCH_UP_PASSES = 4
 
 
 class Checkpointer:
@@ -102,6 +108,14 @@ class Checkpointer:
         _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self._passive += 1
         if frames > self._limit:
+            # Catch up first with more passive checkpoints (each copies what the writer
+            # committed during the one before), so that the RESTART, which holds the
+            # writer back, has only a few frames left to copy.
+            for _ in range(_CATCH_UP_PASSES):
+                if frames - copied <= self._limit // 16:
+                    break
+                _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                self._passive += 1
             # Every frame is copied and the writer will rewind the WAL at its next
             # BEGIN; busy (1) if the writer or a reader held on past the busy timeout.
             busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
