@@ -419,7 +419,7 @@ class OnionClient:
             self._back_off(state)
             raise _Retry(exc)
         if status == BAD_BODY_STATUS:
-            # The body was changed on the way (BadBody in onion/packet.py): some relay of
+            # The body was changed on the way (BadBody in onion/packet/): some relay of
             # this path did it, and the destination is not at fault.
             await self._path_failed(path, state)
             raise _Retry(exc)

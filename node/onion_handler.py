@@ -42,7 +42,7 @@ before the relays give up, and the guard, which starts first, answers within abo
 
 Answering a replayed or stale packet with a layered error is safe: a replayed packet
 yields the same reply keys, but every sealed reply carries a fresh random nonce
-(onion/packet.py), and a relay's XOR layer is applied only to packets that passed the
+(onion/packet/), and a relay's XOR layer is applied only to packets that passed the
 replay check.
 
 Cancellation: :meth:`OnionHandler.handle` holds no state that outlives it except the
