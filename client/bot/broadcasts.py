@@ -105,14 +105,15 @@ class Broadcasts:
     store: BotStore
     _now: Callable[[], int]
 
-    def seal_for(self, to: AccountId, text: str) -> bytes:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the class this is a base of defines these; declared for mypy
 
-    def subscribers(self, topic: str) -> list[AccountId]:
-        raise NotImplementedError
+        def seal_for(self, to: AccountId, text: str) -> bytes: ...
 
-    async def send_sealed(self, to: AccountId, envelope: bytes, ttl_ms: int) -> rpc.StoreResult:
-        raise NotImplementedError
+        def subscribers(self, topic: str) -> list[AccountId]: ...
+
+        async def send_sealed(
+            self, to: AccountId, envelope: bytes, ttl_ms: int
+        ) -> rpc.StoreResult: ...
 
     def prepare_broadcast(self, topic: str, text: str, *, ttl: float = DEFAULT_TTL_S) -> str:
         """Write a broadcast job: one sealed envelope per current subscriber of
