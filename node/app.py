@@ -237,6 +237,9 @@ class Node:
         if self.replication is not None:
             # Stores still draining answer without waiting for pushes; peers pull them.
             self.replication.stop()
+        # Waiting long-polls answer now, here and so at every relay of their paths,
+        # instead of holding the drain for its whole grace (node/service/waiters.py).
+        self.storage.waiters.close()
         self.server.stop()
 
     # --- routes ---------------------------------------------------------------------

@@ -388,26 +388,64 @@ def test_sigterm_exits_0_and_closes_the_store(tmp_path: Path) -> None:
     assert not (data / "node.json").exists()
 
 
-async def test_sigterm_answers_an_in_flight_long_poll_then_exits_0(tmp_path: Path) -> None:
-    config = {"http": {"shutdown_grace": 0.5}}
+async def test_sigterm_answers_waiting_long_polls_at_once_then_exits_0(tmp_path: Path) -> None:
+    # A long grace: a poll that held the drain would keep the node for 30 s. A stopping
+    # node answers its waiting polls at once (with what they have: nothing here), so the
+    # relays of their paths are not held either.
+    config = {"http": {"shutdown_grace": 30.0}}
     async with httpx.AsyncClient(timeout=60) as client:
         node = await trio.to_thread.run_sync(lambda: start_node(tmp_path / "drain", config=config))
         try:
-            statuses: list[int] = []
+            answers: list[tuple[int, bytes]] = []
 
             async def poll() -> None:
                 request = rpc.make_retrieve(Account.generate(), now_ms=now_ms(), wait_s=25)
                 packet, _ = build_packet([node.hop()], request, now_ms=now_ms())
-                statuses.append((await post_packet(client, node.hop(), packet)).status_code)
+                response = await post_packet(client, node.hop(), packet)
+                answers.append((response.status_code, response.content))
 
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(poll)
-                await wait_for_metric(client, node, "veil_storage_waiting_polls", 1)
+                for _ in range(3):
+                    nursery.start_soon(poll)
+                await wait_for_metric(client, node, "veil_storage_waiting_polls", 3)
+                stopped_at = trio.current_time()
                 os.kill(node.pid, signal.SIGTERM)
-            assert statuses == [503]  # cut after the grace period, with an answer
+            assert [status for status, _ in answers] == [200, 200, 200]
             assert await trio.to_thread.run_sync(node.process.wait) == 0
+            # Well inside the 30 s grace and the polls' 25 s wait (slack for a busy machine).
+            assert trio.current_time() - stopped_at < 10
         finally:
             node.kill()
+
+
+async def test_sigterm_cuts_a_request_still_busy_after_the_grace_with_503(tmp_path: Path) -> None:
+    # A packet relayed to a next hop that never answers stays in flight; the drain waits
+    # the grace for it, then the node answers it 503 and exits 0.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        ghost = NodeKeys.generate()
+        hole = Hop(ghost.identity_public, ghost.onion_public, "127.0.0.1", silent.getsockname()[1])
+        config = {"http": {"shutdown_grace": 0.5}, "onion": {"hop_timeout": 60.0}}
+        async with httpx.AsyncClient(timeout=60) as client:
+            node = await trio.to_thread.run_sync(
+                lambda: start_node(tmp_path / "drain", config=config)
+            )
+            try:
+                statuses: list[int] = []
+
+                async def relay() -> None:
+                    packet, _ = build_packet([node.hop(), hole], rpc.make_info(), now_ms=now_ms())
+                    statuses.append((await post_packet(client, node.hop(), packet)).status_code)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(relay)
+                    await trio.sleep(1.0)  # the packet reaches the silent hop
+                    os.kill(node.pid, signal.SIGTERM)
+                assert statuses == [503]  # cut after the grace period, with an answer
+                assert await trio.to_thread.run_sync(node.process.wait) == 0
+            finally:
+                node.kill()
 
 
 async def test_running_node_helper_starts_and_stops(tmp_path: Path) -> None:

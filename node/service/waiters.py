@@ -26,6 +26,10 @@ public-read namespace took every slot and the owner's own poll was refused):
   poll refused.
 * Refused polls get ``rate_limited`` at once (so a client backs off instead of
   spinning).
+* When the node stops (:meth:`WaiterSlots.close`), every waiting poll is answered at
+  once with what it has, and no poll waits afterwards: a long-poll holds its request in
+  flight at this node and at every relay of its path, and each of them would otherwise
+  drain it for its whole ``shutdown_grace`` (5 s) before exiting.
 
 Not thread-safe: trio tasks only. See node/service/storage.py for how a retrieve waits.
 """
@@ -66,6 +70,18 @@ class WaiterSlots:
         self._per_source: Counter[tuple[bool, str]] = Counter()
         #: Unsigned polls waiting, oldest first (a dict keeps insertion order).
         self._unsigned: dict[_Slot, None] = {}
+        #: Every poll waiting, for :meth:`close`.
+        self._held: set[_Slot] = set()
+        #: Set by :meth:`close`: polls no longer wait.
+        self.closed = False
+
+    def close(self) -> None:
+        """End every wait (each poll answers with what it has) and let no poll wait
+        from now on (:attr:`closed`); the node is stopping."""
+        self.closed = True
+        for slot in list(self._held):
+            self.release(slot)
+            slot.scope.cancel()
 
     def take(self, *, signed: bool, source: str | None, scope: trio.CancelScope) -> _Slot:
         """A slot for a poll waiting in ``scope``; raises RateLimited if there is none.
@@ -83,6 +99,9 @@ class WaiterSlots:
             oldest.scope.cancel()
             self.evicted += 1
         slot = _Slot(key, signed, scope)
+        if self.closed:
+            scope.cancel()  # the node is stopping: answer at once
+        self._held.add(slot)
         self.waiting += 1
         if key is not None:
             self._per_source[key] += 1
@@ -95,6 +114,7 @@ class WaiterSlots:
         if not slot.held:
             return
         slot.held = False
+        self._held.discard(slot)
         self.waiting -= 1
         if slot.key is not None:
             left = self._per_source[slot.key] - 1
