@@ -190,8 +190,8 @@ async def test_a_session_across_the_swarm_revocation_and_end(tmp_path: Path) -> 
 # --- a member whose consensus changes while its pull is answered (the flaky test's cause) ---
 
 #: A long consensus interval, so that the consensus a stopped member saved is still valid
-#: (three intervals) when it starts again a dozen seconds later.
-SLOW_INTERVAL_MS = 10_000
+#: (three intervals, 18 s) when it starts again some 7 s later.
+SLOW_INTERVAL_MS = 6_000
 
 
 async def node_epoch(net: Devnet, name: str) -> int:
