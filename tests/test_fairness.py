@@ -98,7 +98,7 @@ async def test_a_flood_of_refused_link_frames_yields_to_other_tasks(
     )
     stream = await trio.open_tcp_stream(HOST, port)
     await stream.send_all(
-        b"GET /link HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: veil-link/2\r\n\r\n"
+        b"GET /link HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: veil-link/3\r\n\r\n"
     )
     head = await _read_until(stream, lambda b: b"\r\n\r\n" in b)
     assert head.startswith(b"HTTP/1.1 101 ")
