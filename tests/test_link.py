@@ -109,7 +109,7 @@ class LinkServer:
                 write_timeout=5.0,
                 admit=self.admit,
                 stopping=stopping,
-                on_request=self.answered.append,
+                on_request=lambda _kind, status: self.answered.append(status),
             )
         finally:
             self.links_ended += 1
@@ -302,17 +302,19 @@ async def test_a_get_link_without_the_upgrade_gets_426(
     server = await LinkServer().start(nursery)
     status, body = await http.get(HOST, server.port, UPGRADE_PATH, timeout=10)
     assert status == 426
-    assert b"veil-link/2" in body
+    assert b"veil-link/3" in body
     for extra in (
-        b"Upgrade: veil-link/2\r\n",  # no Connection: upgrade
+        b"Upgrade: veil-link/3\r\n",  # no Connection: upgrade
         b"Connection: Upgrade\r\nUpgrade: websocket\r\n",  # another protocol
-        # The previous version (no proof of who opens): an old node falls back to POST.
+        # Earlier versions (/1: no proof of who opens; /2: no replication frames): an
+        # old node falls back to POST.
         b"Connection: Upgrade\r\nUpgrade: veil-link/1\r\n",
+        b"Connection: Upgrade\r\nUpgrade: veil-link/2\r\n",
     ):
         raw = await raw_request(server.port, b"GET /link HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
         assert raw.startswith(b"HTTP/1.1 426 "), raw[:40]
     assert server.upgrades == 0
-    assert server.requests("GET", "/link", 426) == 4
+    assert server.requests("GET", "/link", 426) == 5
 
 
 async def raw_request(port: int, data: bytes) -> bytes:
@@ -686,7 +688,7 @@ async def upgraded(port: int) -> tuple[trio.SocketStream, bytes]:
     """A raw connection that asked for the link and got the 101; bytes past the head."""
     stream = await trio.open_tcp_stream(HOST, port)
     await stream.send_all(
-        b"GET /link HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: veil-link/2\r\n\r\n"
+        b"GET /link HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: veil-link/3\r\n\r\n"
     )
     head = b""
     with trio.fail_after(20):  # a hang guard only

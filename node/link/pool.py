@@ -2,24 +2,26 @@
 
 Design note
 -----------
-A relay calls :meth:`LinkPool.forward` for each packet. Per peer ``(host, port)`` there
-is at most one link, opened on first use (a TCP connect and the ``GET /link`` upgrade,
-within ``connect_timeout``). Many packets are in flight on it at once, each a stream; a
-reader task per link matches responses to their waiting requests by stream number.
-Sending needs no task of its own (writer.py). A peer that answers the upgrade with 400,
-404, 405, 426 or 501 is reached over HTTP (:class:`HttpForwarder`'s ``POST /onion``)
-for ``fallback_ttl`` seconds. The upgrade carries this node's proof of identity for the
-peer's node ID (veil.onion.link; ``server_id_for`` finds the ID listed at the peer's
-address, once per link opened), without which a node in a network answers 403. A 403
-also comes from a peer whose consensus does not list this node yet (a node that just
-joined, until its peers fetch the next consensus), and a 503 from a peer that has no
-consensus yet to check the proof against (it just started): that packet, and the
+A relay calls :meth:`LinkPool.forward` for each packet, and replication
+(node/replication/requests.py) :meth:`LinkPool.replicate` for each push, pull and
+forward frame, on the same links. Per peer ``(host, port)`` there is at most one link,
+opened on first use (a TCP connect and the ``GET /link`` upgrade, within
+``connect_timeout``). Many packets are in flight on it at once, each a stream; a reader
+task per link matches responses to their waiting requests by stream number. Sending
+needs no task of its own (writer.py). A peer that answers the upgrade with 400, 404,
+405, 426 or 501 is reached over HTTP (``POST /onion``, or a replication frame's ``POST
+/replicate...``) for ``fallback_ttl`` seconds. The upgrade carries this node's proof of
+identity for the peer's node ID (veil.onion.link; ``server_id_for`` finds the ID listed
+at the peer's address, once per link opened), without which a node in a network answers
+403. A 403 also comes from a peer whose consensus does not list this node yet (a node
+that just joined, until its peers fetch the next consensus), and a 503 from a peer that
+has no consensus yet to check the proof against (it just started): that packet, and the
 peer's packets for ``_NOT_LISTED_RETRY_S``, go by ``POST /onion``, which any node takes
-(rate limited as a client's until the peer lists us), and then the link is tried again. Deadlines
-ride with the request and a watchdog fails late ones four times a second (a cancel scope
-per packet cost about 5 % of a relayed packet's CPU). This is the relay's hot path:
-``./scripts/bench node`` measures it. The whole contract (bounds, errors, the one
-resend on a fresh link) is in the package's note, node/link/__init__.py.
+(rate limited as a client's until the peer lists us), and then the link is tried again.
+Deadlines ride with the request and a watchdog fails late ones four times a second (a
+cancel scope per packet cost about 5 % of a relayed packet's CPU). This is the relay's
+hot path: ``./scripts/bench node`` measures it. The whole contract (bounds, errors, the
+one resend on a fresh link) is in the package's note, node/link/__init__.py.
 """
 
 from __future__ import annotations
@@ -36,16 +38,19 @@ from veil.onion.errors import HopTimeout, HopUnreachable, RateLimited
 from veil.onion.hostport import format_hostport
 from veil.onion.keys import NodeKeys
 from veil.onion.link import (
+    MAX_RESPONSE_LEN,
     PROOF_HEADER,
+    REPLICATION_KINDS,
+    REQUEST,
     RESPONSE,
     UPGRADE_PATH,
     UPGRADE_TOKEN,
     FrameReader,
     LinkProtocolError,
+    encode_replication_request,
     encode_request,
     make_link_proof,
 )
-from veil.onion.packet import MAX_REPLY_LEN
 
 from ..logging import PeerWarnings, log_event
 from ..peers import PeerPool
@@ -168,6 +173,28 @@ class LinkPool:
         RateLimited (too many requests in flight to that peer). If the calling task is
         cancelled, its stream is forgotten and Cancelled propagates; the link stays up.
         """
+        return await self._request(host, port, REQUEST, packet, "/onion", timeout)
+
+    async def replicate(
+        self, host: str, port: int, kind: int, frame: bytes, *, path: str, timeout: float
+    ) -> tuple[int, bytes]:
+        """Send replication ``frame`` (a sealed push, pull or forward; ``kind`` one of
+        :data:`veil.onion.link.REPLICATION_KINDS`) to the node at ``host:port``; its
+        ``(status, body)``, as ``POST path`` would answer (``path`` is the frame's HTTP
+        route, used when the peer does not speak the link).
+
+        Everything else as :meth:`forward`: the same link per peer (shared with onion
+        packets), fallback, timeout, errors, cancellation, and the one resend on a fresh
+        link, which is safe because the receiver's ReplayGuard takes a frame at most once
+        (see the package note). Raises ValueError for a kind that is not replication's.
+        """
+        if kind not in REPLICATION_KINDS:
+            raise ValueError(f"{kind} is not a replication request kind")
+        return await self._request(host, port, kind, frame, path, timeout)
+
+    async def _request(
+        self, host: str, port: int, kind: int, payload: bytes, path: str, timeout: float
+    ) -> tuple[int, bytes]:
         if self._closed:
             # Misuse (a packet after close): a bug in the node, never an operator's error.
             raise RuntimeError("LinkPool is closed")
@@ -178,53 +205,62 @@ class LinkPool:
         until = self._http_until.get(key)
         if until is not None:
             if now < until:
-                return await self.http.post(host, port, "/onion", packet, timeout=timeout)
+                return await self.http.post(host, port, path, payload, timeout=timeout)
             del self._http_until[key]
         # No cancel scope per packet (it costs about 5 % of a relayed packet): the
         # deadline rides with the request and the pool's watchdog enforces it. Opening a
         # link has its own connect_timeout.
-        return await self._forward(key, packet, now + timeout)
+        return await self._send(key, kind, payload, path, now + timeout)
 
-    async def _forward(
-        self, key: tuple[str, int], packet: bytes, deadline: float
+    async def _send(
+        self, key: tuple[str, int], kind: int, payload: bytes, path: str, deadline: float
     ) -> tuple[int, bytes]:
         link = self._links.get(key)
         opened = link is None
         if link is None:
             link = await self._get_link(key)
             if link is None:  # the peer does not speak the link: HTTP it is
-                return await self._post(key, packet, deadline)
+                return await self._post(key, path, payload, deadline)
         try:
-            return await self._exchange(link, packet, deadline)
+            return await self._exchange(link, kind, payload, deadline)
         except _LinkDown as exc:
             if opened or not link.answered:
                 raise HopUnreachable(f"{key[0]}:{key[1]}: {exc}") from None
-        # A link that worked broke under us: perhaps closed as idle. Once more, anew.
+        # A link that worked broke under us: perhaps closed as idle. Once more, anew (the
+        # same bytes: the next hop's replay cache, or a replication frame's ReplayGuard,
+        # lets a request take effect at most once; see the package note).
         link = await self._get_link(key)
         if link is None:
-            return await self._post(key, packet, deadline)
+            return await self._post(key, path, payload, deadline)
         try:
-            return await self._exchange(link, packet, deadline)
+            return await self._exchange(link, kind, payload, deadline)
         except _LinkDown as exc:
             raise HopUnreachable(f"{key[0]}:{key[1]}: {exc}") from None
 
     async def _post(
-        self, key: tuple[str, int], packet: bytes, deadline: float
+        self, key: tuple[str, int], path: str, payload: bytes, deadline: float
     ) -> tuple[int, bytes]:
         left = deadline - trio.current_time()
         if left <= 0:
             raise HopTimeout(f"{key[0]}:{key[1]} did not answer in time")
-        return await self.http.post(key[0], key[1], "/onion", packet, timeout=left)
+        return await self.http.post(key[0], key[1], path, payload, timeout=left)
 
-    async def _exchange(self, link: _Link, packet: bytes, deadline: float) -> tuple[int, bytes]:
+    async def _exchange(
+        self, link: _Link, kind: int, payload: bytes, deadline: float
+    ) -> tuple[int, bytes]:
         if len(link.waiting) >= self.max_streams:
-            raise RateLimited("too many packets in flight to the next hop")
+            raise RateLimited("too many requests in flight to the next hop")
         stream_id = link.next_stream()
+        frame = (
+            encode_request(stream_id, payload)
+            if kind == REQUEST
+            else encode_replication_request(kind, stream_id, payload)
+        )
         slot: list[Any] = [trio.lowlevel.current_task(), None, False, deadline]
         link.waiting[stream_id] = slot
         link.last_used = trio.current_time()
         try:
-            await link.writer.send(encode_request(stream_id, packet))
+            await link.writer.send(frame)
         except _LinkDown:
             link.waiting.pop(stream_id, None)
             self._close_link(link, "send failed")
@@ -320,7 +356,7 @@ class LinkPool:
 
     async def _read(self, key: tuple[str, int], link: _Link, initial: bytes) -> None:
         """The link's reader task: responses to their requests, until the link ends."""
-        reader = FrameReader(RESPONSE, MAX_REPLY_LEN)
+        reader = FrameReader(RESPONSE, MAX_RESPONSE_LEN)
         reason = "closed by the peer"
         try:
             if initial:

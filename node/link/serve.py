@@ -3,13 +3,16 @@
 Design note
 -----------
 Run by the HTTP server on a connection that asked for the upgrade: it reads request
-frames, runs each on a worker task of its own (at most ``max_streams`` at once; beyond
-that it stops reading, so TCP pushes back on the peer), and writes each response as its
-handler finishes, in any order. Workers are parked and reused, not spawned per packet
-(:class:`_Workers`). ``admit`` is asked for each request (the per-address rate limit)
-and a refused request is answered 429 at once. A link idle for ``idle_timeout`` is
-closed by a task of its own (a deadline moved at every packet cost CPU at rest). This is
-the relay's hot path: ``./scripts/bench node`` measures it.
+frames, runs each (an onion packet with ``handle``, a replication frame, kinds 3-5 of
+``veil-link/3``, with ``replicate``) on a worker task of its own (at most
+``max_streams`` at once; beyond that it stops reading, so TCP pushes back on the peer),
+and writes each response as its handler finishes, in any order. Workers are parked and
+reused, not spawned per packet (:class:`_Workers`). ``admit`` is asked for each request
+of any kind (the per-address rate limit) and a refused request is answered 429 at once.
+Replication frames share ``max_streams`` with onion packets: one bound on what a peer
+may have in flight. A link idle for ``idle_timeout`` is closed by a task of its own (a
+deadline moved at every packet cost CPU at rest). This is the relay's hot path:
+``./scripts/bench node`` measures it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from ..logging import PeerWarnings
 from ..sockio import SocketIO
 from .writer import _FRAMES_PER_CHECKPOINT, _RECV_BYTES, _FrameWriter, _LinkDown
 
-__all__ = ["LinkHandler", "serve_link"]
+__all__ = ["LinkHandler", "ReplicationHandler", "serve_link"]
 
 log = logging.getLogger("veil.node.link")
 
@@ -42,6 +45,12 @@ _WARNINGS = PeerWarnings()
 #: What :func:`serve_link` runs for each request: the onion packet in, (status, payload)
 #: out. A status other than 200 carries a short explanation (at most MAX_ERROR_LEN).
 LinkHandler = Callable[[bytes], Awaitable[tuple[int, bytes]]]
+#: What :func:`serve_link` runs for each replication request: its kind (one of
+#: veil.onion.link.REPLICATION_KINDS) and sealed frame in, (status, payload) out, as the
+#: frame's ``POST /replicate...`` route would answer.
+ReplicationHandler = Callable[[int, bytes], Awaitable[tuple[int, bytes]]]
+
+_NO_REPLICATION = b"not_found: this node does not replicate"
 
 
 async def serve_link(
@@ -54,7 +63,8 @@ async def serve_link(
     write_timeout: float,
     admit: Callable[[], bool] = lambda: True,
     stopping: trio.Event | None = None,
-    on_request: Callable[[int], None] | None = None,
+    on_request: Callable[[int, int], None] | None = None,
+    replicate: ReplicationHandler | None = None,
     peer: str = "",
     warnings: PeerWarnings | None = None,
 ) -> None:
@@ -63,22 +73,29 @@ async def serve_link(
     Returns when the peer closes the link, breaks the framing (given to ``warnings``, the
     node's rate-limited log and metric, keyed by ``peer``), stays idle for
     ``idle_timeout``, or when ``stopping`` is set and the requests in flight are
-    answered. ``on_request(status)`` is called once per answered request (metrics).
-    A handler's exception is logged and answered 500. If cancelled, the requests in
-    flight are cancelled too; the caller closes the stream either way.
+    answered. ``on_request(kind, status)`` is called once per answered request
+    (metrics). Replication requests go to ``replicate`` (None: each is answered 404, as
+    a node without the ``/replicate`` routes would). A handler's exception is logged and
+    answered 500. If cancelled, the requests in flight are cancelled too; the caller
+    closes the stream either way.
     """
     reader = FrameReader(REQUEST, MAX_PACKET_LEN)
     io = SocketIO(stream)
     writer = _FrameWriter(io, write_timeout)
     state = _ServerState(max_streams)
 
-    async def run_one(stream_id: int, packet: bytes) -> None:
+    async def run_one(stream_id: int, kind: int, packet: bytes) -> None:
         try:
             try:
                 # The handler's coroutine holds the only reference to the packet while it
                 # runs, so that a long-poll waiting in it can drop its size class
                 # (node/service.py): this frame keeps none.
-                pending = handle(packet)
+                if kind == REQUEST:
+                    pending = handle(packet)
+                elif replicate is not None:
+                    pending = replicate(kind, packet)
+                else:
+                    pending = _refuse_replication()
                 del packet
                 status, payload = await pending
             except Exception:
@@ -88,7 +105,7 @@ async def serve_link(
                 )
                 status, payload = 500, b"internal: the node failed to handle this"
             if on_request is not None:
-                on_request(status)
+                on_request(kind, status)
             try:
                 await writer.send(encode_response(stream_id, status, payload))
             except _LinkDown:
@@ -122,14 +139,14 @@ async def serve_link(
                         await trio.lowlevel.checkpoint()  # see _FRAMES_PER_CHECKPOINT
                     if not admit():
                         if on_request is not None:
-                            on_request(429)
+                            on_request(frame.kind, 429)
                         body = b"rate_limited: too many requests, slow down"
                         await writer.send(encode_response(frame.stream, 429, body))
                         continue
                     if state.in_flight >= max_streams:
                         await state.wait_for_room()  # TCP pushes back meanwhile
                     state.in_flight += 1
-                    workers.submit(frame.stream, frame.payload)
+                    workers.submit(frame.stream, frame.kind, frame.payload)
                     frame = None  # not kept while the next read waits (see run_one)
             except LinkProtocolError as exc:
                 (warnings or _WARNINGS).warn(log, "link_bad_frame", peer, error=str(exc)[:80])
@@ -141,6 +158,10 @@ async def serve_link(
             await state.wait_idle()
         # Otherwise the peer is gone (EOF, reset, bad framing): nobody to answer.
         nursery.cancel_scope.cancel()
+
+
+async def _refuse_replication() -> tuple[int, bytes]:
+    return 404, _NO_REPLICATION
 
 
 async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
@@ -181,17 +202,17 @@ class _Workers:
     def __init__(
         self,
         nursery: trio.Nursery,
-        run: Callable[[int, bytes], Awaitable[None]],
+        run: Callable[[int, int, bytes], Awaitable[None]],
         keep: int = 8,
     ) -> None:
         self._nursery = nursery
         self._run = run
         self._keep = keep
-        self._jobs: deque[tuple[int, bytes]] = deque()
+        self._jobs: deque[tuple[int, int, bytes]] = deque()
         self._idle: list[trio.lowlevel.Task] = []
 
-    def submit(self, stream_id: int, packet: bytes) -> None:
-        self._jobs.append((stream_id, packet))
+    def submit(self, stream_id: int, kind: int, packet: bytes) -> None:
+        self._jobs.append((stream_id, kind, packet))
         if self._idle:
             trio.lowlevel.reschedule(self._idle.pop())
         else:
