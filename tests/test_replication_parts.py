@@ -431,6 +431,52 @@ async def test_replica_pages_filter_paginate_and_never_reuse_a_seq(tmp_path: Pat
         assert [m.data for m in page.messages] == [b"new"]
 
 
+async def test_a_replica_summary_names_the_rows_of_the_page_it_stands_for(tmp_path: Path) -> None:
+    # Anti-entropy's summaries read no data, but must name exactly the rows (and stop at
+    # exactly the seq) that a page pulled with the same bounds would carry: the asker
+    # pulls a chunk after its start and counts on finding the whole chunk in one page.
+    clock = Clock()
+    async with open_store(tmp_path / "m.db", clock=clock) as store:
+        sizes = [1, 700, 30, 4000, 5, 900, 2500, 60, 10, 3000]
+        for i, size in enumerate(sizes):
+            who = ALICE if i % 3 else BOB
+            await store.store_replicated([msg(bytes([i]) * size, who=who)])
+        await store.store_replicated([msg(b"soon", exp=T0 + 1)])
+        clock.now = T0 + 2
+        alice_key = ALICE.id.x25519_public
+        filters = {"all": lambda k: True, "alice": lambda k: k == alice_key}
+        for name, accept in filters.items():
+            for limit, max_bytes, scan_limit in [
+                (3, 10**6, 1024),
+                (10, 5000, 1024),
+                (10, 10**6, 4),
+            ]:
+                after = 0
+                while True:
+                    page = await store.replica_page(
+                        after,
+                        accept=accept,
+                        limit=limit,
+                        max_bytes=max_bytes,
+                        scan_limit=scan_limit,
+                    )
+                    rows, next_seq, more = await store.replica_summary(
+                        after,
+                        accept=accept,
+                        limit=limit,
+                        max_bytes=max_bytes,
+                        scan_limit=scan_limit,
+                    )
+                    where = (name, limit, max_bytes, scan_limit, after)
+                    assert rows == [
+                        (m.account, m.namespace, m.hash, m.expiry_ms) for m in page.messages
+                    ], where
+                    assert (next_seq, more) == (page.next_seq, page.more), where
+                    after = page.next_seq
+                    if not page.more:
+                        break
+
+
 async def test_handover_reads_and_sync_cursors(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     async with open_store(db, clock=Clock()) as store:

@@ -47,8 +47,8 @@ no message data and checks no proof. Rows pulled are still checked one by one, a
 row held here is skipped before the check (it was checked when it was stored).
 Measured (one exchange of 512 rows both hold, both sides' CPU, real stores and frames):
 inbox rows 58-67 us a row before, 28.5 us now; rows with owner proofs 153-166 us
-before, 38-40 us now. What is left is mostly the peer's reading of its rows
-(``replica_page`` reads each row's data, which a summary does not need). The
+before, 38-40 us now. The peer's reading of its rows was most of what was left, and
+a summary's read now skips the rows' data (``MessageStore.replica_summary``). The
 summary is a claim, never data: a peer that lies in it can make this node pull rows
 (each checked, bounded by ``_ROW_PULLS_PER_SUMMARY`` pages) or not pull its own rows
 (withholding, which a member can always do), never skip a row that it does not hold

@@ -247,7 +247,9 @@ class Receiver:
         cursor = after
         more = True
         while more and len(entries) + wire.SUMMARY_CHUNK <= wire.MAX_SUMMARY:
-            chunk = await self.store.replica_page(
+            # The same rows a page pulled from the chunk's start would hold, without
+            # their data (node/store: replica_summary).
+            rows, next_seq, more = await self.store.replica_summary(
                 cursor,
                 accept=accept,
                 limit=wire.SUMMARY_CHUNK,
@@ -256,13 +258,12 @@ class Receiver:
                 scan_limit=_SUMMARY_SCAN_ROWS,
             )
             entries.extend(
-                wire.SummaryEntry(cursor, m.account, m.namespace, m.hash, m.expiry_ms)
-                for m in chunk.messages
+                wire.SummaryEntry(cursor, account, namespace, hash_, expiry_ms)
+                for account, namespace, hash_, expiry_ms in rows
             )
-            more = chunk.more
-            if chunk.next_seq == cursor:
+            if next_seq == cursor:
                 break
-            cursor = chunk.next_seq
+            cursor = next_seq
         return ReplicaPage([], cursor, more, summary=tuple(entries))
 
     async def handle_forward(self, frame: bytes) -> bytes:

@@ -31,6 +31,7 @@ __all__ = [
     "deletion_page",
     "get",
     "replica_page",
+    "replica_summary",
     "retrieve",
     "revocation_page",
     "revoked_links",
@@ -92,7 +93,11 @@ def get(
     return None if row is None else StoredMessage(*row)
 
 
-def replica_page(
+#: One row a page may take: (seq, account, namespace, hash, timestamp, expiry, proof).
+_Taken = tuple[int, bytes, int, bytes, int, int, bytes | None]
+
+
+def _replica_rows(
     conn: sqlite3.Connection,
     after_seq: int,
     now: int,
@@ -101,14 +106,15 @@ def replica_page(
     max_bytes: int,
     item_overhead: int,
     scan_limit: int,
-) -> ReplicaPage:
-    """See :meth:`MessageStore.replica_page`."""
+) -> tuple[list[_Taken], int, bool]:
+    """The rows a replica page takes (no data read: its length is a column function),
+    the page's ``next_seq`` and ``more``. See :meth:`MessageStore.replica_page`."""
     rows = conn.execute(
         "SELECT seq, account, namespace, hash, timestamp, expiry, length(data), proof"
         " FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
         (after_seq, scan_limit),
     ).fetchall()
-    taken: list[tuple[int, bytes, int, bytes, int, int, bytes | None]] = []
+    taken: list[_Taken] = []
     used = 0
     next_seq = after_seq
     full = False
@@ -121,13 +127,46 @@ def replica_page(
             used += cost
             taken.append((seq, account, namespace, h, timestamp, expiry, proof))
         next_seq = seq
+    return taken, next_seq, full or len(rows) == scan_limit
+
+
+def replica_page(
+    conn: sqlite3.Connection,
+    after_seq: int,
+    now: int,
+    accept: Callable[[bytes], bool],
+    limit: int,
+    max_bytes: int,
+    item_overhead: int,
+    scan_limit: int,
+) -> ReplicaPage:
+    """See :meth:`MessageStore.replica_page`."""
+    taken, next_seq, more = _replica_rows(
+        conn, after_seq, now, accept, limit, max_bytes, item_overhead, scan_limit
+    )
     messages: list[ReplicaMessage] = []
     for seq, account, namespace, h, timestamp, expiry, proof in taken:
         row = conn.execute("SELECT data FROM messages WHERE seq = ?", (seq,)).fetchone()
         if row is not None:  # deleted between the two reads: skip it
             messages.append(_replica(account, namespace, h, row[0], timestamp, expiry, proof))
-    more = full or len(rows) == scan_limit
     return ReplicaPage(messages, next_seq, more)
+
+
+def replica_summary(
+    conn: sqlite3.Connection,
+    after_seq: int,
+    now: int,
+    accept: Callable[[bytes], bool],
+    limit: int,
+    max_bytes: int,
+    item_overhead: int,
+    scan_limit: int,
+) -> tuple[list[tuple[bytes, int, bytes, int]], int, bool]:
+    """See :meth:`MessageStore.replica_summary`."""
+    taken, next_seq, more = _replica_rows(
+        conn, after_seq, now, accept, limit, max_bytes, item_overhead, scan_limit
+    )
+    return [(t[1], t[2], t[3], t[5]) for t in taken], next_seq, more
 
 
 def account_replicas(

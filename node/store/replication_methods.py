@@ -180,6 +180,35 @@ class ReplicationMethods(StoreBase):
             scan_limit,
         )
 
+    async def replica_summary(
+        self,
+        after_seq: int,
+        *,
+        accept: Callable[[bytes], bool],
+        limit: int,
+        max_bytes: int,
+        item_overhead: int = 0,
+        scan_limit: int = 1024,
+    ) -> tuple[list[tuple[bytes, int, bytes, int]], int, bool]:
+        """What :meth:`replica_page` would return with the same arguments, as
+        ``(account, namespace, hash, expiry_ms)`` rows without their data, with its
+        ``next_seq`` and ``more``: a summary for anti-entropy (node/replication), which
+        names rows and never sends them, so it reads no message data (that read was
+        most of a summary's cost at the peer that answers it). A read on the trio
+        thread with one checkpoint, before reading.
+        """
+        await trio.lowlevel.checkpoint()
+        return reads.replica_summary(
+            self._reader_or_raise(),
+            after_seq,
+            self.clock(),
+            accept,
+            limit,
+            max_bytes,
+            item_overhead,
+            scan_limit,
+        )
+
     async def deletion_page(
         self,
         after_seq: int,
