@@ -66,7 +66,14 @@ from veil.onion.errors import (
 )
 from veil.onion.hostport import format_hostport
 from veil.onion.keys import NodeKeys
-from veil.onion.link import UPGRADE_PATH, UPGRADE_TOKEN
+from veil.onion.link import (
+    REPLICATE_FORWARD,
+    REPLICATE_PULL,
+    REPLICATE_PUSH,
+    REQUEST,
+    UPGRADE_PATH,
+    UPGRADE_TOKEN,
+)
 from veil.onion.packet import MAX_PACKET_LEN
 from veil.onion.replay import ReplayCache
 from veil.onion.replication_frames import MAX_FRAME
@@ -75,7 +82,7 @@ from veil.onion.wallclock import wall_clock_ms
 from .config import NodeConfig
 from .consensus_route import CONSENSUS_PATH, consensus_route
 from .directory_client import DirectoryClient, advertised_address, load_network_file
-from .http_parts import RelayExemptLimiter, frame_route, take_body
+from .http_parts import RelayExemptLimiter, frame_answer, frame_route, take_body
 from .keystore import (
     NODE_INFO_FILE,
     STORE_FILE,
@@ -111,6 +118,13 @@ _PATH_LABELS[CONSENSUS_PATH] = CONSENSUS_PATH
 _PATH_LABELS[PUSH_PATH] = PUSH_PATH
 _PATH_LABELS[PULL_PATH] = PULL_PATH
 _PATH_LABELS[FORWARD_PATH] = FORWARD_PATH
+#: The route whose label counts a request of each link frame kind (``LINK /replicate``).
+_LINK_PATHS = {
+    REQUEST: "/onion",
+    REPLICATE_PUSH: PUSH_PATH,
+    REPLICATE_PULL: PULL_PATH,
+    REPLICATE_FORWARD: FORWARD_PATH,
+}
 
 
 class NodeClock:
@@ -142,7 +156,8 @@ class Node:
         network: NetworkView | None = None,
         peer_warnings: PeerWarnings | None = None,
     ) -> None:
-        """``links`` carries relayed packets to next hops (None: ``POST /onion``);
+        """``links`` carries relayed packets to next hops and replication frames to
+        peers (None: ``POST /onion`` and ``POST /replicate...``);
         ``peer_warnings`` logs and counts peers' bad input (the links' too)."""
         self.keys = keys
         self.network = network or NetworkView(keys.identity_public, standalone=True)
@@ -168,6 +183,8 @@ class Node:
                 peers=peers,
                 clock=clock,
                 config=config.replication,
+                # Frames go on the links when they are on (node/replication/requests.py).
+                links=links,
             )
             storage.swarms = SwarmGuard(self.network)
             storage.replication = self.replication
@@ -249,7 +266,8 @@ class Node:
             "/onion": Route(("POST",), self._onion, MAX_PACKET_LEN, rate_limited=True),
             "/info": Route(("GET",), self._info),
             "/metrics": Route(("GET",), self._metrics),
-            # Node-to-node links (node/link/): rate limited per frame, like /onion.
+            # Node-to-node links (node/link/): rate limited per frame, like /onion and
+            # /replicate... (onion packets and replication frames travel on them).
             UPGRADE_PATH: Route(
                 ("GET",),
                 self._onion,  # never called: the route only upgrades
@@ -300,10 +318,12 @@ class Node:
                 return limiter.allow(bucket, trio.current_time()) or limiter.is_exempt(peer)
 
         metrics = self.metrics
-        label = metrics.path_label("/onion")
+        labels = {kind: metrics.path_label(path) for kind, path in _LINK_PATHS.items()}
 
-        def counted(status: int) -> None:
-            metrics.count_request("LINK", label, status)
+        def counted(kind: int, status: int) -> None:
+            # As the HTTP routes are counted, with method LINK: "LINK /onion",
+            # "LINK /replicate", "LINK /replicate/pull", "LINK /replicate/forward".
+            metrics.count_request("LINK", labels[kind], status)
             if status == 429:
                 metrics.rate_limited.inc()
 
@@ -320,9 +340,21 @@ class Node:
             admit=admit,
             stopping=stopping,
             on_request=counted,
+            replicate=self._link_replicate if self.replication is not None else None,
             peer=client_key(peer),
             warnings=self.peer_warnings,
         )
+
+    async def _link_replicate(self, kind: int, frame: bytes) -> tuple[int, bytes]:
+        # The handlers and the typed-error -> status mapping of the POST routes
+        # (frame_route), so a frame is answered alike on a link and over HTTP.
+        r = self.replication
+        assert r is not None  # only passed to serve_link when replicating
+        if kind == REPLICATE_PUSH:
+            return await frame_answer(r.handle_push, frame)
+        if kind == REPLICATE_PULL:
+            return await frame_answer(r.handle_pull, frame)
+        return await frame_answer(r.handle_forward, frame)
 
     async def _link_request(self, packet: bytes, *, source: str) -> tuple[int, bytes]:
         # As in _onion: the handler holds the only reference while it runs.

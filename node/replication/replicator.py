@@ -34,6 +34,7 @@ from veil.onion.keys import NodeKeys
 from veil.onion.replica import ReplicaMessage
 
 from ..config import ReplicationConfig
+from ..link import LinkPool
 from ..logging import log_event
 from ..metrics import StorageFigure
 from ..network_view import NetworkView
@@ -71,7 +72,9 @@ class Replicator:
         peers: PeerPool,
         clock: Callable[[], int],
         config: ReplicationConfig,
+        links: LinkPool | None = None,
     ) -> None:
+        """``links``: the node's link pool, on which frames go (None: over ``peers``)."""
         self.keys = keys
         self.view = view
         self.service = service
@@ -80,7 +83,9 @@ class Replicator:
         self.clock = clock
         self.config = config
         self.counters = ReplicationCounters()
-        self._requests = PeerRequests(keys=keys, peers=peers, clock=clock, config=config)
+        self._requests = PeerRequests(
+            keys=keys, peers=peers, clock=clock, config=config, links=links
+        )
         self._push_queues = PushQueues(
             view=view, push=self._requests.push, config=config, counters=self.counters
         )
