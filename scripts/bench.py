@@ -16,6 +16,7 @@ from pathlib import Path
 SUITES = (
     "core",
     "node",
+    "node_replication",
     "network",
     "client",
     "sessions",
