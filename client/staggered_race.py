@@ -16,8 +16,10 @@ the requests still in flight are cancelled.
 
 Which sources may be asked is the caller's rule (the consensus module's privacy rules:
 other nodes only when the guards cannot help, authorities only as the last resort):
-``may_ask(source)`` is called just before a source would be asked, when every earlier
-request has ended or had its stagger, and a False skips it. The race keeps the order.
+``may_ask(source)`` is called when every earlier request has ended or had its
+stagger, before waiting for a free slot (and once more after such a wait, as what it
+knows may have changed meanwhile); a False skips the source. It should be cheap and may
+be called twice for one source. The race keeps the order.
 
 The end without a winner: when every request has ended; or, once no source is left to
 ask, when some source has answered that it has nothing newer (:data:`Verdict.NOTHING_NEWER`)
@@ -101,14 +103,23 @@ async def staggered_race(
                 ended, asked_at = last
                 with trio.move_on_at(asked_at + stagger_s):
                     await ended.wait()
-            while len(started_at) >= max_in_flight:
-                await changed.wait()
             if won:
                 # A wait that ended because the winner's request did returns before the
                 # cancellation is delivered (at the next checkpoint): ask no one more.
                 break
+            # Asked before waiting for a free slot: a source the rule skips must not keep
+            # the race waiting for a silent request's timeout (tests/test_staggered_race.py
+            # found it: one slot, a silent source in it, a "nothing newer" already in and
+            # only skipped sources left waited for the timeout instead of a stagger).
             if not may_ask(source):
                 continue
+            if len(started_at) >= max_in_flight:
+                while len(started_at) >= max_in_flight:
+                    await changed.wait()
+                if won:
+                    break
+                if not may_ask(source):  # asked again: what it knew may have changed
+                    continue
             ended = trio.Event()
             started_at[index] = asked_at = trio.current_time()
             nursery.start_soon(attempt, index, source, ended)
