@@ -4,10 +4,10 @@ Against real processes on 127.0.0.1: one authority and two nodes (one swarm). No
 advertises the address of a TCP relay of this test, which forwards every byte to B's
 real port and keeps a copy of what comes in, so the relay sees exactly what a passive
 observer of the link A <-> B sees: node A's pushes (and pulls) to B and B's answers,
-the authority's liveness checks, onion links. The relay parses the HTTP messages on
-each connection, both ways (a connection that upgrades to an onion link is left alone),
-and records the length of every replication request and answer, head and body, as it
-crossed the wire.
+the authority's liveness checks, links. The relay parses the HTTP messages on each
+connection, both ways, and the frames of a connection that upgrades to a link (where
+replication requests travel since veil-link/3), and records the length of every
+replication request and answer, head and body, as it crossed the wire.
 
 Issue 11, item 3: a push after a 6,831-character message was 7,616 bytes, so the link
 told message lengths. Here messages of 10 and 1,500 bytes (one size class) must give
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -42,6 +43,9 @@ pytestmark = pytest.mark.slow
 _HEAD_END = b"\r\n\r\n"
 _REQUEST_LINE = re.compile(rb"^[A-Z]+ (\S+) HTTP/1\.1\r\n")
 _STATUS_LINE = re.compile(rb"^HTTP/1\.1 (\d{3}) ")
+#: A link frame's head (onion/link.py) and the route of each replication request kind.
+_LINK_HEAD = struct.Struct(">BBHII")
+_LINK_ROUTES = {3: "/replicate", 4: "/replicate/pull", 5: "/replicate/forward"}
 
 
 @dataclass
@@ -61,6 +65,8 @@ class LinkWatch:
 
     requests: list[Seen] = field(default_factory=list)
     answers: list[Seen] = field(default_factory=list)
+    #: Per link (connection), its streams carrying a replication request -> its route.
+    _streams: dict[int, dict[int, str]] = field(default_factory=dict)
 
     async def parse(
         self, stream: trio.MemoryReceiveChannel[bytes], targets: list[str], *, answers: bool
@@ -75,9 +81,10 @@ class LinkWatch:
                 lines = head.split(b"\r\n")
                 pairs = (h.split(b":", 1) for h in lines[1:] if b":" in h)
                 headers = {k.strip().lower(): v.strip() for k, v in pairs}
-                if b"upgrade" in headers:  # an onion link: not HTTP from here on
-                    async for _ in stream:
-                        pass
+                if b"upgrade" in headers:  # a link (veil-link/3): frames from here on
+                    # Stream numbers are per link: keyed by this connection's list.
+                    streams = self._streams.setdefault(id(targets), {})
+                    await self.parse_frames(stream, buffer[len(head) :], streams, answers=answers)
                     return
                 assert b"transfer-encoding" not in headers, headers
                 length = int(headers.get(b"content-length", b"0"))
@@ -95,6 +102,35 @@ class LinkWatch:
                     assert line is not None, head[:100]
                     targets.append(line.group(1).decode())
                     self.requests.append(Seen(targets[-1], 0, length, len(head) + length))
+
+    async def parse_frames(
+        self,
+        stream: trio.MemoryReceiveChannel[bytes],
+        buffer: bytes,
+        streams: dict[int, str],
+        *,
+        answers: bool,
+    ) -> None:
+        """Parse one direction of a link: replication requests (kinds 3-5) are recorded
+        under their route, answers under their request's (by stream number)."""
+        buffer = self._frames(buffer, streams, answers=answers)
+        async for chunk in stream:
+            buffer = self._frames(buffer + chunk, streams, answers=answers)
+
+    def _frames(self, buffer: bytes, streams: dict[int, str], *, answers: bool) -> bytes:
+        """Record the whole frames at the start of ``buffer``; the rest."""
+        while len(buffer) >= _LINK_HEAD.size:
+            kind, _, status, number, length = _LINK_HEAD.unpack_from(buffer)
+            if len(buffer) < _LINK_HEAD.size + length:
+                break
+            buffer = buffer[_LINK_HEAD.size + length :]
+            seen_bytes = _LINK_HEAD.size + length
+            if not answers and kind in _LINK_ROUTES:
+                streams[number] = _LINK_ROUTES[kind]
+                self.requests.append(Seen(_LINK_ROUTES[kind], 0, length, seen_bytes))
+            elif answers and (target := streams.pop(number, None)) is not None:
+                self.answers.append(Seen(target, status, length, seen_bytes))
+        return buffer
 
     def replication(self, target: str = "/replicate") -> list[Seen]:
         return [r for r in self.requests if r.target == target]
