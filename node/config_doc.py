@@ -186,7 +186,7 @@ KEY_DOCS: dict[str, dict[str, str]] = {
         "ack_timeout": "Seconds a store waits for the swarm's acknowledgements before it "
         "answers the client.",
         "request_timeout": "Seconds for one push or pull request to a peer.",
-        "sync_interval": "Seconds between anti-entropy pulls from each swarm peer.",
+        "sync_interval": "Seconds between anti-entropy pulls from each swarm peer, on average (each wait is 0.5 to 1.5 of it, so the members' rounds do not fall together).",
         "max_pages": "Pages pulled from one peer in one round, at most.",
         "handover_interval": "Seconds between scans for accounts that left this swarm (a "
         "new consensus starts one too).",

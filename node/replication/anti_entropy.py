@@ -2,8 +2,8 @@
 
 Design note
 -----------
-Every ``sync_interval`` seconds, and at once when this node's swarm or the swarm ring
-changes, the node pulls from each swarm peer the peer's rows after a cursor (the peer's
+Every ``sync_interval`` seconds on average, and at once when this node's swarm or the
+swarm ring changes, the node pulls from each swarm peer the peer's rows after a cursor (the peer's
 ``seq``, which is never reused), page by page, at most ``max_pages`` pages per peer and
 round. The peer answers only the rows of accounts that belong to the *asker's* swarm in
 its own consensus (receive.py). The cursor is kept in the store (``sync_cursors``) per
@@ -32,6 +32,15 @@ revocation the restarted member had missed never reached it), which
 ``test_a_member_keeps_what_it_pulled_while_its_consensus_changed`` replays for certain.
 Rows of the round's scope are the node's to keep whatever it adopted since; if the ring
 moved meanwhile, the handover scans move them on, as any row.
+
+**Rounds out of step** (issue 17). Each wait is drawn from 0.5 to 1.5 intervals. The
+nodes of a network start together, and rounds at a fixed interval stayed in step: every
+member built and checked its summaries in the same instant, a burst of the whole
+swarm's anti-entropy CPU at once every interval, which held messages in flight behind
+it. On the 10-node devnet at 125 msg/s (``scripts/bench_load.py``'s setup, 20 s steps)
+the delivery p99 was 324 and 487 ms with rounds in step, 52 ms with no round during the
+step, and 76 and 90 ms with the jitter; a 2 s interval did no better (78, 85 ms) for a
+little more CPU.
 
 **Summary first** (issue 17). A pull of rows used to bring every row after the cursor,
 and each member pulls from every other, so with swarms of 5 each message was sent,
@@ -82,6 +91,7 @@ whose proof's chain is revoked is refused): the order costs at most a round's de
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -177,7 +187,10 @@ class AntiEntropy:
 
     async def run(self) -> None:
         while True:
-            await self._wakeup.wait(self.config.sync_interval)
+            # Jittered (0.5 to 1.5 intervals, the interval on average): the nodes of a
+            # network start together, and rounds at a fixed interval stayed in step, so
+            # every member's summaries were built and checked in the same instant.
+            await self._wakeup.wait(self.config.sync_interval * random.uniform(0.5, 1.5))
             try:
                 await self.sync_round()
             except Exception:  # a local failure (the store): log it, try next round
