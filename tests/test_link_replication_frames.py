@@ -10,12 +10,11 @@ kind's limit or a LinkProtocolError, never more buffered than was given.
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.test_link_frames import feed, head, split_at
 from veil.onion.link import (
     HEAD_LEN,
     MAX_ERROR_LEN,
@@ -41,31 +40,7 @@ from veil.onion.link import (
 from veil.onion.packet import MAX_PACKET_LEN, MAX_REPLY_LEN
 from veil.onion.replication_frames import MAX_FRAME
 
-_HEAD = struct.Struct(">BBHII")
 KINDS = sorted(REPLICATION_KINDS)
-
-
-def head(kind: int, flags: int, status: int, stream: int, length: int) -> bytes:
-    return _HEAD.pack(kind, flags, status, stream, length)
-
-
-def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    chunks, start = [], 0
-    for p in points:
-        chunks.append(data[start:p])
-        start = p
-    chunks.append(data[start:])
-    return chunks
-
-
-def feed(reader: FrameReader, chunks: list[bytes]) -> list[Frame]:
-    frames: list[Frame] = []
-    for chunk in chunks:
-        reader.receive_data(chunk)
-        while (frame := reader.next_frame()) is not None:
-            frames.append(frame)
-    return frames
 
 
 def refused_on_head(expect: int, max_payload: int, data: bytes, match: str) -> None:
