@@ -94,7 +94,7 @@ from .keystore import (
 from .link import HttpForwarder, LinkPool, open_link_pool, serve_link
 from .link.auth import LinkGate, listed_node_id
 from .logging import PeerWarnings, log_event
-from .metrics import CONTENT_TYPE, NodeMetrics, StorageFigure
+from .metrics import CONTENT_TYPE, METRICS_FORBIDDEN, MetricsAccess, NodeMetrics, StorageFigure
 from .network_view import NetworkView
 from .onion_handler import OnionHandler
 from .peers import PeerPool
@@ -164,6 +164,7 @@ class Node:
         #: The directory client, when the node is a member of a network.
         self.directory: DirectoryClient | None = None
         self.config = config
+        self._metrics_access = MetricsAccess(config.http.metrics_allow)
         self.data_dir = data_dir
         self.clock = clock
         self.metrics = metrics
@@ -369,6 +370,8 @@ class Node:
         return Response(200, json.dumps(self.info()).encode(), _JSON)
 
     async def _metrics(self, request: Request) -> Response:
+        if not self._metrics_access.allows(request.peer):
+            return Response(403, METRICS_FORBIDDEN)
         return Response(200, self.metrics.render(), CONTENT_TYPE.encode())
 
     async def _debug_clock(self, request: Request) -> Response:

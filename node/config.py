@@ -93,6 +93,10 @@ class HttpConfig:
     request_timeout: float = 10.0
     write_timeout: float = 10.0
     shutdown_grace: float = 5.0
+    #: Networks whose addresses may read ``GET /metrics`` (others get 403). Loopback by
+    #: default, as Tor's MetricsPort policy: counters of requests, waiting polls and
+    #: pushes, read often, tell an outsider when this node works for whom.
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
     def __post_init__(self) -> None:
         _at_least(self, "max_header_bytes", 1024)
@@ -101,6 +105,11 @@ class HttpConfig:
         for name in ("idle_timeout", "request_timeout", "write_timeout"):
             _positive(self, name)
         _at_least(self, "shutdown_grace", 0)
+        for net in self.metrics_allow:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ConfigError(f"metrics_allow holds {net!r}, which is not a network") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,7 +85,9 @@ KEY_DOCS: dict[str, dict[str, str]] = {
         "write_timeout": "Seconds to hand one response to a client that reads slowly.",
         "shutdown_grace": "Seconds requests in flight get after SIGTERM before they are "
         "answered 503 and the process exits (keep a systemd unit's TimeoutStopSec above "
-        "it).",
+        "it). Waiting long-polls are answered at once.",
+        "metrics_allow": "Networks (CIDR) whose addresses may read GET /metrics; others "
+        "get 403. Add your Prometheus scraper's address; loopback only by default.",
     },
     "onion": {
         "hop_timeout": "Seconds a relay waits for the next hop's reply. A relay cannot "
@@ -186,7 +188,9 @@ KEY_DOCS: dict[str, dict[str, str]] = {
         "ack_timeout": "Seconds a store waits for the swarm's acknowledgements before it "
         "answers the client.",
         "request_timeout": "Seconds for one push or pull request to a peer.",
-        "sync_interval": "Seconds between anti-entropy pulls from each swarm peer, on average (each wait is 0.5 to 1.5 of it, so the members' rounds do not fall together).",
+        "sync_interval": "Seconds between anti-entropy pulls from each swarm peer, on "
+        "average (each wait is 0.5 to 1.5 of it, so the members' rounds do not fall "
+        "together).",
         "max_pages": "Pages pulled from one peer in one round, at most.",
         "handover_interval": "Seconds between scans for accounts that left this swarm (a "
         "new consensus starts one too).",

@@ -18,7 +18,8 @@ hot path does no bookkeeping for them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import ipaddress
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,13 +27,40 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE", "NodeMetrics", "StorageFigure"]
+__all__ = ["CONTENT_TYPE", "METRICS_FORBIDDEN", "MetricsAccess", "NodeMetrics", "StorageFigure"]
 
 #: The Content-Type of the text exposition format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: "LINK" counts onion packets that arrived on a node-to-node link (node/link/).
 _METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "LINK"})
+
+
+class MetricsAccess:
+    """Who may read ``GET /metrics``: the networks of ``[http] metrics_allow``.
+
+    The connecting address is judged (IPv4-mapped IPv6 as IPv4); an address that does
+    not parse is refused. Loopback only by default, as Tor's MetricsPort policy: a
+    scraper elsewhere is added by its network.
+    """
+
+    __slots__ = ("_networks",)
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+
+    def allows(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self._networks)
+
+
+#: The answer to a scrape from an address ``[http] metrics_allow`` does not hold.
+METRICS_FORBIDDEN = b"forbidden: /metrics is served only to the networks of [http] metrics_allow\n"
 
 
 @dataclass(frozen=True, slots=True)

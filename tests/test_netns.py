@@ -127,6 +127,9 @@ def node_config(network_file: Path, address: str) -> dict[str, dict[str, Any]]:
         # Every node and the clients share one /24: one address each, none of them NATed,
         # but the limit is not what this test is about.
         "rate_limit": {"exempt": ["10.231.0.0/24"]},
+        # The test reads a node's counters from the lab's own namespace, as an
+        # operator's scraper on the private network would.
+        "http": {"metrics_allow": ["10.231.0.0/24"]},
     }
 
 

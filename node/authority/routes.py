@@ -35,7 +35,7 @@ from veil.onion.directory import MAX_DESCRIPTOR_SIZE, ConsensusSignature, parse_
 from veil.onion.errors import STATUS_CODES, VeilError, wire_status
 from veil.onion.vote import make_signature_doc
 
-from ..metrics import CONTENT_TYPE
+from ..metrics import CONTENT_TYPE, METRICS_FORBIDDEN
 from ..ratelimit import client_key
 from ..server import Request, Response, Route, text_response
 from .registry import Registry
@@ -156,6 +156,8 @@ class Routes(Registry):
         return Response(200, json.dumps(self.info()).encode(), _JSON)
 
     async def _get_metrics(self, request: Request) -> Response:
+        if not self.metrics_access.allows(request.peer):
+            return Response(403, METRICS_FORBIDDEN)
         return Response(200, self.metrics.render(), CONTENT_TYPE.encode())
 
 

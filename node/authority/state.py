@@ -40,7 +40,7 @@ from veil.onion.wallclock import wall_clock_ms
 
 from ..config import AuthorityConfig, NodeConfig
 from ..logging import PeerWarnings, log_event
-from ..metrics import NodeMetrics
+from ..metrics import MetricsAccess, NodeMetrics
 from ..peers import PeerPool
 
 __all__ = [
@@ -142,6 +142,7 @@ class AuthorityState:
         self.host = ""
         self.port = 0
         self.metrics = NodeMetrics(_PATH_LABELS)
+        self.metrics_access = MetricsAccess(config.http.metrics_allow)
         # A peer authority that keeps serving a bad vote is logged once a minute, not
         # once a round, and counted in veil_peer_errors_total{cause="vote_refused"}.
         self.peer_warnings = PeerWarnings(count=self.metrics.count_peer_error)
