@@ -94,6 +94,11 @@ class LinkWatch:
                 if answers:
                     status = _STATUS_LINE.match(head)
                     assert status is not None, head[:100]
+                    # The request's direction is parsed by another task: its target
+                    # may not be recorded yet when the answer's chunk comes first here.
+                    with trio.fail_after(10):
+                        while not targets:
+                            await trio.sleep(0.001)
                     target = targets.pop(0)
                     seen = Seen(target, int(status.group(1)), length, len(head) + length)
                     self.answers.append(seen)

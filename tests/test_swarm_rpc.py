@@ -138,13 +138,20 @@ async def test_deletes_and_expiries_reach_every_member(net: Devnet) -> None:
 
 
 async def pushes_received(client: httpx.AsyncClient, node: ConsensusNode) -> float:
-    """How many pushes ``node`` has answered 200 (its /metrics)."""
+    """How many pushes ``node`` has answered 200 (its /metrics), on links (method
+    ``LINK``, since veil-link/3) and by ``POST /replicate`` (before a link is up)."""
     text = (await client.get(f"http://{node.host}:{node.port}/metrics")).text
-    wanted = ('path="/replicate"', 'status="200"', 'method="POST"')
+    wanted = ('path="/replicate"', 'status="200"')
+    methods = ('method="POST"', 'method="LINK"')
+    total = 0.0
     for line in text.splitlines():
-        if line.startswith("veil_http_requests_total{") and all(w in line for w in wanted):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+        if (
+            line.startswith("veil_http_requests_total{")
+            and all(w in line for w in wanted)
+            and any(m in line for m in methods)
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 @pytest.mark.slow
