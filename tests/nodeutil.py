@@ -98,6 +98,28 @@ def free_port() -> int:
 # --- config files ---------------------------------------------------------------------
 
 
+def run_node_with_config(data_dir: Path, config: Path) -> subprocess.CompletedProcess[str]:
+    """``veil-node run`` on loopback with ``config``, to its end (for configs it refuses
+    at start: exit 2 and a message on stderr)."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "veil.node",
+            "run",
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

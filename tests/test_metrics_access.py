@@ -8,14 +8,12 @@ authority started with a config that leaves loopback out are asked from loopback
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.nodeutil import running_node, write_toml
+from tests.nodeutil import run_node_with_config, running_node, write_toml
 from veil.client.devnet import Devnet
 from veil.node.metrics import MetricsAccess
 
@@ -74,22 +72,6 @@ def test_a_bad_allow_list_is_refused_at_start_naming_the_key(
     tmp_path: Path, value: list[str]
 ) -> None:
     config = write_toml(tmp_path / "bad.toml", {"http": {"metrics_allow": value}})
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "veil.node",
-            "run",
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            str(config),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = run_node_with_config(tmp_path / "d", config)
     assert run.returncode == 2
     assert "metrics_allow" in run.stderr and value[0] in run.stderr

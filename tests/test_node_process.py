@@ -34,6 +34,7 @@ from .nodeutil import (
     onion_request,
     onion_rpc,
     post_packet,
+    run_node_with_config,
     running_node,
     start_node,
     write_toml,
@@ -349,23 +350,7 @@ def test_a_second_node_on_the_same_data_dir_is_refused(node: NodeHandle) -> None
 
 def test_an_unknown_config_key_is_refused_clearly(tmp_path: Path) -> None:
     config = write_toml(tmp_path / "bad.toml", {"http": {"idle_timout": 5}})
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "veil.node",
-            "run",
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            str(config),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = run_node_with_config(tmp_path / "d", config)
     assert run.returncode == 2
     assert "unknown key http.idle_timout" in run.stderr
     assert "idle_timeout" in run.stderr  # the keys it does know
