@@ -27,6 +27,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .ratelimit import peer_ip
+
 __all__ = ["CONTENT_TYPE", "METRICS_FORBIDDEN", "MetricsAccess", "NodeMetrics", "StorageFigure"]
 
 #: The Content-Type of the text exposition format.
@@ -50,13 +52,8 @@ class MetricsAccess:
         self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
 
     def allows(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self._networks)
+        ip = peer_ip(address)
+        return ip is not None and any(ip in net for net in self._networks)
 
 
 #: The answer to a scrape from an address ``[http] metrics_allow`` does not hold.

@@ -26,7 +26,6 @@ I/O of its own.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 
 import trio
@@ -36,6 +35,7 @@ from veil.onion.errors import NotFound
 from veil.onion.keys import GroupId, OwnerId
 
 from .logging import log_event
+from .ratelimit import peer_ip
 
 __all__ = ["SUBSCRIBER_BUFFER", "NetworkView"]
 
@@ -46,13 +46,8 @@ SUBSCRIBER_BUFFER = 16
 
 
 def _normal_ip(address: str) -> str | None:
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return str(ip)
+    ip = peer_ip(address)
+    return None if ip is None else str(ip)
 
 
 class NetworkView:

@@ -26,6 +26,19 @@ from collections.abc import Hashable, Iterable
 __all__ = ["TokenBucketLimiter", "client_key"]
 
 
+def peer_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``address`` (a connecting address, or a host from the consensus) as an IP, an
+    IPv4-mapped IPv6 address as its IPv4 one and a zone (``%eth0``) dropped; None if it
+    is not an IP address."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def client_key(address: str) -> str:
     """The bucket key of an address: IPv4 as is, IPv6 by its /64 prefix."""
     if ":" not in address:

@@ -36,7 +36,7 @@ from veil.onion.errors import STATUS_CODES, VeilError, wire_status
 from veil.onion.vote import make_signature_doc
 
 from ..metrics import CONTENT_TYPE, METRICS_FORBIDDEN
-from ..ratelimit import client_key
+from ..ratelimit import client_key, peer_ip
 from ..server import Request, Response, Route, text_response
 from .registry import Registry
 
@@ -99,12 +99,9 @@ class Routes(Registry):
     def _source_of(self, peer: str) -> str | None:
         """Who posts, for ``max_per_source``: the peer's bucket key (an IPv6 /64 as
         one), or None for an address in ``per_source_exempt``."""
-        try:
-            ip = ipaddress.ip_address(peer.split("%", 1)[0])
-        except ValueError:
+        ip = peer_ip(peer)
+        if ip is None:
             return client_key(peer)  # no address known: all such posters share one
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         if any(ip in net for net in self._per_source_exempt):
             return None
         return client_key(peer)

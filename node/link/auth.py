@@ -26,7 +26,6 @@ bounded by what the listed nodes send.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Sequence
 
 from veil.onion.errors import RateLimited, ReplayedPacket, StalePacket
@@ -40,6 +39,7 @@ from veil.onion.link import (
 from veil.onion.replay import ReplayCache
 
 from ..network_view import NetworkView
+from ..ratelimit import peer_ip
 
 __all__ = ["LinkGate", "listed_node_id"]
 
@@ -110,18 +110,10 @@ def listed_node_id(view: NetworkView, host: str, port: int) -> bytes | None:
     consensus = view.consensus
     if consensus is None:
         return None
-    ip = _ip(host)
+    ip = peer_ip(host)
     for node in consensus.nodes:
-        if node.port == port and (node.host == host or (ip is not None and _ip(node.host) == ip)):
+        if node.port == port and (
+            node.host == host or (ip is not None and peer_ip(node.host) == ip)
+        ):
             return node.node_id
     return None
-
-
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
