@@ -70,7 +70,7 @@ from typing import Any
 import trio
 
 from veil.client.delegation.session import DelegatedSession
-from veil.client.errors import InvalidArgument, OnionRequestFailed
+from veil.client.errors import InvalidArgument, NoConsensus, OnionRequestFailed
 from veil.client.onion_client import OnionClient
 from veil.client.state import ClientState, InboundMessage, ReceivedMessage
 from veil.onion import rpc
@@ -388,10 +388,10 @@ class Receiver:
 
         Use it in an ``async for``; break out of it (or cancel it) to stop. The loop
         survives failures of the network and of nodes (an unreachable swarm, a node that
-        answers nonsense or refuses us: retried elsewhere with a back-off; the last
-        error is in :attr:`last_error`); it raises only what retrying cannot fix: the
-        state file failing (:class:`~veil.client.errors.StateError`). Never yields inside a
-        cancel scope.
+        answers nonsense or refuses us, a consensus with too few nodes for a path:
+        retried with a back-off; the last error is in :attr:`last_error`); it raises only
+        what retrying cannot fix: the state file failing
+        (:class:`~veil.client.errors.StateError`). Never yields inside a cancel scope.
         """
         failures = 0  # polls failed in a row
         wait_s = 0  # first drain what is waiting, then long-poll
@@ -404,7 +404,9 @@ class Receiver:
                 failures += 1
                 await trio.sleep(POLL_BACKOFF.delay_s(failures))
                 continue
-            except (NetworkError, ProtocolError) as exc:
+            except (NetworkError, ProtocolError, NoConsensus) as exc:
+                # NoConsensus: the consensus held lists too few nodes for a path that
+                # leaves out the destination (nodes stopped); a later one may not.
                 self.last_error = str(exc)
                 failures += 1
                 await trio.sleep(POLL_BACKOFF.delay_s(failures))

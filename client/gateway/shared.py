@@ -24,7 +24,7 @@ from typing import Any
 import trio
 
 from veil.client.bot import Bot
-from veil.client.errors import OnionRequestFailed
+from veil.client.errors import NoConsensus, OnionRequestFailed
 from veil.client.gateway.idempotency import IdempotencyBook
 from veil.client.gateway.metrics import GatewayMetrics
 from veil.client.gateway.problems import Problem
@@ -116,7 +116,8 @@ class Gateway:
                 f"{what}: {exc}",
                 retry_after=UNAVAILABLE_RETRY_S,
             ) from None
-        except NetworkError as exc:
+        except (NetworkError, NoConsensus) as exc:
+            # NoConsensus: the consensus lists too few nodes for a path (nodes stopped).
             self.metrics.unavailable.inc()
             raise Problem(
                 503,
